@@ -1,0 +1,179 @@
+//! Conversions between protobuf messages and domain types.
+
+use crate::node::cases::{CaseView, DeliveryView, HistoryView, MediaHashView, RouteView, rfc3339};
+use crate::pb;
+use crate::report::Priority;
+use crate::routing::{Evidence, RouteDecision};
+
+pub fn priority_to_pb(p: Priority) -> pb::Priority {
+    match p {
+        Priority::Bulk => pb::Priority::Bulk,
+        Priority::Urgent => pb::Priority::Urgent,
+    }
+}
+
+pub fn priority_from_pb(p: i32) -> Priority {
+    if p == pb::Priority::Urgent as i32 {
+        Priority::Urgent
+    } else {
+        Priority::Bulk
+    }
+}
+
+pub fn evidence_to_pb(e: &Evidence) -> pb::HostingEvidence {
+    pb::HostingEvidence {
+        ip: e.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        country: e.country.clone().unwrap_or_default(),
+        ip_source: e.ip_source.clone(),
+        dataset: e.dataset.clone(),
+        dataset_date: e.dataset_date.clone(),
+    }
+}
+
+pub fn route_to_pb(r: &RouteDecision) -> pb::RouteDecision {
+    pb::RouteDecision {
+        kind: r.kind.as_str().to_owned(),
+        destinations: r.destinations.iter().map(|d| d.to_string()).collect(),
+        reason: r.reason.clone(),
+        evidence: Some(evidence_to_pb(&r.evidence)),
+    }
+}
+
+pub fn route_view_from_pb(r: &pb::RouteDecision) -> RouteView {
+    let ev = r.evidence.clone().unwrap_or_default();
+    RouteView {
+        kind: r.kind.clone(),
+        destinations: r.destinations.clone(),
+        reason: r.reason.clone(),
+        ip: ev.ip,
+        ip_source: ev.ip_source,
+        country: ev.country,
+        dataset: ev.dataset,
+        dataset_date: ev.dataset_date,
+    }
+}
+
+fn route_view_to_pb(r: &RouteView) -> pb::RouteDecision {
+    pb::RouteDecision {
+        kind: r.kind.clone(),
+        destinations: r.destinations.clone(),
+        reason: r.reason.clone(),
+        evidence: Some(pb::HostingEvidence {
+            ip: r.ip.clone(),
+            country: r.country.clone(),
+            ip_source: r.ip_source.clone(),
+            dataset: r.dataset.clone(),
+            dataset_date: r.dataset_date.clone(),
+        }),
+    }
+}
+
+fn ms(s: &Option<String>) -> i64 {
+    s.as_deref()
+        .and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .unwrap_or(0)
+}
+
+pub fn case_to_pb(c: &CaseView) -> pb::Case {
+    pb::Case {
+        id: c.id.clone(),
+        origin: c.origin.clone(),
+        direction: c.direction.clone(),
+        destinations: c.destinations.clone(),
+        status: c.status.clone(),
+        category: c.category.clone(),
+        urls: c.urls.clone(),
+        hosting_country: c.hosting_country.clone().unwrap_or_default(),
+        created_at_ms: c.created_at_ms,
+        priority: priority_to_pb(Priority::parse(&c.priority).unwrap_or(Priority::Bulk)) as i32,
+        route: c.route.as_ref().map(route_view_to_pb),
+        deliveries: c
+            .deliveries
+            .iter()
+            .map(|d| pb::Delivery {
+                destination: d.destination.clone(),
+                state: d.state.clone(),
+                reason: d.reason.clone(),
+                delivered_at_ms: ms(&d.delivered_at),
+                attempts: d.attempts,
+                last_error: d.last_error.clone(),
+            })
+            .collect(),
+        history: c
+            .history
+            .iter()
+            .map(|h| pb::StatusChange {
+                status: h.status.clone(),
+                reason: h.reason.clone(),
+                actor: h.actor.clone(),
+                signer: h.signer.clone(),
+                at_ms: ms(&Some(h.at.clone())),
+            })
+            .collect(),
+        notes: c.notes.clone(),
+        hashes: c
+            .hashes
+            .iter()
+            .map(|h| pb::MediaHash {
+                algorithm: h.algorithm.clone(),
+                value: h.value.clone(),
+            })
+            .collect(),
+        received_from: c.received_from.clone().unwrap_or_default(),
+    }
+}
+
+pub fn case_from_pb(c: pb::Case) -> CaseView {
+    let nonempty = |s: String| (!s.is_empty()).then_some(s);
+    CaseView {
+        destination: c.destinations.join(","),
+        id: c.id,
+        origin: c.origin,
+        direction: c.direction,
+        destinations: c.destinations,
+        status: c.status,
+        category: c.category,
+        priority: priority_from_pb(c.priority).as_str().to_owned(),
+        urls: c.urls,
+        hosting_country: nonempty(c.hosting_country),
+        created_at: rfc3339(c.created_at_ms),
+        created_at_ms: c.created_at_ms,
+        received_from: nonempty(c.received_from),
+        notes: c.notes,
+        hashes: c
+            .hashes
+            .into_iter()
+            .map(|h| MediaHashView {
+                algorithm: h.algorithm,
+                value: h.value,
+            })
+            .collect(),
+        route: c.route.as_ref().map(route_view_from_pb),
+        deliveries: c
+            .deliveries
+            .into_iter()
+            .map(|d| DeliveryView {
+                destination: d.destination,
+                state: d.state,
+                reason: d.reason,
+                delivered_at: (d.delivered_at_ms != 0).then(|| rfc3339(d.delivered_at_ms)),
+                attempts: d.attempts,
+                last_error: d.last_error,
+            })
+            .collect(),
+        history: c
+            .history
+            .into_iter()
+            .map(|h| HistoryView {
+                status: h.status,
+                reason: h.reason,
+                actor: h.actor,
+                signer: h.signer,
+                at: rfc3339(h.at_ms),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,12 @@
+//! The gRPC surface: the listener (TLS 1.3, mutual auth, one identity per
+//! connection), the `Federation` and `Operator` services, health and
+//! reflection. Handlers authenticate (`auth`), convert protobuf into domain
+//! calls (`convert`), call `node::*`, and map errors in exactly one place
+//! (`status`).
+
+pub mod auth;
+pub mod convert;
+pub mod federation;
+pub mod operator;
+pub mod server;
+pub mod status;

@@ -1,0 +1,176 @@
+//! The listener: accepts TCP (with TCP_NODELAY), completes the TLS 1.3
+//! handshake off the accept loop (a client without a valid federation
+//! certificate fails here), reads the client's identity once per
+//! connection, and serves the gRPC services, health and reflection.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tonic::transport::server::Connected;
+
+use crate::api::auth::ConnInfo;
+use crate::api::federation::FederationService;
+use crate::api::operator::OperatorService;
+use crate::identity::{IdentityError, identity_from_cert};
+use crate::node::Core;
+use crate::pb;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest accepted request (a full batch of maximal reports fits).
+pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// A TLS connection with the identity its client certificate proves.
+pub struct TlsConn {
+    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    info: ConnInfo,
+}
+
+impl Connected for TlsConn {
+    type ConnectInfo = ConnInfo;
+    fn connect_info(&self) -> ConnInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+pub async fn serve(
+    core: Arc<Core>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (conn_tx, conn_rx) = tokio::sync::mpsc::channel::<Result<TlsConn, std::io::Error>>(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let federation = core.config.directory.federation.clone();
+    let mut accept_shutdown = shutdown.clone();
+    let accept_loop = tokio::spawn(async move {
+        loop {
+            let (tcp, remote) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = accept_shutdown.changed() => return,
+            };
+            // Without TCP_NODELAY, Nagle and delayed ACKs stall each
+            // exchange by ~40 ms.
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let conn_tx = conn_tx.clone();
+            let federation = federation.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let identity = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map_or(Err(IdentityError::Unparsable), |leaf| {
+                                identity_from_cert(leaf, &federation)
+                            });
+                        let info = ConnInfo {
+                            remote: Some(remote),
+                            identity,
+                        };
+                        let _ = conn_tx.send(Ok(TlsConn { inner: stream, info })).await;
+                    }
+                    Ok(Err(e)) => tracing::info!(%remote, error = %e, "TLS handshake refused"),
+                    Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<pb::federation_server::FederationServer<FederationService>>()
+        .await;
+    health
+        .set_serving::<pb::operator_server::OperatorServer<OperatorService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1();
+    let reflection = match reflection {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "reflection service could not be built");
+            return;
+        }
+    };
+    let federation_svc = pb::federation_server::FederationServer::new(FederationService {
+        core: core.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE);
+    let operator_svc = pb::operator_server::OperatorServer::new(OperatorService { core })
+        .max_decoding_message_size(MAX_MESSAGE);
+    let result = tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(60))
+        .max_concurrent_streams(Some(128))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(federation_svc)
+        .add_service(operator_svc)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::ReceiverStream::new(conn_rx),
+            async move {
+                let _ = shutdown.changed().await;
+            },
+        )
+        .await;
+    accept_loop.abort();
+    if let Err(e) = result {
+        tracing::error!(error = %e, "gRPC server stopped");
+    }
+}

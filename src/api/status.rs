@@ -1,0 +1,38 @@
+//! The one map from domain errors to gRPC statuses. Internal details (SQL,
+//! IO) are logged here and never sent to the caller.
+
+use tonic::Status;
+
+use crate::node::NodeError;
+use crate::report::wire::WireError;
+
+pub fn to_status(e: NodeError) -> Status {
+    match e {
+        NodeError::Invalid(i) => Status::invalid_argument(format!("{} ({})", i, i.code)),
+        NodeError::NotFound(m) => Status::not_found(m),
+        NodeError::FailedPrecondition(m) => Status::failed_precondition(m),
+        NodeError::PermissionDenied(m) => Status::permission_denied(m),
+        NodeError::Wire(w) => wire_status(w),
+        NodeError::Store(e) => {
+            tracing::error!(error = ?e, "storage error while handling a request");
+            Status::unavailable("storage is unavailable; nothing was stored; retry later")
+        }
+    }
+}
+
+fn wire_status(w: WireError) -> Status {
+    let msg = w.to_string();
+    match w {
+        WireError::IdentityMismatch { .. }
+        | WireError::UnknownSigner(_)
+        | WireError::SuspendedSigner(_) => Status::permission_denied(msg),
+        WireError::UnknownKey { .. } | WireError::BadSignature(_) | WireError::BadHopChain(_) => {
+            Status::unauthenticated(msg)
+        }
+        WireError::TooManyHops => Status::failed_precondition(msg),
+        WireError::Missing(_)
+        | WireError::Malformed(_)
+        | WireError::NonCanonical(_)
+        | WireError::Invalid(_) => Status::invalid_argument(msg),
+    }
+}

@@ -1,0 +1,267 @@
+//! Node configuration: `node.toml` as written ("raw", serde, unknown keys
+//! refused) turned into a validated, typed [`NodeConfig`] whose paths are
+//! absolute and whose ids are checked. Errors name the file and the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::directory::{Directory, DirectoryError};
+use crate::identity::NodeId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: key `{key}`: {message}")]
+    Invalid {
+        path: String,
+        key: &'static str,
+        message: String,
+    },
+    #[error("{path}: directory")]
+    Directory {
+        path: String,
+        #[source]
+        source: Box<DirectoryError>,
+    },
+}
+
+/// `node.toml` exactly as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNodeConfig {
+    /// This node's id, as in the directory and its certificate.
+    pub node_id: String,
+    /// Address the gRPC listener binds (both services).
+    pub listen: String,
+    /// SQLite database file (relative paths are relative to this file).
+    pub database: String,
+    /// The federation directory file.
+    pub directory: String,
+    /// Node id that receives reports for countries with no hotline (e.g. a
+    /// law-enforcement channel). Without one such reports stay here with
+    /// delivery `no-hotline`.
+    #[serde(default)]
+    pub fallback: Option<String>,
+    pub tls: RawTls,
+    pub signing: RawSigning,
+    /// The operator identity the command-line client uses with this node.
+    #[serde(default)]
+    pub operator: Option<RawTls>,
+    #[serde(default)]
+    pub delivery: RawDelivery,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// Federation CA certificate (PEM).
+    #[serde(default)]
+    pub ca: Option<String>,
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigning {
+    /// PKCS#8 PEM Ed25519 key, mode 0600.
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDelivery {
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    pub batch_size: u32,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for RawDelivery {
+    fn default() -> Self {
+        RawDelivery {
+            retry_initial_ms: 500,
+            retry_max_ms: 300_000,
+            batch_size: 64,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Reports whose origin timestamp is older than this are refused.
+    pub max_report_age_days: u32,
+    /// Reports dated further than this in the future are refused.
+    pub max_clock_skew_secs: u32,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_report_age_days: 30,
+            max_clock_skew_secs: 300,
+        }
+    }
+}
+
+/// A validated node configuration with absolute paths.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub path: PathBuf,
+    pub node_id: NodeId,
+    pub listen: SocketAddr,
+    pub database: PathBuf,
+    pub directory_path: PathBuf,
+    pub directory: Directory,
+    pub fallback: Option<NodeId>,
+    pub tls: TlsPaths,
+    pub signing_key: PathBuf,
+    pub operator: Option<TlsPaths>,
+    pub delivery: Delivery,
+    pub max_report_age: Duration,
+    pub max_clock_skew: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsPaths {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsPaths {
+    pub fn files(&self) -> crate::crypto::tls::TlsFiles<'_> {
+        crate::crypto::tls::TlsFiles {
+            ca: &self.ca,
+            cert: &self.cert,
+            key: &self.key,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub batch_size: usize,
+    pub request_timeout: Duration,
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let raw: RawNodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+        Self::from_raw(raw, path, &base)
+    }
+
+    fn from_raw(raw: RawNodeConfig, path: &Path, base: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            path: shown.clone(),
+            key,
+            message,
+        };
+        let node_id = NodeId::new(&raw.node_id).map_err(|e| invalid("node_id", e.to_string()))?;
+        let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("expected host:port such as 127.0.0.1:7001, got {:?}", raw.listen),
+            )
+        })?;
+        let resolve = |p: &str| base.join(p);
+        let directory_path = resolve(&raw.directory);
+        let directory =
+            Directory::load(&directory_path).map_err(|source| ConfigError::Directory {
+                path: shown.clone(),
+                source: Box::new(source),
+            })?;
+        if directory.node(&node_id).is_none() {
+            return Err(invalid(
+                "node_id",
+                format!("{node_id} is not in the directory {}", directory_path.display()),
+            ));
+        }
+        let fallback = match raw.fallback.as_deref() {
+            None | Some("") => None,
+            Some(f) => {
+                let id = NodeId::new(f).map_err(|e| invalid("fallback", e.to_string()))?;
+                if directory.node(&id).is_none() {
+                    return Err(invalid(
+                        "fallback",
+                        format!("{id} is not in the directory"),
+                    ));
+                }
+                Some(id)
+            }
+        };
+        let ca = resolve(
+            raw.tls
+                .ca
+                .as_deref()
+                .ok_or_else(|| invalid("tls.ca", "the federation CA file is required".into()))?,
+        );
+        let tls = TlsPaths {
+            ca: ca.clone(),
+            cert: resolve(&raw.tls.cert),
+            key: resolve(&raw.tls.key),
+        };
+        let operator = raw.operator.as_ref().map(|o| TlsPaths {
+            ca: o.ca.as_deref().map(resolve).unwrap_or_else(|| ca.clone()),
+            cert: resolve(&o.cert),
+            key: resolve(&o.key),
+        });
+        let d = &raw.delivery;
+        if d.retry_initial_ms == 0 || d.retry_max_ms < d.retry_initial_ms {
+            return Err(invalid(
+                "delivery.retry_max_ms",
+                "must be at least delivery.retry_initial_ms, which must be > 0".into(),
+            ));
+        }
+        if !(1..=256).contains(&d.batch_size) {
+            return Err(invalid("delivery.batch_size", "must be 1..=256".into()));
+        }
+        Ok(NodeConfig {
+            path: path.to_path_buf(),
+            node_id,
+            listen,
+            database: resolve(&raw.database),
+            directory_path,
+            directory,
+            fallback,
+            tls,
+            signing_key: resolve(&raw.signing.key),
+            operator,
+            delivery: Delivery {
+                retry_initial: Duration::from_millis(d.retry_initial_ms),
+                retry_max: Duration::from_millis(d.retry_max_ms),
+                batch_size: d.batch_size as usize,
+                request_timeout: Duration::from_millis(d.request_timeout_ms.max(100)),
+            },
+            max_report_age: Duration::from_secs(u64::from(raw.limits.max_report_age_days) * 86_400),
+            max_clock_skew: Duration::from_secs(u64::from(raw.limits.max_clock_skew_secs)),
+        })
+    }
+}

@@ -1,0 +1,184 @@
+//! rustls configurations: TLS 1.3 only, mutual authentication against the
+//! federation CA, ALPN h2. Server and client side, plus the tonic connector
+//! that checks a peer's certificate names the node we meant to reach.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::crypto::signing::{PrivateFileError, check_private_file};
+use crate::identity::{NodeId, PeerIdentity, identity_from_cert};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: String },
+    #[error("{path} holds no PEM private key")]
+    NoKey { path: String },
+    #[error("private key {path} is readable by group or others (mode {mode:o}); chmod 600 it")]
+    Permissions { path: String, mode: u32 },
+    #[error("TLS configuration refused")]
+    Rustls(#[from] rustls::Error),
+    #[error("client certificate verifier")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// The PEM files of one TLS identity.
+#[derive(Debug, Clone)]
+pub struct TlsFiles<'a> {
+    pub ca: &'a Path,
+    pub cert: &'a Path,
+    pub key: &'a Path,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let shown = path.display().to_string();
+    check_private_file(path).map_err(|e| match e {
+        PrivateFileError::Io(source) => TlsError::Read {
+            path: shown.clone(),
+            source,
+        },
+        PrivateFileError::Mode(mode) => TlsError::Permissions {
+            path: shown.clone(),
+            mode,
+        },
+    })?;
+    let pem = zeroize::Zeroizing::new(read(path)?);
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| TlsError::NoKey { path: shown })
+}
+
+fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(ca)? {
+        roots.add(cert)?;
+    }
+    Ok(roots)
+}
+
+/// Server side: TLS 1.3 only, a client certificate from the federation CA is
+/// mandatory (no certificate, or another CA, fails the handshake).
+pub fn server_config(files: &TlsFiles<'_>) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(files.ca)?), provider.clone())
+            .build()?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(files.cert)?, load_key(files.key)?)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Client side: TLS 1.3 only, presenting our certificate, trusting only the
+/// federation CA.
+pub fn client_config(files: &TlsFiles<'_>) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(files.ca)?)
+        .with_client_auth_cert(load_certs(files.cert)?, load_key(files.key)?)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Opens a lazily connecting gRPC channel to `endpoint` (`https://host:port`)
+/// over our own rustls client, and refuses the connection unless the
+/// server's certificate names `expected` (when given).
+pub fn channel(
+    endpoint: &str,
+    expected: Option<NodeId>,
+    federation: &str,
+    tls: Arc<ClientConfig>,
+    timeout: std::time::Duration,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    // TLS is done by the connector below, so tonic itself sees plain http.
+    let plain = endpoint.replacen("https://", "http://", 1);
+    let federation = federation.to_owned();
+    let connector = tower::service_fn(move |uri: http::Uri| {
+        let tls = tls.clone();
+        let expected = expected.clone();
+        let federation = federation.clone();
+        async move { connect(uri, tls, expected, &federation).await }
+    });
+    Ok(tonic::transport::Endpoint::from_shared(plain)?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .tcp_nodelay(true)
+        .connect_with_connector_lazy(connector))
+}
+
+async fn connect(
+    uri: http::Uri,
+    tls: Arc<ClientConfig>,
+    expected: Option<NodeId>,
+    federation: &str,
+) -> std::io::Result<hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>
+{
+    use std::io::{Error, ErrorKind};
+    let host = uri
+        .host()
+        .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "endpoint has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(443);
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from(host)
+        .map_err(|_| Error::new(ErrorKind::InvalidInput, "endpoint host is not a valid name"))?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await?;
+    if let Some(expected) = expected {
+        let leaf = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .ok_or_else(|| Error::new(ErrorKind::PermissionDenied, "peer sent no certificate"))?;
+        match identity_from_cert(leaf, federation) {
+            Ok(PeerIdentity::Node(id)) if id == expected => {}
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::PermissionDenied,
+                    format!("peer certificate does not name node {expected}"),
+                ));
+            }
+        }
+    }
+    Ok(hyper_util::rt::TokioIo::new(stream))
+}

@@ -1,0 +1,236 @@
+//! The federation directory: every node with its countries, endpoint,
+//! accepted categories and signing keys (with key ids and validity). Loaded
+//! from `directory.toml`; the same file is given to every node.
+
+use std::path::Path;
+
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::signing::{KeyError, key_id_of, parse_public_key};
+use crate::identity::NodeId;
+use crate::report::Category;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("cannot read directory {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: node {node}: {message}")]
+    Invalid {
+        path: String,
+        node: String,
+        message: String,
+    },
+    #[error("{path}: node {node}: key {key_id}")]
+    Key {
+        path: String,
+        node: String,
+        key_id: String,
+        #[source]
+        source: KeyError,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDirectory {
+    pub federation: String,
+    #[serde(default, rename = "node")]
+    pub nodes: Vec<RawNode>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// ISO 3166-1 alpha-2 codes of the countries whose hosted content this
+    /// hotline handles.
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// `https://host:port`.
+    pub endpoint: String,
+    /// Categories accepted; empty means all.
+    #[serde(default)]
+    pub categories: Vec<String>,
+    /// `false` while the node is suspended from the federation.
+    #[serde(default = "yes")]
+    pub active: bool,
+    #[serde(default, rename = "key")]
+    pub keys: Vec<RawKey>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub id: String,
+    /// base64 of the 32-byte Ed25519 public key.
+    pub public_key: String,
+    /// RFC 3339; the key is valid from then (optional).
+    #[serde(default)]
+    pub not_before: Option<String>,
+    /// RFC 3339; the key is valid until then (optional).
+    #[serde(default)]
+    pub not_after: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Directory {
+    pub federation: String,
+    nodes: Vec<DirectoryNode>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DirectoryNode {
+    pub id: NodeId,
+    pub name: String,
+    pub countries: Vec<String>,
+    pub endpoint: String,
+    pub categories: Vec<Category>,
+    pub active: bool,
+    pub keys: Vec<NodeKeyEntry>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeKeyEntry {
+    pub id: String,
+    pub key: VerifyingKey,
+    pub not_before_ms: Option<i64>,
+    pub not_after_ms: Option<i64>,
+}
+
+impl DirectoryNode {
+    pub fn accepts(&self, category: Category) -> bool {
+        self.categories.is_empty() || self.categories.contains(&category)
+    }
+
+    /// The key with `key_id`, if it is valid at `at_ms`.
+    pub fn key(&self, key_id: &str, at_ms: i64) -> Option<&VerifyingKey> {
+        self.keys
+            .iter()
+            .find(|k| k.id == key_id)
+            .filter(|k| k.not_before_ms.is_none_or(|t| at_ms >= t))
+            .filter(|k| k.not_after_ms.is_none_or(|t| at_ms <= t))
+            .map(|k| &k.key)
+    }
+}
+
+impl Directory {
+    pub fn load(path: &Path) -> Result<Self, DirectoryError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| DirectoryError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let raw: RawDirectory = toml::from_str(&text).map_err(|e| DirectoryError::Parse {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+        Self::from_raw(raw, &shown)
+    }
+
+    pub fn from_raw(raw: RawDirectory, shown: &str) -> Result<Self, DirectoryError> {
+        let mut nodes: Vec<DirectoryNode> = Vec::with_capacity(raw.nodes.len());
+        for n in raw.nodes {
+            let invalid = |message: String| DirectoryError::Invalid {
+                path: shown.to_owned(),
+                node: n.id.clone(),
+                message,
+            };
+            let id = NodeId::new(&n.id).map_err(|e| invalid(e.to_string()))?;
+            if nodes.iter().any(|m| m.id == id) {
+                return Err(invalid("listed twice".into()));
+            }
+            let mut countries = Vec::new();
+            for c in &n.countries {
+                if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+                    return Err(invalid(format!(
+                        "country {c:?} is not an upper-case ISO 3166-1 alpha-2 code"
+                    )));
+                }
+                countries.push(c.clone());
+            }
+            if !(n.endpoint.starts_with("https://")) {
+                return Err(invalid(format!(
+                    "endpoint {:?} must be https://host:port",
+                    n.endpoint
+                )));
+            }
+            let mut categories = Vec::new();
+            for c in &n.categories {
+                categories.push(
+                    Category::parse(c).map_err(|_| invalid(format!("unknown category {c:?}")))?,
+                );
+            }
+            let mut keys = Vec::new();
+            for k in &n.keys {
+                let key_err = |source| DirectoryError::Key {
+                    path: shown.to_owned(),
+                    node: n.id.clone(),
+                    key_id: k.id.clone(),
+                    source,
+                };
+                let key = parse_public_key(&k.public_key).map_err(key_err)?;
+                if key_id_of(&key) != k.id {
+                    return Err(invalid(format!(
+                        "key id {} does not match its public key (expected {})",
+                        k.id,
+                        key_id_of(&key)
+                    )));
+                }
+                keys.push(NodeKeyEntry {
+                    id: k.id.clone(),
+                    key,
+                    not_before_ms: parse_time(k.not_before.as_deref()).map_err(&invalid)?,
+                    not_after_ms: parse_time(k.not_after.as_deref()).map_err(&invalid)?,
+                });
+            }
+            nodes.push(DirectoryNode {
+                id,
+                name: n.name,
+                countries,
+                endpoint: n.endpoint,
+                categories,
+                active: n.active,
+                keys,
+            });
+        }
+        Ok(Directory {
+            federation: raw.federation,
+            nodes,
+        })
+    }
+
+    pub fn node(&self, id: &NodeId) -> Option<&DirectoryNode> {
+        self.nodes.iter().find(|n| &n.id == id)
+    }
+
+    pub fn nodes(&self) -> &[DirectoryNode] {
+        &self.nodes
+    }
+
+    /// Active nodes serving `country`, in directory order.
+    pub fn serving(&self, country: &str) -> impl Iterator<Item = &DirectoryNode> {
+        self.nodes
+            .iter()
+            .filter(move |n| n.active && n.countries.iter().any(|c| c == country))
+    }
+}
+
+fn parse_time(s: Option<&str>) -> Result<Option<i64>, String> {
+    let Some(s) = s else { return Ok(None) };
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| format!("{s:?} is not an RFC 3339 time"))?;
+    Ok(Some((t.unix_timestamp_nanos() / 1_000_000) as i64))
+}

@@ -1,0 +1,8 @@
+//! Outbound delivery: one worker per peer reads that peer's outbox (urgent
+//! first, then in order), sends batches over mutual TLS, checks the signed
+//! receipts, and stores them; failures back off exponentially with jitter,
+//! capped, and are retried forever. Handlers never send inline: they commit
+//! to the outbox and wake the worker.
+
+pub mod backoff;
+pub mod worker;

@@ -1,0 +1,246 @@
+//! The per-peer delivery worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use crate::audit;
+use crate::federation::backoff::Backoff;
+use crate::identity::NodeId;
+use crate::node::Core;
+use crate::pb;
+use crate::pb::federation_client::FederationClient;
+use crate::report::wire;
+use crate::store::{OutboxRow, StoreError};
+
+/// How often an idle worker looks at its outbox even without a wake-up
+/// (e.g. rows left by a previous run).
+const IDLE_POLL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+enum DeliveryError {
+    #[error("peer call failed: {0}")]
+    Rpc(String),
+    #[error("storage failed")]
+    Store(#[from] StoreError),
+}
+
+pub async fn run(
+    core: Arc<Core>,
+    peer: NodeId,
+    channel: Channel,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut client = FederationClient::new(channel)
+        .max_decoding_message_size(16 * 1024 * 1024)
+        .max_encoding_message_size(16 * 1024 * 1024);
+    let Some(wake) = core.wake.get(&peer).cloned() else {
+        return;
+    };
+    let d = &core.config.delivery;
+    let mut backoff = Backoff::new(d.retry_initial, d.retry_max);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match deliver_once(&core, &peer, &mut client).await {
+            Ok(0) => {
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+            Ok(_) => backoff.reset(),
+            Err(e) => {
+                let delay = backoff.next_delay(&mut rand::thread_rng());
+                tracing::warn!(peer = %peer, error = %e, failures = backoff.failures(),
+                    retry_in_ms = delay.as_millis() as u64, "delivery failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Sends one batch (reports first, then status updates). Returns how many
+/// outbox rows were settled.
+async fn deliver_once(
+    core: &Core,
+    peer: &NodeId,
+    client: &mut FederationClient<Channel>,
+) -> Result<usize, DeliveryError> {
+    let limit = core.config.delivery.batch_size as i64;
+    let rows = core.store.outbox_batch(peer.as_str(), "report", limit).await?;
+    if !rows.is_empty() {
+        return send_reports(core, peer, client, rows).await;
+    }
+    let rows = core.store.outbox_batch(peer.as_str(), "status", limit).await?;
+    if !rows.is_empty() {
+        return send_statuses(core, peer, client, rows).await;
+    }
+    Ok(0)
+}
+
+async fn fail(core: &Core, rows: &[OutboxRow], error: String) -> DeliveryError {
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let shown: String = error.chars().take(500).collect();
+    if let Err(e) = core.store.outbox_failed(&ids, &shown).await {
+        return e.into();
+    }
+    DeliveryError::Rpc(shown)
+}
+
+struct Outgoing {
+    row: OutboxRow,
+    report_id: String,
+    digest: [u8; 32],
+}
+
+async fn send_reports(
+    core: &Core,
+    peer: &NodeId,
+    client: &mut FederationClient<Channel>,
+    rows: Vec<OutboxRow>,
+) -> Result<usize, DeliveryError> {
+    let mut envelopes = Vec::with_capacity(rows.len());
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        // The body was written by this node from an envelope it signed.
+        let Ok(env) = pb::Envelope::decode(row.body.as_slice()) else {
+            tracing::error!(outbox_id = row.id, "undecodable outbox row skipped");
+            continue;
+        };
+        let payload = env.report.as_ref().map(|s| s.payload.as_slice()).unwrap_or_default();
+        let report_id = pb::ReportPayload::decode(payload)
+            .map(|p| p.report_id)
+            .unwrap_or_default();
+        items.push(Outgoing {
+            digest: wire::digest(payload),
+            report_id,
+            row,
+        });
+        envelopes.push(env);
+    }
+    let rows: Vec<OutboxRow> = items.iter().map(|i| i.row.clone()).collect();
+    let sent = std::time::Instant::now();
+    let response = match client.forward(pb::ForwardRequest { envelopes }).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            return Err(fail(core, &rows, format!("{:?}: {}", status.code(), status.message())).await);
+        }
+    };
+    if response.results.len() != items.len() {
+        return Err(fail(core, &rows, "peer answered with the wrong number of results".into()).await);
+    }
+    let now = Core::now_ms();
+    let directory = &core.config.directory;
+    let mut tx = core.store.begin().await?;
+    let mut settled = 0;
+    let mut bad = Vec::new();
+    for (item, result) in items.iter().zip(&response.results) {
+        let receipt = result.receipt.as_ref().and_then(|s| {
+            wire::open_receipt(s, peer, &item.report_id, &item.digest, directory, now)
+                .ok()
+                .map(|r| (s, r))
+        });
+        let Some((signed, receipt)) = receipt else {
+            bad.push(item.row.clone());
+            continue;
+        };
+        let stored = receipt.outcome == pb::ReceiptOutcome::Stored as i32;
+        let state = if stored { "delivered" } else { "refused" };
+        let reason = (!stored).then(|| format!("{}: {}", receipt.reason_code, receipt.reason));
+        if !tx.dequeue(item.row.id).await? {
+            continue;
+        }
+        tx.finish_delivery(
+            item.row.report_seq,
+            peer.as_str(),
+            state,
+            &signed.encode_to_vec(),
+            reason.as_deref(),
+            now,
+        )
+        .await?;
+        let current = tx.report_by_seq(item.row.report_seq).await?;
+        if current.as_ref().is_some_and(|r| r.status == "queued") {
+            tx.set_status(item.row.report_seq, state, now).await?;
+        }
+        tx.audit(
+            &audit::Entry::new(
+                "delivery.receipt",
+                format!("node:{peer}"),
+                format!("{}/{}", core.me, item.report_id),
+                serde_json::json!({
+                    "destination": peer.as_str(),
+                    "outcome": state,
+                    "reason_code": receipt.reason_code,
+                    "receipt_signature": hex::encode(&signed.signature),
+                    "attempts": item.row.attempts + 1,
+                }),
+            ),
+            now,
+        )
+        .await?;
+        settled += 1;
+    }
+    tx.commit().await?;
+    tracing::info!(peer = %peer, delivered = settled, latency_ms = sent.elapsed().as_millis() as u64, "batch delivered");
+    if !bad.is_empty() {
+        return Err(fail(core, &bad, "peer returned a missing or invalid receipt".into()).await);
+    }
+    Ok(settled)
+}
+
+async fn send_statuses(
+    core: &Core,
+    peer: &NodeId,
+    client: &mut FederationClient<Channel>,
+    rows: Vec<OutboxRow>,
+) -> Result<usize, DeliveryError> {
+    let mut updates = Vec::with_capacity(rows.len());
+    let mut kept = Vec::with_capacity(rows.len());
+    for row in rows {
+        match pb::Signed::decode(row.body.as_slice()) {
+            Ok(s) => {
+                updates.push(s);
+                kept.push(row);
+            }
+            Err(_) => tracing::error!(outbox_id = row.id, "undecodable outbox row skipped"),
+        }
+    }
+    let response = match client.push_status(pb::PushStatusRequest { updates }).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            return Err(fail(core, &kept, format!("{:?}: {}", status.code(), status.message())).await);
+        }
+    };
+    if response.codes.len() != kept.len() {
+        return Err(fail(core, &kept, "peer answered with the wrong number of codes".into()).await);
+    }
+    let now = Core::now_ms();
+    let mut tx = core.store.begin().await?;
+    for (row, code) in kept.iter().zip(&response.codes) {
+        if !tx.dequeue(row.id).await? {
+            continue;
+        }
+        tx.audit(
+            &audit::Entry::new(
+                "status.delivered",
+                format!("node:{peer}"),
+                format!("seq:{}", row.report_seq),
+                serde_json::json!({"destination": peer.as_str(), "code": code}),
+            ),
+            now,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(kept.len())
+}

@@ -1,0 +1,190 @@
+//! Who is who: node ids, and the identity a TLS client certificate proves
+//! (a peer node or one of this hotline's operators), from its SPIFFE URI SAN.
+//!
+//! Node certificates carry `spiffe://<federation>/hotline/<NODE-ID>`; operator
+//! certificates `spiffe://<federation>/operator/<NODE-ID>/<name>`. A
+//! certificate with anything but exactly one URI SAN, or that is itself a CA,
+//! proves nothing.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A validated node id: 2–32 of `A-Z 0-9 -`, starting with a letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct NodeId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("node id {0:?} must be 2-32 characters of A-Z, 0-9 and '-', starting with a letter or digit")]
+    BadNodeId(String),
+    #[error("certificate could not be parsed")]
+    Unparsable,
+    #[error("certificate is a CA certificate, not a leaf")]
+    LeafIsCa,
+    #[error("certificate must carry exactly one URI SAN, found {0}")]
+    UriSanCount(usize),
+    #[error("certificate URI {0:?} is not a SPIFFE id of this federation")]
+    ForeignUri(String),
+    #[error("certificate URI {0:?} names no hotline or operator")]
+    BadUri(String),
+}
+
+impl NodeId {
+    pub fn new(s: &str) -> Result<Self, IdentityError> {
+        let ok = (2..=32).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-');
+        if ok {
+            Ok(NodeId(s.to_owned()))
+        } else {
+            Err(IdentityError::BadNodeId(s.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for NodeId {
+    type Error = IdentityError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        NodeId::new(&s)
+    }
+}
+
+impl From<NodeId> for String {
+    fn from(id: NodeId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a verified client certificate proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerIdentity {
+    /// A federation node (hotline).
+    Node(NodeId),
+    /// An operator or analyst of `node`'s hotline.
+    Operator { node: NodeId, name: String },
+}
+
+impl fmt::Display for PeerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerIdentity::Node(id) => write!(f, "node:{id}"),
+            PeerIdentity::Operator { node, name } => write!(f, "operator:{node}/{name}"),
+        }
+    }
+}
+
+pub fn node_uri(federation: &str, node: &NodeId) -> String {
+    format!("spiffe://{federation}/hotline/{node}")
+}
+
+pub fn operator_uri(federation: &str, node: &NodeId, name: &str) -> String {
+    format!("spiffe://{federation}/operator/{node}/{name}")
+}
+
+/// Reads the identity out of a DER certificate that rustls has already
+/// verified against the federation CA.
+pub fn identity_from_cert(der: &[u8], federation: &str) -> Result<PeerIdentity, IdentityError> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der).map_err(|_| IdentityError::Unparsable)?;
+    if let Ok(Some(bc)) = cert.basic_constraints()
+        && bc.value.ca
+    {
+        return Err(IdentityError::LeafIsCa);
+    }
+    let uris: Vec<&str> = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::URI(u) => Some(*u),
+                _ => None,
+            })
+            .collect(),
+        Ok(None) => Vec::new(),
+        Err(_) => return Err(IdentityError::Unparsable),
+    };
+    let [uri] = uris.as_slice() else {
+        return Err(IdentityError::UriSanCount(uris.len()));
+    };
+    parse_spiffe(uri, federation)
+}
+
+fn parse_spiffe(uri: &str, federation: &str) -> Result<PeerIdentity, IdentityError> {
+    let prefix = format!("spiffe://{federation}/");
+    let rest = uri
+        .strip_prefix(&prefix)
+        .ok_or_else(|| IdentityError::ForeignUri(uri.to_owned()))?;
+    let bad = || IdentityError::BadUri(uri.to_owned());
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        ["hotline", id] => Ok(PeerIdentity::Node(NodeId::new(id).map_err(|_| bad())?)),
+        ["operator", id, name] if valid_operator_name(name) => Ok(PeerIdentity::Operator {
+            node: NodeId::new(id).map_err(|_| bad())?,
+            name: (*name).to_owned(),
+        }),
+        _ => Err(bad()),
+    }
+}
+
+pub fn valid_operator_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_are_validated() {
+        assert!(NodeId::new("FR-PDC").is_ok());
+        assert!(NodeId::new("de-eco").is_err());
+        assert!(NodeId::new("-X").is_err());
+        assert!(NodeId::new("X").is_err());
+        assert!(NodeId::new("A/B").is_err());
+    }
+
+    #[test]
+    fn spiffe_uris_name_nodes_and_operators_of_this_federation_only() {
+        let fr = NodeId::new("FR-PDC").unwrap();
+        assert_eq!(
+            parse_spiffe("spiffe://fed/hotline/FR-PDC", "fed"),
+            Ok(PeerIdentity::Node(fr.clone()))
+        );
+        assert_eq!(
+            parse_spiffe("spiffe://fed/operator/FR-PDC/alice", "fed"),
+            Ok(PeerIdentity::Operator {
+                node: fr,
+                name: "alice".into()
+            })
+        );
+        assert!(matches!(
+            parse_spiffe("spiffe://other/hotline/FR-PDC", "fed"),
+            Err(IdentityError::ForeignUri(_))
+        ));
+        assert!(matches!(
+            parse_spiffe("spiffe://fed/hotline/FR-PDC/extra", "fed"),
+            Err(IdentityError::BadUri(_))
+        ));
+        assert!(matches!(
+            parse_spiffe("spiffe://fed/admin/FR-PDC", "fed"),
+            Err(IdentityError::BadUri(_))
+        ));
+    }
+}

@@ -1,0 +1,35 @@
+//! alertrelay: the federation node a hotline runs to exchange reports of
+//! illegal online content with its peers.
+//!
+//! Code map (see ARCHITECTURE.md for the invariants):
+//! - `api`        gRPC services, listener, auth, the one error→Status map
+//! - `audit`      hash-chained audit log and its verifier
+//! - `cli`        command-line commands; the only place that prints
+//! - `config`     `node.toml` → validated `NodeConfig`
+//! - `crypto`     signing keys and domain tags, PKI minting, TLS configs
+//! - `directory`  the federation directory (nodes, countries, keys)
+//! - `federation` outbound per-peer delivery workers and backoff
+//! - `geo`        IP → country from the shipped offline data
+//! - `identity`   node ids and certificate identities (SPIFFE URIs)
+//! - `node`       the node's behaviour: intake, receiving, cases; start-up
+//! - `pb`         generated protobuf / gRPC code
+//! - `report`     domain types, validation, the signed payload codec
+//! - `routing`    pure routing decisions with evidence
+//! - `store`      SQLite storage (sqlx), transactions
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod directory;
+pub mod federation;
+pub mod geo;
+pub mod identity;
+pub mod node;
+pub mod pb;
+pub mod report;
+pub mod routing;
+pub mod store;

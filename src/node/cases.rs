@@ -1,0 +1,314 @@
+//! Cases: the node's view of each report (incoming, outgoing or local),
+//! and status changes. A change to an incoming case is signed and queued
+//! back to the report's origin in the same transaction as the change.
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::audit;
+use crate::crypto::signing::Purpose;
+use crate::identity::PeerIdentity;
+use crate::node::{Core, NodeError};
+use crate::pb;
+use crate::report::{CaseStatus, Direction, MediaHash, wire};
+use crate::store::ReportRow;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryView {
+    pub destination: String,
+    /// queued, delivered, refused.
+    pub state: String,
+    pub reason: String,
+    pub delivered_at: Option<String>,
+    pub attempts: u32,
+    pub last_error: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryView {
+    pub status: String,
+    pub reason: String,
+    pub actor: String,
+    pub signer: String,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteView {
+    pub kind: String,
+    pub destinations: Vec<String>,
+    pub reason: String,
+    pub ip: String,
+    pub ip_source: String,
+    pub country: String,
+    pub dataset: String,
+    pub dataset_date: String,
+}
+
+/// A case as operators see it (and as `--json` prints it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseView {
+    pub id: String,
+    pub origin: String,
+    pub direction: String,
+    pub destination: String,
+    pub destinations: Vec<String>,
+    pub status: String,
+    pub category: String,
+    pub priority: String,
+    pub urls: Vec<String>,
+    pub hosting_country: Option<String>,
+    pub created_at: String,
+    pub created_at_ms: i64,
+    pub received_from: Option<String>,
+    pub notes: String,
+    pub hashes: Vec<MediaHashView>,
+    pub route: Option<RouteView>,
+    pub deliveries: Vec<DeliveryView>,
+    pub history: Vec<HistoryView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaHashView {
+    pub algorithm: String,
+    pub value: String,
+}
+
+impl From<&MediaHash> for MediaHashView {
+    fn from(h: &MediaHash) -> Self {
+        MediaHashView {
+            algorithm: h.algorithm.clone(),
+            value: h.value.clone(),
+        }
+    }
+}
+
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+pub async fn view_by_seq(core: &Core, seq: i64) -> Result<CaseView, NodeError> {
+    let row = core
+        .store
+        .report_by_seq(seq)
+        .await?
+        .ok_or_else(|| NodeError::NotFound(format!("no case #{seq}")))?;
+    view(core, row).await
+}
+
+async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
+    let deliveries = core.store.deliveries(row.seq).await?;
+    let history = core.store.history(row.seq).await?;
+    // Stored payloads were verified (or made) by this node; a decode
+    // failure would mean a corrupted database, shown as empty fields.
+    let payload = pb::ReportPayload::decode(row.payload.as_slice()).unwrap_or_default();
+    let route = payload.route.as_ref().map(|r| {
+        let ev = r.evidence.clone().unwrap_or_default();
+        RouteView {
+            kind: r.kind.clone(),
+            destinations: r.destinations.clone(),
+            reason: r.reason.clone(),
+            ip: ev.ip,
+            ip_source: ev.ip_source,
+            country: ev.country,
+            dataset: ev.dataset,
+            dataset_date: ev.dataset_date,
+        }
+    });
+    let destinations: Vec<String> = if row.direction == Direction::Incoming.as_str() {
+        vec![core.me.to_string()]
+    } else {
+        route
+            .as_ref()
+            .map(|r| r.destinations.clone())
+            .unwrap_or_default()
+    };
+    Ok(CaseView {
+        id: row.report_id,
+        origin: row.origin,
+        direction: row.direction,
+        destination: destinations.join(","),
+        destinations,
+        status: row.status,
+        category: row.category,
+        priority: row.priority,
+        urls: payload.urls,
+        hosting_country: row.hosting_country,
+        created_at: rfc3339(row.created_at_ms),
+        created_at_ms: row.created_at_ms,
+        received_from: row.received_from,
+        notes: payload.notes,
+        hashes: payload
+            .hashes
+            .iter()
+            .map(|h| MediaHashView {
+                algorithm: h.algorithm.clone(),
+                value: h.value.clone(),
+            })
+            .collect(),
+        route,
+        deliveries: deliveries
+            .into_iter()
+            .map(|d| DeliveryView {
+                destination: d.destination,
+                state: d.state,
+                reason: d.reason.unwrap_or_default(),
+                delivered_at: d.delivered_at_ms.map(rfc3339),
+                attempts: u32::try_from(d.attempts).unwrap_or(u32::MAX),
+                last_error: d.last_error.unwrap_or_default(),
+            })
+            .collect(),
+        history: history
+            .into_iter()
+            .map(|h| HistoryView {
+                status: h.status,
+                reason: h.reason,
+                actor: h.actor,
+                signer: h.signer.unwrap_or_default(),
+                at: rfc3339(h.at_ms),
+            })
+            .collect(),
+    })
+}
+
+/// Finds a case by report id, or by `ORIGIN/REPORT-ID`.
+async fn find(core: &Core, id: &str) -> Result<ReportRow, NodeError> {
+    let (origin, report_id) = match id.split_once('/') {
+        Some((o, r)) => (Some(o), r),
+        None => (None, id),
+    };
+    let mut rows = core.store.reports_by_id(origin, report_id).await?;
+    match rows.len() {
+        0 => Err(NodeError::NotFound(format!("no case {id:?}"))),
+        1 => Ok(rows.remove(0)),
+        _ => Err(NodeError::FailedPrecondition(format!(
+            "two origins used report id {id:?}: ask for ORIGIN/{id}"
+        ))),
+    }
+}
+
+pub async fn get(core: &Core, id: &str) -> Result<CaseView, NodeError> {
+    let row = find(core, id).await?;
+    view(core, row).await
+}
+
+pub async fn list(
+    core: &Core,
+    direction: Option<Direction>,
+    limit: u32,
+) -> Result<Vec<CaseView>, NodeError> {
+    let limit = if limit == 0 { 1000 } else { limit.min(10_000) };
+    let rows = core
+        .store
+        .list_reports(direction.map(Direction::as_str), i64::from(limit))
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        out.push(view(core, row).await?);
+    }
+    Ok(out)
+}
+
+/// Changes the status of a case worked here (incoming or local). For an
+/// incoming case the signed update is queued back to the node that
+/// delivered it, in the same transaction.
+pub async fn update(
+    core: &Core,
+    operator: &PeerIdentity,
+    id: &str,
+    status: &str,
+    reason: &str,
+) -> Result<CaseView, NodeError> {
+    let actor = operator.to_string();
+    let to = CaseStatus::parse(status).map_err(|mut e| {
+        e.field = "status".into();
+        e
+    })?;
+    if reason.len() > 4096 {
+        return Err(crate::report::InvalidInput::new("too-long", "reason", "at most 4096 bytes").into());
+    }
+    let row = find(core, id).await?;
+    if row.direction == Direction::Outgoing.as_str() {
+        return Err(NodeError::FailedPrecondition(format!(
+            "case {id} is worked by the receiving hotline; this node only sees its status"
+        )));
+    }
+    let from = CaseStatus::parse(&row.status).map_err(|_| {
+        NodeError::FailedPrecondition(format!("case {id} has status {:?}", row.status))
+    })?;
+    if !from.can_move_to(to) {
+        let allowed: Vec<&str> = from.next().iter().map(|s| s.as_str()).collect();
+        return Err(NodeError::FailedPrecondition(format!(
+            "case {id} cannot go from {from} to {to}; allowed: {}",
+            if allowed.is_empty() {
+                "none (final status)".to_owned()
+            } else {
+                allowed.join(", ")
+            }
+        )));
+    }
+    let now = Core::now_ms();
+    let update_id = uuid::Uuid::new_v4().to_string();
+    let mut tx = core.store.begin().await?;
+    // Re-read inside the transaction: a concurrent change wins, this one
+    // is refused rather than silently applied over it.
+    let current = tx.report_by_seq(row.seq).await?.map(|r| r.status);
+    if current.as_deref() != Some(row.status.as_str()) {
+        return Err(NodeError::FailedPrecondition(format!(
+            "case {id} changed meanwhile; try again"
+        )));
+    }
+    tx.set_status(row.seq, to.as_str(), now).await?;
+    let mut signed_bytes = None;
+    let back_to = row.received_from.clone();
+    if let Some(peer) = &back_to {
+        let update = pb::StatusUpdate {
+            update_id: update_id.clone(),
+            report_id: row.report_id.clone(),
+            origin: row.origin.clone(),
+            node: core.me.to_string(),
+            status: to.as_str().to_owned(),
+            reason: reason.to_owned(),
+            at_ms: now,
+        };
+        let signed = wire::sign(&core.key, &core.me, Purpose::Status, &update).encode_to_vec();
+        tx.enqueue(peer, "status", row.priority == "urgent", row.seq, &signed, now)
+            .await?;
+        signed_bytes = Some(signed);
+    }
+    tx.insert_status(
+        row.seq,
+        &update_id,
+        to.as_str(),
+        reason,
+        &actor,
+        signed_bytes.as_ref().map(|_| core.me.as_str()),
+        signed_bytes.as_deref(),
+        now,
+    )
+    .await?;
+    tx.audit(
+        &audit::Entry::new(
+            "case.status",
+            actor,
+            format!("{}/{}", row.origin, row.report_id),
+            serde_json::json!({
+                "from": from.as_str(),
+                "to": to.as_str(),
+                "reason": reason,
+                "update_id": update_id,
+                "sent_to": back_to,
+            }),
+        ),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    if let Some(peer) = &back_to {
+        core.wake(peer);
+    }
+    view_by_seq(core, row.seq).await
+}

@@ -1,0 +1,193 @@
+//! Intake: an analyst's submission is validated, routed, signed, and
+//! committed (report, outbox entries and audit entry in one transaction)
+//! before the analyst gets an answer.
+
+use crate::audit;
+use crate::identity::PeerIdentity;
+use crate::node::cases::{self, CaseView};
+use crate::node::{Core, NodeError};
+use crate::pb;
+use crate::report::validate::{self, Submission, UrlHost};
+use crate::report::{Direction, Priority, wire};
+use crate::routing::{self, RouteDecision, RouteKind};
+use crate::store::NewReport;
+
+pub struct Submitted {
+    pub report_id: String,
+    pub route: RouteDecision,
+    pub case: CaseView,
+}
+
+/// The decision a report with these URLs would get, without submitting.
+pub fn route_preview(
+    core: &Core,
+    urls: &[String],
+    hosting_ip: &str,
+    category: &str,
+) -> Result<RouteDecision, NodeError> {
+    let draft = validate::draft(Submission {
+        urls,
+        category: if category.is_empty() { "other" } else { category },
+        hosting_ip,
+        priority: Priority::Bulk,
+        notes: "",
+        hashes: Vec::new(),
+    })?;
+    let hosts = hosts(&draft.urls)?;
+    Ok(decide(core, &hosts, &draft))
+}
+
+fn hosts(urls: &[String]) -> Result<Vec<UrlHost>, NodeError> {
+    urls.iter()
+        .map(|u| validate::url_host(u).map_err(NodeError::from))
+        .collect()
+}
+
+fn decide(core: &Core, hosts: &[UrlHost], draft: &crate::report::ReportDraft) -> RouteDecision {
+    routing::decide(
+        &routing::RouteInput {
+            hosts,
+            hosting_ip: draft.hosting_ip,
+            category: draft.category,
+        },
+        core.geo,
+        &routing::Federation {
+            directory: &core.config.directory,
+            me: &core.me,
+            fallback: core.config.fallback.as_ref(),
+        },
+    )
+}
+
+pub async fn submit(
+    core: &Core,
+    operator: &PeerIdentity,
+    submission: Submission<'_>,
+) -> Result<Submitted, NodeError> {
+    let actor = operator.to_string();
+    let draft = match validate::draft(submission) {
+        Ok(d) => d,
+        Err(e) => {
+            core.audit_refusal(&actor, e.code, &e.to_string(), &[]).await;
+            return Err(e.into());
+        }
+    };
+    let hosts = hosts(&draft.urls)?;
+    let route = decide(core, &hosts, &draft);
+    let now = Core::now_ms();
+    let report_id = uuid::Uuid::new_v4().to_string();
+    let payload = pb::ReportPayload {
+        report_id: report_id.clone(),
+        origin: core.me.to_string(),
+        created_at_ms: now,
+        urls: draft.urls.clone(),
+        category: draft.category.as_str().to_owned(),
+        hosting: Some(crate::api::convert::evidence_to_pb(&route.evidence)),
+        hashes: draft
+            .hashes
+            .iter()
+            .map(|h| pb::MediaHash {
+                algorithm: h.algorithm.clone(),
+                value: h.value.clone(),
+            })
+            .collect(),
+        priority: crate::api::convert::priority_to_pb(draft.priority) as i32,
+        notes: draft.notes.clone(),
+        route: Some(crate::api::convert::route_to_pb(&route)),
+    };
+    let signed = wire::sign(
+        &core.key,
+        &core.me,
+        crate::crypto::signing::Purpose::Report,
+        &payload,
+    );
+    let digest = wire::digest(&signed.payload);
+    let payload_bytes = signed.payload.clone();
+    let envelope = prost::Message::encode_to_vec(&pb::Envelope {
+        report: Some(signed),
+        hops: vec![],
+    });
+    let (direction, status) = match route.kind {
+        RouteKind::Local => (Direction::Local, "received"),
+        RouteKind::NoHotline => (Direction::Outgoing, "no-hotline"),
+        RouteKind::Peer | RouteKind::Fallback => (Direction::Outgoing, "queued"),
+    };
+    let route_json = serde_json::to_string(&route).unwrap_or_default();
+    let mut tx = core.store.begin().await?;
+    let seq = tx
+        .insert_report(&NewReport {
+            report_id: &report_id,
+            origin: core.me.as_str(),
+            direction: direction.as_str(),
+            category: draft.category.as_str(),
+            priority: draft.priority.as_str(),
+            status,
+            hosting_country: route.evidence.country.as_deref(),
+            route: &route_json,
+            payload: &payload_bytes,
+            payload_digest: &digest,
+            envelope: &envelope,
+            received_from: None,
+            created_at_ms: now,
+            now_ms: now,
+        })
+        .await?;
+    for dest in &route.destinations {
+        tx.insert_delivery(seq, dest.as_str()).await?;
+        tx.enqueue(
+            dest.as_str(),
+            "report",
+            draft.priority == Priority::Urgent,
+            seq,
+            &envelope,
+            now,
+        )
+        .await?;
+    }
+    if direction == Direction::Local {
+        tx.insert_status(
+            seq,
+            &uuid::Uuid::new_v4().to_string(),
+            "received",
+            &route.reason,
+            &actor,
+            None,
+            None,
+            now,
+        )
+        .await?;
+    }
+    let subject = format!("{}/{}", core.me, report_id);
+    tx.audit(
+        &audit::Entry::new(
+            "report.submitted",
+            actor,
+            subject,
+            serde_json::json!({
+                "category": draft.category.as_str(),
+                "priority": draft.priority.as_str(),
+                "urls": draft.urls.len(),
+                "payload_sha256": hex::encode(digest),
+                "route": route.kind.as_str(),
+                "destinations": route.destinations.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
+                "country": route.evidence.country,
+                "dataset": route.evidence.dataset,
+                "dataset_date": route.evidence.dataset_date,
+                "reason": route.reason,
+            }),
+        ),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    for dest in &route.destinations {
+        core.wake(dest.as_str());
+    }
+    tracing::info!(report_id = %report_id, route = route.kind.as_str(), "report submitted");
+    let case = cases::view_by_seq(core, seq).await?;
+    Ok(Submitted {
+        report_id,
+        route,
+        case,
+    })
+}

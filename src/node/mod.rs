@@ -1,0 +1,265 @@
+//! The node's behaviour, independent of gRPC: intake of analysts' reports,
+//! receiving envelopes and status updates from peers, and working cases.
+//! `Core` is the shared state; `run` wires it to the listener and the
+//! delivery workers and returns a handle that shuts them down.
+
+pub mod cases;
+pub mod intake;
+pub mod receive;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::audit;
+use crate::config::NodeConfig;
+use crate::crypto::signing::NodeKey;
+use crate::crypto::tls::{self, TlsError};
+use crate::geo::{GeoDb, GeoError};
+use crate::identity::NodeId;
+use crate::report::InvalidInput;
+use crate::store::{Store, StoreError};
+
+/// Everything that can go wrong while handling a request. `api::status`
+/// is the one place that turns these into gRPC statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error(transparent)]
+    Wire(#[from] crate::report::wire::WireError),
+    #[error("storage failed")]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("signing key")]
+    Key(#[from] crate::crypto::signing::KeyError),
+    #[error("signing key {key_id} of {node} is not in the directory; add it or fix `signing.key`")]
+    KeyNotInDirectory { node: String, key_id: String },
+    #[error("TLS")]
+    Tls(#[from] TlsError),
+    #[error("database {path}")]
+    Store {
+        path: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("geo data")]
+    Geo(#[from] GeoError),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("peer {peer} endpoint")]
+    Channel {
+        peer: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// Shared state of a running node.
+pub struct Core {
+    pub config: NodeConfig,
+    pub me: NodeId,
+    pub key: NodeKey,
+    pub store: Store,
+    pub geo: &'static GeoDb,
+    /// One wake-up per peer's delivery worker.
+    pub wake: BTreeMap<NodeId, Arc<Notify>>,
+}
+
+impl Core {
+    pub fn now_ms() -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        now.as_millis() as i64
+    }
+
+    pub fn wake(&self, peer: &str) {
+        if let Some(n) = self.wake.iter().find(|(id, _)| id.as_str() == peer) {
+            n.1.notify_one();
+        }
+    }
+
+    /// Writes the audit entry of a refused input (and nothing else).
+    pub async fn audit_refusal(&self, actor: &str, code: &str, message: &str, bytes: &[u8]) {
+        let entry = audit::Entry::new(
+            "input.refused",
+            actor,
+            "",
+            serde_json::json!({
+                "reason_code": code,
+                "reason": message,
+                "sha256": hex::encode(crate::report::wire::digest(bytes)),
+                "bytes": bytes.len(),
+            }),
+        );
+        let result = async {
+            let mut tx = self.store.begin().await?;
+            tx.audit(&entry, Core::now_ms()).await?;
+            tx.commit().await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot write the audit entry of a refusal");
+        }
+    }
+}
+
+/// A running node. Dropping it does not stop it; call `shutdown`.
+pub struct NodeHandle {
+    pub addr: SocketAddr,
+    pub core: Arc<Core>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl NodeHandle {
+    /// Stops accepting, lets in-flight requests finish, stops the workers
+    /// and closes the database.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        self.core.store.close().await;
+    }
+
+    /// Resolves when shutdown has been requested by a signal.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+/// Starts a node on `config.listen`.
+pub async fn start(config: NodeConfig) -> Result<NodeHandle, StartError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+    start_with_listener(config, listener).await
+}
+
+/// Starts a node on an already bound listener (tests bind 127.0.0.1:0).
+pub async fn start_with_listener(
+    config: NodeConfig,
+    listener: tokio::net::TcpListener,
+) -> Result<NodeHandle, StartError> {
+    let key = NodeKey::load(&config.signing_key)?;
+    let me = config.node_id.clone();
+    let in_directory = config
+        .directory
+        .node(&me)
+        .is_some_and(|n| n.keys.iter().any(|k| k.id == key.key_id()));
+    if !in_directory {
+        return Err(StartError::KeyNotInDirectory {
+            node: me.to_string(),
+            key_id: key.key_id().to_owned(),
+        });
+    }
+    let server_tls = tls::server_config(&config.tls.files())?;
+    let client_tls = tls::client_config(&config.tls.files())?;
+    let store = Store::open(&config.database)
+        .await
+        .map_err(|source| StartError::Store {
+            path: config.database.display().to_string(),
+            source,
+        })?;
+    let geo = GeoDb::embedded()?;
+    let peers: Vec<_> = config
+        .directory
+        .nodes()
+        .iter()
+        .filter(|n| n.id != me)
+        .cloned()
+        .collect();
+    let wake = peers
+        .iter()
+        .map(|p| (p.id.clone(), Arc::new(Notify::new())))
+        .collect();
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen.to_string(),
+        source,
+    })?;
+    let core = Arc::new(Core {
+        me: me.clone(),
+        key,
+        store,
+        geo,
+        wake,
+        config,
+    });
+    let started = audit::Entry::new(
+        "node.started",
+        format!("node:{me}"),
+        me.to_string(),
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "key_id": core.key.key_id(),
+            "listen": addr.to_string(),
+            "peers": peers.iter().map(|p| p.id.to_string()).collect::<Vec<_>>(),
+        }),
+    );
+    let mut tx = core.store.begin().await.map_err(|source| StartError::Store {
+        path: core.config.database.display().to_string(),
+        source,
+    })?;
+    let logged = async {
+        tx.audit(&started, Core::now_ms()).await?;
+        tx.commit().await
+    }
+    .await;
+    logged.map_err(|source| StartError::Store {
+        path: core.config.database.display().to_string(),
+        source,
+    })?;
+
+    let (shutdown, watch) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(crate::api::server::serve(
+        core.clone(),
+        listener,
+        server_tls,
+        watch.clone(),
+    ));
+    for peer in peers {
+        let channel = tls::channel(
+            &peer.endpoint,
+            Some(peer.id.clone()),
+            &core.config.directory.federation,
+            client_tls.clone(),
+            core.config.delivery.request_timeout,
+        )
+        .map_err(|source| StartError::Channel {
+            peer: peer.id.to_string(),
+            source,
+        })?;
+        tasks.spawn(crate::federation::worker::run(
+            core.clone(),
+            peer.id.clone(),
+            channel,
+            watch.clone(),
+        ));
+    }
+    tracing::info!(node = %me, %addr, "node started");
+    Ok(NodeHandle {
+        addr,
+        core,
+        shutdown,
+        tasks,
+    })
+}

@@ -1,0 +1,502 @@
+//! Durable storage on SQLite through sqlx: reports, deliveries, the outbox,
+//! case history and the audit chain. WAL with `synchronous=FULL`: nothing
+//! is acknowledged before it is on disk. The file is created mode 0600.
+//!
+//! All writes go through one writer connection, in transactions ([`Tx`]);
+//! every write transaction that changes state also appends its audit entry
+//! before it commits. Reads use a separate pool of read-only connections.
+//! This module holds SQL only; the decisions are in `node/`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+
+use crate::audit;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create database file {path}")]
+    Create {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReportRow {
+    pub seq: i64,
+    pub report_id: String,
+    pub origin: String,
+    pub direction: String,
+    pub category: String,
+    pub priority: String,
+    pub status: String,
+    pub hosting_country: Option<String>,
+    pub route: String,
+    pub payload: Vec<u8>,
+    pub payload_digest: Vec<u8>,
+    pub envelope: Vec<u8>,
+    pub received_from: Option<String>,
+    pub receipt: Option<Vec<u8>>,
+    pub created_at_ms: i64,
+    pub stored_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+pub struct NewReport<'a> {
+    pub report_id: &'a str,
+    pub origin: &'a str,
+    pub direction: &'a str,
+    pub category: &'a str,
+    pub priority: &'a str,
+    pub status: &'a str,
+    pub hosting_country: Option<&'a str>,
+    pub route: &'a str,
+    pub payload: &'a [u8],
+    pub payload_digest: &'a [u8],
+    pub envelope: &'a [u8],
+    pub received_from: Option<&'a str>,
+    pub created_at_ms: i64,
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub destination: String,
+    pub state: String,
+    pub receipt: Option<Vec<u8>>,
+    pub reason: Option<String>,
+    pub delivered_at_ms: Option<i64>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub peer: String,
+    pub kind: String,
+    pub urgent: i64,
+    pub report_seq: i64,
+    pub body: Vec<u8>,
+    pub attempts: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HistoryRow {
+    pub status: String,
+    pub reason: String,
+    pub actor: String,
+    pub signer: Option<String>,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub kind: String,
+    pub actor: String,
+    pub subject: String,
+    pub detail: String,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed, mode 0600) and migrates the database.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if !path.exists() {
+            crate::crypto::signing::write_private_file(path, b"").map_err(|source| {
+                StoreError::Create {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?;
+        }
+        let base = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(base.clone())
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(base.read_only(true))
+            .await?;
+        Ok(Store { writer, reader })
+    }
+
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    /// Starts a write transaction on the single writer connection.
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(Tx {
+            tx: self.writer.begin().await?,
+        })
+    }
+
+    /// Cheap liveness probe for health checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    pub async fn report_by_seq(&self, seq: i64) -> Result<Option<ReportRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM reports WHERE seq = ?")
+            .bind(seq)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    /// Reports with this id (from any origin), or with `origin` when given.
+    pub async fn reports_by_id(
+        &self,
+        origin: Option<&str>,
+        report_id: &str,
+    ) -> Result<Vec<ReportRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM reports WHERE report_id = ? AND (?1 IS NULL OR origin = ?2) ORDER BY seq LIMIT 2",
+        )
+        .bind(report_id)
+        .bind(origin)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    pub async fn list_reports(
+        &self,
+        direction: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ReportRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM reports WHERE (?1 IS NULL OR direction = ?1) ORDER BY seq DESC LIMIT ?2",
+        )
+        .bind(direction)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    pub async fn deliveries(&self, seq: i64) -> Result<Vec<DeliveryRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT d.destination, d.state, d.receipt, d.reason, d.delivered_at_ms,
+                    COALESCE(MAX(o.attempts), 0) AS attempts, MAX(o.last_error) AS last_error
+             FROM deliveries d
+             LEFT JOIN outbox o ON o.report_seq = d.report_seq AND o.peer = d.destination AND o.kind = 'report'
+             WHERE d.report_seq = ?
+             GROUP BY d.destination ORDER BY d.destination",
+        )
+        .bind(seq)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    pub async fn history(&self, seq: i64) -> Result<Vec<HistoryRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT status, reason, actor, signer, at_ms FROM status_history WHERE report_seq = ? ORDER BY id",
+        )
+        .bind(seq)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// The next batch for `peer` of one kind: urgent first, then in order.
+    pub async fn outbox_batch(
+        &self,
+        peer: &str,
+        kind: &str,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, peer, kind, urgent, report_seq, body, attempts FROM outbox
+             WHERE peer = ? AND kind = ? ORDER BY urgent DESC, id LIMIT ?",
+        )
+        .bind(peer)
+        .bind(kind)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// Records a failed attempt for these outbox rows.
+    pub async fn outbox_failed(&self, ids: &[i64], error: &str) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for id in ids {
+            sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?")
+                .bind(error)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn audit_entries(&self, after: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT seq, at_ms, kind, actor, subject, detail FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+}
+
+/// One write transaction. Dropping it without `commit` rolls back.
+pub struct Tx {
+    tx: Transaction<'static, Sqlite>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn find_report(
+        &mut self,
+        origin: &str,
+        report_id: &str,
+    ) -> Result<Option<ReportRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM reports WHERE origin = ? AND report_id = ?")
+                .bind(origin)
+                .bind(report_id)
+                .fetch_optional(&mut *self.tx)
+                .await?,
+        )
+    }
+
+    pub async fn report_by_seq(&mut self, seq: i64) -> Result<Option<ReportRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM reports WHERE seq = ?")
+            .bind(seq)
+            .fetch_optional(&mut *self.tx)
+            .await?)
+    }
+
+    pub async fn insert_report(&mut self, r: &NewReport<'_>) -> Result<i64, StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO reports (report_id, origin, direction, category, priority, status,
+                hosting_country, route, payload, payload_digest, envelope, received_from,
+                created_at_ms, stored_at_ms, updated_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(r.report_id)
+        .bind(r.origin)
+        .bind(r.direction)
+        .bind(r.category)
+        .bind(r.priority)
+        .bind(r.status)
+        .bind(r.hosting_country)
+        .bind(r.route)
+        .bind(r.payload)
+        .bind(r.payload_digest)
+        .bind(r.envelope)
+        .bind(r.received_from)
+        .bind(r.created_at_ms)
+        .bind(r.now_ms)
+        .bind(r.now_ms)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(res.last_insert_rowid())
+    }
+
+    pub async fn set_receipt(&mut self, seq: i64, receipt: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("UPDATE reports SET receipt = ? WHERE seq = ?")
+            .bind(receipt)
+            .bind(seq)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_status(&mut self, seq: i64, status: &str, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE reports SET status = ?, updated_at_ms = ? WHERE seq = ?")
+            .bind(status)
+            .bind(now_ms)
+            .bind(seq)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_delivery(&mut self, seq: i64, destination: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO deliveries (report_seq, destination, state) VALUES (?, ?, 'queued')")
+            .bind(seq)
+            .bind(destination)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn finish_delivery(
+        &mut self,
+        seq: i64,
+        destination: &str,
+        state: &str,
+        receipt: &[u8],
+        reason: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE deliveries SET state = ?, receipt = ?, reason = ?, delivered_at_ms = ?
+             WHERE report_seq = ? AND destination = ?",
+        )
+        .bind(state)
+        .bind(receipt)
+        .bind(reason)
+        .bind(now_ms)
+        .bind(seq)
+        .bind(destination)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether `destination` is one of the report's destinations.
+    pub async fn is_destination(&mut self, seq: i64, destination: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE report_seq = ? AND destination = ?",
+        )
+        .bind(seq)
+        .bind(destination)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Delivery states of a report, for deciding its overall status.
+    pub async fn delivery_states(&mut self, seq: i64) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT state FROM deliveries WHERE report_seq = ?")
+                .bind(seq)
+                .fetch_all(&mut *self.tx)
+                .await?,
+        )
+    }
+
+    pub async fn enqueue(
+        &mut self,
+        peer: &str,
+        kind: &str,
+        urgent: bool,
+        report_seq: i64,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO outbox (peer, kind, urgent, report_seq, body, created_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(peer)
+        .bind(kind)
+        .bind(urgent)
+        .bind(report_seq)
+        .bind(body)
+        .bind(now_ms)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a sent outbox row; false when it was already gone.
+    pub async fn dequeue(&mut self, id: i64) -> Result<bool, StoreError> {
+        let res = sqlx::query("DELETE FROM outbox WHERE id = ?")
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Adds a status change; false when `update_id` is already recorded.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_status(
+        &mut self,
+        seq: i64,
+        update_id: &str,
+        status: &str,
+        reason: &str,
+        actor: &str,
+        signer: Option<&str>,
+        signed: Option<&[u8]>,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO status_history (report_seq, update_id, status, reason, actor, signer, signed, at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (update_id) DO NOTHING",
+        )
+        .bind(seq)
+        .bind(update_id)
+        .bind(status)
+        .bind(reason)
+        .bind(actor)
+        .bind(signer)
+        .bind(signed)
+        .bind(at_ms)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Appends an audit entry, chained to the previous one. Runs inside the
+    /// transaction of the change it records.
+    pub async fn audit(&mut self, entry: &audit::Entry, now_ms: i64) -> Result<i64, StoreError> {
+        let last: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        let (prev_seq, prev_hash) = last.unwrap_or((0, audit::GENESIS.to_vec()));
+        let seq = prev_seq + 1;
+        let detail = entry.detail.to_string();
+        let hash = audit::entry_hash(
+            &prev_hash,
+            seq,
+            now_ms,
+            entry.kind,
+            &entry.actor,
+            &entry.subject,
+            &detail,
+        );
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at_ms, kind, actor, subject, detail, prev_hash, hash)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(seq)
+        .bind(now_ms)
+        .bind(entry.kind)
+        .bind(&entry.actor)
+        .bind(&entry.subject)
+        .bind(&detail)
+        .bind(&prev_hash)
+        .bind(hash.as_slice())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(seq)
+    }
+}
