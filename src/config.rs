@@ -188,7 +188,10 @@ impl NodeConfig {
         let listen: SocketAddr = raw.listen.parse().map_err(|_| {
             invalid(
                 "listen",
-                format!("expected host:port such as 127.0.0.1:7001, got {:?}", raw.listen),
+                format!(
+                    "expected host:port such as 127.0.0.1:7001, got {:?}",
+                    raw.listen
+                ),
             )
         })?;
         let resolve = |p: &str| base.join(p);
@@ -201,7 +204,10 @@ impl NodeConfig {
         if directory.node(&node_id).is_none() {
             return Err(invalid(
                 "node_id",
-                format!("{node_id} is not in the directory {}", directory_path.display()),
+                format!(
+                    "{node_id} is not in the directory {}",
+                    directory_path.display()
+                ),
             ));
         }
         let fallback = match raw.fallback.as_deref() {
@@ -209,10 +215,7 @@ impl NodeConfig {
             Some(f) => {
                 let id = NodeId::new(f).map_err(|e| invalid("fallback", e.to_string()))?;
                 if directory.node(&id).is_none() {
-                    return Err(invalid(
-                        "fallback",
-                        format!("{id} is not in the directory"),
-                    ));
+                    return Err(invalid("fallback", format!("{id} is not in the directory")));
                 }
                 Some(id)
             }

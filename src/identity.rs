@@ -17,7 +17,9 @@ pub struct NodeId(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
-    #[error("node id {0:?} must be 2-32 characters of A-Z, 0-9 and '-', starting with a letter or digit")]
+    #[error(
+        "node id {0:?} must be 2-32 characters of A-Z, 0-9 and '-', starting with a letter or digit"
+    )]
     BadNodeId(String),
     #[error("certificate could not be parsed")]
     Unparsable,
@@ -64,7 +66,7 @@ impl From<NodeId> for String {
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 

@@ -13,6 +13,7 @@
 //! - `identity`   node ids and certificate identities (SPIFFE URIs)
 //! - `node`       the node's behaviour: intake, receiving, cases; start-up
 //! - `pb`         generated protobuf / gRPC code
+//! - `provision`  writing a federation to disk (CA, certificates, keys, configs)
 //! - `report`     domain types, validation, the signed payload codec
 //! - `routing`    pure routing decisions with evidence
 //! - `store`      SQLite storage (sqlx), transactions
@@ -30,6 +31,7 @@ pub mod geo;
 pub mod identity;
 pub mod node;
 pub mod pb;
+pub mod provision;
 pub mod report;
 pub mod routing;
 pub mod store;

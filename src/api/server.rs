@@ -58,10 +58,7 @@ impl AsyncWrite for TlsConn {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
     fn poll_write_vectored(
@@ -120,7 +117,12 @@ pub async fn serve(
                             remote: Some(remote),
                             identity,
                         };
-                        let _ = conn_tx.send(Ok(TlsConn { inner: stream, info })).await;
+                        let _ = conn_tx
+                            .send(Ok(TlsConn {
+                                inner: stream,
+                                info,
+                            }))
+                            .await;
                     }
                     Ok(Err(e)) => tracing::info!(%remote, error = %e, "TLS handshake refused"),
                     Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
@@ -147,10 +149,9 @@ pub async fn serve(
             return;
         }
     };
-    let federation_svc = pb::federation_server::FederationServer::new(FederationService {
-        core: core.clone(),
-    })
-    .max_decoding_message_size(MAX_MESSAGE);
+    let federation_svc =
+        pb::federation_server::FederationServer::new(FederationService { core: core.clone() })
+            .max_decoding_message_size(MAX_MESSAGE);
     let operator_svc = pb::operator_server::OperatorServer::new(OperatorService { core })
         .max_decoding_message_size(MAX_MESSAGE);
     let result = tonic::transport::Server::builder()

@@ -1,1 +1,380 @@
-//! Command line.
+//! The command line. The only place that prints for humans; `--json`
+//! output is for scripts and is stable.
+
+mod client;
+mod demo;
+mod print;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::NodeConfig;
+
+/// Exit code for configuration errors (EX_USAGE... EX_DATAERR family).
+pub const EXIT_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "alertrelay",
+    version,
+    about = "Federation node for internet hotlines"
+)]
+pub struct Cli {
+    /// Log format: `human` or `json`.
+    #[arg(long, global = true, default_value = "human")]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a local federation of four hotlines and walk reports through it.
+    Demo {
+        /// Keep the federation's files here instead of a temporary directory.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
+    /// Set up a federation: CA, certificates, keys and configs.
+    Federation {
+        #[command(subcommand)]
+        command: FederationCommand,
+    },
+    /// Run a node.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Submit a report to your node.
+    Submit {
+        #[arg(long)]
+        config: PathBuf,
+        /// A reported URL (repeat for several).
+        #[arg(long = "url", required = true)]
+        urls: Vec<String>,
+        /// csam, child-exploitation, grooming, trafficking, ncii, other.
+        #[arg(long)]
+        category: String,
+        /// The IP address you traced the content to.
+        #[arg(long)]
+        hosting_ip: Option<String>,
+        /// `urgent` (imminent danger, ongoing abuse) or `bulk`.
+        #[arg(long, default_value = "bulk")]
+        priority: String,
+        /// Notes for the receiving analyst (may contain personal data).
+        #[arg(long, default_value = "")]
+        notes: String,
+        /// A media hash as ALGORITHM:VALUE (repeatable). Never the media.
+        #[arg(long = "hash")]
+        hashes: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cases at your node.
+    Cases {
+        #[command(subcommand)]
+        command: CasesCommand,
+    },
+    /// Show where a report would go, and why, without submitting it.
+    Route {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long = "url", required = true)]
+        urls: Vec<String>,
+        #[arg(long)]
+        hosting_ip: Option<String>,
+        #[arg(long, default_value = "other")]
+        category: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Offline IP location data.
+    Geo {
+        #[command(subcommand)]
+        command: GeoCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FederationCommand {
+    /// Write a federation: DIR/ca.pem, DIR/directory.toml, DIR/<ID>/node.toml ...
+    Init {
+        #[arg(long)]
+        out: PathBuf,
+        /// ID=CC[,CC...] (repeat for each node; ID= for a node with no country).
+        #[arg(long = "node", required = true)]
+        nodes: Vec<String>,
+        #[arg(long, default_value = "alertrelay-example")]
+        federation: String,
+        /// Node that receives reports for countries with no hotline.
+        #[arg(long)]
+        fallback: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CasesCommand {
+    /// List cases, newest first.
+    List {
+        #[arg(long)]
+        config: PathBuf,
+        /// incoming, outgoing or local.
+        #[arg(long)]
+        direction: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one case with its deliveries and history.
+    Show {
+        /// Report id, or ORIGIN/REPORT-ID.
+        id: String,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change the status of a case worked here.
+    Update {
+        id: String,
+        #[arg(long)]
+        status: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the audit chain from the database file.
+    Verify {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GeoCommand {
+    /// Which country the shipped data places an IP address in.
+    Lookup {
+        ip: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A failure with the exit code it deserves.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure {
+            code: 1,
+            error: e.into(),
+        }
+    }
+}
+
+pub(crate) fn load_config(path: &std::path::Path) -> Result<NodeConfig, Failure> {
+    NodeConfig::load(path).map_err(|e| Failure {
+        code: EXIT_CONFIG,
+        error: e.into(),
+    })
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    match cli.command {
+        Command::Demo { keep } => demo::run(keep).await,
+        Command::Federation {
+            command:
+                FederationCommand::Init {
+                    out,
+                    nodes,
+                    federation,
+                    fallback,
+                },
+        } => federation_init(out, nodes, federation, fallback),
+        Command::Serve { config } => serve(config).await,
+        Command::Submit {
+            config,
+            urls,
+            category,
+            hosting_ip,
+            priority,
+            notes,
+            hashes,
+            json,
+        } => {
+            client::submit(client::SubmitArgs {
+                config,
+                urls,
+                category,
+                hosting_ip,
+                priority,
+                notes,
+                hashes,
+                json,
+            })
+            .await
+        }
+        Command::Cases { command } => match command {
+            CasesCommand::List {
+                config,
+                direction,
+                limit,
+                json,
+            } => client::cases_list(config, direction, limit, json).await,
+            CasesCommand::Show { id, config, json } => client::cases_show(config, id, json).await,
+            CasesCommand::Update {
+                id,
+                status,
+                reason,
+                config,
+                json,
+            } => client::cases_update(config, id, status, reason, json).await,
+        },
+        Command::Route {
+            config,
+            urls,
+            hosting_ip,
+            category,
+            json,
+        } => client::route(config, urls, hosting_ip, category, json).await,
+        Command::Audit {
+            command: AuditCommand::Verify { config, json },
+        } => audit_verify(config, json).await,
+        Command::Geo {
+            command: GeoCommand::Lookup { ip, json },
+        } => geo_lookup(&ip, json),
+    }
+}
+
+fn federation_init(
+    out: PathBuf,
+    nodes: Vec<String>,
+    federation: String,
+    fallback: Option<String>,
+) -> Result<ExitCode, Failure> {
+    let usage = |e: anyhow::Error| Failure {
+        code: EXIT_CONFIG,
+        error: e,
+    };
+    let specs = nodes
+        .iter()
+        .map(|n| crate::provision::NodeSpec::parse(n))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| usage(e.into()))?;
+    let fallback = fallback
+        .map(|f| crate::identity::NodeId::new(&f))
+        .transpose()
+        .map_err(|e| usage(e.into()))?;
+    let done = crate::provision::init(
+        &out,
+        &federation,
+        &specs,
+        &crate::provision::Options {
+            fallback,
+            delivery: None,
+        },
+    )?;
+    println!("federation {federation} written to {}", out.display());
+    for c in &done.configs {
+        println!("  alertrelay serve --config {}", c.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: PathBuf) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let node = crate::node::start(cfg)
+        .await
+        .context("the node could not start")?;
+    println!(
+        "alertrelay node {} listening on {}",
+        node.core.me, node.addr
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_verify(config: PathBuf, json: bool) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    match crate::audit::verify(&cfg.database).await {
+        Ok(v) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "entries": v.entries, "head": v.head})
+                );
+            } else {
+                println!(
+                    "audit log of {} verifies: {} entries, head {}",
+                    cfg.node_id, v.entries, v.head
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(crate::audit::AuditError::Broken { seq, problem }) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "entry": seq, "problem": problem})
+                );
+            } else {
+                eprintln!(
+                    "audit log of {} is BROKEN at entry {seq}: {problem}",
+                    cfg.node_id
+                );
+            }
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn geo_lookup(ip: &str, json: bool) -> Result<ExitCode, Failure> {
+    let addr: std::net::IpAddr = ip.parse().map_err(|_| Failure {
+        code: EXIT_CONFIG,
+        error: anyhow::anyhow!("{ip:?} is not an IPv4 or IPv6 address"),
+    })?;
+    let answer = crate::geo::GeoDb::embedded()?.lookup(addr);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!(
+            "{addr}: {} (raw {:?}; {} {}, {})",
+            answer.country.as_deref().unwrap_or("unknown"),
+            answer.raw_code,
+            answer.dataset,
+            answer.dataset_date,
+            answer.method
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

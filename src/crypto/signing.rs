@@ -117,12 +117,13 @@ impl NodeKey {
                 mode,
             },
         })?;
-        let pem = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-            KeyError::Read {
-                path: shown.clone(),
-                source,
-            }
-        })?);
+        let pem =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+                    path: shown.clone(),
+                    source,
+                })?,
+            );
         let key = ed25519_dalek::SigningKey::from_pkcs8_pem(&pem)
             .map_err(|_| KeyError::Format { path: shown })?;
         Ok(Self::from_signing_key(key))

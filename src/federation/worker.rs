@@ -76,11 +76,17 @@ async fn deliver_once(
     client: &mut FederationClient<Channel>,
 ) -> Result<usize, DeliveryError> {
     let limit = core.config.delivery.batch_size as i64;
-    let rows = core.store.outbox_batch(peer.as_str(), "report", limit).await?;
+    let rows = core
+        .store
+        .outbox_batch(peer.as_str(), "report", limit)
+        .await?;
     if !rows.is_empty() {
         return send_reports(core, peer, client, rows).await;
     }
-    let rows = core.store.outbox_batch(peer.as_str(), "status", limit).await?;
+    let rows = core
+        .store
+        .outbox_batch(peer.as_str(), "status", limit)
+        .await?;
     if !rows.is_empty() {
         return send_statuses(core, peer, client, rows).await;
     }
@@ -116,7 +122,11 @@ async fn send_reports(
             tracing::error!(outbox_id = row.id, "undecodable outbox row skipped");
             continue;
         };
-        let payload = env.report.as_ref().map(|s| s.payload.as_slice()).unwrap_or_default();
+        let payload = env
+            .report
+            .as_ref()
+            .map(|s| s.payload.as_slice())
+            .unwrap_or_default();
         let report_id = pb::ReportPayload::decode(payload)
             .map(|p| p.report_id)
             .unwrap_or_default();
@@ -132,11 +142,21 @@ async fn send_reports(
     let response = match client.forward(pb::ForwardRequest { envelopes }).await {
         Ok(r) => r.into_inner(),
         Err(status) => {
-            return Err(fail(core, &rows, format!("{:?}: {}", status.code(), status.message())).await);
+            return Err(fail(
+                core,
+                &rows,
+                format!("{:?}: {}", status.code(), status.message()),
+            )
+            .await);
         }
     };
     if response.results.len() != items.len() {
-        return Err(fail(core, &rows, "peer answered with the wrong number of results".into()).await);
+        return Err(fail(
+            core,
+            &rows,
+            "peer answered with the wrong number of results".into(),
+        )
+        .await);
     }
     let now = Core::now_ms();
     let directory = &core.config.directory;
@@ -193,7 +213,12 @@ async fn send_reports(
     tx.commit().await?;
     tracing::info!(peer = %peer, delivered = settled, latency_ms = sent.elapsed().as_millis() as u64, "batch delivered");
     if !bad.is_empty() {
-        return Err(fail(core, &bad, "peer returned a missing or invalid receipt".into()).await);
+        return Err(fail(
+            core,
+            &bad,
+            "peer returned a missing or invalid receipt".into(),
+        )
+        .await);
     }
     Ok(settled)
 }
@@ -218,11 +243,21 @@ async fn send_statuses(
     let response = match client.push_status(pb::PushStatusRequest { updates }).await {
         Ok(r) => r.into_inner(),
         Err(status) => {
-            return Err(fail(core, &kept, format!("{:?}: {}", status.code(), status.message())).await);
+            return Err(fail(
+                core,
+                &kept,
+                format!("{:?}: {}", status.code(), status.message()),
+            )
+            .await);
         }
     };
     if response.codes.len() != kept.len() {
-        return Err(fail(core, &kept, "peer answered with the wrong number of codes".into()).await);
+        return Err(fail(
+            core,
+            &kept,
+            "peer answered with the wrong number of codes".into(),
+        )
+        .await);
     }
     let now = Core::now_ms();
     let mut tx = core.store.begin().await?;

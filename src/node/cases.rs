@@ -86,7 +86,10 @@ impl From<&MediaHash> for MediaHashView {
 pub fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -228,7 +231,9 @@ pub async fn update(
         e
     })?;
     if reason.len() > 4096 {
-        return Err(crate::report::InvalidInput::new("too-long", "reason", "at most 4096 bytes").into());
+        return Err(
+            crate::report::InvalidInput::new("too-long", "reason", "at most 4096 bytes").into(),
+        );
     }
     let row = find(core, id).await?;
     if row.direction == Direction::Outgoing.as_str() {
@@ -275,8 +280,15 @@ pub async fn update(
             at_ms: now,
         };
         let signed = wire::sign(&core.key, &core.me, Purpose::Status, &update).encode_to_vec();
-        tx.enqueue(peer, "status", row.priority == "urgent", row.seq, &signed, now)
-            .await?;
+        tx.enqueue(
+            peer,
+            "status",
+            row.priority == "urgent",
+            row.seq,
+            &signed,
+            now,
+        )
+        .await?;
         signed_bytes = Some(signed);
     }
     tx.insert_status(

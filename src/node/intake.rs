@@ -27,7 +27,11 @@ pub fn route_preview(
 ) -> Result<RouteDecision, NodeError> {
     let draft = validate::draft(Submission {
         urls,
-        category: if category.is_empty() { "other" } else { category },
+        category: if category.is_empty() {
+            "other"
+        } else {
+            category
+        },
         hosting_ip,
         priority: Priority::Bulk,
         notes: "",
@@ -68,7 +72,8 @@ pub async fn submit(
     let draft = match validate::draft(submission) {
         Ok(d) => d,
         Err(e) => {
-            core.audit_refusal(&actor, e.code, &e.to_string(), &[]).await;
+            core.audit_refusal(&actor, e.code, &e.to_string(), &[])
+                .await;
             return Err(e.into());
         }
     };

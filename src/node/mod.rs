@@ -214,10 +214,14 @@ pub async fn start_with_listener(
             "peers": peers.iter().map(|p| p.id.to_string()).collect::<Vec<_>>(),
         }),
     );
-    let mut tx = core.store.begin().await.map_err(|source| StartError::Store {
-        path: core.config.database.display().to_string(),
-        source,
-    })?;
+    let mut tx = core
+        .store
+        .begin()
+        .await
+        .map_err(|source| StartError::Store {
+            path: core.config.database.display().to_string(),
+            source,
+        })?;
     let logged = async {
         tx.audit(&started, Core::now_ms()).await?;
         tx.commit().await

@@ -171,17 +171,35 @@ async fn store_one(
     let skew = core.config.max_clock_skew.as_millis() as i64;
     let max_age = core.config.max_report_age.as_millis() as i64;
     if p.created_at_ms > now + skew {
-        return refuse(core, tx, r, &actor, FAILED_PRECONDITION, "future",
-            "created_at is in the future beyond the allowed clock skew", now).await;
+        return refuse(
+            core,
+            tx,
+            r,
+            &actor,
+            FAILED_PRECONDITION,
+            "future",
+            "created_at is in the future beyond the allowed clock skew",
+            now,
+        )
+        .await;
     }
     if p.created_at_ms < now - max_age {
         let days = Duration::from_millis(max_age as u64).as_secs() / 86_400;
-        return refuse(core, tx, r, &actor, FAILED_PRECONDITION, "stale",
-            &format!("created_at is older than {days} days"), now).await;
+        return refuse(
+            core,
+            tx,
+            r,
+            &actor,
+            FAILED_PRECONDITION,
+            "stale",
+            &format!("created_at is older than {days} days"),
+            now,
+        )
+        .await;
     }
-    let route_json = serde_json::to_string(&p.route.as_ref().map(|r| {
-        serde_json::json!({"kind": r.kind, "destinations": r.destinations, "reason": r.reason})
-    }))
+    let route_json = serde_json::to_string(&p.route.as_ref().map(
+        |r| serde_json::json!({"kind": r.kind, "destinations": r.destinations, "reason": r.reason}),
+    ))
     .unwrap_or_default();
     let country = p
         .hosting
@@ -406,7 +424,12 @@ fn open_updates(
         }
         CaseStatus::parse(&u.status)?;
         if u.update_id.is_empty() || u.update_id.len() > 64 || u.reason.len() > 4096 {
-            return Err(InvalidInput::new("bad-update", "update_id", "1-64 bytes; reason at most 4096").into());
+            return Err(InvalidInput::new(
+                "bad-update",
+                "update_id",
+                "1-64 bytes; reason at most 4096",
+            )
+            .into());
         }
         out.push(u);
     }

@@ -60,7 +60,11 @@ pub fn draft(s: Submission<'_>) -> Result<ReportDraft, InvalidInput> {
 
 pub fn urls(urls: &[String]) -> Result<Vec<String>, InvalidInput> {
     if urls.is_empty() {
-        return Err(InvalidInput::new("no-url", "urls", "at least one URL is required"));
+        return Err(InvalidInput::new(
+            "no-url",
+            "urls",
+            "at least one URL is required",
+        ));
     }
     if urls.len() > MAX_URLS {
         return Err(InvalidInput::new(

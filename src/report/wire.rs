@@ -69,8 +69,8 @@ pub fn open<M: Message + Default>(
     directory: &Directory,
     now_ms: i64,
 ) -> Result<(NodeId, M), WireError> {
-    let signer = NodeId::new(&signed.signer)
-        .map_err(|_| WireError::UnknownSigner(signed.signer.clone()))?;
+    let signer =
+        NodeId::new(&signed.signer).map_err(|_| WireError::UnknownSigner(signed.signer.clone()))?;
     let node = directory
         .node(&signer)
         .ok_or_else(|| WireError::UnknownSigner(signed.signer.clone()))?;
@@ -240,9 +240,7 @@ mod tests {
                     active: true,
                     keys: vec![RawKey {
                         id: key.key_id().into(),
-                        public_key: crate::crypto::signing::encode_public_key(
-                            &key.verifying_key(),
-                        ),
+                        public_key: crate::crypto::signing::encode_public_key(&key.verifying_key()),
                         not_before: None,
                         not_after: None,
                     }],

@@ -117,7 +117,10 @@ pub fn decide(input: &RouteInput<'_>, geo: &GeoDb, fed: &Federation<'_>) -> Rout
     };
     let me = fed.directory.node(fed.me);
     if me.is_some_and(|n| n.countries.contains(&country)) {
-        return local(evidence, format!("hosted in {country}, served by this node"));
+        return local(
+            evidence,
+            format!("hosted in {country}, served by this node"),
+        );
     }
     let serving: Vec<_> = fed
         .directory
@@ -229,7 +232,10 @@ mod tests {
 
     #[test]
     fn home_no_hotline_and_fallback() {
-        assert_eq!(route("62.210.16.6", Category::Csam, None).kind, RouteKind::Local);
+        assert_eq!(
+            route("62.210.16.6", Category::Csam, None).kind,
+            RouteKind::Local
+        );
         // 130.59.1.1 is in CH: no hotline.
         let r = route("130.59.1.1", Category::Csam, None);
         assert_eq!(r.kind, RouteKind::NoHotline);

@@ -181,7 +181,7 @@ impl Store {
         report_id: &str,
     ) -> Result<Vec<ReportRow>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT * FROM reports WHERE report_id = ? AND (?1 IS NULL OR origin = ?2) ORDER BY seq LIMIT 2",
+            "SELECT * FROM reports WHERE report_id = ?1 AND (?2 IS NULL OR origin = ?2) ORDER BY seq LIMIT 2",
         )
         .bind(report_id)
         .bind(origin)
@@ -337,7 +337,12 @@ impl Tx {
         Ok(())
     }
 
-    pub async fn set_status(&mut self, seq: i64, status: &str, now_ms: i64) -> Result<(), StoreError> {
+    pub async fn set_status(
+        &mut self,
+        seq: i64,
+        status: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE reports SET status = ?, updated_at_ms = ? WHERE seq = ?")
             .bind(status)
             .bind(now_ms)
@@ -348,11 +353,13 @@ impl Tx {
     }
 
     pub async fn insert_delivery(&mut self, seq: i64, destination: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO deliveries (report_seq, destination, state) VALUES (?, ?, 'queued')")
-            .bind(seq)
-            .bind(destination)
-            .execute(&mut *self.tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO deliveries (report_seq, destination, state) VALUES (?, ?, 'queued')",
+        )
+        .bind(seq)
+        .bind(destination)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 
@@ -381,7 +388,11 @@ impl Tx {
     }
 
     /// Whether `destination` is one of the report's destinations.
-    pub async fn is_destination(&mut self, seq: i64, destination: &str) -> Result<bool, StoreError> {
+    pub async fn is_destination(
+        &mut self,
+        seq: i64,
+        destination: &str,
+    ) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM deliveries WHERE report_seq = ? AND destination = ?",
         )

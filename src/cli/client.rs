@@ -1,0 +1,197 @@
+//! Client commands: talk to the node named by `--config` over mutual TLS
+//! with its operator certificate.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow};
+use tonic::transport::Channel;
+
+use super::{Failure, load_config, print};
+use crate::api::convert::{case_from_pb, route_view_from_pb};
+use crate::config::NodeConfig;
+use crate::pb;
+use crate::pb::operator_client::OperatorClient;
+
+pub(crate) async fn connect(cfg: &NodeConfig) -> Result<OperatorClient<Channel>, Failure> {
+    let op = cfg.operator.as_ref().ok_or_else(|| Failure {
+        code: super::EXIT_CONFIG,
+        error: anyhow!(
+            "{}: no [operator] section: the client needs an operator certificate",
+            cfg.path.display()
+        ),
+    })?;
+    let tls = crate::crypto::tls::client_config(&op.files()).context("operator TLS identity")?;
+    let mut addr = cfg.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let channel = crate::crypto::tls::channel(
+        &format!("https://{addr}"),
+        Some(cfg.node_id.clone()),
+        &cfg.directory.federation,
+        tls,
+        std::time::Duration::from_secs(30),
+    )?;
+    Ok(OperatorClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+}
+
+fn rpc(status: tonic::Status) -> Failure {
+    anyhow!("{:?}: {}", status.code(), status.message()).into()
+}
+
+pub(crate) struct SubmitArgs {
+    pub config: PathBuf,
+    pub urls: Vec<String>,
+    pub category: String,
+    pub hosting_ip: Option<String>,
+    pub priority: String,
+    pub notes: String,
+    pub hashes: Vec<String>,
+    pub json: bool,
+}
+
+pub(crate) async fn submit(a: SubmitArgs) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&a.config)?;
+    let priority = match a.priority.as_str() {
+        "urgent" => pb::Priority::Urgent,
+        "bulk" => pb::Priority::Bulk,
+        other => return Err(anyhow!("--priority {other:?}: expected urgent or bulk").into()),
+    };
+    let mut hashes = Vec::new();
+    for h in &a.hashes {
+        let (algorithm, value) = h
+            .split_once(':')
+            .ok_or_else(|| anyhow!("--hash {h:?}: expected ALGORITHM:VALUE"))?;
+        hashes.push(pb::MediaHash {
+            algorithm: algorithm.to_owned(),
+            value: value.to_owned(),
+        });
+    }
+    let mut client = connect(&cfg).await?;
+    let resp = client
+        .submit_report(pb::SubmitReportRequest {
+            urls: a.urls,
+            category: a.category,
+            hosting_ip: a.hosting_ip.unwrap_or_default(),
+            priority: priority as i32,
+            notes: a.notes,
+            hashes,
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let route = resp.route.as_ref().map(route_view_from_pb);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "id": resp.report_id,
+                "route": route,
+                "case": resp.case.map(case_from_pb),
+            }))?
+        );
+    } else {
+        println!("report {} accepted and stored", resp.report_id);
+        if let Some(r) = &route {
+            print::route(r);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn route(
+    config: PathBuf,
+    urls: Vec<String>,
+    hosting_ip: Option<String>,
+    category: String,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let mut client = connect(&cfg).await?;
+    let r = client
+        .route(pb::RouteRequest {
+            urls,
+            hosting_ip: hosting_ip.unwrap_or_default(),
+            category,
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let view = route_view_from_pb(&r);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print::route(&view);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn cases_list(
+    config: PathBuf,
+    direction: Option<String>,
+    limit: u32,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let mut client = connect(&cfg).await?;
+    let list = client
+        .list_cases(pb::ListCasesRequest {
+            direction: direction.unwrap_or_default(),
+            limit,
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let cases: Vec<_> = list.cases.into_iter().map(case_from_pb).collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&cases)?);
+    } else {
+        print::case_table(&cases);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn cases_show(
+    config: PathBuf,
+    id: String,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let mut client = connect(&cfg).await?;
+    let case = client
+        .get_case(pb::GetCaseRequest { id })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let case = case_from_pb(case);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&case)?);
+    } else {
+        print::case(&case);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn cases_update(
+    config: PathBuf,
+    id: String,
+    status: String,
+    reason: String,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let mut client = connect(&cfg).await?;
+    let case = client
+        .update_case(pb::UpdateCaseRequest { id, status, reason })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let case = case_from_pb(case);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&case)?);
+    } else {
+        println!("case {} is now {}", case.id, case.status);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,219 @@
+//! Provisioning a federation on disk (`federation init`, the demo, tests):
+//! a CA, and for each node a directory with its `node.toml`, TLS identity,
+//! signing key, operator certificate, the CA and the shared directory file.
+//! Private keys are written mode 0600.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{RawDelivery, RawLimits, RawNodeConfig, RawSigning, RawTls};
+use crate::crypto::pki::{FederationCa, PkiError};
+use crate::crypto::signing::{KeyError, NodeKey, encode_public_key, write_private_file};
+use crate::directory::{RawDirectory, RawKey, RawNode};
+use crate::identity::NodeId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error(
+        "--node {0:?}: expected ID=CC[,CC...] such as FR-PDC=FR (ID= for a node serving no country)"
+    )]
+    BadNodeSpec(String),
+    #[error("node {0} is listed twice")]
+    Duplicate(String),
+    #[error("fallback {0} is not one of the nodes")]
+    UnknownFallback(String),
+    #[error("cannot write {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot find a free loopback port")]
+    Port(#[source] std::io::Error),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("cannot serialise configuration")]
+    Toml(#[from] toml::ser::Error),
+}
+
+/// One node to provision.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub id: NodeId,
+    pub countries: Vec<String>,
+    /// Categories accepted; empty means all.
+    pub categories: Vec<String>,
+    /// Loopback port; `None` picks a free one.
+    pub port: Option<u16>,
+}
+
+impl NodeSpec {
+    /// Parses `ID=CC[,CC...]`.
+    pub fn parse(spec: &str) -> Result<Self, ProvisionError> {
+        let bad = || ProvisionError::BadNodeSpec(spec.to_owned());
+        let (id, ccs) = spec.split_once('=').ok_or_else(bad)?;
+        let id = NodeId::new(id).map_err(|_| bad())?;
+        let mut countries = Vec::new();
+        for cc in ccs.split(',').filter(|c| !c.is_empty()) {
+            let cc = cc.to_ascii_uppercase();
+            if cc.len() != 2 || !cc.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(bad());
+            }
+            countries.push(cc);
+        }
+        Ok(NodeSpec {
+            id,
+            countries,
+            categories: Vec::new(),
+            port: None,
+        })
+    }
+}
+
+pub struct Provisioned {
+    /// `DIR/<ID>/node.toml` for each node, in the order given.
+    pub configs: Vec<PathBuf>,
+}
+
+/// Options for the per-node configurations.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub fallback: Option<NodeId>,
+    pub delivery: Option<RawDelivery>,
+}
+
+pub fn init(
+    dir: &Path,
+    federation: &str,
+    nodes: &[NodeSpec],
+    options: &Options,
+) -> Result<Provisioned, ProvisionError> {
+    for (i, n) in nodes.iter().enumerate() {
+        if nodes[..i].iter().any(|m| m.id == n.id) {
+            return Err(ProvisionError::Duplicate(n.id.to_string()));
+        }
+    }
+    if let Some(f) = &options.fallback
+        && !nodes.iter().any(|n| &n.id == f)
+    {
+        return Err(ProvisionError::UnknownFallback(f.to_string()));
+    }
+    mkdir(dir)?;
+    let ca = FederationCa::generate(federation)?;
+    write(&dir.join("ca.pem"), ca.cert_pem.as_bytes())?;
+
+    let mut ports = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        ports.push(match n.port {
+            Some(p) => p,
+            None => free_port()?,
+        });
+    }
+    let keys: Vec<NodeKey> = nodes.iter().map(|_| NodeKey::generate()).collect();
+    let directory = RawDirectory {
+        federation: federation.to_owned(),
+        nodes: nodes
+            .iter()
+            .zip(&ports)
+            .zip(&keys)
+            .map(|((n, port), key)| RawNode {
+                id: n.id.to_string(),
+                name: String::new(),
+                countries: n.countries.clone(),
+                endpoint: format!("https://127.0.0.1:{port}"),
+                categories: n.categories.clone(),
+                active: true,
+                keys: vec![RawKey {
+                    id: key.key_id().to_owned(),
+                    public_key: encode_public_key(&key.verifying_key()),
+                    not_before: None,
+                    not_after: None,
+                }],
+            })
+            .collect(),
+    };
+    let directory_toml = format!(
+        "# The federation directory: every node, its countries, endpoint and signing keys.\n\
+         # Give the same file to every node.\n{}",
+        toml::to_string_pretty(&directory)?
+    );
+    write(&dir.join("directory.toml"), directory_toml.as_bytes())?;
+
+    let mut configs = Vec::with_capacity(nodes.len());
+    for ((n, port), key) in nodes.iter().zip(&ports).zip(&keys) {
+        let nd = dir.join(n.id.as_str());
+        mkdir(&nd)?;
+        write(&nd.join("ca.pem"), ca.cert_pem.as_bytes())?;
+        write(&nd.join("directory.toml"), directory_toml.as_bytes())?;
+        let tls = ca.node_cert(&n.id, &["localhost".to_owned()])?;
+        write(&nd.join("node.pem"), tls.cert_pem.as_bytes())?;
+        write_secret(&nd.join("node.key"), tls.key_pem.as_bytes())?;
+        let op = ca.operator_cert(&n.id, "analyst")?;
+        write(&nd.join("operator.pem"), op.cert_pem.as_bytes())?;
+        write_secret(&nd.join("operator.key"), op.key_pem.as_bytes())?;
+        key.save(&nd.join("signing.key"))?;
+        let raw = RawNodeConfig {
+            node_id: n.id.to_string(),
+            listen: format!("127.0.0.1:{port}"),
+            database: "node.db".into(),
+            directory: "directory.toml".into(),
+            fallback: options
+                .fallback
+                .as_ref()
+                .filter(|f| *f != &n.id)
+                .map(|f| f.to_string()),
+            tls: RawTls {
+                ca: Some("ca.pem".into()),
+                cert: "node.pem".into(),
+                key: "node.key".into(),
+            },
+            signing: RawSigning {
+                key: "signing.key".into(),
+            },
+            operator: Some(RawTls {
+                ca: None,
+                cert: "operator.pem".into(),
+                key: "operator.key".into(),
+            }),
+            delivery: options.delivery.clone().unwrap_or_default(),
+            limits: RawLimits::default(),
+        };
+        let text = format!(
+            "# alertrelay node {} (written by `alertrelay federation init`).\n\
+             # Paths are relative to this file. See README.md for every key.\n{}",
+            n.id,
+            toml::to_string_pretty(&raw)?
+        );
+        let path = nd.join("node.toml");
+        write(&path, text.as_bytes())?;
+        configs.push(path);
+    }
+    Ok(Provisioned { configs })
+}
+
+fn free_port() -> Result<u16, ProvisionError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(ProvisionError::Port)?;
+    Ok(l.local_addr().map_err(ProvisionError::Port)?.port())
+}
+
+fn mkdir(p: &Path) -> Result<(), ProvisionError> {
+    std::fs::create_dir_all(p).map_err(|source| ProvisionError::Write {
+        path: p.display().to_string(),
+        source,
+    })
+}
+
+fn write(p: &Path, bytes: &[u8]) -> Result<(), ProvisionError> {
+    std::fs::write(p, bytes).map_err(|source| ProvisionError::Write {
+        path: p.display().to_string(),
+        source,
+    })
+}
+
+fn write_secret(p: &Path, bytes: &[u8]) -> Result<(), ProvisionError> {
+    write_private_file(p, bytes).map_err(|source| ProvisionError::Write {
+        path: p.display().to_string(),
+        source,
+    })
+}
