@@ -28,8 +28,8 @@ pub(crate) fn route(r: &RouteView) {
 
 pub(crate) fn case_table(cases: &[CaseView]) {
     println!(
-        "{:<36}  {:<10}  {:<8}  {:<12}  {:<20}  {:<18}  {}",
-        "ID", "ORIGIN", "DIR", "DESTINATION", "STATUS", "CATEGORY", "COUNTRY"
+        "{:<36}  {:<10}  {:<8}  {:<12}  {:<20}  {:<18}  COUNTRY",
+        "ID", "ORIGIN", "DIR", "DESTINATION", "STATUS", "CATEGORY"
     );
     for c in cases {
         println!(
