@@ -1,6 +1,8 @@
 //! Conversions between protobuf messages and domain types.
 
-use crate::node::cases::{CaseView, DeliveryView, HistoryView, MediaHashView, RouteView, rfc3339};
+use crate::node::cases::{
+    CaseView, DeliveryView, HistoryView, MediaHashView, RouteView, b64, rfc3339,
+};
 use crate::pb;
 use crate::report::Priority;
 use crate::routing::{Evidence, RouteDecision};
@@ -100,6 +102,14 @@ pub fn case_to_pb(c: &CaseView) -> pb::Case {
                 delivered_at_ms: ms(&d.delivered_at),
                 attempts: d.attempts,
                 last_error: d.last_error.clone(),
+                receipt: d
+                    .receipt
+                    .as_deref()
+                    .and_then(|r| {
+                        use base64::Engine;
+                        base64::engine::general_purpose::STANDARD.decode(r).ok()
+                    })
+                    .unwrap_or_default(),
             })
             .collect(),
         history: c
@@ -162,6 +172,7 @@ pub fn case_from_pb(c: pb::Case) -> CaseView {
                 delivered_at: (d.delivered_at_ms != 0).then(|| rfc3339(d.delivered_at_ms)),
                 attempts: d.attempts,
                 last_error: d.last_error,
+                receipt: (!d.receipt.is_empty()).then(|| b64(&d.receipt)),
             })
             .collect(),
         history: c

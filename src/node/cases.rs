@@ -22,6 +22,8 @@ pub struct DeliveryView {
     pub delivered_at: Option<String>,
     pub attempts: u32,
     pub last_error: String,
+    /// The receiver's signed receipt (protobuf `Signed`), base64.
+    pub receipt: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +83,11 @@ impl From<&MediaHash> for MediaHashView {
             value: h.value.clone(),
         }
     }
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 pub fn rfc3339(ms: i64) -> String {
@@ -162,6 +169,7 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
                 delivered_at: d.delivered_at_ms.map(rfc3339),
                 attempts: u32::try_from(d.attempts).unwrap_or(u32::MAX),
                 last_error: d.last_error.unwrap_or_default(),
+                receipt: d.receipt.as_deref().map(b64),
             })
             .collect(),
         history: history

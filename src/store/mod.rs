@@ -149,9 +149,17 @@ impl Store {
         Ok(Store { writer, reader })
     }
 
+    /// Closes the database, folding the WAL back into the main file so a
+    /// stopped node's database is one self-contained file.
     pub async fn close(&self) {
-        self.writer.close().await;
         self.reader.close().await;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint at close failed");
+        }
+        self.writer.close().await;
     }
 
     /// Starts a write transaction on the single writer connection.

@@ -1,0 +1,272 @@
+//! A harness that starts real alertrelay nodes on loopback: certificates
+//! minted per test, temp SQLite files, real mutual TLS, and handles that
+//! stop and restart nodes on the same port.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use alertrelay::api::convert::case_from_pb;
+use alertrelay::config::{NodeConfig, RawDelivery};
+use alertrelay::crypto::signing::NodeKey;
+use alertrelay::crypto::tls;
+use alertrelay::identity::NodeId;
+use alertrelay::node::cases::CaseView;
+use alertrelay::node::{self, NodeHandle};
+use alertrelay::pb;
+use alertrelay::pb::federation_client::FederationClient;
+use alertrelay::pb::operator_client::OperatorClient;
+use alertrelay::provision::{self, NodeSpec};
+use tonic::transport::Channel;
+
+pub struct Federation {
+    pub dir: tempfile::TempDir,
+    pub configs: Vec<NodeConfig>,
+    pub nodes: Vec<Option<NodeHandle>>,
+}
+
+impl Federation {
+    /// Starts one node per `(id, countries)`, all on free loopback ports.
+    pub async fn start(nodes: &[(&str, &[&str])]) -> Self {
+        Self::start_with(nodes, None).await
+    }
+
+    pub async fn start_with(nodes: &[(&str, &[&str])], fallback: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut listeners = Vec::new();
+        let mut specs = Vec::new();
+        for (id, countries) in nodes {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            specs.push(NodeSpec {
+                id: NodeId::new(id).unwrap(),
+                countries: countries.iter().map(|c| (*c).to_owned()).collect(),
+                categories: vec![],
+                port: Some(l.local_addr().unwrap().port()),
+            });
+            listeners.push(l);
+        }
+        let done = provision::init(
+            dir.path(),
+            "test-federation",
+            &specs,
+            &provision::Options {
+                fallback: fallback.map(|f| NodeId::new(f).unwrap()),
+                delivery: Some(RawDelivery {
+                    retry_initial_ms: 20,
+                    retry_max_ms: 200,
+                    batch_size: 64,
+                    request_timeout_ms: 5_000,
+                }),
+            },
+        )
+        .unwrap();
+        let mut configs = Vec::new();
+        let mut handles = Vec::new();
+        for (path, l) in done.configs.iter().zip(listeners) {
+            let cfg = NodeConfig::load(path).unwrap();
+            handles.push(Some(
+                node::start_with_listener(cfg.clone(), l).await.unwrap(),
+            ));
+            configs.push(cfg);
+        }
+        Federation {
+            dir,
+            configs,
+            nodes: handles,
+        }
+    }
+
+    pub fn id(&self, i: usize) -> NodeId {
+        self.configs[i].node_id.clone()
+    }
+
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(n) = self.nodes[i].take() {
+            n.shutdown().await;
+        }
+    }
+
+    /// Restarts node `i` on the same port, with the same database.
+    pub async fn restart(&mut self, i: usize) {
+        let cfg = self.configs[i].clone();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(cfg.listen).await {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot rebind {}: {e}", cfg.listen),
+            }
+        };
+        self.nodes[i] = Some(node::start_with_listener(cfg, listener).await.unwrap());
+    }
+
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop(i).await;
+        }
+    }
+
+    pub fn endpoint(&self, i: usize) -> String {
+        format!("https://{}", self.configs[i].listen)
+    }
+
+    /// An Operator client using node `i`'s operator certificate.
+    pub fn operator(&self, i: usize) -> OperatorClient<Channel> {
+        let cfg = &self.configs[i];
+        let files = cfg.operator.as_ref().unwrap().files();
+        let tls = tls::client_config(&files).unwrap();
+        let ch = tls::channel(
+            &self.endpoint(i),
+            Some(cfg.node_id.clone()),
+            "test-federation",
+            tls,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        OperatorClient::new(ch)
+    }
+
+    /// Raw TLS client config with node `i`'s own node certificate.
+    pub fn node_tls(&self, i: usize) -> std::sync::Arc<rustls::ClientConfig> {
+        tls::client_config(&self.configs[i].tls.files()).unwrap()
+    }
+
+    /// A Federation client that connects to node `to` as node `from`.
+    pub fn federation_as(&self, from: usize, to: usize) -> FederationClient<Channel> {
+        let ch = tls::channel(
+            &self.endpoint(to),
+            Some(self.id(to)),
+            "test-federation",
+            self.node_tls(from),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        FederationClient::new(ch)
+    }
+
+    /// An Operator client that connects to node `to` with node `from`'s
+    /// NODE certificate (which must be refused).
+    pub fn operator_with_node_cert(&self, from: usize, to: usize) -> OperatorClient<Channel> {
+        let ch = tls::channel(
+            &self.endpoint(to),
+            Some(self.id(to)),
+            "test-federation",
+            self.node_tls(from),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        OperatorClient::new(ch)
+    }
+
+    pub fn signing_key(&self, i: usize) -> NodeKey {
+        NodeKey::load(&self.configs[i].signing_key).unwrap()
+    }
+
+    pub fn database(&self, i: usize) -> PathBuf {
+        self.configs[i].database.clone()
+    }
+
+    pub fn config_path(&self, i: usize) -> PathBuf {
+        self.configs[i].path.clone()
+    }
+}
+
+pub async fn submit(
+    client: &mut OperatorClient<Channel>,
+    url: &str,
+    hosting_ip: &str,
+) -> pb::SubmitReportResponse {
+    client
+        .submit_report(pb::SubmitReportRequest {
+            urls: vec![url.to_owned()],
+            category: "csam".into(),
+            hosting_ip: hosting_ip.into(),
+            priority: pb::Priority::Bulk as i32,
+            notes: String::new(),
+            hashes: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+pub async fn case(client: &mut OperatorClient<Channel>, id: &str) -> CaseView {
+    case_from_pb(
+        client
+            .get_case(pb::GetCaseRequest { id: id.into() })
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+}
+
+pub async fn cases(client: &mut OperatorClient<Channel>, direction: &str) -> Vec<CaseView> {
+    client
+        .list_cases(pb::ListCasesRequest {
+            direction: direction.into(),
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .cases
+        .into_iter()
+        .map(case_from_pb)
+        .collect()
+}
+
+/// Polls a case until `check` holds (each poll is a real RPC), or panics
+/// after `secs` seconds with the last state.
+pub async fn wait_case(
+    client: &OperatorClient<Channel>,
+    id: &str,
+    secs: u64,
+    check: impl Fn(&CaseView) -> bool,
+) -> CaseView {
+    let client = client.clone();
+    eventually(
+        secs,
+        || {
+            let mut c = client.clone();
+            let id = id.to_owned();
+            async move { case(&mut c, &id).await }
+        },
+        check,
+    )
+    .await
+}
+
+/// Polls `check` until it holds (each poll is a real RPC), or panics after
+/// `secs` seconds with the last state.
+pub async fn eventually<T: std::fmt::Debug, F, Fut>(
+    secs: u64,
+    mut probe: F,
+    check: impl Fn(&T) -> bool,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = probe().await;
+        if check(&v) {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("condition not reached in {secs}s; last state: {v:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A German IP address in the shipped IPFire data.
+pub const DE_IP: &str = "85.214.132.117";
+/// A French one.
+pub const FR_IP: &str = "62.210.16.6";
+/// A Swiss one (no hotline in the test federations).
+pub const CH_IP: &str = "130.59.1.1";
