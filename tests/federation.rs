@@ -96,7 +96,7 @@ async fn reports_queued_while_the_peer_is_down_are_delivered_exactly_once_after_
 
     fed.restart(1).await;
     for id in &ids {
-        wait_case(&fr, &id, 15, |c| c.status == "delivered").await;
+        wait_case(&fr, id, 15, |c| c.status == "delivered").await;
     }
     let mut de = fed.operator(1);
     let incoming = cases(&mut de, "incoming").await;
