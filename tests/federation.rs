@@ -466,3 +466,56 @@ async fn hosted_at_home_stays_local_and_no_hotline_goes_to_the_fallback_or_stays
     assert_eq!(case(&mut fr, &r.report_id).await.status, "no-hotline");
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn health_and_reflection_are_served_so_grpcurl_works() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let fed = Federation::start(AB).await;
+    let files = fed.configs[0].operator.as_ref().unwrap().files();
+    let channel = alertrelay::crypto::tls::channel(
+        &fed.endpoint(0),
+        Some(fed.id(0)),
+        "test-federation",
+        alertrelay::crypto::tls::client_config(&files).unwrap(),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    let status = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: "alertrelay.v1.Operator".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reflection reply {reply:?}");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "alertrelay.v1.Federation",
+        "alertrelay.v1.Operator",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    fed.shutdown().await;
+}

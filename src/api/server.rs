@@ -138,17 +138,20 @@ pub async fn serve(
     health
         .set_serving::<pb::operator_server::OperatorServer<OperatorService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1();
-    let reflection = match reflection {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "reflection service could not be built");
-            return;
-        }
+    // Both reflection versions: grpcurl and other tools still ask v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
+    let (reflection, reflection_alpha) =
+        match (reflection().build_v1(), reflection().build_v1alpha()) {
+            (Ok(v1), Ok(v1alpha)) => (v1, v1alpha),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "reflection service could not be built");
+                return;
+            }
+        };
     let federation_svc =
         pb::federation_server::FederationServer::new(FederationService { core: core.clone() })
             .max_decoding_message_size(MAX_MESSAGE);
@@ -161,6 +164,7 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(federation_svc)
         .add_service(operator_svc)
         .serve_with_incoming_shutdown(

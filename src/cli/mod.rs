@@ -117,6 +117,9 @@ pub enum FederationCommand {
         /// Node that receives reports for countries with no hotline.
         #[arg(long)]
         fallback: Option<String>,
+        /// Give the nodes ports BASE, BASE+1, ... instead of free ones.
+        #[arg(long)]
+        base_port: Option<u16>,
     },
 }
 
@@ -211,8 +214,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     nodes,
                     federation,
                     fallback,
+                    base_port,
                 },
-        } => federation_init(out, nodes, federation, fallback),
+        } => federation_init(out, nodes, federation, fallback, base_port),
         Command::Serve { config } => serve(config).await,
         Command::Submit {
             config,
@@ -273,16 +277,26 @@ fn federation_init(
     nodes: Vec<String>,
     federation: String,
     fallback: Option<String>,
+    base_port: Option<u16>,
 ) -> Result<ExitCode, Failure> {
     let usage = |e: anyhow::Error| Failure {
         code: EXIT_CONFIG,
         error: e,
     };
-    let specs = nodes
+    let mut specs = nodes
         .iter()
         .map(|n| crate::provision::NodeSpec::parse(n))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| usage(e.into()))?;
+    if let Some(base) = base_port {
+        for (i, spec) in specs.iter_mut().enumerate() {
+            let port = u16::try_from(i)
+                .ok()
+                .and_then(|i| base.checked_add(i))
+                .ok_or_else(|| usage(anyhow::anyhow!("--base-port {base} leaves no room")))?;
+            spec.port = Some(port);
+        }
+    }
     let fallback = fallback
         .map(|f| crate::identity::NodeId::new(&f))
         .transpose()

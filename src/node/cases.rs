@@ -233,6 +233,31 @@ pub async fn update(
     status: &str,
     reason: &str,
 ) -> Result<CaseView, NodeError> {
+    let result = apply_update(core, operator, id, status, reason).await;
+    if let Err(e @ (NodeError::Invalid(_) | NodeError::FailedPrecondition(_))) = &result {
+        let code = match e {
+            NodeError::Invalid(i) => i.code,
+            _ => "invalid-transition",
+        };
+        let refused = format!("{id}\0{status}");
+        core.audit_refusal(
+            &operator.to_string(),
+            code,
+            &e.to_string(),
+            refused.as_bytes(),
+        )
+        .await;
+    }
+    result
+}
+
+async fn apply_update(
+    core: &Core,
+    operator: &PeerIdentity,
+    id: &str,
+    status: &str,
+    reason: &str,
+) -> Result<CaseView, NodeError> {
     let actor = operator.to_string();
     let to = CaseStatus::parse(status).map_err(|mut e| {
         e.field = "status".into();

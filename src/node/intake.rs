@@ -69,10 +69,15 @@ pub async fn submit(
     submission: Submission<'_>,
 ) -> Result<Submitted, NodeError> {
     let actor = operator.to_string();
+    // A refusal's audit entry fingerprints the submitted URLs and category
+    // (hashed, never in clear).
+    let mut fingerprint = submission.urls.join("\n").into_bytes();
+    fingerprint.push(0);
+    fingerprint.extend_from_slice(submission.category.as_bytes());
     let draft = match validate::draft(submission) {
         Ok(d) => d,
         Err(e) => {
-            core.audit_refusal(&actor, e.code, &e.to_string(), &[])
+            core.audit_refusal(&actor, e.code, &e.to_string(), &fingerprint)
                 .await;
             return Err(e.into());
         }

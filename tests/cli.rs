@@ -1,0 +1,94 @@
+//! The command line as users run it: the built binary.
+
+use std::process::Command;
+
+fn alertrelay(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_alertrelay"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_demo_walks_reports_through_a_federation_and_verifies_every_audit_log() {
+    let (code, out, err) = alertrelay(&["demo"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for want in [
+        "route:    peer -> DE-ECO",
+        "route:    fallback -> LE-FALLBACK",
+        "route:    local -> (kept here)",
+        "-> DE-ECO: delivered (signed receipt stored",
+        "removed            signed by DE-ECO",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert_eq!(out.matches("verified (head").count(), 5, "{out}");
+}
+
+#[test]
+fn federation_init_writes_loadable_configs_and_config_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("fed");
+    let (code, out, err) = alertrelay(&[
+        "federation",
+        "init",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--node",
+        "FR-PDC=FR",
+        "--node",
+        "DE-ECO=DE,AT",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let config = out_dir.join("FR-PDC/node.toml");
+    let loaded = alertrelay::config::NodeConfig::load(&config).unwrap();
+    assert_eq!(loaded.node_id.as_str(), "FR-PDC");
+    use std::os::unix::fs::PermissionsExt;
+    for key in ["node.key", "operator.key", "signing.key"] {
+        let mode = std::fs::metadata(out_dir.join("FR-PDC").join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+
+    // An unknown key is refused, naming the file and the key; exit code 64.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\nlisten_adress = \"x\"\n")).unwrap();
+    let (code, _, err) = alertrelay(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("listen_adress") && err.contains("node.toml"),
+        "{err}"
+    );
+
+    // A bad value names its key.
+    std::fs::write(&config, text.replace("127.0.0.1:", "localhost-")).unwrap();
+    let (code, _, err) = alertrelay(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("`listen`"), "{err}");
+
+    // A malformed --node is a usage error.
+    let (code, _, err) = alertrelay(&["federation", "init", "--out", "x", "--node", "fr=FRA"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("ID=CC"), "{err}");
+}
+
+#[test]
+fn geo_lookup_answers_from_the_shipped_data_with_its_source() {
+    let (code, out, _) = alertrelay(&["geo", "lookup", "130.59.1.1", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["country"], "CH");
+    assert_eq!(v["dataset_date"], "2026-06-25");
+    let (code, out, _) = alertrelay(&["geo", "lookup", "2.16.0.1", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["country"], serde_json::Value::Null, "EU is not a country");
+    assert_eq!(v["raw_code"], "EU");
+}
