@@ -61,6 +61,26 @@ pub struct RawNodeConfig {
     pub delivery: RawDelivery,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    /// How often to sign a checkpoint of the audit log (when it grew).
+    pub checkpoint_interval_ms: u64,
+    /// How often to fetch, check and cosign each peer's checkpoint.
+    pub witness_interval_ms: u64,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit {
+            checkpoint_interval_ms: 300_000,
+            witness_interval_ms: 300_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,6 +154,8 @@ pub struct NodeConfig {
     pub delivery: Delivery,
     pub max_report_age: Duration,
     pub max_clock_skew: Duration,
+    pub checkpoint_interval: Duration,
+    pub witness_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -246,6 +268,12 @@ impl NodeConfig {
         if !(1..=256).contains(&d.batch_size) {
             return Err(invalid("delivery.batch_size", "must be 1..=256".into()));
         }
+        if raw.audit.checkpoint_interval_ms < 10 || raw.audit.witness_interval_ms < 10 {
+            return Err(invalid(
+                "audit.checkpoint_interval_ms",
+                "audit intervals must be at least 10 ms".into(),
+            ));
+        }
         Ok(NodeConfig {
             path: path.to_path_buf(),
             node_id,
@@ -265,6 +293,8 @@ impl NodeConfig {
             },
             max_report_age: Duration::from_secs(u64::from(raw.limits.max_report_age_days) * 86_400),
             max_clock_skew: Duration::from_secs(u64::from(raw.limits.max_clock_skew_secs)),
+            checkpoint_interval: Duration::from_millis(raw.audit.checkpoint_interval_ms),
+            witness_interval: Duration::from_millis(raw.audit.witness_interval_ms),
         })
     }
 }

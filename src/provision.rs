@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{RawDelivery, RawLimits, RawNodeConfig, RawSigning, RawTls};
+use crate::config::{RawAudit, RawDelivery, RawLimits, RawNodeConfig, RawSigning, RawTls};
 use crate::crypto::pki::{FederationCa, PkiError};
 use crate::crypto::signing::{KeyError, NodeKey, encode_public_key, write_private_file};
 use crate::directory::{RawDirectory, RawKey, RawNode};
@@ -81,6 +81,7 @@ pub struct Provisioned {
 pub struct Options {
     pub fallback: Option<NodeId>,
     pub delivery: Option<RawDelivery>,
+    pub audit: Option<RawAudit>,
 }
 
 pub fn init(
@@ -178,6 +179,7 @@ pub fn init(
             }),
             delivery: options.delivery.clone().unwrap_or_default(),
             limits: RawLimits::default(),
+            audit: options.audit.clone().unwrap_or_default(),
         };
         let text = format!(
             "# alertrelay node {} (written by `alertrelay federation init`).\n\

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::api::{auth, status::to_status};
-use crate::node::{Core, receive};
+use crate::node::{Core, checkpoint, receive};
 use crate::pb;
 
 pub struct FederationService {
@@ -47,6 +47,68 @@ impl pb::federation_server::Federation for FederationService {
             countries: me.map(|n| n.countries.clone()).unwrap_or_default(),
             key_ids: vec![self.core.key.key_id().to_owned()],
             version: env!("CARGO_PKG_VERSION").to_owned(),
+        }))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        request: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::CheckpointNote>, Status> {
+        auth::node(&self.core, &request)?;
+        let note = checkpoint::latest_with_cosignatures(&self.core)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::CheckpointNote {
+            note: note.unwrap_or_default(),
+        }))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<pb::ConsistencyProofRequest>,
+    ) -> Result<Response<pb::ConsistencyProof>, Status> {
+        auth::node(&self.core, &request)?;
+        let r = request.get_ref();
+        let proof = checkpoint::consistency_proof(&self.core, r.old_size, r.new_size)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ConsistencyProof {
+            hashes: proof.iter().map(|h| h.to_vec()).collect(),
+        }))
+    }
+
+    async fn cosign(
+        &self,
+        request: Request<pb::CosignRequest>,
+    ) -> Result<Response<pb::CosignResponse>, Status> {
+        let witness = auth::node(&self.core, &request)?;
+        let r = request.get_ref();
+        checkpoint::receive_cosignature(
+            &self.core,
+            &witness,
+            &r.checkpoint,
+            &r.cosignature,
+            &r.refusal,
+        )
+        .await
+        .map_err(to_status)?;
+        Ok(Response::new(pb::CosignResponse {}))
+    }
+
+    async fn get_witnessed(
+        &self,
+        request: Request<pb::GetWitnessedRequest>,
+    ) -> Result<Response<pb::CheckpointNote>, Status> {
+        auth::node(&self.core, &request)?;
+        let row = self
+            .core
+            .store
+            .witnessed(&request.get_ref().log)
+            .await
+            .map_err(|e| to_status(e.into()))?;
+        Ok(Response::new(pb::CheckpointNote {
+            // Their note with our cosignature appended.
+            note: row.map(|w| w.note + &w.cosignature).unwrap_or_default(),
         }))
     }
 }

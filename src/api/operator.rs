@@ -101,4 +101,18 @@ impl pb::operator_server::Operator for OperatorService {
             .map(|c| Response::new(case_to_pb(&c)))
             .map_err(to_status)
     }
+
+    async fn make_checkpoint(
+        &self,
+        request: Request<pb::MakeCheckpointRequest>,
+    ) -> Result<Response<pb::CheckpointNote>, Status> {
+        auth::operator(&self.core, &request)?;
+        let cp = crate::node::checkpoint::make(&self.core)
+            .await
+            .map_err(to_status)?;
+        let note = crate::node::checkpoint::with_cosignatures(&self.core, &cp)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::CheckpointNote { note }))
+    }
 }

@@ -1,13 +1,22 @@
-//! The tamper-evident audit chain. Every state change and every refused
+//! The tamper-evident audit log. Every state change and every refused
 //! input appends one entry, in the same database transaction as the change
-//! (see `store::Tx::audit`). Each entry's hash covers its sequence number,
-//! its content and the previous entry's hash, so editing, deleting or
-//! reordering any row breaks the chain from that row on. `verify` recomputes
-//! the whole chain from the database file, without the running node.
+//! (see `store::Tx::audit`).
+//!
+//! Each entry is both a link of a hash chain (its hash covers the previous
+//! one) and a leaf of an RFC 6962 Merkle tree (`merkle`). The node signs
+//! checkpoints of the tree in the C2SP signed-note format (`note`); its
+//! peers check each new checkpoint is consistent with the last one they saw
+//! and cosign it, so not even the node's own operator can rewrite, truncate
+//! or roll back the log unnoticed. `verify` recomputes everything from the
+//! database file, without the running node.
 //!
 //! Entries never contain reported URLs: the report id links them.
 
-use std::path::Path;
+pub mod merkle;
+pub mod note;
+pub mod verify;
+
+pub use verify::{AuditError, Verified, VerifyContext, verify};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -68,86 +77,45 @@ pub fn entry_hash(
     h.finalize().into()
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    #[error("cannot open database {path}")]
-    Open {
-        path: String,
-        #[source]
-        source: sqlx::Error,
-    },
-    #[error("cannot read the audit log")]
-    Read(#[source] sqlx::Error),
-    #[error("audit entry {seq}: {problem}")]
-    Broken { seq: i64, problem: String },
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Verified {
-    pub entries: u64,
-    pub head: String,
-}
-
-/// Recomputes the chain of the database at `path` (opened read-only) and
-/// names the first bad entry.
-pub async fn verify(path: &Path) -> Result<Verified, AuditError> {
-    use sqlx::Row;
-    use sqlx::sqlite::SqliteConnectOptions;
-    use sqlx::{ConnectOptions, Connection};
-    let shown = path.display().to_string();
-    let mut conn = SqliteConnectOptions::new()
-        .filename(path)
-        .read_only(true)
-        .connect()
-        .await
-        .map_err(|source| AuditError::Open {
-            path: shown.clone(),
-            source,
-        })?;
-    let rows = sqlx::query(
-        "SELECT seq, at_ms, kind, actor, subject, detail, prev_hash, hash FROM audit_log ORDER BY rowid",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .map_err(AuditError::Read)?;
-    let _ = conn.close().await;
-    let mut prev = GENESIS.to_vec();
-    for (expected_seq, row) in (1i64..).zip(rows.iter()) {
-        let seq: i64 = row.try_get("seq").map_err(AuditError::Read)?;
-        let broken = |problem: String| AuditError::Broken { seq, problem };
-        if seq != expected_seq {
-            return Err(broken(format!(
-                "expected entry {expected_seq} here: entries were deleted or reordered"
-            )));
-        }
-        let stored_prev: Vec<u8> = row.try_get("prev_hash").map_err(AuditError::Read)?;
-        let stored_hash: Vec<u8> = row.try_get("hash").map_err(AuditError::Read)?;
-        if stored_prev != prev {
-            return Err(broken(
-                "its previous-hash does not match the entry before it".into(),
-            ));
-        }
-        let text = |name: &str| -> Result<String, AuditError> {
-            row.try_get::<String, _>(name).map_err(AuditError::Read)
-        };
-        let hash = entry_hash(
-            &prev,
-            seq,
-            row.try_get("at_ms").map_err(AuditError::Read)?,
-            &text("kind")?,
-            &text("actor")?,
-            &text("subject")?,
-            &text("detail")?,
-        );
-        if hash.as_slice() != stored_hash.as_slice() {
-            return Err(broken(
-                "its content does not match its hash: the row was edited".into(),
-            ));
-        }
-        prev = hash.to_vec();
+/// The canonical bytes of an entry: the Merkle leaf is `H(0x00 || these)`.
+/// Length-prefixed fields, so no two entries share an encoding.
+pub fn entry_bytes(
+    seq: i64,
+    at_ms: i64,
+    kind: &str,
+    actor: &str,
+    subject: &str,
+    detail: &str,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + kind.len() + actor.len() + subject.len() + detail.len());
+    out.extend_from_slice(b"alertrelay-audit-entry/v1\n");
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(&at_ms.to_be_bytes());
+    for field in [kind, actor, subject, detail] {
+        out.extend_from_slice(&(field.len() as u64).to_be_bytes());
+        out.extend_from_slice(field.as_bytes());
     }
-    Ok(Verified {
-        entries: rows.len() as u64,
-        head: hex::encode(prev),
-    })
+    out
+}
+
+/// The Merkle leaf hash of an entry.
+pub fn leaf_hash(
+    seq: i64,
+    at_ms: i64,
+    kind: &str,
+    actor: &str,
+    subject: &str,
+    detail: &str,
+) -> merkle::Hash {
+    merkle::leaf_hash(&entry_bytes(seq, at_ms, kind, actor, subject, detail))
+}
+
+/// The checkpoint origin (and signing key name) of a node's audit log.
+pub fn log_origin(federation: &str, node: &str) -> String {
+    format!("{federation}/hotline/{node}/audit")
+}
+
+/// The key name a node cosigns its peers' checkpoints under.
+pub fn witness_name(federation: &str, node: &str) -> String {
+    format!("{federation}/hotline/{node}/witness")
 }

@@ -195,3 +195,35 @@ pub(crate) async fn cases_update(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Asks every peer, as this node (its node certificate), for the latest
+/// checkpoint of this node's log it cosigned.
+pub(crate) async fn witnessed_by_peers(cfg: &NodeConfig) -> Vec<(String, Result<String, String>)> {
+    let tls = match crate::crypto::tls::client_config(&cfg.tls.files()) {
+        Ok(t) => t,
+        Err(e) => return vec![("*".into(), Err(format!("node TLS identity: {e}")))],
+    };
+    let mut out = Vec::new();
+    for peer in cfg.directory.nodes().iter().filter(|n| n.id != cfg.node_id) {
+        let result = async {
+            let channel = crate::crypto::tls::channel(
+                &peer.endpoint,
+                Some(peer.id.clone()),
+                &cfg.directory.federation,
+                tls.clone(),
+                std::time::Duration::from_secs(5),
+            )
+            .map_err(|e| e.to_string())?;
+            pb::federation_client::FederationClient::new(channel)
+                .get_witnessed(pb::GetWitnessedRequest {
+                    log: cfg.node_id.to_string(),
+                })
+                .await
+                .map(|r| r.into_inner().note)
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        }
+        .await;
+        out.push((peer.id.to_string(), result));
+    }
+    out
+}

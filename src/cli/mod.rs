@@ -168,6 +168,9 @@ pub enum AuditCommand {
         config: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Do not ask the witnesses (peers) what they cosigned.
+        #[arg(long)]
+        offline: bool,
     },
 }
 
@@ -264,8 +267,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             json,
         } => client::route(config, urls, hosting_ip, category, json).await,
         Command::Audit {
-            command: AuditCommand::Verify { config, json },
-        } => audit_verify(config, json).await,
+            command:
+                AuditCommand::Verify {
+                    config,
+                    json,
+                    offline,
+                },
+        } => audit_verify(config, json, offline).await,
         Command::Geo {
             command: GeoCommand::Lookup { ip, json },
         } => geo_lookup(&ip, json),
@@ -308,6 +316,7 @@ fn federation_init(
         &crate::provision::Options {
             fallback,
             delivery: None,
+            audit: None,
         },
     )?;
     println!("federation {federation} written to {}", out.display());
@@ -337,39 +346,75 @@ async fn serve(config: PathBuf) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn audit_verify(config: PathBuf, json: bool) -> Result<ExitCode, Failure> {
+async fn audit_verify(config: PathBuf, json: bool, offline: bool) -> Result<ExitCode, Failure> {
     let cfg = load_config(&config)?;
-    match crate::audit::verify(&cfg.database).await {
-        Ok(v) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": true, "entries": v.entries, "head": v.head})
-                );
-            } else {
-                println!(
-                    "audit log of {} verifies: {} entries, head {}",
-                    cfg.node_id, v.entries, v.head
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+    let ctx = crate::audit::VerifyContext::from_config(&cfg);
+    let broken = |e: crate::audit::AuditError| {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"ok": false, "problem": e.to_string()})
+            );
+        } else {
+            eprintln!("audit log of {} FAILS verification: {e}", cfg.node_id);
         }
-        Err(crate::audit::AuditError::Broken { seq, problem }) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "entry": seq, "problem": problem})
-                );
-            } else {
-                eprintln!(
-                    "audit log of {} is BROKEN at entry {seq}: {problem}",
-                    cfg.node_id
-                );
+        Ok(ExitCode::from(2))
+    };
+    let verified = match crate::audit::verify(&cfg.database, &ctx).await {
+        Ok(v) => v,
+        Err(e) if e.is_tampering() => return broken(e),
+        Err(e) => return Err(e.into()),
+    };
+    // A database restored from an old backup is consistent with itself;
+    // only the witnesses remember the larger tree they cosigned.
+    let mut witnessed = Vec::new();
+    let mut unreachable = Vec::new();
+    if !offline {
+        for (peer, result) in client::witnessed_by_peers(&cfg).await {
+            match result {
+                Ok(note) if note.is_empty() => {}
+                Ok(note) => {
+                    match crate::audit::verify::check_witnessed(&ctx, &verified, &peer, &note) {
+                        Ok(size) => witnessed.push((peer, size)),
+                        Err(e) => return broken(e),
+                    }
+                }
+                Err(e) => unreachable.push((peer, e)),
             }
-            Ok(ExitCode::from(2))
         }
-        Err(e) => Err(e.into()),
     }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "ok": true,
+                "entries": verified.entries,
+                "root": verified.root,
+                "checkpoints": verified.checkpoints,
+                "cosignatures": verified.cosignatures,
+                "cosigned_size": verified.cosigned_size,
+                "witnesses": witnessed.iter().map(|(p, s)| serde_json::json!({"witness": p, "size": s})).collect::<Vec<_>>(),
+                "unreachable": unreachable.iter().map(|(p, e)| serde_json::json!({"witness": p, "error": e})).collect::<Vec<_>>(),
+            })
+        );
+    } else {
+        println!(
+            "audit log of {} verifies: {} entries, root {}, {} signed checkpoints, {} cosignatures (cosigned up to size {})",
+            cfg.node_id,
+            verified.entries,
+            verified.root,
+            verified.checkpoints,
+            verified.cosignatures,
+            verified.cosigned_size
+        );
+        for (p, size) in &witnessed {
+            println!("  witness {p}: cosigned size {size}, consistent with this database");
+        }
+        for (p, e) in &unreachable {
+            println!("  witness {p}: not asked ({e})");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn geo_lookup(ip: &str, json: bool) -> Result<ExitCode, Failure> {

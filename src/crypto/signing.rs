@@ -152,6 +152,27 @@ impl NodeKey {
         self.key.verifying_key()
     }
 
+    /// Signs a C2SP signed-note text (a checkpoint) under key name `name`.
+    /// Note texts never contain NUL, and every domain tag does, so a note
+    /// signature can never pass as one of the tagged signatures below.
+    pub fn sign_note(
+        &self,
+        text: &str,
+        name: &str,
+    ) -> Result<crate::audit::note::NoteSignature, crate::audit::note::NoteError> {
+        crate::audit::note::sign_note(text, name, &self.key)
+    }
+
+    /// Cosigns another log's checkpoint (C2SP tlog-cosignature).
+    pub fn cosign_note(
+        &self,
+        checkpoint: &str,
+        name: &str,
+        timestamp: u64,
+    ) -> Result<crate::audit::note::NoteSignature, crate::audit::note::NoteError> {
+        crate::audit::note::cosign(checkpoint, name, &self.key, timestamp)
+    }
+
     /// Signs `payload` for `purpose`.
     pub fn sign(&self, purpose: Purpose, payload: &[u8]) -> [u8; 64] {
         let mut msg = Vec::with_capacity(purpose.tag().len() + payload.len());

@@ -5,4 +5,5 @@
 //! to the outbox and wake the worker.
 
 pub mod backoff;
+pub mod witness;
 pub mod worker;

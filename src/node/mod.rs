@@ -4,6 +4,7 @@
 //! delivery workers and returns a handle that shuts them down.
 
 pub mod cases;
+pub mod checkpoint;
 pub mod intake;
 pub mod receive;
 
@@ -255,10 +256,17 @@ pub async fn start_with_listener(
         tasks.spawn(crate::federation::worker::run(
             core.clone(),
             peer.id.clone(),
+            channel.clone(),
+            watch.clone(),
+        ));
+        tasks.spawn(crate::federation::witness::run(
+            core.clone(),
+            peer.id.clone(),
             channel,
             watch.clone(),
         ));
     }
+    tasks.spawn(checkpoint::run_schedule(core.clone(), watch.clone()));
     tracing::info!(node = %me, %addr, "node started");
     Ok(NodeHandle {
         addr,

@@ -17,6 +17,19 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 
 use crate::audit;
+use crate::audit::merkle::Hash;
+
+/// A 32-byte hash from a BLOB column; a short or long blob (a damaged row)
+/// yields a hash that matches nothing.
+fn to_hash(bytes: &[u8]) -> Hash {
+    let mut h = [0u8; 32];
+    if bytes.len() == 32 {
+        h.copy_from_slice(bytes);
+    } else {
+        h[0] = 0xff;
+    }
+    h
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -102,6 +115,32 @@ pub struct HistoryRow {
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CheckpointRow {
+    pub size: i64,
+    pub root: Vec<u8>,
+    pub note: String,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CosignatureRow {
+    pub size: i64,
+    pub witness: String,
+    pub line: String,
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WitnessedRow {
+    pub log: String,
+    pub size: i64,
+    pub root: Vec<u8>,
+    pub note: String,
+    pub cosignature: String,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AuditRow {
     pub seq: i64,
     pub at_ms: i64,
@@ -141,6 +180,7 @@ impl Store {
             .connect_with(base.clone())
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&writer).await?;
+        Self::backfill_leaf_hashes(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
@@ -259,6 +299,76 @@ impl Store {
             sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?")
                 .bind(error)
                 .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT size, root, note, created_at_ms FROM checkpoints ORDER BY size DESC LIMIT 1",
+        )
+        .fetch_optional(&self.reader)
+        .await?)
+    }
+
+    pub async fn checkpoint(&self, size: u64) -> Result<Option<CheckpointRow>, StoreError> {
+        Ok(
+            sqlx::query_as(
+                "SELECT size, root, note, created_at_ms FROM checkpoints WHERE size = ?",
+            )
+            .bind(i64::try_from(size).unwrap_or(i64::MAX))
+            .fetch_optional(&self.reader)
+            .await?,
+        )
+    }
+
+    pub async fn cosignatures(&self, size: u64) -> Result<Vec<CosignatureRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT size, witness, line, timestamp FROM cosignatures WHERE size = ? ORDER BY witness",
+        )
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    pub async fn witnessed(&self, log: &str) -> Result<Option<WitnessedRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT log, size, root, note, cosignature, updated_at_ms FROM witnessed WHERE log = ?",
+        )
+        .bind(log)
+        .fetch_optional(&self.reader)
+        .await?)
+    }
+
+    /// The leaf hashes of the first `size` entries, in order.
+    pub async fn leaf_hashes(&self, size: u64) -> Result<Vec<Hash>, StoreError> {
+        let rows: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT leaf_hash FROM audit_log WHERE seq <= ? ORDER BY seq")
+                .bind(i64::try_from(size).unwrap_or(i64::MAX))
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(rows.iter().map(|r| to_hash(r)).collect())
+    }
+
+    /// Fills in the leaf hashes of entries written before they existed.
+    async fn backfill_leaf_hashes(writer: &SqlitePool) -> Result<(), StoreError> {
+        let rows: Vec<AuditRow> = sqlx::query_as(
+            "SELECT seq, at_ms, kind, actor, subject, detail FROM audit_log WHERE leaf_hash IS NULL ORDER BY seq",
+        )
+        .fetch_all(writer)
+        .await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = writer.begin().await?;
+        for r in rows {
+            let leaf = audit::leaf_hash(r.seq, r.at_ms, &r.kind, &r.actor, &r.subject, &r.detail);
+            sqlx::query("UPDATE audit_log SET leaf_hash = ? WHERE seq = ?")
+                .bind(leaf.as_slice())
+                .bind(r.seq)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -502,9 +612,17 @@ impl Tx {
             &entry.subject,
             &detail,
         );
+        let leaf = audit::leaf_hash(
+            seq,
+            now_ms,
+            entry.kind,
+            &entry.actor,
+            &entry.subject,
+            &detail,
+        );
         sqlx::query(
-            "INSERT INTO audit_log (seq, at_ms, kind, actor, subject, detail, prev_hash, hash)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit_log (seq, at_ms, kind, actor, subject, detail, prev_hash, hash, leaf_hash)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(seq)
         .bind(now_ms)
@@ -514,8 +632,119 @@ impl Tx {
         .bind(&detail)
         .bind(&prev_hash)
         .bind(hash.as_slice())
+        .bind(leaf.as_slice())
         .execute(&mut *self.tx)
         .await?;
         Ok(seq)
+    }
+
+    /// Number of entries in the audit log.
+    pub async fn audit_size(&mut self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log")
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The leaf hashes of the first `size` entries, in order.
+    pub async fn leaf_hashes(&mut self, size: u64) -> Result<Vec<Hash>, StoreError> {
+        let rows: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT leaf_hash FROM audit_log WHERE seq <= ? ORDER BY seq")
+                .bind(i64::try_from(size).unwrap_or(i64::MAX))
+                .fetch_all(&mut *self.tx)
+                .await?;
+        Ok(rows.iter().map(|r| to_hash(r)).collect())
+    }
+
+    pub async fn latest_checkpoint(&mut self) -> Result<Option<CheckpointRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT size, root, note, created_at_ms FROM checkpoints ORDER BY size DESC LIMIT 1",
+        )
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
+    pub async fn insert_checkpoint(
+        &mut self,
+        size: u64,
+        root: &Hash,
+        note: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO checkpoints (size, root, note, created_at_ms) VALUES (?, ?, ?, ?)",
+        )
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .bind(root.as_slice())
+        .bind(note)
+        .bind(now_ms)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Stores a witness's cosignature; false when it was already stored.
+    pub async fn insert_cosignature(
+        &mut self,
+        size: u64,
+        witness: &str,
+        line: &str,
+        timestamp: u64,
+    ) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO cosignatures (size, witness, line, timestamp) VALUES (?, ?, ?, ?)
+             ON CONFLICT (size, witness) DO NOTHING",
+        )
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .bind(witness)
+        .bind(line)
+        .bind(i64::try_from(timestamp).unwrap_or(i64::MAX))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// As a witness: moves `log`'s witnessed checkpoint from `from` (None:
+    /// never witnessed) to the new one, only if it is still `from`. The
+    /// atomic check-and-store of tlog-witness: false when it changed meanwhile.
+    pub async fn advance_witnessed(
+        &mut self,
+        log: &str,
+        from: Option<(u64, &Hash)>,
+        to: &WitnessedRow,
+    ) -> Result<bool, StoreError> {
+        let res = match from {
+            None => {
+                sqlx::query(
+                    "INSERT INTO witnessed (log, size, root, note, cosignature, updated_at_ms)
+                     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (log) DO NOTHING",
+                )
+                .bind(log)
+                .bind(to.size)
+                .bind(&to.root)
+                .bind(&to.note)
+                .bind(&to.cosignature)
+                .bind(to.updated_at_ms)
+                .execute(&mut *self.tx)
+                .await?
+            }
+            Some((size, root)) => {
+                sqlx::query(
+                    "UPDATE witnessed SET size = ?, root = ?, note = ?, cosignature = ?, updated_at_ms = ?
+                     WHERE log = ? AND size = ? AND root = ?",
+                )
+                .bind(to.size)
+                .bind(&to.root)
+                .bind(&to.note)
+                .bind(&to.cosignature)
+                .bind(to.updated_at_ms)
+                .bind(log)
+                .bind(i64::try_from(size).unwrap_or(i64::MAX))
+                .bind(root.as_slice())
+                .execute(&mut *self.tx)
+                .await?
+            }
+        };
+        Ok(res.rows_affected() == 1)
     }
 }

@@ -58,6 +58,10 @@ impl Federation {
                     batch_size: 64,
                     request_timeout_ms: 5_000,
                 }),
+                audit: Some(alertrelay::config::RawAudit {
+                    checkpoint_interval_ms: 100,
+                    witness_interval_ms: 100,
+                }),
             },
         )
         .unwrap();

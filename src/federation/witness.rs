@@ -1,0 +1,240 @@
+//! Witnessing peers' audit logs (C2SP tlog-witness, pulled): fetch a
+//! peer's latest checkpoint, check its signature, check it is consistent
+//! with the last one this node cosigned (atomic check-and-store), cosign,
+//! and hand the cosignature back. A rollback or fork is refused, audited,
+//! logged as an alert, and reported to the peer.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use crate::audit::merkle::{self, Hash};
+use crate::audit::note::{self, Checkpoint, SignedNote};
+use crate::audit::{self, log_origin, witness_name};
+use crate::identity::NodeId;
+use crate::node::Core;
+use crate::node::checkpoint::signature_line;
+use crate::pb;
+use crate::pb::federation_client::FederationClient;
+use crate::store::WitnessedRow;
+
+pub async fn run(
+    core: Arc<Core>,
+    peer: NodeId,
+    channel: Channel,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut client = FederationClient::new(channel);
+    let mut last_alert: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(core.config.witness_interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        match witness_once(&core, &peer, &mut client).await {
+            Ok(Outcome::Refused(reason, checkpoint)) => {
+                // Alert once per distinct refusal, not every round.
+                if last_alert.as_deref() != Some(reason.as_str()) {
+                    alert(&core, &peer, &reason).await;
+                    if let Err(e) = send(&mut client, &checkpoint, "", &reason).await {
+                        tracing::warn!(peer = %peer, error = %e, "could not tell the peer why");
+                    }
+                    last_alert = Some(reason);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(peer = %peer, error = %e, "witnessing skipped"),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing (new) to cosign.
+    Nothing,
+    Cosigned(u64),
+    /// Refused, with the reason and the checkpoint text refused.
+    Refused(String, String),
+}
+
+/// One round of witnessing `peer`. Public so tests and the demo can drive
+/// it without waiting for the schedule.
+pub async fn witness_once(
+    core: &Core,
+    peer: &NodeId,
+    client: &mut FederationClient<Channel>,
+) -> Result<Outcome, String> {
+    let fed = &core.config.directory.federation;
+    let origin = log_origin(fed, peer.as_str());
+    let note_text = client
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .map_err(|s| format!("GetCheckpoint: {:?}: {}", s.code(), s.message()))?
+        .into_inner()
+        .note;
+    if note_text.is_empty() {
+        return Ok(Outcome::Nothing);
+    }
+    let signed = SignedNote::parse(&note_text).map_err(|e| format!("unreadable note: {e}"))?;
+    let keys: Vec<_> = core
+        .config
+        .directory
+        .node(peer)
+        .map(|n| n.keys.iter().map(|k| k.key).collect())
+        .unwrap_or_default();
+    if !keys
+        .iter()
+        .any(|k| note::verify_note(&signed, &origin, k).is_ok())
+    {
+        return Ok(refused(
+            &signed.text,
+            "checkpoint not signed by the peer's directory key",
+        ));
+    }
+    let cp =
+        Checkpoint::parse_body(&signed.text).map_err(|e| format!("unreadable checkpoint: {e}"))?;
+    if cp.origin != origin {
+        return Ok(refused(
+            &signed.text,
+            format!(
+                "checkpoint names origin {:?}, expected {origin:?}",
+                cp.origin
+            ),
+        ));
+    }
+    let prev = core
+        .store
+        .witnessed(peer.as_str())
+        .await
+        .map_err(|e| e.to_string())?;
+    let prev_state = prev.as_ref().map(|p| {
+        let mut root: Hash = [0; 32];
+        if p.root.len() == 32 {
+            root.copy_from_slice(&p.root);
+        }
+        (u64::try_from(p.size).unwrap_or(0), root)
+    });
+    if let Some((size0, root0)) = prev_state {
+        if cp.size < size0 {
+            return Ok(refused(
+                &signed.text,
+                format!(
+                    "rollback: checkpoint of size {} after this node cosigned size {size0}",
+                    cp.size
+                ),
+            ));
+        }
+        if cp.size == size0 {
+            if cp.root != root0 {
+                return Ok(refused(
+                    &signed.text,
+                    format!("fork: a second, different checkpoint of size {size0}"),
+                ));
+            }
+            // Already cosigned: hand the cosignature over again in case the
+            // peer never got it.
+            if let Some(p) = &prev {
+                send(client, &signed.text, &p.cosignature, "").await?;
+            }
+            return Ok(Outcome::Nothing);
+        }
+        let proof = client
+            .get_consistency_proof(pb::ConsistencyProofRequest {
+                old_size: size0,
+                new_size: cp.size,
+            })
+            .await
+            .map_err(|s| format!("GetConsistencyProof: {:?}: {}", s.code(), s.message()))?
+            .into_inner()
+            .hashes;
+        let proof: Vec<Hash> = proof
+            .iter()
+            .map(|h| <Hash>::try_from(h.as_slice()).unwrap_or([0; 32]))
+            .collect();
+        if let Err(e) = merkle::verify_consistency(size0, cp.size, &root0, &cp.root, &proof) {
+            return Ok(refused(
+                &signed.text,
+                format!(
+                    "inconsistent: checkpoint of size {} does not extend the cosigned size {size0} ({e})",
+                    cp.size
+                ),
+            ));
+        }
+    }
+    let now_secs = u64::try_from(Core::now_ms() / 1000).unwrap_or(0);
+    let name = witness_name(fed, core.me.as_str());
+    let sig = core
+        .key
+        .cosign_note(&signed.text, &name, now_secs)
+        .map_err(|e| format!("cannot cosign: {e}"))?;
+    let line = signature_line(&signed.text, sig);
+    let row = WitnessedRow {
+        log: peer.to_string(),
+        size: i64::try_from(cp.size).unwrap_or(i64::MAX),
+        root: cp.root.to_vec(),
+        note: note_text.clone(),
+        cosignature: line.clone(),
+        updated_at_ms: Core::now_ms(),
+    };
+    let stored = async {
+        let mut tx = core.store.begin().await?;
+        let moved = tx
+            .advance_witnessed(
+                peer.as_str(),
+                prev_state.as_ref().map(|(s, r)| (*s, r)),
+                &row,
+            )
+            .await?;
+        tx.commit().await?;
+        Ok::<_, crate::store::StoreError>(moved)
+    }
+    .await
+    .map_err(|e| e.to_string())?;
+    if !stored {
+        return Ok(Outcome::Nothing);
+    }
+    send(client, &signed.text, &line, "").await?;
+    Ok(Outcome::Cosigned(cp.size))
+}
+
+fn refused(checkpoint: &str, reason: impl Into<String>) -> Outcome {
+    Outcome::Refused(reason.into(), checkpoint.to_owned())
+}
+
+pub async fn send(
+    client: &mut FederationClient<Channel>,
+    checkpoint: &str,
+    line: &str,
+    refusal: &str,
+) -> Result<(), String> {
+    client
+        .cosign(pb::CosignRequest {
+            checkpoint: checkpoint.to_owned(),
+            cosignature: line.to_owned(),
+            refusal: refusal.to_owned(),
+        })
+        .await
+        .map(|_| ())
+        .map_err(|s| format!("Cosign: {:?}: {}", s.code(), s.message()))
+}
+
+/// Records and raises a refusal to cosign; tells the peer.
+pub async fn alert(core: &Core, peer: &NodeId, reason: &str) {
+    tracing::error!(peer = %peer, reason, "ALERT: refusing to cosign a peer's audit checkpoint");
+    let entry = audit::Entry::new(
+        "witness.refused",
+        format!("node:{}", core.me),
+        log_origin(&core.config.directory.federation, peer.as_str()),
+        serde_json::json!({ "log": peer.as_str(), "reason": reason }),
+    );
+    let result = async {
+        let mut tx = core.store.begin().await?;
+        tx.audit(&entry, Core::now_ms()).await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "cannot audit a witness refusal");
+    }
+}

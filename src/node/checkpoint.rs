@@ -1,0 +1,216 @@
+//! Checkpoints of this node's audit log: signed on a schedule and on
+//! demand, never inconsistent with one signed before; served to witnesses
+//! with consistency proofs; and the cosignatures they return, verified and
+//! stored.
+
+use crate::audit::merkle::{self, Hash};
+use crate::audit::note::{self, Checkpoint, NoteSignature, SignedNote};
+use crate::audit::{self, log_origin, witness_name};
+use crate::identity::NodeId;
+use crate::node::{Core, NodeError};
+use crate::report::InvalidInput;
+use crate::store::CheckpointRow;
+
+/// The line a signature takes in a signed note ("— name base64\n").
+pub fn signature_line(text: &str, sig: NoteSignature) -> String {
+    let encoded = SignedNote {
+        text: text.to_owned(),
+        signatures: vec![sig],
+    }
+    .encode();
+    // `encode` writes the text, a blank line, then the signature lines.
+    encoded.get(text.len() + 1..).unwrap_or_default().to_owned()
+}
+
+pub fn origin(core: &Core) -> String {
+    log_origin(&core.config.directory.federation, core.me.as_str())
+}
+
+/// Signs a checkpoint of the log as it is now, unless the latest one
+/// already covers every entry. Refuses (and alerts) if the log no longer
+/// matches the last checkpoint it signed: a node never signs two
+/// inconsistent histories.
+pub async fn make(core: &Core) -> Result<CheckpointRow, NodeError> {
+    let mut tx = core.store.begin().await?;
+    let size = tx.audit_size().await?;
+    let last = tx.latest_checkpoint().await?;
+    if let Some(l) = &last
+        && u64::try_from(l.size).ok() == Some(size)
+    {
+        return Ok(l.clone());
+    }
+    let leaves = tx.leaf_hashes(size).await?;
+    if let Some(l) = &last {
+        let old = usize::try_from(l.size).unwrap_or(usize::MAX);
+        let consistent = leaves
+            .get(..old)
+            .is_some_and(|prefix| merkle::root(prefix).as_slice() == l.root.as_slice());
+        if !consistent {
+            tracing::error!(
+                size = l.size,
+                "ALERT: the audit log no longer matches the last signed checkpoint; refusing to sign"
+            );
+            return Err(NodeError::FailedPrecondition(format!(
+                "the audit log no longer matches checkpoint {}; not signing",
+                l.size
+            )));
+        }
+    }
+    let root = merkle::root(&leaves);
+    let origin = origin(core);
+    let text = Checkpoint {
+        origin: origin.clone(),
+        size,
+        root,
+        extensions: vec![],
+    }
+    .body();
+    let signature = core
+        .key
+        .sign_note(&text, &origin)
+        .map_err(|e| NodeError::FailedPrecondition(format!("cannot sign the checkpoint: {e}")))?;
+    let signed = SignedNote {
+        text,
+        signatures: vec![signature],
+    }
+    .encode();
+    let now = Core::now_ms();
+    tx.insert_checkpoint(size, &root, &signed, now).await?;
+    tx.commit().await?;
+    tracing::info!(size, "audit checkpoint signed");
+    Ok(CheckpointRow {
+        size: i64::try_from(size).unwrap_or(i64::MAX),
+        root: root.to_vec(),
+        note: signed,
+        created_at_ms: now,
+    })
+}
+
+/// The latest checkpoint with every cosignature collected for it.
+pub async fn latest_with_cosignatures(core: &Core) -> Result<Option<String>, NodeError> {
+    let Some(cp) = core.store.latest_checkpoint().await? else {
+        return Ok(None);
+    };
+    Ok(Some(with_cosignatures(core, &cp).await?))
+}
+
+pub async fn with_cosignatures(core: &Core, cp: &CheckpointRow) -> Result<String, NodeError> {
+    let mut out = cp.note.clone();
+    for c in core
+        .store
+        .cosignatures(u64::try_from(cp.size).unwrap_or(0))
+        .await?
+    {
+        out.push_str(&c.line);
+    }
+    Ok(out)
+}
+
+/// An RFC 9162 consistency proof between two sizes of this log.
+pub async fn consistency_proof(
+    core: &Core,
+    old_size: u64,
+    new_size: u64,
+) -> Result<Vec<Hash>, NodeError> {
+    let latest = core
+        .store
+        .latest_checkpoint()
+        .await?
+        .map_or(0, |c| u64::try_from(c.size).unwrap_or(0));
+    if old_size > new_size || new_size > latest {
+        return Err(InvalidInput::new(
+            "bad-proof-range",
+            "new_size",
+            format!("need old_size <= new_size <= {latest} (the latest checkpoint)"),
+        )
+        .into());
+    }
+    let leaves = core.store.leaf_hashes(new_size).await?;
+    merkle::consistency_proof(&leaves, old_size)
+        .map_err(|e| NodeError::FailedPrecondition(format!("cannot prove consistency: {e}")))
+}
+
+/// A witness returns its cosignature of one of our checkpoints, or tells us
+/// why it refused.
+pub async fn receive_cosignature(
+    core: &Core,
+    witness: &NodeId,
+    checkpoint: &str,
+    line: &str,
+    refusal: &str,
+) -> Result<(), NodeError> {
+    let actor = format!("node:{witness}");
+    let now = Core::now_ms();
+    if !refusal.is_empty() {
+        let refusal: String = refusal.chars().take(1000).collect();
+        tracing::error!(witness = %witness, reason = %refusal, "ALERT: a witness refused to cosign our audit checkpoint");
+        let mut tx = core.store.begin().await?;
+        tx.audit(
+            &audit::Entry::new(
+                "witness.refused-us",
+                actor,
+                origin(core),
+                serde_json::json!({
+                    "reason": refusal,
+                    "checkpoint_sha256": hex::encode(crate::report::wire::digest(checkpoint.as_bytes())),
+                }),
+            ),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(());
+    }
+    let bad = |m: &str| NodeError::from(InvalidInput::new("bad-cosignature", "cosignature", m));
+    let cp = Checkpoint::parse_body(checkpoint).map_err(|_| bad("unreadable checkpoint"))?;
+    let ours = core
+        .store
+        .checkpoint(cp.size)
+        .await?
+        .ok_or_else(|| bad("no checkpoint of that size was signed here"))?;
+    if !ours.note.starts_with(checkpoint) {
+        return Err(bad(
+            "that is not the checkpoint this node signed at that size",
+        ));
+    }
+    let parsed = SignedNote::parse(&format!("{checkpoint}\n{line}"))
+        .map_err(|_| bad("unreadable cosignature line"))?;
+    let [sig] = parsed.signatures.as_slice() else {
+        return Err(bad("exactly one cosignature line expected"));
+    };
+    let name = witness_name(&core.config.directory.federation, witness.as_str());
+    let keys = core
+        .config
+        .directory
+        .node(witness)
+        .map(|n| n.keys.iter().map(|k| k.key).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let timestamp = keys
+        .iter()
+        .find_map(|k| note::verify_cosignature(checkpoint, sig, &name, k).ok())
+        .ok_or_else(|| {
+            NodeError::Wire(crate::report::wire::WireError::BadSignature("cosignature"))
+        })?;
+    let mut tx = core.store.begin().await?;
+    let line = signature_line(checkpoint, sig.clone());
+    tx.insert_cosignature(cp.size, witness.as_str(), &line, timestamp)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Signs a checkpoint every `checkpoint_interval` when the log has grown.
+pub async fn run_schedule(
+    core: std::sync::Arc<Core>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(core.config.checkpoint_interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = make(&core).await {
+            tracing::error!(error = %e, "scheduled checkpoint failed");
+        }
+    }
+}

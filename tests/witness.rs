@@ -1,0 +1,163 @@
+//! Peer witnessing of audit logs between real nodes: checkpoints cosigned
+//! by every peer, and a node restored from an old backup refused by its
+//! witnesses and caught by `audit verify`.
+
+mod common;
+
+use std::path::Path;
+use tokio::process::Command;
+
+use alertrelay::audit::note::{Checkpoint, SignedNote};
+use alertrelay::pb;
+use common::*;
+
+const ABC: &[(&str, &[&str])] = &[
+    ("FR-PDC", &["FR"]),
+    ("DE-ECO", &["DE"]),
+    ("NL-EOKM", &["NL"]),
+];
+
+async fn checkpoint_now(fed: &Federation, i: usize) -> SignedNote {
+    let note = fed
+        .operator(i)
+        .make_checkpoint(pb::MakeCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .note;
+    SignedNote::parse(&note).unwrap()
+}
+
+/// Waits until node `i`'s latest checkpoint carries `n` cosignatures.
+async fn cosigned_by(fed: &Federation, i: usize, n: usize) -> SignedNote {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let note = checkpoint_now(fed, i).await;
+        // The owner's signature plus one cosignature per witness.
+        if note.signatures.len() > n {
+            return note;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not cosigned: {note:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs the CLI without blocking the runtime the nodes run on.
+async fn audit_verify(config: &Path, extra: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_alertrelay"))
+        .args(["audit", "verify", "--config"])
+        .arg(config)
+        .args(extra)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn audit_kinds(db: &Path) -> Vec<(String, String)> {
+    let store = alertrelay::store::Store::open(db).await.unwrap();
+    let rows = store.audit_entries(0, 10_000).await.unwrap();
+    store.close().await;
+    rows.into_iter().map(|r| (r.kind, r.detail)).collect()
+}
+
+#[tokio::test]
+async fn three_nodes_witness_each_other_and_a_rolled_back_node_is_refused() {
+    let mut fed = Federation::start(ABC).await;
+    let mut fr = fed.operator(0);
+    let id = submit(&mut fr, &format!("http://{DE_IP}/a"), "")
+        .await
+        .report_id;
+    wait_case(&fr, &id, 10, |c| c.status == "delivered").await;
+
+    // Every node's checkpoints get cosigned by both of its peers.
+    for i in 0..3 {
+        let note = cosigned_by(&fed, i, 2).await;
+        let cp = Checkpoint::parse_body(&note.text).unwrap();
+        assert!(cp.size >= 1);
+        assert_eq!(
+            cp.origin,
+            format!("test-federation/hotline/{}/audit", fed.id(i))
+        );
+    }
+    let (code, out, err) = audit_verify(&fed.config_path(0), &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("witness DE-ECO: cosigned size"), "{out}");
+    assert!(out.contains("witness NL-EOKM: cosigned size"), "{out}");
+
+    // A backup of FR's database, taken now.
+    fed.stop(0).await;
+    let db = fed.database(0);
+    let backup = std::fs::read(&db).unwrap();
+    fed.restart(0).await;
+
+    // FR carries on: more reports, a larger log, cosigned by the witnesses.
+    let mut fr = fed.operator(0);
+    for i in 0..3 {
+        let id = submit(&mut fr, &format!("http://{DE_IP}/more/{i}"), "")
+            .await
+            .report_id;
+        wait_case(&fr, &id, 10, |c| c.status == "delivered").await;
+    }
+    let witnessed = cosigned_by(&fed, 0, 2).await;
+    let big = Checkpoint::parse_body(&witnessed.text).unwrap().size;
+
+    // FR is restored from the old backup.
+    fed.stop(0).await;
+    std::fs::write(&db, &backup).unwrap();
+    let _ = std::fs::remove_file(db.with_extension("db-wal"));
+    let _ = std::fs::remove_file(db.with_extension("db-shm"));
+    // Offline, the restored database is consistent with itself...
+    let (code, out, err) = audit_verify(&fed.config_path(0), &["--offline"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    // ...but the witnesses remember the larger tree.
+    let (code, out, err) = audit_verify(&fed.config_path(0), &[]).await;
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("rolled back"), "{err}");
+    assert!(
+        err.contains(&format!("cosigned this log at size {big}")),
+        "{err}"
+    );
+
+    // Restarted on the old data, FR's new checkpoints are refused.
+    fed.restart(0).await;
+    checkpoint_now(&fed, 0).await;
+    let de_db = fed.database(1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let note = checkpoint_now(&fed, 0).await;
+        assert_eq!(
+            note.signatures.len(),
+            1,
+            "no witness cosigns the rolled-back log"
+        );
+        let fr_kinds = audit_kinds(&fed.database(0)).await;
+        if fr_kinds.iter().any(|(k, _)| k == "witness.refused-us") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "FR never heard of the refusal"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    fed.stop(1).await;
+    let refusals: Vec<_> = audit_kinds(&de_db)
+        .await
+        .into_iter()
+        .filter(|(k, _)| k == "witness.refused")
+        .collect();
+    assert!(!refusals.is_empty(), "the witness recorded its refusal");
+    assert!(
+        refusals[0].1.contains("rollback") || refusals[0].1.contains("inconsistent"),
+        "{refusals:?}"
+    );
+    fed.shutdown().await;
+}
