@@ -1,19 +1,26 @@
-//! `alertrelay audit verify` recomputes the chain from the database file
-//! and names the first bad entry when rows were edited, deleted or
-//! reordered.
+//! `alertrelay audit verify` recomputes the log from the database file and
+//! names the first bad thing: rows edited, deleted, inserted or reordered
+//! (naively, or re-hashed by an insider who holds the database), a
+//! truncated tail; and inclusion proofs round-trip through the CLI.
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use alertrelay::audit::{GENESIS, entry_hash, leaf_hash};
+use alertrelay::pb;
 use common::*;
 use sqlx::Connection;
 
-async fn tamper(db: &Path, sql: &str) {
-    let mut conn = sqlx::sqlite::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+async fn connect(db: &Path) -> sqlx::SqliteConnection {
+    sqlx::sqlite::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn tamper(db: &Path, sql: &str) {
+    let mut conn = connect(db).await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .execute(&mut conn)
         .await
@@ -21,10 +28,41 @@ async fn tamper(db: &Path, sql: &str) {
     conn.close().await.unwrap();
 }
 
-fn verify(config: &Path) -> (i32, String, String) {
+type Row = (i64, i64, String, String, String, String);
+
+/// What an insider with the database and the code can do: rewrite the
+/// entries and recompute every chain and leaf hash so the log is
+/// self-consistent again.
+async fn rewrite(db: &Path, edit: impl FnOnce(&mut Vec<Row>)) {
+    let mut conn = connect(db).await;
+    let mut rows: Vec<Row> = sqlx::query_as(
+        "SELECT seq, at_ms, kind, actor, subject, detail FROM audit_log ORDER BY seq",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    edit(&mut rows);
+    sqlx::query("DELETE FROM audit_log")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut prev = GENESIS.to_vec();
+    for (i, (_, at, kind, actor, subject, detail)) in rows.iter().enumerate() {
+        let seq = i as i64 + 1;
+        let hash = entry_hash(&prev, seq, *at, kind, actor, subject, detail);
+        let leaf = leaf_hash(seq, *at, kind, actor, subject, detail);
+        sqlx::query("INSERT INTO audit_log (seq, at_ms, kind, actor, subject, detail, prev_hash, hash, leaf_hash) VALUES (?,?,?,?,?,?,?,?,?)")
+            .bind(seq).bind(at).bind(kind).bind(actor).bind(subject).bind(detail)
+            .bind(&prev).bind(hash.as_slice()).bind(leaf.as_slice())
+            .execute(&mut conn).await.unwrap();
+        prev = hash.to_vec();
+    }
+    conn.close().await.unwrap();
+}
+
+fn cli(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_alertrelay"))
-        .args(["audit", "verify", "--config"])
-        .arg(config)
+        .args(args)
         .output()
         .unwrap();
     (
@@ -34,8 +72,19 @@ fn verify(config: &Path) -> (i32, String, String) {
     )
 }
 
-#[tokio::test]
-async fn audit_verify_detects_edited_deleted_and_reordered_rows() {
+fn verify(config: &Path) -> (i32, String, String) {
+    cli(&[
+        "audit",
+        "verify",
+        "--offline",
+        "--config",
+        config.to_str().unwrap(),
+    ])
+}
+
+/// Runs a two-node federation, delivers three reports, gets FR's log
+/// checkpointed and cosigned, stops everything; returns FR's config and db.
+async fn logged_federation() -> (Federation, PathBuf, PathBuf) {
     let mut fed = Federation::start(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])]).await;
     let mut fr = fed.operator(0);
     for i in 0..3 {
@@ -44,14 +93,35 @@ async fn audit_verify_detects_edited_deleted_and_reordered_rows() {
             .report_id;
         wait_case(&fr, &id, 10, |c| c.status == "delivered").await;
     }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let note = fr
+            .make_checkpoint(pb::MakeCheckpointRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .note;
+        if note.matches('\u{2014}').count() >= 2 {
+            break; // signed by FR and cosigned by DE
+        }
+        assert!(std::time::Instant::now() < deadline, "never cosigned");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     fed.stop(0).await;
     fed.stop(1).await;
+    let (config, db) = (fed.config_path(0), fed.database(0));
+    (fed, config, db)
+}
 
-    let config = fed.config_path(0);
-    let db = fed.database(0);
-    let (code, out, _) = verify(&config);
-    assert_eq!(code, 0, "an untouched log verifies: {out}");
-    assert!(out.contains("verifies"), "{out}");
+#[tokio::test]
+async fn audit_verify_detects_every_kind_of_tampering() {
+    let (_fed, config, db) = logged_federation().await;
+    let (code, out, err) = verify(&config);
+    assert_eq!(code, 0, "an untouched log verifies: {out}{err}");
+    assert!(
+        out.contains("1 signed checkpoints, 1 cosignatures"),
+        "{out}"
+    );
 
     let pristine = std::fs::read(&db).unwrap();
     let restore = || {
@@ -59,36 +129,169 @@ async fn audit_verify_detects_edited_deleted_and_reordered_rows() {
         let _ = std::fs::remove_file(db.with_extension("db-wal"));
         let _ = std::fs::remove_file(db.with_extension("db-shm"));
     };
-    let cases = [
-        // An insider edits what an entry says.
+
+    // Naive edits, caught by the chain and the leaf hashes.
+    let naive = [
         (
             "UPDATE audit_log SET actor = 'operator:FR-PDC/someone-else' WHERE seq = 3",
-            3,
+            "audit entry 3:",
             "edited",
         ),
-        // ... or deletes an entry.
-        ("DELETE FROM audit_log WHERE seq = 4", 5, "deleted"),
-        // ... or swaps two entries' contents and hashes.
+        (
+            "DELETE FROM audit_log WHERE seq = 4",
+            "audit entry 5:",
+            "deleted",
+        ),
         (
             "UPDATE audit_log SET seq = -1 WHERE seq = 2;
              UPDATE audit_log SET seq = 2 WHERE seq = 3;
              UPDATE audit_log SET seq = 3 WHERE seq = -1;",
-            2,
-            "",
+            "audit entry 2:",
+            "previous-hash",
         ),
-        // ... or edits and re-hashes one row (the next row's link breaks).
         (
-            "UPDATE audit_log SET hash = zeroblob(32) WHERE seq = 2",
-            2,
-            "edited",
+            "UPDATE audit_log SET leaf_hash = zeroblob(32) WHERE seq = 2",
+            "audit entry 2:",
+            "Merkle leaf",
         ),
     ];
-    for (sql, bad, word) in cases {
+    for (sql, place, word) in naive {
         restore();
         tamper(&db, sql).await;
         let (code, out, err) = verify(&config);
         assert_eq!(code, 2, "{sql}: {out}{err}");
-        assert!(err.contains(&format!("entry {bad}:")), "{sql}: {err}");
-        assert!(err.contains(word), "{sql}: {err}");
+        assert!(err.contains(place) && err.contains(word), "{sql}: {err}");
     }
+
+    // An insider who re-hashes everything after the change is caught by the
+    // signed checkpoint.
+    type Edit = Box<dyn FnOnce(&mut Vec<Row>)>;
+    let rehashed: Vec<(&str, Edit)> = vec![
+        (
+            "edited",
+            Box::new(|rows: &mut Vec<Row>| rows[2].5 = "{}".into()),
+        ),
+        (
+            "deleted",
+            Box::new(|rows: &mut Vec<Row>| {
+                rows.remove(3);
+            }),
+        ),
+        (
+            "inserted",
+            Box::new(|rows: &mut Vec<Row>| {
+                let mut forged = rows[1].clone();
+                forged.2 = "report.submitted".into();
+                rows.insert(2, forged);
+            }),
+        ),
+        ("reordered", Box::new(|rows: &mut Vec<Row>| rows.swap(1, 2))),
+    ];
+    for (what, edit) in rehashed {
+        restore();
+        rewrite(&db, edit).await;
+        let (code, out, err) = verify(&config);
+        assert_eq!(code, 2, "{what}: {out}{err}");
+        assert!(err.contains("checkpoint of size"), "{what}: {err}");
+        assert!(
+            err.contains("rewritten") || err.contains("deleted"),
+            "{what}: {err}"
+        );
+    }
+
+    // The tail cut off after a checkpoint covered it.
+    restore();
+    tamper(&db, "DELETE FROM audit_log WHERE seq > 3").await;
+    let (code, _, err) = verify(&config);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("tail truncated") && err.contains("only 3 entries"),
+        "{err}"
+    );
+
+    // A forged cosignature.
+    restore();
+    tamper(
+        &db,
+        "UPDATE cosignatures SET line = replace(line, substr(line, -12, 6), 'AAAAAA')",
+    )
+    .await;
+    let (code, _, err) = verify(&config);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cosignature of DE-ECO"), "{err}");
+}
+
+#[tokio::test]
+async fn a_node_refuses_to_sign_a_checkpoint_inconsistent_with_its_last_one() {
+    let (mut fed, _config, db) = logged_federation().await;
+    rewrite(&db, |rows| rows[1].5 = "{\"rewritten\":true}".into()).await;
+    fed.restart(0).await;
+    let err = fed
+        .operator(0)
+        .make_checkpoint(pb::MakeCheckpointRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("no longer matches checkpoint"),
+        "{}",
+        err.message()
+    );
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn inclusion_proofs_round_trip_through_the_cli_and_catch_any_change() {
+    let (fed, config, _db) = logged_federation().await;
+    let config = config.to_str().unwrap();
+    // Entry 3 is a delivery receipt: proof that DE-ECO took a report over.
+    let (code, proof, err) = cli(&["audit", "prove", "3", "--config", config, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proof.json");
+    std::fs::write(&file, &proof).unwrap();
+    let directory = fed.configs[0].directory_path.to_str().unwrap().to_owned();
+    let file_s = file.to_str().unwrap();
+    let (code, out, err) = cli(&["audit", "verify-proof", file_s, "--directory", &directory]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("VALID: entry 3 (delivery.receipt"), "{out}");
+    assert!(out.contains("cosigned by DE-ECO"), "{out}");
+
+    let mut bundle: serde_json::Value = serde_json::from_str(&proof).unwrap();
+    let tampered = [
+        ("/entry/detail", serde_json::json!("{}")),
+        ("/entry/actor", serde_json::json!("node:NL-EOKM")),
+        (
+            "/tree_size",
+            serde_json::json!(bundle["tree_size"].as_u64().unwrap() + 1),
+        ),
+        ("/leaf_index", serde_json::json!(3)),
+    ];
+    for (pointer, value) in tampered {
+        let mut b = bundle.clone();
+        *b.pointer_mut(pointer).unwrap() = value;
+        std::fs::write(&file, b.to_string()).unwrap();
+        let (code, out, err) = cli(&["audit", "verify-proof", file_s]);
+        assert_eq!(code, 2, "{pointer}: {out}{err}");
+        assert!(err.contains("INVALID"), "{err}");
+    }
+    let h = bundle["inclusion_proof"][0].as_str().unwrap().to_owned();
+    let flipped = format!("{}{}", if h.starts_with('0') { "1" } else { "0" }, &h[1..]);
+    bundle["inclusion_proof"][0] = serde_json::json!(flipped);
+    std::fs::write(&file, bundle.to_string()).unwrap();
+    assert_eq!(cli(&["audit", "verify-proof", file_s]).0, 2);
+
+    // The export has every entry, in order, with its leaf hash.
+    let (code, out, _) = cli(&["audit", "export", "--config", config]);
+    assert_eq!(code, 0);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 7);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["seq"], i as i64 + 1);
+        assert_eq!(l["leaf_hash"].as_str().unwrap().len(), 64);
+    }
+    assert!(!out.contains("http://"), "no reported URL in the audit log");
 }

@@ -14,6 +14,7 @@
 
 pub mod merkle;
 pub mod note;
+pub mod proof;
 pub mod verify;
 
 pub use verify::{AuditError, Verified, VerifyContext, verify};

@@ -57,7 +57,7 @@ pub enum AuditError {
     #[error("checkpoint of size {size}: {problem}")]
     Checkpoint { size: i64, problem: String },
     #[error(
-        "the log was truncated: checkpoint of size {size} was signed, but the database holds only {entries} entries"
+        "entries were deleted or the tail truncated: checkpoint of size {size} was signed, but the database holds only {entries} entries"
     )]
     Truncated { size: i64, entries: u64 },
     #[error("cosignature of {witness} on checkpoint {size}: {problem}")]

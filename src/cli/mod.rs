@@ -172,6 +172,33 @@ pub enum AuditCommand {
         #[arg(long)]
         offline: bool,
     },
+    /// An inclusion proof of one entry against a signed, cosigned checkpoint.
+    Prove {
+        /// The entry's sequence number (1-based).
+        entry: i64,
+        #[arg(long)]
+        config: PathBuf,
+        /// Print the proof bundle as JSON (to save and hand over).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a proof bundle offline.
+    VerifyProof {
+        file: PathBuf,
+        /// Only trust keys that are also in this directory file.
+        #[arg(long)]
+        directory: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write every audit entry as JSON lines.
+    Export {
+        #[arg(long)]
+        config: PathBuf,
+        /// Only entries after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,6 +301,34 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     offline,
                 },
         } => audit_verify(config, json, offline).await,
+        Command::Audit {
+            command:
+                AuditCommand::Prove {
+                    entry,
+                    config,
+                    json,
+                },
+        } => audit_prove(config, entry, json).await,
+        Command::Audit {
+            command:
+                AuditCommand::VerifyProof {
+                    file,
+                    directory,
+                    json,
+                },
+        } => audit_verify_proof(file, directory, json),
+        Command::Audit {
+            command: AuditCommand::Export { config, after },
+        } => {
+            let cfg = load_config(&config)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let n = crate::audit::proof::export(&cfg.database, after, &mut out).await?;
+            use std::io::Write;
+            out.flush()?;
+            eprintln!("{n} entries exported");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Geo {
             command: GeoCommand::Lookup { ip, json },
         } => geo_lookup(&ip, json),
@@ -415,6 +470,91 @@ async fn audit_verify(config: PathBuf, json: bool, offline: bool) -> Result<Exit
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_prove(config: PathBuf, entry: i64, json: bool) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let bundle = crate::audit::proof::prove(&cfg, entry).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&bundle)?);
+    } else {
+        let witnesses: Vec<&str> = bundle
+            .keys
+            .iter()
+            .filter(|k| k.role == "witness")
+            .map(|k| k.node.as_str())
+            .collect();
+        println!(
+            "entry {} ({} of {}) is leaf {} of the tree of size {} signed by {}{}",
+            bundle.entry.seq,
+            bundle.entry.kind,
+            bundle.entry.subject,
+            bundle.leaf_index,
+            bundle.tree_size,
+            cfg.node_id,
+            if witnesses.is_empty() {
+                " (not cosigned yet)".to_owned()
+            } else {
+                format!(" and cosigned by {}", witnesses.join(", "))
+            }
+        );
+        println!("save it with --json and check it with `alertrelay audit verify-proof FILE`");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit_verify_proof(
+    file: PathBuf,
+    directory: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let bundle: crate::audit::proof::ProofBundle = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a proof bundle", file.display()))?;
+    let dir = directory
+        .map(|d| crate::directory::Directory::load(&d))
+        .transpose()
+        .map_err(|e| Failure {
+            code: EXIT_CONFIG,
+            error: e.into(),
+        })?;
+    match crate::audit::proof::verify_bundle(&bundle, dir.as_ref()) {
+        Ok(r) => {
+            if json {
+                println!("{}", serde_json::json!({"ok": true, "proves": r}));
+            } else {
+                println!(
+                    "VALID: entry {} ({} of {}, at {}) is in {} at size {} (root {}), signed by {}{}",
+                    r.seq,
+                    r.kind,
+                    r.subject,
+                    crate::node::cases::rfc3339(r.at_ms),
+                    r.log,
+                    r.tree_size,
+                    r.root,
+                    r.signed_by,
+                    if r.cosigned_by.is_empty() {
+                        ", with no witness cosignature".to_owned()
+                    } else {
+                        format!(", cosigned by {}", r.cosigned_by.join(", "))
+                    }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "problem": e.to_string()})
+                );
+            } else {
+                eprintln!("INVALID: {e}");
+            }
+            Ok(ExitCode::from(2))
+        }
+    }
 }
 
 fn geo_lookup(ip: &str, json: bool) -> Result<ExitCode, Failure> {
