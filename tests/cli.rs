@@ -27,7 +27,13 @@ fn the_demo_walks_reports_through_a_federation_and_verifies_every_audit_log() {
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
-    assert_eq!(out.matches("verified (head").count(), 5, "{out}");
+    assert_eq!(out.matches(": verified (root").count(), 5, "{out}");
+    // Every node's checkpoint is cosigned by its four peers.
+    assert_eq!(out.matches("cosigned by").count(), 5, "{out}");
+    for line in out.lines().filter(|l| l.contains("cosigned by")) {
+        let witnesses = line.split("cosigned by ").nth(1).unwrap_or_default();
+        assert_eq!(witnesses.split(", ").count(), 4, "{line}");
+    }
 }
 
 #[test]

@@ -519,3 +519,37 @@ async fn health_and_reflection_are_served_so_grpcurl_works() {
     }
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn configuration_changes_seen_at_start_up_are_audited() {
+    let mut fed = Federation::start(AB).await;
+    fed.stop(0).await;
+    let path = fed.config_path(0);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}\n# edited by an operator\n")).unwrap();
+    fed.restart(0).await;
+    fed.stop(0).await;
+    let db = alertrelay::store::Store::open(&fed.database(0))
+        .await
+        .unwrap();
+    let entries = db.audit_entries(0, 100).await.unwrap();
+    db.close().await;
+    let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "node.started").count(),
+        2,
+        "{kinds:?}"
+    );
+    let changed: Vec<_> = entries
+        .iter()
+        .filter(|e| e.kind.ends_with(".changed"))
+        .collect();
+    assert_eq!(changed.len(), 1, "{kinds:?}");
+    assert_eq!(changed[0].kind, "config.changed");
+    assert!(
+        changed[0].detail.contains("\"before\""),
+        "{}",
+        changed[0].detail
+    );
+    fed.shutdown().await;
+}

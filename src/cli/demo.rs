@@ -53,8 +53,11 @@ pub(crate) async fn run(keep: Option<PathBuf>) -> Result<ExitCode, Failure> {
                 retry_max_ms: 2_000,
                 ..RawDelivery::default()
             }),
-            // Witnessing is driven explicitly below; the schedule is slow.
-            audit: None,
+            // Frequent checkpoints and witnessing, so the demo shows them.
+            audit: Some(crate::config::RawAudit {
+                checkpoint_interval_ms: 200,
+                witness_interval_ms: 100,
+            }),
         },
     )?;
     println!(
@@ -77,7 +80,10 @@ pub(crate) async fn run(keep: Option<PathBuf>) -> Result<ExitCode, Failure> {
         configs.push(cfg.clone());
         nodes.push(crate::node::start_with_listener(cfg, listener).await?);
     }
-    let result = walk(&configs).await;
+    let result = match walk(&configs).await {
+        Ok(()) => witnessing(&configs).await,
+        Err(e) => Err(e),
+    };
     for n in nodes {
         n.shutdown().await;
     }
@@ -92,10 +98,12 @@ pub(crate) async fn run(keep: Option<PathBuf>) -> Result<ExitCode, Failure> {
         .await
         .with_context(|| format!("audit log of {}", cfg.node_id))?;
         println!(
-            "   {:<12} {} entries, verified (head {}…)",
+            "   {:<12} {} entries, {} checkpoints, {} cosignatures: verified (root {}…)",
             cfg.node_id,
             v.entries,
-            &v.head[..16]
+            v.checkpoints,
+            v.cosignatures,
+            v.root.get(..16).unwrap_or_default()
         );
     }
     println!(
@@ -197,6 +205,50 @@ async fn walk(configs: &[NodeConfig]) -> anyhow::Result<()> {
             h.at,
             h.status,
             if h.signer.is_empty() { "-" } else { &h.signer }
+        );
+    }
+    Ok(())
+}
+
+/// Every node signs a checkpoint of its audit log; its peers check it is
+/// consistent with what they saw before and cosign it.
+async fn witnessing(configs: &[NodeConfig]) -> anyhow::Result<()> {
+    println!("\n== audit logs: each node signs a checkpoint, its peers check and cosign it");
+    let peers = configs.len() - 1;
+    for cfg in configs {
+        let mut client = client::connect(cfg).await.map_err(|f| f.error)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let note = loop {
+            let text = client
+                .make_checkpoint(pb::MakeCheckpointRequest {})
+                .await?
+                .into_inner()
+                .note;
+            let note = crate::audit::note::SignedNote::parse(&text)?;
+            if note.signatures.len() > peers {
+                break note;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{}'s checkpoint was not cosigned by every peer",
+                    cfg.node_id
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let cp = crate::audit::note::Checkpoint::parse_body(&note.text)?;
+        let witnesses: Vec<&str> = note
+            .signatures
+            .iter()
+            .filter(|s| s.name.ends_with("/witness"))
+            .filter_map(|s| s.name.split('/').nth(2))
+            .collect();
+        println!(
+            "   {:<12} checkpoint of {} entries, root {}…, cosigned by {}",
+            cfg.node_id,
+            cp.size,
+            hex::encode(cp.root).get(..16).unwrap_or_default(),
+            witnesses.join(", ")
         );
     }
     Ok(())

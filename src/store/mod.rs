@@ -376,6 +376,16 @@ impl Store {
         Ok(())
     }
 
+    /// The latest audit entry of `kind`.
+    pub async fn last_audit_of_kind(&self, kind: &str) -> Result<Option<AuditRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT seq, at_ms, kind, actor, subject, detail FROM audit_log WHERE kind = ? ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(kind)
+        .fetch_optional(&self.reader)
+        .await?)
+    }
+
     pub async fn audit_entries(&self, after: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT seq, at_ms, kind, actor, subject, detail FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
