@@ -16,6 +16,29 @@ const ABC: &[(&str, &[&str])] = &[
     ("NL-EOKM", &["NL"]),
 ];
 
+async fn audit_kinds(db: &std::path::Path) -> Vec<String> {
+    let store = alertrelay::store::Store::open(db).await.unwrap();
+    let rows = store.audit_entries(0, 100_000).await.unwrap();
+    store.close().await;
+    rows.into_iter().map(|r| r.kind).collect()
+}
+
+fn report_to(origin: &str, id: &str, destinations: &[&str]) -> pb::ReportPayload {
+    pb::ReportPayload {
+        report_id: id.into(),
+        origin: origin.into(),
+        created_at_ms: alertrelay::node::Core::now_ms(),
+        urls: vec!["http://85.214.132.117/x".into()],
+        category: "csam".into(),
+        route: Some(pb::RouteDecision {
+            kind: "peer".into(),
+            destinations: destinations.iter().map(|d| (*d).to_owned()).collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 fn decode_receipt(b64: &str) -> pb::Signed {
     use base64::Engine;
     let bytes = base64::engine::general_purpose::STANDARD
@@ -114,6 +137,17 @@ async fn reports_queued_while_the_peer_is_down_are_delivered_exactly_once_after_
     let id = again.report_id.clone();
     wait_case(&fr, &id, 10, |c| c.status == "delivered").await;
     assert_eq!(cases(&mut de, "incoming").await.len(), ids.len() + 1);
+    fed.stop(1).await;
+    let kinds = audit_kinds(&fed.database(1)).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "report.repeat").count(),
+        0,
+        "nothing was sent twice: {kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "report.received").count(),
+        ids.len() + 1
+    );
     fed.shutdown().await;
 }
 
@@ -121,14 +155,7 @@ async fn reports_queued_while_the_peer_is_down_are_delivered_exactly_once_after_
 async fn an_exact_replay_gets_the_original_receipt_and_no_second_case() {
     let fed = Federation::start(AB).await;
     let key = fed.signing_key(0);
-    let payload = pb::ReportPayload {
-        report_id: "replayed-1".into(),
-        origin: "FR-PDC".into(),
-        created_at_ms: alertrelay::node::Core::now_ms(),
-        urls: vec!["http://85.214.132.117/x".into()],
-        category: "csam".into(),
-        ..Default::default()
-    };
+    let payload = report_to("FR-PDC", "replayed-1", &["DE-ECO"]);
     let env = pb::Envelope {
         report: Some(wire::sign(&key, &fed.id(0), Purpose::Report, &payload)),
         hops: vec![],
@@ -178,14 +205,7 @@ async fn a_valid_certificate_whose_payload_claims_another_node_is_permission_den
     let fed = Federation::start(ABC).await;
     // NL-EOKM replays a report genuinely signed by FR-PDC, over its own
     // (valid) certificate.
-    let payload = pb::ReportPayload {
-        report_id: "claimed".into(),
-        origin: "FR-PDC".into(),
-        created_at_ms: alertrelay::node::Core::now_ms(),
-        urls: vec!["http://85.214.132.117/x".into()],
-        category: "csam".into(),
-        ..Default::default()
-    };
+    let payload = report_to("FR-PDC", "claimed", &["DE-ECO"]);
     let env = pb::Envelope {
         report: Some(wire::sign(
             &fed.signing_key(0),
@@ -287,6 +307,29 @@ async fn node_and_operator_certificates_are_confined_to_their_service() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
+    // Each refusal is audited with the caller's identity.
+    let mut fed = fed;
+    fed.stop(1).await;
+    let store = alertrelay::store::Store::open(&fed.database(1))
+        .await
+        .unwrap();
+    let refusals: Vec<_> = store
+        .audit_entries(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "input.refused")
+        .map(|e| e.actor)
+        .collect();
+    store.close().await;
+    assert_eq!(
+        refusals,
+        vec![
+            "node:FR-PDC",
+            "operator:FR-PDC/analyst",
+            "operator:FR-PDC/analyst"
+        ]
+    );
     fed.shutdown().await;
 }
 
@@ -388,6 +431,15 @@ async fn bad_input_gets_a_precise_error_and_stores_nothing() {
         assert!(err.message().contains(want), "{want}: {}", err.message());
     }
     assert!(cases(&mut fr, "").await.is_empty());
+    let mut fed = fed;
+    fed.stop(0).await;
+    let kinds = audit_kinds(&fed.database(0)).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "input.refused").count(),
+        5,
+        "each refusal has its audit entry: {kinds:?}"
+    );
+    assert!(!kinds.iter().any(|k| k == "report.submitted"));
     fed.shutdown().await;
 }
 
@@ -551,5 +603,176 @@ async fn configuration_changes_seen_at_start_up_are_audited() {
         "{}",
         changed[0].detail
     );
+    fed.shutdown().await;
+}
+
+/// Sends one envelope signed by node `signer` over node `sender`'s
+/// connection to node `to`.
+async fn forward_one(
+    fed: &Federation,
+    signer: usize,
+    sender: usize,
+    to: usize,
+    payload: &pb::ReportPayload,
+) -> Result<pb::ForwardResult, tonic::Status> {
+    let env = pb::Envelope {
+        report: Some(wire::sign(
+            &fed.signing_key(signer),
+            &fed.id(signer),
+            Purpose::Report,
+            payload,
+        )),
+        hops: vec![],
+    };
+    let mut client = fed.federation_as(sender, to);
+    client
+        .forward(pb::ForwardRequest {
+            envelopes: vec![env],
+        })
+        .await
+        .map(|r| r.into_inner().results.remove(0))
+}
+
+fn refusal_reason(result: &pb::ForwardResult, fed: &Federation) -> String {
+    let (_, r): (_, pb::Receipt) = wire::open(
+        result.receipt.as_ref().unwrap(),
+        Purpose::Receipt,
+        "receipt",
+        &fed.configs[0].directory,
+        alertrelay::node::Core::now_ms(),
+    )
+    .unwrap();
+    assert_eq!(r.outcome, pb::ReceiptOutcome::Refused as i32);
+    r.reason_code
+}
+
+#[tokio::test]
+async fn misrouted_looping_and_malformed_reports_are_refused_and_not_stored() {
+    let fed = Federation::start(ABC).await;
+    // FR's signed route names NL; DE is not a destination.
+    let r = forward_one(&fed, 0, 0, 1, &report_to("FR-PDC", "for-nl", &["NL-EOKM"]))
+        .await
+        .unwrap();
+    assert_eq!(r.code, Code::FailedPrecondition as i32);
+    assert_eq!(refusal_reason(&r, &fed), "not-a-destination");
+
+    // DE's own report coming back to DE is a loop, even though DE holds it.
+    let mut de = fed.operator(1);
+    let own = submit(&mut de, &format!("http://{FR_IP}/x"), "")
+        .await
+        .report_id;
+    let mut back = report_to("DE-ECO", &own, &["DE-ECO"]);
+    back.created_at_ms = alertrelay::node::Core::now_ms();
+    let r = forward_one(&fed, 1, 1, 1, &back).await.unwrap();
+    assert_eq!(r.code, Code::FailedPrecondition as i32);
+    assert_eq!(refusal_reason(&r, &fed), "loop");
+
+    // Far in the future, or too old.
+    let mut future = report_to("FR-PDC", "future", &["DE-ECO"]);
+    future.created_at_ms += 3_600_000;
+    let r = forward_one(&fed, 0, 0, 1, &future).await.unwrap();
+    assert_eq!(refusal_reason(&r, &fed), "future");
+    let mut old = report_to("FR-PDC", "old", &["DE-ECO"]);
+    old.created_at_ms -= 90 * 86_400_000;
+    let r = forward_one(&fed, 0, 0, 1, &old).await.unwrap();
+    assert_eq!(refusal_reason(&r, &fed), "stale");
+
+    // Fields a peer controls are held to the analyst's rules.
+    for (id, notes) in [("x\r\nFAKE LOG LINE", ""), ("ok-id", "bidi \u{202e} notes")] {
+        let mut bad = report_to("FR-PDC", id, &["DE-ECO"]);
+        bad.notes = notes.into();
+        let err = forward_one(&fed, 0, 0, 1, &bad).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    }
+    assert!(cases(&mut de, "incoming").await.is_empty());
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_report_the_peer_calls_malformed_is_marked_refused_without_blocking_the_queue() {
+    let mut fed = Federation::start(AB).await;
+    fed.stop(0).await;
+    // A queued envelope DE will refuse as malformed (as if written by an
+    // older or buggy version of FR), ahead of a good one.
+    let bad = report_to("FR-PDC", "bad id with spaces", &["DE-ECO"]);
+    let signed = wire::sign(&fed.signing_key(0), &fed.id(0), Purpose::Report, &bad);
+    let digest = wire::digest(&signed.payload);
+    let envelope = pb::Envelope {
+        report: Some(signed.clone()),
+        hops: vec![],
+    }
+    .encode_to_vec();
+    let store = alertrelay::store::Store::open(&fed.database(0))
+        .await
+        .unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let now = alertrelay::node::Core::now_ms();
+    let seq = tx
+        .insert_report(&alertrelay::store::NewReport {
+            report_id: &bad.report_id,
+            origin: "FR-PDC",
+            direction: "outgoing",
+            category: "csam",
+            priority: "bulk",
+            status: "queued",
+            hosting_country: Some("DE"),
+            route: "{}",
+            payload: &signed.payload,
+            payload_digest: &digest,
+            envelope: &envelope,
+            received_from: None,
+            created_at_ms: now,
+            now_ms: now,
+        })
+        .await
+        .unwrap();
+    tx.insert_delivery(seq, "DE-ECO").await.unwrap();
+    tx.enqueue("DE-ECO", "report", false, seq, &envelope, now)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    store.close().await;
+    fed.restart(0).await;
+
+    let mut fr = fed.operator(0);
+    let good = submit(&mut fr, &format!("http://{DE_IP}/good"), "")
+        .await
+        .report_id;
+    wait_case(&fr, &good, 10, |c| c.status == "delivered").await;
+    let refused = wait_case(&fr, "bad id with spaces", 10, |c| c.status == "refused").await;
+    assert!(
+        refused.deliveries[0].reason.contains("report_id"),
+        "{:?}",
+        refused.deliveries[0]
+    );
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn batches_larger_than_a_message_are_split_and_all_delivered() {
+    let mut fed = Federation::start(AB).await;
+    fed.stop(1).await;
+    let mut fr = fed.operator(0);
+    let mut ids = Vec::new();
+    // 12 reports of 100 URLs of ~8 KiB: ~10 MiB, more than one call carries.
+    for i in 0..12 {
+        let urls: Vec<String> = (0..100)
+            .map(|j| format!("http://{DE_IP}/{i}/{j}/{}", "x".repeat(8_000)))
+            .collect();
+        let r = fr
+            .submit_report(pb::SubmitReportRequest {
+                urls,
+                category: "csam".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push(r.report_id);
+    }
+    fed.restart(1).await;
+    for id in &ids {
+        wait_case(&fr, id, 30, |c| c.status == "delivered").await;
+    }
     fed.shutdown().await;
 }

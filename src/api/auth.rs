@@ -25,9 +25,41 @@ fn identity<T>(req: &Request<T>) -> Result<PeerIdentity, Status> {
         .map_err(|e| Status::permission_denied(format!("client certificate refused: {e}")))
 }
 
+/// Audits a refused caller (with whatever identity it showed) and passes
+/// the refusal on.
+async fn audited<T, R>(
+    core: &Core,
+    req: &Request<T>,
+    result: Result<R, Status>,
+) -> Result<R, Status> {
+    if let Err(status) = &result {
+        let who = match req.extensions().get::<ConnInfo>().map(|i| &i.identity) {
+            Some(Ok(id)) => id.to_string(),
+            Some(Err(e)) => format!("unidentified ({e})"),
+            None => "unidentified".to_owned(),
+        };
+        tracing::warn!(caller = %who, reason = status.message(), "call refused");
+        core.audit_refusal(&who, "permission-denied", status.message(), &[])
+            .await;
+    }
+    result
+}
+
 /// The calling node, for the `Federation` service: node certificates of
 /// active directory members only.
-pub fn node<T>(core: &Core, req: &Request<T>) -> Result<NodeId, Status> {
+pub async fn node<T>(core: &Core, req: &Request<T>) -> Result<NodeId, Status> {
+    let result = node_identity(core, req);
+    audited(core, req, result).await
+}
+
+/// The calling operator, for the `Operator` service: operator certificates
+/// issued for this node only.
+pub async fn operator<T>(core: &Core, req: &Request<T>) -> Result<PeerIdentity, Status> {
+    let result = operator_identity(core, req);
+    audited(core, req, result).await
+}
+
+fn node_identity<T>(core: &Core, req: &Request<T>) -> Result<NodeId, Status> {
     match identity(req)? {
         PeerIdentity::Node(id) => match core.config.directory.node(&id) {
             Some(n) if n.active => Ok(id),
@@ -42,9 +74,7 @@ pub fn node<T>(core: &Core, req: &Request<T>) -> Result<NodeId, Status> {
     }
 }
 
-/// The calling operator, for the `Operator` service: operator certificates
-/// issued for this node only.
-pub fn operator<T>(core: &Core, req: &Request<T>) -> Result<PeerIdentity, Status> {
+fn operator_identity<T>(core: &Core, req: &Request<T>) -> Result<PeerIdentity, Status> {
     match identity(req)? {
         op @ PeerIdentity::Operator { .. } => {
             if matches!(&op, PeerIdentity::Operator { node, .. } if node == &core.me) {

@@ -13,6 +13,10 @@ pub fn to_status(e: NodeError) -> Status {
         NodeError::FailedPrecondition(m) => Status::failed_precondition(m),
         NodeError::PermissionDenied(m) => Status::permission_denied(m),
         NodeError::Wire(w) => wire_status(w),
+        NodeError::Internal(what) => {
+            tracing::error!(what, "internal error while handling a request");
+            Status::internal("internal error; nothing was stored")
+        }
         NodeError::Store(e) => {
             tracing::error!(error = ?e, "storage error while handling a request");
             Status::unavailable("storage is unavailable; nothing was stored; retry later")

@@ -20,10 +20,17 @@ use crate::store::{OutboxRow, StoreError};
 /// (e.g. rows left by a previous run).
 const IDLE_POLL: Duration = Duration::from_secs(30);
 
+/// Largest batch sent in one call (the receiver accepts 16 MiB).
+const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 enum DeliveryError {
     #[error("peer call failed: {0}")]
     Rpc(String),
+    /// The peer refused the content of the batch as malformed
+    /// (INVALID_ARGUMENT): retrying the same batch cannot succeed.
+    #[error("peer refused the batch: {0}")]
+    Refused(String),
     #[error("storage failed")]
     Store(#[from] StoreError),
 }
@@ -42,11 +49,30 @@ pub async fn run(
     };
     let d = &core.config.delivery;
     let mut backoff = Backoff::new(d.retry_initial, d.retry_max);
+    // Shrinks to 1 when the peer refuses a batch's content, to find the
+    // envelope it refuses without holding the others back.
+    let mut limit = d.batch_size;
     loop {
         if *shutdown.borrow() {
             return;
         }
-        match deliver_once(&core, &peer, &mut client).await {
+        let result = deliver_once(&core, &peer, &mut client, limit).await;
+        if let Err(DeliveryError::Refused(reason)) = &result {
+            if limit > 1 {
+                limit = 1;
+                continue;
+            }
+            // A single envelope the peer calls malformed: it is refused,
+            // for the analyst to see, rather than blocking the queue.
+            if let Err(e) = refuse_head(&core, &peer, reason).await {
+                tracing::error!(peer = %peer, error = %e, "cannot record a refused delivery");
+            }
+            continue;
+        }
+        if result.is_ok() {
+            limit = d.batch_size;
+        }
+        match result {
             Ok(0) => {
                 tokio::select! {
                     _ = wake.notified() => {}
@@ -57,6 +83,7 @@ pub async fn run(
             Ok(_) => backoff.reset(),
             Err(e) => {
                 let delay = backoff.next_delay(&mut rand::thread_rng());
+                // An operator watching `cases show` sees last_error too.
                 tracing::warn!(peer = %peer, error = %e, failures = backoff.failures(),
                     retry_in_ms = delay.as_millis() as u64, "delivery failed");
                 tokio::select! {
@@ -74,12 +101,25 @@ async fn deliver_once(
     core: &Core,
     peer: &NodeId,
     client: &mut FederationClient<Channel>,
+    limit: usize,
 ) -> Result<usize, DeliveryError> {
-    let limit = core.config.delivery.batch_size as i64;
-    let rows = core
+    let limit = limit as i64;
+    let mut rows = core
         .store
         .outbox_batch(peer.as_str(), "report", limit)
         .await?;
+    // Keep each call well under the peer's message size limit: one report
+    // can be ~800 KiB (100 URLs of 8 KiB), so 64 of them would not fit.
+    let mut total = 0usize;
+    let fits = rows
+        .iter()
+        .take_while(|r| {
+            total += r.body.len();
+            total <= MAX_BATCH_BYTES
+        })
+        .count()
+        .max(1);
+    rows.truncate(fits);
     if !rows.is_empty() {
         return send_reports(core, peer, client, rows).await;
     }
@@ -142,14 +182,15 @@ async fn send_reports(
     let response = match client.forward(pb::ForwardRequest { envelopes }).await {
         Ok(r) => r.into_inner(),
         Err(status) => {
-            return Err(fail(
-                core,
-                &rows,
-                format!("{:?}: {}", status.code(), status.message()),
-            )
-            .await);
+            let shown = format!("{:?}: {}", status.code(), status.message());
+            let failed = fail(core, &rows, shown.clone()).await;
+            if status.code() == tonic::Code::InvalidArgument {
+                return Err(DeliveryError::Refused(shown));
+            }
+            return Err(failed);
         }
     };
+
     if response.results.len() != items.len() {
         return Err(fail(
             core,
@@ -170,6 +211,20 @@ async fn send_reports(
                 .map(|r| (s, r))
         });
         let Some((signed, receipt)) = receipt else {
+            tracing::warn!(peer = %peer, report_id = %item.report_id, "missing or invalid receipt");
+            tx.audit(
+                &audit::Entry::new(
+                    "receipt.invalid",
+                    format!("node:{peer}"),
+                    format!("{}/{}", core.me, item.report_id),
+                    serde_json::json!({
+                        "code": result.code,
+                        "sha256": result.receipt.as_ref().map(|r| hex::encode(wire::digest(&r.encode_to_vec()))),
+                    }),
+                ),
+                now,
+            )
+            .await?;
             bad.push(item.row.clone());
             continue;
         };
@@ -265,9 +320,16 @@ async fn send_statuses(
         if !tx.dequeue(row.id).await? {
             continue;
         }
+        // A peer that cannot place an update (unknown report, not its
+        // destination) will never accept it: it is recorded as refused.
+        let kind = if *code == 0 {
+            "status.delivered"
+        } else {
+            "status.refused-by-peer"
+        };
         tx.audit(
             &audit::Entry::new(
-                "status.delivered",
+                kind,
                 format!("node:{peer}"),
                 format!("seq:{}", row.report_seq),
                 serde_json::json!({"destination": peer.as_str(), "code": code}),
@@ -278,4 +340,52 @@ async fn send_statuses(
     }
     tx.commit().await?;
     Ok(kept.len())
+}
+
+/// Marks the first queued report for `peer` as refused by it, with the
+/// peer's reason, and takes it out of the queue.
+async fn refuse_head(core: &Core, peer: &NodeId, reason: &str) -> Result<(), DeliveryError> {
+    let Some(row) = core
+        .store
+        .outbox_batch(peer.as_str(), "report", 1)
+        .await?
+        .into_iter()
+        .next()
+    else {
+        return Ok(());
+    };
+    let now = Core::now_ms();
+    let mut tx = core.store.begin().await?;
+    if !tx.dequeue(row.id).await? {
+        return Ok(());
+    }
+    tx.finish_delivery(
+        row.report_seq,
+        peer.as_str(),
+        "refused",
+        &[],
+        Some(reason),
+        now,
+    )
+    .await?;
+    let current = tx.report_by_seq(row.report_seq).await?;
+    if current.as_ref().is_some_and(|r| r.status == "queued") {
+        tx.set_status(row.report_seq, "refused", now).await?;
+    }
+    let subject = current
+        .map(|r| format!("{}/{}", r.origin, r.report_id))
+        .unwrap_or_default();
+    tx.audit(
+        &audit::Entry::new(
+            "delivery.refused",
+            format!("node:{peer}"),
+            subject,
+            serde_json::json!({"destination": peer.as_str(), "reason": reason}),
+        ),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::warn!(peer = %peer, "a report was refused by the peer as malformed");
+    Ok(())
 }

@@ -112,9 +112,10 @@ pub async fn view_by_seq(core: &Core, seq: i64) -> Result<CaseView, NodeError> {
 async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
     let deliveries = core.store.deliveries(row.seq).await?;
     let history = core.store.history(row.seq).await?;
-    // Stored payloads were verified (or made) by this node; a decode
-    // failure would mean a corrupted database, shown as empty fields.
-    let payload = pb::ReportPayload::decode(row.payload.as_slice()).unwrap_or_default();
+    // Stored payloads were verified (or made) by this node; one that does
+    // not decode means a damaged database, which must not pass as empty.
+    let payload = pb::ReportPayload::decode(row.payload.as_slice())
+        .map_err(|_| NodeError::Internal("a stored report payload does not decode"))?;
     let route = payload.route.as_ref().map(|r| {
         let ev = r.evidence.clone().unwrap_or_default();
         RouteView {
@@ -301,7 +302,8 @@ async fn apply_update(
     }
     tx.set_status(row.seq, to.as_str(), now).await?;
     let mut signed_bytes = None;
-    let back_to = row.received_from.clone();
+    // Back to the origin, which signed the route that named this node.
+    let back_to = (row.direction == Direction::Incoming.as_str()).then(|| row.origin.clone());
     if let Some(peer) = &back_to {
         let update = pb::StatusUpdate {
             update_id: update_id.clone(),

@@ -15,7 +15,9 @@ use crate::store::NewReport;
 pub struct Submitted {
     pub report_id: String,
     pub route: RouteDecision,
-    pub case: CaseView,
+    /// The case as stored; `None` only if reading it back failed after the
+    /// commit (the report is stored all the same).
+    pub case: Option<CaseView>,
 }
 
 /// The decision a report with these URLs would get, without submitting.
@@ -194,7 +196,15 @@ pub async fn submit(
         core.wake(dest.as_str());
     }
     tracing::info!(report_id = %report_id, route = route.kind.as_str(), "report submitted");
-    let case = cases::view_by_seq(core, seq).await?;
+    // The report is committed: whatever happens now, the analyst must get
+    // its id, or a retry would create a second report.
+    let case = match cases::view_by_seq(core, seq).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(report_id = %report_id, error = %e, "stored, but cannot read the case back");
+            None
+        }
+    };
     Ok(Submitted {
         report_id,
         route,

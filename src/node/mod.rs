@@ -39,6 +39,8 @@ pub enum NodeError {
     Wire(#[from] crate::report::wire::WireError),
     #[error("storage failed")]
     Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,7 @@
 //! is audited; an authenticated batch is stored in one transaction before
 //! any receipt is returned.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
@@ -27,13 +28,21 @@ const FAILED_PRECONDITION: i32 = 9;
 const NOT_FOUND: i32 = 5;
 
 pub async fn forward(
-    core: &Core,
+    core: &Arc<Core>,
     sender: &NodeId,
-    req: &pb::ForwardRequest,
+    req: pb::ForwardRequest,
 ) -> Result<pb::ForwardResponse, NodeError> {
     let actor = format!("node:{sender}");
     let now = Core::now_ms();
-    let opened = match open_batch(core, sender, req, now) {
+    // Up to ~2,300 signature checks per batch: off the async threads.
+    let req = Arc::new(req);
+    let opened = {
+        let (core, sender, req) = (core.clone(), sender.clone(), req.clone());
+        tokio::task::spawn_blocking(move || open_batch(&core, &sender, &req, now))
+            .await
+            .map_err(|_| NodeError::Internal("verification task failed"))?
+    };
+    let opened = match opened {
         Ok(o) => o,
         Err(e) => {
             let (code, message) = refusal_code(&e);
@@ -117,6 +126,38 @@ async fn store_one(
     let p = &r.payload;
     let subject = format!("{}/{}", r.origin, p.report_id);
     let actor = format!("node:{sender}");
+    if r.origin == core.me || r.relays.contains(&core.me) {
+        return refuse(
+            core,
+            tx,
+            r,
+            &actor,
+            FAILED_PRECONDITION,
+            "loop",
+            "the report already passed through this node",
+            now,
+        )
+        .await;
+    }
+    // Only the hotline(s) the origin chose, in the route it signed, take a
+    // report over: a peer cannot pass it on to someone else.
+    let chosen = p
+        .route
+        .as_ref()
+        .is_some_and(|route| route.destinations.iter().any(|d| d == core.me.as_str()));
+    if !chosen {
+        return refuse(
+            core,
+            tx,
+            r,
+            &actor,
+            FAILED_PRECONDITION,
+            "not-a-destination",
+            "the origin's signed route does not name this node",
+            now,
+        )
+        .await;
+    }
     if let Some(existing) = tx.find_report(r.origin.as_str(), &p.report_id).await? {
         if existing.payload_digest == r.digest {
             // An exact repeat (a retry after a lost reply): the original
@@ -151,19 +192,6 @@ async fn store_one(
             ALREADY_EXISTS,
             "equivocation",
             "this origin already sent different content under this report id",
-            now,
-        )
-        .await;
-    }
-    if r.origin == core.me || r.relays.contains(&core.me) {
-        return refuse(
-            core,
-            tx,
-            r,
-            &actor,
-            FAILED_PRECONDITION,
-            "loop",
-            "the report already passed through this node",
             now,
         )
         .await;
@@ -345,15 +373,34 @@ pub async fn push_status(
     let mut tx = core.store.begin().await?;
     let mut codes = Vec::with_capacity(opened.len());
     for (update, signed) in opened.iter().zip(&req.updates) {
-        let Some(row) = tx.find_report(core.me.as_str(), &update.report_id).await? else {
-            codes.push(NOT_FOUND);
+        let row = tx.find_report(core.me.as_str(), &update.report_id).await?;
+        let refusal = match &row {
+            None => Some((NOT_FOUND, "unknown-report")),
+            Some(row) => {
+                let is_destination = tx.is_destination(row.seq, sender.as_str()).await?;
+                (row.direction != Direction::Outgoing.as_str() || !is_destination)
+                    .then_some((FAILED_PRECONDITION, "not-a-destination"))
+            }
+        };
+        let (Some(row), None) = (row, refusal) else {
+            let (code, reason) = refusal.unwrap_or((NOT_FOUND, "unknown-report"));
+            tx.audit(
+                &audit::Entry::new(
+                    "status.refused",
+                    actor.clone(),
+                    format!("{}/{}", core.me, update.report_id),
+                    serde_json::json!({
+                        "reason_code": reason,
+                        "update_id": update.update_id,
+                        "sha256": hex::encode(wire::digest(&signed.payload)),
+                    }),
+                ),
+                now,
+            )
+            .await?;
+            codes.push(code);
             continue;
         };
-        let is_destination = tx.is_destination(row.seq, sender.as_str()).await?;
-        if row.direction != Direction::Outgoing.as_str() || !is_destination {
-            codes.push(FAILED_PRECONDITION);
-            continue;
-        }
         let inserted = tx
             .insert_status(
                 row.seq,
@@ -409,7 +456,7 @@ fn open_updates(
             wire::open(s, Purpose::Status, "status", &core.config.directory, now)?;
         if &signer != sender || u.node != sender.as_str() {
             return Err(WireError::IdentityMismatch {
-                claimed: u.node,
+                claimed: crate::report::validate::shown(&u.node),
                 actual: sender.to_string(),
             }
             .into());
@@ -418,11 +465,15 @@ fn open_updates(
             return Err(InvalidInput::new(
                 "not-ours",
                 "origin",
-                format!("status update for a report of {}", u.origin),
+                format!(
+                    "status update for a report of {}",
+                    crate::report::validate::shown(&u.origin)
+                ),
             )
             .into());
         }
         CaseStatus::parse(&u.status)?;
+        crate::report::validate::report_id(&u.report_id)?;
         if u.update_id.is_empty() || u.update_id.len() > 64 || u.reason.len() > 4096 {
             return Err(InvalidInput::new(
                 "bad-update",

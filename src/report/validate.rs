@@ -127,6 +127,51 @@ fn hosting_ip(s: &str) -> Result<Option<IpAddr>, InvalidInput> {
     })
 }
 
+/// A report id chosen by an origin: 1-64 of `A-Z a-z 0-9 . _ -`.
+pub fn report_id(id: &str) -> Result<(), InvalidInput> {
+    let ok = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidInput::new(
+            "bad-report-id",
+            "report_id",
+            "1-64 characters of A-Z, a-z, 0-9, '.', '_', '-'",
+        ))
+    }
+}
+
+/// The free-text and hash fields of a report received from a peer, held
+/// to the same rules as an analyst's submission.
+pub fn peer_fields(notes: &str, hashes: &[MediaHash]) -> Result<(), InvalidInput> {
+    text("notes", notes, MAX_NOTES_BYTES, true)?;
+    if hashes.len() > MAX_HASHES {
+        return Err(InvalidInput::new(
+            "too-many-hashes",
+            "hashes",
+            format!("at most {MAX_HASHES} hashes, got {}", hashes.len()),
+        ));
+    }
+    for (i, h) in hashes.iter().enumerate() {
+        media_hash(i, h)?;
+    }
+    Ok(())
+}
+
+/// A short, escaped rendering of an untrusted string for error messages
+/// and logs: at most 64 characters, control characters escaped.
+pub fn shown(s: &str) -> String {
+    let cut: String = s.chars().take(64).collect();
+    let mut out = format!("{cut:?}");
+    if s.chars().count() > 64 {
+        out.push('…');
+    }
+    out
+}
+
 fn media_hash(i: usize, h: &MediaHash) -> Result<(), InvalidInput> {
     let field = format!("hashes[{i}]");
     let alg_ok = (1..=16).contains(&h.algorithm.len())

@@ -12,6 +12,7 @@ use crate::directory::Directory;
 use crate::identity::NodeId;
 use crate::pb;
 use crate::report::InvalidInput;
+use crate::report::validate::shown;
 
 /// Reports may pass through at most this many relays.
 pub const MAX_HOPS: usize = 8;
@@ -81,7 +82,7 @@ pub fn open<M: Message + Default>(
         .key(&signed.key_id, now_ms)
         .ok_or_else(|| WireError::UnknownKey {
             signer: signer.to_string(),
-            key_id: signed.key_id.clone(),
+            key_id: shown(&signed.key_id),
         })?;
     verify(key, purpose, &signed.payload, &signed.signature)
         .map_err(|_| WireError::BadSignature(what))?;
@@ -123,7 +124,7 @@ pub fn open_envelope(
         open(signed, Purpose::Report, "report", directory, now_ms)?;
     if payload.origin != origin.as_str() {
         return Err(WireError::IdentityMismatch {
-            claimed: payload.origin.clone(),
+            claimed: shown(&payload.origin),
             actual: origin.to_string(),
         });
     }
@@ -157,8 +158,19 @@ pub fn open_envelope(
             actual: sender.to_string(),
         });
     }
+    super::validate::report_id(&payload.report_id)?;
     super::validate::urls(&payload.urls)?;
-    crate::report::Category::parse(&payload.category)?;
+    crate::report::Category::parse(&payload.category)
+        .map_err(|_| InvalidInput::new("bad-category", "category", shown(&payload.category)))?;
+    let hashes: Vec<crate::report::MediaHash> = payload
+        .hashes
+        .iter()
+        .map(|h| crate::report::MediaHash {
+            algorithm: h.algorithm.clone(),
+            value: h.value.clone(),
+        })
+        .collect();
+    super::validate::peer_fields(&payload.notes, &hashes)?;
     Ok(OpenedReport {
         origin,
         payload,
@@ -207,7 +219,7 @@ pub fn open_receipt(
         open(signed, Purpose::Receipt, "receipt", directory, now_ms)?;
     if &signer != receiver || r.receiver != receiver.as_str() {
         return Err(WireError::IdentityMismatch {
-            claimed: r.receiver,
+            claimed: shown(&r.receiver),
             actual: receiver.to_string(),
         });
     }
