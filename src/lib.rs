@@ -8,7 +8,8 @@
 //! - `config`     `node.toml` → validated `NodeConfig`
 //! - `crypto`     signing keys and domain tags, PKI minting, TLS configs
 //! - `directory`  the federation directory (nodes, countries, keys)
-//! - `federation` outbound per-peer delivery workers and backoff
+//! - `faults`     named crash points for the fault-injection harness
+//! - `federation` outbound per-peer delivery workers, backoff, witnessing
 //! - `geo`        IP → country from the shipped offline data
 //! - `identity`   node ids and certificate identities (SPIFFE URIs)
 //! - `node`       the node's behaviour: intake, receiving, cases; start-up
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod directory;
+pub mod faults;
 pub mod federation;
 pub mod geo;
 pub mod identity;
