@@ -63,6 +63,16 @@ pub struct RawNodeConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub audit: RawAudit,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    /// Address of the Prometheus endpoint (`GET /metrics`), e.g.
+    /// `127.0.0.1:9464`. Off when empty. Keep it off public interfaces.
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,6 +166,7 @@ pub struct NodeConfig {
     pub max_clock_skew: Duration,
     pub checkpoint_interval: Duration,
     pub witness_interval: Duration,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -274,6 +285,15 @@ impl NodeConfig {
                 "audit intervals must be at least 10 ms".into(),
             ));
         }
+        let metrics_listen = match raw.metrics.listen.as_deref() {
+            None | Some("") => None,
+            Some(a) => Some(a.parse().map_err(|_| {
+                invalid(
+                    "metrics.listen",
+                    format!("expected host:port such as 127.0.0.1:9464, got {a:?}"),
+                )
+            })?),
+        };
         Ok(NodeConfig {
             path: path.to_path_buf(),
             node_id,
@@ -295,6 +315,7 @@ impl NodeConfig {
             max_clock_skew: Duration::from_secs(u64::from(raw.limits.max_clock_skew_secs)),
             checkpoint_interval: Duration::from_millis(raw.audit.checkpoint_interval_ms),
             witness_interval: Duration::from_millis(raw.audit.witness_interval_ms),
+            metrics_listen,
         })
     }
 }

@@ -12,6 +12,7 @@
 //! - `federation` outbound per-peer delivery workers, backoff, witnessing
 //! - `geo`        IP → country from the shipped offline data
 //! - `identity`   node ids and certificate identities (SPIFFE URIs)
+//! - `metrics`    Prometheus counters, histograms and gauges, and their listener
 //! - `node`       the node's behaviour: intake, receiving, cases; start-up
 //! - `pb`         generated protobuf / gRPC code
 //! - `provision`  writing a federation to disk (CA, certificates, keys, configs)
@@ -31,6 +32,7 @@ pub mod faults;
 pub mod federation;
 pub mod geo;
 pub mod identity;
+pub mod metrics;
 pub mod node;
 pub mod pb;
 pub mod provision;

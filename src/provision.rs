@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{RawAudit, RawDelivery, RawLimits, RawNodeConfig, RawSigning, RawTls};
+use crate::config::{
+    RawAudit, RawDelivery, RawLimits, RawMetrics, RawNodeConfig, RawSigning, RawTls,
+};
 use crate::crypto::pki::{FederationCa, PkiError};
 use crate::crypto::signing::{KeyError, NodeKey, encode_public_key, write_private_file};
 use crate::directory::{RawDirectory, RawKey, RawNode};
@@ -82,6 +84,8 @@ pub struct Options {
     pub fallback: Option<NodeId>,
     pub delivery: Option<RawDelivery>,
     pub audit: Option<RawAudit>,
+    /// `[metrics] listen` for every node (e.g. `127.0.0.1:0` in tests).
+    pub metrics_listen: Option<String>,
 }
 
 pub fn init(
@@ -180,6 +184,9 @@ pub fn init(
             delivery: options.delivery.clone().unwrap_or_default(),
             limits: RawLimits::default(),
             audit: options.audit.clone().unwrap_or_default(),
+            metrics: RawMetrics {
+                listen: options.metrics_listen.clone(),
+            },
         };
         let text = format!(
             "# alertrelay node {} (written by `alertrelay federation init`).\n\

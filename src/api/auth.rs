@@ -49,6 +49,10 @@ async fn audited<T, R>(
 /// active directory members only.
 pub async fn node<T>(core: &Core, req: &Request<T>) -> Result<NodeId, Status> {
     let result = node_identity(core, req);
+    if let Ok(peer) = &result {
+        // The peer is up: our worker for it need not wait out a backoff.
+        core.contacted_by(peer);
+    }
     audited(core, req, result).await
 }
 

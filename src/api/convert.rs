@@ -188,3 +188,89 @@ pub fn case_from_pb(c: pb::Case) -> CaseView {
             .collect(),
     }
 }
+
+use crate::node::overview::{CaseCount, NodeSummary, PeerView};
+
+pub fn peer_to_pb(p: &PeerView) -> pb::PeerState {
+    pb::PeerState {
+        node_id: p.node_id.clone(),
+        endpoint: p.endpoint.clone(),
+        countries: p.countries.clone(),
+        reachable: p.reachable.clone(),
+        queue_depth: p.queue_depth,
+        oldest_undelivered_age_ms: p.oldest_undelivered_age_ms,
+        last_error: p.last_error.clone(),
+        consecutive_failures: p.consecutive_failures,
+        next_attempt_ms: p.next_attempt_ms,
+        last_success_ms: p.last_success_ms,
+        active: p.active,
+    }
+}
+
+pub fn peer_from_pb(p: pb::PeerState) -> PeerView {
+    PeerView {
+        node_id: p.node_id,
+        endpoint: p.endpoint,
+        countries: p.countries,
+        active: p.active,
+        reachable: p.reachable,
+        queue_depth: p.queue_depth,
+        oldest_undelivered_age_ms: p.oldest_undelivered_age_ms,
+        last_error: p.last_error,
+        consecutive_failures: p.consecutive_failures,
+        next_attempt_ms: p.next_attempt_ms,
+        last_success_ms: p.last_success_ms,
+    }
+}
+
+pub fn summary_to_pb(s: &NodeSummary) -> pb::NodeStatus {
+    pb::NodeStatus {
+        node_id: s.node_id.clone(),
+        version: s.version.clone(),
+        countries: s.countries.clone(),
+        listen: s.listen.clone(),
+        started_at_ms: s.started_at_ms,
+        cases: s
+            .cases
+            .iter()
+            .map(|c| pb::CaseCount {
+                direction: c.direction.clone(),
+                status: c.status.clone(),
+                count: c.count,
+            })
+            .collect(),
+        outbox_total: s.outbox_total,
+        audit_entries: s.audit_entries,
+        checkpoint_size: s.checkpoint_size,
+        checkpoint_cosignatures: s.checkpoint_cosignatures,
+        peers_total: s.peers_total,
+        peers_reachable: s.peers_reachable,
+        key_id: s.key_id.clone(),
+    }
+}
+
+pub fn summary_from_pb(s: pb::NodeStatus) -> NodeSummary {
+    NodeSummary {
+        node_id: s.node_id,
+        version: s.version,
+        countries: s.countries,
+        listen: s.listen,
+        started_at_ms: s.started_at_ms,
+        key_id: s.key_id,
+        cases: s
+            .cases
+            .into_iter()
+            .map(|c| CaseCount {
+                direction: c.direction,
+                status: c.status,
+                count: c.count,
+            })
+            .collect(),
+        outbox_total: s.outbox_total,
+        audit_entries: s.audit_entries,
+        checkpoint_size: s.checkpoint_size,
+        checkpoint_cosignatures: s.checkpoint_cosignatures,
+        peers_total: s.peers_total,
+        peers_reachable: s.peers_reachable,
+    }
+}

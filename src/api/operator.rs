@@ -115,4 +115,28 @@ impl pb::operator_server::Operator for OperatorService {
             .map_err(to_status)?;
         Ok(Response::new(pb::CheckpointNote { note }))
     }
+
+    async fn list_peers(
+        &self,
+        request: Request<pb::ListPeersRequest>,
+    ) -> Result<Response<pb::ListPeersResponse>, Status> {
+        auth::operator(&self.core, &request).await?;
+        let peers = crate::node::overview::peers(&self.core)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListPeersResponse {
+            peers: peers.iter().map(crate::api::convert::peer_to_pb).collect(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::NodeStatus>, Status> {
+        auth::operator(&self.core, &request).await?;
+        crate::node::overview::summary(&self.core)
+            .await
+            .map(|s| Response::new(crate::api::convert::summary_to_pb(&s)))
+            .map_err(to_status)
+    }
 }

@@ -227,3 +227,41 @@ pub(crate) async fn witnessed_by_peers(cfg: &NodeConfig) -> Vec<(String, Result<
     }
     out
 }
+
+pub(crate) async fn peers(config: PathBuf, json: bool) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let mut client = connect(&cfg).await?;
+    let list = client
+        .list_peers(pb::ListPeersRequest {})
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let peers: Vec<_> = list
+        .peers
+        .into_iter()
+        .map(crate::api::convert::peer_from_pb)
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&peers)?);
+    } else {
+        print::peers(&peers);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn status(config: PathBuf, json: bool) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let mut client = connect(&cfg).await?;
+    let s = client
+        .status(pb::StatusRequest {})
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let s = crate::api::convert::summary_from_pb(s);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print::summary(&s);
+    }
+    Ok(ExitCode::SUCCESS)
+}

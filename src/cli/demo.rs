@@ -58,6 +58,7 @@ pub(crate) async fn run(keep: Option<PathBuf>) -> Result<ExitCode, Failure> {
                 checkpoint_interval_ms: 200,
                 witness_interval_ms: 100,
             }),
+            metrics_listen: None,
         },
     )?;
     println!(

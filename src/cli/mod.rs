@@ -91,6 +91,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Per peer: reachable, queue depth, oldest undelivered, last error, next attempt.
+    Peers {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A summary of your node.
+    Status {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// The audit log.
     Audit {
         #[command(subcommand)]
@@ -293,6 +307,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             category,
             json,
         } => client::route(config, urls, hosting_ip, category, json).await,
+        Command::Peers { config, json } => client::peers(config, json).await,
+        Command::Status { config, json } => client::status(config, json).await,
         Command::Audit {
             command:
                 AuditCommand::Verify {
@@ -372,6 +388,7 @@ fn federation_init(
             fallback,
             delivery: None,
             audit: None,
+            metrics_listen: None,
         },
     )?;
     println!("federation {federation} written to {}", out.display());

@@ -1,6 +1,72 @@
 //! Human-readable output.
 
-use crate::node::cases::{CaseView, RouteView};
+use crate::node::cases::{CaseView, RouteView, rfc3339};
+use crate::node::overview::{NodeSummary, PeerView};
+
+fn age(ms: i64) -> String {
+    let s = ms / 1000;
+    match s {
+        0 => "-".to_owned(),
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+pub(crate) fn peers(peers: &[PeerView]) {
+    println!(
+        "{:<14} {:<9} {:>7} {:>8} {:>8}  {:<24} LAST ERROR",
+        "PEER", "REACHABLE", "QUEUED", "OLDEST", "FAILURES", "NEXT ATTEMPT"
+    );
+    for p in peers {
+        let next = if p.next_attempt_ms > 0 {
+            rfc3339(p.next_attempt_ms)
+        } else {
+            "-".to_owned()
+        };
+        println!(
+            "{:<14} {:<9} {:>7} {:>8} {:>8}  {:<24} {}",
+            p.node_id,
+            if p.active {
+                p.reachable.as_str()
+            } else {
+                "suspended"
+            },
+            p.queue_depth,
+            age(p.oldest_undelivered_age_ms),
+            p.consecutive_failures,
+            next,
+            p.last_error
+        );
+    }
+}
+
+pub(crate) fn summary(s: &NodeSummary) {
+    println!(
+        "node {} (alertrelay {}), serving {}",
+        s.node_id,
+        s.version,
+        s.countries.join(", ")
+    );
+    println!(
+        "  listening on {}, up since {}",
+        s.listen,
+        rfc3339(s.started_at_ms)
+    );
+    println!("  signing key {}", s.key_id);
+    println!(
+        "  peers: {} of {} reachable; {} items waiting in the outbox",
+        s.peers_reachable, s.peers_total, s.outbox_total
+    );
+    println!(
+        "  audit log: {} entries; latest checkpoint {} with {} cosignatures",
+        s.audit_entries, s.checkpoint_size, s.checkpoint_cosignatures
+    );
+    for c in &s.cases {
+        println!("  cases {:<9} {:<28} {}", c.direction, c.status, c.count);
+    }
+}
 
 pub(crate) fn route(r: &RouteView) {
     let dest = if r.destinations.is_empty() {

@@ -7,3 +7,44 @@
 pub mod backoff;
 pub mod witness;
 pub mod worker;
+
+use std::sync::Mutex;
+
+use serde::Serialize;
+use tokio::sync::Notify;
+
+/// What the delivery worker last saw of a peer, for `alertrelay peers`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeerStatus {
+    /// None until the first attempt.
+    pub reachable: Option<bool>,
+    pub last_success_ms: Option<i64>,
+    pub last_failure_ms: Option<i64>,
+    pub last_error: String,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// When the worker will try again, while backing off.
+    pub next_attempt_ms: Option<i64>,
+}
+
+/// The link between the node and one peer's worker.
+#[derive(Default)]
+pub struct PeerLink {
+    /// New work for the peer was committed.
+    pub wake: Notify,
+    /// The peer contacted us: it is up, so stop backing off.
+    pub contact: Notify,
+    pub status: Mutex<PeerStatus>,
+}
+
+impl PeerLink {
+    pub fn status(&self) -> PeerStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut PeerStatus)) {
+        if let Ok(mut s) = self.status.lock() {
+            f(&mut s);
+        }
+    }
+}

@@ -33,7 +33,9 @@ pub async fn run(
             _ = shutdown.changed() => return,
         }
         match witness_once(&core, &peer, &mut client).await {
+            Ok(Outcome::Cosigned(_)) => core.metrics.witness(peer.as_str(), "cosigned"),
             Ok(Outcome::Refused(reason, checkpoint)) => {
+                core.metrics.witness(peer.as_str(), "refused");
                 // Alert once per distinct refusal, not every round.
                 if last_alert.as_deref() != Some(reason.as_str()) {
                     alert(&core, &peer, &reason).await;

@@ -44,7 +44,7 @@ pub async fn run(
     let mut client = FederationClient::new(channel)
         .max_decoding_message_size(16 * 1024 * 1024)
         .max_encoding_message_size(16 * 1024 * 1024);
-    let Some(wake) = core.wake.get(&peer).cloned() else {
+    let Some(link) = core.peers.get(&peer).cloned() else {
         return;
     };
     let d = &core.config.delivery;
@@ -73,21 +73,49 @@ pub async fn run(
             limit = d.batch_size;
         }
         match result {
-            Ok(0) => {
-                tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = shutdown.changed() => return,
+            Ok(n) => {
+                let now = Core::now_ms();
+                link.update(|s| {
+                    if n > 0 {
+                        s.reachable = Some(true);
+                        s.last_success_ms = Some(now);
+                    }
+                    s.failures = 0;
+                    s.next_attempt_ms = None;
+                });
+                backoff.reset();
+                if n == 0 {
+                    tokio::select! {
+                        _ = link.wake.notified() => {}
+                        _ = link.contact.notified() => {}
+                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                        _ = shutdown.changed() => return,
+                    }
                 }
             }
-            Ok(_) => backoff.reset(),
             Err(e) => {
                 let delay = backoff.next_delay(&mut rand::thread_rng());
-                // An operator watching `cases show` sees last_error too.
+                let now = Core::now_ms();
+                let shown = e.to_string();
+                core.metrics.delivery_failed(peer.as_str());
+                link.update(|s| {
+                    s.reachable = Some(false);
+                    s.last_failure_ms = Some(now);
+                    s.last_error = shown.chars().take(500).collect();
+                    s.failures = backoff.failures();
+                    s.next_attempt_ms = Some(now + delay.as_millis() as i64);
+                });
                 tracing::warn!(peer = %peer, error = %e, failures = backoff.failures(),
                     retry_in_ms = delay.as_millis() as u64, "delivery failed");
+                // New work does not cut a backoff short (it would hammer a
+                // peer that is down), but the peer contacting us does: it
+                // is back.
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
+                    _ = link.contact.notified() => {
+                        tracing::info!(peer = %peer, "peer contacted us: retrying now");
+                        backoff.reset();
+                    }
                     _ = shutdown.changed() => return,
                 }
             }
@@ -179,6 +207,7 @@ async fn send_reports(
     }
     let rows: Vec<OutboxRow> = items.iter().map(|i| i.row.clone()).collect();
     let sent = std::time::Instant::now();
+    crate::faults::crash_point("origin-after-commit-before-send");
     let response = match client.forward(pb::ForwardRequest { envelopes }).await {
         Ok(r) => r.into_inner(),
         Err(status) => {
@@ -203,6 +232,7 @@ async fn send_reports(
     let directory = &core.config.directory;
     let mut tx = core.store.begin().await?;
     let mut settled = 0;
+    let mut refused_count = 0u64;
     let mut bad = Vec::new();
     for (item, result) in items.iter().zip(&response.results) {
         let receipt = result.receipt.as_ref().and_then(|s| {
@@ -230,6 +260,7 @@ async fn send_reports(
         };
         let stored = receipt.outcome == pb::ReceiptOutcome::Stored as i32;
         let state = if stored { "delivered" } else { "refused" };
+        refused_count += u64::from(!stored);
         let reason = (!stored).then(|| format!("{}: {}", receipt.reason_code, receipt.reason));
         if !tx.dequeue(item.row.id).await? {
             continue;
@@ -265,7 +296,15 @@ async fn send_reports(
         .await?;
         settled += 1;
     }
+    crate::faults::crash_point("origin-storing-receipt");
     tx.commit().await?;
+    let latency = sent.elapsed();
+    let delivered_count = settled as u64 - refused_count;
+    core.metrics
+        .delivered(peer.as_str(), "delivered", delivered_count);
+    core.metrics
+        .delivered(peer.as_str(), "refused", refused_count);
+    core.metrics.delivery_latency(peer.as_str(), latency);
     tracing::info!(peer = %peer, delivered = settled, latency_ms = sent.elapsed().as_millis() as u64, "batch delivered");
     if !bad.is_empty() {
         return Err(fail(

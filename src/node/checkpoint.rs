@@ -144,6 +144,7 @@ pub async fn receive_cosignature(
     if !refusal.is_empty() {
         let refusal: String = refusal.chars().take(1000).collect();
         tracing::error!(witness = %witness, reason = %refusal, "ALERT: a witness refused to cosign our audit checkpoint");
+        core.metrics.witness(witness.as_str(), "refused_us");
         let mut tx = core.store.begin().await?;
         tx.audit(
             &audit::Entry::new(

@@ -191,7 +191,11 @@ pub async fn submit(
         now,
     )
     .await?;
+    crate::faults::crash_point("intake-before-commit");
     tx.commit().await?;
+    core.metrics
+        .reports_submitted
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     for dest in &route.destinations {
         core.wake(dest.as_str());
     }

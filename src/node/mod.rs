@@ -6,13 +6,12 @@
 pub mod cases;
 pub mod checkpoint;
 pub mod intake;
+pub mod overview;
 pub mod receive;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-use tokio::sync::Notify;
 
 use crate::audit;
 use crate::config::NodeConfig;
@@ -76,12 +75,14 @@ pub enum StartError {
 /// Shared state of a running node.
 pub struct Core {
     pub config: NodeConfig,
+    pub started_at_ms: i64,
     pub me: NodeId,
     pub key: NodeKey,
     pub store: Store,
     pub geo: &'static GeoDb,
-    /// One wake-up per peer's delivery worker.
-    pub wake: BTreeMap<NodeId, Arc<Notify>>,
+    /// Per peer: wake-ups for its delivery worker and what it last saw.
+    pub peers: BTreeMap<NodeId, Arc<crate::federation::PeerLink>>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Core {
@@ -93,13 +94,21 @@ impl Core {
     }
 
     pub fn wake(&self, peer: &str) {
-        if let Some(n) = self.wake.iter().find(|(id, _)| id.as_str() == peer) {
-            n.1.notify_one();
+        if let Some((_, link)) = self.peers.iter().find(|(id, _)| id.as_str() == peer) {
+            link.wake.notify_one();
+        }
+    }
+
+    /// A peer reached us: if its worker is backing off, it retries now.
+    pub fn contacted_by(&self, peer: &NodeId) {
+        if let Some(link) = self.peers.get(peer) {
+            link.contact.notify_one();
         }
     }
 
     /// Writes the audit entry of a refused input (and nothing else).
     pub async fn audit_refusal(&self, actor: &str, code: &str, message: &str, bytes: &[u8]) {
+        self.metrics.refusal(code);
         let entry = audit::Entry::new(
             "input.refused",
             actor,
@@ -126,6 +135,8 @@ impl Core {
 /// A running node. Dropping it does not stop it; call `shutdown`.
 pub struct NodeHandle {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` is served, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     pub core: Arc<Core>,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: tokio::task::JoinSet<()>,
@@ -190,9 +201,14 @@ pub async fn start_with_listener(
         .filter(|n| n.id != me)
         .cloned()
         .collect();
-    let wake = peers
+    let links = peers
         .iter()
-        .map(|p| (p.id.clone(), Arc::new(Notify::new())))
+        .map(|p| {
+            (
+                p.id.clone(),
+                Arc::new(crate::federation::PeerLink::default()),
+            )
+        })
         .collect();
     let addr = listener.local_addr().map_err(|source| StartError::Listen {
         addr: config.listen.to_string(),
@@ -203,7 +219,9 @@ pub async fn start_with_listener(
         key,
         store,
         geo,
-        wake,
+        peers: links,
+        started_at_ms: Core::now_ms(),
+        metrics: crate::metrics::Metrics::default(),
         config,
     });
     audit_start(&core, addr, &peers)
@@ -247,9 +265,21 @@ pub async fn start_with_listener(
         ));
     }
     tasks.spawn(checkpoint::run_schedule(core.clone(), watch.clone()));
+    let mut metrics_addr = None;
+    if let Some(listen) = core.config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: listen.to_string(),
+                source,
+            })?;
+        metrics_addr = listener.local_addr().ok();
+        tasks.spawn(crate::metrics::serve(core.clone(), listener, watch.clone()));
+    }
     tracing::info!(node = %me, %addr, "node started");
     Ok(NodeHandle {
         addr,
+        metrics_addr,
         core,
         shutdown,
         tasks,

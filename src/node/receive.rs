@@ -58,6 +58,7 @@ pub async fn forward(
         results.push(store_one(core, &mut tx, sender, report, envelope, now).await?);
     }
     tx.commit().await?;
+    crate::faults::crash_point("receiver-after-commit-before-reply");
     Ok(pb::ForwardResponse { results })
 }
 
@@ -298,6 +299,9 @@ async fn store_one(
         now,
     )
     .await?;
+    core.metrics
+        .reports_received
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(peer = %sender, origin = %r.origin, report_id = %p.report_id, "report received");
     Ok(pb::ForwardResult {
         code: OK,

@@ -115,6 +115,13 @@ pub struct HistoryRow {
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
+pub struct QueueRow {
+    pub peer: String,
+    pub depth: i64,
+    pub oldest_ms: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CheckpointRow {
     pub size: i64,
     pub root: Vec<u8>,
@@ -376,6 +383,31 @@ impl Store {
         Ok(())
     }
 
+    /// Per peer: undelivered items and the creation time of the oldest.
+    pub async fn outbox_summary(&self) -> Result<Vec<QueueRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT peer, COUNT(*) AS depth, MIN(created_at_ms) AS oldest_ms FROM outbox GROUP BY peer ORDER BY peer",
+        )
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    pub async fn audit_entries_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Number of cases by direction and status.
+    pub async fn case_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT direction, status, COUNT(*) FROM reports GROUP BY direction, status ORDER BY direction, status",
+        )
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
     /// The latest audit entry of `kind`.
     pub async fn last_audit_of_kind(&self, kind: &str) -> Result<Option<AuditRow>, StoreError> {
         Ok(sqlx::query_as(
@@ -630,6 +662,7 @@ impl Tx {
             &entry.subject,
             &detail,
         );
+        crate::faults::crash_point("audit-append");
         sqlx::query(
             "INSERT INTO audit_log (seq, at_ms, kind, actor, subject, detail, prev_hash, hash, leaf_hash)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

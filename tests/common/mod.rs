@@ -20,6 +20,16 @@ use alertrelay::pb::operator_client::OperatorClient;
 use alertrelay::provision::{self, NodeSpec};
 use tonic::transport::Channel;
 
+/// Quick retries, so tests of outages do not wait.
+pub fn fast_delivery() -> RawDelivery {
+    RawDelivery {
+        retry_initial_ms: 20,
+        retry_max_ms: 200,
+        batch_size: 64,
+        request_timeout_ms: 5_000,
+    }
+}
+
 pub struct Federation {
     pub dir: tempfile::TempDir,
     pub configs: Vec<NodeConfig>,
@@ -33,6 +43,14 @@ impl Federation {
     }
 
     pub async fn start_with(nodes: &[(&str, &[&str])], fallback: Option<&str>) -> Self {
+        Self::start_opts(nodes, fallback, fast_delivery()).await
+    }
+
+    pub async fn start_opts(
+        nodes: &[(&str, &[&str])],
+        fallback: Option<&str>,
+        delivery: RawDelivery,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut listeners = Vec::new();
         let mut specs = Vec::new();
@@ -52,16 +70,12 @@ impl Federation {
             &specs,
             &provision::Options {
                 fallback: fallback.map(|f| NodeId::new(f).unwrap()),
-                delivery: Some(RawDelivery {
-                    retry_initial_ms: 20,
-                    retry_max_ms: 200,
-                    batch_size: 64,
-                    request_timeout_ms: 5_000,
-                }),
+                delivery: Some(delivery),
                 audit: Some(alertrelay::config::RawAudit {
                     checkpoint_interval_ms: 100,
                     witness_interval_ms: 100,
                 }),
+                metrics_listen: Some("127.0.0.1:0".into()),
             },
         )
         .unwrap();
@@ -168,6 +182,20 @@ impl Federation {
 
     pub fn signing_key(&self, i: usize) -> NodeKey {
         NodeKey::load(&self.configs[i].signing_key).unwrap()
+    }
+
+    /// Fetches node `i`'s Prometheus page.
+    pub async fn metrics(&self, i: usize) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.nodes[i].as_ref().unwrap().metrics_addr.unwrap();
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+        out
     }
 
     pub fn database(&self, i: usize) -> PathBuf {

@@ -1,0 +1,294 @@
+//! Prometheus metrics: in-memory counters and histograms updated where
+//! things happen, plus gauges read from the database at scrape time, served
+//! as text on their own listener (`[metrics] listen`), off the gRPC port.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::node::Core;
+
+/// Delivery latency buckets, seconds.
+const LATENCY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; LATENCY_BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, v: f64) {
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            if v <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
+/// Counters keyed by label values. BTreeMap so the output is ordered.
+#[derive(Default)]
+pub struct Metrics {
+    pub reports_submitted: AtomicU64,
+    pub reports_received: AtomicU64,
+    refusals: Mutex<BTreeMap<String, u64>>,
+    deliveries: Mutex<BTreeMap<(String, String), u64>>,
+    delivery_failures: Mutex<BTreeMap<String, u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+    witness: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+fn bump<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, k: K, by: u64) {
+    if let Ok(mut g) = m.lock() {
+        *g.entry(k).or_default() += by;
+    }
+}
+
+impl Metrics {
+    pub fn refusal(&self, reason: &str) {
+        bump(&self.refusals, reason.to_owned(), 1);
+    }
+
+    /// `outcome`: delivered or refused.
+    pub fn delivered(&self, peer: &str, outcome: &str, n: u64) {
+        if n > 0 {
+            bump(&self.deliveries, (peer.to_owned(), outcome.to_owned()), n);
+        }
+    }
+
+    /// How long a peer took to answer a delivered batch.
+    pub fn delivery_latency(&self, peer: &str, latency: Duration) {
+        if let Ok(mut g) = self.latency.lock() {
+            g.entry(peer.to_owned())
+                .or_default()
+                .observe(latency.as_secs_f64());
+        }
+    }
+
+    pub fn delivery_failed(&self, peer: &str) {
+        bump(&self.delivery_failures, peer.to_owned(), 1);
+    }
+
+    /// `event`: cosigned (we cosigned the peer's checkpoint), refused (we
+    /// refused to), refused_us (the peer refused ours).
+    pub fn witness(&self, peer: &str, event: &str) {
+        bump(&self.witness, (peer.to_owned(), event.to_owned()), 1);
+    }
+
+    pub fn witness_count(&self, peer: &str, event: &str) -> u64 {
+        self.witness
+            .lock()
+            .ok()
+            .and_then(|g| g.get(&(peer.to_owned(), event.to_owned())).copied())
+            .unwrap_or(0)
+    }
+}
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The metrics page in Prometheus text format.
+pub async fn render(core: &Core) -> String {
+    let m = &core.metrics;
+    let mut out = String::new();
+    let node = esc(core.me.as_str());
+    let _ = writeln!(
+        out,
+        "# HELP alertrelay_node_info The node and its version.\n# TYPE alertrelay_node_info gauge"
+    );
+    let _ = writeln!(
+        out,
+        "alertrelay_node_info{{node=\"{node}\",version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    };
+    counter(
+        &mut out,
+        "alertrelay_reports_submitted_total",
+        "Reports submitted by this hotline's analysts.",
+        m.reports_submitted.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "alertrelay_reports_received_total",
+        "Reports received from peers and stored.",
+        m.reports_received.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP alertrelay_refusals_total Refused inputs by reason code.\n# TYPE alertrelay_refusals_total counter"
+    );
+    if let Ok(g) = m.refusals.lock() {
+        for (reason, v) in g.iter() {
+            let _ = writeln!(
+                out,
+                "alertrelay_refusals_total{{reason=\"{}\"}} {v}",
+                esc(reason)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP alertrelay_deliveries_total Reports settled with a peer by outcome.\n# TYPE alertrelay_deliveries_total counter"
+    );
+    if let Ok(g) = m.deliveries.lock() {
+        for ((peer, outcome), v) in g.iter() {
+            let _ = writeln!(
+                out,
+                "alertrelay_deliveries_total{{peer=\"{}\",outcome=\"{}\"}} {v}",
+                esc(peer),
+                esc(outcome)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP alertrelay_delivery_failures_total Failed delivery attempts (retried).\n# TYPE alertrelay_delivery_failures_total counter"
+    );
+    if let Ok(g) = m.delivery_failures.lock() {
+        for (peer, v) in g.iter() {
+            let _ = writeln!(
+                out,
+                "alertrelay_delivery_failures_total{{peer=\"{}\"}} {v}",
+                esc(peer)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP alertrelay_delivery_latency_seconds Time for a peer to answer a delivered batch.\n# TYPE alertrelay_delivery_latency_seconds histogram"
+    );
+    if let Ok(g) = m.latency.lock() {
+        for (peer, h) in g.iter() {
+            let peer = esc(peer);
+            for (b, c) in LATENCY_BUCKETS.iter().zip(h.counts.iter()) {
+                let _ = writeln!(
+                    out,
+                    "alertrelay_delivery_latency_seconds_bucket{{peer=\"{peer}\",le=\"{b}\"}} {c}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "alertrelay_delivery_latency_seconds_bucket{{peer=\"{peer}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "alertrelay_delivery_latency_seconds_sum{{peer=\"{peer}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "alertrelay_delivery_latency_seconds_count{{peer=\"{peer}\"}} {}",
+                h.count
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP alertrelay_witness_events_total Audit-log witnessing: cosigned, refused (a peer's checkpoint), refused_us (ours, by a peer).\n# TYPE alertrelay_witness_events_total counter"
+    );
+    if let Ok(g) = m.witness.lock() {
+        for ((peer, event), v) in g.iter() {
+            let _ = writeln!(
+                out,
+                "alertrelay_witness_events_total{{peer=\"{}\",event=\"{}\"}} {v}",
+                esc(peer),
+                esc(event)
+            );
+        }
+    }
+    // Gauges from the database.
+    if let Ok(queues) = core.store.outbox_summary().await {
+        let now = Core::now_ms();
+        let _ = writeln!(
+            out,
+            "# HELP alertrelay_outbox_depth Undelivered items per peer.\n# TYPE alertrelay_outbox_depth gauge"
+        );
+        for q in &queues {
+            let _ = writeln!(
+                out,
+                "alertrelay_outbox_depth{{peer=\"{}\"}} {}",
+                esc(&q.peer),
+                q.depth
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP alertrelay_outbox_oldest_age_seconds Age of the oldest undelivered item per peer.\n# TYPE alertrelay_outbox_oldest_age_seconds gauge"
+        );
+        for q in &queues {
+            let age = (now - q.oldest_ms).max(0) as f64 / 1000.0;
+            let _ = writeln!(
+                out,
+                "alertrelay_outbox_oldest_age_seconds{{peer=\"{}\"}} {age}",
+                esc(&q.peer)
+            );
+        }
+    }
+    if let Ok(counts) = core.store.case_counts().await {
+        let _ = writeln!(
+            out,
+            "# HELP alertrelay_cases Cases by direction and status.\n# TYPE alertrelay_cases gauge"
+        );
+        for (direction, status, n) in counts {
+            let _ = writeln!(
+                out,
+                "alertrelay_cases{{direction=\"{}\",status=\"{}\"}} {n}",
+                esc(&direction),
+                esc(&status)
+            );
+        }
+    }
+    out
+}
+
+/// Serves `GET /metrics` over plain HTTP/1.1 on `listener` until shutdown.
+pub async fn serve(
+    core: std::sync::Arc<Core>,
+    listener: tokio::net::TcpListener,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let (mut sock, _) = tokio::select! {
+            r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+            _ = shutdown.changed() => return,
+        };
+        let core = core.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if request.starts_with("GET /metrics ") {
+                ("200 OK", render(&core).await)
+            } else {
+                ("404 Not Found", "try /metrics\n".to_owned())
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}

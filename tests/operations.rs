@@ -1,0 +1,116 @@
+//! What an operator watches: per-peer delivery state, Prometheus metrics,
+//! and a backlog that drains as soon as a peer that was down contacts us.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use alertrelay::api::convert::{peer_from_pb, summary_from_pb};
+use alertrelay::config::RawDelivery;
+use alertrelay::pb;
+use common::*;
+
+const AB: &[(&str, &[&str])] = &[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])];
+
+#[tokio::test]
+async fn peers_status_and_metrics_show_an_outage_and_its_backlog() {
+    let mut fed = Federation::start(AB).await;
+    fed.stop(1).await;
+    let mut fr = fed.operator(0);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            submit(&mut fr, &format!("http://{DE_IP}/{i}"), "")
+                .await
+                .report_id,
+        );
+    }
+    let first = ids[0].clone();
+    wait_case(&fr, &first, 10, |c| c.deliveries[0].attempts >= 2).await;
+    let peers: Vec<_> = fr
+        .list_peers(pb::ListPeersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .peers
+        .into_iter()
+        .map(peer_from_pb)
+        .collect();
+    assert_eq!(peers.len(), 1);
+    let de = &peers[0];
+    assert_eq!(de.node_id, "DE-ECO");
+    assert_eq!(de.reachable, "no");
+    assert_eq!(de.queue_depth, 3);
+    assert!(de.oldest_undelivered_age_ms > 0);
+    assert!(!de.last_error.is_empty());
+    assert!(de.consecutive_failures >= 2);
+    assert!(de.next_attempt_ms > 0);
+
+    let page = fed.metrics(0).await;
+    assert!(
+        page.contains("alertrelay_outbox_depth{peer=\"DE-ECO\"} 3"),
+        "{page}"
+    );
+    assert!(
+        page.contains("alertrelay_reports_submitted_total 3"),
+        "{page}"
+    );
+    assert!(
+        page.contains("alertrelay_delivery_failures_total{peer=\"DE-ECO\"}"),
+        "{page}"
+    );
+    assert!(
+        page.contains("alertrelay_cases{direction=\"outgoing\",status=\"queued\"} 3"),
+        "{page}"
+    );
+    assert!(!page.contains("http://"), "no reported URL in metrics");
+
+    fed.restart(1).await;
+    for id in &ids {
+        wait_case(&fr, id, 10, |c| c.status == "delivered").await;
+    }
+    let status = summary_from_pb(fr.status(pb::StatusRequest {}).await.unwrap().into_inner());
+    assert_eq!(status.node_id, "FR-PDC");
+    assert_eq!(status.outbox_total, 0);
+    assert_eq!(status.peers_reachable, 1);
+    assert!(
+        status
+            .cases
+            .iter()
+            .any(|c| c.status == "delivered" && c.count == 3)
+    );
+    let page = fed.metrics(0).await;
+    assert!(
+        page.contains("alertrelay_deliveries_total{peer=\"DE-ECO\",outcome=\"delivered\"} 3"),
+        "{page}"
+    );
+    assert!(
+        page.contains("alertrelay_delivery_latency_seconds_count{peer=\"DE-ECO\"}"),
+        "{page}"
+    );
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn backoff_ends_as_soon_as_the_peer_that_was_down_contacts_us() {
+    // Retries at least 15 s apart: only the peer's own call can explain a
+    // delivery within seconds of its return.
+    let slow = RawDelivery {
+        retry_initial_ms: 30_000,
+        retry_max_ms: 30_000,
+        ..fast_delivery()
+    };
+    let mut fed = Federation::start_opts(AB, None, slow).await;
+    fed.stop(1).await;
+    let mut fr = fed.operator(0);
+    let id = submit(&mut fr, &format!("http://{DE_IP}/x"), "")
+        .await
+        .report_id;
+    wait_case(&fr, &id, 10, |c| c.deliveries[0].attempts >= 1).await;
+    fed.restart(1).await;
+    // DE's witness contacts FR within ~100 ms of starting.
+    let started = Instant::now();
+    wait_case(&fr, &id, 10, |c| c.status == "delivered").await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    fed.shutdown().await;
+}
