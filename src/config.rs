@@ -137,6 +137,15 @@ pub struct RawLimits {
     pub max_report_age_days: u32,
     /// Reports dated further than this in the future are refused.
     pub max_clock_skew_secs: u32,
+    /// Requests per second each peer node may make (sustained), its burst,
+    /// and how many may be in flight at once; beyond: RESOURCE_EXHAUSTED.
+    pub peer_requests_per_sec: f64,
+    pub peer_burst: u32,
+    pub peer_concurrent: u32,
+    /// The same for each operator certificate.
+    pub operator_requests_per_sec: f64,
+    pub operator_burst: u32,
+    pub operator_concurrent: u32,
 }
 
 impl Default for RawLimits {
@@ -144,6 +153,12 @@ impl Default for RawLimits {
         RawLimits {
             max_report_age_days: 30,
             max_clock_skew_secs: 300,
+            peer_requests_per_sec: 200.0,
+            peer_burst: 400,
+            peer_concurrent: 16,
+            operator_requests_per_sec: 1000.0,
+            operator_burst: 2000,
+            operator_concurrent: 32,
         }
     }
 }
@@ -167,6 +182,8 @@ pub struct NodeConfig {
     pub checkpoint_interval: Duration,
     pub witness_interval: Duration,
     pub metrics_listen: Option<SocketAddr>,
+    pub peer_quota: crate::api::limits::Quota,
+    pub operator_quota: crate::api::limits::Quota,
 }
 
 #[derive(Debug, Clone)]
@@ -285,6 +302,32 @@ impl NodeConfig {
                 "audit intervals must be at least 10 ms".into(),
             ));
         }
+        let l = &raw.limits;
+        let quota = |key: &'static str, per_sec: f64, burst: u32, concurrent: u32| {
+            if !(per_sec > 0.0 && per_sec.is_finite()) || burst == 0 || concurrent == 0 {
+                return Err(invalid(
+                    key,
+                    "rate, burst and concurrency must be > 0".into(),
+                ));
+            }
+            Ok(crate::api::limits::Quota {
+                per_sec,
+                burst: f64::from(burst),
+                concurrent: concurrent as usize,
+            })
+        };
+        let peer_quota = quota(
+            "limits.peer_requests_per_sec",
+            l.peer_requests_per_sec,
+            l.peer_burst,
+            l.peer_concurrent,
+        )?;
+        let operator_quota = quota(
+            "limits.operator_requests_per_sec",
+            l.operator_requests_per_sec,
+            l.operator_burst,
+            l.operator_concurrent,
+        )?;
         let metrics_listen = match raw.metrics.listen.as_deref() {
             None | Some("") => None,
             Some(a) => Some(a.parse().map_err(|_| {
@@ -316,6 +359,8 @@ impl NodeConfig {
             checkpoint_interval: Duration::from_millis(raw.audit.checkpoint_interval_ms),
             witness_interval: Duration::from_millis(raw.audit.witness_interval_ms),
             metrics_listen,
+            peer_quota,
+            operator_quota,
         })
     }
 }

@@ -86,6 +86,7 @@ pub struct Options {
     pub audit: Option<RawAudit>,
     /// `[metrics] listen` for every node (e.g. `127.0.0.1:0` in tests).
     pub metrics_listen: Option<String>,
+    pub limits: Option<RawLimits>,
 }
 
 pub fn init(
@@ -182,7 +183,7 @@ pub fn init(
                 key: "operator.key".into(),
             }),
             delivery: options.delivery.clone().unwrap_or_default(),
-            limits: RawLimits::default(),
+            limits: options.limits.clone().unwrap_or_default(),
             audit: options.audit.clone().unwrap_or_default(),
             metrics: RawMetrics {
                 listen: options.metrics_listen.clone(),

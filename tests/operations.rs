@@ -114,3 +114,81 @@ async fn backoff_ends_as_soon_as_the_peer_that_was_down_contacts_us() {
     assert!(started.elapsed() < Duration::from_secs(10));
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_flooding_peer_is_throttled_without_hurting_the_others() {
+    let limits = alertrelay::config::RawLimits {
+        peer_requests_per_sec: 50.0,
+        peer_burst: 50,
+        peer_concurrent: 8,
+        ..Default::default()
+    };
+    let fed = Federation::start_full(
+        &[
+            ("FR-PDC", &["FR"]),
+            ("DE-ECO", &["DE"]),
+            ("NL-EOKM", &["NL"]),
+        ],
+        None,
+        fast_delivery(),
+        Some(limits),
+    )
+    .await;
+    let ping = |client: &mut pb::federation_client::FederationClient<tonic::transport::Channel>| {
+        let mut c = client.clone();
+        async move {
+            let t = Instant::now();
+            let r = c.node_info(pb::NodeInfoRequest {}).await;
+            (r.map(|_| ()).map_err(|s| s.code()), t.elapsed())
+        }
+    };
+    let mut fr = fed.federation_as(0, 1);
+    let mut normal = Vec::new();
+    for _ in 0..20 {
+        let (r, t) = ping(&mut fr).await;
+        assert!(r.is_ok());
+        normal.push(t);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    // NL sends ten times its allowance, 64 at a time.
+    let nl = fed.federation_as(2, 1);
+    let flood = tokio::spawn(async move {
+        let mut refused = 0;
+        let mut ok = 0;
+        for _ in 0..8 {
+            let calls: Vec<_> = (0..64)
+                .map(|_| {
+                    let mut c = nl.clone();
+                    tokio::spawn(async move { c.node_info(pb::NodeInfoRequest {}).await })
+                })
+                .collect();
+            for c in calls {
+                match c.await.unwrap() {
+                    Ok(_) => ok += 1,
+                    Err(s) => {
+                        assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+                        refused += 1;
+                    }
+                }
+            }
+        }
+        (ok, refused)
+    });
+    let mut during = Vec::new();
+    for _ in 0..20 {
+        let (r, t) = ping(&mut fr).await;
+        assert_eq!(r, Ok(()), "FR is never throttled by NL's flood");
+        during.push(t);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let (ok, refused) = flood.await.unwrap();
+    assert!(refused > 0, "the flood was throttled");
+    assert!(ok >= 50, "NL still got its allowance: {ok}");
+    normal.sort();
+    during.sort();
+    println!(
+        "flood: NL {ok} admitted, {refused} RESOURCE_EXHAUSTED; FR p50 latency {:?} before, {:?} during",
+        normal[10], during[10]
+    );
+    fed.shutdown().await;
+}

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use tonic::{Request, Status};
 
+use crate::api::limits::Permit;
 use crate::identity::{IdentityError, NodeId, PeerIdentity};
 use crate::node::Core;
 
@@ -39,27 +40,40 @@ async fn audited<T, R>(
             None => "unidentified".to_owned(),
         };
         tracing::warn!(caller = %who, reason = status.message(), "call refused");
-        core.audit_refusal(&who, "permission-denied", status.message(), &[])
-            .await;
+        let code = if status.code() == tonic::Code::ResourceExhausted {
+            "rate-limited"
+        } else {
+            "permission-denied"
+        };
+        core.audit_refusal(&who, code, status.message(), &[]).await;
     }
     result
 }
 
 /// The calling node, for the `Federation` service: node certificates of
-/// active directory members only.
-pub async fn node<T>(core: &Core, req: &Request<T>) -> Result<NodeId, Status> {
-    let result = node_identity(core, req);
-    if let Ok(peer) = &result {
+/// active directory members only; admitted within its quota. Hold the
+/// permit until the request is answered.
+pub async fn node<T>(core: &Core, req: &Request<T>) -> Result<(NodeId, Permit), Status> {
+    let result = node_identity(core, req).and_then(|peer| {
         // The peer is up: our worker for it need not wait out a backoff.
-        core.contacted_by(peer);
-    }
+        core.contacted_by(&peer);
+        let permit = core
+            .limiter
+            .admit(&format!("node:{peer}"), core.config.peer_quota)?;
+        Ok((peer, permit))
+    });
     audited(core, req, result).await
 }
 
 /// The calling operator, for the `Operator` service: operator certificates
-/// issued for this node only.
-pub async fn operator<T>(core: &Core, req: &Request<T>) -> Result<PeerIdentity, Status> {
-    let result = operator_identity(core, req);
+/// issued for this node only; admitted within its quota.
+pub async fn operator<T>(core: &Core, req: &Request<T>) -> Result<(PeerIdentity, Permit), Status> {
+    let result = operator_identity(core, req).and_then(|op| {
+        let permit = core
+            .limiter
+            .admit(&op.to_string(), core.config.operator_quota)?;
+        Ok((op, permit))
+    });
     audited(core, req, result).await
 }
 

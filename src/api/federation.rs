@@ -18,7 +18,7 @@ impl pb::federation_server::Federation for FederationService {
         &self,
         request: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardResponse>, Status> {
-        let sender = auth::node(&self.core, &request).await?;
+        let (sender, _permit) = auth::node(&self.core, &request).await?;
         receive::forward(&self.core, &sender, request.into_inner())
             .await
             .map(Response::new)
@@ -29,7 +29,7 @@ impl pb::federation_server::Federation for FederationService {
         &self,
         request: Request<pb::PushStatusRequest>,
     ) -> Result<Response<pb::PushStatusResponse>, Status> {
-        let sender = auth::node(&self.core, &request).await?;
+        let (sender, _permit) = auth::node(&self.core, &request).await?;
         receive::push_status(&self.core, &sender, request.get_ref())
             .await
             .map(Response::new)
@@ -40,7 +40,7 @@ impl pb::federation_server::Federation for FederationService {
         &self,
         request: Request<pb::NodeInfoRequest>,
     ) -> Result<Response<pb::NodeInfoResponse>, Status> {
-        auth::node(&self.core, &request).await?;
+        let _permit = auth::node(&self.core, &request).await?;
         let me = self.core.config.directory.node(&self.core.me);
         Ok(Response::new(pb::NodeInfoResponse {
             node_id: self.core.me.to_string(),
@@ -54,7 +54,7 @@ impl pb::federation_server::Federation for FederationService {
         &self,
         request: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::CheckpointNote>, Status> {
-        auth::node(&self.core, &request).await?;
+        let _permit = auth::node(&self.core, &request).await?;
         let note = checkpoint::latest_with_cosignatures(&self.core)
             .await
             .map_err(to_status)?;
@@ -67,7 +67,7 @@ impl pb::federation_server::Federation for FederationService {
         &self,
         request: Request<pb::ConsistencyProofRequest>,
     ) -> Result<Response<pb::ConsistencyProof>, Status> {
-        auth::node(&self.core, &request).await?;
+        let _permit = auth::node(&self.core, &request).await?;
         let r = request.get_ref();
         let proof = checkpoint::consistency_proof(&self.core, r.old_size, r.new_size)
             .await
@@ -81,7 +81,7 @@ impl pb::federation_server::Federation for FederationService {
         &self,
         request: Request<pb::CosignRequest>,
     ) -> Result<Response<pb::CosignResponse>, Status> {
-        let witness = auth::node(&self.core, &request).await?;
+        let (witness, _permit) = auth::node(&self.core, &request).await?;
         let r = request.get_ref();
         checkpoint::receive_cosignature(
             &self.core,
@@ -99,7 +99,7 @@ impl pb::federation_server::Federation for FederationService {
         &self,
         request: Request<pb::GetWitnessedRequest>,
     ) -> Result<Response<pb::CheckpointNote>, Status> {
-        auth::node(&self.core, &request).await?;
+        let _permit = auth::node(&self.core, &request).await?;
         let row = self
             .core
             .store

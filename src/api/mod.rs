@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod convert;
 pub mod federation;
+pub mod limits;
 pub mod operator;
 pub mod server;
 pub mod status;

@@ -21,7 +21,7 @@ impl pb::operator_server::Operator for OperatorService {
         &self,
         request: Request<pb::SubmitReportRequest>,
     ) -> Result<Response<pb::SubmitReportResponse>, Status> {
-        let operator = auth::operator(&self.core, &request).await?;
+        let (operator, _permit) = auth::operator(&self.core, &request).await?;
         let r = request.into_inner();
         let submission = Submission {
             urls: &r.urls,
@@ -52,7 +52,7 @@ impl pb::operator_server::Operator for OperatorService {
         &self,
         request: Request<pb::RouteRequest>,
     ) -> Result<Response<pb::RouteDecision>, Status> {
-        auth::operator(&self.core, &request).await?;
+        let _permit = auth::operator(&self.core, &request).await?;
         let r = request.get_ref();
         intake::route_preview(&self.core, &r.urls, &r.hosting_ip, &r.category)
             .map(|d| Response::new(route_to_pb(&d)))
@@ -63,7 +63,7 @@ impl pb::operator_server::Operator for OperatorService {
         &self,
         request: Request<pb::GetCaseRequest>,
     ) -> Result<Response<pb::Case>, Status> {
-        auth::operator(&self.core, &request).await?;
+        let _permit = auth::operator(&self.core, &request).await?;
         cases::get(&self.core, &request.get_ref().id)
             .await
             .map(|c| Response::new(case_to_pb(&c)))
@@ -74,7 +74,7 @@ impl pb::operator_server::Operator for OperatorService {
         &self,
         request: Request<pb::ListCasesRequest>,
     ) -> Result<Response<pb::ListCasesResponse>, Status> {
-        auth::operator(&self.core, &request).await?;
+        let _permit = auth::operator(&self.core, &request).await?;
         let r = request.get_ref();
         let direction = match r.direction.as_str() {
             "" => None,
@@ -94,7 +94,7 @@ impl pb::operator_server::Operator for OperatorService {
         &self,
         request: Request<pb::UpdateCaseRequest>,
     ) -> Result<Response<pb::Case>, Status> {
-        let operator = auth::operator(&self.core, &request).await?;
+        let (operator, _permit) = auth::operator(&self.core, &request).await?;
         let r = request.get_ref();
         cases::update(&self.core, &operator, &r.id, &r.status, &r.reason)
             .await
@@ -106,7 +106,7 @@ impl pb::operator_server::Operator for OperatorService {
         &self,
         request: Request<pb::MakeCheckpointRequest>,
     ) -> Result<Response<pb::CheckpointNote>, Status> {
-        auth::operator(&self.core, &request).await?;
+        let _permit = auth::operator(&self.core, &request).await?;
         let cp = crate::node::checkpoint::make(&self.core)
             .await
             .map_err(to_status)?;
@@ -120,7 +120,7 @@ impl pb::operator_server::Operator for OperatorService {
         &self,
         request: Request<pb::ListPeersRequest>,
     ) -> Result<Response<pb::ListPeersResponse>, Status> {
-        auth::operator(&self.core, &request).await?;
+        let _permit = auth::operator(&self.core, &request).await?;
         let peers = crate::node::overview::peers(&self.core)
             .await
             .map_err(to_status)?;
@@ -133,7 +133,7 @@ impl pb::operator_server::Operator for OperatorService {
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::NodeStatus>, Status> {
-        auth::operator(&self.core, &request).await?;
+        let _permit = auth::operator(&self.core, &request).await?;
         crate::node::overview::summary(&self.core)
             .await
             .map(|s| Response::new(crate::api::convert::summary_to_pb(&s)))

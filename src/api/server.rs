@@ -21,6 +21,9 @@ use crate::node::Core;
 use crate::pb;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS handshakes in progress at once; connections beyond are closed at
+/// once, so a connection flood cannot grow memory.
+const MAX_HANDSHAKES: usize = 256;
 /// Largest accepted request (a full batch of maximal reports fits).
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
@@ -83,6 +86,7 @@ pub async fn serve(
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let federation = core.config.directory.federation.clone();
     let mut accept_shutdown = shutdown.clone();
+    let handshakes = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     let accept_loop = tokio::spawn(async move {
         loop {
             let (tcp, remote) = tokio::select! {
@@ -96,6 +100,10 @@ pub async fn serve(
                 },
                 _ = accept_shutdown.changed() => return,
             };
+            let Ok(slot) = handshakes.clone().try_acquire_owned() else {
+                tracing::warn!(%remote, "too many TLS handshakes in progress; connection closed");
+                continue;
+            };
             // Without TCP_NODELAY, Nagle and delayed ACKs stall each
             // exchange by ~40 ms.
             let _ = tcp.set_nodelay(true);
@@ -103,7 +111,9 @@ pub async fn serve(
             let conn_tx = conn_tx.clone();
             let federation = federation.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                drop(slot);
+                match handshake {
                     Ok(Ok(stream)) => {
                         let identity = stream
                             .get_ref()

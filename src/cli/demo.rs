@@ -59,6 +59,7 @@ pub(crate) async fn run(keep: Option<PathBuf>) -> Result<ExitCode, Failure> {
                 witness_interval_ms: 100,
             }),
             metrics_listen: None,
+            limits: None,
         },
     )?;
     println!(

@@ -389,6 +389,7 @@ fn federation_init(
             delivery: None,
             audit: None,
             metrics_listen: None,
+            limits: None,
         },
     )?;
     println!("federation {federation} written to {}", out.display());

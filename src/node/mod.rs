@@ -83,6 +83,7 @@ pub struct Core {
     /// Per peer: wake-ups for its delivery worker and what it last saw.
     pub peers: BTreeMap<NodeId, Arc<crate::federation::PeerLink>>,
     pub metrics: crate::metrics::Metrics,
+    pub limiter: crate::api::limits::Limiter,
 }
 
 impl Core {
@@ -222,6 +223,7 @@ pub async fn start_with_listener(
         peers: links,
         started_at_ms: Core::now_ms(),
         metrics: crate::metrics::Metrics::default(),
+        limiter: crate::api::limits::Limiter::default(),
         config,
     });
     audit_start(&core, addr, &peers)

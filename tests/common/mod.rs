@@ -51,6 +51,15 @@ impl Federation {
         fallback: Option<&str>,
         delivery: RawDelivery,
     ) -> Self {
+        Self::start_full(nodes, fallback, delivery, None).await
+    }
+
+    pub async fn start_full(
+        nodes: &[(&str, &[&str])],
+        fallback: Option<&str>,
+        delivery: RawDelivery,
+        limits: Option<alertrelay::config::RawLimits>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut listeners = Vec::new();
         let mut specs = Vec::new();
@@ -76,6 +85,7 @@ impl Federation {
                     witness_interval_ms: 100,
                 }),
                 metrics_listen: Some("127.0.0.1:0".into()),
+                limits,
             },
         )
         .unwrap();

@@ -1,0 +1,132 @@
+//! Load shedding per authenticated caller: a token bucket (rate and burst)
+//! and a cap on requests in flight. A caller over either gets
+//! RESOURCE_EXHAUSTED at once, without touching the others' capacity. The
+//! table is keyed by authenticated identity, so its size is bounded by the
+//! directory and the certificates the federation CA issued.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::Status;
+
+/// Rate, burst and concurrency for one kind of caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Quota {
+    pub per_sec: f64,
+    pub burst: f64,
+    pub concurrent: usize,
+}
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+struct CallerLimit {
+    bucket: Mutex<Bucket>,
+    inflight: Arc<Semaphore>,
+}
+
+pub struct Limiter {
+    callers: Mutex<BTreeMap<String, Arc<CallerLimit>>>,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Limiter {
+            callers: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+/// Held for the duration of an admitted request.
+pub struct Permit {
+    _inflight: OwnedSemaphorePermit,
+}
+
+impl Limiter {
+    /// Admits one request from `who`, or refuses it with RESOURCE_EXHAUSTED.
+    pub fn admit(&self, who: &str, quota: Quota) -> Result<Permit, Status> {
+        let caller = {
+            let mut callers = self
+                .callers
+                .lock()
+                .map_err(|_| Status::internal("limiter unavailable"))?;
+            callers
+                .entry(who.to_owned())
+                .or_insert_with(|| {
+                    Arc::new(CallerLimit {
+                        bucket: Mutex::new(Bucket {
+                            tokens: quota.burst,
+                            last: Instant::now(),
+                        }),
+                        inflight: Arc::new(Semaphore::new(quota.concurrent)),
+                    })
+                })
+                .clone()
+        };
+        let inflight = caller.inflight.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "more than {} requests in flight from {who}; retry later",
+                quota.concurrent
+            ))
+        })?;
+        let mut b = caller
+            .bucket
+            .lock()
+            .map_err(|_| Status::internal("limiter unavailable"))?;
+        let now = Instant::now();
+        b.tokens =
+            (b.tokens + now.duration_since(b.last).as_secs_f64() * quota.per_sec).min(quota.burst);
+        b.last = now;
+        if b.tokens < 1.0 {
+            return Err(Status::resource_exhausted(format!(
+                "rate limit of {} requests/s for {who} exceeded; retry later",
+                quota.per_sec
+            )));
+        }
+        b.tokens -= 1.0;
+        Ok(Permit {
+            _inflight: inflight,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_over_its_rate_is_refused_and_others_are_not() {
+        let l = Limiter::default();
+        let q = Quota {
+            per_sec: 0.001,
+            burst: 5.0,
+            concurrent: 100,
+        };
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            held.push(l.admit("node:A", q).unwrap());
+        }
+        let err = l.admit("node:A", q).err().unwrap();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert!(l.admit("node:B", q).is_ok());
+    }
+
+    #[test]
+    fn concurrency_is_capped_and_released() {
+        let l = Limiter::default();
+        let q = Quota {
+            per_sec: 1e9,
+            burst: 1e9,
+            concurrent: 2,
+        };
+        let a = l.admit("x", q).unwrap();
+        let _b = l.admit("x", q).unwrap();
+        assert!(l.admit("x", q).is_err());
+        drop(a);
+        assert!(l.admit("x", q).is_ok());
+    }
+}
