@@ -222,10 +222,11 @@ async fn audit_verify_detects_every_kind_of_tampering() {
 }
 
 #[tokio::test]
-async fn a_node_refuses_to_sign_a_checkpoint_inconsistent_with_its_last_one() {
+async fn a_rewritten_log_is_never_signed_over_and_the_node_will_not_start_on_it() {
     let (mut fed, _config, db) = logged_federation().await;
-    rewrite(&db, |rows| rows[1].5 = "{\"rewritten\":true}".into()).await;
     fed.restart(0).await;
+    // Rewritten under the running node.
+    rewrite(&db, |rows| rows[1].5 = "{\"rewritten\":true}".into()).await;
     let err = fed
         .operator(0)
         .make_checkpoint(pb::MakeCheckpointRequest {})
@@ -236,6 +237,14 @@ async fn a_node_refuses_to_sign_a_checkpoint_inconsistent_with_its_last_one() {
         err.message().contains("no longer matches checkpoint"),
         "{}",
         err.message()
+    );
+    // And at the next start, the integrity check refuses to go on.
+    fed.stop(0).await;
+    let err = fed.try_restart(0).await.err().expect("start refused");
+    assert!(err.to_string().contains("audit log integrity"), "{err}");
+    assert!(
+        format!("{err:?}").contains("no longer hashes to the root"),
+        "{err:?}"
     );
     fed.shutdown().await;
 }

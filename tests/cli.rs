@@ -98,3 +98,66 @@ fn geo_lookup_answers_from_the_shipped_data_with_its_source() {
     assert_eq!(v["country"], serde_json::Value::Null, "EU is not a country");
     assert_eq!(v["raw_code"], "EU");
 }
+
+#[test]
+fn sigterm_shuts_a_node_down_cleanly_within_a_bound() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("fed");
+    let (code, _, err) = alertrelay(&[
+        "federation",
+        "init",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--node",
+        "FR-PDC=FR",
+        "--node",
+        "DE-ECO=DE",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let config = out_dir.join("FR-PDC/node.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_alertrelay"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Ready when it says where it listens.
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening on"), "{line}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not exit within 15 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(0));
+    // Flushed: the WAL was folded into the database file.
+    let wal = out_dir.join("FR-PDC/node.db-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "WAL left behind"
+    );
+    let (code, out, err) = alertrelay(&[
+        "audit",
+        "verify",
+        "--offline",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+}

@@ -192,3 +192,42 @@ async fn a_flooding_peer_is_throttled_without_hurting_the_others() {
     );
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_full_disk_refuses_with_unavailable_stores_nothing_and_recovers() {
+    let fed = Federation::start(AB).await;
+    let mut fr = fed.operator(0);
+    let big = || pb::SubmitReportRequest {
+        urls: (0..100)
+            .map(|j| format!("http://{DE_IP}/{j}/{}", "y".repeat(8_000)))
+            .collect(),
+        category: "csam".into(),
+        ..Default::default()
+    };
+    let store = &fed.nodes[0].as_ref().unwrap().core.store;
+    let entries_before = store.audit_entries_count().await.unwrap();
+    store.danger_limit_database().await.unwrap();
+    let err = fr.submit_report(big()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("nothing was stored"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        !err.message().to_lowercase().contains("sqlite"),
+        "no storage details to the caller"
+    );
+    assert!(cases(&mut fr, "").await.is_empty());
+    assert_eq!(store.audit_entries_count().await.unwrap(), entries_before);
+    // Room again: the same submission goes through.
+    store.danger_unlimit_database().await.unwrap();
+    let id = fr
+        .submit_report(big())
+        .await
+        .unwrap()
+        .into_inner()
+        .report_id;
+    wait_case(&fr, &id, 10, |c| c.status == "delivered").await;
+    fed.shutdown().await;
+}

@@ -106,6 +106,29 @@ pub async fn with_cosignatures(core: &Core, cp: &CheckpointRow) -> Result<String
     Ok(out)
 }
 
+/// Start-up check: the log still hashes to the root of the latest checkpoint
+/// this node signed. A node whose log was rewritten must not start signing
+/// on top of it.
+pub async fn check_latest(store: &crate::store::Store) -> Result<(), String> {
+    let Some(cp) = store.latest_checkpoint().await.map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    let size = u64::try_from(cp.size).unwrap_or(0);
+    let leaves = store.leaf_hashes(size).await.map_err(|e| e.to_string())?;
+    if (leaves.len() as u64) < size {
+        return Err(format!(
+            "the audit log holds {} entries but checkpoint {size} was signed",
+            leaves.len()
+        ));
+    }
+    if merkle::root(&leaves).as_slice() != cp.root.as_slice() {
+        return Err(format!(
+            "the audit log no longer hashes to the root of checkpoint {size}"
+        ));
+    }
+    Ok(())
+}
+
 /// An RFC 9162 consistency proof between two sizes of this log.
 pub async fn consistency_proof(
     core: &Core,

@@ -58,6 +58,10 @@ pub enum StartError {
     },
     #[error("geo data")]
     Geo(#[from] GeoError),
+    #[error(
+        "audit log integrity check failed: {0}; run `alertrelay audit verify --config ...` for details"
+    )]
+    AuditIntegrity(String),
     #[error("cannot listen on {addr}")]
     Listen {
         addr: String,
@@ -194,6 +198,9 @@ pub async fn start_with_listener(
             path: config.database.display().to_string(),
             source,
         })?;
+    checkpoint::check_latest(&store)
+        .await
+        .map_err(StartError::AuditIntegrity)?;
     let geo = GeoDb::embedded()?;
     let peers: Vec<_> = config
         .directory

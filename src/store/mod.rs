@@ -43,6 +43,8 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the database file is damaged: {0}")]
+    Corrupt(String),
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -186,6 +188,13 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(base.clone())
             .await?;
+        // Fail closed on a damaged file rather than build on it.
+        let check: Vec<String> = sqlx::query_scalar("PRAGMA quick_check")
+            .fetch_all(&writer)
+            .await?;
+        if check != ["ok"] {
+            return Err(StoreError::Corrupt(check.join("; ")));
+        }
         sqlx::migrate!("migrations/sqlite").run(&writer).await?;
         Self::backfill_leaf_hashes(&writer).await?;
         let reader = SqlitePoolOptions::new()
@@ -214,6 +223,23 @@ impl Store {
         Ok(Tx {
             tx: self.writer.begin().await?,
         })
+    }
+
+    /// Caps the database at its current size, as a full disk would: every
+    /// write that needs a new page then fails. For tests of disk-full
+    /// behaviour; `danger_unlimit_database` lifts it.
+    pub async fn danger_limit_database(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA max_page_count = 1")
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn danger_unlimit_database(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA max_page_count = 4294967294")
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     /// Cheap liveness probe for health checks.

@@ -117,6 +117,10 @@ impl Federation {
 
     /// Restarts node `i` on the same port, with the same database.
     pub async fn restart(&mut self, i: usize) {
+        self.try_restart(i).await.unwrap();
+    }
+
+    pub async fn try_restart(&mut self, i: usize) -> Result<(), node::StartError> {
         let cfg = self.configs[i].clone();
         let deadline = Instant::now() + Duration::from_secs(10);
         let listener = loop {
@@ -129,7 +133,8 @@ impl Federation {
                 Err(e) => panic!("cannot rebind {}: {e}", cfg.listen),
             }
         };
-        self.nodes[i] = Some(node::start_with_listener(cfg, listener).await.unwrap());
+        self.nodes[i] = Some(node::start_with_listener(cfg, listener).await?);
+        Ok(())
     }
 
     pub async fn shutdown(mut self) {
