@@ -240,7 +240,7 @@ async fn a_rewritten_log_is_never_signed_over_and_the_node_will_not_start_on_it(
     );
     // And at the next start, the integrity check refuses to go on.
     fed.stop(0).await;
-    let err = fed.try_restart(0).await.err().expect("start refused");
+    let err = fed.try_restart(0).await.expect_err("start refused");
     assert!(err.to_string().contains("audit log integrity"), "{err}");
     assert!(
         format!("{err:?}").contains("no longer hashes to the root"),
