@@ -231,3 +231,53 @@ async fn a_full_disk_refuses_with_unavailable_stores_nothing_and_recovers() {
     wait_case(&fr, &id, 10, |c| c.status == "delivered").await;
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_backlog_drains_in_order_with_urgent_reports_first() {
+    let mut fed = Federation::start(AB).await;
+    fed.stop(1).await;
+    let mut fr = fed.operator(0);
+    let mut bulk = Vec::new();
+    for i in 0..5 {
+        bulk.push(
+            submit(&mut fr, &format!("http://{DE_IP}/bulk/{i}"), "")
+                .await
+                .report_id,
+        );
+    }
+    let urgent = fr
+        .submit_report(pb::SubmitReportRequest {
+            urls: vec![format!("http://{DE_IP}/urgent")],
+            category: "csam".into(),
+            priority: pb::Priority::Urgent as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .report_id;
+    fed.restart(1).await;
+    for id in bulk.iter().chain([&urgent]) {
+        wait_case(&fr, id, 10, |c| c.status == "delivered").await;
+    }
+    fed.stop(1).await;
+    let store = alertrelay::store::Store::open(&fed.database(1))
+        .await
+        .unwrap();
+    let received: Vec<String> = store
+        .audit_entries(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "report.received")
+        .map(|e| e.subject.rsplit('/').next().unwrap_or_default().to_owned())
+        .collect();
+    store.close().await;
+    let mut want = vec![urgent];
+    want.extend(bulk);
+    assert_eq!(
+        received, want,
+        "urgent first, then the bulk ones in the order submitted"
+    );
+    fed.shutdown().await;
+}

@@ -697,6 +697,7 @@ pub async fn check_delivery(
                 .map(|e| e.detail_str("payload_sha256").to_owned())
                 .unwrap_or_default();
             let mut ok = !case.deliveries.is_empty();
+            let mut duplicated = false;
             for d in &case.deliveries {
                 let Some(r) = cluster.nodes.iter().position(|n| n.id == d.destination) else {
                     violations.push(format!("{subject}: unknown destination {}", d.destination));
@@ -716,7 +717,7 @@ pub async fn check_delivery(
                     ok = false;
                     violations.push(format!("LOST: {subject} is not at {}", d.destination));
                 } else if at_receiver > 1 {
-                    figures.duplicated += 1;
+                    duplicated = true;
                     violations.push(format!(
                         "DUPLICATED: {subject} is {at_receiver} times at {}",
                         d.destination
@@ -731,9 +732,7 @@ pub async fn check_delivery(
                 }
                 let received = snaps[r].entries("report.received", &subject);
                 if received.len() != 1 {
-                    if received.len() > 1 {
-                        figures.duplicated += 1;
-                    }
+                    duplicated |= received.len() > 1;
                     violations.push(format!(
                         "{subject}: {} report.received audit entries at {}, want 1",
                         received.len(),
@@ -762,6 +761,9 @@ pub async fn check_delivery(
                     ok = false;
                     violations.push(format!("{subject} -> {}: {problem}", d.destination));
                 }
+            }
+            if duplicated {
+                figures.duplicated += 1;
             }
             if ok {
                 figures.delivered += 1;
