@@ -57,6 +57,9 @@ pub struct RawNodeConfig {
     /// The operator identity the command-line client uses with this node.
     #[serde(default)]
     pub operator: Option<RawTls>,
+    /// An admin operator identity, for `alertrelay reload`.
+    #[serde(default)]
+    pub admin: Option<RawTls>,
     #[serde(default)]
     pub delivery: RawDelivery,
     #[serde(default)]
@@ -101,6 +104,10 @@ pub struct RawTls {
     pub ca: Option<String>,
     pub cert: String,
     pub key: String,
+    /// Certificate revocation lists of the federation CA (PEM). Reloaded
+    /// on SIGHUP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crls: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,6 +183,7 @@ pub struct NodeConfig {
     pub tls: TlsPaths,
     pub signing_key: PathBuf,
     pub operator: Option<TlsPaths>,
+    pub admin: Option<TlsPaths>,
     pub delivery: Delivery,
     pub max_report_age: Duration,
     pub max_clock_skew: Duration,
@@ -191,6 +199,7 @@ pub struct TlsPaths {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub crls: Vec<PathBuf>,
 }
 
 impl TlsPaths {
@@ -199,6 +208,7 @@ impl TlsPaths {
             ca: &self.ca,
             cert: &self.cert,
             key: &self.key,
+            crls: &self.crls,
         }
     }
 }
@@ -276,15 +286,33 @@ impl NodeConfig {
                 .as_deref()
                 .ok_or_else(|| invalid("tls.ca", "the federation CA file is required".into()))?,
         );
+        let crls: Vec<PathBuf> = raw.tls.crls.iter().map(|c| resolve(c)).collect();
         let tls = TlsPaths {
             ca: ca.clone(),
             cert: resolve(&raw.tls.cert),
             key: resolve(&raw.tls.key),
+            crls: crls.clone(),
         };
+        let client_paths = |o: &RawTls| TlsPaths {
+            ca: o.ca.as_deref().map(resolve).unwrap_or_else(|| ca.clone()),
+            cert: resolve(&o.cert),
+            key: resolve(&o.key),
+            crls: if o.crls.is_empty() {
+                crls.clone()
+            } else {
+                o.crls.iter().map(|c| resolve(c)).collect()
+            },
+        };
+        let admin = raw.admin.as_ref().map(client_paths);
         let operator = raw.operator.as_ref().map(|o| TlsPaths {
             ca: o.ca.as_deref().map(resolve).unwrap_or_else(|| ca.clone()),
             cert: resolve(&o.cert),
             key: resolve(&o.key),
+            crls: if o.crls.is_empty() {
+                crls.clone()
+            } else {
+                o.crls.iter().map(|c| resolve(c)).collect()
+            },
         });
         let d = &raw.delivery;
         if d.retry_initial_ms == 0 || d.retry_max_ms < d.retry_initial_ms {
@@ -348,6 +376,7 @@ impl NodeConfig {
             tls,
             signing_key: resolve(&raw.signing.key),
             operator,
+            admin,
             delivery: Delivery {
                 retry_initial: Duration::from_millis(d.retry_initial_ms),
                 retry_max: Duration::from_millis(d.retry_max_ms),

@@ -83,6 +83,9 @@ pub struct RawKey {
     /// RFC 3339; the key is valid until then (optional).
     #[serde(default)]
     pub not_after: Option<String>,
+    /// A revoked key verifies nothing, whatever its window.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoked: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +109,7 @@ pub struct DirectoryNode {
 pub struct NodeKeyEntry {
     pub id: String,
     pub key: VerifyingKey,
+    pub revoked: bool,
     pub not_before_ms: Option<i64>,
     pub not_after_ms: Option<i64>,
 }
@@ -120,6 +124,7 @@ impl DirectoryNode {
         self.keys
             .iter()
             .find(|k| k.id == key_id)
+            .filter(|k| !k.revoked)
             .filter(|k| k.not_before_ms.is_none_or(|t| at_ms >= t))
             .filter(|k| k.not_after_ms.is_none_or(|t| at_ms <= t))
             .map(|k| &k.key)
@@ -192,6 +197,7 @@ impl Directory {
                 keys.push(NodeKeyEntry {
                     id: k.id.clone(),
                     key,
+                    revoked: k.revoked,
                     not_before_ms: parse_time(k.not_before.as_deref()).map_err(&invalid)?,
                     not_after_ms: parse_time(k.not_after.as_deref()).map_err(&invalid)?,
                 });

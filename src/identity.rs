@@ -2,7 +2,8 @@
 //! (a peer node or one of this hotline's operators), from its SPIFFE URI SAN.
 //!
 //! Node certificates carry `spiffe://<federation>/hotline/<NODE-ID>`; operator
-//! certificates `spiffe://<federation>/operator/<NODE-ID>/<name>`. A
+//! certificates `spiffe://<federation>/operator/<NODE-ID>/<name>` (an
+//! analyst) or `.../<name>/admin` (an administrator of the node). A
 //! certificate with anything but exactly one URI SAN, or that is itself a CA,
 //! proves nothing.
 
@@ -75,15 +76,36 @@ impl fmt::Display for NodeId {
 pub enum PeerIdentity {
     /// A federation node (hotline).
     Node(NodeId),
-    /// An operator or analyst of `node`'s hotline.
-    Operator { node: NodeId, name: String },
+    /// An operator of `node`'s hotline, with a role.
+    Operator {
+        node: NodeId,
+        name: String,
+        role: Role,
+    },
+}
+
+/// What an operator may do. Analysts submit and work cases; admins also
+/// manage the node (reload keys, certificates, CRLs and the directory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Analyst,
+    Admin,
 }
 
 impl fmt::Display for PeerIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PeerIdentity::Node(id) => write!(f, "node:{id}"),
-            PeerIdentity::Operator { node, name } => write!(f, "operator:{node}/{name}"),
+            PeerIdentity::Operator {
+                node,
+                name,
+                role: Role::Analyst,
+            } => write!(f, "operator:{node}/{name}"),
+            PeerIdentity::Operator {
+                node,
+                name,
+                role: Role::Admin,
+            } => write!(f, "admin:{node}/{name}"),
         }
     }
 }
@@ -92,8 +114,11 @@ pub fn node_uri(federation: &str, node: &NodeId) -> String {
     format!("spiffe://{federation}/hotline/{node}")
 }
 
-pub fn operator_uri(federation: &str, node: &NodeId, name: &str) -> String {
-    format!("spiffe://{federation}/operator/{node}/{name}")
+pub fn operator_uri(federation: &str, node: &NodeId, name: &str, role: Role) -> String {
+    match role {
+        Role::Analyst => format!("spiffe://{federation}/operator/{node}/{name}"),
+        Role::Admin => format!("spiffe://{federation}/operator/{node}/{name}/admin"),
+    }
 }
 
 /// Reads the identity out of a DER certificate that rustls has already
@@ -137,7 +162,15 @@ fn parse_spiffe(uri: &str, federation: &str) -> Result<PeerIdentity, IdentityErr
         ["operator", id, name] if valid_operator_name(name) => Ok(PeerIdentity::Operator {
             node: NodeId::new(id).map_err(|_| bad())?,
             name: (*name).to_owned(),
+            role: Role::Analyst,
         }),
+        ["operator", id, name, "admin"] if valid_operator_name(name) => {
+            Ok(PeerIdentity::Operator {
+                node: NodeId::new(id).map_err(|_| bad())?,
+                name: (*name).to_owned(),
+                role: Role::Admin,
+            })
+        }
         _ => Err(bad()),
     }
 }
@@ -172,10 +205,20 @@ mod tests {
         assert_eq!(
             parse_spiffe("spiffe://fed/operator/FR-PDC/alice", "fed"),
             Ok(PeerIdentity::Operator {
-                node: fr,
-                name: "alice".into()
+                node: fr.clone(),
+                name: "alice".into(),
+                role: Role::Analyst,
             })
         );
+        assert_eq!(
+            parse_spiffe("spiffe://fed/operator/FR-PDC/bob/admin", "fed"),
+            Ok(PeerIdentity::Operator {
+                node: fr,
+                name: "bob".into(),
+                role: Role::Admin,
+            })
+        );
+        assert!(parse_spiffe("spiffe://fed/operator/FR-PDC/bob/root", "fed").is_err());
         assert!(matches!(
             parse_spiffe("spiffe://other/hotline/FR-PDC", "fed"),
             Err(IdentityError::ForeignUri(_))

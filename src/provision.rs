@@ -73,6 +73,11 @@ impl NodeSpec {
     }
 }
 
+/// How long a CRL written by `init` or `revoke` stays valid. A node refuses
+/// every handshake once its CRL has expired, so the CA operator re-issues
+/// (`federation revoke` with no new certificate) well before.
+pub const CRL_VALIDITY: time::Duration = time::Duration::days(365);
+
 pub struct Provisioned {
     /// `DIR/<ID>/node.toml` for each node, in the order given.
     pub configs: Vec<PathBuf>,
@@ -108,6 +113,11 @@ pub fn init(
     mkdir(dir)?;
     let ca = FederationCa::generate(federation)?;
     write(&dir.join("ca.pem"), ca.cert_pem.as_bytes())?;
+    // The CA key stays with whoever runs the federation's CA (`federation
+    // revoke` needs it); nodes never need it.
+    write_secret(&dir.join("ca.key"), ca.key_pem().as_bytes())?;
+    let crl = ca.crl(&[], 1, CRL_VALIDITY)?;
+    write(&dir.join("crl.pem"), crl.as_bytes())?;
 
     let mut ports = Vec::with_capacity(nodes.len());
     for n in nodes {
@@ -135,6 +145,7 @@ pub fn init(
                     public_key: encode_public_key(&key.verifying_key()),
                     not_before: None,
                     not_after: None,
+                    revoked: false,
                 }],
             })
             .collect(),
@@ -151,6 +162,7 @@ pub fn init(
         let nd = dir.join(n.id.as_str());
         mkdir(&nd)?;
         write(&nd.join("ca.pem"), ca.cert_pem.as_bytes())?;
+        write(&nd.join("crl.pem"), crl.as_bytes())?;
         write(&nd.join("directory.toml"), directory_toml.as_bytes())?;
         let tls = ca.node_cert(&n.id, &["localhost".to_owned()])?;
         write(&nd.join("node.pem"), tls.cert_pem.as_bytes())?;
@@ -158,6 +170,9 @@ pub fn init(
         let op = ca.operator_cert(&n.id, "analyst")?;
         write(&nd.join("operator.pem"), op.cert_pem.as_bytes())?;
         write_secret(&nd.join("operator.key"), op.key_pem.as_bytes())?;
+        let admin = ca.operator_cert_with_role(&n.id, "admin", crate::identity::Role::Admin)?;
+        write(&nd.join("admin.pem"), admin.cert_pem.as_bytes())?;
+        write_secret(&nd.join("admin.key"), admin.key_pem.as_bytes())?;
         key.save(&nd.join("signing.key"))?;
         let raw = RawNodeConfig {
             node_id: n.id.to_string(),
@@ -173,6 +188,7 @@ pub fn init(
                 ca: Some("ca.pem".into()),
                 cert: "node.pem".into(),
                 key: "node.key".into(),
+                crls: vec!["crl.pem".into()],
             },
             signing: RawSigning {
                 key: "signing.key".into(),
@@ -181,6 +197,13 @@ pub fn init(
                 ca: None,
                 cert: "operator.pem".into(),
                 key: "operator.key".into(),
+                crls: Vec::new(),
+            }),
+            admin: Some(RawTls {
+                ca: None,
+                cert: "admin.pem".into(),
+                key: "admin.key".into(),
+                crls: Vec::new(),
             }),
             delivery: options.delivery.clone().unwrap_or_default(),
             limits: options.limits.clone().unwrap_or_default(),
@@ -226,4 +249,51 @@ fn write_secret(p: &Path, bytes: &[u8]) -> Result<(), ProvisionError> {
         path: p.display().to_string(),
         source,
     })
+}
+
+/// Revokes certificates of a federation written by `init`: re-issues
+/// `DIR/crl.pem` (with every serial revoked so far) and copies it into each
+/// node folder. Nodes pick it up on SIGHUP or `alertrelay reload`.
+pub fn revoke(dir: &Path, certs: &[&Path]) -> Result<usize, ProvisionError> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|source| ProvisionError::Write {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    // The federation name only matters for minting leaves, not CRLs.
+    let ca = FederationCa::load("", &read(&dir.join("ca.pem"))?, &read(&dir.join("ca.key"))?)?;
+    // The list of revoked certificates is kept beside the CA.
+    let revoked_dir = dir.join("revoked");
+    mkdir(&revoked_dir)?;
+    for cert in certs {
+        let pem = read(cert)?;
+        let serial = hex::encode(crate::crypto::pki::serial_of(&pem)?);
+        write(&revoked_dir.join(format!("{serial}.pem")), pem.as_bytes())?;
+    }
+    let mut all = Vec::new();
+    let entries = std::fs::read_dir(&revoked_dir).map_err(|source| ProvisionError::Write {
+        path: revoked_dir.display().to_string(),
+        source,
+    })?;
+    for e in entries.flatten() {
+        all.push(read(&e.path())?);
+    }
+    // CRL numbers must increase: seconds since the epoch do.
+    let number = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs());
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let crl = ca.crl(&refs, number, CRL_VALIDITY)?;
+    write(&dir.join("crl.pem"), crl.as_bytes())?;
+    let nodes = std::fs::read_dir(dir).map_err(|source| ProvisionError::Write {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    for n in nodes.flatten() {
+        if n.path().join("node.toml").exists() {
+            write(&n.path().join("crl.pem"), crl.as_bytes())?;
+        }
+    }
+    Ok(all.len())
 }

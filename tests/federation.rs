@@ -350,6 +350,7 @@ async fn a_client_from_an_untrusted_ca_fails_the_handshake_and_the_node_keeps_se
         ca: &fed.configs[0].tls.ca,
         cert: &cert,
         key: &key,
+        crls: &[],
     })
     .unwrap();
     let ch = alertrelay::crypto::tls::channel(

@@ -77,9 +77,28 @@ pub async fn operator<T>(core: &Core, req: &Request<T>) -> Result<(PeerIdentity,
     audited(core, req, result).await
 }
 
+/// An operator with the admin role, for node management calls.
+pub async fn admin<T>(core: &Core, req: &Request<T>) -> Result<(PeerIdentity, Permit), Status> {
+    let result = operator_identity(core, req).and_then(|op| match op {
+        PeerIdentity::Operator {
+            role: crate::identity::Role::Admin,
+            ..
+        } => {
+            let permit = core
+                .limiter
+                .admit(&op.to_string(), core.config.operator_quota)?;
+            Ok((op, permit))
+        }
+        _ => Err(Status::permission_denied(
+            "this call needs an operator certificate with the admin role",
+        )),
+    });
+    audited(core, req, result).await
+}
+
 fn node_identity<T>(core: &Core, req: &Request<T>) -> Result<NodeId, Status> {
     match identity(req)? {
-        PeerIdentity::Node(id) => match core.config.directory.node(&id) {
+        PeerIdentity::Node(id) => match core.directory().node(&id) {
             Some(n) if n.active => Ok(id),
             Some(_) => Err(Status::permission_denied(format!("{id} is suspended"))),
             None => Err(Status::permission_denied(format!(

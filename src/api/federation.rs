@@ -41,11 +41,12 @@ impl pb::federation_server::Federation for FederationService {
         request: Request<pb::NodeInfoRequest>,
     ) -> Result<Response<pb::NodeInfoResponse>, Status> {
         let _permit = auth::node(&self.core, &request).await?;
-        let me = self.core.config.directory.node(&self.core.me);
+        let directory = self.core.directory();
+        let me = directory.node(&self.core.me);
         Ok(Response::new(pb::NodeInfoResponse {
             node_id: self.core.me.to_string(),
             countries: me.map(|n| n.countries.clone()).unwrap_or_default(),
-            key_ids: vec![self.core.key.key_id().to_owned()],
+            key_ids: vec![self.core.key().key_id().to_owned()],
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }))
     }

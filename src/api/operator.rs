@@ -139,4 +139,16 @@ impl pb::operator_server::Operator for OperatorService {
             .map(|s| Response::new(crate::api::convert::summary_to_pb(&s)))
             .map_err(to_status)
     }
+
+    async fn reload(
+        &self,
+        request: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
+        let (admin, _permit) = auth::admin(&self.core, &request).await?;
+        self.core
+            .reload(&admin.to_string())
+            .await
+            .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
+        Ok(Response::new(pb::ReloadResponse {}))
+    }
 }

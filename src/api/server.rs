@@ -31,6 +31,22 @@ pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 pub struct TlsConn {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
     info: ConnInfo,
+    /// Resolves when the node reloads its directory or TLS material: the
+    /// connection is then closed, so its peer must reconnect (and pass the
+    /// handshake and checks again).
+    reloaded: Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl TlsConn {
+    fn check_reload(&mut self, cx: &mut Context<'_>) -> Option<std::io::Error> {
+        match self.reloaded.as_mut().poll(cx) {
+            Poll::Ready(()) => Some(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "the node reloaded its configuration",
+            )),
+            Poll::Pending => None,
+        }
+    }
 }
 
 impl Connected for TlsConn {
@@ -46,6 +62,9 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if let Some(e) = self.check_reload(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -76,14 +95,9 @@ impl AsyncWrite for TlsConn {
     }
 }
 
-pub async fn serve(
-    core: Arc<Core>,
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(core: Arc<Core>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
     let (conn_tx, conn_rx) = tokio::sync::mpsc::channel::<Result<TlsConn, std::io::Error>>(64);
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let accept_core = core.clone();
     let federation = core.config.directory.federation.clone();
     let mut accept_shutdown = shutdown.clone();
     let handshakes = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
@@ -107,7 +121,11 @@ pub async fn serve(
             // Without TCP_NODELAY, Nagle and delayed ACKs stall each
             // exchange by ~40 ms.
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            // The current TLS configuration: a reload applies to every new
+            // handshake.
+            let acceptor = tokio_rustls::TlsAcceptor::from(accept_core.server_tls());
+            let mut generation = accept_core.generation.subscribe();
+            let conn_core = accept_core.clone();
             let conn_tx = conn_tx.clone();
             let federation = federation.clone();
             tokio::spawn(async move {
@@ -127,10 +145,36 @@ pub async fn serve(
                             remote: Some(remote),
                             identity,
                         };
+                        // Subscribed before the handshake, so a reload during
+                        // it is seen. After each reload the client must
+                        // still be trusted (not revoked, not suspended), or
+                        // the connection closes.
+                        let chain: Vec<_> = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+                            .unwrap_or_default();
+                        let checked_identity = info.identity.clone();
+                        let core = conn_core.clone();
+                        let reloaded = Box::pin(async move {
+                            loop {
+                                if generation.changed().await.is_err() {
+                                    return;
+                                }
+                                if !core.still_trusted(&chain, &checked_identity) {
+                                    tracing::warn!(
+                                        "closing a connection whose client is no longer trusted"
+                                    );
+                                    return;
+                                }
+                            }
+                        });
                         let _ = conn_tx
                             .send(Ok(TlsConn {
                                 inner: stream,
                                 info,
+                                reloaded,
                             }))
                             .await;
                     }

@@ -21,6 +21,25 @@ pub(crate) async fn connect(cfg: &NodeConfig) -> Result<OperatorClient<Channel>,
             cfg.path.display()
         ),
     })?;
+    connect_as(cfg, op).await
+}
+
+/// Connects with the `[admin]` identity, for node management.
+pub(crate) async fn connect_admin(cfg: &NodeConfig) -> Result<OperatorClient<Channel>, Failure> {
+    let admin = cfg.admin.as_ref().ok_or_else(|| Failure {
+        code: super::EXIT_CONFIG,
+        error: anyhow!(
+            "{}: no [admin] section: this command needs an admin operator certificate",
+            cfg.path.display()
+        ),
+    })?;
+    connect_as(cfg, admin).await
+}
+
+async fn connect_as(
+    cfg: &NodeConfig,
+    op: &crate::config::TlsPaths,
+) -> Result<OperatorClient<Channel>, Failure> {
     let tls = crate::crypto::tls::client_config(&op.files()).context("operator TLS identity")?;
     let mut addr = cfg.listen;
     if addr.ip().is_unspecified() {
@@ -263,5 +282,16 @@ pub(crate) async fn status(config: PathBuf, json: bool) -> Result<ExitCode, Fail
     } else {
         print::summary(&s);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn reload(config: PathBuf) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let mut client = connect_admin(&cfg).await?;
+    client.reload(pb::ReloadRequest {}).await.map_err(rpc)?;
+    println!(
+        "{} reloaded its directory, certificates, keys and CRLs",
+        cfg.node_id
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -98,6 +98,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-read the directory, certificates, keys and CRLs (admin; same as SIGHUP).
+    Reload {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// A summary of your node.
     Status {
         #[arg(long)]
@@ -119,6 +124,17 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum FederationCommand {
+    /// Revoke certificates: re-issue DIR/crl.pem and copy it to every node
+    /// folder (nodes apply it on SIGHUP or `alertrelay reload`).
+    Revoke {
+        /// The federation folder written by `federation init` (with ca.key).
+        #[arg(long)]
+        dir: PathBuf,
+        /// A certificate (PEM) to revoke; repeat for several. None just
+        /// re-issues the CRL with a fresh validity.
+        #[arg(long = "cert")]
+        certs: Vec<PathBuf>,
+    },
     /// Write a federation: DIR/ca.pem, DIR/directory.toml, DIR/<ID>/node.toml ...
     Init {
         #[arg(long)]
@@ -261,6 +277,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     base_port,
                 },
         } => federation_init(out, nodes, federation, fallback, base_port),
+        Command::Federation {
+            command: FederationCommand::Revoke { dir, certs },
+        } => {
+            let refs: Vec<&std::path::Path> = certs.iter().map(PathBuf::as_path).collect();
+            let n = crate::provision::revoke(&dir, &refs)?;
+            println!(
+                "{} written: {n} certificate(s) revoked; send SIGHUP to each node or run `alertrelay reload`",
+                dir.join("crl.pem").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { config } => serve(config).await,
         Command::Submit {
             config,
@@ -309,6 +336,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         } => client::route(config, urls, hosting_ip, category, json).await,
         Command::Peers { config, json } => client::peers(config, json).await,
         Command::Status { config, json } => client::status(config, json).await,
+        Command::Reload { config } => client::reload(config).await,
         Command::Audit {
             command:
                 AuditCommand::Verify {
@@ -408,11 +436,20 @@ async fn serve(config: PathBuf) -> Result<ExitCode, Failure> {
         "alertrelay node {} listening on {}",
         node.core.me, node.addr
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                match node.core.reload("signal:SIGHUP").await {
+                    Ok(()) => println!("reloaded"),
+                    Err(e) => eprintln!("reload refused, nothing changed: {e:#}"),
+                }
+            }
+        }
     }
     tracing::info!("shutting down");
     node.shutdown().await;

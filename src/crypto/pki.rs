@@ -4,17 +4,20 @@
 //! certificates carry the same SPIFFE URI SANs.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::identity::{NodeId, node_uri, operator_uri};
+use crate::identity::{NodeId, Role, node_uri, operator_uri};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("certificate generation failed")]
     Rcgen(#[from] rcgen::Error),
+    #[error("not a PEM certificate")]
+    NotACertificate,
 }
 
 /// A certificate and its private key, both PEM.
@@ -27,8 +30,8 @@ pub struct CertifiedPem {
 /// The federation certificate authority.
 pub struct FederationCa {
     pub federation: String,
-    params: CertificateParams,
-    key: KeyPair,
+    issuer: Issuer<'static, KeyPair>,
+    key_pem: String,
     pub cert_pem: String,
 }
 
@@ -50,9 +53,54 @@ impl FederationCa {
         Ok(FederationCa {
             federation: federation.to_owned(),
             cert_pem: cert.pem(),
-            params,
-            key,
+            key_pem: key.serialize_pem(),
+            issuer: Issuer::new(params, key),
         })
+    }
+
+    /// Loads a CA written by `federation init` (its certificate and key).
+    pub fn load(federation: &str, cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        Ok(FederationCa {
+            federation: federation.to_owned(),
+            issuer: Issuer::from_ca_cert_pem(cert_pem, key)?,
+            key_pem: key_pem.to_owned(),
+            cert_pem: cert_pem.to_owned(),
+        })
+    }
+
+    /// The CA's private key, PEM: keep it offline, mode 0600.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// A certificate revocation list revoking these certificates (PEM),
+    /// valid for `valid_for`.
+    pub fn crl(
+        &self,
+        revoked_cert_pems: &[&str],
+        number: u64,
+        valid_for: Duration,
+    ) -> Result<String, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let mut revoked = Vec::new();
+        for pem in revoked_cert_pems {
+            revoked.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&serial_of(pem)?),
+                revocation_time: now - Duration::minutes(1),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            });
+        }
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::minutes(1),
+            next_update: now + valid_for,
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs: revoked,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
     }
 
     /// A node's TLS certificate: URI SAN `spiffe://<federation>/hotline/<id>`,
@@ -74,10 +122,20 @@ impl FederationCa {
         )
     }
 
-    /// An operator's client certificate for `node`'s hotline.
+    /// An analyst's client certificate for `node`'s hotline.
     pub fn operator_cert(&self, node: &NodeId, name: &str) -> Result<CertifiedPem, PkiError> {
+        self.operator_cert_with_role(node, name, Role::Analyst)
+    }
+
+    /// An operator's client certificate with a role.
+    pub fn operator_cert_with_role(
+        &self,
+        node: &NodeId,
+        name: &str,
+        role: Role,
+    ) -> Result<CertifiedPem, PkiError> {
         let sans = vec![SanType::URI(
-            operator_uri(&self.federation, node, name).try_into()?,
+            operator_uri(&self.federation, node, name, role).try_into()?,
         )];
         self.leaf(
             &format!("operator {name} of {node}"),
@@ -133,8 +191,7 @@ impl FederationCa {
 
     fn sign(&self, params: CertificateParams) -> Result<CertifiedPem, PkiError> {
         let key = KeyPair::generate()?;
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer)?;
+        let cert = params.signed_by(&key, &self.issuer)?;
         Ok(CertifiedPem {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
@@ -146,4 +203,15 @@ fn dn(common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
     dn
+}
+
+/// The serial number of a PEM certificate.
+pub fn serial_of(cert_pem: &str) -> Result<Vec<u8>, PkiError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    use x509_parser::prelude::*;
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|_| PkiError::NotACertificate)?;
+    let (_, cert) = X509Certificate::from_der(&der).map_err(|_| PkiError::NotACertificate)?;
+    Ok(cert.raw_serial().to_vec())
 }

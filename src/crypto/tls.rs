@@ -29,8 +29,10 @@ pub enum TlsError {
     Permissions { path: String, mode: u32 },
     #[error("TLS configuration refused")]
     Rustls(#[from] rustls::Error),
-    #[error("client certificate verifier")]
+    #[error("certificate verifier")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("{path} holds no PEM certificate revocation list")]
+    NoCrl { path: String },
 }
 
 /// The PEM files of one TLS identity.
@@ -39,6 +41,10 @@ pub struct TlsFiles<'a> {
     pub ca: &'a Path,
     pub cert: &'a Path,
     pub key: &'a Path,
+    /// Certificate revocation lists of the federation CA. When given, every
+    /// peer certificate is checked against them, and an expired CRL fails
+    /// the handshake (it is never silently accepted).
+    pub crls: &'a [std::path::PathBuf],
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -89,13 +95,51 @@ fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
+fn load_crls(
+    paths: &[std::path::PathBuf],
+) -> Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>, TlsError> {
+    let mut out = Vec::new();
+    for path in paths {
+        let pem = read(path)?;
+        let crls: Vec<_> = rustls::pki_types::CertificateRevocationListDer::pem_slice_iter(&pem)
+            .filter_map(Result::ok)
+            .collect();
+        if crls.is_empty() {
+            return Err(TlsError::NoCrl {
+                path: path.display().to_string(),
+            });
+        }
+        out.extend(crls);
+    }
+    Ok(out)
+}
+
+/// The check a client certificate must pass: chains to the federation CA,
+/// not revoked by its CRLs (and those not expired).
+pub fn client_verifier(
+    files: &TlsFiles<'_>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(files.ca)?), provider());
+    let crls = load_crls(files.crls)?;
+    if !crls.is_empty() {
+        builder = builder.with_crls(crls).enforce_revocation_expiration();
+    }
+    Ok(builder.build()?)
+}
+
 /// Server side: TLS 1.3 only, a client certificate from the federation CA is
-/// mandatory (no certificate, or another CA, fails the handshake).
+/// mandatory (no certificate, or another CA, or a revoked one, fails the
+/// handshake).
 pub fn server_config(files: &TlsFiles<'_>) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with(files, client_verifier(files)?)
+}
+
+pub fn server_config_with(
+    files: &TlsFiles<'_>,
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(files.ca)?), provider.clone())
-            .build()?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -107,13 +151,27 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<Arc<ServerConfig>, TlsError
 /// Client side: TLS 1.3 only, presenting our certificate, trusting only the
 /// federation CA.
 pub fn client_config(files: &TlsFiles<'_>) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut config = ClientConfig::builder_with_provider(provider())
+    let provider = provider();
+    let mut builder = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots(files.ca)?),
+        provider.clone(),
+    );
+    let crls = load_crls(files.crls)?;
+    if !crls.is_empty() {
+        builder = builder.with_crls(crls).enforce_revocation_expiration();
+    }
+    let verifier = builder.build()?;
+    let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots(files.ca)?)
+        .with_webpki_verifier(verifier)
         .with_client_auth_cert(load_certs(files.cert)?, load_key(files.key)?)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// A client TLS configuration that can be swapped at run time (reload):
+/// each new connection uses the current one.
+pub type ClientTls = Arc<std::sync::RwLock<Arc<ClientConfig>>>;
 
 /// Opens a lazily connecting gRPC channel to `endpoint` (`https://host:port`)
 /// over our own rustls client, and refuses the connection unless the
@@ -125,11 +183,31 @@ pub fn channel(
     tls: Arc<ClientConfig>,
     timeout: std::time::Duration,
 ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    channel_reloadable(
+        endpoint,
+        expected,
+        federation,
+        Arc::new(std::sync::RwLock::new(tls)),
+        timeout,
+    )
+}
+
+/// Like [`channel`], with a configuration that a reload can swap.
+pub fn channel_reloadable(
+    endpoint: &str,
+    expected: Option<NodeId>,
+    federation: &str,
+    tls: ClientTls,
+    timeout: std::time::Duration,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     // TLS is done by the connector below, so tonic itself sees plain http.
     let plain = endpoint.replacen("https://", "http://", 1);
     let federation = federation.to_owned();
     let connector = tower::service_fn(move |uri: http::Uri| {
-        let tls = tls.clone();
+        let tls = match tls.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
         let expected = expected.clone();
         let federation = federation.clone();
         async move { connect(uri, tls, expected, &federation).await }

@@ -79,9 +79,7 @@ pub async fn witness_once(
         return Ok(Outcome::Nothing);
     }
     let signed = SignedNote::parse(&note_text).map_err(|e| format!("unreadable note: {e}"))?;
-    let keys: Vec<_> = core
-        .config
-        .directory
+    let keys: Vec<_> = core.directory()
         .node(peer)
         .map(|n| n.keys.iter().map(|k| k.key).collect())
         .unwrap_or_default();
@@ -167,7 +165,7 @@ pub async fn witness_once(
     let now_secs = u64::try_from(Core::now_ms() / 1000).unwrap_or(0);
     let name = witness_name(fed, core.me.as_str());
     let sig = core
-        .key
+        .key()
         .cosign_note(&signed.text, &name, now_secs)
         .map_err(|e| format!("cannot cosign: {e}"))?;
     let line = signature_line(&signed.text, sig);

@@ -229,7 +229,7 @@ async fn send_reports(
         .await);
     }
     let now = Core::now_ms();
-    let directory = &core.config.directory;
+    let directory = &core.directory();
     let mut tx = core.store.begin().await?;
     let mut settled = 0;
     let mut refused_count = 0u64;

@@ -314,7 +314,7 @@ async fn apply_update(
             reason: reason.to_owned(),
             at_ms: now,
         };
-        let signed = wire::sign(&core.key, &core.me, Purpose::Status, &update).encode_to_vec();
+        let signed = wire::sign(&core.key(), &core.me, Purpose::Status, &update).encode_to_vec();
         tx.enqueue(
             peer,
             "status",

@@ -66,7 +66,7 @@ pub async fn make(core: &Core) -> Result<CheckpointRow, NodeError> {
     }
     .body();
     let signature = core
-        .key
+        .key()
         .sign_note(&text, &origin)
         .map_err(|e| NodeError::FailedPrecondition(format!("cannot sign the checkpoint: {e}")))?;
     let signed = SignedNote {
@@ -204,8 +204,7 @@ pub async fn receive_cosignature(
     };
     let name = witness_name(&core.config.directory.federation, witness.as_str());
     let keys = core
-        .config
-        .directory
+        .directory()
         .node(witness)
         .map(|n| n.keys.iter().map(|k| k.key).collect::<Vec<_>>())
         .unwrap_or_default();

@@ -58,7 +58,7 @@ fn decide(core: &Core, hosts: &[UrlHost], draft: &crate::report::ReportDraft) ->
         },
         core.geo,
         &routing::Federation {
-            directory: &core.config.directory,
+            directory: &core.directory(),
             me: &core.me,
             fallback: core.config.fallback.as_ref(),
         },
@@ -108,7 +108,7 @@ pub async fn submit(
         route: Some(crate::api::convert::route_to_pb(&route)),
     };
     let signed = wire::sign(
-        &core.key,
+        &core.key(),
         &core.me,
         crate::crypto::signing::Purpose::Report,
         &payload,

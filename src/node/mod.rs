@@ -58,6 +58,8 @@ pub enum StartError {
     },
     #[error("geo data")]
     Geo(#[from] GeoError),
+    #[error("reload refused: {0}")]
+    Reload(String),
     #[error(
         "audit log integrity check failed: {0}; run `alertrelay audit verify --config ...` for details"
     )]
@@ -78,10 +80,19 @@ pub enum StartError {
 
 /// Shared state of a running node.
 pub struct Core {
+    /// The configuration as loaded at start. The directory and the TLS
+    /// material are reloadable: use `directory()` and the TLS accessors.
     pub config: NodeConfig,
+    directory: std::sync::RwLock<Arc<crate::directory::Directory>>,
+    server_tls: std::sync::RwLock<Arc<rustls::ServerConfig>>,
+    client_verifier: std::sync::RwLock<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    client_tls: Arc<std::sync::RwLock<Arc<rustls::ClientConfig>>>,
+    /// Bumped by every reload; open connections close when it changes, so
+    /// a revoked or suspended peer is cut off.
+    pub generation: tokio::sync::watch::Sender<u64>,
     pub started_at_ms: i64,
     pub me: NodeId,
-    pub key: NodeKey,
+    key: std::sync::RwLock<Arc<NodeKey>>,
     pub store: Store,
     pub geo: &'static GeoDb,
     /// Per peer: wake-ups for its delivery worker and what it last saw.
@@ -96,6 +107,135 @@ impl Core {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         now.as_millis() as i64
+    }
+
+    /// The signing key as last (re)loaded.
+    pub fn key(&self) -> Arc<NodeKey> {
+        match self.key.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The federation directory as last (re)loaded.
+    pub fn directory(&self) -> Arc<crate::directory::Directory> {
+        match self.directory.read() {
+            Ok(d) => d.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Whether a connection's client may go on after a reload: its
+    /// certificate chain still verifies (CA, CRLs) and, for a node, it is
+    /// still an active directory member.
+    pub fn still_trusted(
+        &self,
+        chain: &[rustls::pki_types::CertificateDer<'static>],
+        identity: &Result<crate::identity::PeerIdentity, crate::identity::IdentityError>,
+    ) -> bool {
+        let verifier = match self.client_verifier.read() {
+            Ok(v) => v.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let Some((leaf, rest)) = chain.split_first() else {
+            return false;
+        };
+        if verifier
+            .verify_client_cert(leaf, rest, rustls::pki_types::UnixTime::now())
+            .is_err()
+        {
+            return false;
+        }
+        match identity {
+            Ok(crate::identity::PeerIdentity::Node(id)) => {
+                self.directory().node(id).is_some_and(|n| n.active)
+            }
+            Ok(crate::identity::PeerIdentity::Operator { node, .. }) => node == &self.me,
+            Err(_) => false,
+        }
+    }
+
+    pub fn server_tls(&self) -> Arc<rustls::ServerConfig> {
+        match self.server_tls.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the directory, certificates, keys and CRLs from the paths
+    /// in the configuration, swaps them in, and closes every open
+    /// connection so that peers reconnect under the new rules (a revoked
+    /// or suspended one cannot). Nothing changes if anything fails to load.
+    pub async fn reload(&self, actor: &str) -> Result<(), StartError> {
+        let directory = crate::directory::Directory::load(&self.config.directory_path)
+            .map_err(|e| StartError::Reload(e.to_string()))?;
+        // A rotated signing key: sign with the new one from now on; peers
+        // accept the old one until its window in the directory ends.
+        let key = NodeKey::load(&self.config.signing_key)?;
+        let listed = directory
+            .node(&self.me)
+            .is_some_and(|n| n.keys.iter().any(|k| k.id == key.key_id() && !k.revoked));
+        if !listed {
+            return Err(StartError::KeyNotInDirectory {
+                node: self.me.to_string(),
+                key_id: key.key_id().to_owned(),
+            });
+        }
+        let key_id = key.key_id().to_owned();
+        let verifier = tls::client_verifier(&self.config.tls.files())?;
+        let server = tls::server_config_with(&self.config.tls.files(), verifier.clone())?;
+        let client = tls::client_config(&self.config.tls.files())?;
+        let new_peers: Vec<String> = directory
+            .nodes()
+            .iter()
+            .filter(|n| n.id != self.me && !self.peers.contains_key(&n.id))
+            .map(|n| n.id.to_string())
+            .collect();
+        if let Ok(mut d) = self.directory.write() {
+            *d = Arc::new(directory);
+        }
+        if let Ok(mut k) = self.key.write() {
+            *k = Arc::new(key);
+        }
+        if let Ok(mut s) = self.server_tls.write() {
+            *s = server;
+        }
+        if let Ok(mut v) = self.client_verifier.write() {
+            *v = verifier;
+        }
+        if let Ok(mut c) = self.client_tls.write() {
+            *c = client;
+        }
+        self.generation.send_modify(|g| *g += 1);
+        if !new_peers.is_empty() {
+            tracing::warn!(
+                ?new_peers,
+                "new peers in the directory take effect at the next restart"
+            );
+        }
+        let entry = audit::Entry::new(
+            "node.reloaded",
+            actor,
+            self.me.to_string(),
+            serde_json::json!({
+                "directory_sha256": file_sha256(&self.config.directory_path),
+                "key_id": key_id,
+                "tls_cert_sha256": file_sha256(&self.config.tls.cert),
+                "crls_sha256": self.config.tls.crls.iter().map(|c| file_sha256(c)).collect::<Vec<_>>(),
+                "new_peers_pending_restart": new_peers,
+            }),
+        );
+        let logged = async {
+            let mut tx = self.store.begin().await?;
+            tx.audit(&entry, Core::now_ms()).await?;
+            tx.commit().await
+        }
+        .await;
+        if let Err(e) = logged {
+            tracing::error!(error = %e, "cannot audit the reload");
+        }
+        tracing::info!("directory, certificates and CRLs reloaded");
+        Ok(())
     }
 
     pub fn wake(&self, peer: &str) {
@@ -183,14 +323,15 @@ pub async fn start_with_listener(
     let in_directory = config
         .directory
         .node(&me)
-        .is_some_and(|n| n.keys.iter().any(|k| k.id == key.key_id()));
+        .is_some_and(|n| n.keys.iter().any(|k| k.id == key.key_id() && !k.revoked));
     if !in_directory {
         return Err(StartError::KeyNotInDirectory {
             node: me.to_string(),
             key_id: key.key_id().to_owned(),
         });
     }
-    let server_tls = tls::server_config(&config.tls.files())?;
+    let client_verifier = tls::client_verifier(&config.tls.files())?;
+    let server_tls = tls::server_config_with(&config.tls.files(), client_verifier.clone())?;
     let client_tls = tls::client_config(&config.tls.files())?;
     let store = Store::open(&config.database)
         .await
@@ -222,9 +363,15 @@ pub async fn start_with_listener(
         addr: config.listen.to_string(),
         source,
     })?;
+    let client_tls = Arc::new(std::sync::RwLock::new(client_tls));
     let core = Arc::new(Core {
+        directory: std::sync::RwLock::new(Arc::new(config.directory.clone())),
+        server_tls: std::sync::RwLock::new(server_tls),
+        client_verifier: std::sync::RwLock::new(client_verifier),
+        client_tls: client_tls.clone(),
+        generation: tokio::sync::watch::channel(0).0,
         me: me.clone(),
-        key,
+        key: std::sync::RwLock::new(Arc::new(key)),
         store,
         geo,
         peers: links,
@@ -245,11 +392,10 @@ pub async fn start_with_listener(
     tasks.spawn(crate::api::server::serve(
         core.clone(),
         listener,
-        server_tls,
         watch.clone(),
     ));
     for peer in peers {
-        let channel = tls::channel(
+        let channel = tls::channel_reloadable(
             &peer.endpoint,
             Some(peer.id.clone()),
             &core.config.directory.federation,
@@ -311,7 +457,7 @@ async fn audit_start(
     let cfg = &core.config;
     let facts = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "key_id": core.key.key_id(),
+        "key_id": core.key().key_id(),
         "config_sha256": file_sha256(&cfg.path),
         "directory_sha256": file_sha256(&cfg.directory_path),
         "tls_cert_sha256": file_sha256(&cfg.tls.cert),

@@ -50,13 +50,7 @@ pub async fn peers(core: &Core) -> Result<Vec<PeerView>, NodeError> {
     let queues = core.store.outbox_summary().await?;
     let now = Core::now_ms();
     let mut out = Vec::new();
-    for n in core
-        .config
-        .directory
-        .nodes()
-        .iter()
-        .filter(|n| n.id != core.me)
-    {
+    for n in core.directory().nodes().iter().filter(|n| n.id != core.me) {
         let status = core
             .peers
             .get(&n.id)
@@ -108,14 +102,13 @@ pub async fn summary(core: &Core) -> Result<NodeSummary, NodeError> {
         node_id: core.me.to_string(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         countries: core
-            .config
-            .directory
+            .directory()
             .node(&core.me)
             .map(|n| n.countries.clone())
             .unwrap_or_default(),
         listen: core.config.listen.to_string(),
         started_at_ms: core.started_at_ms,
-        key_id: core.key.key_id().to_owned(),
+        key_id: core.key().key_id().to_owned(),
         cases,
         outbox_total: peers.iter().map(|p| p.queue_depth).sum(),
         audit_entries,

@@ -76,7 +76,7 @@ fn open_batch(
         )
         .into());
     }
-    let directory = &core.config.directory;
+    let directory = &core.directory();
     match directory.node(sender) {
         None => {
             return Err(NodeError::PermissionDenied(format!(
@@ -259,7 +259,7 @@ async fn store_one(
         })
         .await?;
     let receipt = wire::receipt(
-        &core.key,
+        &core.key(),
         &core.me,
         &p.report_id,
         r.origin.as_str(),
@@ -323,7 +323,7 @@ async fn refuse(
 ) -> Result<pb::ForwardResult, NodeError> {
     let p = &r.payload;
     let receipt = wire::receipt(
-        &core.key,
+        &core.key(),
         &core.me,
         &p.report_id,
         r.origin.as_str(),
@@ -457,7 +457,7 @@ fn open_updates(
     let mut out = Vec::with_capacity(req.updates.len());
     for s in &req.updates {
         let (signer, u): (NodeId, pb::StatusUpdate) =
-            wire::open(s, Purpose::Status, "status", &core.config.directory, now)?;
+            wire::open(s, Purpose::Status, "status", &core.directory(), now)?;
         if &signer != sender || u.node != sender.as_str() {
             return Err(WireError::IdentityMismatch {
                 claimed: crate::report::validate::shown(&u.node),

@@ -255,6 +255,7 @@ mod tests {
                         public_key: crate::crypto::signing::encode_public_key(&key.verifying_key()),
                         not_before: None,
                         not_after: None,
+                        revoked: false,
                     }],
                 })
                 .collect(),

@@ -163,6 +163,22 @@ impl Federation {
         OperatorClient::new(ch)
     }
 
+    /// An Operator client using node `i`'s ADMIN operator certificate.
+    pub fn admin(&self, i: usize) -> OperatorClient<Channel> {
+        let cfg = &self.configs[i];
+        let files = cfg.admin.as_ref().unwrap().files();
+        let tls = tls::client_config(&files).unwrap();
+        let ch = tls::channel(
+            &self.endpoint(i),
+            Some(cfg.node_id.clone()),
+            "test-federation",
+            tls,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        OperatorClient::new(ch)
+    }
+
     /// Raw TLS client config with node `i`'s own node certificate.
     pub fn node_tls(&self, i: usize) -> std::sync::Arc<rustls::ClientConfig> {
         tls::client_config(&self.configs[i].tls.files()).unwrap()

@@ -297,7 +297,12 @@ impl Cluster {
     }
 
     /// Submits a report whose URL is hosted at `hosting_ip` to node `i`.
-    pub async fn submit(&self, i: usize, hosting_ip: &str, n: u64) -> Result<String, tonic::Status> {
+    pub async fn submit(
+        &self,
+        i: usize,
+        hosting_ip: &str,
+        n: u64,
+    ) -> Result<String, tonic::Status> {
         submit(self.client(i), hosting_ip, n).await
     }
 
@@ -520,8 +525,7 @@ fn free_port_block(n: usize) -> u16 {
     let mut rng = rand::thread_rng();
     for _ in 0..1_000 {
         let base = rng.gen_range(20_000..32_000 - n);
-        let free = (base..base + n)
-            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        let free = (base..base + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if free {
             return base;
         }
@@ -540,7 +544,10 @@ pub struct AuditEntry {
 
 impl AuditEntry {
     fn detail_str(&self, field: &str) -> &str {
-        self.detail.get(field).and_then(|v| v.as_str()).unwrap_or("")
+        self.detail
+            .get(field)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
     }
 }
 
@@ -642,7 +649,9 @@ pub async fn check_delivery(
         let outgoing = cluster.cases(i, "outgoing").await.expect("list outgoing");
         let mut incoming = HashMap::new();
         for c in cluster.cases(i, "incoming").await.expect("list incoming") {
-            *incoming.entry((c.origin.clone(), c.id.clone())).or_insert(0) += 1;
+            *incoming
+                .entry((c.origin.clone(), c.id.clone()))
+                .or_insert(0) += 1;
         }
         let mut audit: HashMap<(String, String), Vec<AuditEntry>> = HashMap::new();
         for e in cluster.audit_export(i).await {
