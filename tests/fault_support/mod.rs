@@ -579,7 +579,8 @@ pub struct Figures {
     /// `report.repeat` entries at the receivers: a retry of a report the
     /// receiver already had, answered with the original receipt.
     pub retransmissions: usize,
-    /// From the last restart to every delivery settled.
+    /// From the last restart (or the end of the load, if later) to every
+    /// delivery settled.
     pub recovery: Option<Duration>,
     pub elapsed: Duration,
 }
