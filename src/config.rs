@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::directory::{Directory, DirectoryError};
+use crate::geo::{self, GeoError};
 use crate::identity::NodeId;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,15 @@ pub enum ConfigError {
         path: String,
         key: &'static str,
         message: String,
+    },
+    #[error("{path}: key `geo.source` #{index} ({kind})")]
+    GeoSource {
+        path: String,
+        /// 1-based, in file order.
+        index: usize,
+        kind: String,
+        #[source]
+        source: Box<GeoError>,
     },
     #[error("{path}: directory")]
     Directory {
@@ -68,6 +78,16 @@ pub struct RawNodeConfig {
     pub audit: RawAudit,
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// Category-specific fallbacks, tried in order before `fallback`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_for: Vec<RawFallbackFor>,
+    /// Where hosting countries and networks come from (the shipped data
+    /// by default).
+    #[serde(default, skip_serializing_if = "RawGeo::is_default")]
+    pub geo: RawGeo,
+    /// Whether URL host names are resolved (off by default).
+    #[serde(default, skip_serializing_if = "RawDns::is_default")]
+    pub dns: RawDns,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -180,6 +200,12 @@ pub struct NodeConfig {
     pub directory_path: PathBuf,
     pub directory: Directory,
     pub fallback: Option<NodeId>,
+    /// `[[fallback_for]]`: (category, node), in file order.
+    pub fallback_for: Vec<(crate::report::Category, NodeId)>,
+    /// `[[geo.source]]`, loaded; the shipped data when none is configured.
+    pub geo: std::sync::Arc<geo::Sources>,
+    /// `[dns]`: off, or a static map.
+    pub dns: geo::dns::Dns,
     pub tls: TlsPaths,
     pub signing_key: PathBuf,
     pub operator: Option<TlsPaths>,
@@ -365,7 +391,14 @@ impl NodeConfig {
                 )
             })?),
         };
+        let fallback_for = fallbacks_by_category(&raw.fallback_for, &directory)
+            .map_err(|m| invalid("fallback_for", m))?;
+        let geo = std::sync::Arc::new(geo_sources(&raw.geo, &shown, &resolve)?);
+        let dns = raw.dns.validate().map_err(|(key, m)| invalid(key, m))?;
         Ok(NodeConfig {
+            fallback_for,
+            geo,
+            dns,
             path: path.to_path_buf(),
             node_id,
             listen,
@@ -392,4 +425,166 @@ impl NodeConfig {
             operator_quota,
         })
     }
+}
+
+/// `[[fallback_for]]`: a category's own fallback node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFallbackFor {
+    pub category: String,
+    pub node: String,
+}
+
+/// `[geo]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawGeo {
+    /// `[[geo.source]]`, consulted in this order; none means the shipped data.
+    #[serde(rename = "source", skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<RawGeoSource>,
+}
+
+impl RawGeo {
+    fn is_default(&self) -> bool {
+        self == &RawGeo::default()
+    }
+}
+
+/// `[[geo.source]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeoSource {
+    /// `shipped`, `mmdb`, `tor-geoip`, `csv`, `asn-csv` or `rir-delegated`.
+    pub kind: String,
+    /// The file (gzip or plain); or `paths` for several (e.g. IPv4 and IPv6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Shown in every answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `YYYY-MM-DD`, when the file does not carry its date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+}
+
+/// `[dns]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDns {
+    /// `off` (the default: host names are not resolved) or `static`.
+    pub mode: String,
+    /// For `static`: host name → addresses.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub hosts: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Default for RawDns {
+    fn default() -> Self {
+        RawDns {
+            mode: "off".into(),
+            hosts: Default::default(),
+        }
+    }
+}
+
+impl RawDns {
+    fn is_default(&self) -> bool {
+        self == &RawDns::default()
+    }
+
+    fn validate(&self) -> Result<geo::dns::Dns, (&'static str, String)> {
+        match self.mode.as_str() {
+            "off" if self.hosts.is_empty() => Ok(geo::dns::Dns::Off),
+            "off" => Err(("dns.hosts", "only used with mode = \"static\"".into())),
+            "static" => {
+                let mut entries = Vec::with_capacity(self.hosts.len());
+                for (name, addrs) in &self.hosts {
+                    let mut ips = Vec::with_capacity(addrs.len());
+                    for a in addrs {
+                        ips.push(a.parse().map_err(|_| {
+                            ("dns.hosts", format!("{name}: {a:?} is not an IP address"))
+                        })?);
+                    }
+                    entries.push((name.clone(), ips));
+                }
+                let map = geo::dns::StaticResolver::new(entries)
+                    .map_err(|e| ("dns.hosts", e.to_string()))?;
+                Ok(geo::dns::Dns::Static(map))
+            }
+            other => Err((
+                "dns.mode",
+                format!("{other:?} is not \"off\" or \"static\""),
+            )),
+        }
+    }
+}
+
+fn fallbacks_by_category(
+    raw: &[RawFallbackFor],
+    directory: &Directory,
+) -> Result<Vec<(crate::report::Category, NodeId)>, String> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, f) in raw.iter().enumerate() {
+        let at = |m: String| format!("entry {}: {m}", i + 1);
+        let category = crate::report::Category::parse(&f.category).map_err(|e| at(e.message))?;
+        let node = NodeId::new(&f.node).map_err(|e| at(e.to_string()))?;
+        if directory.node(&node).is_none() {
+            return Err(at(format!("node {node} is not in the directory")));
+        }
+        out.push((category, node));
+    }
+    Ok(out)
+}
+
+fn geo_sources(
+    raw: &RawGeo,
+    shown: &str,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<geo::Sources, ConfigError> {
+    if raw.sources.is_empty() {
+        return Ok(geo::Sources::shipped());
+    }
+    let mut specs = Vec::with_capacity(raw.sources.len());
+    for (i, s) in raw.sources.iter().enumerate() {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: shown.to_owned(),
+            key: "geo.source",
+            message: format!("#{} ({}): {message}", i + 1, s.kind),
+        };
+        let kind = geo::SourceKind::parse(&s.kind).ok_or_else(|| {
+            let kinds: Vec<&str> = geo::SourceKind::ALL.iter().map(|k| k.as_str()).collect();
+            invalid(format!("kind must be one of {}", kinds.join(", ")))
+        })?;
+        if s.path.is_some() && !s.paths.is_empty() {
+            return Err(invalid("give `path` or `paths`, not both".into()));
+        }
+        if let Some(d) = &s.date {
+            let iso = time::macros::format_description!("[year]-[month]-[day]");
+            time::Date::parse(d, &iso)
+                .map_err(|_| invalid(format!("date {d:?} is not YYYY-MM-DD")))?;
+        }
+        if let Some(n) = &s.name
+            && (n.is_empty() || n.len() > 64 || n.chars().any(char::is_control))
+        {
+            return Err(invalid("name must be 1-64 printable characters".into()));
+        }
+        specs.push(geo::SourceSpec {
+            kind,
+            name: s.name.clone(),
+            paths: s.path.iter().chain(&s.paths).map(|p| resolve(p)).collect(),
+            date: s.date.clone(),
+        });
+    }
+    geo::Sources::load(&specs).map_err(|(i, source)| ConfigError::GeoSource {
+        path: shown.to_owned(),
+        index: i + 1,
+        kind: specs
+            .get(i)
+            .map(|s| s.kind.as_str())
+            .unwrap_or_default()
+            .to_owned(),
+        source: Box::new(source),
+    })
 }

@@ -211,6 +211,9 @@ pub fn init(
             metrics: RawMetrics {
                 listen: options.metrics_listen.clone(),
             },
+            fallback_for: Vec::new(),
+            geo: Default::default(),
+            dns: Default::default(),
         };
         let text = format!(
             "# alertrelay node {} (written by `alertrelay federation init`).\n\

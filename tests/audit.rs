@@ -118,10 +118,13 @@ async fn audit_verify_detects_every_kind_of_tampering() {
     let (_fed, config, db) = logged_federation().await;
     let (code, out, err) = verify(&config);
     assert_eq!(code, 0, "an untouched log verifies: {out}{err}");
-    assert!(
-        out.contains("1 signed checkpoints, 1 cosignatures"),
-        "{out}"
-    );
+    // At least one checkpoint, cosigned (the schedule may have made more).
+    let count = |word: &str| -> u32 {
+        let before = out.split(word).next().unwrap_or_default();
+        before.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    assert!(count(" signed checkpoints") >= 1, "{out}");
+    assert!(count(" cosignatures") >= 1, "{out}");
 
     let pristine = std::fs::read(&db).unwrap();
     let restore = || {

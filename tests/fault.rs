@@ -6,17 +6,23 @@
 //! complete and verifying (`fault_support::check_delivery`).
 //!
 //! ```sh
-//! cargo test --test fault                          # CI: crash points, lost replies, partition, short random run
-//! cargo test --test fault -- --nocapture           # ... and print the FAULT FIGURES lines
-//! cargo test --test fault -- --ignored --nocapture         # the long random run (3 nodes, 2000 reports, 40 kills)
+//! cargo test --test fault                            # CI part, ~10 s
+//! cargo test --test fault -- --nocapture             # ... printing the FAULT FIGURES lines
+//! cargo test --test fault -- --ignored --nocapture   # the long run: 3 nodes, 2000 reports,
+//!                                                    # 40 kills, 40 link faults, ~45 s
 //! ALERTRELAY_FAULT_SEED=42 cargo test --test fault random -- --nocapture   # another seed
 //! ```
 //!
+//! The CI part: one test per crash point, lost replies, a partition, and a
+//! short random run (2 nodes, 150 reports, 6 kills, 6 link faults).
+//!
 //! The seed (default `DEFAULT_SEED`, printed with the figures) fixes the
-//! random run's schedule: which node gets each submit, when each kill
-//! happens (after how many submits, plus a jitter), how long the node stays
-//! down, and which crash point it is restarted with. The processes' own
-//! timing still varies from run to run; the invariants hold for any.
+//! random runs' schedule: which node gets each submit and for which
+//! country, when each kill happens (after how many submits, plus a jitter),
+//! how long the node stays down, which crash point it is restarted with,
+//! and when which link loses replies or is cut, for how long. The
+//! processes' own timing still varies from run to run; the invariants must
+//! hold for any.
 
 mod fault_support;
 
@@ -71,6 +77,16 @@ async fn finish(
     figures
 }
 
+/// How many entries of `kind` node `i`'s audit log holds (read from the
+/// database file: the node may be down).
+async fn audit_count(c: &Cluster, i: usize, kind: &str) -> usize {
+    c.audit_export(i)
+        .await
+        .iter()
+        .filter(|e| e.kind == kind)
+        .count()
+}
+
 /// Submits to `origin` until a submit fails (the node died); returns the
 /// accepted reports. At most `max` submits.
 async fn submit_until_failure(
@@ -107,8 +123,8 @@ async fn crash_at_intake_before_commit() {
         ..Figures::default()
     };
     let mut c = Cluster::create(&two_nodes(), &Tuning::default()).await;
-    c.start(DE, None).await;
-    c.start(FR, Some("intake-before-commit:3")).await;
+    c.start_together(&[(DE, None), (FR, Some("intake-before-commit:3"))])
+        .await;
 
     let accepted = submit_until_failure(&c, FR, DE_IP, 10, &mut figures).await;
     assert_eq!(accepted.len(), 2, "the third submit must fail");
@@ -118,6 +134,7 @@ async fn crash_at_intake_before_commit() {
         .crashes
         .entry("intake-before-commit".into())
         .or_default() += 1;
+    assert_eq!(audit_count(&c, FR, "report.submitted").await, 2);
 
     c.start(FR, None).await;
     let figures = finish(&c, &accepted, figures, started).await;
@@ -139,8 +156,8 @@ async fn crash_at_origin_after_commit_before_send() {
         ..Figures::default()
     };
     let mut c = Cluster::create(&two_nodes(), &Tuning::default()).await;
-    c.start(DE, None).await;
-    c.start(FR, Some("origin-after-commit-before-send")).await;
+    c.start_together(&[(DE, None), (FR, Some("origin-after-commit-before-send"))])
+        .await;
 
     // The worker may abort the node before the submit's answer is out.
     let accepted = submit_until_failure(&c, FR, DE_IP, 1, &mut figures).await;
@@ -153,6 +170,11 @@ async fn crash_at_origin_after_commit_before_send() {
     assert!(
         c.cases(DE, "incoming").await.unwrap().is_empty(),
         "nothing was sent before the crash"
+    );
+    assert_eq!(
+        audit_count(&c, FR, "report.submitted").await,
+        1,
+        "committed"
     );
 
     c.start(FR, None).await;
@@ -172,9 +194,8 @@ async fn crash_at_receiver_after_commit_before_reply() {
         ..Figures::default()
     };
     let mut c = Cluster::create(&two_nodes(), &Tuning::default()).await;
-    c.start(DE, Some("receiver-after-commit-before-reply"))
+    c.start_together(&[(DE, Some("receiver-after-commit-before-reply")), (FR, None)])
         .await;
-    c.start(FR, None).await;
 
     let id = c.submit(FR, DE_IP, 0).await.expect("submit");
     figures.submits += 1;
@@ -184,6 +205,11 @@ async fn crash_at_receiver_after_commit_before_reply() {
         .crashes
         .entry("receiver-after-commit-before-reply".into())
         .or_default() += 1;
+    assert_eq!(
+        audit_count(&c, DE, "report.received").await,
+        1,
+        "DE-ECO committed before it died"
+    );
     // The origin got no receipt: still queued, with a failed attempt.
     let case = c.wait_case(FR, &id, DIES_WITHIN, attempted).await;
     assert_eq!(case.deliveries[0].state, "queued");
@@ -208,8 +234,8 @@ async fn crash_at_origin_storing_receipt() {
         ..Figures::default()
     };
     let mut c = Cluster::create(&two_nodes(), &Tuning::default()).await;
-    c.start(DE, None).await;
-    c.start(FR, Some("origin-storing-receipt")).await;
+    c.start_together(&[(DE, None), (FR, Some("origin-storing-receipt"))])
+        .await;
 
     let accepted = submit_until_failure(&c, FR, DE_IP, 1, &mut figures).await;
     let status = c.wait_exit(FR, DIES_WITHIN).await;
@@ -222,6 +248,11 @@ async fn crash_at_origin_storing_receipt() {
         c.cases(DE, "incoming").await.unwrap().len(),
         1,
         "DE-ECO stored the report before the origin died"
+    );
+    assert_eq!(
+        audit_count(&c, FR, "delivery.receipt").await,
+        0,
+        "the receipt's transaction died uncommitted"
     );
 
     c.start(FR, None).await;
@@ -242,14 +273,19 @@ async fn crash_at_audit_append_on_the_receiver() {
     };
     let mut c = Cluster::create(&two_nodes(), &Tuning::default()).await;
     // Entry 1 is `node.started`; entry 2 is the first `report.received`.
-    c.start(DE, Some("audit-append:2")).await;
-    c.start(FR, None).await;
+    c.start_together(&[(DE, Some("audit-append:2")), (FR, None)])
+        .await;
 
     let id = c.submit(FR, DE_IP, 0).await.expect("submit");
     figures.submits += 1;
     let status = c.wait_exit(DE, DIES_WITHIN).await;
     c.assert_crashed_at(DE, status, "audit-append");
     *figures.crashes.entry("audit-append".into()).or_default() += 1;
+    assert_eq!(
+        audit_count(&c, DE, "report.received").await,
+        0,
+        "the batch's transaction died uncommitted"
+    );
 
     c.start(DE, None).await;
     let accepted = [Accepted { origin: FR, id }];
@@ -270,9 +306,9 @@ async fn crash_at_audit_append_on_the_origin() {
         ..Figures::default()
     };
     let mut c = Cluster::create(&two_nodes(), &Tuning::default()).await;
-    c.start(DE, None).await;
     // Entry 1 is `node.started`; entry 2 is the first `report.submitted`.
-    c.start(FR, Some("audit-append:2")).await;
+    c.start_together(&[(DE, None), (FR, Some("audit-append:2"))])
+        .await;
 
     let mut accepted = submit_until_failure(&c, FR, DE_IP, 1, &mut figures).await;
     assert!(accepted.is_empty(), "the submit must fail");
@@ -332,6 +368,7 @@ async fn lost_replies_are_retried_and_get_the_original_receipt() {
     let (c, proxy, mut accepted) = behind_proxy(&mut figures).await;
 
     proxy.set_mode(Mode::DropReplies);
+    figures.link_faults += 1;
     let id = c.submit(FR, DE_IP, 1).await.expect("submit");
     figures.submits += 1;
     c.wait_case(DE, &id, SETTLE, |_| true).await;
@@ -375,6 +412,7 @@ async fn partition_heals_without_loss_or_duplicates() {
     let (c, proxy, mut accepted) = behind_proxy(&mut figures).await;
 
     proxy.set_mode(Mode::Partition);
+    figures.link_faults += 1;
     let mut ids = Vec::new();
     for n in 1..=4 {
         ids.push(c.submit(FR, DE_IP, n).await.expect("submit"));
@@ -412,6 +450,10 @@ struct Chaos {
     max_down: Duration,
     /// Chance that a killed node is restarted armed with a crash point.
     arm_probability: f64,
+    /// Windows in which one link (every node reaches every peer through
+    /// its own proxy) loses its replies or is partitioned.
+    link_faults: usize,
+    max_link_fault: Duration,
 }
 
 #[derive(Debug)]
@@ -426,6 +468,18 @@ struct Kill {
     arm: Option<String>,
 }
 
+#[derive(Debug)]
+struct LinkFault {
+    /// After this many submits...
+    after: u64,
+    /// ...this link (an index into the proxies)...
+    link: usize,
+    /// ...loses replies or is cut...
+    mode: Mode,
+    /// ...for this long.
+    lasts: Duration,
+}
+
 fn seed() -> u64 {
     match std::env::var("ALERTRELAY_FAULT_SEED") {
         Ok(s) => s
@@ -435,7 +489,28 @@ fn seed() -> u64 {
     }
 }
 
-fn plan(chaos: &Chaos, rng: &mut StdRng) -> Vec<Kill> {
+/// The seed's schedule: kills, then link faults over `links` links.
+fn plan(chaos: &Chaos, links: usize, rng: &mut StdRng) -> (Vec<Kill>, Vec<LinkFault>) {
+    let kills = plan_kills(chaos, rng);
+    let mut faults: Vec<LinkFault> = (0..chaos.link_faults)
+        .map(|_| LinkFault {
+            after: rng.gen_range(chaos.reports / 10..chaos.reports * 9 / 10),
+            link: rng.gen_range(0..links),
+            mode: if rng.gen_bool(0.5) {
+                Mode::DropReplies
+            } else {
+                Mode::Partition
+            },
+            lasts: Duration::from_millis(
+                rng.gen_range(0..=chaos.max_link_fault.as_millis() as u64),
+            ),
+        })
+        .collect();
+    faults.sort_by_key(|f| f.after);
+    (kills, faults)
+}
+
+fn plan_kills(chaos: &Chaos, rng: &mut StdRng) -> Vec<Kill> {
     const POINTS: &[(&str, u64)] = &[
         ("intake-before-commit", 5),
         ("origin-after-commit-before-send", 5),
@@ -471,13 +546,28 @@ async fn run_chaos(chaos: Chaos) {
     let started = Instant::now();
     let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
-    let kills = plan(&chaos, &mut rng);
+    let n = chaos.nodes.len();
+    let (kills, link_faults) = plan(&chaos, n * (n - 1), &mut rng);
     let mut figures = Figures {
         test: chaos.test,
         seed: Some(seed),
         ..Figures::default()
     };
-    let mut c = Cluster::create(chaos.nodes, &Tuning::default()).await;
+    let tuning = Tuning {
+        request_timeout_ms: 1_000,
+        ..Tuning::default()
+    };
+    let mut c = Cluster::create(chaos.nodes, &tuning).await;
+    // Every node reaches every peer through a proxy of its own.
+    let mut links = Vec::new();
+    for from in 0..n {
+        for to in (0..n).filter(|&to| to != from) {
+            let proxy = Proxy::start(c.listen(to)).await;
+            c.route_peer_via(from, to, proxy.addr);
+            links.push(proxy);
+        }
+    }
+    let mut heal_at: Vec<Option<Instant>> = vec![None; links.len()];
     c.start_all().await;
 
     // The load: a steady stream of submits, each to a node chosen by the
@@ -507,8 +597,8 @@ async fn run_chaos(chaos: Chaos) {
 
     // The faults, while the load runs.
     let mut last_restart = Instant::now();
-    let mut next = 0;
-    while !load.is_finished() || next < kills.len() {
+    let (mut next, mut next_link) = (0, 0);
+    while !load.is_finished() || next < kills.len() || next_link < link_faults.len() {
         for i in 0..c.nodes.len() {
             if let Some(status) = c.try_exited(i) {
                 record_crash(&c, i, status, &mut figures);
@@ -516,9 +606,21 @@ async fn run_chaos(chaos: Chaos) {
                 last_restart = Instant::now();
             }
         }
-        let due = kills
-            .get(next)
-            .is_some_and(|k| submitted.load(std::sync::atomic::Ordering::SeqCst) >= k.after);
+        let done = submitted.load(std::sync::atomic::Ordering::SeqCst);
+        while let Some(f) = link_faults.get(next_link).filter(|f| done >= f.after) {
+            next_link += 1;
+            links[f.link].set_mode(f.mode);
+            let until = Instant::now() + f.lasts;
+            heal_at[f.link] = Some(heal_at[f.link].map_or(until, |h| h.max(until)));
+            figures.link_faults += 1;
+        }
+        for (link, at) in heal_at.iter_mut().enumerate() {
+            if at.is_some_and(|at| Instant::now() >= at) {
+                links[link].set_mode(Mode::Pass);
+                *at = None;
+            }
+        }
+        let due = kills.get(next).is_some_and(|k| done >= k.after);
         if due {
             let k = &kills[next];
             next += 1;
@@ -543,7 +645,10 @@ async fn run_chaos(chaos: Chaos) {
     figures.submits = chaos.reports;
     figures.failed_submits = failed;
 
-    // The end: every node up and disarmed.
+    // The end: every link healed, every node up and disarmed.
+    for link in &links {
+        link.set_mode(Mode::Pass);
+    }
     for i in 0..c.nodes.len() {
         if let Some(status) = c.try_exited(i) {
             record_crash(&c, i, status, &mut figures);
@@ -585,7 +690,8 @@ fn record_crash(c: &Cluster, i: usize, status: std::process::ExitStatus, figures
     *figures.crashes.entry(point).or_default() += 1;
 }
 
-/// CI: two nodes sending to each other, 150 reports, 6 kills.
+/// CI: two nodes sending to each other, 150 reports, 6 kills, 6 windows of
+/// lost replies or partition.
 #[tokio::test]
 async fn random_kills_short() {
     run_chaos(Chaos {
@@ -597,12 +703,15 @@ async fn random_kills_short() {
         pace: Duration::from_millis(15),
         max_down: Duration::from_millis(300),
         arm_probability: 0.3,
+        link_faults: 6,
+        max_link_fault: Duration::from_millis(1_500),
     })
     .await;
 }
 
 /// On demand (`cargo test --test fault -- --ignored`): three nodes,
-/// 2000 reports, 40 kills, many of them restarts armed with crash points.
+/// 2000 reports, 40 kills (many of them restarts armed with crash points),
+/// 40 windows of lost replies or partition.
 #[tokio::test]
 #[ignore = "long; run with --ignored"]
 async fn random_kills_long() {
@@ -615,6 +724,8 @@ async fn random_kills_long() {
         pace: Duration::from_millis(10),
         max_down: Duration::from_millis(1_000),
         arm_probability: 0.4,
+        link_faults: 40,
+        max_link_fault: Duration::from_millis(3_000),
     })
     .await;
 }

@@ -1,11 +1,12 @@
 //! Conversions between protobuf messages and domain types.
 
 use crate::node::cases::{
-    CaseView, DeliveryView, HistoryView, MediaHashView, RouteView, b64, rfc3339,
+    AddressView, CaseView, DeliveryView, HistoryView, MediaHashView, RouteView, SourceAnswerView,
+    b64, rfc3339,
 };
 use crate::pb;
 use crate::report::Priority;
-use crate::routing::{Evidence, RouteDecision};
+use crate::routing::{AddressEvidence, Evidence, RouteDecision};
 
 pub fn priority_to_pb(p: Priority) -> pb::Priority {
     match p {
@@ -23,12 +24,53 @@ pub fn priority_from_pb(p: i32) -> Priority {
 }
 
 pub fn evidence_to_pb(e: &Evidence) -> pb::HostingEvidence {
+    let network = e.network.as_ref();
     pb::HostingEvidence {
         ip: e.ip.map(|ip| ip.to_string()).unwrap_or_default(),
         country: e.country.clone().unwrap_or_default(),
         ip_source: e.ip_source.clone(),
         dataset: e.dataset.clone(),
         dataset_date: e.dataset_date.clone(),
+        method: e.method.clone(),
+        asn: network.map_or(0, |n| n.asn),
+        org: network.map(|n| n.org.clone()).unwrap_or_default(),
+        network_dataset: e.network_dataset.clone(),
+        network_dataset_date: e.network_dataset_date.clone(),
+        ambiguity: e.ambiguity.clone().unwrap_or_default(),
+        countries: e.countries.clone(),
+        flags: e.flags.clone(),
+        addresses: e.addresses.iter().map(address_to_pb).collect(),
+    }
+}
+
+fn address_to_pb(a: &AddressEvidence) -> pb::HostingAddress {
+    let network = a.network.as_ref();
+    pb::HostingAddress {
+        ip: a.ip.to_string(),
+        ip_source: a.ip_source.clone(),
+        host: a.host.clone(),
+        used: a.used,
+        country: a.country.clone().unwrap_or_default(),
+        dataset: a.dataset.clone(),
+        dataset_date: a.dataset_date.clone(),
+        method: a.method.clone(),
+        answers: a
+            .answers
+            .iter()
+            .map(|x| pb::GeoSourceAnswer {
+                source: x.source.clone(),
+                dataset_date: x.dataset_date.clone(),
+                method: x.method.to_owned(),
+                raw_code: x.raw_code.clone(),
+                country: x.country.clone().unwrap_or_default(),
+            })
+            .collect(),
+        sources_disagree: a.sources_disagree,
+        asn: network.map_or(0, |n| n.asn),
+        org: network.map(|n| n.org.clone()).unwrap_or_default(),
+        network_dataset: a.network_dataset.clone(),
+        network_dataset_date: a.network_dataset_date.clone(),
+        ambiguity: a.ambiguity.clone().unwrap_or_default(),
     }
 }
 
@@ -38,6 +80,7 @@ pub fn route_to_pb(r: &RouteDecision) -> pb::RouteDecision {
         destinations: r.destinations.iter().map(|d| d.to_string()).collect(),
         reason: r.reason.clone(),
         evidence: Some(evidence_to_pb(&r.evidence)),
+        steps: r.steps.clone(),
     }
 }
 
@@ -52,6 +95,46 @@ pub fn route_view_from_pb(r: &pb::RouteDecision) -> RouteView {
         country: ev.country,
         dataset: ev.dataset,
         dataset_date: ev.dataset_date,
+        method: ev.method,
+        asn: ev.asn,
+        org: ev.org,
+        network_dataset: ev.network_dataset,
+        network_dataset_date: ev.network_dataset_date,
+        ambiguity: ev.ambiguity,
+        countries: ev.countries,
+        flags: ev.flags,
+        addresses: ev
+            .addresses
+            .into_iter()
+            .map(|a| AddressView {
+                ip: a.ip,
+                ip_source: a.ip_source,
+                host: a.host,
+                used: a.used,
+                country: a.country,
+                dataset: a.dataset,
+                dataset_date: a.dataset_date,
+                method: a.method,
+                answers: a
+                    .answers
+                    .into_iter()
+                    .map(|x| SourceAnswerView {
+                        source: x.source,
+                        dataset_date: x.dataset_date,
+                        method: x.method,
+                        raw_code: x.raw_code,
+                        country: x.country,
+                    })
+                    .collect(),
+                sources_disagree: a.sources_disagree,
+                asn: a.asn,
+                org: a.org,
+                network_dataset: a.network_dataset,
+                network_dataset_date: a.network_dataset_date,
+                ambiguity: a.ambiguity,
+            })
+            .collect(),
+        steps: r.steps.clone(),
     }
 }
 
@@ -66,7 +149,47 @@ fn route_view_to_pb(r: &RouteView) -> pb::RouteDecision {
             ip_source: r.ip_source.clone(),
             dataset: r.dataset.clone(),
             dataset_date: r.dataset_date.clone(),
+            method: r.method.clone(),
+            asn: r.asn,
+            org: r.org.clone(),
+            network_dataset: r.network_dataset.clone(),
+            network_dataset_date: r.network_dataset_date.clone(),
+            ambiguity: r.ambiguity.clone(),
+            countries: r.countries.clone(),
+            flags: r.flags.clone(),
+            addresses: r
+                .addresses
+                .iter()
+                .map(|a| pb::HostingAddress {
+                    ip: a.ip.clone(),
+                    ip_source: a.ip_source.clone(),
+                    host: a.host.clone(),
+                    used: a.used,
+                    country: a.country.clone(),
+                    dataset: a.dataset.clone(),
+                    dataset_date: a.dataset_date.clone(),
+                    method: a.method.clone(),
+                    answers: a
+                        .answers
+                        .iter()
+                        .map(|x| pb::GeoSourceAnswer {
+                            source: x.source.clone(),
+                            dataset_date: x.dataset_date.clone(),
+                            method: x.method.clone(),
+                            raw_code: x.raw_code.clone(),
+                            country: x.country.clone(),
+                        })
+                        .collect(),
+                    sources_disagree: a.sources_disagree,
+                    asn: a.asn,
+                    org: a.org.clone(),
+                    network_dataset: a.network_dataset.clone(),
+                    network_dataset_date: a.network_dataset_date.clone(),
+                    ambiguity: a.ambiguity.clone(),
+                })
+                .collect(),
         }),
+        steps: r.steps.clone(),
     }
 }
 

@@ -20,10 +20,45 @@ use crate::identity::{IdentityError, identity_from_cert};
 use crate::node::Core;
 use crate::pb;
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// TLS handshakes in progress at once; connections beyond are closed at
 /// once, so a connection flood cannot grow memory.
-const MAX_HANDSHAKES: usize = 256;
+const MAX_HANDSHAKES: usize = 1024;
+/// ... and from any one address, so a slow client holding handshakes open
+/// from one host cannot starve the others.
+const MAX_HANDSHAKES_PER_IP: usize = 64;
+
+/// Pending handshakes per remote address.
+#[derive(Default)]
+struct PerIp(std::sync::Mutex<std::collections::BTreeMap<std::net::IpAddr, usize>>);
+
+/// Releases one address's handshake slot when dropped.
+struct IpSlot(std::sync::Arc<PerIp>, std::net::IpAddr);
+
+impl PerIp {
+    fn take(self: &std::sync::Arc<Self>, ip: std::net::IpAddr) -> Option<IpSlot> {
+        let mut m = self.0.lock().ok()?;
+        let n = m.entry(ip).or_default();
+        if *n >= MAX_HANDSHAKES_PER_IP {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.0.0.lock()
+            && let Some(n) = m.get_mut(&self.1)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
 /// Largest accepted request (a full batch of maximal reports fits).
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
@@ -101,6 +136,7 @@ pub async fn serve(core: Arc<Core>, listener: TcpListener, mut shutdown: watch::
     let federation = core.config.directory.federation.clone();
     let mut accept_shutdown = shutdown.clone();
     let handshakes = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let per_ip = std::sync::Arc::new(PerIp::default());
     let accept_loop = tokio::spawn(async move {
         loop {
             let (tcp, remote) = tokio::select! {
@@ -113,6 +149,10 @@ pub async fn serve(core: Arc<Core>, listener: TcpListener, mut shutdown: watch::
                     }
                 },
                 _ = accept_shutdown.changed() => return,
+            };
+            let Some(ip_slot) = per_ip.take(remote.ip()) else {
+                tracing::warn!(%remote, "too many TLS handshakes in progress from this address; connection closed");
+                continue;
             };
             let Ok(slot) = handshakes.clone().try_acquire_owned() else {
                 tracing::warn!(%remote, "too many TLS handshakes in progress; connection closed");
@@ -131,6 +171,7 @@ pub async fn serve(core: Arc<Core>, listener: TcpListener, mut shutdown: watch::
             tokio::spawn(async move {
                 let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
                 drop(slot);
+                drop(ip_slot);
                 match handshake {
                     Ok(Ok(stream)) => {
                         let identity = stream
@@ -214,6 +255,12 @@ pub async fn serve(core: Arc<Core>, listener: TcpListener, mut shutdown: watch::
     let result = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(60))
         .max_concurrent_streams(Some(128))
+        // Per connection, on top of the per-caller limits in `auth`.
+        .concurrency_limit_per_connection(64)
+        // HTTP/2 rapid reset (CVE-2023-44487): a client that keeps opening
+        // and resetting streams is cut off.
+        .http2_max_pending_accept_reset_streams(Some(32))
+        .http2_max_header_list_size(16 * 1024)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(health_service)

@@ -90,6 +90,24 @@ pub(crate) fn route(r: &RouteView) {
             r.dataset_date
         );
     }
+    if r.asn != 0 {
+        println!(
+            "  network:  AS{} {} ({} of {})",
+            r.asn, r.org, r.network_dataset, r.network_dataset_date
+        );
+    }
+    if r.countries.len() > 1 {
+        println!("  countries: {}", r.countries.join(", "));
+    }
+    if !r.ambiguity.is_empty() {
+        println!("  warning:  {}", r.ambiguity);
+    }
+    if !r.flags.is_empty() {
+        println!("  flags:    {}", r.flags.join(", "));
+    }
+    for s in &r.steps {
+        println!("  step:     {s}");
+    }
 }
 
 pub(crate) fn case_table(cases: &[CaseView]) {

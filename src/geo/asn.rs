@@ -7,6 +7,7 @@
 //! nothing per line (one scratch buffer for unescaping quoted names).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::BufRead;
 use std::net::IpAddr;
 
@@ -114,8 +115,11 @@ impl AsnTable {
 
     /// Parses one file and adds its ranges (files of one table: IPv4, IPv6).
     pub(crate) fn parse(&mut self, r: impl BufRead, file: &str) -> Result<(), GeoError> {
-        let mut interned: HashMap<u32, u32> = HashMap::with_capacity(1 << 16);
+        let mut interned: HashMap<u32, u32, BuildHasherDefault<AsnHasher>> =
+            HashMap::with_capacity_and_hasher(1 << 17, Default::default());
         let mut scratch = String::with_capacity(256);
+        // Neighbouring ranges often belong to the same network.
+        let mut last: Option<u32> = None;
         let mut first = true;
         let AsnTable {
             ranges,
@@ -143,11 +147,19 @@ impl AsnTable {
             let end = Addr::parse(end.trim_ascii(), Syntax::Any).ok_or("bad end address")?;
             let asn = parse_asn(asn.trim_ascii()).ok_or("bad AS number")?;
             let org = unquote(org.trim_ascii(), &mut scratch)?;
-            let id = match interned.get(&asn) {
-                Some(&id) if nets.get(id as usize).is_some_and(|n| org_at(arena, n) == org) => id,
+            let same = |id: u32| {
+                nets.get(id as usize)
+                    .is_some_and(|n| n.asn == asn && org_at(arena, n) == org)
+            };
+            let id = match last
+                .filter(|&id| same(id))
+                .or_else(|| interned.get(&asn).copied())
+            {
+                Some(id) if same(id) => id,
                 _ => {
                     let id = u32::try_from(nets.len()).map_err(|_| "too many networks")?;
-                    let off = u32::try_from(arena.len()).map_err(|_| "organisation names too large")?;
+                    let off =
+                        u32::try_from(arena.len()).map_err(|_| "organisation names too large")?;
                     let len = u32::try_from(org.len()).map_err(|_| "organisation name too long")?;
                     arena.push_str(org);
                     nets.push(Net { asn, off, len });
@@ -155,12 +167,37 @@ impl AsnTable {
                     id
                 }
             };
+            last = Some(id);
             ranges.push(start, end, id, Overlap::PreferLater)
         })?;
         self.ranges.shrink_to_fit();
         self.nets.shrink_to_fit();
         self.arena.shrink_to_fit();
         Ok(())
+    }
+}
+
+/// Multiplicative hashing of AS numbers: the keys come from a data file,
+/// not from the network, so the std SipHash (built for hostile keys) would
+/// only cost time on the 500,000 lines of the shipped data.
+#[derive(Default)]
+struct AsnHasher(u64);
+
+impl Hasher for AsnHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // FNV-1a; unused for u32 keys, which go to `write_u32`.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        let h = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 29);
     }
 }
 
@@ -235,11 +272,24 @@ mod tests {
         .unwrap();
         assert_eq!(net(&t, "1.0.0.1"), Some((13335, "Cloudflare, Inc.".into())));
         assert_eq!(net(&t, "1.0.5.1"), Some((38803, "Gtelecom Pty Ltd".into())));
-        assert_eq!(net(&t, "2.26.201.1"), Some((201907, "LLC \"SPUTNIK\"".into())));
-        assert_eq!(net(&t, "2.27.0.9"), Some((13335, "Cloudflare, Inc.".into())));
-        assert_eq!(net(&t, "2001::1"), Some((6939, "Hurricane Electric LLC".into())));
+        assert_eq!(
+            net(&t, "2.26.201.1"),
+            Some((201907, "LLC \"SPUTNIK\"".into()))
+        );
+        assert_eq!(
+            net(&t, "2.27.0.9"),
+            Some((13335, "Cloudflare, Inc.".into()))
+        );
+        assert_eq!(
+            net(&t, "2001::1"),
+            Some((6939, "Hurricane Electric LLC".into()))
+        );
         assert_eq!(net(&t, "1.0.1.0"), None);
-        assert_eq!(t.networks(), 4, "the second Cloudflare range reuses its name");
+        assert_eq!(
+            t.networks(),
+            4,
+            "the second Cloudflare range reuses its name"
+        );
         assert_eq!(t.len(), (4, 1));
     }
 
@@ -260,7 +310,8 @@ mod tests {
             }
         }
         // A header line is skipped; AS prefixes are read.
-        let t = table("ip_range_start,ip_range_end,asn,org\n1.0.0.0,1.0.0.255,AS7,Seven\n").unwrap();
+        let t =
+            table("ip_range_start,ip_range_end,asn,org\n1.0.0.0,1.0.0.255,AS7,Seven\n").unwrap();
         assert_eq!(net(&t, "1.0.0.7"), Some((7, "Seven".into())));
     }
 }

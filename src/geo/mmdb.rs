@@ -159,3 +159,38 @@ fn probe(reader: &maxminddb::Reader<Vec<u8>>) -> Result<(bool, bool), maxminddb:
     }
     Ok((country, network))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(json: &str) -> MmdbRecord {
+        MmdbRecord::from(serde_json::from_str::<Record>(json).unwrap())
+    }
+
+    #[test]
+    fn the_three_schemas() {
+        // GeoIP2: country.iso_code (other fields ignored).
+        let r = record(
+            r#"{"country":{"iso_code":"SE","names":{"en":"Sweden"}},"traits":{"is_anycast":true}}"#,
+        );
+        assert_eq!(
+            (r.raw_code.as_deref(), r.asn, r.anycast),
+            (Some("SE"), None, true)
+        );
+        // Flat (ip-location-db, DB-IP lite conversions): country_code; a
+        // `country` that is a name is not taken for a code.
+        let r = record(r#"{"country":"Germany","country_code":"DE"}"#);
+        assert_eq!(r.raw_code.as_deref(), Some("DE"));
+        let r = record(r#"{"country":"Germany"}"#);
+        assert_eq!(r.raw_code, None);
+        // ASN.
+        let r = record(
+            r#"{"autonomous_system_number":3320,"autonomous_system_organization":"Deutsche Telekom AG"}"#,
+        );
+        assert_eq!(
+            (r.asn, r.org.as_deref(), r.raw_code),
+            (Some(3320), Some("Deutsche Telekom AG"), None)
+        );
+    }
+}

@@ -115,7 +115,11 @@ impl<V: Copy> RangeTable<V> {
         let resolved = match (start, end) {
             (Addr::V4(s), Addr::V4(e)) => push(&mut self.v4, s, e, value, overlap)?,
             (Addr::V6(s), Addr::V6(e)) => push(&mut self.v6, s, e, value, overlap)?,
-            _ => return Err(LineFault::Bad("start and end are not of the same IP version")),
+            _ => {
+                return Err(LineFault::Bad(
+                    "start and end are not of the same IP version",
+                ));
+            }
         };
         if resolved {
             self.overlaps_resolved += 1;
@@ -124,21 +128,30 @@ impl<V: Copy> RangeTable<V> {
     }
 
     /// Sorts ranges pushed out of order (RIR files) and checks they do not
-    /// overlap; returns the index (in push order) of an offending range.
+    /// overlap; an error is the first range that overlaps its predecessor.
     pub(crate) fn sort_and_check(&mut self) -> Result<(), (Addr, Addr)> {
         sort_check(&mut self.v4).map_err(|(s, e)| (Addr::V4(s), Addr::V4(e)))?;
         sort_check(&mut self.v6).map_err(|(s, e)| (Addr::V6(s), Addr::V6(e)))
     }
 
     /// Appends without any order check (callers sort afterwards).
-    pub(crate) fn push_unsorted(&mut self, start: Addr, end: Addr, value: V) -> Result<(), LineFault> {
+    pub(crate) fn push_unsorted(
+        &mut self,
+        start: Addr,
+        end: Addr,
+        value: V,
+    ) -> Result<(), LineFault> {
         match (start, end) {
             (Addr::V4(s), Addr::V4(e)) if s <= e => self.v4.push((s, e, value)),
             (Addr::V6(s), Addr::V6(e)) if s <= e => self.v6.push((s, e, value)),
             (Addr::V4(_), Addr::V4(_)) | (Addr::V6(_), Addr::V6(_)) => {
                 return Err(LineFault::Bad("range start is after range end"));
             }
-            _ => return Err(LineFault::Bad("start and end are not of the same IP version")),
+            _ => {
+                return Err(LineFault::Bad(
+                    "start and end are not of the same IP version",
+                ));
+            }
         }
         Ok(())
     }
@@ -148,14 +161,10 @@ impl<V: Copy> RangeTable<V> {
         self.v6.shrink_to_fit();
     }
 
-    /// Every IPv4 range (tests compare the table with its source file).
+    /// Every IPv4 range.
+    #[cfg(test)]
     pub(crate) fn v4(&self) -> &[(u32, u32, V)] {
         &self.v4
-    }
-
-    /// Every IPv6 range.
-    pub(crate) fn v6(&self) -> &[(u128, u128, V)] {
-        &self.v6
     }
 }
 
@@ -263,7 +272,11 @@ mod tests {
         // Same start.
         let t = table(&[(10, 100, 1), (10, 30, 2)], Overlap::PreferLater).unwrap();
         assert_eq!(t.v4(), &[(10, 30, 2), (31, 100, 1)]);
-        let t = table(&[(0, u32::MAX, 1), (u32::MAX, u32::MAX, 2)], Overlap::PreferLater).unwrap();
+        let t = table(
+            &[(0, u32::MAX, 1), (u32::MAX, u32::MAX, 2)],
+            Overlap::PreferLater,
+        )
+        .unwrap();
         assert_eq!(t.v4(), &[(0, u32::MAX - 1, 1), (u32::MAX, u32::MAX, 2)]);
     }
 
@@ -282,7 +295,10 @@ mod tests {
             LineFault::Bad(_)
         ));
         let mut t = RangeTable::new();
-        assert!(t.push(Addr::V4(1), Addr::V6(2), 0u8, Overlap::Refuse).is_err());
+        assert!(
+            t.push(Addr::V4(1), Addr::V6(2), 0u8, Overlap::Refuse)
+                .is_err()
+        );
     }
 
     #[test]
@@ -298,10 +314,19 @@ mod tests {
 
     #[test]
     fn address_syntaxes() {
-        assert_eq!(Addr::parse("16777216", Syntax::Decimal4), Some(Addr::V4(16_777_216)));
+        assert_eq!(
+            Addr::parse("16777216", Syntax::Decimal4),
+            Some(Addr::V4(16_777_216))
+        );
         assert_eq!(Addr::parse("1.0.0.0", Syntax::Decimal4), None);
-        assert_eq!(Addr::parse("1.0.0.0", Syntax::Any), Some(Addr::V4(16_777_216)));
-        assert_eq!(Addr::parse("16777216", Syntax::Any), Some(Addr::V4(16_777_216)));
+        assert_eq!(
+            Addr::parse("1.0.0.0", Syntax::Any),
+            Some(Addr::V4(16_777_216))
+        );
+        assert_eq!(
+            Addr::parse("16777216", Syntax::Any),
+            Some(Addr::V4(16_777_216))
+        );
         assert_eq!(Addr::parse("::1", Syntax::Any), Some(Addr::V6(1)));
         assert_eq!(Addr::parse("10", Syntax::Text6), None);
         let mapped: IpAddr = "::ffff:1.0.0.1".parse().unwrap();

@@ -28,7 +28,9 @@ pub(crate) fn parse(
         }
         let f: Vec<&str> = line.splitn(8, '|').collect();
         // Version line: version|registry|serial|records|startdate|enddate|UTCoffset
-        if f.first().is_some_and(|v| v.bytes().all(|b| b.is_ascii_digit() || b == b'.')) {
+        if f.first()
+            .is_some_and(|v| v.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+        {
             if date.is_none() {
                 date = f.get(5).and_then(|d| yyyymmdd(d));
             }
@@ -115,7 +117,10 @@ ripencc|DE|ipv6|2a01:4f8::|29|20050916|allocated|xyz
         let date = parse(Cursor::new(SAMPLE), "delegated", &mut t).unwrap();
         assert_eq!(date.as_deref(), Some("2026-06-30"));
         // 2.0.0.0 + 1048576 addresses = 2.0.0.0-2.15.255.255; 768 is not a power of two.
-        let cc = |ip: &str| t.find(ip.parse().unwrap()).map(|c| String::from_utf8_lossy(&c).into_owned());
+        let cc = |ip: &str| {
+            t.find(ip.parse().unwrap())
+                .map(|c| String::from_utf8_lossy(&c).into_owned())
+        };
         assert_eq!(cc("2.15.255.255").as_deref(), Some("FR"));
         assert_eq!(cc("2.16.0.0"), None);
         assert_eq!(cc("5.10.2.255").as_deref(), Some("NL"));
@@ -129,9 +134,18 @@ ripencc|DE|ipv6|2a01:4f8::|29|20050916|allocated|xyz
     #[test]
     fn bad_records_are_refused() {
         for (text, reason) in [
-            ("ripencc|FR|ipv4|2.0.0.0|0|20100712|allocated\n", "count is 0"),
-            ("ripencc|FR|ipv4|255.255.255.0|512|20100712|allocated\n", "runs past"),
-            ("ripencc|FR|ipv6|2a01:4f8::1|29|20100712|allocated\n", "first address"),
+            (
+                "ripencc|FR|ipv4|2.0.0.0|0|20100712|allocated\n",
+                "count is 0",
+            ),
+            (
+                "ripencc|FR|ipv4|255.255.255.0|512|20100712|allocated\n",
+                "runs past",
+            ),
+            (
+                "ripencc|FR|ipv6|2a01:4f8::1|29|20100712|allocated\n",
+                "first address",
+            ),
             ("ripencc|FR|ipv5|1|1|1|allocated\n", "type must be"),
             ("ripencc|FR\n", "expected"),
         ] {

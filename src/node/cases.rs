@@ -45,6 +45,62 @@ pub struct RouteView {
     pub country: String,
     pub dataset: String,
     pub dataset_date: String,
+    #[serde(default)]
+    pub method: String,
+    /// The hosting network: AS number (0 = unknown) and organisation.
+    #[serde(default)]
+    pub asn: u32,
+    #[serde(default)]
+    pub org: String,
+    #[serde(default)]
+    pub network_dataset: String,
+    #[serde(default)]
+    pub network_dataset_date: String,
+    /// Set for anycast/CDN networks.
+    #[serde(default)]
+    pub ambiguity: String,
+    /// Every hosting country named.
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// e.g. `mixed-script-host`, `confusable-host`, `onion-host`.
+    #[serde(default)]
+    pub flags: Vec<String>,
+    /// Every address considered, with every source's answer.
+    #[serde(default)]
+    pub addresses: Vec<AddressView>,
+    /// The chain of reasoning.
+    #[serde(default)]
+    pub steps: Vec<String>,
+}
+
+/// One address a route considered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AddressView {
+    pub ip: String,
+    pub ip_source: String,
+    pub host: String,
+    pub used: bool,
+    pub country: String,
+    pub dataset: String,
+    pub dataset_date: String,
+    pub method: String,
+    pub answers: Vec<SourceAnswerView>,
+    pub sources_disagree: bool,
+    pub asn: u32,
+    pub org: String,
+    pub network_dataset: String,
+    pub network_dataset_date: String,
+    pub ambiguity: String,
+}
+
+/// One geo source's answer for an address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceAnswerView {
+    pub source: String,
+    pub dataset_date: String,
+    pub method: String,
+    pub raw_code: String,
+    pub country: String,
 }
 
 /// A case as operators see it (and as `--json` prints it).
@@ -116,19 +172,10 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
     // not decode means a damaged database, which must not pass as empty.
     let payload = pb::ReportPayload::decode(row.payload.as_slice())
         .map_err(|_| NodeError::Internal("a stored report payload does not decode"))?;
-    let route = payload.route.as_ref().map(|r| {
-        let ev = r.evidence.clone().unwrap_or_default();
-        RouteView {
-            kind: r.kind.clone(),
-            destinations: r.destinations.clone(),
-            reason: r.reason.clone(),
-            ip: ev.ip,
-            ip_source: ev.ip_source,
-            country: ev.country,
-            dataset: ev.dataset,
-            dataset_date: ev.dataset_date,
-        }
-    });
+    let route = payload
+        .route
+        .as_ref()
+        .map(crate::api::convert::route_view_from_pb);
     let destinations: Vec<String> = if row.direction == Direction::Incoming.as_str() {
         vec![core.me.to_string()]
     } else {

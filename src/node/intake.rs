@@ -7,7 +7,7 @@ use crate::identity::PeerIdentity;
 use crate::node::cases::{self, CaseView};
 use crate::node::{Core, NodeError};
 use crate::pb;
-use crate::report::validate::{self, Submission, UrlHost};
+use crate::report::validate::{self, Submission, UrlHost, ValidUrl};
 use crate::report::{Direction, Priority, wire};
 use crate::routing::{self, RouteDecision, RouteKind};
 use crate::store::NewReport;
@@ -39,28 +39,39 @@ pub fn route_preview(
         notes: "",
         hashes: Vec::new(),
     })?;
-    let hosts = hosts(&draft.urls)?;
-    Ok(decide(core, &hosts, &draft))
+    let urls = valid_urls(&draft.urls)?;
+    Ok(decide(core, &urls, &draft))
 }
 
-fn hosts(urls: &[String]) -> Result<Vec<UrlHost>, NodeError> {
+fn valid_urls(urls: &[String]) -> Result<Vec<ValidUrl>, NodeError> {
     urls.iter()
-        .map(|u| validate::url_host(u).map_err(NodeError::from))
+        .map(|u| validate::url(u).map_err(NodeError::from))
         .collect()
 }
 
-fn decide(core: &Core, hosts: &[UrlHost], draft: &crate::report::ReportDraft) -> RouteDecision {
+fn decide(core: &Core, urls: &[ValidUrl], draft: &crate::report::ReportDraft) -> RouteDecision {
+    // Host names are resolved only where `[dns]` allows (in memory for
+    // mode "static"); routing itself does no IO.
+    let resolved = core
+        .config
+        .dns
+        .resolve_all(urls.iter().filter_map(|u| match &u.host {
+            UrlHost::Domain(d) => Some(d.as_str()),
+            UrlHost::Ip(_) | UrlHost::Onion(_) => None,
+        }));
     routing::decide(
         &routing::RouteInput {
-            hosts,
+            urls,
             hosting_ip: draft.hosting_ip,
             category: draft.category,
+            resolved: resolved.as_deref(),
         },
-        core.geo,
+        &core.config.geo,
         &routing::Federation {
             directory: &core.directory(),
             me: &core.me,
             fallback: core.config.fallback.as_ref(),
+            fallback_for: &core.config.fallback_for,
         },
     )
 }
@@ -84,8 +95,8 @@ pub async fn submit(
             return Err(e.into());
         }
     };
-    let hosts = hosts(&draft.urls)?;
-    let route = decide(core, &hosts, &draft);
+    let urls = valid_urls(&draft.urls)?;
+    let route = decide(core, &urls, &draft);
     let now = Core::now_ms();
     let report_id = uuid::Uuid::new_v4().to_string();
     let payload = pb::ReportPayload {

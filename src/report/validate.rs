@@ -1,8 +1,17 @@
 //! Strict validation of submitted report fields. Every refusal names the
 //! field and a reason code; nothing here does IO (the node never fetches a
 //! reported URL).
+//!
+//! A URL is evidence: it is kept byte-for-byte as submitted, and beside it
+//! [`ValidUrl`] holds its WHATWG-normalised form (lower-case host, IDNA
+//! A-labels, default port removed, decimal/octal/hex IPv4 written as a
+//! dotted quad, IPv6 compressed), its host, and flags for hosts that may
+//! read as something they are not (UTS #39 mixed-script and confusable
+//! labels): flagged, never refused.
 
 use std::net::IpAddr;
+
+use unicode_security::{MixedScript, skeleton};
 
 use super::{Category, InvalidInput, MediaHash, Priority, ReportDraft};
 
@@ -12,11 +21,45 @@ pub const MAX_NOTES_BYTES: usize = 4 * 1024;
 pub const MAX_HASHES: usize = 32;
 const MAX_HASH_VALUE: usize = 256;
 
-/// The host part of a reported URL.
+/// Schemes a reported URL may have.
+pub const SCHEMES: [&str; 3] = ["http", "https", "ftp"];
+
+/// Flag: a label of the host mixes scripts (e.g. Latin and Cyrillic).
+pub const MIXED_SCRIPT_HOST: &str = "mixed-script-host";
+/// Flag: a non-ASCII label whose UTS #39 skeleton is all ASCII, i.e. one
+/// that can pass for an ASCII name (`раураl` for `paypal`).
+pub const CONFUSABLE_HOST: &str = "confusable-host";
+/// Flag: a Tor onion service, which has no geolocatable address.
+pub const ONION_HOST: &str = "onion-host";
+
+/// The host part of a reported URL (domains as IDNA A-labels, lower case).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UrlHost {
     Ip(IpAddr),
     Domain(String),
+    /// A `.onion` name: a Tor onion service, not geolocatable.
+    Onion(String),
+}
+
+impl std::fmt::Display for UrlHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UrlHost::Ip(ip) => write!(f, "{ip}"),
+            UrlHost::Domain(d) | UrlHost::Onion(d) => f.write_str(d),
+        }
+    }
+}
+
+/// A URL accepted as evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidUrl {
+    /// Exactly as submitted (what is signed and forwarded).
+    pub original: String,
+    /// The WHATWG serialisation.
+    pub normalized: String,
+    pub host: UrlHost,
+    /// [`MIXED_SCRIPT_HOST`], [`CONFUSABLE_HOST`], [`ONION_HOST`].
+    pub flags: Vec<&'static str>,
 }
 
 /// The raw fields of a submission, as received.
@@ -85,6 +128,12 @@ pub fn urls(urls: &[String]) -> Result<Vec<String>, InvalidInput> {
 /// Checks one URL and returns its host. The URL is kept byte-for-byte as
 /// evidence; this only decides whether it is acceptable.
 pub fn url_host(u: &str) -> Result<UrlHost, InvalidInput> {
+    url(u).map(|v| v.host)
+}
+
+/// Checks one URL: at most 8 KiB, no control or bidirectional characters,
+/// WHATWG syntax, scheme http, https or ftp, a host.
+pub fn url(u: &str) -> Result<ValidUrl, InvalidInput> {
     let field = "url";
     if u.len() > MAX_URL_BYTES {
         return Err(InvalidInput::new(
@@ -96,22 +145,53 @@ pub fn url_host(u: &str) -> Result<UrlHost, InvalidInput> {
     text(field, u, MAX_URL_BYTES, false)?;
     let parsed = url::Url::parse(u)
         .map_err(|e| InvalidInput::new("url-syntax", field, format!("not a URL: {e}")))?;
-    match parsed.scheme() {
-        "http" | "https" => {}
-        other => {
-            return Err(InvalidInput::new(
-                "url-scheme",
-                field,
-                format!("scheme {other:?} is not http or https"),
-            ));
+    if !SCHEMES.contains(&parsed.scheme()) {
+        return Err(InvalidInput::new(
+            "url-scheme",
+            field,
+            format!("scheme {:?} is not http, https or ftp", parsed.scheme()),
+        ));
+    }
+    let host = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => UrlHost::Ip(ip.into()),
+        Some(url::Host::Ipv6(ip)) => UrlHost::Ip(ip.into()),
+        Some(url::Host::Domain(d)) if !d.is_empty() && d != "." => {
+            let d = d.strip_suffix('.').unwrap_or(d).to_owned();
+            if d.ends_with(".onion") {
+                UrlHost::Onion(d)
+            } else {
+                UrlHost::Domain(d)
+            }
+        }
+        _ => return Err(InvalidInput::new("url-host", field, "has no host")),
+    };
+    let flags = match &host {
+        UrlHost::Ip(_) => Vec::new(),
+        UrlHost::Domain(d) => host_flags(d),
+        UrlHost::Onion(_) => vec![ONION_HOST],
+    };
+    Ok(ValidUrl {
+        original: u.to_owned(),
+        normalized: parsed.as_str().to_owned(),
+        host,
+        flags,
+    })
+}
+
+/// UTS #39 checks on each label of a domain (given as A-labels; decoded to
+/// Unicode here, so a punycode label typed as such is checked as well).
+pub fn host_flags(ascii_host: &str) -> Vec<&'static str> {
+    let (unicode, _) = idna::domain_to_unicode(ascii_host);
+    let mut flags = Vec::new();
+    for label in unicode.split('.').filter(|l| !l.is_ascii()) {
+        if !label.is_single_script() && !flags.contains(&MIXED_SCRIPT_HOST) {
+            flags.push(MIXED_SCRIPT_HOST);
+        }
+        if skeleton(label).all(|c| c.is_ascii()) && !flags.contains(&CONFUSABLE_HOST) {
+            flags.push(CONFUSABLE_HOST);
         }
     }
-    match parsed.host() {
-        Some(url::Host::Ipv4(ip)) => Ok(UrlHost::Ip(ip.into())),
-        Some(url::Host::Ipv6(ip)) => Ok(UrlHost::Ip(ip.into())),
-        Some(url::Host::Domain(d)) if !d.is_empty() => Ok(UrlHost::Domain(d.to_owned())),
-        _ => Err(InvalidInput::new("url-host", field, "has no host")),
-    }
+    flags
 }
 
 fn hosting_ip(s: &str) -> Result<Option<IpAddr>, InvalidInput> {
@@ -261,8 +341,80 @@ mod tests {
     }
 
     #[test]
+    fn normalised_form_is_kept_beside_the_original() {
+        for (given, normalised) in [
+            ("HTTP://Example.COM:80/a?b=C", "http://example.com/a?b=C"),
+            ("https://example.com:443/", "https://example.com/"),
+            ("https://example.com:8443/", "https://example.com:8443/"),
+            ("ftp://files.example:21/x", "ftp://files.example/x"),
+            ("http://1440121973/", "http://85.214.132.117/"),
+            ("http://0x55.0326.0204.0165/", "http://85.214.132.117/"),
+            ("http://[2A01:04F8:0:0::1]/", "http://[2a01:4f8::1]/"),
+            (
+                "http://bücher.example/ü",
+                "http://xn--bcher-kva.example/%C3%BC",
+            ),
+        ] {
+            let v = url(given).unwrap();
+            assert_eq!(v.original, given);
+            assert_eq!(v.normalized, normalised, "{given}");
+        }
+        assert_eq!(
+            url("http://Bücher.Example/").unwrap().host,
+            UrlHost::Domain("xn--bcher-kva.example".into())
+        );
+    }
+
+    #[test]
+    fn ftp_is_accepted_other_schemes_are_not() {
+        assert!(url("ftp://192.0.2.1/pub/x.zip").is_ok());
+        let e = url_host("gopher://x/").unwrap_err();
+        assert_eq!(e.code, "url-scheme");
+        assert_eq!(e.message, "scheme \"gopher\" is not http, https or ftp");
+    }
+
+    #[test]
+    fn onion_hosts_are_recognised() {
+        let v = url("http://Expyuzz4wqqyqhjn.onion./x").unwrap();
+        assert_eq!(v.host, UrlHost::Onion("expyuzz4wqqyqhjn.onion".into()));
+        assert_eq!(v.flags, vec![ONION_HOST]);
+        assert!(matches!(
+            url_host("http://onion.example/").unwrap(),
+            UrlHost::Domain(_)
+        ));
+    }
+
+    #[test]
+    fn deceptive_hosts_are_flagged_not_refused() {
+        let flags = |u: &str| url(u).unwrap().flags;
+        // Cyrillic "а" (U+0430) in an otherwise Latin label.
+        assert_eq!(
+            flags("http://p\u{0430}ypal.com/"),
+            vec![MIXED_SCRIPT_HOST, CONFUSABLE_HOST]
+        );
+        // All Cyrillic, but it reads as Latin "paypal": whole-script confusable.
+        assert_eq!(
+            flags("http://\u{0440}\u{0430}\u{0443}\u{0440}\u{0430}l.com/"),
+            vec![MIXED_SCRIPT_HOST, CONFUSABLE_HOST]
+        );
+        assert_eq!(
+            flags("http://\u{0440}\u{0430}\u{0443}\u{0440}\u{0430}\u{04cf}.com/"),
+            vec![CONFUSABLE_HOST]
+        );
+        // The same, typed as punycode, is decoded and flagged.
+        let puny = url("http://p\u{0430}ypal.com/").unwrap().normalized;
+        assert_eq!(flags(&puny), vec![MIXED_SCRIPT_HOST, CONFUSABLE_HOST]);
+        // Honest IDNs are not flagged.
+        assert!(flags("http://пример.рф/").is_empty());
+        assert!(flags("http://bücher.example/").is_empty());
+        assert!(flags("http://example.com/").is_empty());
+    }
+
+    #[test]
     fn bad_urls_get_precise_reasons() {
         assert_eq!(code("ftp2://x/"), "url-scheme");
+        assert_eq!(code("gopher://x/"), "url-scheme");
+        assert_eq!(code("file:///etc/passwd"), "url-scheme");
         assert_eq!(code("javascript:alert(1)"), "url-scheme");
         assert_eq!(code("http://a/\r\nInjected: 1"), "crlf");
         assert_eq!(code("http://a/\u{7}"), "control-character");

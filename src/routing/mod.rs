@@ -1,25 +1,38 @@
 //! Pure routing decisions: where a report goes and why. No IO, no async:
-//! the inputs are the URLs' hosts, the analyst's traced IP, an in-memory
-//! geo dataset and the directory; the output carries its evidence.
+//! the inputs are the validated URLs, the analyst's traced IP, the DNS
+//! answers (when the deployment resolves names), the in-memory geo sources
+//! and the directory; the output carries its evidence and the chain of
+//! reasoning (`steps`): URL → host → addresses → each source's answer and
+//! date → the directory rule applied → destination(s) or fallback.
+//!
+//! - `hosting.rs`: URLs → hosts → addresses → what the sources say.
+//! - `rules.rs`: a hosting country → a hotline, or the fallback chain.
+
+mod hosting;
+mod rules;
 
 use std::net::IpAddr;
 
 use serde::Serialize;
 
 use crate::directory::Directory;
-use crate::geo::GeoDb;
+use crate::geo::dns::Resolved;
+use crate::geo::{CountryAnswer, Network, Sources};
 use crate::identity::NodeId;
 use crate::report::Category;
-use crate::report::validate::UrlHost;
+use crate::report::validate::ValidUrl;
+
+use rules::Outcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RouteKind {
-    /// To the hotline(s) serving the hosting country.
+    /// To the hotline(s) serving the hosting country (or countries).
     Peer,
     /// Hosted in a country this node serves, or hosting unknown: worked here.
     Local,
-    /// The hosting country has no hotline: to the configured fallback.
+    /// The hosting country has no hotline (or none that takes the category),
+    /// or the host is not geolocatable: to the configured fallback.
     Fallback,
     /// No hotline and no fallback: kept here, delivery `no-hotline`.
     NoHotline,
@@ -47,210 +60,196 @@ impl RouteKind {
     }
 }
 
-/// Where the hosting knowledge came from.
+/// Where the hosting knowledge came from. The first fields describe the
+/// first address the decision used; `addresses` has every address.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct Evidence {
     pub ip: Option<IpAddr>,
-    /// `analyst` (traced by the analyst) or `ip-literal` (the URL's host).
+    /// `analyst` (traced by the analyst), `ip-literal` (the URL's host) or
+    /// `dns` (the URL's host name, resolved).
     pub ip_source: String,
     pub country: Option<String>,
+    /// The source followed for `country`, and its date.
     pub dataset: String,
     pub dataset_date: String,
+    /// `range-lookup`, `mmdb-lookup` or `rir-registration`.
+    pub method: String,
+    /// The hosting network of `ip` (AS number and organisation).
+    pub network: Option<Network>,
+    pub network_dataset: String,
+    pub network_dataset_date: String,
+    /// Set when an address used is in a known anycast/CDN network.
+    pub ambiguity: Option<String>,
+    /// Every hosting country named by the addresses used, in order.
+    pub countries: Vec<String>,
+    /// Warnings about the URLs' hosts: `mixed-script-host`,
+    /// `confusable-host`, `onion-host`.
+    pub flags: Vec<String>,
+    /// Every address considered, used or not.
+    pub addresses: Vec<AddressEvidence>,
+}
+
+/// One address and what every source says about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AddressEvidence {
+    pub ip: IpAddr,
+    /// `analyst`, `ip-literal` or `dns`.
+    pub ip_source: String,
+    /// The URL host it came from (empty for the analyst's).
+    pub host: String,
+    /// False when the analyst's `--hosting-ip` took priority over it.
+    pub used: bool,
+    pub country: Option<String>,
+    /// The source followed (the first in order that knows) and its date.
+    pub dataset: String,
+    pub dataset_date: String,
+    pub method: String,
+    /// Every country source's answer, in order.
+    pub answers: Vec<CountryAnswer>,
+    /// The sources name different countries.
+    pub sources_disagree: bool,
+    pub network: Option<Network>,
+    pub network_dataset: String,
+    pub network_dataset_date: String,
+    pub ambiguity: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RouteDecision {
     pub kind: RouteKind,
     pub destinations: Vec<NodeId>,
+    /// One line, no host names (it goes into the audit log).
     pub reason: String,
     pub evidence: Evidence,
+    /// The chain of reasoning, one step a line.
+    pub steps: Vec<String>,
 }
 
 pub struct RouteInput<'a> {
-    pub hosts: &'a [UrlHost],
+    pub urls: &'a [ValidUrl],
+    /// The analyst's traced hosting IP: takes priority over dataset evidence.
     pub hosting_ip: Option<IpAddr>,
     pub category: Category,
+    /// The DNS answers for the URLs' host names; `None` when DNS is off.
+    pub resolved: Option<&'a [Resolved]>,
 }
 
 pub struct Federation<'a> {
     pub directory: &'a Directory,
     pub me: &'a NodeId,
+    /// For countries without a hotline (any category).
     pub fallback: Option<&'a NodeId>,
+    /// Category-specific fallbacks, tried in order before `fallback`.
+    pub fallback_for: &'a [(Category, NodeId)],
 }
 
-pub fn decide(input: &RouteInput<'_>, geo: &GeoDb, fed: &Federation<'_>) -> RouteDecision {
-    let (ip, ip_source) = match input.hosting_ip {
-        Some(ip) => (Some(ip), "analyst"),
-        None => match input.hosts.iter().find_map(|h| match h {
-            UrlHost::Ip(ip) => Some(*ip),
-            UrlHost::Domain(_) => None,
-        }) {
-            Some(ip) => (Some(ip), "ip-literal"),
-            None => (None, ""),
-        },
-    };
-    let mut evidence = Evidence {
-        ip,
-        ip_source: ip_source.to_owned(),
-        ..Evidence::default()
-    };
-    let Some(ip) = ip else {
-        return local(
-            evidence,
-            "hosting unknown: no IP literal and no --hosting-ip (DNS is not used); kept here for an analyst to trace".into(),
-        );
-    };
-    let answer = geo.lookup(ip);
-    evidence.dataset = answer.dataset;
-    evidence.dataset_date = answer.dataset_date;
-    evidence.country = answer.country.clone();
-    let Some(country) = answer.country else {
-        let raw = if answer.raw_code.is_empty() {
-            "no range".to_owned()
+pub fn decide(input: &RouteInput<'_>, geo: &Sources, fed: &Federation<'_>) -> RouteDecision {
+    let mut steps = Vec::new();
+    let found = hosting::find(input, geo, &mut steps);
+    let mut outcomes: Vec<(Outcome, String)> = Vec::new();
+    for country in &found.evidence.countries {
+        outcomes.push(rules::for_country(country, input.category, fed, &mut steps));
+    }
+    if found.onion_hosts > 0 {
+        let why = if found.evidence.countries.is_empty() {
+            "the host is a Tor onion service, which is not geolocatable".to_owned()
         } else {
-            format!("code {:?}", answer.raw_code)
+            "another host is a Tor onion service, which is not geolocatable".to_owned()
         };
-        return local(
-            evidence,
-            format!("hosting country of {ip} unknown ({raw}); kept here for an analyst"),
-        );
-    };
-    let me = fed.directory.node(fed.me);
-    if me.is_some_and(|n| n.countries.contains(&country)) {
-        return local(
-            evidence,
-            format!("hosted in {country}, served by this node"),
-        );
+        outcomes.push(rules::fallback(why, input.category, fed, &mut steps));
     }
-    let serving: Vec<_> = fed
-        .directory
-        .serving(&country)
-        .filter(|n| &n.id != fed.me)
-        .collect();
-    if let Some(peer) = serving.iter().find(|n| n.accepts(input.category)) {
-        return RouteDecision {
-            kind: RouteKind::Peer,
-            destinations: vec![peer.id.clone()],
-            reason: format!("hosted in {country}, served by {}", peer.id),
-            evidence,
-        };
-    }
-    let why = if serving.is_empty() {
-        format!("hosted in {country}, which has no hotline in the federation")
-    } else {
-        format!(
-            "hosted in {country}, whose hotlines do not accept category {}",
-            input.category
-        )
-    };
-    match fed.fallback.filter(|f| *f != fed.me) {
-        Some(fb) => RouteDecision {
-            kind: RouteKind::Fallback,
-            destinations: vec![fb.clone()],
-            reason: format!("{why}: to the fallback {fb}"),
-            evidence,
-        },
-        None => RouteDecision {
-            kind: RouteKind::NoHotline,
-            destinations: vec![],
-            reason: format!("{why}, and no fallback is configured: kept here"),
-            evidence,
-        },
-    }
+    combine(outcomes, found.unknown_reason, found.evidence, steps)
 }
 
-fn local(evidence: Evidence, reason: String) -> RouteDecision {
+/// One outcome per hosting country (and one for onion hosts): every
+/// country is named, the report goes to each one's hotline or fallback;
+/// the kind is the strongest outcome (peer, fallback, local, no-hotline).
+fn combine(
+    outcomes: Vec<(Outcome, String)>,
+    unknown_reason: Option<String>,
+    evidence: Evidence,
+    mut steps: Vec<String>,
+) -> RouteDecision {
+    if outcomes.is_empty() {
+        let reason = unknown_reason.unwrap_or_else(|| "hosting unknown".to_owned());
+        steps.push(format!("decision: local (kept here): {reason}"));
+        return RouteDecision {
+            kind: RouteKind::Local,
+            destinations: vec![],
+            reason,
+            evidence,
+            steps,
+        };
+    }
+    let mut destinations: Vec<NodeId> = Vec::new();
+    let (mut peer, mut fallback, mut local) = (false, false, false);
+    for (o, _) in &outcomes {
+        let id = match o {
+            Outcome::Peer(id) => {
+                peer = true;
+                id
+            }
+            Outcome::Fallback(id) => {
+                fallback = true;
+                id
+            }
+            Outcome::Local => {
+                local = true;
+                continue;
+            }
+            Outcome::NoHotline => continue,
+        };
+        if !destinations.contains(id) {
+            destinations.push(id.clone());
+        }
+    }
+    let kind = if peer {
+        RouteKind::Peer
+    } else if fallback {
+        RouteKind::Fallback
+    } else if local {
+        RouteKind::Local
+    } else {
+        RouteKind::NoHotline
+    };
+    let mut reason = outcomes
+        .iter()
+        .map(|(_, r)| r.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if let Some(unknown) = unknown_reason {
+        reason.push_str("; also ");
+        reason.push_str(&unknown);
+    }
+    if let Some(a) = &evidence.ambiguity {
+        reason.push_str("; ");
+        reason.push_str(a);
+    }
+    if evidence
+        .addresses
+        .iter()
+        .any(|a| a.used && a.sources_disagree)
+    {
+        reason.push_str("; the geo sources disagree (see the evidence)");
+    }
+    let shown = if destinations.is_empty() {
+        "kept here".to_owned()
+    } else {
+        destinations
+            .iter()
+            .map(NodeId::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    steps.push(format!("decision: {} -> {shown}", kind.as_str()));
     RouteDecision {
-        kind: RouteKind::Local,
-        destinations: vec![],
+        kind,
+        destinations,
         reason,
         evidence,
+        steps,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::directory::{RawDirectory, RawNode};
-
-    fn dir() -> Directory {
-        let node = |id: &str, cc: &[&str], cats: &[&str]| RawNode {
-            id: id.into(),
-            name: String::new(),
-            countries: cc.iter().map(|c| (*c).into()).collect(),
-            endpoint: "https://127.0.0.1:1".into(),
-            categories: cats.iter().map(|c| (*c).into()).collect(),
-            active: true,
-            keys: vec![],
-        };
-        Directory::from_raw(
-            RawDirectory {
-                federation: "t".into(),
-                nodes: vec![
-                    node("FR-PDC", &["FR"], &[]),
-                    node("DE-FSM", &["DE"], &["ncii"]),
-                    node("DE-ECO", &["DE"], &[]),
-                    node("LE", &[], &[]),
-                ],
-            },
-            "t",
-        )
-        .unwrap()
-    }
-
-    fn route(ip: &str, cat: Category, fallback: Option<&str>) -> RouteDecision {
-        let d = dir();
-        let me = NodeId::new("FR-PDC").unwrap();
-        let fb = fallback.map(|f| NodeId::new(f).unwrap());
-        let geo = GeoDb::embedded().unwrap();
-        decide(
-            &RouteInput {
-                hosts: &[UrlHost::Domain("example.com".into())],
-                hosting_ip: Some(ip.parse().unwrap()),
-                category: cat,
-            },
-            geo,
-            &Federation {
-                directory: &d,
-                me: &me,
-                fallback: fb.as_ref(),
-            },
-        )
-    }
-
-    #[test]
-    fn routes_follow_the_hosting_country_and_category_preferences() {
-        // 85.214.132.117 is in DE in the shipped IPFire data.
-        let r = route("85.214.132.117", Category::Csam, None);
-        assert_eq!(r.kind, RouteKind::Peer);
-        assert_eq!(r.destinations, vec![NodeId::new("DE-ECO").unwrap()]);
-        assert_eq!(r.evidence.country.as_deref(), Some("DE"));
-        assert_eq!(r.evidence.dataset_date, "2026-06-25");
-        let r = route("85.214.132.117", Category::Ncii, None);
-        assert_eq!(r.destinations, vec![NodeId::new("DE-FSM").unwrap()]);
-    }
-
-    #[test]
-    fn home_no_hotline_and_fallback() {
-        assert_eq!(
-            route("62.210.16.6", Category::Csam, None).kind,
-            RouteKind::Local
-        );
-        // 130.59.1.1 is in CH: no hotline.
-        let r = route("130.59.1.1", Category::Csam, None);
-        assert_eq!(r.kind, RouteKind::NoHotline);
-        assert!(r.destinations.is_empty());
-        let r = route("130.59.1.1", Category::Csam, Some("LE"));
-        assert_eq!(r.kind, RouteKind::Fallback);
-        assert_eq!(r.destinations, vec![NodeId::new("LE").unwrap()]);
-    }
-
-    #[test]
-    fn unknown_hosting_is_said_to_be_unknown() {
-        // 2.16.0.1 is "EU" in the data: not a country.
-        let r = route("2.16.0.1", Category::Csam, Some("LE"));
-        assert_eq!(r.kind, RouteKind::Local);
-        assert_eq!(r.evidence.country, None);
-        assert!(r.reason.contains("unknown"), "{}", r.reason);
-    }
-}
+mod tests;

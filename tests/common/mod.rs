@@ -333,3 +333,58 @@ pub const DE_IP: &str = "85.214.132.117";
 pub const FR_IP: &str = "62.210.16.6";
 /// A Swiss one (no hotline in the test federations).
 pub const CH_IP: &str = "130.59.1.1";
+
+impl Federation {
+    /// Like `start_full` with the defaults, but `prepare` may rewrite the
+    /// provisioned files under the federation directory (certificates from
+    /// a CA the test holds, directory entries, `node.toml`) before any node
+    /// starts.
+    pub async fn start_prepared(
+        nodes: &[(&str, &[&str])],
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut listeners = Vec::new();
+        let mut specs = Vec::new();
+        for (id, countries) in nodes {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            specs.push(NodeSpec {
+                id: NodeId::new(id).unwrap(),
+                countries: countries.iter().map(|c| (*c).to_owned()).collect(),
+                categories: vec![],
+                port: Some(l.local_addr().unwrap().port()),
+            });
+            listeners.push(l);
+        }
+        let done = provision::init(
+            dir.path(),
+            "test-federation",
+            &specs,
+            &provision::Options {
+                delivery: Some(fast_delivery()),
+                audit: Some(alertrelay::config::RawAudit {
+                    checkpoint_interval_ms: 100,
+                    witness_interval_ms: 100,
+                }),
+                metrics_listen: Some("127.0.0.1:0".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        prepare(dir.path());
+        let mut configs = Vec::new();
+        let mut handles = Vec::new();
+        for (path, l) in done.configs.iter().zip(listeners) {
+            let cfg = NodeConfig::load(path).unwrap();
+            handles.push(Some(
+                node::start_with_listener(cfg.clone(), l).await.unwrap(),
+            ));
+            configs.push(cfg);
+        }
+        Federation {
+            dir,
+            configs,
+            nodes: handles,
+        }
+    }
+}

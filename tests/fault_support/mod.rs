@@ -154,22 +154,31 @@ impl Cluster {
     }
 
     pub async fn start_all(&mut self) {
-        for i in 0..self.nodes.len() {
-            self.start(i, None).await;
+        let all: Vec<_> = (0..self.nodes.len()).map(|i| (i, None)).collect();
+        self.start_together(&all).await;
+    }
+
+    /// Starts several nodes at once (`(node, crash point)`), then waits
+    /// until each answers; panics if one dies first.
+    pub async fn start_together(&mut self, nodes: &[(usize, Option<&str>)]) {
+        for (i, crash) in nodes {
+            self.spawn(*i, *crash);
+        }
+        for (i, _) in nodes {
+            if let Err(status) = self.wait_ready(*i).await {
+                panic!(
+                    "{} exited while starting ({status}):\n{}",
+                    self.nodes[*i].id,
+                    self.log_tail(*i, 40)
+                );
+            }
         }
     }
 
     /// Starts node `i` (armed with crash point `crash`, `NAME[:N]`, if
     /// given) and waits until it answers; panics if it dies first.
     pub async fn start(&mut self, i: usize, crash: Option<&str>) {
-        self.spawn(i, crash);
-        if let Err(status) = self.wait_ready(i).await {
-            panic!(
-                "{} exited while starting ({status}):\n{}",
-                self.nodes[i].id,
-                self.log_tail(i, 40)
-            );
-        }
+        self.start_together(&[(i, crash)]).await;
     }
 
     /// Starts the process and returns at once.
@@ -564,6 +573,8 @@ pub struct Figures {
     pub test: &'static str,
     pub seed: Option<u64>,
     pub random_kills: u32,
+    /// Windows in which a link lost replies or was partitioned.
+    pub link_faults: u32,
     /// Deaths at each crash point.
     pub crashes: BTreeMap<String, u32>,
     pub submits: u64,
@@ -598,8 +609,9 @@ impl fmt::Display for Figures {
         }
         write!(
             f,
-            ") submits={} accepted={} failed-submits={} stored-unacknowledged={} delivered={} \
-             lost={} duplicated={} retransmissions={}",
+            ") link-faults={} submits={} accepted={} failed-submits={} stored-unacknowledged={} \
+             delivered={} lost={} duplicated={} retransmissions={}",
+            self.link_faults,
             self.submits,
             self.accepted,
             self.failed_submits,
