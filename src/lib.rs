@@ -10,7 +10,7 @@
 //! - `directory`  the federation directory (nodes, countries, keys)
 //! - `faults`     named crash points for the fault-injection harness
 //! - `federation` outbound per-peer delivery workers, backoff, witnessing
-//! - `geo`        IP → country from the shipped offline data
+//! - `geo`        IP → country and network from ordered offline sources; optional DNS
 //! - `identity`   node ids and certificate identities (SPIFFE URIs)
 //! - `metrics`    Prometheus counters, histograms and gauges, and their listener
 //! - `node`       the node's behaviour: intake, receiving, cases; start-up

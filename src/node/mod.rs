@@ -464,6 +464,13 @@ async fn audit_start(
         "ca_sha256": file_sha256(&cfg.tls.ca),
         "listen": addr.to_string(),
         "peers": peers.iter().map(|p| p.id.to_string()).collect::<Vec<_>>(),
+        // Which hosting data routed reports from now on.
+        "geo_sources": cfg
+            .geo
+            .describe()
+            .iter()
+            .map(|g| format!("{} ({})", g.name, g.dataset_date))
+            .collect::<Vec<_>>(),
     });
     let previous = core
         .store
@@ -480,6 +487,7 @@ async fn audit_start(
             ("directory_sha256", "directory.changed"),
             ("tls_cert_sha256", "certificate.changed"),
             ("ca_sha256", "ca.changed"),
+            ("geo_sources", "geo.changed"),
         ] {
             if prev.get(field) != facts.get(field) {
                 tracing::warn!(what = field, "changed since the last start");
