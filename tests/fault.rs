@@ -6,10 +6,10 @@
 //! complete and verifying (`fault_support::check_delivery`).
 //!
 //! ```sh
-//! cargo test --test fault                            # CI part, ~10 s
+//! cargo test --test fault                            # CI part, ~30 s
 //! cargo test --test fault -- --nocapture             # ... printing the FAULT FIGURES lines
-//! cargo test --test fault -- --ignored --nocapture   # the long run: 3 nodes, 2000 reports,
-//!                                                    # 40 kills, 40 link faults, ~45 s
+//! cargo test --test fault random_kills_long -- --ignored --nocapture
+//!                                # the long run: 3 nodes, 2000 reports, 40 kills, 40 link faults
 //! ALERTRELAY_FAULT_SEED=42 cargo test --test fault random -- --nocapture   # another seed
 //! ```
 //!
@@ -434,6 +434,37 @@ async fn partition_heals_without_loss_or_duplicates() {
     let figures = finish(&c, &accepted, figures, started).await;
     assert_eq!(figures.delivered, 5);
     assert_eq!(figures.retransmissions, 0);
+}
+
+/// A connection that dies silently (a NAT or firewall on the path forgets
+/// it, e.g. after an idle timeout: no RST, no FIN, every packet dropped
+/// from then on): the origin must give up on it and connect again, not
+/// retry over it until the kernel's TCP retransmissions give up (~15 min).
+///
+/// KNOWN BUG, hence ignored: the peer channel (`crypto::tls::channel`) has
+/// no HTTP/2 keep-alive, and a timed-out call leaves its connection in
+/// place, so every retry goes into the same black hole ("Cancelled:
+/// Timeout expired", attempt after attempt). Un-ignore once fixed.
+#[tokio::test]
+#[ignore = "known bug: a silently dead peer connection is never replaced"]
+async fn a_silently_dead_connection_is_replaced() {
+    let started = Instant::now();
+    let mut figures = Figures {
+        test: "silently dead connection",
+        ..Figures::default()
+    };
+    let (c, proxy, mut accepted) = behind_proxy(&mut figures).await;
+    let connections = proxy.connections();
+
+    proxy.strand_open_connections();
+    figures.link_faults += 1;
+    let id = c.submit(FR, DE_IP, 1).await.expect("submit");
+    figures.submits += 1;
+    c.wait_case(FR, &id, Duration::from_secs(60), delivered)
+        .await;
+    assert!(proxy.connections() > connections, "FR-PDC connected again");
+    accepted.push(Accepted { origin: FR, id });
+    finish(&c, &accepted, figures, started).await;
 }
 
 // ---- random kills under load ----

@@ -39,6 +39,9 @@ pub struct Proxy {
     pub addr: SocketAddr,
     pub stats: Arc<Stats>,
     mode: watch::Sender<Mode>,
+    /// Connections opened before the latest `strand_open_connections`
+    /// carry this epoch or a lower one.
+    epoch: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -49,11 +52,19 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy address");
         let (mode, watch) = watch::channel(Mode::Pass);
         let stats = Arc::new(Stats::default());
-        let task = tokio::spawn(accept_loop(listener, upstream, watch, stats.clone()));
+        let epoch = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            upstream,
+            watch,
+            stats.clone(),
+            epoch.clone(),
+        ));
         Proxy {
             addr,
             stats,
             mode,
+            epoch,
             task,
         }
     }
@@ -62,6 +73,13 @@ impl Proxy {
     /// lost bytes (its TLS stream can never recover), so clients reconnect.
     pub fn set_mode(&self, mode: Mode) {
         self.mode.send_replace(mode);
+    }
+
+    /// Every connection open now becomes a silent black hole for good,
+    /// both ways, and is never closed, as when a NAT or firewall on the
+    /// path forgets a connection's state; new connections work.
+    pub fn strand_open_connections(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn dropped_reply_bytes(&self) -> u64 {
@@ -88,6 +106,7 @@ async fn accept_loop(
     upstream: SocketAddr,
     mode: watch::Receiver<Mode>,
     stats: Arc<Stats>,
+    epoch: Arc<AtomicU64>,
 ) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -101,7 +120,13 @@ async fn accept_loop(
         }
         stats.connections.fetch_add(1, Ordering::Relaxed);
         // Connections die with the proxy (the JoinSet aborts them on drop).
-        conns.spawn(connection(client, upstream, mode.clone(), stats.clone()));
+        conns.spawn(connection(
+            client,
+            upstream,
+            mode.clone(),
+            stats.clone(),
+            epoch.clone(),
+        ));
         while conns.try_join_next().is_some() {}
     }
 }
@@ -111,7 +136,10 @@ async fn connection(
     upstream: SocketAddr,
     mut mode: watch::Receiver<Mode>,
     stats: Arc<Stats>,
+    epoch: Arc<AtomicU64>,
 ) {
+    let born = epoch.load(Ordering::SeqCst);
+    let stranded = move || epoch.load(Ordering::SeqCst) > born;
     let Ok(server) = TcpStream::connect(upstream).await else {
         return;
     };
@@ -126,6 +154,7 @@ async fn connection(
         server_write,
         mode.clone(),
         |m| m == Mode::Partition,
+        &stranded,
         &stats.dropped_request_bytes,
         &up_gap,
     );
@@ -134,6 +163,7 @@ async fn connection(
         client_write,
         mode.clone(),
         |m| m != Mode::Pass,
+        &stranded,
         &stats.dropped_reply_bytes,
         &down_gap,
     );
@@ -147,7 +177,7 @@ async fn connection(
                 return std::future::pending::<()>().await;
             }
             let lost = up_gap.load(Ordering::SeqCst) || down_gap.load(Ordering::SeqCst);
-            if *mode.borrow() == Mode::Pass && lost {
+            if *mode.borrow() == Mode::Pass && lost && !stranded() {
                 return;
             }
         }
@@ -166,6 +196,7 @@ async fn pump(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mode: watch::Receiver<Mode>,
     drops: impl Fn(Mode) -> bool,
+    stranded: &(dyn Fn() -> bool + Sync),
     dropped: &AtomicU64,
     gap: &AtomicBool,
 ) {
@@ -175,7 +206,7 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        if drops(*mode.borrow()) {
+        if drops(*mode.borrow()) || stranded() {
             gap.store(true, Ordering::SeqCst);
             dropped.fetch_add(n as u64, Ordering::Relaxed);
             continue;
