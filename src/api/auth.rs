@@ -39,13 +39,29 @@ async fn audited<T, R>(
             Some(Err(e)) => format!("unidentified ({e})"),
             None => "unidentified".to_owned(),
         };
-        tracing::warn!(caller = %who, reason = status.message(), "call refused");
+        let Some(suppressed) = core.limiter.refusal(&who) else {
+            // Refused too often: no audit entry of its own (it is counted
+            // into the next one), and the caller is told to back off.
+            core.metrics.refusal("refusals-throttled");
+            return Err(Status::resource_exhausted(
+                "too many refused calls; retry later",
+            ));
+        };
+        tracing::warn!(caller = %who, reason = status.message(), suppressed, "call refused");
         let code = if status.code() == tonic::Code::ResourceExhausted {
             "rate-limited"
         } else {
             "permission-denied"
         };
-        core.audit_refusal(&who, code, status.message(), &[]).await;
+        let message = if suppressed > 0 {
+            format!(
+                "{} (and {suppressed} more refusals of this caller since the last entry)",
+                status.message()
+            )
+        } else {
+            status.message().to_owned()
+        };
+        core.audit_refusal(&who, code, &message, &[]).await;
     }
     result
 }

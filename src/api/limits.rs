@@ -31,15 +31,29 @@ struct CallerLimit {
 
 pub struct Limiter {
     callers: Mutex<BTreeMap<String, Arc<CallerLimit>>>,
+    /// Refusals not audited one by one (over the refusal quota), per caller,
+    /// until the next one that is.
+    suppressed: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Default for Limiter {
     fn default() -> Self {
         Limiter {
             callers: Mutex::new(BTreeMap::new()),
+            suppressed: Mutex::new(BTreeMap::new()),
         }
     }
 }
+
+/// How many refusals per caller are audited one by one: beyond it, the
+/// caller gets RESOURCE_EXHAUSTED and its refusals are counted into the
+/// next audited one, so a refused caller cannot grow the audit log (or
+/// make the node fsync) without bound.
+pub const REFUSALS: Quota = Quota {
+    per_sec: 2.0,
+    burst: 20.0,
+    concurrent: usize::MAX >> 4,
+};
 
 /// Held for the duration of an admitted request.
 pub struct Permit {
@@ -47,6 +61,26 @@ pub struct Permit {
 }
 
 impl Limiter {
+    /// Whether this refusal of `who` gets its own audit entry; if so, how
+    /// many were suppressed since the last one.
+    pub fn refusal(&self, who: &str) -> Option<u64> {
+        let key = format!("refused {who}");
+        if self.admit(&key, REFUSALS).is_ok() {
+            let n = self
+                .suppressed
+                .lock()
+                .ok()
+                .and_then(|mut m| m.remove(who))
+                .unwrap_or(0);
+            Some(n)
+        } else {
+            if let Ok(mut m) = self.suppressed.lock() {
+                *m.entry(who.to_owned()).or_default() += 1;
+            }
+            None
+        }
+    }
+
     /// Admits one request from `who`, or refuses it with RESOURCE_EXHAUSTED.
     pub fn admit(&self, who: &str, quota: Quota) -> Result<Permit, Status> {
         let caller = {

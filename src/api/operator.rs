@@ -76,18 +76,98 @@ impl pb::operator_server::Operator for OperatorService {
     ) -> Result<Response<pb::ListCasesResponse>, Status> {
         let _permit = auth::operator(&self.core, &request).await?;
         let r = request.get_ref();
+        let bad = |m: &str| Status::invalid_argument(m.to_owned());
         let direction = match r.direction.as_str() {
             "" => None,
-            d => Some(Direction::parse(d).ok_or_else(|| {
-                Status::invalid_argument("direction must be incoming, outgoing or local")
-            })?),
+            d => Some(
+                Direction::parse(d)
+                    .ok_or_else(|| bad("direction must be incoming, outgoing or local"))?
+                    .as_str(),
+            ),
         };
-        let list = cases::list(&self.core, direction, r.limit)
-            .await
-            .map_err(to_status)?;
+        let opt = |s: &str| (!s.is_empty()).then_some(s.to_owned());
+        let status = opt(&r.status);
+        if let Some(st) = &status
+            && crate::report::CaseStatus::parse(st).is_err()
+            && !["queued", "delivered", "refused", "no-hotline"].contains(&st.as_str())
+        {
+            return Err(bad("status is not a case status or a delivery state"));
+        }
+        let category = opt(&r.category);
+        if let Some(c) = &category {
+            crate::report::Category::parse(c).map_err(|e| bad(&e.to_string()))?;
+        }
+        let peer = opt(&r.peer);
+        if let Some(p) = &peer {
+            crate::identity::NodeId::new(p).map_err(|e| bad(&e.to_string()))?;
+        }
+        let priority = match r.priority {
+            0 => None,
+            p => Some(crate::api::convert::priority_from_pb(p).as_str()),
+        };
+        let created_after_ms = (r.max_age_secs > 0).then(|| {
+            crate::node::Core::now_ms().saturating_sub(
+                i64::try_from(r.max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            )
+        });
+        let filter = crate::store::CaseFilter {
+            direction,
+            status: status.as_deref(),
+            category: category.as_deref(),
+            priority,
+            peer: peer.as_deref(),
+            created_after_ms,
+            limit: i64::from(r.limit),
+        };
+        let list = cases::list(&self.core, &filter).await.map_err(to_status)?;
         Ok(Response::new(pb::ListCasesResponse {
             cases: list.iter().map(case_to_pb).collect(),
         }))
+    }
+
+    type WatchCasesStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::Case, Status>> + Send + 'static>,
+    >;
+
+    async fn watch_cases(
+        &self,
+        request: Request<pb::WatchCasesRequest>,
+    ) -> Result<Response<Self::WatchCasesStream>, Status> {
+        // The permit covers opening the stream; a watching analyst does not
+        // hold one of the caller's in-flight slots for hours.
+        let _permit = auth::operator(&self.core, &request).await?;
+        let direction = request.get_ref().direction.clone();
+        let mut events = self.core.case_events.subscribe();
+        let core = self.core.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let seq = match events.recv().await {
+                    Ok(seq) => seq,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let _ = tx
+                            .send(Err(Status::resource_exhausted(format!(
+                                "this watcher fell {n} changes behind; list the cases, then watch again"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let Ok(case) = cases::view_by_seq(&core, seq).await else {
+                    continue;
+                };
+                if !direction.is_empty() && case.direction != direction {
+                    continue;
+                }
+                if tx.send(Ok(case_to_pb(&case))).await.is_err() {
+                    return; // the analyst went away
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn update_case(

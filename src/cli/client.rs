@@ -146,18 +146,38 @@ pub(crate) async fn route(
     Ok(ExitCode::SUCCESS)
 }
 
+pub(crate) struct ListArgs {
+    pub direction: Option<String>,
+    pub status: Option<String>,
+    pub category: Option<String>,
+    pub peer: Option<String>,
+    pub priority: Option<String>,
+    pub max_age_secs: Option<u64>,
+    pub limit: u32,
+}
+
 pub(crate) async fn cases_list(
     config: PathBuf,
-    direction: Option<String>,
-    limit: u32,
+    args: ListArgs,
     json: bool,
 ) -> Result<ExitCode, Failure> {
     let cfg = load_config(&config)?;
+    let priority = match args.priority.as_deref() {
+        None => 0,
+        Some("urgent") => pb::Priority::Urgent as i32,
+        Some("bulk") => pb::Priority::Bulk as i32,
+        Some(other) => return Err(anyhow!("--priority {other:?}: expected urgent or bulk").into()),
+    };
     let mut client = connect(&cfg).await?;
     let list = client
         .list_cases(pb::ListCasesRequest {
-            direction: direction.unwrap_or_default(),
-            limit,
+            direction: args.direction.unwrap_or_default(),
+            limit: args.limit,
+            status: args.status.unwrap_or_default(),
+            category: args.category.unwrap_or_default(),
+            peer: args.peer.unwrap_or_default(),
+            priority,
+            max_age_secs: args.max_age_secs.unwrap_or(0),
         })
         .await
         .map_err(rpc)?
@@ -167,6 +187,43 @@ pub(crate) async fn cases_list(
         println!("{}", serde_json::to_string_pretty(&cases)?);
     } else {
         print::case_table(&cases);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints new and changed cases as they happen, until interrupted.
+pub(crate) async fn cases_watch(
+    config: PathBuf,
+    direction: Option<String>,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let mut client = connect(&cfg).await?;
+    let mut stream = client
+        .watch_cases(pb::WatchCasesRequest {
+            direction: direction.unwrap_or_default(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if !json {
+        eprintln!("watching cases of {} (Ctrl-C to stop)", cfg.node_id);
+    }
+    while let Some(case) = stream.message().await.map_err(rpc)? {
+        let case = case_from_pb(case);
+        if json {
+            println!("{}", serde_json::to_string(&case)?);
+        } else {
+            println!(
+                "{}  {:<36} {:<10} {:<8} {:<20} {}",
+                crate::node::cases::rfc3339(crate::node::Core::now_ms()),
+                case.id,
+                case.origin,
+                case.direction,
+                case.status,
+                case.category
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

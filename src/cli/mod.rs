@@ -162,8 +162,32 @@ pub enum CasesCommand {
         /// incoming, outgoing or local.
         #[arg(long)]
         direction: Option<String>,
+        /// A case status, or a delivery state (queued, delivered, refused, no-hotline).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        category: Option<String>,
+        /// A node id: the case's origin or one of its destinations.
+        #[arg(long)]
+        peer: Option<String>,
+        /// urgent or bulk.
+        #[arg(long)]
+        priority: Option<String>,
+        /// Only cases created within this many seconds.
+        #[arg(long)]
+        max_age_secs: Option<u64>,
         #[arg(long, default_value_t = 1000)]
         limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print new and changed cases as they happen (the analyst's queue).
+    Watch {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        direction: Option<String>,
+        /// One JSON object per line.
         #[arg(long)]
         json: bool,
     },
@@ -315,9 +339,30 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             CasesCommand::List {
                 config,
                 direction,
+                status,
+                category,
+                peer,
+                priority,
+                max_age_secs,
                 limit,
                 json,
-            } => client::cases_list(config, direction, limit, json).await,
+            } => {
+                let args = client::ListArgs {
+                    direction,
+                    status,
+                    category,
+                    peer,
+                    priority,
+                    max_age_secs,
+                    limit,
+                };
+                client::cases_list(config, args, json).await
+            }
+            CasesCommand::Watch {
+                config,
+                direction,
+                json,
+            } => client::cases_watch(config, direction, json).await,
             CasesCommand::Show { id, config, json } => client::cases_show(config, id, json).await,
             CasesCommand::Update {
                 id,

@@ -216,6 +216,12 @@ pub fn channel_reloadable(
         .connect_timeout(timeout)
         .timeout(timeout)
         .tcp_nodelay(true)
+        // A connection that dies silently (a NAT or firewall forgetting it:
+        // no RST, no FIN) is noticed by an unanswered HTTP/2 ping and
+        // replaced, instead of swallowing every retry until TCP gives up.
+        .http2_keep_alive_interval(timeout)
+        .keep_alive_timeout(timeout)
+        .keep_alive_while_idle(true)
         .connect_with_connector_lazy(connector))
 }
 

@@ -79,7 +79,8 @@ pub async fn witness_once(
         return Ok(Outcome::Nothing);
     }
     let signed = SignedNote::parse(&note_text).map_err(|e| format!("unreadable note: {e}"))?;
-    let keys: Vec<_> = core.directory()
+    let keys: Vec<_> = core
+        .directory()
         .node(peer)
         .map(|n| n.keys.iter().map(|k| k.key).collect())
         .unwrap_or_default();

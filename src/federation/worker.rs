@@ -233,6 +233,7 @@ async fn send_reports(
     let mut tx = core.store.begin().await?;
     let mut settled = 0;
     let mut refused_count = 0u64;
+    let mut changed = Vec::new();
     let mut bad = Vec::new();
     for (item, result) in items.iter().zip(&response.results) {
         let receipt = result.receipt.as_ref().and_then(|s| {
@@ -295,9 +296,13 @@ async fn send_reports(
         )
         .await?;
         settled += 1;
+        changed.push(item.row.report_seq);
     }
     crate::faults::crash_point("origin-storing-receipt");
     tx.commit().await?;
+    for seq in changed {
+        core.case_changed(seq);
+    }
     let latency = sent.elapsed();
     let delivered_count = settled as u64 - refused_count;
     core.metrics
@@ -425,6 +430,7 @@ async fn refuse_head(core: &Core, peer: &NodeId, reason: &str) -> Result<(), Del
     )
     .await?;
     tx.commit().await?;
+    core.case_changed(row.report_seq);
     tracing::warn!(peer = %peer, "a report was refused by the peer as malformed");
     Ok(())
 }

@@ -11,7 +11,7 @@ use crate::identity::PeerIdentity;
 use crate::node::{Core, NodeError};
 use crate::pb;
 use crate::report::{CaseStatus, Direction, MediaHash, wire};
-use crate::store::ReportRow;
+use crate::store::{CaseFilter, ReportRow};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryView {
@@ -254,16 +254,14 @@ pub async fn get(core: &Core, id: &str) -> Result<CaseView, NodeError> {
     view(core, row).await
 }
 
-pub async fn list(
-    core: &Core,
-    direction: Option<Direction>,
-    limit: u32,
-) -> Result<Vec<CaseView>, NodeError> {
-    let limit = if limit == 0 { 1000 } else { limit.min(10_000) };
-    let rows = core
-        .store
-        .list_reports(direction.map(Direction::as_str), i64::from(limit))
-        .await?;
+pub async fn list(core: &Core, filter: &CaseFilter<'_>) -> Result<Vec<CaseView>, NodeError> {
+    let mut filter = filter.clone();
+    filter.limit = if filter.limit <= 0 {
+        1000
+    } else {
+        filter.limit.min(10_000)
+    };
+    let rows = core.store.list_reports(&filter).await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         out.push(view(core, row).await?);
@@ -311,11 +309,7 @@ async fn apply_update(
         e.field = "status".into();
         e
     })?;
-    if reason.len() > 4096 {
-        return Err(
-            crate::report::InvalidInput::new("too-long", "reason", "at most 4096 bytes").into(),
-        );
-    }
+    crate::report::validate::single_line("reason", reason, 4096)?;
     let row = find(core, id).await?;
     if row.direction == Direction::Outgoing.as_str() {
         return Err(NodeError::FailedPrecondition(format!(
@@ -401,6 +395,7 @@ async fn apply_update(
     )
     .await?;
     tx.commit().await?;
+    core.case_changed(row.seq);
     if let Some(peer) = &back_to {
         core.wake(peer);
     }

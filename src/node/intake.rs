@@ -204,6 +204,7 @@ pub async fn submit(
     .await?;
     crate::faults::crash_point("intake-before-commit");
     tx.commit().await?;
+    core.case_changed(seq);
     core.metrics
         .reports_submitted
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

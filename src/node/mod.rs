@@ -99,6 +99,9 @@ pub struct Core {
     pub peers: BTreeMap<NodeId, Arc<crate::federation::PeerLink>>,
     pub metrics: crate::metrics::Metrics,
     pub limiter: crate::api::limits::Limiter,
+    /// The sequence number of every case that was created or changed, for
+    /// `WatchCases`. Bounded: a watcher that falls behind is told so.
+    pub case_events: tokio::sync::broadcast::Sender<i64>,
 }
 
 impl Core {
@@ -244,6 +247,11 @@ impl Core {
         }
     }
 
+    /// Tells watchers that case `seq` was created or changed (after commit).
+    pub fn case_changed(&self, seq: i64) {
+        let _ = self.case_events.send(seq);
+    }
+
     /// A peer reached us: if its worker is backing off, it retries now.
     pub fn contacted_by(&self, peer: &NodeId) {
         if let Some(link) = self.peers.get(peer) {
@@ -378,6 +386,7 @@ pub async fn start_with_listener(
         started_at_ms: Core::now_ms(),
         metrics: crate::metrics::Metrics::default(),
         limiter: crate::api::limits::Limiter::default(),
+        case_events: tokio::sync::broadcast::channel(1024).0,
         config,
     });
     audit_start(&core, addr, &peers)

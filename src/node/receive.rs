@@ -54,10 +54,14 @@ pub async fn forward(
     };
     let mut tx = core.store.begin().await?;
     let mut results = Vec::with_capacity(opened.len());
+    let mut changed = Vec::new();
     for (report, envelope) in opened.iter().zip(&req.envelopes) {
-        results.push(store_one(core, &mut tx, sender, report, envelope, now).await?);
+        results.push(store_one(core, &mut tx, sender, report, envelope, now, &mut changed).await?);
     }
     tx.commit().await?;
+    for seq in changed {
+        core.case_changed(seq);
+    }
     crate::faults::crash_point("receiver-after-commit-before-reply");
     Ok(pb::ForwardResponse { results })
 }
@@ -123,6 +127,7 @@ async fn store_one(
     r: &OpenedReport,
     envelope: &pb::Envelope,
     now: i64,
+    changed: &mut Vec<i64>,
 ) -> Result<pb::ForwardResult, NodeError> {
     let p = &r.payload;
     let subject = format!("{}/{}", r.origin, p.report_id);
@@ -271,6 +276,7 @@ async fn store_one(
     );
     let receipt_bytes = receipt.encode_to_vec();
     tx.set_receipt(seq, &receipt_bytes).await?;
+    changed.push(seq);
     tx.insert_status(
         seq,
         &uuid::Uuid::new_v4().to_string(),
@@ -376,6 +382,7 @@ pub async fn push_status(
     };
     let mut tx = core.store.begin().await?;
     let mut codes = Vec::with_capacity(opened.len());
+    let mut status_changed = Vec::new();
     for (update, signed) in opened.iter().zip(&req.updates) {
         let row = tx.find_report(core.me.as_str(), &update.report_id).await?;
         let refusal = match &row {
@@ -418,6 +425,7 @@ pub async fn push_status(
             )
             .await?;
         if inserted {
+            status_changed.push(row.seq);
             tx.set_status(row.seq, &update.status, now).await?;
             tx.audit(
                 &audit::Entry::new(
@@ -437,6 +445,9 @@ pub async fn push_status(
         codes.push(OK);
     }
     tx.commit().await?;
+    for seq in status_changed {
+        core.case_changed(seq);
+    }
     Ok(pb::PushStatusResponse { codes })
 }
 
@@ -478,6 +489,11 @@ fn open_updates(
         }
         CaseStatus::parse(&u.status)?;
         crate::report::validate::report_id(&u.report_id)?;
+        crate::report::validate::report_id(&u.update_id).map_err(|mut e| {
+            e.field = "update_id".into();
+            e
+        })?;
+        crate::report::validate::single_line("reason", &u.reason, 4096)?;
         if u.update_id.is_empty() || u.update_id.len() > 64 || u.reason.len() > 4096 {
             return Err(InvalidInput::new(
                 "bad-update",

@@ -207,6 +207,14 @@ fn hosting_ip(s: &str) -> Result<Option<IpAddr>, InvalidInput> {
     })
 }
 
+/// One line of text from a peer or an operator (a reason, a dataset name,
+/// a routing step): at most `max` bytes, no control characters (CR/LF
+/// included) and no bidirectional controls, so it cannot forge lines or
+/// escape sequences where it is printed.
+pub fn single_line(field: &str, s: &str, max: usize) -> Result<(), InvalidInput> {
+    text(field, s, max, false)
+}
+
 /// A report id chosen by an origin: 1-64 of `A-Z a-z 0-9 . _ -`.
 pub fn report_id(id: &str) -> Result<(), InvalidInput> {
     let ok = (1..=64).contains(&id.len())

@@ -171,6 +171,7 @@ pub fn open_envelope(
         })
         .collect();
     super::validate::peer_fields(&payload.notes, &hashes)?;
+    check_evidence_text(payload.hosting.as_ref(), payload.route.as_ref())?;
     Ok(OpenedReport {
         origin,
         payload,
@@ -178,6 +179,89 @@ pub fn open_envelope(
         digest,
         relays,
     })
+}
+
+/// Every text field of the routing evidence a peer sends is one clean line
+/// of bounded length, and every list is bounded: it is stored and shown to
+/// analysts.
+fn check_evidence_text(
+    hosting: Option<&pb::HostingEvidence>,
+    route: Option<&pb::RouteDecision>,
+) -> Result<(), InvalidInput> {
+    use super::validate::single_line;
+    const SHORT: usize = 1024;
+    const LONG: usize = 4096;
+    let many = |field: &str, n: usize, max: usize| {
+        if n > max {
+            Err(InvalidInput::new(
+                "too-many",
+                field,
+                format!("at most {max}, got {n}"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    if let Some(h) = hosting {
+        for (f, v) in [
+            ("hosting.ip", &h.ip),
+            ("hosting.country", &h.country),
+            ("hosting.ip_source", &h.ip_source),
+            ("hosting.dataset", &h.dataset),
+            ("hosting.dataset_date", &h.dataset_date),
+            ("hosting.method", &h.method),
+            ("hosting.org", &h.org),
+            ("hosting.network_dataset", &h.network_dataset),
+            ("hosting.network_dataset_date", &h.network_dataset_date),
+            ("hosting.ambiguity", &h.ambiguity),
+        ] {
+            single_line(f, v, SHORT)?;
+        }
+        many("hosting.countries", h.countries.len(), 64)?;
+        many("hosting.flags", h.flags.len(), 32)?;
+        many("hosting.addresses", h.addresses.len(), 256)?;
+        for v in h.countries.iter().chain(&h.flags) {
+            single_line("hosting", v, SHORT)?;
+        }
+        for a in &h.addresses {
+            for v in [
+                &a.ip,
+                &a.ip_source,
+                &a.host,
+                &a.country,
+                &a.dataset,
+                &a.dataset_date,
+                &a.method,
+            ] {
+                single_line("hosting.addresses", v, SHORT)?;
+            }
+            many("hosting.addresses.answers", a.answers.len(), 16)?;
+            for g in &a.answers {
+                for v in [
+                    &g.source,
+                    &g.dataset_date,
+                    &g.method,
+                    &g.raw_code,
+                    &g.country,
+                ] {
+                    single_line("hosting.addresses.answers", v, SHORT)?;
+                }
+            }
+        }
+    }
+    if let Some(r) = route {
+        single_line("route.kind", &r.kind, SHORT)?;
+        single_line("route.reason", &r.reason, LONG)?;
+        many("route.destinations", r.destinations.len(), 16)?;
+        many("route.steps", r.steps.len(), 128)?;
+        for d in &r.destinations {
+            single_line("route.destinations", d, SHORT)?;
+        }
+        for st in &r.steps {
+            single_line("route.steps", st, LONG)?;
+        }
+    }
+    Ok(())
 }
 
 /// Builds the receipt a receiver signs for a report.

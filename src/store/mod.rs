@@ -116,6 +116,18 @@ pub struct HistoryRow {
     pub at_ms: i64,
 }
 
+/// Filters for listing cases; `None` means any.
+#[derive(Debug, Clone, Default)]
+pub struct CaseFilter<'a> {
+    pub direction: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub category: Option<&'a str>,
+    pub priority: Option<&'a str>,
+    pub peer: Option<&'a str>,
+    pub created_after_ms: Option<i64>,
+    pub limit: i64,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct QueueRow {
     pub peer: String,
@@ -270,16 +282,24 @@ impl Store {
         .await?)
     }
 
-    pub async fn list_reports(
-        &self,
-        direction: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<ReportRow>, StoreError> {
+    pub async fn list_reports(&self, f: &CaseFilter<'_>) -> Result<Vec<ReportRow>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT * FROM reports WHERE (?1 IS NULL OR direction = ?1) ORDER BY seq DESC LIMIT ?2",
+            "SELECT * FROM reports r WHERE (?1 IS NULL OR r.direction = ?1)
+               AND (?2 IS NULL OR r.status = ?2)
+               AND (?3 IS NULL OR r.category = ?3)
+               AND (?4 IS NULL OR r.priority = ?4)
+               AND (?5 IS NULL OR r.created_at_ms >= ?5)
+               AND (?6 IS NULL OR r.origin = ?6 OR r.received_from = ?6
+                    OR EXISTS (SELECT 1 FROM deliveries d WHERE d.report_seq = r.seq AND d.destination = ?6))
+             ORDER BY r.seq DESC LIMIT ?7",
         )
-        .bind(direction)
-        .bind(limit)
+        .bind(f.direction)
+        .bind(f.status)
+        .bind(f.category)
+        .bind(f.priority)
+        .bind(f.created_after_ms)
+        .bind(f.peer)
+        .bind(f.limit)
         .fetch_all(&self.reader)
         .await?)
     }

@@ -272,6 +272,7 @@ pub async fn cases(client: &mut OperatorClient<Channel>, direction: &str) -> Vec
         .list_cases(pb::ListCasesRequest {
             direction: direction.into(),
             limit: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -335,10 +336,9 @@ pub const FR_IP: &str = "62.210.16.6";
 pub const CH_IP: &str = "130.59.1.1";
 
 impl Federation {
-    /// Like `start_full` with the defaults, but `prepare` may rewrite the
-    /// provisioned files under the federation directory (certificates from
-    /// a CA the test holds, directory entries, `node.toml`) before any node
-    /// starts.
+    /// Like `start`, but `prepare` may rewrite the provisioned files under
+    /// the federation directory (certificates from a CA the test holds,
+    /// directory entries, `node.toml`) before any node starts.
     pub async fn start_prepared(
         nodes: &[(&str, &[&str])],
         prepare: impl FnOnce(&std::path::Path),
@@ -362,10 +362,10 @@ impl Federation {
             &specs,
             &provision::Options {
                 delivery: Some(fast_delivery()),
-                audit: Some(alertrelay::config::RawAudit {
-                    checkpoint_interval_ms: 100,
-                    witness_interval_ms: 100,
-                }),
+                // Witnessing on its default 5-minute schedule: no peer
+                // traffic of its own during a test, so a test that
+                // suspends or breaks a node sees only its own refusals.
+                audit: None,
                 metrics_listen: Some("127.0.0.1:0".into()),
                 ..Default::default()
             },

@@ -322,6 +322,7 @@ impl Cluster {
             .list_cases(pb::ListCasesRequest {
                 direction: direction.into(),
                 limit: 10_000,
+                ..Default::default()
             })
             .await?;
         Ok(r.into_inner().cases)

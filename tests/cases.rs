@@ -1,0 +1,193 @@
+//! The analyst's queue: `WatchCases` streams new and changed cases as they
+//! happen; `ListCases` filters by status, direction, category, peer,
+//! priority and age.
+
+mod common;
+
+use std::time::Duration;
+
+use alertrelay::node::cases::CaseView;
+use alertrelay::pb;
+use common::*;
+
+const AB: &[(&str, &[&str])] = &[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])];
+
+#[tokio::test]
+async fn an_analyst_watching_sees_new_cases_and_their_changes_as_they_happen() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let fed = Federation::start(AB).await;
+    // `alertrelay cases watch`, as an analyst runs it, against DE-ECO.
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_alertrelay"))
+        .args([
+            "cases",
+            "watch",
+            "--json",
+            "--direction",
+            "incoming",
+            "--config",
+        ])
+        .arg(fed.config_path(1))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut read = async |within: u64| -> Option<CaseView> {
+        let line = tokio::time::timeout(Duration::from_secs(within), lines.next_line())
+            .await
+            .ok()?
+            .unwrap()
+            .expect("the watch is still running");
+        Some(serde_json::from_str(&line).unwrap())
+    };
+    // A case submitted before the watcher has subscribed is not streamed:
+    // submit until one shows up.
+    let mut fr = fed.operator(0);
+    let mut submitted = Vec::new();
+    let first = 'found: {
+        for i in 0..10 {
+            let url = format!("http://{DE_IP}/watched/{i}");
+            submitted.push(submit(&mut fr, &url, "").await.report_id);
+            while let Some(c) = read(2).await {
+                if submitted.contains(&c.id) {
+                    break 'found c;
+                }
+            }
+        }
+        panic!("no case was streamed");
+    };
+    let id = first.id.clone();
+    assert_eq!(
+        (first.origin.as_str(), first.status.as_str()),
+        ("FR-PDC", "received")
+    );
+    let mut de = fed.operator(1);
+    de.update_case(pb::UpdateCaseRequest {
+        id: id.clone(),
+        status: "in-review".into(),
+        reason: String::new(),
+    })
+    .await
+    .unwrap();
+    let changed = loop {
+        let c = read(20).await.expect("the change within 20 s");
+        if c.id == id && c.status != "received" {
+            break c;
+        }
+    };
+    assert_eq!(changed.status, "in-review");
+    let _ = watch.kill().await;
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn cases_are_listed_by_status_category_peer_priority_and_age() {
+    let fed = Federation::start_with(
+        &[
+            ("FR-PDC", &["FR"]),
+            ("DE-ECO", &["DE"]),
+            ("LE-FALLBACK", &[]),
+        ],
+        Some("LE-FALLBACK"),
+    )
+    .await;
+    let mut fr = fed.operator(0);
+    let to_de = submit(&mut fr, &format!("http://{DE_IP}/a"), "")
+        .await
+        .report_id;
+    let to_le = submit(&mut fr, "https://files.example.ch/x", CH_IP)
+        .await
+        .report_id;
+    let urgent = fr
+        .submit_report(pb::SubmitReportRequest {
+            urls: vec![format!("http://{FR_IP}/home")],
+            category: "grooming".into(),
+            priority: pb::Priority::Urgent as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .report_id;
+    wait_case(&fr, &to_de, 10, |c| c.status == "delivered").await;
+    wait_case(&fr, &to_le, 10, |c| c.status == "delivered").await;
+    let list = |req: pb::ListCasesRequest| {
+        let mut c = fr.clone();
+        async move {
+            let mut ids: Vec<String> = c
+                .list_cases(req)
+                .await
+                .unwrap()
+                .into_inner()
+                .cases
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        list(pb::ListCasesRequest {
+            peer: "DE-ECO".into(),
+            ..Default::default()
+        })
+        .await,
+        vec![to_de.clone()]
+    );
+    assert_eq!(
+        list(pb::ListCasesRequest {
+            category: "grooming".into(),
+            ..Default::default()
+        })
+        .await,
+        vec![urgent.clone()]
+    );
+    assert_eq!(
+        list(pb::ListCasesRequest {
+            priority: pb::Priority::Urgent as i32,
+            ..Default::default()
+        })
+        .await,
+        vec![urgent.clone()]
+    );
+    assert_eq!(
+        list(pb::ListCasesRequest {
+            status: "delivered".into(),
+            ..Default::default()
+        })
+        .await,
+        sorted(vec![to_de.clone(), to_le.clone()])
+    );
+    assert_eq!(
+        list(pb::ListCasesRequest {
+            direction: "local".into(),
+            ..Default::default()
+        })
+        .await,
+        vec![urgent.clone()]
+    );
+    assert_eq!(
+        list(pb::ListCasesRequest {
+            max_age_secs: 3600,
+            ..Default::default()
+        })
+        .await
+        .len(),
+        3
+    );
+    let err = fr
+        .list_cases(pb::ListCasesRequest {
+            status: "lost".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    fed.shutdown().await;
+}
