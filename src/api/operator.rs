@@ -228,7 +228,7 @@ impl pb::operator_server::Operator for OperatorService {
         self.core
             .reload(&admin.to_string())
             .await
-            .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
+            .map_err(crate::api::status::reload_refused)?;
         Ok(Response::new(pb::ReloadResponse {}))
     }
 }

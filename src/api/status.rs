@@ -40,3 +40,9 @@ fn wire_status(w: WireError) -> Status {
         | WireError::Invalid(_) => Status::invalid_argument(msg),
     }
 }
+
+/// A reload the node refused: nothing changed; the reason names the file.
+pub fn reload_refused(e: crate::node::StartError) -> Status {
+    tracing::warn!(error = ?e, "reload refused");
+    Status::failed_precondition(format!("reload refused, nothing changed: {e:#}"))
+}
