@@ -1251,9 +1251,9 @@ async fn shape_malformed_protobuf_is_refused_and_nothing_is_stored() {
             "report payload is not valid protobuf",
         );
     }
-    // The request itself is not protobuf. tonic's codec refuses it before
-    // the handler runs; see the ignored test below for the code SPEC.md
-    // asks for.
+    // The request itself is not protobuf: tonic's codec refuses it before
+    // the handler runs, and the node answers INVALID_ARGUMENT and audits it
+    // (`api::rescue`).
     let valid = pb::ForwardRequest {
         envelopes: vec![envelope(
             sign_report(&fed, FR, &report("FR-PDC", "truncated", &["DE-ECO"])),
@@ -1269,21 +1269,17 @@ async fn shape_malformed_protobuf_is_refused_and_nothing_is_stored() {
         let err = raw_call(node_channel(&fed, FR, DE), FORWARD, body)
             .await
             .expect_err("refused");
-        assert!(
-            matches!(err.code(), Code::Internal | Code::InvalidArgument),
-            "{err:?}"
-        );
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     }
     assert!(incoming(&fed, DE).await.is_empty());
     good_delivery(&fed, FR).await;
     let log = audit_log(&mut fed, DE).await;
-    assert_eq!(reason_codes(&log), vec!["malformed"; 3]);
+    assert_eq!(reason_codes(&log), vec!["malformed"; 6]);
     assert_eq!(count(&log, "report.received"), 1);
     fed.shutdown().await;
 }
 
 #[tokio::test]
-#[ignore = "needs a decode-error map: tonic-prost answers INTERNAL, unaudited, for a request that is not protobuf (or has invalid UTF-8 outside the signed payload); SPEC wants INVALID_ARGUMENT and an audit entry"]
 async fn shape_an_undecodable_request_is_invalid_argument_and_audited() {
     let mut fed = Federation::start(AB).await;
     // Invalid UTF-8 in a string field outside the signed payload: the

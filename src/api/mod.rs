@@ -9,5 +9,6 @@ pub mod convert;
 pub mod federation;
 pub mod limits;
 pub mod operator;
+pub mod rescue;
 pub mod server;
 pub mod status;

@@ -250,6 +250,7 @@ pub async fn serve(core: Arc<Core>, listener: TcpListener, mut shutdown: watch::
     let federation_svc =
         pb::federation_server::FederationServer::new(FederationService { core: core.clone() })
             .max_decoding_message_size(MAX_MESSAGE);
+    let rescue = crate::api::rescue::RescueLayer { core: core.clone() };
     let operator_svc = pb::operator_server::OperatorServer::new(OperatorService { core })
         .max_decoding_message_size(MAX_MESSAGE);
     let result = tonic::transport::Server::builder()
@@ -263,6 +264,7 @@ pub async fn serve(core: Arc<Core>, listener: TcpListener, mut shutdown: watch::
         .http2_max_header_list_size(16 * 1024)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .layer(rescue)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
