@@ -115,9 +115,11 @@ fn load_crls(
 }
 
 /// The check a client certificate must pass: chains to the federation CA,
-/// not revoked by its CRLs (and those not expired).
+/// not revoked by its CRLs (and those not expired), and proves exactly one
+/// identity of this federation (one SPIFFE URI SAN, not a CA).
 pub fn client_verifier(
     files: &TlsFiles<'_>,
+    federation: &str,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
     let mut builder =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots(files.ca)?), provider());
@@ -125,14 +127,81 @@ pub fn client_verifier(
     if !crls.is_empty() {
         builder = builder.with_crls(crls).enforce_revocation_expiration();
     }
-    Ok(builder.build()?)
+    Ok(Arc::new(IdentityVerifier {
+        inner: builder.build()?,
+        federation: federation.to_owned(),
+    }))
+}
+
+/// WebPKI verification, then: the leaf must name exactly one node or
+/// operator of this federation, or the handshake fails.
+#[derive(Debug)]
+struct IdentityVerifier {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    federation: String,
+}
+
+impl rustls::server::danger::ClientCertVerifier for IdentityVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        identity_from_cert(end_entity, &self.federation).map_err(|_| {
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )
+        })?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Server side: TLS 1.3 only, a client certificate from the federation CA is
 /// mandatory (no certificate, or another CA, or a revoked one, fails the
 /// handshake).
-pub fn server_config(files: &TlsFiles<'_>) -> Result<Arc<ServerConfig>, TlsError> {
-    server_config_with(files, client_verifier(files)?)
+pub fn server_config(
+    files: &TlsFiles<'_>,
+    federation: &str,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with(files, client_verifier(files, federation)?)
 }
 
 pub fn server_config_with(

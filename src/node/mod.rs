@@ -185,7 +185,8 @@ impl Core {
             });
         }
         let key_id = key.key_id().to_owned();
-        let verifier = tls::client_verifier(&self.config.tls.files())?;
+        let verifier =
+            tls::client_verifier(&self.config.tls.files(), &self.config.directory.federation)?;
         let server = tls::server_config_with(&self.config.tls.files(), verifier.clone())?;
         let client = tls::client_config(&self.config.tls.files())?;
         let new_peers: Vec<String> = directory
@@ -338,7 +339,7 @@ pub async fn start_with_listener(
             key_id: key.key_id().to_owned(),
         });
     }
-    let client_verifier = tls::client_verifier(&config.tls.files())?;
+    let client_verifier = tls::client_verifier(&config.tls.files(), &config.directory.federation)?;
     let server_tls = tls::server_config_with(&config.tls.files(), client_verifier.clone())?;
     let client_tls = tls::client_config(&config.tls.files())?;
     let store = Store::open(&config.database)
