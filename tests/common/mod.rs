@@ -60,6 +60,26 @@ impl Federation {
         delivery: RawDelivery,
         limits: Option<alertrelay::config::RawLimits>,
     ) -> Self {
+        let options = provision::Options {
+            fallback: fallback.map(|f| NodeId::new(f).unwrap()),
+            delivery: Some(delivery),
+            audit: Some(alertrelay::config::RawAudit {
+                checkpoint_interval_ms: 100,
+                witness_interval_ms: 100,
+            }),
+            metrics_listen: Some("127.0.0.1:0".into()),
+            limits,
+        };
+        Self::start_inner(nodes, options, |_| {}).await
+    }
+
+    /// Provisions a federation with `options`, lets `prepare` change its
+    /// files, then starts every node on the port the directory names.
+    async fn start_inner(
+        nodes: &[(&str, &[&str])],
+        options: provision::Options,
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut listeners = Vec::new();
         let mut specs = Vec::new();
@@ -73,22 +93,8 @@ impl Federation {
             });
             listeners.push(l);
         }
-        let done = provision::init(
-            dir.path(),
-            "test-federation",
-            &specs,
-            &provision::Options {
-                fallback: fallback.map(|f| NodeId::new(f).unwrap()),
-                delivery: Some(delivery),
-                audit: Some(alertrelay::config::RawAudit {
-                    checkpoint_interval_ms: 100,
-                    witness_interval_ms: 100,
-                }),
-                metrics_listen: Some("127.0.0.1:0".into()),
-                limits,
-            },
-        )
-        .unwrap();
+        let done = provision::init(dir.path(), "test-federation", &specs, &options).unwrap();
+        prepare(dir.path());
         let mut configs = Vec::new();
         let mut handles = Vec::new();
         for (path, l) in done.configs.iter().zip(listeners) {
@@ -343,48 +349,15 @@ impl Federation {
         nodes: &[(&str, &[&str])],
         prepare: impl FnOnce(&std::path::Path),
     ) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut listeners = Vec::new();
-        let mut specs = Vec::new();
-        for (id, countries) in nodes {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            specs.push(NodeSpec {
-                id: NodeId::new(id).unwrap(),
-                countries: countries.iter().map(|c| (*c).to_owned()).collect(),
-                categories: vec![],
-                port: Some(l.local_addr().unwrap().port()),
-            });
-            listeners.push(l);
-        }
-        let done = provision::init(
-            dir.path(),
-            "test-federation",
-            &specs,
-            &provision::Options {
-                delivery: Some(fast_delivery()),
-                // Witnessing on its default 5-minute schedule: no peer
-                // traffic of its own during a test, so a test that
-                // suspends or breaks a node sees only its own refusals.
-                audit: None,
-                metrics_listen: Some("127.0.0.1:0".into()),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        prepare(dir.path());
-        let mut configs = Vec::new();
-        let mut handles = Vec::new();
-        for (path, l) in done.configs.iter().zip(listeners) {
-            let cfg = NodeConfig::load(path).unwrap();
-            handles.push(Some(
-                node::start_with_listener(cfg.clone(), l).await.unwrap(),
-            ));
-            configs.push(cfg);
-        }
-        Federation {
-            dir,
-            configs,
-            nodes: handles,
-        }
+        let options = provision::Options {
+            delivery: Some(fast_delivery()),
+            // Witnessing on its default 5-minute schedule: no peer
+            // traffic of its own during a test, so a test that
+            // suspends or breaks a node sees only its own refusals.
+            audit: None,
+            metrics_listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        Self::start_inner(nodes, options, prepare).await
     }
 }
