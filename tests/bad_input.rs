@@ -1192,10 +1192,9 @@ async fn shape_a_message_over_the_size_limit_is_refused_before_it_is_read() {
         .await
         .expect_err("refused");
     // tonic refuses a frame whose declared length is over the limit before
-    // buffering it, with OUT_OF_RANGE (SPEC.md names RESOURCE_EXHAUSTED; the
-    // transport's code is what a peer sees).
-    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
-    assert!(err.message().contains("too large"), "{err:?}");
+    // buffering it; the node answers RESOURCE_EXHAUSTED, as SPEC.md says.
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("size limit"), "{err:?}");
     // A message within the limit is read and refused for what it is (an
     // empty message decodes as an empty batch).
     let err = raw_call(node_channel(&fed, FR, DE), FORWARD, vec![])
@@ -1205,9 +1204,9 @@ async fn shape_a_message_over_the_size_limit_is_refused_before_it_is_read() {
     assert!(incoming(&fed, DE).await.is_empty());
     good_delivery(&fed, FR).await;
     let log = audit_log(&mut fed, DE).await;
-    // The oversize frame never reached the handler: only the empty batch
-    // was audited.
-    assert_eq!(reason_codes(&log), vec!["batch-size"]);
+    // The oversize frame never reached the handler, but its refusal is
+    // audited too; then the empty batch's.
+    assert_eq!(reason_codes(&log), vec!["too-large", "batch-size"]);
     fed.shutdown().await;
 }
 

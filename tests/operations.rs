@@ -281,3 +281,143 @@ async fn a_backlog_drains_in_order_with_urgent_reports_first() {
     );
     fed.shutdown().await;
 }
+
+/// Resident memory of this process (the nodes under test run in it), kB.
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn memory_stays_bounded_under_a_stream_flood_and_slow_clients() {
+    let fed = Federation::start(&[
+        ("FR-PDC", &["FR"]),
+        ("DE-ECO", &["DE"]),
+        ("NL-EOKM", &["NL"]),
+    ])
+    .await;
+    let mut fr = fed.operator(0);
+    let id = submit(&mut fr, &format!("http://{DE_IP}/before"), "")
+        .await
+        .report_id;
+    wait_case(&fr, &id, 10, |c| c.status == "delivered").await;
+    let before = rss_kb();
+    // Slow clients: 200 connections that never finish a handshake.
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+        if let Ok(s) = socket.connect(fed.configs[1].listen).await {
+            idle.push(s);
+        }
+    }
+    // A stream flood: NL opens 5,000 concurrent calls on one connection.
+    let nl = fed.federation_as(2, 1);
+    let calls: Vec<_> = (0..5_000)
+        .map(|_| {
+            let mut c = nl.clone();
+            tokio::spawn(async move { c.node_info(pb::NodeInfoRequest {}).await.map(|_| ()) })
+        })
+        .collect();
+    let mut refused = 0;
+    for c in calls {
+        if let Err(s) = c.await.unwrap() {
+            refused += 1;
+            assert!(
+                matches!(
+                    s.code(),
+                    tonic::Code::ResourceExhausted
+                        | tonic::Code::Unavailable
+                        | tonic::Code::Unknown
+                ),
+                "{s:?}"
+            );
+        }
+    }
+    let during = rss_kb();
+    // Honest traffic still flows.
+    let id = submit(&mut fr, &format!("http://{DE_IP}/during"), "")
+        .await
+        .report_id;
+    wait_case(&fr, &id, 20, |c| c.status == "delivered").await;
+    drop(idle);
+    println!(
+        "memory: {before} kB before, {during} kB after 200 slow clients and a 5,000-stream flood ({refused} refused)"
+    );
+    assert!(refused > 0, "the flood was throttled");
+    assert!(
+        during.saturating_sub(before) < 150 * 1024,
+        "memory grew by {} kB",
+        during - before
+    );
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn rapid_stream_resets_neither_grow_memory_nor_stop_service() {
+    // HTTP/2 "rapid reset" (CVE-2023-44487): open streams and cancel them at
+    // once, over and over, on one connection (as NL-EOKM, a valid peer).
+    // The node caps resets pending acceptance (and closes the connection
+    // beyond); reset streams never reach a handler.
+    let fed = Federation::start(&[
+        ("FR-PDC", &["FR"]),
+        ("DE-ECO", &["DE"]),
+        ("NL-EOKM", &["NL"]),
+    ])
+    .await;
+    let before = rss_kb();
+    let tls = fed.node_tls(2);
+    let tcp = tokio::net::TcpStream::connect(fed.configs[1].listen)
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut h2, connection) = h2::client::handshake(stream).await.unwrap();
+    tokio::spawn(connection);
+    let mut sent = 0;
+    while sent < 20_000 {
+        let Ok(ready) = h2.clone().ready().await else {
+            break;
+        };
+        h2 = ready;
+        let uri = format!(
+            "https://{}/alertrelay.v1.Federation/NodeInfo",
+            fed.configs[1].listen
+        );
+        let req = http::Request::post(uri)
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let Ok((_resp, mut s)) = h2.send_request(req, false) else {
+            break;
+        };
+        s.send_reset(h2::Reason::CANCEL);
+        sent += 1;
+    }
+    let after = rss_kb();
+    // Honest traffic still flows.
+    let mut fr = fed.operator(0);
+    let id = submit(&mut fr, &format!("http://{DE_IP}/after-reset-flood"), "")
+        .await
+        .report_id;
+    wait_case(&fr, &id, 20, |c| c.status == "delivered").await;
+    println!("rapid reset: {sent} streams opened and reset; memory {before} kB -> {after} kB");
+    assert!(sent > 100, "the attack ran");
+    assert!(
+        after.saturating_sub(before) < 100 * 1024,
+        "memory grew by {} kB",
+        after - before
+    );
+    fed.shutdown().await;
+}

@@ -1,9 +1,10 @@
-//! Rescues the refusal tonic makes before any handler runs when a request
-//! body does not decode: tonic answers INTERNAL; the node answers
-//! INVALID_ARGUMENT, as SPEC.md says, and audits it like every other
-//! refused input. Such refusals arrive as "trailers-only" responses, whose
-//! status is in the headers. (A body over the size limit is refused by
-//! tonic with OUT_OF_RANGE in the trailers, which this does not rewrite.)
+//! Rescues the two refusals tonic makes before any handler runs, so they
+//! get the codes SPEC.md names and an audit entry like every other refused
+//! input: a request body that does not decode (tonic: INTERNAL) becomes
+//! INVALID_ARGUMENT, and one over the size limit (tonic: OUT_OF_RANGE,
+//! before the body is read) becomes RESOURCE_EXHAUSTED. Both arrive as
+//! "trailers-only" responses, whose status is in the headers (and whose
+//! `grpc-message` is percent-encoded).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,6 +38,7 @@ pub struct Rescue<S> {
 }
 
 const INTERNAL: &str = "13";
+const OUT_OF_RANGE: &str = "11";
 
 impl<S, B, R> tower::Service<http::Request<B>> for Rescue<S>
 where
@@ -74,13 +76,21 @@ where
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned();
-            if status.as_deref() == Some(INTERNAL) && message.contains("decode") {
-                let text = "the request is not valid protobuf";
+            let rescued = match status.as_deref() {
+                Some(INTERNAL) if message.contains("decode") => {
+                    Some(("3", "malformed", "the request is not valid protobuf"))
+                }
+                Some(OUT_OF_RANGE) if message.contains("large") => {
+                    Some(("8", "too-large", "the request is over the size limit"))
+                }
+                _ => None,
+            };
+            if let Some((code, reason_code, text)) = rescued {
                 let headers = resp.headers_mut();
-                headers.insert("grpc-status", HeaderValue::from_static("3"));
+                headers.insert("grpc-status", HeaderValue::from_static(code));
                 headers.insert("grpc-message", HeaderValue::from_static(text));
                 let detail = format!("{text} ({path})");
-                core.audit_refusal(&who, "malformed", &detail, &[]).await;
+                core.audit_refusal(&who, reason_code, &detail, &[]).await;
             }
             Ok(resp)
         })
