@@ -121,7 +121,11 @@ async fn audit_verify_detects_every_kind_of_tampering() {
     // At least one checkpoint, cosigned (the schedule may have made more).
     let count = |word: &str| -> u32 {
         let before = out.split(word).next().unwrap_or_default();
-        before.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0)
+        before
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
     };
     assert!(count(" signed checkpoints") >= 1, "{out}");
     assert!(count(" cosignatures") >= 1, "{out}");
