@@ -55,6 +55,20 @@ async fn connect_as(
     Ok(OperatorClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
 }
 
+/// Prints `value` as JSON for scripts, or for humans with `human`.
+fn emit<T: serde::Serialize>(
+    value: &T,
+    json: bool,
+    human: impl FnOnce(&T),
+) -> Result<ExitCode, Failure> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        human(value);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn rpc(status: tonic::Status) -> Failure {
     anyhow!("{:?}: {}", status.code(), status.message()).into()
 }
@@ -138,12 +152,7 @@ pub(crate) async fn route(
         .map_err(rpc)?
         .into_inner();
     let view = route_view_from_pb(&r);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
-    } else {
-        print::route(&view);
-    }
-    Ok(ExitCode::SUCCESS)
+    emit(&view, json, print::route)
 }
 
 pub(crate) struct ListArgs {
@@ -183,12 +192,7 @@ pub(crate) async fn cases_list(
         .map_err(rpc)?
         .into_inner();
     let cases: Vec<_> = list.cases.into_iter().map(case_from_pb).collect();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&cases)?);
-    } else {
-        print::case_table(&cases);
-    }
-    Ok(ExitCode::SUCCESS)
+    emit(&cases, json, |c| print::case_table(c))
 }
 
 /// Prints new and changed cases as they happen, until interrupted.
@@ -241,12 +245,7 @@ pub(crate) async fn cases_show(
         .map_err(rpc)?
         .into_inner();
     let case = case_from_pb(case);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&case)?);
-    } else {
-        print::case(&case);
-    }
-    Ok(ExitCode::SUCCESS)
+    emit(&case, json, print::case)
 }
 
 pub(crate) async fn cases_update(
@@ -317,12 +316,7 @@ pub(crate) async fn peers(config: PathBuf, json: bool) -> Result<ExitCode, Failu
         .into_iter()
         .map(crate::api::convert::peer_from_pb)
         .collect();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&peers)?);
-    } else {
-        print::peers(&peers);
-    }
-    Ok(ExitCode::SUCCESS)
+    emit(&peers, json, |p| print::peers(p))
 }
 
 pub(crate) async fn status(config: PathBuf, json: bool) -> Result<ExitCode, Failure> {
@@ -334,12 +328,7 @@ pub(crate) async fn status(config: PathBuf, json: bool) -> Result<ExitCode, Fail
         .map_err(rpc)?
         .into_inner();
     let s = crate::api::convert::summary_from_pb(s);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-    } else {
-        print::summary(&s);
-    }
-    Ok(ExitCode::SUCCESS)
+    emit(&s, json, print::summary)
 }
 
 pub(crate) async fn reload(config: PathBuf) -> Result<ExitCode, Failure> {
