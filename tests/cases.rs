@@ -191,3 +191,42 @@ async fn cases_are_listed_by_status_category_peer_priority_and_age() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_retried_submission_with_the_same_key_returns_the_original_report() {
+    let fed = Federation::start(AB).await;
+    let mut fr = fed.operator(0);
+    let req = |key: &str| pb::SubmitReportRequest {
+        urls: vec![format!("http://{DE_IP}/retried")],
+        category: "csam".into(),
+        submission_id: key.into(),
+        ..Default::default()
+    };
+    let first = fr.submit_report(req("k-1")).await.unwrap().into_inner();
+    let again = fr.submit_report(req("k-1")).await.unwrap().into_inner();
+    assert_eq!(
+        first.report_id, again.report_id,
+        "a retry, not a second report"
+    );
+    assert_eq!(again.route.unwrap().destinations, vec!["DE-ECO"]);
+    let other = fr.submit_report(req("k-2")).await.unwrap().into_inner();
+    assert_ne!(other.report_id, first.report_id);
+    // Keys are per operator: the admin's "k-1" is its own submission.
+    let by_admin = fed
+        .admin(0)
+        .submit_report(req("k-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(by_admin.report_id, first.report_id);
+    let err = fr.submit_report(req("bad key!")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let outgoing = cases(&mut fr, "outgoing").await;
+    assert_eq!(outgoing.len(), 3);
+    for c in &outgoing {
+        wait_case(&fr, &c.id, 10, |c| c.status == "delivered").await;
+    }
+    let mut de = fed.operator(1);
+    assert_eq!(cases(&mut de, "incoming").await.len(), 3);
+    fed.shutdown().await;
+}

@@ -38,12 +38,12 @@ impl pb::operator_server::Operator for OperatorService {
                 })
                 .collect(),
         };
-        let done = intake::submit(&self.core, &operator, submission)
+        let done = intake::submit(&self.core, &operator, submission, &r.submission_id)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::SubmitReportResponse {
             report_id: done.report_id,
-            route: Some(route_to_pb(&done.route)),
+            route: Some(done.route),
             case: done.case.as_ref().map(case_to_pb),
         }))
     }

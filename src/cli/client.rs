@@ -102,18 +102,29 @@ pub(crate) async fn submit(a: SubmitArgs) -> Result<ExitCode, Failure> {
         });
     }
     let mut client = connect(&cfg).await?;
-    let resp = client
-        .submit_report(pb::SubmitReportRequest {
-            urls: a.urls,
-            category: a.category,
-            hosting_ip: a.hosting_ip.unwrap_or_default(),
-            priority: priority as i32,
-            notes: a.notes,
-            hashes,
-        })
-        .await
-        .map_err(rpc)?
-        .into_inner();
+    let request = pb::SubmitReportRequest {
+        urls: a.urls,
+        category: a.category,
+        hosting_ip: a.hosting_ip.unwrap_or_default(),
+        priority: priority as i32,
+        notes: a.notes,
+        hashes,
+        // One key per invocation: the retries below can never submit twice.
+        submission_id: uuid::Uuid::new_v4().to_string(),
+    };
+    let mut attempt = 0;
+    let resp = loop {
+        attempt += 1;
+        match client.submit_report(request.clone()).await {
+            Ok(r) => break r.into_inner(),
+            // The node was unreachable or restarting: the same key makes a
+            // retry safe whether or not the first attempt was stored.
+            Err(s) if attempt < 4 && s.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(500 * attempt)).await;
+            }
+            Err(s) => return Err(rpc(s)),
+        }
+    };
     let route = resp.route.as_ref().map(route_view_from_pb);
     if a.json {
         println!(

@@ -152,6 +152,7 @@ async fn walk(configs: &[NodeConfig]) -> anyhow::Result<()> {
                 priority: pb::Priority::Bulk as i32,
                 notes: "demo report".into(),
                 hashes: vec![],
+                submission_id: String::new(),
             })
             .await?
             .into_inner();

@@ -14,7 +14,10 @@ use crate::store::NewReport;
 
 pub struct Submitted {
     pub report_id: String,
-    pub route: RouteDecision,
+    /// The route as signed into the report.
+    pub route: pb::RouteDecision,
+    /// True when this was a repeat of an earlier submission (same key).
+    pub repeat: bool,
     /// The case as stored; `None` only if reading it back failed after the
     /// commit (the report is stored all the same).
     pub case: Option<CaseView>,
@@ -80,8 +83,21 @@ pub async fn submit(
     core: &Core,
     operator: &PeerIdentity,
     submission: Submission<'_>,
+    submission_id: &str,
 ) -> Result<Submitted, NodeError> {
     let actor = operator.to_string();
+    if !submission_id.is_empty() {
+        validate::report_id(submission_id).map_err(|mut e| {
+            e.field = "submission_id".into();
+            e
+        })?;
+        let mut tx = core.store.begin().await?;
+        let earlier = tx.find_submission(&actor, submission_id).await?;
+        drop(tx);
+        if let Some(seq) = earlier {
+            return repeat(core, seq).await;
+        }
+    }
     // A refusal's audit entry fingerprints the submitted URLs and category
     // (hashed, never in clear).
     let mut fingerprint = submission.urls.join("\n").into_bytes();
@@ -137,6 +153,14 @@ pub async fn submit(
     };
     let route_json = serde_json::to_string(&route).unwrap_or_default();
     let mut tx = core.store.begin().await?;
+    // Checked again inside the transaction: two concurrent retries of one
+    // submission create one report.
+    if !submission_id.is_empty()
+        && let Some(seq) = tx.find_submission(&actor, submission_id).await?
+    {
+        drop(tx);
+        return repeat(core, seq).await;
+    }
     let seq = tx
         .insert_report(&NewReport {
             report_id: &report_id,
@@ -184,7 +208,7 @@ pub async fn submit(
     tx.audit(
         &audit::Entry::new(
             "report.submitted",
-            actor,
+            actor.clone(),
             subject,
             serde_json::json!({
                 "category": draft.category.as_str(),
@@ -202,6 +226,9 @@ pub async fn submit(
         now,
     )
     .await?;
+    if !submission_id.is_empty() {
+        tx.insert_submission(&actor, submission_id, seq).await?;
+    }
     crate::faults::crash_point("intake-before-commit");
     tx.commit().await?;
     core.case_changed(seq);
@@ -223,7 +250,27 @@ pub async fn submit(
     };
     Ok(Submitted {
         report_id,
-        route,
+        route: crate::api::convert::route_to_pb(&route),
+        repeat: false,
+        case,
+    })
+}
+
+/// The answer to a repeated submission: the report it created the first
+/// time, as stored.
+async fn repeat(core: &Core, seq: i64) -> Result<Submitted, NodeError> {
+    let row = core
+        .store
+        .report_by_seq(seq)
+        .await?
+        .ok_or(NodeError::Internal("a submission names a missing report"))?;
+    let payload = <pb::ReportPayload as prost::Message>::decode(row.payload.as_slice())
+        .map_err(|_| NodeError::Internal("a stored report payload does not decode"))?;
+    let case = cases::view_by_seq(core, seq).await.ok();
+    Ok(Submitted {
+        report_id: row.report_id,
+        route: payload.route.unwrap_or_default(),
+        repeat: true,
         case,
     })
 }

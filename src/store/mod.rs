@@ -534,6 +534,36 @@ impl Tx {
         Ok(res.last_insert_rowid())
     }
 
+    /// The report an operator's earlier submission with this key created.
+    pub async fn find_submission(
+        &mut self,
+        operator: &str,
+        submission_id: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT report_seq FROM submissions WHERE operator = ? AND submission_id = ?",
+        )
+        .bind(operator)
+        .bind(submission_id)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
+    pub async fn insert_submission(
+        &mut self,
+        operator: &str,
+        submission_id: &str,
+        report_seq: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO submissions (operator, submission_id, report_seq) VALUES (?, ?, ?)")
+            .bind(operator)
+            .bind(submission_id)
+            .bind(report_seq)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_receipt(&mut self, seq: i64, receipt: &[u8]) -> Result<(), StoreError> {
         sqlx::query("UPDATE reports SET receipt = ? WHERE seq = ?")
             .bind(receipt)

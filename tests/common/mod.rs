@@ -257,6 +257,7 @@ pub async fn submit(
             priority: pb::Priority::Bulk as i32,
             notes: String::new(),
             hashes: vec![],
+            submission_id: String::new(),
         })
         .await
         .unwrap()
