@@ -555,12 +555,14 @@ impl Tx {
         submission_id: &str,
         report_seq: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO submissions (operator, submission_id, report_seq) VALUES (?, ?, ?)")
-            .bind(operator)
-            .bind(submission_id)
-            .bind(report_seq)
-            .execute(&mut *self.tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO submissions (operator, submission_id, report_seq) VALUES (?, ?, ?)",
+        )
+        .bind(operator)
+        .bind(submission_id)
+        .bind(report_seq)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 
