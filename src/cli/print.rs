@@ -3,6 +3,21 @@
 use crate::node::cases::{CaseView, RouteView, rfc3339};
 use crate::node::overview::{NodeSummary, PeerView};
 
+/// Control and bidirectional characters shown escaped: what is printed
+/// comes partly from other hotlines and must not drive the terminal.
+fn clean(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}');
+            if c.is_control() || bidi {
+                c.escape_unicode().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 fn age(ms: i64) -> String {
     let s = ms / 1000;
     match s {
@@ -75,7 +90,7 @@ pub(crate) fn route(r: &RouteView) {
         r.destinations.join(", ")
     };
     println!("  route:    {} -> {dest}", r.kind);
-    println!("  reason:   {}", r.reason);
+    println!("  reason:   {}", clean(&r.reason));
     if !r.ip.is_empty() {
         println!(
             "  evidence: ip {} ({}), country {}, {} of {}",
@@ -93,7 +108,10 @@ pub(crate) fn route(r: &RouteView) {
     if r.asn != 0 {
         println!(
             "  network:  AS{} {} ({} of {})",
-            r.asn, r.org, r.network_dataset, r.network_dataset_date
+            r.asn,
+            clean(&r.org),
+            r.network_dataset,
+            r.network_dataset_date
         );
     }
     if r.countries.len() > 1 {
@@ -106,7 +124,7 @@ pub(crate) fn route(r: &RouteView) {
         println!("  flags:    {}", r.flags.join(", "));
     }
     for s in &r.steps {
-        println!("  step:     {s}");
+        println!("  step:     {}", clean(s));
     }
 }
 
@@ -139,7 +157,7 @@ pub(crate) fn case(c: &CaseView) {
     println!("  category: {} ({})", c.category, c.priority);
     println!("  created:  {}", c.created_at);
     for u in &c.urls {
-        println!("  url:      {u}");
+        println!("  url:      {}", clean(u));
     }
     if let Some(r) = &c.route {
         route(r);
@@ -156,7 +174,7 @@ pub(crate) fn case(c: &CaseView) {
             if d.reason.is_empty() && d.last_error.is_empty() {
                 String::new()
             } else {
-                format!(" ({}{})", d.reason, d.last_error)
+                format!(" ({}{})", clean(&d.reason), clean(&d.last_error))
             }
         );
     }
@@ -165,7 +183,7 @@ pub(crate) fn case(c: &CaseView) {
             "  history:  {} {} by {}{}{}",
             h.at,
             h.status,
-            h.actor,
+            clean(&h.actor),
             if h.signer.is_empty() {
                 String::new()
             } else {
@@ -174,7 +192,7 @@ pub(crate) fn case(c: &CaseView) {
             if h.reason.is_empty() {
                 String::new()
             } else {
-                format!(": {}", h.reason)
+                format!(": {}", clean(&h.reason))
             }
         );
     }

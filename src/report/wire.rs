@@ -314,6 +314,9 @@ pub fn open_receipt(
             "receipt is for another report",
         )));
     }
+    // The receiver's reason is shown to the origin's analysts.
+    super::validate::single_line("receipt.reason", &r.reason, 4096)?;
+    super::validate::single_line("receipt.reason_code", &r.reason_code, 64)?;
     Ok(r)
 }
 
