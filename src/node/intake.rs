@@ -91,12 +91,6 @@ pub async fn submit(
             e.field = "submission_id".into();
             e
         })?;
-        let mut tx = core.store.begin().await?;
-        let earlier = tx.find_submission(&actor, submission_id).await?;
-        drop(tx);
-        if let Some(seq) = earlier {
-            return repeat(core, seq).await;
-        }
     }
     // A refusal's audit entry fingerprints the submitted URLs and category
     // (hashed, never in clear).
@@ -153,8 +147,8 @@ pub async fn submit(
     };
     let route_json = serde_json::to_string(&route).unwrap_or_default();
     let mut tx = core.store.begin().await?;
-    // Checked again inside the transaction: two concurrent retries of one
-    // submission create one report.
+    // Checked inside the write transaction, so two concurrent retries of
+    // one submission create one report.
     if !submission_id.is_empty()
         && let Some(seq) = tx.find_submission(&actor, submission_id).await?
     {

@@ -171,6 +171,37 @@ pub struct AuditRow {
     pub detail: String,
 }
 
+// Queries used both inside write transactions and on the read pool.
+
+async fn latest_checkpoint<'e>(
+    e: impl sqlx::SqliteExecutor<'e>,
+) -> Result<Option<CheckpointRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT size, root, note, created_at_ms FROM checkpoints ORDER BY size DESC LIMIT 1",
+    )
+    .fetch_optional(e)
+    .await?)
+}
+
+async fn audit_size<'e>(e: impl sqlx::SqliteExecutor<'e>) -> Result<u64, StoreError> {
+    let n: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log")
+        .fetch_one(e)
+        .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+async fn leaf_hashes<'e>(
+    e: impl sqlx::SqliteExecutor<'e>,
+    size: u64,
+) -> Result<Vec<Hash>, StoreError> {
+    let rows: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT leaf_hash FROM audit_log WHERE seq <= ? ORDER BY seq")
+            .bind(i64::try_from(size).unwrap_or(i64::MAX))
+            .fetch_all(e)
+            .await?;
+    Ok(rows.iter().map(|r| to_hash(r)).collect())
+}
+
 #[derive(Clone)]
 pub struct Store {
     writer: SqlitePool,
@@ -251,12 +282,6 @@ impl Store {
         sqlx::query("PRAGMA max_page_count = 4294967294")
             .execute(&self.writer)
             .await?;
-        Ok(())
-    }
-
-    /// Cheap liveness probe for health checks.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
     }
 
@@ -360,11 +385,7 @@ impl Store {
     }
 
     pub async fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT size, root, note, created_at_ms FROM checkpoints ORDER BY size DESC LIMIT 1",
-        )
-        .fetch_optional(&self.reader)
-        .await?)
+        latest_checkpoint(&self.reader).await
     }
 
     pub async fn checkpoint(&self, size: u64) -> Result<Option<CheckpointRow>, StoreError> {
@@ -398,12 +419,7 @@ impl Store {
 
     /// The leaf hashes of the first `size` entries, in order.
     pub async fn leaf_hashes(&self, size: u64) -> Result<Vec<Hash>, StoreError> {
-        let rows: Vec<Vec<u8>> =
-            sqlx::query_scalar("SELECT leaf_hash FROM audit_log WHERE seq <= ? ORDER BY seq")
-                .bind(i64::try_from(size).unwrap_or(i64::MAX))
-                .fetch_all(&self.reader)
-                .await?;
-        Ok(rows.iter().map(|r| to_hash(r)).collect())
+        leaf_hashes(&self.reader, size).await
     }
 
     /// Fills in the leaf hashes of entries written before they existed.
@@ -439,10 +455,7 @@ impl Store {
     }
 
     pub async fn audit_entries_count(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log")
-            .fetch_one(&self.reader)
-            .await?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        audit_size(&self.reader).await
     }
 
     /// Number of cases by direction and status.
@@ -641,16 +654,6 @@ impl Tx {
         Ok(n > 0)
     }
 
-    /// Delivery states of a report, for deciding its overall status.
-    pub async fn delivery_states(&mut self, seq: i64) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT state FROM deliveries WHERE report_seq = ?")
-                .bind(seq)
-                .fetch_all(&mut *self.tx)
-                .await?,
-        )
-    }
-
     pub async fn enqueue(
         &mut self,
         peer: &str,
@@ -761,28 +764,16 @@ impl Tx {
 
     /// Number of entries in the audit log.
     pub async fn audit_size(&mut self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log")
-            .fetch_one(&mut *self.tx)
-            .await?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        audit_size(&mut *self.tx).await
     }
 
     /// The leaf hashes of the first `size` entries, in order.
     pub async fn leaf_hashes(&mut self, size: u64) -> Result<Vec<Hash>, StoreError> {
-        let rows: Vec<Vec<u8>> =
-            sqlx::query_scalar("SELECT leaf_hash FROM audit_log WHERE seq <= ? ORDER BY seq")
-                .bind(i64::try_from(size).unwrap_or(i64::MAX))
-                .fetch_all(&mut *self.tx)
-                .await?;
-        Ok(rows.iter().map(|r| to_hash(r)).collect())
+        leaf_hashes(&mut *self.tx, size).await
     }
 
     pub async fn latest_checkpoint(&mut self) -> Result<Option<CheckpointRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT size, root, note, created_at_ms FROM checkpoints ORDER BY size DESC LIMIT 1",
-        )
-        .fetch_optional(&mut *self.tx)
-        .await?)
+        latest_checkpoint(&mut *self.tx).await
     }
 
     pub async fn insert_checkpoint(
