@@ -63,6 +63,11 @@ pub struct RawNode {
     /// `false` while the node is suspended from the federation.
     #[serde(default = "yes")]
     pub active: bool,
+    /// The node this one is reached through: reports for it are delivered
+    /// to the relay, which passes them on (and passes receipts and status
+    /// updates back). A relay may itself have a relay; no cycles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
     #[serde(default, rename = "key")]
     pub keys: Vec<RawKey>,
 }
@@ -102,6 +107,8 @@ pub struct DirectoryNode {
     pub endpoint: String,
     pub categories: Vec<Category>,
     pub active: bool,
+    /// Reached through this node (see `RawNode::relay`).
+    pub relay: Option<NodeId>,
     pub keys: Vec<NodeKeyEntry>,
 }
 
@@ -209,13 +216,73 @@ impl Directory {
                 endpoint: n.endpoint,
                 categories,
                 active: n.active,
+                relay: n
+                    .relay
+                    .as_deref()
+                    .map(NodeId::new)
+                    .transpose()
+                    .map_err(|e| invalid(format!("relay: {e}")))?,
                 keys,
             });
         }
-        Ok(Directory {
+        let dir = Directory {
             federation: raw.federation,
             nodes,
-        })
+        };
+        for n in &dir.nodes {
+            let invalid = |message: String| DirectoryError::Invalid {
+                path: shown.to_owned(),
+                node: n.id.to_string(),
+                message,
+            };
+            let Some(relay) = &n.relay else { continue };
+            if dir.node(relay).is_none() {
+                return Err(invalid(format!("relay {relay} is not in the directory")));
+            }
+            // Following relays from any node must end within the hop limit
+            // without coming back: a cycle would be a routing loop.
+            let mut seen = vec![n.id.clone()];
+            let mut at = dir.node(relay);
+            while let Some(r) = at {
+                if seen.contains(&r.id) {
+                    return Err(invalid(format!("relay chain comes back to {}", r.id)));
+                }
+                seen.push(r.id.clone());
+                if seen.len() > crate::report::wire::MAX_HOPS + 1 {
+                    return Err(invalid(format!(
+                        "relay chain longer than {} hops",
+                        crate::report::wire::MAX_HOPS
+                    )));
+                }
+                at = r.relay.as_ref().and_then(|id| dir.node(id));
+            }
+        }
+        Ok(dir)
+    }
+
+    /// The relays `dest` is reached through, nearest to it first.
+    pub fn relays_of(&self, dest: &NodeId) -> Vec<NodeId> {
+        let mut out = Vec::new();
+        let mut at = self.node(dest).and_then(|n| n.relay.clone());
+        while let Some(r) = at {
+            if out.contains(&r) || out.len() > crate::report::wire::MAX_HOPS {
+                break;
+            }
+            at = self.node(&r).and_then(|n| n.relay.clone());
+            out.push(r);
+        }
+        out
+    }
+
+    /// The node `from` hands a report for `dest` to: the next node on the
+    /// way from the outermost relay in to `dest`, or `dest` itself.
+    pub fn next_hop(&self, from: &NodeId, dest: &NodeId) -> NodeId {
+        let relays = self.relays_of(dest);
+        match relays.iter().position(|r| r == from) {
+            Some(0) => dest.clone(),
+            Some(i) => relays[i - 1].clone(),
+            None => relays.last().cloned().unwrap_or_else(|| dest.clone()),
+        }
     }
 
     pub fn node(&self, id: &NodeId) -> Option<&DirectoryNode> {

@@ -23,6 +23,10 @@ pub enum ProvisionError {
     Duplicate(String),
     #[error("fallback {0} is not one of the nodes")]
     UnknownFallback(String),
+    #[error("--relay names {0}, which is not one of the nodes")]
+    UnknownRelay(String),
+    #[error("--relay {0:?}: expected NODE=RELAY such as MT-NET=IT-NET")]
+    BadRelaySpec(String),
     #[error("cannot write {path}")]
     Write {
         path: String,
@@ -92,6 +96,9 @@ pub struct Options {
     /// `[metrics] listen` for every node (e.g. `127.0.0.1:0` in tests).
     pub metrics_listen: Option<String>,
     pub limits: Option<RawLimits>,
+    /// `(node, relay)`: the node is reached through the relay (directory
+    /// `relay = "..."`).
+    pub relays: Vec<(NodeId, NodeId)>,
 }
 
 pub fn init(
@@ -109,6 +116,13 @@ pub fn init(
         && !nodes.iter().any(|n| &n.id == f)
     {
         return Err(ProvisionError::UnknownFallback(f.to_string()));
+    }
+    for (node, via) in &options.relays {
+        for id in [node, via] {
+            if !nodes.iter().any(|n| &n.id == id) {
+                return Err(ProvisionError::UnknownRelay(id.to_string()));
+            }
+        }
     }
     mkdir(dir)?;
     let ca = FederationCa::generate(federation)?;
@@ -134,6 +148,11 @@ pub fn init(
             .zip(&ports)
             .zip(&keys)
             .map(|((n, port), key)| RawNode {
+                relay: options
+                    .relays
+                    .iter()
+                    .find(|(node, _)| node == &n.id)
+                    .map(|(_, via)| via.to_string()),
                 id: n.id.to_string(),
                 name: String::new(),
                 countries: n.countries.clone(),

@@ -485,6 +485,7 @@ fn hop(
         by: fed.id(by).to_string(),
         to: to.into(),
         at_ms: now_ms(),
+        ..Default::default()
     };
     wire::sign(&fed.signing_key(by), &fed.id(by), Purpose::Hop, &h)
 }
@@ -1543,6 +1544,7 @@ async fn shape_control_characters_in_a_status_update_reason_are_invalid_argument
             .federation_as(DE, FR)
             .push_status(pb::PushStatusRequest {
                 updates: vec![signed],
+                ..Default::default()
             })
             .await;
         assert_refused(r, Code::InvalidArgument, "reason");

@@ -724,10 +724,11 @@ async fn a_report_the_peer_calls_malformed_is_marked_refused_without_blocking_th
             received_from: None,
             created_at_ms: now,
             now_ms: now,
+            relay: false,
         })
         .await
         .unwrap();
-    tx.insert_delivery(seq, "DE-ECO").await.unwrap();
+    tx.insert_delivery(seq, "DE-ECO", None, None).await.unwrap();
     tx.enqueue("DE-ECO", "report", false, seq, &envelope, now)
         .await
         .unwrap();

@@ -186,6 +186,7 @@ fn valid_envelope(f: &Fixture, rng: &mut StdRng) -> (pb::Envelope, NodeId) {
         by: "BB".into(),
         to: "CC".into(),
         at_ms: p.created_at_ms + 1,
+        ..Default::default()
     };
     (
         pb::Envelope {

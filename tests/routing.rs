@@ -75,6 +75,7 @@ fn raw_code_at<A: Ord + Copy>(ranges: &[(A, A, String)], x: A) -> &str {
 
 fn node(id: &str, cc: &[&str], cats: &[&str]) -> RawNode {
     RawNode {
+        relay: None,
         id: id.into(),
         name: String::new(),
         countries: cc.iter().map(|c| (*c).into()).collect(),

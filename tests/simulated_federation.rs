@@ -78,6 +78,7 @@ fn world() -> World {
         taken.insert(id.clone());
         by_country.entry(cc.clone()).or_default().push(id.clone());
         nodes.push(RawNode {
+            relay: None,
             id,
             name,
             countries: vec![cc],
@@ -88,6 +89,7 @@ fn world() -> World {
         });
     }
     nodes.push(RawNode {
+        relay: None,
         id: FALLBACK.into(),
         name: "law enforcement".into(),
         countries: vec![],

@@ -225,6 +225,10 @@ pub fn case_to_pb(c: &CaseView) -> pb::Case {
                 delivered_at_ms: ms(&d.delivered_at),
                 attempts: d.attempts,
                 last_error: d.last_error.clone(),
+                next_hop: d.next_hop.clone().unwrap_or_default(),
+                relayed_at_ms: ms(&d.relayed_at),
+                via: d.via.clone(),
+                handed_off_by: d.handed_off_by.clone().unwrap_or_default(),
                 receipt: d
                     .receipt
                     .as_deref()
@@ -296,6 +300,10 @@ pub fn case_from_pb(c: pb::Case) -> CaseView {
                 attempts: d.attempts,
                 last_error: d.last_error,
                 receipt: (!d.receipt.is_empty()).then(|| b64(&d.receipt)),
+                next_hop: nonempty(d.next_hop),
+                relayed_at: (d.relayed_at_ms != 0).then(|| rfc3339(d.relayed_at_ms)),
+                via: d.via,
+                handed_off_by: nonempty(d.handed_off_by),
             })
             .collect(),
         history: c

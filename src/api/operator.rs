@@ -81,7 +81,7 @@ impl pb::operator_server::Operator for OperatorService {
             "" => None,
             d => Some(
                 Direction::parse(d)
-                    .ok_or_else(|| bad("direction must be incoming, outgoing or local"))?
+                    .ok_or_else(|| bad("direction must be incoming, outgoing, local or relayed"))?
                     .as_str(),
             ),
         };
@@ -180,6 +180,25 @@ impl pb::operator_server::Operator for OperatorService {
             .await
             .map(|c| Response::new(case_to_pb(&c)))
             .map_err(to_status)
+    }
+
+    async fn hand_off_case(
+        &self,
+        request: Request<pb::HandOffCaseRequest>,
+    ) -> Result<Response<pb::Case>, Status> {
+        let (operator, _permit) = auth::operator(&self.core, &request).await?;
+        let r = request.get_ref();
+        cases::hand_off(
+            &self.core,
+            &operator,
+            &r.id,
+            &r.to,
+            &r.hosting_ip,
+            &r.reason,
+        )
+        .await
+        .map(|c| Response::new(case_to_pb(&c)))
+        .map_err(to_status)
     }
 
     async fn make_checkpoint(

@@ -282,6 +282,33 @@ pub(crate) async fn cases_update(
     Ok(ExitCode::SUCCESS)
 }
 
+pub(crate) async fn cases_handoff(
+    config: PathBuf,
+    req: pb::HandOffCaseRequest,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let mut client = connect(&cfg).await?;
+    let case = client.hand_off_case(req).await.map_err(rpc)?.into_inner();
+    let case = case_from_pb(case);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&case)?);
+    } else {
+        let to: Vec<&str> = case
+            .deliveries
+            .iter()
+            .map(|d| d.destination.as_str())
+            .collect();
+        println!(
+            "case {} is now {}; handed over to {}",
+            case.id,
+            case.status,
+            to.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Asks every peer, as this node (its node certificate), for the latest
 /// checkpoint of this node's log it cosigned.
 pub(crate) async fn witnessed_by_peers(cfg: &NodeConfig) -> Vec<(String, Result<String, String>)> {

@@ -60,6 +60,7 @@ pub(crate) async fn run(keep: Option<PathBuf>) -> Result<ExitCode, Failure> {
             }),
             metrics_listen: None,
             limits: None,
+            relays: vec![],
         },
     )?;
     println!(

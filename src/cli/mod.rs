@@ -147,6 +147,10 @@ pub enum FederationCommand {
         /// Node that receives reports for countries with no hotline.
         #[arg(long)]
         fallback: Option<String>,
+        /// NODE=RELAY: NODE is reached through RELAY, which passes reports
+        /// on and receipts and status updates back (repeatable).
+        #[arg(long = "relay")]
+        relays: Vec<String>,
         /// Give the nodes ports BASE, BASE+1, ... instead of free ones.
         #[arg(long)]
         base_port: Option<u16>,
@@ -195,6 +199,29 @@ pub enum CasesCommand {
     Show {
         /// Report id, or ORIGIN/REPORT-ID.
         id: String,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hand a case worked here over to another hotline (the content moved,
+    /// or the jurisdiction is wrong); the origin is told.
+    Handoff {
+        /// Report id, or ORIGIN/REPORT-ID.
+        id: String,
+        /// The node to hand the case over to.
+        #[arg(
+            long,
+            conflicts_with = "hosting_ip",
+            required_unless_present = "hosting_ip"
+        )]
+        to: Option<String>,
+        /// Where the content is hosted now: routing picks the hotline.
+        #[arg(long)]
+        hosting_ip: Option<String>,
+        /// Why (sent to the new hotline and the origin).
+        #[arg(long)]
+        reason: String,
         #[arg(long)]
         config: PathBuf,
         #[arg(long)]
@@ -298,9 +325,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     nodes,
                     federation,
                     fallback,
+                    relays,
                     base_port,
                 },
-        } => federation_init(out, nodes, federation, fallback, base_port),
+        } => federation_init(out, nodes, federation, fallback, relays, base_port),
         Command::Federation {
             command: FederationCommand::Revoke { dir, certs },
         } => {
@@ -371,6 +399,22 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 config,
                 json,
             } => client::cases_update(config, id, status, reason, json).await,
+            CasesCommand::Handoff {
+                id,
+                to,
+                hosting_ip,
+                reason,
+                config,
+                json,
+            } => {
+                let req = crate::pb::HandOffCaseRequest {
+                    id,
+                    to: to.unwrap_or_default(),
+                    reason,
+                    hosting_ip: hosting_ip.unwrap_or_default(),
+                };
+                client::cases_handoff(config, req, json).await
+            }
         },
         Command::Route {
             config,
@@ -429,6 +473,7 @@ fn federation_init(
     nodes: Vec<String>,
     federation: String,
     fallback: Option<String>,
+    relays: Vec<String>,
     base_port: Option<u16>,
 ) -> Result<ExitCode, Failure> {
     let usage = |e: anyhow::Error| Failure {
@@ -453,6 +498,16 @@ fn federation_init(
         .map(|f| crate::identity::NodeId::new(&f))
         .transpose()
         .map_err(|e| usage(e.into()))?;
+    let relays = relays
+        .iter()
+        .map(|r| {
+            let bad = || crate::provision::ProvisionError::BadRelaySpec(r.clone());
+            let (node, via) = r.split_once('=').ok_or_else(bad)?;
+            let id = |s: &str| crate::identity::NodeId::new(s).map_err(|_| bad());
+            Ok((id(node)?, id(via)?))
+        })
+        .collect::<Result<Vec<_>, crate::provision::ProvisionError>>()
+        .map_err(|e| usage(e.into()))?;
     let done = crate::provision::init(
         &out,
         &federation,
@@ -463,6 +518,7 @@ fn federation_init(
             audit: None,
             metrics_listen: None,
             limits: None,
+            relays,
         },
     )?;
     println!("federation {federation} written to {}", out.display());

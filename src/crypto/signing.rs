@@ -19,6 +19,8 @@ use zeroize::Zeroizing;
 pub enum Purpose {
     Report,
     Hop,
+    /// A relay passing a receipt or status update back towards the origin.
+    ReturnHop,
     Receipt,
     Status,
     Checkpoint,
@@ -30,6 +32,7 @@ impl Purpose {
         match self {
             Purpose::Report => b"alertrelay/v1/report\0",
             Purpose::Hop => b"alertrelay/v1/hop\0",
+            Purpose::ReturnHop => b"alertrelay/v1/return-hop\0",
             Purpose::Receipt => b"alertrelay/v1/receipt\0",
             Purpose::Status => b"alertrelay/v1/status\0",
             Purpose::Checkpoint => b"alertrelay/v1/checkpoint\0",

@@ -234,6 +234,7 @@ async fn send_reports(
     let mut settled = 0;
     let mut refused_count = 0u64;
     let mut changed = Vec::new();
+    let mut wake_back = Vec::new();
     let mut bad = Vec::new();
     for (item, result) in items.iter().zip(&response.results) {
         let receipt = result.receipt.as_ref().and_then(|s| {
@@ -260,33 +261,72 @@ async fn send_reports(
             continue;
         };
         let stored = receipt.outcome == pb::ReceiptOutcome::Stored as i32;
-        let state = if stored { "delivered" } else { "refused" };
-        refused_count += u64::from(!stored);
-        let reason = (!stored).then(|| format!("{}: {}", receipt.reason_code, receipt.reason));
+        let relayed = receipt.outcome == pb::ReceiptOutcome::Relayed as i32;
+        let state = if stored || relayed {
+            "delivered"
+        } else {
+            "refused"
+        };
+        refused_count += u64::from(state == "refused");
+        let reason =
+            (state == "refused").then(|| format!("{}: {}", receipt.reason_code, receipt.reason));
         if !tx.dequeue(item.row.id).await? {
             continue;
         }
-        tx.finish_delivery(
-            item.row.report_seq,
-            peer.as_str(),
-            state,
-            &signed.encode_to_vec(),
-            reason.as_deref(),
-            now,
-        )
-        .await?;
-        let current = tx.report_by_seq(item.row.report_seq).await?;
-        if current.as_ref().is_some_and(|r| r.status == "queued") {
-            tx.set_status(item.row.report_seq, state, now).await?;
+        let receipt_bytes = signed.encode_to_vec();
+        let seq = item.row.report_seq;
+        let Some(current) = tx.report_by_seq(seq).await? else {
+            continue;
+        };
+        // Every destination this envelope was for: the peer itself, and
+        // those it is the next hop to.
+        let mut finished = Vec::new();
+        for dest in tx.destinations_via(seq, peer.as_str()).await? {
+            if dest == peer.as_str() {
+                tx.finish_delivery(seq, &dest, state, &receipt_bytes, reason.as_deref(), now)
+                    .await?;
+                finished.push(dest);
+            } else if state == "refused" {
+                let why = format!("relay {peer} refused: {}", reason.as_deref().unwrap_or(""));
+                tx.finish_delivery(seq, &dest, "refused", &receipt_bytes, Some(&why), now)
+                    .await?;
+            } else if receipt.relayed_to.contains(&dest) {
+                tx.relayed_delivery(seq, &dest, &receipt_bytes, now).await?;
+            } else {
+                // The peer stored it but will not pass it on (its directory
+                // disagrees with ours): shown, never silently lost.
+                let why = format!("relay {peer} did not take it over for {dest}");
+                tx.finish_delivery(seq, &dest, "refused", &receipt_bytes, Some(&why), now)
+                    .await?;
+            }
+        }
+        if current.status == "queued" && !finished.is_empty() {
+            tx.set_status(seq, state, now).await?;
+        }
+        // A relay passes the destination's own receipt back towards the
+        // origin.
+        if current.origin != core.me.as_str() && (!finished.is_empty() || state == "refused") {
+            let ret = pb::Returned {
+                kind: pb::ReturnedKind::Receipt as i32,
+                item: Some(signed.clone()),
+                hops: vec![],
+            };
+            crate::node::receive::pass_back(core, &mut tx, &current, &ret, peer.as_str(), now)
+                .await
+                .map_err(|_| DeliveryError::Rpc("cannot queue a receipt back".into()))?;
+            if let Some(prev) = &current.received_from {
+                wake_back.push(prev.clone());
+            }
         }
         tx.audit(
             &audit::Entry::new(
                 "delivery.receipt",
                 format!("node:{peer}"),
-                format!("{}/{}", core.me, item.report_id),
+                format!("{}/{}", current.origin, item.report_id),
                 serde_json::json!({
                     "destination": peer.as_str(),
-                    "outcome": state,
+                    "outcome": if relayed { "relayed" } else { state },
+                    "relayed_to": receipt.relayed_to,
                     "reason_code": receipt.reason_code,
                     "receipt_signature": hex::encode(&signed.signature),
                     "attempts": item.row.attempts + 1,
@@ -302,6 +342,9 @@ async fn send_reports(
     tx.commit().await?;
     for seq in changed {
         core.case_changed(seq);
+    }
+    for prev in wake_back {
+        core.wake(&prev);
     }
     let latency = sent.elapsed();
     let delivered_count = settled as u64 - refused_count;
@@ -328,18 +371,33 @@ async fn send_statuses(
     client: &mut FederationClient<Channel>,
     rows: Vec<OutboxRow>,
 ) -> Result<usize, DeliveryError> {
+    // Direct updates and items passed back through relays go in separate
+    // calls: one kind per batch, in queue order.
+    let returned = rows.first().is_some_and(|r| r.returned == 1);
     let mut updates = Vec::with_capacity(rows.len());
+    let mut items = Vec::new();
     let mut kept = Vec::with_capacity(rows.len());
-    for row in rows {
-        match pb::Signed::decode(row.body.as_slice()) {
-            Ok(s) => {
-                updates.push(s);
-                kept.push(row);
-            }
-            Err(_) => tracing::error!(outbox_id = row.id, "undecodable outbox row skipped"),
+    for row in rows.into_iter().filter(|r| (r.returned == 1) == returned) {
+        let ok = if returned {
+            pb::Returned::decode(row.body.as_slice())
+                .map(|r| items.push(r))
+                .is_ok()
+        } else {
+            pb::Signed::decode(row.body.as_slice())
+                .map(|s| updates.push(s))
+                .is_ok()
+        };
+        if ok {
+            kept.push(row);
+        } else {
+            tracing::error!(outbox_id = row.id, "undecodable outbox row skipped");
         }
     }
-    let response = match client.push_status(pb::PushStatusRequest { updates }).await {
+    let request = pb::PushStatusRequest {
+        updates,
+        returned: items,
+    };
+    let response = match client.push_status(request).await {
         Ok(r) => r.into_inner(),
         Err(status) => {
             return Err(fail(
@@ -350,7 +408,12 @@ async fn send_statuses(
             .await);
         }
     };
-    if response.codes.len() != kept.len() {
+    let codes = if returned {
+        &response.returned_codes
+    } else {
+        &response.codes
+    };
+    if codes.len() != kept.len() {
         return Err(fail(
             core,
             &kept,
@@ -360,7 +423,7 @@ async fn send_statuses(
     }
     let now = Core::now_ms();
     let mut tx = core.store.begin().await?;
-    for (row, code) in kept.iter().zip(&response.codes) {
+    for (row, code) in kept.iter().zip(codes) {
         if !tx.dequeue(row.id).await? {
             continue;
         }

@@ -24,6 +24,18 @@ pub struct DeliveryView {
     pub last_error: String,
     /// The receiver's signed receipt (protobuf `Signed`), base64.
     pub receipt: Option<String>,
+    /// The relay the report was handed to, when not the destination.
+    #[serde(default)]
+    pub next_hop: Option<String>,
+    /// When that relay took the report over (its signed receipt).
+    #[serde(default)]
+    pub relayed_at: Option<String>,
+    /// The relays the destination's receipt came back through.
+    #[serde(default)]
+    pub via: Vec<String>,
+    /// The destination that handed the case over to this one.
+    #[serde(default)]
+    pub handed_off_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,7 +188,10 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
         .route
         .as_ref()
         .map(crate::api::convert::route_view_from_pb);
-    let destinations: Vec<String> = if row.direction == Direction::Incoming.as_str() {
+    let relay = row.relay == 1;
+    let destinations: Vec<String> = if relay {
+        deliveries.iter().map(|d| d.destination.clone()).collect()
+    } else if row.direction == Direction::Incoming.as_str() {
         vec![core.me.to_string()]
     } else {
         route
@@ -187,7 +202,11 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
     Ok(CaseView {
         id: row.report_id,
         origin: row.origin,
-        direction: row.direction,
+        direction: if relay {
+            "relayed".to_owned()
+        } else {
+            row.direction
+        },
         destination: destinations.join(","),
         destinations,
         status: row.status,
@@ -218,6 +237,18 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
                 attempts: u32::try_from(d.attempts).unwrap_or(u32::MAX),
                 last_error: d.last_error.unwrap_or_default(),
                 receipt: d.receipt.as_deref().map(b64),
+                next_hop: d.next_hop,
+                relayed_at: d.relayed_at_ms.map(rfc3339),
+                via: d
+                    .via
+                    .map(|v| {
+                        v.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                handed_off_by: d.handed_off_by,
             })
             .collect(),
         history: history
@@ -311,6 +342,11 @@ async fn apply_update(
     })?;
     crate::report::validate::single_line("reason", reason, 4096)?;
     let row = find(core, id).await?;
+    if row.relay == 1 {
+        return Err(NodeError::FailedPrecondition(format!(
+            "report {id} only passes through this node as a relay; the destination works the case"
+        )));
+    }
     if row.direction == Direction::Outgoing.as_str() {
         return Err(NodeError::FailedPrecondition(format!(
             "case {id} is worked by the receiving hotline; this node only sees its status"
@@ -331,7 +367,6 @@ async fn apply_update(
         )));
     }
     let now = Core::now_ms();
-    let update_id = uuid::Uuid::new_v4().to_string();
     let mut tx = core.store.begin().await?;
     // Re-read inside the transaction: a concurrent change wins, this one
     // is refused rather than silently applied over it.
@@ -341,10 +376,248 @@ async fn apply_update(
             "case {id} changed meanwhile; try again"
         )));
     }
+    let next_node = change_status(core, &mut tx, &row, from, to, reason, &actor, now).await?;
+    tx.commit().await?;
+    core.case_changed(row.seq);
+    if let Some(peer) = &next_node {
+        core.wake(peer);
+    }
+    view_by_seq(core, row.seq).await
+}
+
+/// Hands an incoming case over to another hotline: the received envelope
+/// goes on to it with this node's signed handoff hop, this case becomes
+/// `moved` (signed back to the origin like any change), and the new
+/// hotline's receipt and status updates come back through this node.
+pub async fn hand_off(
+    core: &Core,
+    operator: &PeerIdentity,
+    id: &str,
+    to: &str,
+    hosting_ip: &str,
+    reason: &str,
+) -> Result<CaseView, NodeError> {
+    let result = apply_hand_off(core, operator, id, to, hosting_ip, reason).await;
+    if let Err(e @ (NodeError::Invalid(_) | NodeError::FailedPrecondition(_))) = &result {
+        let code = match e {
+            NodeError::Invalid(i) => i.code,
+            _ => "invalid-handoff",
+        };
+        let refused = format!("{id}\0{to}\0handoff");
+        core.audit_refusal(
+            &operator.to_string(),
+            code,
+            &e.to_string(),
+            refused.as_bytes(),
+        )
+        .await;
+    }
+    result
+}
+
+async fn apply_hand_off(
+    core: &Core,
+    operator: &PeerIdentity,
+    id: &str,
+    to: &str,
+    hosting_ip: &str,
+    reason: &str,
+) -> Result<CaseView, NodeError> {
+    use crate::report::InvalidInput;
+    let actor = operator.to_string();
+    crate::report::validate::single_line("reason", reason, 1024)?;
+    if reason.trim().is_empty() {
+        return Err(InvalidInput::new("missing-reason", "reason", "say why the case moves").into());
+    }
+    let row = find(core, id).await?;
+    if row.direction != Direction::Incoming.as_str() || row.relay == 1 {
+        return Err(NodeError::FailedPrecondition(format!(
+            "only a case received from another hotline can be handed over; {id} is {}",
+            if row.relay == 1 {
+                "relayed"
+            } else {
+                row.direction.as_str()
+            }
+        )));
+    }
+    let payload = pb::ReportPayload::decode(row.payload.as_slice())
+        .map_err(|_| NodeError::Internal("a stored report payload does not decode"))?;
+    let target = match (to.is_empty(), hosting_ip.is_empty()) {
+        (false, true) => crate::identity::NodeId::new(to)
+            .map_err(|_| InvalidInput::new("bad-node", "to", crate::report::validate::shown(to)))?,
+        (true, false) => {
+            let route = crate::node::intake::route_preview(
+                core,
+                &payload.urls,
+                hosting_ip,
+                &payload.category,
+            )?;
+            route
+                .destinations
+                .into_iter()
+                .find(|d| d != &core.me)
+                .ok_or_else(|| {
+                    NodeError::FailedPrecondition(format!(
+                        "no other hotline takes content hosted there ({}): the case stays here",
+                        route.reason
+                    ))
+                })?
+        }
+        _ => {
+            return Err(InvalidInput::new(
+                "bad-handoff",
+                "to",
+                "give either the node to hand over to or the new hosting IP",
+            )
+            .into());
+        }
+    };
+    let directory = core.directory();
+    let Some(node) = directory.node(&target).filter(|n| n.active) else {
+        return Err(NodeError::FailedPrecondition(format!(
+            "{target} is not an active node of the federation"
+        )));
+    };
+    let category = crate::report::Category::parse(&row.category)?;
+    if !node.accepts(category) {
+        return Err(NodeError::FailedPrecondition(format!(
+            "{target} does not take {category} reports"
+        )));
+    }
+    if node.relay.is_some() {
+        return Err(NodeError::FailedPrecondition(format!(
+            "{target} is reached through a relay; a case can be handed over only to a node this one reaches directly"
+        )));
+    }
+    let envelope = pb::Envelope::decode(row.envelope.as_slice())
+        .map_err(|_| NodeError::Internal("a stored envelope does not decode"))?;
+    let passed: Vec<&str> = envelope.hops.iter().map(|h| h.signer.as_str()).collect();
+    if target == core.me || target.as_str() == row.origin || passed.contains(&target.as_str()) {
+        return Err(NodeError::FailedPrecondition(format!(
+            "{target} already had this report: handing it there would be a loop"
+        )));
+    }
+    let from = CaseStatus::parse(&row.status).map_err(|_| {
+        NodeError::FailedPrecondition(format!("case {id} has status {:?}", row.status))
+    })?;
+    let now = Core::now_ms();
+    let mut tx = core.store.begin().await?;
+    let current = tx.report_by_seq(row.seq).await?.map(|r| r.status);
+    if current.as_deref() != Some(row.status.as_str()) {
+        return Err(NodeError::FailedPrecondition(format!(
+            "case {id} changed meanwhile; try again"
+        )));
+    }
+    // A final case stays final; a `moved` one may be handed over again
+    // when no earlier handoff is pending or was accepted.
+    let open_handoff = core
+        .store
+        .deliveries(row.seq)
+        .await?
+        .into_iter()
+        .any(|d| d.state != "refused");
+    let allowed = match from {
+        CaseStatus::NotIllegal | CaseStatus::Removed | CaseStatus::Retracted => false,
+        CaseStatus::Moved => !open_handoff,
+        _ => true,
+    };
+    if !allowed || open_handoff {
+        return Err(NodeError::FailedPrecondition(format!(
+            "case {id} is {from}{}: it cannot be handed over",
+            if open_handoff {
+                " and already handed over"
+            } else {
+                ""
+            }
+        )));
+    }
+    let sender = row
+        .received_from
+        .clone()
+        .unwrap_or_else(|| row.origin.clone());
+    let mut onward = envelope.clone();
+    onward.hops.push(wire::hop(
+        &core.key(),
+        &core.me,
+        &row.report_id,
+        &row.origin,
+        &row.payload_digest,
+        &sender,
+        target.as_str(),
+        Some(reason),
+        now,
+    ));
+    tx.insert_delivery(row.seq, target.as_str(), None, None)
+        .await?;
+    tx.enqueue(
+        target.as_str(),
+        "report",
+        row.priority == "urgent",
+        row.seq,
+        &onward.encode_to_vec(),
+        now,
+    )
+    .await?;
+    tx.audit(
+        &audit::Entry::new(
+            "case.handoff",
+            actor.clone(),
+            format!("{}/{}", row.origin, row.report_id),
+            serde_json::json!({"to": target.as_str(), "reason": reason, "from_status": from.as_str()}),
+        ),
+        now,
+    )
+    .await?;
+    // The case here becomes `moved`, signed back to the origin like any
+    // change, in the same transaction as the handoff.
+    let next_node = if from == CaseStatus::Moved {
+        None
+    } else {
+        let why = format!("handed over to {target}: {reason}");
+        change_status(
+            core,
+            &mut tx,
+            &row,
+            from,
+            CaseStatus::Moved,
+            &why,
+            &actor,
+            now,
+        )
+        .await?
+    };
+    tx.commit().await?;
+    core.case_changed(row.seq);
+    core.wake(target.as_str());
+    if let Some(peer) = &next_node {
+        core.wake(peer);
+    }
+    view_by_seq(core, row.seq).await
+}
+
+/// Records a status change of a case worked here, in `tx`: the new status,
+/// its history entry, its audit entry, and — for an incoming case — the
+/// signed update queued back towards the origin. Returns the node the
+/// update goes to.
+#[allow(clippy::too_many_arguments)]
+async fn change_status(
+    core: &Core,
+    tx: &mut crate::store::Tx,
+    row: &ReportRow,
+    from: CaseStatus,
+    to: CaseStatus,
+    reason: &str,
+    actor: &str,
+    now: i64,
+) -> Result<Option<String>, NodeError> {
+    let update_id = uuid::Uuid::new_v4().to_string();
     tx.set_status(row.seq, to.as_str(), now).await?;
     let mut signed_bytes = None;
     // Back to the origin, which signed the route that named this node.
     let back_to = (row.direction == Direction::Incoming.as_str()).then(|| row.origin.clone());
+    let next_node = back_to
+        .as_ref()
+        .map(|origin| row.received_from.clone().unwrap_or_else(|| origin.clone()));
     if let Some(peer) = &back_to {
         let update = pb::StatusUpdate {
             update_id: update_id.clone(),
@@ -355,24 +628,46 @@ async fn apply_update(
             reason: reason.to_owned(),
             at_ms: now,
         };
-        let signed = wire::sign(&core.key(), &core.me, Purpose::Status, &update).encode_to_vec();
-        tx.enqueue(
-            peer,
-            "status",
-            row.priority == "urgent",
-            row.seq,
-            &signed,
-            now,
-        )
-        .await?;
-        signed_bytes = Some(signed);
+        let signed = wire::sign(&core.key(), &core.me, Purpose::Status, &update);
+        let bytes = signed.encode_to_vec();
+        match row.received_from.as_deref() {
+            // Through the relay (or the hotline that handed the case over)
+            // it came from, which passes it on towards the origin.
+            Some(prev) if prev != row.origin => {
+                let ret = pb::Returned {
+                    kind: pb::ReturnedKind::Status as i32,
+                    item: Some(signed),
+                    hops: vec![],
+                };
+                tx.enqueue_returned(
+                    prev,
+                    row.priority == "urgent",
+                    row.seq,
+                    &ret.encode_to_vec(),
+                    now,
+                )
+                .await?;
+            }
+            _ => {
+                tx.enqueue(
+                    peer,
+                    "status",
+                    row.priority == "urgent",
+                    row.seq,
+                    &bytes,
+                    now,
+                )
+                .await?;
+            }
+        }
+        signed_bytes = Some(bytes);
     }
     tx.insert_status(
         row.seq,
         &update_id,
         to.as_str(),
         reason,
-        &actor,
+        actor,
         signed_bytes.as_ref().map(|_| core.me.as_str()),
         signed_bytes.as_deref(),
         now,
@@ -381,7 +676,7 @@ async fn apply_update(
     tx.audit(
         &audit::Entry::new(
             "case.status",
-            actor,
+            actor.to_owned(),
             format!("{}/{}", row.origin, row.report_id),
             serde_json::json!({
                 "from": from.as_str(),
@@ -389,15 +684,11 @@ async fn apply_update(
                 "reason": reason,
                 "update_id": update_id,
                 "sent_to": back_to,
+                "through": next_node.as_ref().filter(|n| Some(*n) != back_to.as_ref()),
             }),
         ),
         now,
     )
     .await?;
-    tx.commit().await?;
-    core.case_changed(row.seq);
-    if let Some(peer) = &back_to {
-        core.wake(peer);
-    }
-    view_by_seq(core, row.seq).await
+    Ok(next_node)
 }

@@ -171,19 +171,30 @@ pub async fn submit(
             received_from: None,
             created_at_ms: now,
             now_ms: now,
+            relay: false,
         })
         .await?;
+    // A destination reached through relays is handed to the outermost one;
+    // one envelope per next hop carries the report to every destination
+    // behind it.
+    let directory = core.directory();
+    let mut next_hops: Vec<crate::identity::NodeId> = Vec::new();
     for dest in &route.destinations {
-        tx.insert_delivery(seq, dest.as_str()).await?;
-        tx.enqueue(
-            dest.as_str(),
-            "report",
-            draft.priority == Priority::Urgent,
-            seq,
-            &envelope,
-            now,
-        )
-        .await?;
+        let hop = directory.next_hop(&core.me, dest);
+        tx.insert_delivery(seq, dest.as_str(), Some(hop.as_str()), None)
+            .await?;
+        if !next_hops.contains(&hop) {
+            tx.enqueue(
+                hop.as_str(),
+                "report",
+                draft.priority == Priority::Urgent,
+                seq,
+                &envelope,
+                now,
+            )
+            .await?;
+            next_hops.push(hop);
+        }
     }
     if direction == Direction::Local {
         tx.insert_status(
@@ -211,6 +222,7 @@ pub async fn submit(
                 "payload_sha256": hex::encode(digest),
                 "route": route.kind.as_str(),
                 "destinations": route.destinations.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
+                "next_hops": next_hops.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
                 "country": route.evidence.country,
                 "dataset": route.evidence.dataset,
                 "dataset_date": route.evidence.dataset_date,
@@ -229,8 +241,8 @@ pub async fn submit(
     core.metrics
         .reports_submitted
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    for dest in &route.destinations {
-        core.wake(dest.as_str());
+    for hop in &next_hops {
+        core.wake(hop.as_str());
     }
     tracing::info!(report_id = %report_id, route = route.kind.as_str(), "report submitted");
     // The report is committed: whatever happens now, the analyst must get

@@ -55,12 +55,31 @@ pub async fn forward(
     let mut tx = core.store.begin().await?;
     let mut results = Vec::with_capacity(opened.len());
     let mut changed = Vec::new();
+    let mut wake = Vec::new();
     for (report, envelope) in opened.iter().zip(&req.envelopes) {
-        results.push(store_one(core, &mut tx, sender, report, envelope, now, &mut changed).await?);
+        results.push(
+            store_one(
+                core,
+                &mut tx,
+                sender,
+                report,
+                envelope,
+                now,
+                &mut changed,
+                &mut wake,
+            )
+            .await?,
+        );
     }
     tx.commit().await?;
     for seq in changed {
         core.case_changed(seq);
+    }
+    // Onward deliveries, once committed.
+    wake.sort();
+    wake.dedup();
+    for peer in wake {
+        core.wake(&peer);
     }
     crate::faults::crash_point("receiver-after-commit-before-reply");
     Ok(pb::ForwardResponse { results })
@@ -120,6 +139,7 @@ fn refusal_code(e: &NodeError) -> (&'static str, String) {
     (code, e.to_string())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn store_one(
     core: &Core,
     tx: &mut Tx,
@@ -128,6 +148,7 @@ async fn store_one(
     envelope: &pb::Envelope,
     now: i64,
     changed: &mut Vec<i64>,
+    wake: &mut Vec<String>,
 ) -> Result<pb::ForwardResult, NodeError> {
     let p = &r.payload;
     let subject = format!("{}/{}", r.origin, p.report_id);
@@ -146,24 +167,15 @@ async fn store_one(
         .await;
     }
     // Only the hotline(s) the origin chose, in the route it signed, take a
-    // report over: a peer cannot pass it on to someone else.
-    let chosen = p
-        .route
-        .as_ref()
-        .is_some_and(|route| route.destinations.iter().any(|d| d == core.me.as_str()));
-    if !chosen {
-        return refuse(
-            core,
-            tx,
-            r,
-            &actor,
-            FAILED_PRECONDITION,
-            "not-a-destination",
-            "the origin's signed route does not name this node",
-            now,
-        )
-        .await;
-    }
+    // report over — or a hotline one of them handed the case to — and only
+    // the relays the directory puts in front of them pass it on: a peer
+    // cannot send it anywhere else.
+    let role = match takes_over(core, r) {
+        Ok(role) => role,
+        Err((code, reason)) => {
+            return refuse(core, tx, r, &actor, FAILED_PRECONDITION, code, reason, now).await;
+        }
+    };
     if let Some(existing) = tx.find_report(r.origin.as_str(), &p.report_id).await? {
         if existing.payload_digest == r.digest {
             // An exact repeat (a retry after a lost reply): the original
@@ -252,7 +264,11 @@ async fn store_one(
             direction: Direction::Incoming.as_str(),
             category: &p.category,
             priority,
-            status: CaseStatus::Received.as_str(),
+            status: if role.case {
+                CaseStatus::Received.as_str()
+            } else {
+                "relayed"
+            },
             hosting_country: country,
             route: &route_json,
             payload: &r.payload_bytes,
@@ -261,36 +277,86 @@ async fn store_one(
             received_from: Some(sender.as_str()),
             created_at_ms: p.created_at_ms,
             now_ms: now,
+            relay: !role.case,
         })
         .await?;
-    let receipt = wire::receipt(
+    // Destinations behind this node: one envelope per next hop, with this
+    // node's signed hop appended.
+    let relayed_to: Vec<String> = role.relay_for.iter().map(|d| d.to_string()).collect();
+    let directory = core.directory();
+    let mut next_hops: Vec<NodeId> = Vec::new();
+    for dest in &role.relay_for {
+        let hop = directory.next_hop(&core.me, dest);
+        tx.insert_delivery(seq, dest.as_str(), Some(hop.as_str()), None)
+            .await?;
+        if next_hops.contains(&hop) {
+            continue;
+        }
+        let mut onward = envelope.clone();
+        onward.hops.push(wire::hop(
+            &core.key(),
+            &core.me,
+            &p.report_id,
+            r.origin.as_str(),
+            &r.digest,
+            sender.as_str(),
+            hop.as_str(),
+            None,
+            now,
+        ));
+        tx.enqueue(
+            hop.as_str(),
+            "report",
+            priority == "urgent",
+            seq,
+            &onward.encode_to_vec(),
+            now,
+        )
+        .await?;
+        next_hops.push(hop);
+    }
+    let receipt = wire::receipt_relaying(
         &core.key(),
         &core.me,
         &p.report_id,
         r.origin.as_str(),
         &r.digest,
-        pb::ReceiptOutcome::Stored,
+        if role.case {
+            pb::ReceiptOutcome::Stored
+        } else {
+            pb::ReceiptOutcome::Relayed
+        },
         "",
         "",
+        &relayed_to,
         now,
     );
     let receipt_bytes = receipt.encode_to_vec();
     tx.set_receipt(seq, &receipt_bytes).await?;
-    changed.push(seq);
-    tx.insert_status(
-        seq,
-        &uuid::Uuid::new_v4().to_string(),
-        CaseStatus::Received.as_str(),
-        "received from the federation",
-        &actor,
-        None,
-        None,
-        now,
-    )
-    .await?;
+    if role.case {
+        let why = match r.handoffs.last().filter(|_| r.handed_off_here) {
+            Some((by, _, _)) => format!("handed over by {by}"),
+            None => "received from the federation".to_owned(),
+        };
+        tx.insert_status(
+            seq,
+            &uuid::Uuid::new_v4().to_string(),
+            CaseStatus::Received.as_str(),
+            &why,
+            &actor,
+            None,
+            None,
+            now,
+        )
+        .await?;
+    }
     tx.audit(
         &audit::Entry::new(
-            "report.received",
+            if role.case {
+                "report.received"
+            } else {
+                "report.relaying"
+            },
             actor,
             subject,
             serde_json::json!({
@@ -299,21 +365,96 @@ async fn store_one(
                 "urls": p.urls.len(),
                 "payload_sha256": hex::encode(r.digest),
                 "relays": r.relays.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+                "handoffs": r.handoffs.iter().map(|(by, to, reason)| serde_json::json!({"by": by.as_str(), "to": to, "reason": reason})).collect::<Vec<_>>(),
+                "relaying_to": relayed_to,
+                "next_hops": next_hops.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
                 "receipt_signature": hex::encode(&receipt.signature),
             }),
         ),
         now,
     )
     .await?;
-    core.metrics
-        .reports_received
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(peer = %sender, origin = %r.origin, report_id = %p.report_id, "report received");
+    if role.case {
+        core.metrics
+            .reports_received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    changed.push(seq);
+    wake.extend(next_hops.iter().map(|h| h.to_string()));
+    tracing::info!(peer = %sender, origin = %r.origin, report_id = %p.report_id,
+        relaying = !role.relay_for.is_empty(), "report received");
     Ok(pb::ForwardResult {
         code: OK,
-        message: "stored".into(),
+        message: if role.case { "stored" } else { "relayed" }.into(),
         receipt: Some(receipt),
     })
+}
+
+/// What this node does with a report: work it as a case, pass it on to the
+/// destinations behind it, or both.
+struct Role {
+    case: bool,
+    relay_for: Vec<NodeId>,
+}
+
+/// Decides from the origin's signed route, the handoffs in the hop chain
+/// and the directory's relays whether this node may take the report.
+fn takes_over(core: &Core, r: &OpenedReport) -> Result<Role, (&'static str, &'static str)> {
+    let route: Vec<&str> = r
+        .payload
+        .route
+        .as_ref()
+        .map(|route| route.destinations.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    // Each handoff must come from a node holding the case: a destination
+    // the origin chose, or the target of an earlier handoff.
+    let mut holders: Vec<&str> = route.clone();
+    for (by, to, _) in &r.handoffs {
+        if !holders.contains(&by.as_str()) {
+            return Err((
+                "bad-handoff",
+                "a node that did not hold the case handed it over",
+            ));
+        }
+        holders.push(to.as_str());
+    }
+    if r.handed_off_here {
+        let accepts = crate::report::Category::parse(&r.payload.category)
+            .ok()
+            .zip(core.directory().node(&core.me).cloned())
+            .is_some_and(|(c, me)| me.accepts(c));
+        if !accepts {
+            return Err((
+                "declined",
+                "this hotline does not take reports of this category",
+            ));
+        }
+        return Ok(Role {
+            case: true,
+            relay_for: vec![],
+        });
+    }
+    if !r.handoffs.is_empty() {
+        return Err((
+            "bad-handoff",
+            "a handed-over case must come straight from the node that handed it over",
+        ));
+    }
+    let directory = core.directory();
+    let case = route.contains(&core.me.as_str());
+    let relay_for: Vec<NodeId> = route
+        .iter()
+        .filter(|d| **d != core.me.as_str())
+        .filter_map(|d| NodeId::new(d).ok())
+        .filter(|d| directory.relays_of(d).contains(&core.me))
+        .collect();
+    if !case && relay_for.is_empty() {
+        return Err((
+            "not-a-destination",
+            "the origin's signed route does not name this node, nor a node it relays for",
+        ));
+    }
+    Ok(Role { case, relay_for })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -371,6 +512,17 @@ pub async fn push_status(
 ) -> Result<pb::PushStatusResponse, NodeError> {
     let actor = format!("node:{sender}");
     let now = Core::now_ms();
+    if req.updates.is_empty() && !req.returned.is_empty() {
+        return push_returned(core, sender, req, now).await;
+    }
+    if !req.returned.is_empty() {
+        return Err(InvalidInput::new(
+            "mixed-batch",
+            "returned",
+            "send status updates and returned items in separate calls",
+        )
+        .into());
+    }
     let opened = match open_updates(core, sender, req, now) {
         Ok(o) => o,
         Err(e) => {
@@ -448,7 +600,10 @@ pub async fn push_status(
     for seq in status_changed {
         core.case_changed(seq);
     }
-    Ok(pb::PushStatusResponse { codes })
+    Ok(pb::PushStatusResponse {
+        codes,
+        returned_codes: vec![],
+    })
 }
 
 fn open_updates(
@@ -505,4 +660,291 @@ fn open_updates(
         out.push(u);
     }
     Ok(out)
+}
+
+/// Receipts and status updates coming back through relays: at the origin
+/// they settle its deliveries and join its case history, as if they came
+/// straight from the hotline that signed them; at a relay they are passed
+/// on towards the origin with the relay's return hop.
+async fn push_returned(
+    core: &Core,
+    sender: &NodeId,
+    req: &pb::PushStatusRequest,
+    now: i64,
+) -> Result<pb::PushStatusResponse, NodeError> {
+    let actor = format!("node:{sender}");
+    let opened = match open_returned_batch(core, sender, req, now) {
+        Ok(o) => o,
+        Err(e) => {
+            let (code, message) = refusal_code(&e);
+            core.audit_refusal(&actor, code, &message, &req.encode_to_vec())
+                .await;
+            return Err(e);
+        }
+    };
+    let mut tx = core.store.begin().await?;
+    let mut codes = Vec::with_capacity(opened.len());
+    let mut changed = Vec::new();
+    let mut wake = Vec::new();
+    for (item, ret) in opened.iter().zip(&req.returned) {
+        let code = settle_returned(core, &mut tx, sender, item, ret, now, &mut wake).await?;
+        if let Some(seq) = code.1 {
+            changed.push(seq);
+        }
+        codes.push(code.0);
+    }
+    tx.commit().await?;
+    for seq in changed {
+        core.case_changed(seq);
+    }
+    for peer in wake {
+        core.wake(&peer);
+    }
+    Ok(pb::PushStatusResponse {
+        codes: vec![],
+        returned_codes: codes,
+    })
+}
+
+fn open_returned_batch(
+    core: &Core,
+    sender: &NodeId,
+    req: &pb::PushStatusRequest,
+    now: i64,
+) -> Result<Vec<wire::OpenedReturned>, NodeError> {
+    if req.returned.len() > MAX_BATCH {
+        return Err(InvalidInput::new(
+            "batch-size",
+            "returned",
+            format!("1 to {MAX_BATCH} items, got {}", req.returned.len()),
+        )
+        .into());
+    }
+    let directory = core.directory();
+    let mut out = Vec::with_capacity(req.returned.len());
+    for ret in &req.returned {
+        let o = wire::open_returned(ret, sender, &core.me, &directory, now)?;
+        if let wire::ReturnedItem::Status(u) = &o.item {
+            CaseStatus::parse(&u.status)?;
+            crate::report::validate::report_id(&u.update_id).map_err(|mut e| {
+                e.field = "update_id".into();
+                e
+            })?;
+            crate::report::validate::single_line("reason", &u.reason, 4096)?;
+        }
+        out.push(o);
+    }
+    Ok(out)
+}
+
+/// One returned item: (code, the case it changed).
+async fn settle_returned(
+    core: &Core,
+    tx: &mut Tx,
+    sender: &NodeId,
+    item: &wire::OpenedReturned,
+    ret: &pb::Returned,
+    now: i64,
+    wake: &mut Vec<String>,
+) -> Result<(i32, Option<i64>), NodeError> {
+    let actor = format!("node:{sender}");
+    let subject = format!("{}/{}", item.origin, item.report_id);
+    let via: Vec<&str> = item.via.iter().map(NodeId::as_str).collect();
+    let signed = ret
+        .item
+        .as_ref()
+        .map(|s| s.encode_to_vec())
+        .unwrap_or_default();
+    let row = tx.find_report(&item.origin, &item.report_id).await?;
+    // The origin, a relay, or a hotline that handed the case over: each has
+    // deliveries for the report.
+    let ours = row.is_some();
+    // The deliveries this item settles: the maker's own, or — for a
+    // refusal by a node on the way (a relay, or a loop back to a node
+    // already passed) — every delivery this node handed to the sender.
+    let mut targets = Vec::new();
+    if let Some(r) = row.as_ref().filter(|_| ours) {
+        let holder = match item.via.first() {
+            Some(first) if first != &item.maker => {
+                tx.delivery_state(r.seq, first.as_str()).await?.is_some()
+            }
+            _ => false,
+        };
+        if tx
+            .delivery_state(r.seq, item.maker.as_str())
+            .await?
+            .is_some()
+        {
+            targets.push(item.maker.to_string());
+        } else if holder {
+            // The first node on the way back holds the case here and handed
+            // it over to the maker: the maker becomes a destination too.
+            let by = item.via[0].as_str();
+            tx.insert_delivery(r.seq, item.maker.as_str(), Some(sender.as_str()), Some(by))
+                .await?;
+            targets.push(item.maker.to_string());
+        } else if let wire::ReturnedItem::Receipt(receipt) = &item.item
+            && receipt.outcome == pb::ReceiptOutcome::Refused as i32
+        {
+            targets = tx.destinations_via(r.seq, sender.as_str()).await?;
+        }
+    }
+    let (Some(row), false) = (row, targets.is_empty()) else {
+        tx.audit(
+            &audit::Entry::new(
+                "returned.refused",
+                actor,
+                subject,
+                serde_json::json!({
+                    "reason_code": "not-a-destination",
+                    "maker": item.maker.as_str(),
+                    "via": via,
+                }),
+            ),
+            now,
+        )
+        .await?;
+        return Ok((FAILED_PRECONDITION, None));
+    };
+    let fresh = match &item.item {
+        wire::ReturnedItem::Receipt(receipt) => {
+            if receipt.report_digest != row.payload_digest {
+                tx.audit(
+                    &audit::Entry::new(
+                        "returned.refused",
+                        actor,
+                        subject,
+                        serde_json::json!({"reason_code": "receipt-mismatch", "maker": item.maker.as_str()}),
+                    ),
+                    now,
+                )
+                .await?;
+                return Ok((FAILED_PRECONDITION, None));
+            }
+            let stored = receipt.outcome == pb::ReceiptOutcome::Stored as i32;
+            let outcome = if stored { "delivered" } else { "refused" };
+            let mut settled = Vec::new();
+            for dest in &targets {
+                if tx.delivery_state(row.seq, dest).await?.as_deref() != Some("queued") {
+                    continue;
+                }
+                let reason = (!stored).then(|| {
+                    let why = format!("{}: {}", receipt.reason_code, receipt.reason);
+                    if dest == item.maker.as_str() {
+                        why
+                    } else {
+                        format!("{} refused it on the way: {why}", item.maker)
+                    }
+                });
+                tx.finish_delivery(row.seq, dest, outcome, &signed, reason.as_deref(), now)
+                    .await?;
+                tx.set_delivery_via(row.seq, dest, &via.join(",")).await?;
+                settled.push(dest.clone());
+            }
+            if settled.is_empty() {
+                false
+            } else {
+                if row.status == "queued" && row.origin == core.me.as_str() {
+                    tx.set_status(row.seq, outcome, now).await?;
+                }
+                tx.audit(
+                    &audit::Entry::new(
+                        "delivery.receipt",
+                        actor.clone(),
+                        subject.clone(),
+                        serde_json::json!({
+                            "destinations": settled,
+                            "signer": item.maker.as_str(),
+                            "outcome": outcome,
+                            "reason_code": receipt.reason_code,
+                            "receipt_signature": hex::encode(ret.item.as_ref().map(|s| s.signature.clone()).unwrap_or_default()),
+                            "via": via,
+                        }),
+                    ),
+                    now,
+                )
+                .await?;
+                true
+            }
+        }
+        wire::ReturnedItem::Status(u) => {
+            let inserted = tx
+                .insert_status(
+                    row.seq,
+                    &u.update_id,
+                    &u.status,
+                    &u.reason,
+                    &actor,
+                    Some(item.maker.as_str()),
+                    Some(&signed),
+                    u.at_ms,
+                )
+                .await?;
+            if inserted {
+                if row.origin == core.me.as_str() {
+                    tx.set_status(row.seq, &u.status, now).await?;
+                }
+                tx.audit(
+                    &audit::Entry::new(
+                        "status.received",
+                        actor.clone(),
+                        subject.clone(),
+                        serde_json::json!({
+                            "status": u.status,
+                            "update_id": u.update_id,
+                            "signer": item.maker.as_str(),
+                            "signature": hex::encode(ret.item.as_ref().map(|s| s.signature.clone()).unwrap_or_default()),
+                            "via": via,
+                        }),
+                    ),
+                    now,
+                )
+                .await?;
+            }
+            inserted
+        }
+    };
+    // A relay passes what is new on towards the origin, through the node
+    // it received the report from.
+    if fresh && row.origin != core.me.as_str() {
+        pass_back(core, tx, &row, ret, sender.as_str(), now).await?;
+        if let Some(prev) = &row.received_from {
+            wake.push(prev.clone());
+        }
+    }
+    Ok((OK, fresh.then_some(row.seq)))
+}
+
+/// Queues a receipt or status update (already accepted here) back to the
+/// node this relay received the report from, with this node's return hop.
+pub(crate) async fn pass_back(
+    core: &Core,
+    tx: &mut Tx,
+    row: &crate::store::ReportRow,
+    ret: &pb::Returned,
+    from: &str,
+    now: i64,
+) -> Result<(), NodeError> {
+    let Some(prev) = row.received_from.as_deref() else {
+        return Ok(());
+    };
+    let back = wire::return_hop(
+        &core.key(),
+        &core.me,
+        ret,
+        &row.report_id,
+        &row.origin,
+        from,
+        prev,
+        now,
+    );
+    tx.enqueue_returned(
+        prev,
+        row.priority == "urgent",
+        row.seq,
+        &back.encode_to_vec(),
+        now,
+    )
+    .await?;
+    Ok(())
 }

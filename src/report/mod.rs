@@ -131,6 +131,8 @@ pub enum Direction {
     Outgoing,
     /// Submitted here about content hosted in our own country: worked here.
     Local,
+    /// Passed through this node as a relay: worked by its destination.
+    Relayed,
 }
 
 impl Direction {
@@ -139,6 +141,7 @@ impl Direction {
             Direction::Incoming => "incoming",
             Direction::Outgoing => "outgoing",
             Direction::Local => "local",
+            Direction::Relayed => "relayed",
         }
     }
 
@@ -147,6 +150,7 @@ impl Direction {
             "incoming" => Some(Direction::Incoming),
             "outgoing" => Some(Direction::Outgoing),
             "local" => Some(Direction::Local),
+            "relayed" => Some(Direction::Relayed),
             _ => None,
         }
     }

@@ -105,6 +105,10 @@ pub struct OpenedReport {
     pub digest: [u8; 32],
     /// Every node named in the hop chain (the relays), oldest first.
     pub relays: Vec<NodeId>,
+    /// Every handoff in the hop chain, oldest first: (by, to, reason).
+    pub handoffs: Vec<(NodeId, String, String)>,
+    /// Whether the last hop is a handoff (to this node).
+    pub handed_off_here: bool,
 }
 
 /// Opens an envelope received over a connection authenticated as `sender`
@@ -131,6 +135,8 @@ pub fn open_envelope(
     let digest = digest(&signed.payload);
     let mut prev = origin.clone();
     let mut relays = Vec::with_capacity(env.hops.len());
+    let mut handoffs = Vec::new();
+    let mut handed_off_here = false;
     for (i, h) in env.hops.iter().enumerate() {
         let (by, hop): (NodeId, pb::Hop) = open(h, Purpose::Hop, "hop", directory, now_ms)?;
         let next_expected = env
@@ -146,6 +152,15 @@ pub fn open_envelope(
             || hop.report_digest != digest
         {
             return Err(WireError::BadHopChain(format!("hop {i} by {by}")));
+        }
+        if hop.handoff {
+            super::validate::single_line("hop.reason", &hop.reason, 1024)?;
+            handoffs.push((by.clone(), hop.to.clone(), hop.reason.clone()));
+            handed_off_here = i + 1 == env.hops.len();
+        } else if !hop.reason.is_empty() {
+            return Err(WireError::BadHopChain(format!(
+                "hop {i} by {by} has a reason but is no handoff"
+            )));
         }
         prev = by.clone();
         relays.push(by);
@@ -178,6 +193,184 @@ pub fn open_envelope(
         payload_bytes: signed.payload.clone(),
         digest,
         relays,
+        handoffs,
+        handed_off_here,
+    })
+}
+
+/// Signs this node's hop for a report it passes on: to the next relay or
+/// destination, or — `handoff` with a reason — to the hotline it hands the
+/// case over to.
+#[allow(clippy::too_many_arguments)]
+pub fn hop(
+    key: &NodeKey,
+    by: &NodeId,
+    report_id: &str,
+    origin: &str,
+    report_digest: &[u8],
+    from: &str,
+    to: &str,
+    handoff: Option<&str>,
+    now_ms: i64,
+) -> pb::Signed {
+    let h = pb::Hop {
+        report_id: report_id.to_owned(),
+        origin: origin.to_owned(),
+        report_digest: report_digest.to_vec(),
+        from: from.to_owned(),
+        by: by.to_string(),
+        to: to.to_owned(),
+        at_ms: now_ms,
+        handoff: handoff.is_some(),
+        reason: handoff.unwrap_or_default().to_owned(),
+    };
+    sign(key, by, Purpose::Hop, &h)
+}
+
+/// Adds this node's return hop to a receipt or status update it passes
+/// back towards the origin, and returns the extended item.
+#[allow(clippy::too_many_arguments)]
+pub fn return_hop(
+    key: &NodeKey,
+    by: &NodeId,
+    returned: &pb::Returned,
+    report_id: &str,
+    origin: &str,
+    from: &str,
+    to: &str,
+    now_ms: i64,
+) -> pb::Returned {
+    let item = returned
+        .item
+        .as_ref()
+        .map(|s| s.payload.as_slice())
+        .unwrap_or_default();
+    let h = pb::Hop {
+        report_id: report_id.to_owned(),
+        origin: origin.to_owned(),
+        report_digest: digest(item).to_vec(),
+        from: from.to_owned(),
+        by: by.to_string(),
+        to: to.to_owned(),
+        at_ms: now_ms,
+        handoff: false,
+        reason: String::new(),
+    };
+    let mut out = returned.clone();
+    out.hops.push(sign(key, by, Purpose::ReturnHop, &h));
+    out
+}
+
+/// What a `Returned` item carries, once opened.
+#[derive(Debug, Clone)]
+pub enum ReturnedItem {
+    Receipt(pb::Receipt),
+    Status(pb::StatusUpdate),
+}
+
+/// A receipt or status update passed back through relays, every signature
+/// checked.
+#[derive(Debug, Clone)]
+pub struct OpenedReturned {
+    /// The node that signed the item (the receiver or case holder).
+    pub maker: NodeId,
+    pub item: ReturnedItem,
+    /// The relays that passed it back, in order (the last is the sender).
+    pub via: Vec<NodeId>,
+    pub report_id: String,
+    pub origin: String,
+}
+
+/// Opens a returned item received from `sender`: the item's signature
+/// under its own purpose, then the return-hop chain from its maker to the
+/// sender, each hop naming the next node and finally `me`.
+pub fn open_returned(
+    ret: &pb::Returned,
+    sender: &NodeId,
+    me: &NodeId,
+    directory: &Directory,
+    now_ms: i64,
+) -> Result<OpenedReturned, WireError> {
+    let signed = ret
+        .item
+        .as_ref()
+        .ok_or(WireError::Missing("returned item"))?;
+    if ret.hops.len() > MAX_HOPS {
+        return Err(WireError::TooManyHops);
+    }
+    let (maker, item, report_id, origin) = match pb::ReturnedKind::try_from(ret.kind) {
+        Ok(pb::ReturnedKind::Receipt) => {
+            let (maker, r): (NodeId, pb::Receipt) =
+                open(signed, Purpose::Receipt, "receipt", directory, now_ms)?;
+            if r.receiver != maker.as_str() {
+                return Err(WireError::IdentityMismatch {
+                    claimed: shown(&r.receiver),
+                    actual: maker.to_string(),
+                });
+            }
+            super::validate::single_line("receipt.reason", &r.reason, 4096)?;
+            super::validate::single_line("receipt.reason_code", &r.reason_code, 64)?;
+            let (id, o) = (r.report_id.clone(), r.origin.clone());
+            (maker, ReturnedItem::Receipt(r), id, o)
+        }
+        Ok(pb::ReturnedKind::Status) => {
+            let (maker, u): (NodeId, pb::StatusUpdate) =
+                open(signed, Purpose::Status, "status", directory, now_ms)?;
+            if u.node != maker.as_str() {
+                return Err(WireError::IdentityMismatch {
+                    claimed: shown(&u.node),
+                    actual: maker.to_string(),
+                });
+            }
+            let (id, o) = (u.report_id.clone(), u.origin.clone());
+            (maker, ReturnedItem::Status(u), id, o)
+        }
+        _ => {
+            return Err(WireError::Invalid(InvalidInput::new(
+                "bad-kind",
+                "returned.kind",
+                "a receipt or a status update",
+            )));
+        }
+    };
+    super::validate::report_id(&report_id)?;
+    let item_digest = digest(&signed.payload);
+    let mut prev = maker.clone();
+    let mut via = Vec::with_capacity(ret.hops.len());
+    for (i, h) in ret.hops.iter().enumerate() {
+        let (by, hop): (NodeId, pb::Hop) =
+            open(h, Purpose::ReturnHop, "return hop", directory, now_ms)?;
+        let next_expected = ret
+            .hops
+            .get(i + 1)
+            .map(|n| n.signer.as_str())
+            .unwrap_or(me.as_str());
+        if hop.by != by.as_str()
+            || hop.from != prev.as_str()
+            || hop.to != next_expected
+            || hop.report_id != report_id
+            || hop.origin != origin
+            || hop.report_digest != item_digest
+            || hop.handoff
+            || !hop.reason.is_empty()
+        {
+            return Err(WireError::BadHopChain(format!("return hop {i} by {by}")));
+        }
+        prev = by.clone();
+        via.push(by);
+    }
+    if &prev != sender {
+        return Err(WireError::IdentityMismatch {
+            claimed: prev.to_string(),
+            actual: sender.to_string(),
+        });
+    }
+    Ok(OpenedReturned {
+        maker,
+        item,
+        via,
+        report_id,
+        origin,
     })
 }
 
@@ -277,6 +470,35 @@ pub fn receipt(
     reason: &str,
     now_ms: i64,
 ) -> pb::Signed {
+    receipt_relaying(
+        key,
+        receiver,
+        report_id,
+        origin,
+        report_digest,
+        outcome,
+        reason_code,
+        reason,
+        &[],
+        now_ms,
+    )
+}
+
+/// A receipt that also names the destinations the receiver took over to
+/// deliver onward.
+#[allow(clippy::too_many_arguments)]
+pub fn receipt_relaying(
+    key: &NodeKey,
+    receiver: &NodeId,
+    report_id: &str,
+    origin: &str,
+    report_digest: &[u8],
+    outcome: pb::ReceiptOutcome,
+    reason_code: &str,
+    reason: &str,
+    relayed_to: &[String],
+    now_ms: i64,
+) -> pb::Signed {
     let r = pb::Receipt {
         report_id: report_id.to_owned(),
         origin: origin.to_owned(),
@@ -286,6 +508,7 @@ pub fn receipt(
         reason_code: reason_code.to_owned(),
         reason: reason.to_owned(),
         at_ms: now_ms,
+        relayed_to: relayed_to.to_vec(),
     };
     sign(key, receiver, Purpose::Receipt, &r)
 }
@@ -317,6 +540,13 @@ pub fn open_receipt(
     // The receiver's reason is shown to the origin's analysts.
     super::validate::single_line("receipt.reason", &r.reason, 4096)?;
     super::validate::single_line("receipt.reason_code", &r.reason_code, 64)?;
+    if r.relayed_to.len() > 16 {
+        return Err(WireError::Invalid(InvalidInput::new(
+            "too-many",
+            "receipt.relayed_to",
+            "at most 16",
+        )));
+    }
     Ok(r)
 }
 
@@ -331,6 +561,7 @@ mod tests {
             nodes: nodes
                 .iter()
                 .map(|(id, key)| RawNode {
+                    relay: None,
                     id: (*id).into(),
                     name: String::new(),
                     countries: vec![],

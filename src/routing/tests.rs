@@ -18,6 +18,7 @@ const EU: &str = "2.16.0.1"; // IPFire code "EU": unknown
 
 fn node(id: &str, cc: &[&str], cats: &[&str], active: bool) -> RawNode {
     RawNode {
+        relay: None,
         id: id.into(),
         name: String::new(),
         countries: cc.iter().map(|c| (*c).into()).collect(),

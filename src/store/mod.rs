@@ -66,6 +66,8 @@ pub struct ReportRow {
     pub created_at_ms: i64,
     pub stored_at_ms: i64,
     pub updated_at_ms: i64,
+    /// 1 when this node only passes the report on as a relay.
+    pub relay: i64,
 }
 
 pub struct NewReport<'a> {
@@ -83,6 +85,8 @@ pub struct NewReport<'a> {
     pub received_from: Option<&'a str>,
     pub created_at_ms: i64,
     pub now_ms: i64,
+    /// Passed on as a relay, not a case here.
+    pub relay: bool,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -94,6 +98,10 @@ pub struct DeliveryRow {
     pub delivered_at_ms: Option<i64>,
     pub attempts: i64,
     pub last_error: Option<String>,
+    pub next_hop: Option<String>,
+    pub relayed_at_ms: Option<i64>,
+    pub via: Option<String>,
+    pub handed_off_by: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -105,6 +113,8 @@ pub struct OutboxRow {
     pub report_seq: i64,
     pub body: Vec<u8>,
     pub attempts: i64,
+    /// 1 when `body` is a `Returned` rather than a `Signed` status update.
+    pub returned: i64,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -309,7 +319,8 @@ impl Store {
 
     pub async fn list_reports(&self, f: &CaseFilter<'_>) -> Result<Vec<ReportRow>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT * FROM reports r WHERE (?1 IS NULL OR r.direction = ?1)
+            "SELECT * FROM reports r
+             WHERE (?1 IS NULL OR (CASE WHEN r.relay = 1 THEN 'relayed' ELSE r.direction END) = ?1)
                AND (?2 IS NULL OR r.status = ?2)
                AND (?3 IS NULL OR r.category = ?3)
                AND (?4 IS NULL OR r.priority = ?4)
@@ -332,9 +343,11 @@ impl Store {
     pub async fn deliveries(&self, seq: i64) -> Result<Vec<DeliveryRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT d.destination, d.state, d.receipt, d.reason, d.delivered_at_ms,
-                    COALESCE(MAX(o.attempts), 0) AS attempts, MAX(o.last_error) AS last_error
+                    COALESCE(MAX(o.attempts), 0) AS attempts, MAX(o.last_error) AS last_error,
+                    d.next_hop, d.relayed_at_ms, d.via, d.handed_off_by
              FROM deliveries d
-             LEFT JOIN outbox o ON o.report_seq = d.report_seq AND o.peer = d.destination AND o.kind = 'report'
+             LEFT JOIN outbox o ON o.report_seq = d.report_seq
+                AND o.peer = COALESCE(d.next_hop, d.destination) AND o.kind = 'report'
              WHERE d.report_seq = ?
              GROUP BY d.destination ORDER BY d.destination",
         )
@@ -360,7 +373,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT id, peer, kind, urgent, report_seq, body, attempts FROM outbox
+            "SELECT id, peer, kind, urgent, report_seq, body, attempts, returned FROM outbox
              WHERE peer = ? AND kind = ? ORDER BY urgent DESC, id LIMIT ?",
         )
         .bind(peer)
@@ -524,8 +537,8 @@ impl Tx {
         let res = sqlx::query(
             "INSERT INTO reports (report_id, origin, direction, category, priority, status,
                 hosting_country, route, payload, payload_digest, envelope, received_from,
-                created_at_ms, stored_at_ms, updated_at_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                created_at_ms, stored_at_ms, updated_at_ms, relay)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(r.report_id)
         .bind(r.origin)
@@ -542,6 +555,7 @@ impl Tx {
         .bind(r.created_at_ms)
         .bind(r.now_ms)
         .bind(r.now_ms)
+        .bind(r.relay)
         .execute(&mut *self.tx)
         .await?;
         Ok(res.last_insert_rowid())
@@ -603,15 +617,96 @@ impl Tx {
         Ok(())
     }
 
-    pub async fn insert_delivery(&mut self, seq: i64, destination: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO deliveries (report_seq, destination, state) VALUES (?, ?, 'queued')",
+    /// A destination of a report, reached through `next_hop` when that is
+    /// not the destination itself; `handed_off_by` when another destination
+    /// handed the case over to it. False when it was already there.
+    pub async fn insert_delivery(
+        &mut self,
+        seq: i64,
+        destination: &str,
+        next_hop: Option<&str>,
+        handed_off_by: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO deliveries (report_seq, destination, state, next_hop, handed_off_by)
+             VALUES (?, ?, 'queued', ?, ?) ON CONFLICT (report_seq, destination) DO NOTHING",
         )
+        .bind(seq)
+        .bind(destination)
+        .bind(next_hop.filter(|h| *h != destination))
+        .bind(handed_off_by)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// The delivery state of one destination of a report.
+    pub async fn delivery_state(
+        &mut self,
+        seq: i64,
+        destination: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT state FROM deliveries WHERE report_seq = ? AND destination = ?",
+        )
+        .bind(seq)
+        .bind(destination)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
+    /// A relay took the report over for `destination`: its receipt is kept
+    /// while the destination's own receipt is awaited.
+    pub async fn relayed_delivery(
+        &mut self,
+        seq: i64,
+        destination: &str,
+        relay_receipt: &[u8],
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "UPDATE deliveries SET relay_receipt = ?, relayed_at_ms = ?
+             WHERE report_seq = ? AND destination = ? AND state = 'queued' AND relayed_at_ms IS NULL",
+        )
+        .bind(relay_receipt)
+        .bind(now_ms)
         .bind(seq)
         .bind(destination)
         .execute(&mut *self.tx)
         .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// The relays a destination's receipt came back through.
+    pub async fn set_delivery_via(
+        &mut self,
+        seq: i64,
+        destination: &str,
+        via: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deliveries SET via = ? WHERE report_seq = ? AND destination = ?")
+            .bind(via)
+            .bind(seq)
+            .bind(destination)
+            .execute(&mut *self.tx)
+            .await?;
         Ok(())
+    }
+
+    /// The destinations whose reports go through `next_hop`.
+    pub async fn destinations_via(
+        &mut self,
+        seq: i64,
+        next_hop: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT destination FROM deliveries
+             WHERE report_seq = ? AND COALESCE(next_hop, destination) = ? ORDER BY destination",
+        )
+        .bind(seq)
+        .bind(next_hop)
+        .fetch_all(&mut *self.tx)
+        .await?)
     }
 
     pub async fn finish_delivery(
@@ -668,6 +763,30 @@ impl Tx {
         )
         .bind(peer)
         .bind(kind)
+        .bind(urgent)
+        .bind(report_seq)
+        .bind(body)
+        .bind(now_ms)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Queues a receipt or status update passed back towards the origin
+    /// (a protobuf `Returned`) for `peer`.
+    pub async fn enqueue_returned(
+        &mut self,
+        peer: &str,
+        urgent: bool,
+        report_seq: i64,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO outbox (peer, kind, urgent, report_seq, body, created_at_ms, returned)
+             VALUES (?, 'status', ?, ?, ?, ?, 1)",
+        )
+        .bind(peer)
         .bind(urgent)
         .bind(report_seq)
         .bind(body)

@@ -69,6 +69,7 @@ impl Federation {
             }),
             metrics_listen: Some("127.0.0.1:0".into()),
             limits,
+            relays: vec![],
         };
         Self::start_inner(nodes, options, |_| {}).await
     }

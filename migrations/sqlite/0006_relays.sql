@@ -1,0 +1,20 @@
+-- Relays and handoffs (issue #3).
+
+-- Set on a report this node only passes on as a relay: not a case here.
+ALTER TABLE reports ADD COLUMN relay INTEGER NOT NULL DEFAULT 0;
+
+-- The node a report for this destination is handed to (its outermost
+-- relay); NULL when it goes to the destination directly.
+ALTER TABLE deliveries ADD COLUMN next_hop TEXT;
+-- The relay's signed receipt (outcome "relayed") and when it came.
+ALTER TABLE deliveries ADD COLUMN relay_receipt BLOB;
+ALTER TABLE deliveries ADD COLUMN relayed_at_ms INTEGER;
+-- The relays the destination's receipt came back through, comma-separated.
+ALTER TABLE deliveries ADD COLUMN via TEXT;
+-- Set when the destination took the case over from another destination
+-- (a handoff): the node that handed it over.
+ALTER TABLE deliveries ADD COLUMN handed_off_by TEXT;
+
+-- 1 when `body` is a Returned (a receipt or status update passed back
+-- towards the origin through relays) rather than a Signed status update.
+ALTER TABLE outbox ADD COLUMN returned INTEGER NOT NULL DEFAULT 0;
