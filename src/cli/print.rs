@@ -163,14 +163,28 @@ pub(crate) fn case(c: &CaseView) {
         route(r);
     }
     for d in &c.deliveries {
+        let mut path = String::new();
+        if let Some(by) = &d.handed_off_by {
+            path.push_str(&format!(" (handed over by {by})"));
+        }
+        if let Some(hop) = &d.next_hop {
+            path.push_str(&format!(" through {hop}"));
+            if let Some(t) = &d.relayed_at {
+                path.push_str(&format!(" (relaying since {t})"));
+            }
+        }
+        if !d.via.is_empty() {
+            path.push_str(&format!(", receipt back via {}", d.via.join(" > ")));
+        }
         println!(
-            "  delivery: {} {}{}{}",
+            "  delivery: {} {}{}{}{}",
             d.destination,
             d.state,
             d.delivered_at
                 .as_deref()
                 .map(|t| format!(" at {t}"))
                 .unwrap_or_default(),
+            path,
             if d.reason.is_empty() && d.last_error.is_empty() {
                 String::new()
             } else {
