@@ -409,7 +409,11 @@ async fn a_moved_case_is_handed_over_and_the_origin_follows_it() {
     .unwrap();
     assert!(opened.handed_off_here);
     assert_eq!(opened.handoffs[0].0.as_str(), "FR-HOT");
-    assert_eq!(opened.handoffs[0].2, "moved to a German host");
+    let hop_reason = &opened.handoffs[0].2;
+    assert!(
+        hop_reason.starts_with("moved to a German host [new evidence: hosted in DE per "),
+        "{hop_reason}"
+    );
     // Once accepted, it is not handed over a second time.
     let again = hand_off(&fed, FR, &id, &["--to", "DE-HOT"], "again").await;
     assert!(!again.status.success());

@@ -425,7 +425,9 @@ async fn apply_hand_off(
 ) -> Result<CaseView, NodeError> {
     use crate::report::InvalidInput;
     let actor = operator.to_string();
-    crate::report::validate::single_line("reason", reason, 1024)?;
+    // At most 512 bytes: the hop's reason (1 KiB) also carries the new
+    // evidence.
+    crate::report::validate::single_line("reason", reason, 512)?;
     if reason.trim().is_empty() {
         return Err(InvalidInput::new("missing-reason", "reason", "say why the case moves").into());
     }
@@ -442,6 +444,10 @@ async fn apply_hand_off(
     }
     let payload = pb::ReportPayload::decode(row.payload.as_slice())
         .map_err(|_| NodeError::Internal("a stored report payload does not decode"))?;
+    // The handoff hop carries the reason and, when routing chose the new
+    // hotline, the new evidence (country, source, date, network; no
+    // addresses or host names).
+    let mut reason = reason.to_owned();
     let target = match (to.is_empty(), hosting_ip.is_empty()) {
         (false, true) => crate::identity::NodeId::new(to)
             .map_err(|_| InvalidInput::new("bad-node", "to", crate::report::validate::shown(to)))?,
@@ -452,6 +458,18 @@ async fn apply_hand_off(
                 hosting_ip,
                 &payload.category,
             )?;
+            let e = &route.evidence;
+            reason.push_str(&format!(
+                " [new evidence: hosted in {} per {} dated {}{}; {}]",
+                e.country.as_deref().unwrap_or("an unknown country"),
+                e.dataset,
+                e.dataset_date,
+                e.network
+                    .as_ref()
+                    .map(|n| format!(", network AS{}", n.asn))
+                    .unwrap_or_default(),
+                route.reason
+            ));
             route
                 .destinations
                 .into_iter()
@@ -544,7 +562,7 @@ async fn apply_hand_off(
         &row.payload_digest,
         &sender,
         target.as_str(),
-        Some(reason),
+        Some(&reason),
         now,
     ));
     tx.insert_delivery(row.seq, target.as_str(), None, None)
