@@ -184,6 +184,58 @@ async fn a_report_crosses_two_relays_and_its_receipt_and_statuses_come_back_sign
 }
 
 #[tokio::test]
+async fn a_retraction_and_a_correction_follow_the_report_through_its_relay() {
+    let fed = Federation::start_prepared(CHAIN, |root| {
+        set_relays(root, None, &[("FR-HOT", "DE-HOT")]);
+    })
+    .await;
+    let (mut nl, fr) = (fed.operator(NL), fed.operator(FR));
+    let sent = submit(&mut nl, &format!("http://{FR_IP}/retracted"), "").await;
+    wait_case(&nl, &sent.report_id, 20, |c| c.status == "delivered").await;
+    nl.correct_report(pb::CorrectReportRequest {
+        id: sent.report_id.clone(),
+        category: "grooming".into(),
+        reason: "wrong category".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    wait_case(&fr, &sent.report_id, 20, |c| c.category == "grooming").await;
+    nl.retract_report(pb::RetractReportRequest {
+        id: sent.report_id.clone(),
+        reason: "withdrawn".into(),
+    })
+    .await
+    .unwrap();
+    let at_fr = wait_case(&fr, &sent.report_id, 20, |c| c.status == "retracted").await;
+    let h = at_fr
+        .history
+        .iter()
+        .find(|h| h.status == "retracted")
+        .unwrap();
+    assert_eq!(h.signer, "NL-HOT");
+    // FR-HOT's confirmation comes back through the relay, signed.
+    wait_case(&nl, &sent.report_id, 20, |c| {
+        c.history
+            .iter()
+            .any(|h| h.signer == "FR-HOT" && h.status == "retracted")
+    })
+    .await;
+    // The relay recorded both amendments and passed them on.
+    let mut de = fed.operator(DE);
+    let relayed = case(&mut de, &sent.report_id).await;
+    let seen: Vec<&str> = relayed.history.iter().map(|h| h.status.as_str()).collect();
+    assert!(
+        seen.contains(&"corrected") && seen.contains(&"retracted"),
+        "{seen:?}"
+    );
+    for i in [NL, DE, FR] {
+        audit_verifies(&fed, i).await;
+    }
+    fed.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_tampered_hop_is_refused_and_stores_nothing() {
     let fed = Federation::start_prepared(&CHAIN[1..], |root| {
         set_relays(root, None, &[("FR-HOT", "DE-HOT")]);

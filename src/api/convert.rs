@@ -207,6 +207,8 @@ pub fn case_to_pb(c: &CaseView) -> pb::Case {
         id: c.id.clone(),
         origin: c.origin.clone(),
         direction: c.direction.clone(),
+        also_reported_by: c.also_reported_by.clone(),
+        joined_to: c.joined_to.clone().unwrap_or_default(),
         destinations: c.destinations.clone(),
         status: c.status.clone(),
         category: c.category.clone(),
@@ -266,6 +268,8 @@ pub fn case_to_pb(c: &CaseView) -> pb::Case {
 pub fn case_from_pb(c: pb::Case) -> CaseView {
     let nonempty = |s: String| (!s.is_empty()).then_some(s);
     CaseView {
+        also_reported_by: c.also_reported_by,
+        joined_to: nonempty(c.joined_to),
         destination: c.destinations.join(","),
         id: c.id,
         origin: c.origin,

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::convert::{case_to_pb, priority_from_pb, route_to_pb};
 use crate::api::{auth, status::to_status};
-use crate::node::{Core, cases, intake};
+use crate::node::{Core, amend, cases, intake};
 use crate::pb;
 use crate::report::validate::Submission;
 use crate::report::{Direction, MediaHash};
@@ -199,6 +199,48 @@ impl pb::operator_server::Operator for OperatorService {
         .await
         .map(|c| Response::new(case_to_pb(&c)))
         .map_err(to_status)
+    }
+
+    async fn retract_report(
+        &self,
+        request: Request<pb::RetractReportRequest>,
+    ) -> Result<Response<pb::Case>, Status> {
+        let (operator, _permit) = auth::operator(&self.core, &request).await?;
+        let r = request.get_ref();
+        amend::amend(
+            &self.core,
+            &operator,
+            &r.id,
+            amend::Change::Retract,
+            &r.reason,
+        )
+        .await
+        .map(|c| Response::new(case_to_pb(&c)))
+        .map_err(to_status)
+    }
+
+    async fn correct_report(
+        &self,
+        request: Request<pb::CorrectReportRequest>,
+    ) -> Result<Response<pb::Case>, Status> {
+        let (operator, _permit) = auth::operator(&self.core, &request).await?;
+        let r = request.get_ref();
+        let change = amend::Change::Correct {
+            category: r.category.clone(),
+            hashes: r
+                .hashes
+                .iter()
+                .map(|h| crate::report::MediaHash {
+                    algorithm: h.algorithm.clone(),
+                    value: h.value.clone(),
+                })
+                .collect(),
+            notes: r.notes.clone(),
+        };
+        amend::amend(&self.core, &operator, &r.id, change, &r.reason)
+            .await
+            .map(|c| Response::new(case_to_pb(&c)))
+            .map_err(to_status)
     }
 
     async fn make_checkpoint(

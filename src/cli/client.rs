@@ -91,16 +91,7 @@ pub(crate) async fn submit(a: SubmitArgs) -> Result<ExitCode, Failure> {
         "bulk" => pb::Priority::Bulk,
         other => return Err(anyhow!("--priority {other:?}: expected urgent or bulk").into()),
     };
-    let mut hashes = Vec::new();
-    for h in &a.hashes {
-        let (algorithm, value) = h
-            .split_once(':')
-            .ok_or_else(|| anyhow!("--hash {h:?}: expected ALGORITHM:VALUE"))?;
-        hashes.push(pb::MediaHash {
-            algorithm: algorithm.to_owned(),
-            value: value.to_owned(),
-        });
-    }
+    let hashes = parse_hashes(&a.hashes)?;
     let mut client = connect(&cfg).await?;
     let request = pb::SubmitReportRequest {
         urls: a.urls,
@@ -278,6 +269,71 @@ pub(crate) async fn cases_update(
         println!("{}", serde_json::to_string_pretty(&case)?);
     } else {
         println!("case {} is now {}", case.id, case.status);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--hash ALGORITHM:VALUE` arguments.
+fn parse_hashes(args: &[String]) -> Result<Vec<pb::MediaHash>, Failure> {
+    let mut hashes = Vec::new();
+    for h in args {
+        let (algorithm, value) = h
+            .split_once(':')
+            .ok_or_else(|| anyhow!("--hash {h:?}: expected ALGORITHM:VALUE"))?;
+        hashes.push(pb::MediaHash {
+            algorithm: algorithm.to_owned(),
+            value: value.to_owned(),
+        });
+    }
+    Ok(hashes)
+}
+
+/// What an origin changes about a report it sent.
+pub(crate) enum Amend {
+    Retract,
+    Correct {
+        category: Option<String>,
+        hashes: Vec<String>,
+        notes: Option<String>,
+    },
+}
+
+pub(crate) async fn cases_amend(
+    config: PathBuf,
+    id: String,
+    change: Amend,
+    reason: String,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let mut client = connect(&cfg).await?;
+    let case = match change {
+        Amend::Retract => client
+            .retract_report(pb::RetractReportRequest { id, reason })
+            .await
+            .map_err(rpc)?,
+        Amend::Correct {
+            category,
+            hashes,
+            notes,
+        } => client
+            .correct_report(pb::CorrectReportRequest {
+                id,
+                category: category.unwrap_or_default(),
+                hashes: parse_hashes(&hashes)?,
+                notes: notes.unwrap_or_default(),
+                reason,
+            })
+            .await
+            .map_err(rpc)?,
+    }
+    .into_inner();
+    let case = case_from_pb(case);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&case)?);
+    } else {
+        let last = case.history.last().map(|h| h.status.as_str()).unwrap_or("");
+        println!("report {} {last}; status {}", case.id, case.status);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -227,6 +227,39 @@ pub enum CasesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Withdraw a report this node sent (a mistake, a court order): a
+    /// signed retraction follows it wherever it went.
+    Retract {
+        /// Report id, or ORIGIN/REPORT-ID.
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Correct a report this node sent: its category, media hashes or
+    /// notes; a signed correction follows it wherever it went.
+    Correct {
+        /// Report id, or ORIGIN/REPORT-ID.
+        id: String,
+        #[arg(long)]
+        category: Option<String>,
+        /// ALGORITHM:VALUE (repeatable): replaces the report's hashes.
+        #[arg(long = "hash")]
+        hashes: Vec<String>,
+        /// Replaces the report's notes (may contain personal data; never
+        /// the public reporter's identity).
+        #[arg(long)]
+        notes: Option<String>,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Change the status of a case worked here.
     Update {
         id: String,
@@ -399,6 +432,28 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 config,
                 json,
             } => client::cases_update(config, id, status, reason, json).await,
+            CasesCommand::Retract {
+                id,
+                reason,
+                config,
+                json,
+            } => client::cases_amend(config, id, client::Amend::Retract, reason, json).await,
+            CasesCommand::Correct {
+                id,
+                category,
+                hashes,
+                notes,
+                reason,
+                config,
+                json,
+            } => {
+                let change = client::Amend::Correct {
+                    category,
+                    hashes,
+                    notes,
+                };
+                client::cases_amend(config, id, change, reason, json).await
+            }
             CasesCommand::Handoff {
                 id,
                 to,

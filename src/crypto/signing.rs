@@ -23,6 +23,8 @@ pub enum Purpose {
     ReturnHop,
     Receipt,
     Status,
+    /// An origin's retraction or correction of a report it sent.
+    Amendment,
     Checkpoint,
 }
 
@@ -35,6 +37,7 @@ impl Purpose {
             Purpose::ReturnHop => b"alertrelay/v1/return-hop\0",
             Purpose::Receipt => b"alertrelay/v1/receipt\0",
             Purpose::Status => b"alertrelay/v1/status\0",
+            Purpose::Amendment => b"alertrelay/v1/amendment\0",
             Purpose::Checkpoint => b"alertrelay/v1/checkpoint\0",
         }
     }

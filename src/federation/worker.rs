@@ -371,21 +371,22 @@ async fn send_statuses(
     client: &mut FederationClient<Channel>,
     rows: Vec<OutboxRow>,
 ) -> Result<usize, DeliveryError> {
-    // Direct updates and items passed back through relays go in separate
-    // calls: one kind per batch, in queue order.
-    let returned = rows.first().is_some_and(|r| r.returned == 1);
+    // Direct updates (0), items passed back through relays (1) and an
+    // origin's amendments (2) go in separate calls: one kind per batch, in
+    // queue order.
+    let kind = rows.first().map(|r| r.returned).unwrap_or(0);
     let mut updates = Vec::with_capacity(rows.len());
     let mut items = Vec::new();
+    let mut amendments = Vec::new();
     let mut kept = Vec::with_capacity(rows.len());
-    for row in rows.into_iter().filter(|r| (r.returned == 1) == returned) {
-        let ok = if returned {
-            pb::Returned::decode(row.body.as_slice())
-                .map(|r| items.push(r))
-                .is_ok()
-        } else {
-            pb::Signed::decode(row.body.as_slice())
-                .map(|s| updates.push(s))
-                .is_ok()
+    for row in rows.into_iter().filter(|r| r.returned == kind) {
+        let body = row.body.as_slice();
+        let ok = match kind {
+            1 => pb::Returned::decode(body).map(|r| items.push(r)).is_ok(),
+            2 => pb::AmendEnvelope::decode(body)
+                .map(|a| amendments.push(a))
+                .is_ok(),
+            _ => pb::Signed::decode(body).map(|s| updates.push(s)).is_ok(),
         };
         if ok {
             kept.push(row);
@@ -396,6 +397,7 @@ async fn send_statuses(
     let request = pb::PushStatusRequest {
         updates,
         returned: items,
+        amendments,
     };
     let response = match client.push_status(request).await {
         Ok(r) => r.into_inner(),
@@ -408,10 +410,10 @@ async fn send_statuses(
             .await);
         }
     };
-    let codes = if returned {
-        &response.returned_codes
-    } else {
-        &response.codes
+    let codes = match kind {
+        1 => &response.returned_codes,
+        2 => &response.amendment_codes,
+        _ => &response.codes,
     };
     if codes.len() != kept.len() {
         return Err(fail(

@@ -136,6 +136,13 @@ pub struct CaseView {
     pub route: Option<RouteView>,
     pub deliveries: Vec<DeliveryView>,
     pub history: Vec<HistoryView>,
+    /// Other reports of the same content that joined this case
+    /// (ORIGIN/REPORT-ID).
+    #[serde(default)]
+    pub also_reported_by: Vec<String>,
+    /// The case (ORIGIN/REPORT-ID) this report joined, if it did.
+    #[serde(default)]
+    pub joined_to: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -180,6 +187,22 @@ pub async fn view_by_seq(core: &Core, seq: i64) -> Result<CaseView, NodeError> {
 async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
     let deliveries = core.store.deliveries(row.seq).await?;
     let history = core.store.history(row.seq).await?;
+    let joined = core.store.joined(row.seq).await?;
+    let joined_to = match row.joined_to {
+        Some(seq) => core
+            .store
+            .report_by_seq(seq)
+            .await?
+            .map(|r| format!("{}/{}", r.origin, r.report_id)),
+        None => None,
+    };
+    // The origin's latest correction, signed; shown over the original.
+    let correction = row
+        .correction
+        .as_deref()
+        .and_then(|b| pb::Signed::decode(b).ok())
+        .and_then(|s| pb::Amendment::decode(s.payload.as_slice()).ok())
+        .unwrap_or_default();
     // Stored payloads were verified (or made) by this node; one that does
     // not decode means a damaged database, which must not pass as empty.
     let payload = pb::ReportPayload::decode(row.payload.as_slice())
@@ -217,15 +240,27 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
         created_at: rfc3339(row.created_at_ms),
         created_at_ms: row.created_at_ms,
         received_from: row.received_from,
-        notes: payload.notes,
-        hashes: payload
-            .hashes
+        notes: if correction.notes.is_empty() {
+            payload.notes
+        } else {
+            correction.notes
+        },
+        hashes: if correction.hashes.is_empty() {
+            &payload.hashes
+        } else {
+            &correction.hashes
+        }
+        .iter()
+        .map(|h| MediaHashView {
+            algorithm: h.algorithm.clone(),
+            value: h.value.clone(),
+        })
+        .collect(),
+        also_reported_by: joined
             .iter()
-            .map(|h| MediaHashView {
-                algorithm: h.algorithm.clone(),
-                value: h.value.clone(),
-            })
+            .map(|r| format!("{}/{}", r.origin, r.report_id))
             .collect(),
+        joined_to,
         route,
         deliveries: deliveries
             .into_iter()
@@ -265,7 +300,7 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
 }
 
 /// Finds a case by report id, or by `ORIGIN/REPORT-ID`.
-async fn find(core: &Core, id: &str) -> Result<ReportRow, NodeError> {
+pub(crate) async fn find(core: &Core, id: &str) -> Result<ReportRow, NodeError> {
     let (origin, report_id) = match id.split_once('/') {
         Some((o, r)) => (Some(o), r),
         None => (None, id),
@@ -347,6 +382,14 @@ async fn apply_update(
             "report {id} only passes through this node as a relay; the destination works the case"
         )));
     }
+    if let Some(case) = row.joined_to {
+        let case = core.store.report_by_seq(case).await?;
+        return Err(NodeError::FailedPrecondition(format!(
+            "report {id} joined case {} (same content): update that case",
+            case.map(|c| format!("{}/{}", c.origin, c.report_id))
+                .unwrap_or_default()
+        )));
+    }
     if row.direction == Direction::Outgoing.as_str() {
         return Err(NodeError::FailedPrecondition(format!(
             "case {id} is worked by the receiving hotline; this node only sees its status"
@@ -376,10 +419,10 @@ async fn apply_update(
             "case {id} changed meanwhile; try again"
         )));
     }
-    let next_node = change_status(core, &mut tx, &row, from, to, reason, &actor, now).await?;
+    let wake = change_status(core, &mut tx, &row, from, to, reason, &actor, now).await?;
     tx.commit().await?;
     core.case_changed(row.seq);
-    if let Some(peer) = &next_node {
+    for peer in &wake {
         core.wake(peer);
     }
     view_by_seq(core, row.seq).await
@@ -588,8 +631,8 @@ async fn apply_hand_off(
     .await?;
     // The case here becomes `moved`, signed back to the origin like any
     // change, in the same transaction as the handoff.
-    let next_node = if from == CaseStatus::Moved {
-        None
+    let wake = if from == CaseStatus::Moved {
+        Vec::new()
     } else {
         let why = format!("handed over to {target}: {reason}");
         change_status(
@@ -607,18 +650,47 @@ async fn apply_hand_off(
     tx.commit().await?;
     core.case_changed(row.seq);
     core.wake(target.as_str());
-    if let Some(peer) = &next_node {
+    for peer in &wake {
         core.wake(peer);
     }
     view_by_seq(core, row.seq).await
 }
 
-/// Records a status change of a case worked here, in `tx`: the new status,
-/// its history entry, its audit entry, and — for an incoming case — the
-/// signed update queued back towards the origin. Returns the node the
-/// update goes to.
+/// Records a status change of a case worked here, in `tx`, for the case
+/// and every report of the same content that joined it (each origin gets
+/// its own signed update). Returns the nodes the updates go to.
 #[allow(clippy::too_many_arguments)]
-async fn change_status(
+pub(crate) async fn change_status(
+    core: &Core,
+    tx: &mut crate::store::Tx,
+    row: &ReportRow,
+    from: CaseStatus,
+    to: CaseStatus,
+    reason: &str,
+    actor: &str,
+    now: i64,
+) -> Result<Vec<String>, NodeError> {
+    let mut wake: Vec<String> = change_one(core, tx, row, from, to, reason, actor, now)
+        .await?
+        .into_iter()
+        .collect();
+    for joined in tx.joined(row.seq).await? {
+        if joined.status == "retracted" {
+            continue;
+        }
+        let from = CaseStatus::parse(&joined.status).unwrap_or(from);
+        if let Some(peer) = change_one(core, tx, &joined, from, to, reason, actor, now).await? {
+            wake.push(peer);
+        }
+    }
+    Ok(wake)
+}
+
+/// One report's status change: the new status, its history entry, its
+/// audit entry, and — for an incoming report — the signed update queued
+/// back towards its origin. Returns the node the update goes to.
+#[allow(clippy::too_many_arguments)]
+async fn change_one(
     core: &Core,
     tx: &mut crate::store::Tx,
     row: &ReportRow,

@@ -197,6 +197,16 @@ pub async fn submit(
         }
     }
     if direction == Direction::Local {
+        // A case worked here: reports of the same content from other
+        // hotlines join it.
+        let (keys, _) = crate::report::content::keys(
+            &draft.urls,
+            draft
+                .hashes
+                .iter()
+                .map(|h| (h.algorithm.as_str(), h.value.as_str())),
+        );
+        tx.insert_case_keys(seq, &keys).await?;
         tx.insert_status(
             seq,
             &uuid::Uuid::new_v4().to_string(),

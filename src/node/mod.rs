@@ -3,6 +3,7 @@
 //! `Core` is the shared state; `run` wires it to the listener and the
 //! delivery workers and returns a handle that shuts them down.
 
+pub mod amend;
 pub mod cases;
 pub mod checkpoint;
 pub mod intake;

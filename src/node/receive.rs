@@ -14,6 +14,7 @@ use crate::crypto::signing::Purpose;
 use crate::identity::NodeId;
 use crate::node::{Core, NodeError};
 use crate::pb;
+use crate::report::content;
 use crate::report::wire::{self, OpenedReport, WireError};
 use crate::report::{CaseStatus, Direction, InvalidInput};
 use crate::store::{NewReport, Tx};
@@ -119,7 +120,7 @@ fn open_batch(
         .collect()
 }
 
-fn refusal_code(e: &NodeError) -> (&'static str, String) {
+pub(crate) fn refusal_code(e: &NodeError) -> (&'static str, String) {
     let code = match e {
         NodeError::Invalid(i) => i.code,
         NodeError::PermissionDenied(_) => "permission-denied",
@@ -243,6 +244,34 @@ async fn store_one(
         )
         .await;
     }
+    // Same content as a case already open here (another hotline reported
+    // the same URL or media): the report joins that case.
+    let (content_keys, pdq) = content::keys(
+        &p.urls,
+        p.hashes
+            .iter()
+            .map(|h| (h.algorithm.as_str(), h.value.as_str())),
+    );
+    let mut joined = None;
+    if role.case {
+        let mut found = tx.open_case_with_keys(&content_keys).await?;
+        if found.is_none() && !pdq.is_empty() {
+            found = tx
+                .open_pdq_keys()
+                .await?
+                .into_iter()
+                .find(|(hex, _)| {
+                    content::parse_pdq(hex).is_some_and(|h| {
+                        pdq.iter()
+                            .any(|p| content::pdq_distance(p, &h) <= content::PDQ_MATCH_DISTANCE)
+                    })
+                })
+                .map(|(_, seq)| seq);
+        }
+        if let Some(seq) = found {
+            joined = tx.report_by_seq(seq).await?;
+        }
+    }
     let route_json = serde_json::to_string(&p.route.as_ref().map(
         |r| serde_json::json!({"kind": r.kind, "destinations": r.destinations, "reason": r.reason}),
     ))
@@ -326,18 +355,32 @@ async fn store_one(
         } else {
             pb::ReceiptOutcome::Relayed
         },
-        "",
-        "",
+        if joined.is_some() { "joined" } else { "" },
+        if joined.is_some() {
+            "same content as a case already open here: it joins that case, and you will hear of its changes"
+        } else {
+            ""
+        },
         &relayed_to,
         now,
     );
     let receipt_bytes = receipt.encode_to_vec();
     tx.set_receipt(seq, &receipt_bytes).await?;
     if role.case {
-        let why = match r.handoffs.last().filter(|_| r.handed_off_here) {
+        let mut why = match r.handoffs.last().filter(|_| r.handed_off_here) {
             Some((by, _, _)) => format!("handed over by {by}"),
             None => "received from the federation".to_owned(),
         };
+        match &joined {
+            Some(case) => {
+                tx.set_joined(seq, case.seq).await?;
+                why.push_str(&format!(
+                    "; joined case {}/{} (same content)",
+                    case.origin, case.report_id
+                ));
+            }
+            None => tx.insert_case_keys(seq, &content_keys).await?,
+        }
         tx.insert_status(
             seq,
             &uuid::Uuid::new_v4().to_string(),
@@ -357,7 +400,7 @@ async fn store_one(
             } else {
                 "report.relaying"
             },
-            actor,
+            actor.clone(),
             subject,
             serde_json::json!({
                 "category": p.category,
@@ -369,11 +412,36 @@ async fn store_one(
                 "relaying_to": relayed_to,
                 "next_hops": next_hops.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
                 "receipt_signature": hex::encode(&receipt.signature),
+                "joined_to": joined.as_ref().map(|c| format!("{}/{}", c.origin, c.report_id)),
             }),
         ),
         now,
     )
     .await?;
+    // Joining a case that is already further along: the new origin hears
+    // where it stands.
+    if let Some(case) = &joined
+        && case.status != CaseStatus::Received.as_str()
+        && let (Ok(to), Some(row)) = (
+            CaseStatus::parse(&case.status),
+            tx.report_by_seq(seq).await?,
+        )
+    {
+        let why = format!("the case this report joined is already {to}");
+        wake.extend(
+            crate::node::cases::change_status(
+                core,
+                tx,
+                &row,
+                CaseStatus::Received,
+                to,
+                &why,
+                &actor,
+                now,
+            )
+            .await?,
+        );
+    }
     if role.case {
         core.metrics
             .reports_received
@@ -512,16 +580,24 @@ pub async fn push_status(
 ) -> Result<pb::PushStatusResponse, NodeError> {
     let actor = format!("node:{sender}");
     let now = Core::now_ms();
-    if req.updates.is_empty() && !req.returned.is_empty() {
-        return push_returned(core, sender, req, now).await;
-    }
-    if !req.returned.is_empty() {
+    let kinds = [
+        !req.updates.is_empty(),
+        !req.returned.is_empty(),
+        !req.amendments.is_empty(),
+    ];
+    if kinds.iter().filter(|k| **k).count() > 1 {
         return Err(InvalidInput::new(
             "mixed-batch",
             "returned",
-            "send status updates and returned items in separate calls",
+            "send status updates, returned items and amendments in separate calls",
         )
         .into());
+    }
+    if kinds[1] {
+        return push_returned(core, sender, req, now).await;
+    }
+    if kinds[2] {
+        return crate::node::amend::receive(core, sender, req, now).await;
     }
     let opened = match open_updates(core, sender, req, now) {
         Ok(o) => o,
@@ -578,7 +654,10 @@ pub async fn push_status(
             .await?;
         if inserted {
             status_changed.push(row.seq);
-            tx.set_status(row.seq, &update.status, now).await?;
+            // A report its origin retracted stays retracted here.
+            if row.status != "retracted" {
+                tx.set_status(row.seq, &update.status, now).await?;
+            }
             tx.audit(
                 &audit::Entry::new(
                     "status.received",
@@ -602,7 +681,7 @@ pub async fn push_status(
     }
     Ok(pb::PushStatusResponse {
         codes,
-        returned_codes: vec![],
+        ..Default::default()
     })
 }
 
@@ -701,8 +780,8 @@ async fn push_returned(
         core.wake(&peer);
     }
     Ok(pb::PushStatusResponse {
-        codes: vec![],
         returned_codes: codes,
+        ..Default::default()
     })
 }
 
@@ -881,7 +960,7 @@ async fn settle_returned(
                 )
                 .await?;
             if inserted {
-                if row.origin == core.me.as_str() {
+                if row.origin == core.me.as_str() && row.status != "retracted" {
                     tx.set_status(row.seq, &u.status, now).await?;
                 }
                 tx.audit(

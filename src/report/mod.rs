@@ -2,6 +2,7 @@
 //! transitions, and the strict validation of what an analyst submits.
 //! `wire` is the signed payload codec (envelopes, receipts, status updates).
 
+pub mod content;
 pub mod validate;
 pub mod wire;
 

@@ -133,46 +133,24 @@ pub fn open_envelope(
         });
     }
     let digest = digest(&signed.payload);
-    let mut prev = origin.clone();
-    let mut relays = Vec::with_capacity(env.hops.len());
+    let chain = HopChain {
+        purpose: Purpose::Hop,
+        first: &origin,
+        report_id: &payload.report_id,
+        origin: &payload.origin,
+        digest: &digest,
+        handoffs_allowed: true,
+    };
+    let hops = chain.check(&env.hops, sender, me, directory, now_ms)?;
     let mut handoffs = Vec::new();
     let mut handed_off_here = false;
-    for (i, h) in env.hops.iter().enumerate() {
-        let (by, hop): (NodeId, pb::Hop) = open(h, Purpose::Hop, "hop", directory, now_ms)?;
-        let next_expected = env
-            .hops
-            .get(i + 1)
-            .map(|n| n.signer.as_str())
-            .unwrap_or(me.as_str());
-        if hop.by != by.as_str()
-            || hop.from != prev.as_str()
-            || hop.to != next_expected
-            || hop.report_id != payload.report_id
-            || hop.origin != payload.origin
-            || hop.report_digest != digest
-        {
-            return Err(WireError::BadHopChain(format!("hop {i} by {by}")));
-        }
+    for (i, (by, hop)) in hops.iter().enumerate() {
         if hop.handoff {
-            super::validate::single_line("hop.reason", &hop.reason, 1024)?;
             handoffs.push((by.clone(), hop.to.clone(), hop.reason.clone()));
-            handed_off_here = i + 1 == env.hops.len();
-        } else if !hop.reason.is_empty() {
-            return Err(WireError::BadHopChain(format!(
-                "hop {i} by {by} has a reason but is no handoff"
-            )));
+            handed_off_here = i + 1 == hops.len();
         }
-        prev = by.clone();
-        relays.push(by);
     }
-    // The node at the other end of the TLS connection must be the last
-    // signer: the origin itself, or the last relay.
-    if &prev != sender {
-        return Err(WireError::IdentityMismatch {
-            claimed: prev.to_string(),
-            actual: sender.to_string(),
-        });
-    }
+    let relays = hops.into_iter().map(|(by, _)| by).collect();
     super::validate::report_id(&payload.report_id)?;
     super::validate::urls(&payload.urls)?;
     crate::report::Category::parse(&payload.category)
@@ -335,36 +313,19 @@ pub fn open_returned(
     };
     super::validate::report_id(&report_id)?;
     let item_digest = digest(&signed.payload);
-    let mut prev = maker.clone();
-    let mut via = Vec::with_capacity(ret.hops.len());
-    for (i, h) in ret.hops.iter().enumerate() {
-        let (by, hop): (NodeId, pb::Hop) =
-            open(h, Purpose::ReturnHop, "return hop", directory, now_ms)?;
-        let next_expected = ret
-            .hops
-            .get(i + 1)
-            .map(|n| n.signer.as_str())
-            .unwrap_or(me.as_str());
-        if hop.by != by.as_str()
-            || hop.from != prev.as_str()
-            || hop.to != next_expected
-            || hop.report_id != report_id
-            || hop.origin != origin
-            || hop.report_digest != item_digest
-            || hop.handoff
-            || !hop.reason.is_empty()
-        {
-            return Err(WireError::BadHopChain(format!("return hop {i} by {by}")));
-        }
-        prev = by.clone();
-        via.push(by);
-    }
-    if &prev != sender {
-        return Err(WireError::IdentityMismatch {
-            claimed: prev.to_string(),
-            actual: sender.to_string(),
-        });
-    }
+    let chain = HopChain {
+        purpose: Purpose::ReturnHop,
+        first: &maker,
+        report_id: &report_id,
+        origin: &origin,
+        digest: &item_digest,
+        handoffs_allowed: false,
+    };
+    let via = chain
+        .check(&ret.hops, sender, me, directory, now_ms)?
+        .into_iter()
+        .map(|(by, _)| by)
+        .collect();
     Ok(OpenedReturned {
         maker,
         item,
@@ -372,6 +333,72 @@ pub fn open_returned(
         report_id,
         origin,
     })
+}
+
+/// A chain of signed hops after `first` (the signer of the item they
+/// carry): each hop names the previous signer as `from`, the next hop's
+/// signer (or, for the last, this node) as `to`, and the item's report and
+/// digest; the last signer must be the node at the other end of the TLS
+/// connection.
+struct HopChain<'a> {
+    purpose: Purpose,
+    first: &'a NodeId,
+    report_id: &'a str,
+    origin: &'a str,
+    digest: &'a [u8],
+    handoffs_allowed: bool,
+}
+
+impl HopChain<'_> {
+    fn check(
+        &self,
+        hops: &[pb::Signed],
+        sender: &NodeId,
+        me: &NodeId,
+        directory: &Directory,
+        now_ms: i64,
+    ) -> Result<Vec<(NodeId, pb::Hop)>, WireError> {
+        if hops.len() > MAX_HOPS {
+            return Err(WireError::TooManyHops);
+        }
+        let mut prev = self.first.clone();
+        let mut out = Vec::with_capacity(hops.len());
+        for (i, h) in hops.iter().enumerate() {
+            let (by, hop): (NodeId, pb::Hop) = open(h, self.purpose, "hop", directory, now_ms)?;
+            let next_expected = hops
+                .get(i + 1)
+                .map(|n| n.signer.as_str())
+                .unwrap_or(me.as_str());
+            if hop.by != by.as_str()
+                || hop.from != prev.as_str()
+                || hop.to != next_expected
+                || hop.report_id != self.report_id
+                || hop.origin != self.origin
+                || hop.report_digest != self.digest
+                || (hop.handoff && !self.handoffs_allowed)
+            {
+                return Err(WireError::BadHopChain(format!("hop {i} by {by}")));
+            }
+            if hop.handoff {
+                super::validate::single_line("hop.reason", &hop.reason, 1024)?;
+            } else if !hop.reason.is_empty() {
+                return Err(WireError::BadHopChain(format!(
+                    "hop {i} by {by} has a reason but is no handoff"
+                )));
+            }
+            prev = by.clone();
+            out.push((by, hop));
+        }
+        // The node at the other end of the TLS connection must be the last
+        // signer: the first itself, or the last relay.
+        if &prev != sender {
+            return Err(WireError::IdentityMismatch {
+                claimed: prev.to_string(),
+                actual: sender.to_string(),
+            });
+        }
+        Ok(out)
+    }
 }
 
 /// Every text field of the routing evidence a peer sends is one clean line
@@ -548,6 +575,99 @@ pub fn open_receipt(
         )));
     }
     Ok(r)
+}
+
+/// An origin's amendment that passed every check.
+#[derive(Debug, Clone)]
+pub struct OpenedAmendment {
+    pub origin: NodeId,
+    pub amendment: pb::Amendment,
+    /// The exact signed amendment (protobuf `Signed`), to store and pass on.
+    pub signed: pb::Signed,
+    pub relays: Vec<NodeId>,
+}
+
+/// Signs an amendment (retraction or correction) as the report's origin.
+pub fn amendment(key: &NodeKey, origin: &NodeId, a: &pb::Amendment) -> pb::Signed {
+    sign(key, origin, Purpose::Amendment, a)
+}
+
+/// Opens an amendment received from `sender`: signed by the report's
+/// origin, carried by a hop chain like the report's.
+pub fn open_amendment(
+    env: &pb::AmendEnvelope,
+    sender: &NodeId,
+    me: &NodeId,
+    directory: &Directory,
+    now_ms: i64,
+) -> Result<OpenedAmendment, WireError> {
+    let signed = env
+        .amendment
+        .as_ref()
+        .ok_or(WireError::Missing("amendment"))?;
+    if env.hops.len() > MAX_HOPS {
+        return Err(WireError::TooManyHops);
+    }
+    let (origin, a): (NodeId, pb::Amendment) =
+        open(signed, Purpose::Amendment, "amendment", directory, now_ms)?;
+    if a.origin != origin.as_str() {
+        return Err(WireError::IdentityMismatch {
+            claimed: shown(&a.origin),
+            actual: origin.to_string(),
+        });
+    }
+    let item_digest = digest(&signed.payload);
+    let chain = HopChain {
+        purpose: Purpose::Hop,
+        first: &origin,
+        report_id: &a.report_id,
+        origin: &a.origin,
+        digest: &item_digest,
+        handoffs_allowed: false,
+    };
+    let relays = chain
+        .check(&env.hops, sender, me, directory, now_ms)?
+        .into_iter()
+        .map(|(by, _)| by)
+        .collect();
+    super::validate::report_id(&a.report_id)?;
+    super::validate::report_id(&a.amendment_id).map_err(|mut e| {
+        e.field = "amendment_id".into();
+        e
+    })?;
+    super::validate::single_line("reason", &a.reason, 1024)?;
+    match pb::AmendmentKind::try_from(a.kind) {
+        Ok(pb::AmendmentKind::Retract) => {}
+        Ok(pb::AmendmentKind::Correct) => {
+            if !a.category.is_empty() {
+                crate::report::Category::parse(&a.category).map_err(|_| {
+                    InvalidInput::new("bad-category", "category", shown(&a.category))
+                })?;
+            }
+            let hashes: Vec<crate::report::MediaHash> = a
+                .hashes
+                .iter()
+                .map(|h| crate::report::MediaHash {
+                    algorithm: h.algorithm.clone(),
+                    value: h.value.clone(),
+                })
+                .collect();
+            super::validate::peer_fields(&a.notes, &hashes)?;
+        }
+        _ => {
+            return Err(WireError::Invalid(InvalidInput::new(
+                "bad-kind",
+                "amendment.kind",
+                "retract or correct",
+            )));
+        }
+    }
+    Ok(OpenedAmendment {
+        origin,
+        amendment: a,
+        signed: signed.clone(),
+        relays,
+    })
 }
 
 #[cfg(test)]

@@ -68,6 +68,10 @@ pub struct ReportRow {
     pub updated_at_ms: i64,
     /// 1 when this node only passes the report on as a relay.
     pub relay: i64,
+    /// The origin's latest signed correction (protobuf `Signed` Amendment).
+    pub correction: Option<Vec<u8>>,
+    /// The case this report joined (same content), if any.
+    pub joined_to: Option<i64>,
 }
 
 pub struct NewReport<'a> {
@@ -356,6 +360,16 @@ impl Store {
         .await?)
     }
 
+    /// The reports that joined the case `seq` (same content, other origins).
+    pub async fn joined(&self, seq: i64) -> Result<Vec<ReportRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM reports WHERE joined_to = ? ORDER BY seq")
+                .bind(seq)
+                .fetch_all(&self.reader)
+                .await?,
+        )
+    }
+
     pub async fn history(&self, seq: i64) -> Result<Vec<HistoryRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT status, reason, actor, signer, at_ms FROM status_history WHERE report_seq = ? ORDER BY id",
@@ -504,6 +518,14 @@ impl Store {
 /// One write transaction. Dropping it without `commit` rolls back.
 pub struct Tx {
     tx: Transaction<'static, Sqlite>,
+}
+
+/// A case worked here that new reports of the same content may join.
+macro_rules! open_case {
+    () => {
+        "r.relay = 0 AND r.joined_to IS NULL AND r.direction IN ('incoming', 'local')
+         AND r.status NOT IN ('removed', 'moved', 'retracted')"
+    };
 }
 
 impl Tx {
@@ -796,6 +818,145 @@ impl Tx {
         Ok(())
     }
 
+    /// Queues an origin's amendment (a protobuf `AmendEnvelope`) for `peer`.
+    pub async fn enqueue_amendment(
+        &mut self,
+        peer: &str,
+        urgent: bool,
+        report_seq: i64,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO outbox (peer, kind, urgent, report_seq, body, created_at_ms, returned)
+             VALUES (?, 'status', ?, ?, ?, ?, 2)",
+        )
+        .bind(peer)
+        .bind(urgent)
+        .bind(report_seq)
+        .bind(body)
+        .bind(now_ms)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// The outbox row still holding this report for `peer`, if not sent.
+    pub async fn queued_report(
+        &mut self,
+        report_seq: i64,
+        peer: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM outbox WHERE report_seq = ? AND peer = ? AND kind = 'report' LIMIT 1",
+        )
+        .bind(report_seq)
+        .bind(peer)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
+    /// Every destination of a report: (destination, next hop, state).
+    pub async fn delivery_routes(
+        &mut self,
+        report_seq: i64,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT destination, COALESCE(next_hop, destination), state FROM deliveries
+             WHERE report_seq = ? ORDER BY destination",
+        )
+        .bind(report_seq)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    /// Records the origin's latest correction (and the category it sets).
+    pub async fn set_correction(
+        &mut self,
+        seq: i64,
+        category: &str,
+        correction: &[u8],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE reports SET category = ?, correction = ?, updated_at_ms = ? WHERE seq = ?",
+        )
+        .bind(category)
+        .bind(correction)
+        .bind(now_ms)
+        .bind(seq)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// What identifies a case's content (see `case_keys`).
+    pub async fn insert_case_keys(&mut self, seq: i64, keys: &[String]) -> Result<(), StoreError> {
+        for key in keys {
+            sqlx::query("INSERT OR IGNORE INTO case_keys (key, report_seq) VALUES (?, ?)")
+                .bind(key)
+                .bind(seq)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The oldest open case worked here with any of these keys.
+    pub async fn open_case_with_keys(
+        &mut self,
+        keys: &[String],
+    ) -> Result<Option<i64>, StoreError> {
+        let mut best: Option<i64> = None;
+        for key in keys {
+            let seq: Option<i64> = sqlx::query_scalar(concat!(
+                "SELECT r.seq FROM case_keys k JOIN reports r ON r.seq = k.report_seq
+                 WHERE k.key = ? AND ",
+                open_case!(),
+                " ORDER BY r.seq LIMIT 1"
+            ))
+            .bind(key)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+            best = match (best, seq) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(best)
+    }
+
+    /// Every PDQ hash of an open case worked here: (hex, case seq).
+    pub async fn open_pdq_keys(&mut self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT substr(k.key, 5), r.seq FROM case_keys k JOIN reports r ON r.seq = k.report_seq
+             WHERE k.key LIKE 'pdq:%' AND ",
+            open_case!(),
+            " ORDER BY r.seq"
+        ))
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    pub async fn set_joined(&mut self, seq: i64, case_seq: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE reports SET joined_to = ? WHERE seq = ?")
+            .bind(case_seq)
+            .bind(seq)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// The reports that joined the case `seq`.
+    pub async fn joined(&mut self, seq: i64) -> Result<Vec<ReportRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM reports WHERE joined_to = ? ORDER BY seq")
+                .bind(seq)
+                .fetch_all(&mut *self.tx)
+                .await?,
+        )
+    }
+
     /// Removes a sent outbox row; false when it was already gone.
     pub async fn dequeue(&mut self, id: i64) -> Result<bool, StoreError> {
         let res = sqlx::query("DELETE FROM outbox WHERE id = ?")
@@ -803,6 +964,18 @@ impl Tx {
             .execute(&mut *self.tx)
             .await?;
         Ok(res.rows_affected() == 1)
+    }
+
+    /// Whether a history entry with this id is recorded for the report.
+    pub async fn status_recorded(&mut self, seq: i64, update_id: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM status_history WHERE report_seq = ? AND update_id = ?",
+        )
+        .bind(seq)
+        .bind(update_id)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(n > 0)
     }
 
     /// Adds a status change; false when `update_id` is already recorded.

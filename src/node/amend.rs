@@ -1,0 +1,471 @@
+//! Retractions and corrections. The origin signs an amendment of a report
+//! it sent; it travels wherever the report went (through the same relays
+//! and handoffs, each adding a signed hop) and is applied once at every
+//! node that has the report: a retraction stops work on the case, a
+//! correction changes its category, hashes or notes. A report not yet sent
+//! when it is retracted is not sent at all.
+
+use prost::Message;
+
+use crate::audit;
+use crate::identity::{NodeId, PeerIdentity};
+use crate::node::cases::{self, CaseView};
+use crate::node::{Core, NodeError};
+use crate::pb;
+use crate::report::wire::{self, OpenedAmendment};
+use crate::report::{CaseStatus, Category, Direction, InvalidInput, MediaHash};
+use crate::store::{ReportRow, Tx};
+
+const OK: i32 = 0;
+const NOT_FOUND: i32 = 5;
+const FAILED_PRECONDITION: i32 = 9;
+
+/// What the origin changes.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Retract,
+    Correct {
+        category: String,
+        hashes: Vec<MediaHash>,
+        notes: String,
+    },
+}
+
+impl Change {
+    fn kind(&self) -> pb::AmendmentKind {
+        match self {
+            Change::Retract => pb::AmendmentKind::Retract,
+            Change::Correct { .. } => pb::AmendmentKind::Correct,
+        }
+    }
+}
+
+fn history_status(kind: i32) -> &'static str {
+    if kind == pb::AmendmentKind::Retract as i32 {
+        "retracted"
+    } else {
+        "corrected"
+    }
+}
+
+/// The origin retracts or corrects a report it sent. Refusals are audited.
+pub async fn amend(
+    core: &Core,
+    operator: &PeerIdentity,
+    id: &str,
+    change: Change,
+    reason: &str,
+) -> Result<CaseView, NodeError> {
+    let result = apply(core, operator, id, &change, reason).await;
+    if let Err(e @ (NodeError::Invalid(_) | NodeError::FailedPrecondition(_))) = &result {
+        let code = match e {
+            NodeError::Invalid(i) => i.code,
+            _ => "invalid-amendment",
+        };
+        let refused = format!("{id}\0{}", change.kind().as_str_name());
+        core.audit_refusal(
+            &operator.to_string(),
+            code,
+            &e.to_string(),
+            refused.as_bytes(),
+        )
+        .await;
+    }
+    result
+}
+
+async fn apply(
+    core: &Core,
+    operator: &PeerIdentity,
+    id: &str,
+    change: &Change,
+    reason: &str,
+) -> Result<CaseView, NodeError> {
+    let actor = operator.to_string();
+    crate::report::validate::single_line("reason", reason, 1024)?;
+    if reason.trim().is_empty() {
+        return Err(InvalidInput::new("missing-reason", "reason", "say why").into());
+    }
+    let row = cases::find(core, id).await?;
+    if row.origin != core.me.as_str() || row.relay == 1 {
+        return Err(NodeError::FailedPrecondition(format!(
+            "only the origin ({}) can retract or correct report {id}",
+            row.origin
+        )));
+    }
+    if row.status == "retracted" {
+        return Err(NodeError::FailedPrecondition(format!(
+            "report {id} is already retracted"
+        )));
+    }
+    let mut a = pb::Amendment {
+        amendment_id: uuid::Uuid::new_v4().to_string(),
+        report_id: row.report_id.clone(),
+        origin: core.me.to_string(),
+        report_digest: row.payload_digest.clone(),
+        kind: change.kind() as i32,
+        reason: reason.to_owned(),
+        at_ms: Core::now_ms(),
+        ..Default::default()
+    };
+    if let Change::Correct {
+        category,
+        hashes,
+        notes,
+    } = change
+    {
+        if category.is_empty() && hashes.is_empty() && notes.is_empty() {
+            return Err(InvalidInput::new(
+                "empty-correction",
+                "category",
+                "give a new category, hashes or notes",
+            )
+            .into());
+        }
+        if !category.is_empty() {
+            Category::parse(category).map_err(|mut e| {
+                e.field = "category".into();
+                e
+            })?;
+        }
+        crate::report::validate::peer_fields(notes, hashes)?;
+        a.category = category.clone();
+        a.notes = notes.clone();
+        a.hashes = hashes
+            .iter()
+            .map(|h| pb::MediaHash {
+                algorithm: h.algorithm.clone(),
+                value: h.value.clone(),
+            })
+            .collect();
+    }
+    let signed = wire::amendment(&core.key(), &core.me, &a);
+    let now = a.at_ms;
+    let mut tx = core.store.begin().await?;
+    let current = tx.report_by_seq(row.seq).await?;
+    if current.as_ref().map(|r| r.status.as_str()) != Some(row.status.as_str()) {
+        return Err(NodeError::FailedPrecondition(format!(
+            "report {id} changed meanwhile; try again"
+        )));
+    }
+    let wake = record(core, &mut tx, &row, &a, &signed, &[], &actor, now).await?;
+    // The origin's own view of the report.
+    if a.kind == pb::AmendmentKind::Retract as i32 {
+        tx.set_status(row.seq, "retracted", now).await?;
+    }
+    // Not yet sent: not sent at all.
+    let mut withheld = Vec::new();
+    if a.kind == pb::AmendmentKind::Retract as i32 {
+        for (dest, hop, state) in tx.delivery_routes(row.seq).await? {
+            if state == "queued"
+                && let Some(outbox) = tx.queued_report(row.seq, &hop).await?
+            {
+                tx.dequeue(outbox).await?;
+                withheld.push(hop.clone());
+                tx.finish_delivery(
+                    row.seq,
+                    &dest,
+                    "refused",
+                    &[],
+                    Some("retracted by the origin before delivery"),
+                    now,
+                )
+                .await?;
+            } else if withheld.contains(&hop) && state == "queued" {
+                tx.finish_delivery(
+                    row.seq,
+                    &dest,
+                    "refused",
+                    &[],
+                    Some("retracted by the origin before delivery"),
+                    now,
+                )
+                .await?;
+            }
+        }
+    }
+    let sent_to: Vec<&String> = wake.iter().filter(|h| !withheld.contains(h)).collect();
+    tx.audit(
+        &audit::Entry::new(
+            if a.kind == pb::AmendmentKind::Retract as i32 {
+                "report.retracted"
+            } else {
+                "report.corrected"
+            },
+            actor,
+            format!("{}/{}", row.origin, row.report_id),
+            serde_json::json!({
+                "amendment_id": a.amendment_id,
+                "reason": reason,
+                "category": a.category,
+                "hashes": a.hashes.len(),
+                "notes_changed": !a.notes.is_empty(),
+                "signature": hex::encode(&signed.signature),
+                "sent_to": sent_to,
+                "withheld_from": withheld,
+            }),
+        ),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    core.case_changed(row.seq);
+    for peer in &wake {
+        core.wake(peer);
+    }
+    cases::view_by_seq(core, row.seq).await
+}
+
+/// Records an amendment at this node (history, correction, and — when
+/// this node holds the case — its effect), and queues it on to every node
+/// this one gave the report to, with this node's hop when it is not the
+/// origin. Returns the nodes it was queued for.
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    core: &Core,
+    tx: &mut Tx,
+    row: &ReportRow,
+    a: &pb::Amendment,
+    signed: &pb::Signed,
+    hops: &[pb::Signed],
+    actor: &str,
+    now: i64,
+) -> Result<Vec<String>, NodeError> {
+    let signed_bytes = signed.encode_to_vec();
+    tx.insert_status(
+        row.seq,
+        &a.amendment_id,
+        history_status(a.kind),
+        &a.reason,
+        actor,
+        Some(&a.origin),
+        Some(&signed_bytes),
+        a.at_ms,
+    )
+    .await?;
+    if a.kind == pb::AmendmentKind::Correct as i32 {
+        let category = if a.category.is_empty() {
+            row.category.as_str()
+        } else {
+            a.category.as_str()
+        };
+        tx.set_correction(row.seq, category, &signed_bytes, now)
+            .await?;
+    }
+    let mut next: Vec<String> = Vec::new();
+    for (_, hop, state) in tx.delivery_routes(row.seq).await? {
+        if state != "refused" && !next.contains(&hop) {
+            next.push(hop);
+        }
+    }
+    let digest = wire::digest(&signed.payload);
+    for hop in &next {
+        let mut env = pb::AmendEnvelope {
+            amendment: Some(signed.clone()),
+            hops: hops.to_vec(),
+        };
+        if row.origin != core.me.as_str() {
+            // The node this one got the amendment from: the last signer of
+            // what arrived (the origin itself when no hop came with it).
+            let prev = hops
+                .last()
+                .map(|h| h.signer.clone())
+                .unwrap_or_else(|| row.origin.clone());
+            env.hops.push(wire::hop(
+                &core.key(),
+                &core.me,
+                &row.report_id,
+                &row.origin,
+                &digest,
+                &prev,
+                hop,
+                None,
+                now,
+            ));
+        }
+        tx.enqueue_amendment(
+            hop,
+            row.priority == "urgent",
+            row.seq,
+            &env.encode_to_vec(),
+            now,
+        )
+        .await?;
+    }
+    Ok(next)
+}
+
+/// Amendments from a report's origin (directly or through relays).
+pub async fn receive(
+    core: &Core,
+    sender: &NodeId,
+    req: &pb::PushStatusRequest,
+    now: i64,
+) -> Result<pb::PushStatusResponse, NodeError> {
+    let actor = format!("node:{sender}");
+    let opened = match open_all(core, sender, req, now) {
+        Ok(o) => o,
+        Err(e) => {
+            let (code, message) = super::receive::refusal_code(&e);
+            core.audit_refusal(&actor, code, &message, &req.encode_to_vec())
+                .await;
+            return Err(e);
+        }
+    };
+    let mut tx = core.store.begin().await?;
+    let mut codes = Vec::with_capacity(opened.len());
+    let mut changed = Vec::new();
+    let mut wake = Vec::new();
+    for (o, env) in opened.iter().zip(&req.amendments) {
+        let code = apply_received(core, &mut tx, sender, o, env, now, &mut wake).await?;
+        if let Some(seq) = code.1 {
+            changed.push(seq);
+        }
+        codes.push(code.0);
+    }
+    tx.commit().await?;
+    for seq in changed {
+        core.case_changed(seq);
+    }
+    wake.sort();
+    wake.dedup();
+    for peer in wake {
+        core.wake(&peer);
+    }
+    Ok(pb::PushStatusResponse {
+        amendment_codes: codes,
+        ..Default::default()
+    })
+}
+
+fn open_all(
+    core: &Core,
+    sender: &NodeId,
+    req: &pb::PushStatusRequest,
+    now: i64,
+) -> Result<Vec<OpenedAmendment>, NodeError> {
+    if req.amendments.len() > super::receive::MAX_BATCH {
+        return Err(InvalidInput::new(
+            "batch-size",
+            "amendments",
+            format!(
+                "1 to {} amendments, got {}",
+                super::receive::MAX_BATCH,
+                req.amendments.len()
+            ),
+        )
+        .into());
+    }
+    let directory = core.directory();
+    req.amendments
+        .iter()
+        .map(|env| {
+            wire::open_amendment(env, sender, &core.me, &directory, now).map_err(NodeError::from)
+        })
+        .collect()
+}
+
+/// One amendment: (code, the case it changed).
+async fn apply_received(
+    core: &Core,
+    tx: &mut Tx,
+    sender: &NodeId,
+    o: &OpenedAmendment,
+    env: &pb::AmendEnvelope,
+    now: i64,
+    wake: &mut Vec<String>,
+) -> Result<(i32, Option<i64>), NodeError> {
+    let a = &o.amendment;
+    let actor = format!("node:{sender}");
+    let subject = format!("{}/{}", a.origin, a.report_id);
+    let row = tx.find_report(&a.origin, &a.report_id).await?;
+    let refusal = match &row {
+        None => Some((NOT_FOUND, "unknown-report")),
+        Some(r) if r.payload_digest != a.report_digest => {
+            Some((FAILED_PRECONDITION, "digest-mismatch"))
+        }
+        Some(_) => None,
+    };
+    let (Some(row), None) = (row, refusal) else {
+        let (code, reason) = refusal.unwrap_or((NOT_FOUND, "unknown-report"));
+        tx.audit(
+            &audit::Entry::new(
+                "amendment.refused",
+                actor,
+                subject,
+                serde_json::json!({"reason_code": reason, "amendment_id": a.amendment_id}),
+            ),
+            now,
+        )
+        .await?;
+        return Ok((code, None));
+    };
+    if tx.status_recorded(row.seq, &a.amendment_id).await? {
+        return Ok((OK, None)); // a repeat
+    }
+    let passed_on = record(core, tx, &row, a, &o.signed, &env.hops, &actor, now).await?;
+    wake.extend(passed_on.iter().cloned());
+    // The case worked here stops on a retraction, unless it is already
+    // final or other hotlines reported the same content (it goes on for
+    // them).
+    let mut effect = "recorded";
+    let retract = a.kind == pb::AmendmentKind::Retract as i32;
+    let worked_here = row.relay == 0 && row.direction == Direction::Incoming.as_str();
+    if retract && worked_here {
+        if row.joined_to.is_some() {
+            tx.set_status(row.seq, "retracted", now).await?;
+            effect = "left the case it had joined";
+        } else if !tx.joined(row.seq).await?.is_empty() {
+            effect = "case goes on for the other origins";
+        } else {
+            let from = CaseStatus::parse(&row.status).ok();
+            let final_ = matches!(
+                from,
+                Some(
+                    CaseStatus::NotIllegal
+                        | CaseStatus::Removed
+                        | CaseStatus::Moved
+                        | CaseStatus::Retracted
+                ) | None
+            );
+            if let (Some(from), false) = (from, final_) {
+                let why = format!("retracted by the origin: {}", a.reason);
+                let next = cases::change_status(
+                    core,
+                    tx,
+                    &row,
+                    from,
+                    CaseStatus::Retracted,
+                    &why,
+                    &actor,
+                    now,
+                )
+                .await?;
+                wake.extend(next);
+                effect = "case retracted";
+            } else {
+                effect = "case already final";
+            }
+        }
+    }
+    tx.audit(
+        &audit::Entry::new(
+            "report.amended",
+            actor,
+            subject,
+            serde_json::json!({
+                "kind": history_status(a.kind),
+                "amendment_id": a.amendment_id,
+                "signature": hex::encode(&o.signed.signature),
+                "relays": o.relays.iter().map(NodeId::as_str).collect::<Vec<_>>(),
+                "passed_on": passed_on,
+                "effect": effect,
+            }),
+        ),
+        now,
+    )
+    .await?;
+    tracing::info!(peer = %sender, origin = %a.origin, report_id = %a.report_id,
+        kind = history_status(a.kind), effect, "amendment applied");
+    Ok((OK, Some(row.seq)))
+}
