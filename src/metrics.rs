@@ -13,22 +13,58 @@ use crate::node::Core;
 /// Delivery latency buckets, seconds.
 const LATENCY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
 
-#[derive(Default)]
+/// Time-to-takedown buckets, seconds: a minute to 28 days (INHOPE's
+/// figures are 2.5 days inside the network, 28+ outside).
+const TAKEDOWN_BUCKETS: [f64; 11] = [
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    14_400.0,
+    43_200.0,
+    86_400.0,
+    216_000.0,
+    604_800.0,
+    1_209_600.0,
+    2_419_200.0,
+];
+
 struct Histogram {
-    counts: [u64; LATENCY_BUCKETS.len()],
+    bounds: &'static [f64],
+    counts: Vec<u64>,
     sum: f64,
     count: u64,
 }
 
 impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
     fn observe(&mut self, v: f64) {
-        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+        for (i, b) in self.bounds.iter().enumerate() {
             if v <= *b {
                 self.counts[i] += 1;
             }
         }
         self.sum += v;
         self.count += 1;
+    }
+
+    /// Writes the histogram's series with `labels` (`k="v",` pairs, escaped).
+    fn write(&self, out: &mut String, name: &str, labels: &str) {
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{b}\"}} {c}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", self.count);
+        let labels = labels.trim_end_matches(',');
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
     }
 }
 
@@ -41,6 +77,7 @@ pub struct Metrics {
     deliveries: Mutex<BTreeMap<(String, String), u64>>,
     delivery_failures: Mutex<BTreeMap<String, u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
+    takedown: Mutex<BTreeMap<(String, String), Histogram>>,
     witness: Mutex<BTreeMap<(String, String), u64>>,
 }
 
@@ -66,8 +103,19 @@ impl Metrics {
     pub fn delivery_latency(&self, peer: &str, latency: Duration) {
         if let Ok(mut g) = self.latency.lock() {
             g.entry(peer.to_owned())
-                .or_default()
+                .or_insert_with(|| Histogram::new(&LATENCY_BUCKETS))
                 .observe(latency.as_secs_f64());
+        }
+    }
+
+    /// A report this node sent reached a milestone (`receipt`,
+    /// `assessment`, `notice`, `removal`) at `destination`, `ms` after the
+    /// report was made.
+    pub fn takedown(&self, milestone: &str, destination: &str, ms: i64) {
+        if let Ok(mut g) = self.takedown.lock() {
+            g.entry((milestone.to_owned(), destination.to_owned()))
+                .or_insert_with(|| Histogram::new(&TAKEDOWN_BUCKETS))
+                .observe(ms.max(0) as f64 / 1000.0);
         }
     }
 
@@ -174,28 +222,22 @@ pub async fn render(core: &Core) -> String {
     );
     if let Ok(g) = m.latency.lock() {
         for (peer, h) in g.iter() {
-            let peer = esc(peer);
-            for (b, c) in LATENCY_BUCKETS.iter().zip(h.counts.iter()) {
-                let _ = writeln!(
-                    out,
-                    "alertrelay_delivery_latency_seconds_bucket{{peer=\"{peer}\",le=\"{b}\"}} {c}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "alertrelay_delivery_latency_seconds_bucket{{peer=\"{peer}\",le=\"+Inf\"}} {}",
-                h.count
+            let labels = format!("peer=\"{}\",", esc(peer));
+            h.write(&mut out, "alertrelay_delivery_latency_seconds", &labels);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP alertrelay_time_to_takedown_seconds Time from a report this node sent to each milestone at the destination (receipt, assessment, notice, removal), as recorded when it happened.\n# TYPE alertrelay_time_to_takedown_seconds histogram"
+    );
+    if let Ok(g) = m.takedown.lock() {
+        for ((milestone, dest), h) in g.iter() {
+            let labels = format!(
+                "milestone=\"{}\",destination=\"{}\",",
+                esc(milestone),
+                esc(dest)
             );
-            let _ = writeln!(
-                out,
-                "alertrelay_delivery_latency_seconds_sum{{peer=\"{peer}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "alertrelay_delivery_latency_seconds_count{{peer=\"{peer}\"}} {}",
-                h.count
-            );
+            h.write(&mut out, "alertrelay_time_to_takedown_seconds", &labels);
         }
     }
     let _ = writeln!(

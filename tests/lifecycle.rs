@@ -340,3 +340,93 @@ async fn an_origin_corrects_category_and_notes_and_the_receiver_shows_it() {
     assert_eq!(at_nl.category, "child-exploitation");
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn time_to_takedown_is_reported_per_destination_category_and_country() {
+    let fed = Federation::start(FED).await;
+    let mut nl = fed.operator(NL);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let sent = submit(&mut nl, &format!("http://{DE_IP}/ttd/{i}"), "").await;
+        wait_case(&nl, &sent.report_id, 20, |c| c.status == "delivered").await;
+        ids.push(sent.report_id);
+    }
+    // Two of the three are taken down; the third is still being assessed.
+    for id in &ids[..2] {
+        for status in ["in-review", "illegal-baseline", "notice-sent", "removed"] {
+            update(&fed, DE, id, status).await.unwrap();
+        }
+    }
+    update(&fed, DE, &ids[2], "in-review").await.unwrap();
+    for id in &ids[..2] {
+        wait_case(&nl, id, 20, |c| c.status == "removed").await;
+    }
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_alertrelay"))
+        .args(["stats", "--json", "--window-days", "1", "--config"])
+        .arg(fed.config_path(NL))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = |dim: &str, key: &str, m: &str| {
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["dimension"] == dim && r["key"] == key && r["milestone"] == m)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {dim}/{key}/{m} in {v:#}"))
+    };
+    for (dim, key) in [
+        ("destination", "DE-ECO"),
+        ("category", "csam"),
+        ("country", "DE"),
+        ("all", ""),
+    ] {
+        assert_eq!(row(dim, key, "receipt")["count"], 3);
+        assert_eq!(row(dim, key, "removal")["count"], 2);
+        assert_eq!(row(dim, key, "removal")["of"], 3);
+        assert_eq!(row(dim, key, "assessment")["count"], 2);
+    }
+    let secs = |m: &str| row("all", "", m)["p50_secs"].as_f64().unwrap();
+    assert!(secs("receipt") <= secs("assessment"));
+    assert!(secs("assessment") <= secs("notice"));
+    assert!(secs("notice") <= secs("removal"));
+    assert!(row("all", "", "removal")["p90_secs"].as_f64().unwrap() >= secs("removal"));
+
+    // The receiving hotline sees its own side: from receipt to removal.
+    let mut de = fed.operator(DE);
+    let worked = de
+        .stats(pb::StatsRequest { window_secs: 3600 })
+        .await
+        .unwrap()
+        .into_inner();
+    let removal = worked
+        .rows
+        .iter()
+        .find(|r| r.dimension == "worked-here" && r.milestone == "removal")
+        .unwrap();
+    assert_eq!(
+        (removal.key.as_str(), removal.count, removal.of),
+        ("NL-HOT", 2, 3)
+    );
+
+    // And as Prometheus histograms at the origin.
+    let metrics = fed.metrics(NL).await;
+    assert!(
+        metrics.contains(
+            "alertrelay_time_to_takedown_seconds_count{milestone=\"removal\",destination=\"DE-ECO\"} 2"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains(
+        "alertrelay_time_to_takedown_seconds_count{milestone=\"receipt\",destination=\"DE-ECO\"} 3"
+    ));
+    fed.shutdown().await;
+}

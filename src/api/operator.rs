@@ -243,6 +243,35 @@ impl pb::operator_server::Operator for OperatorService {
             .map_err(to_status)
     }
 
+    async fn stats(
+        &self,
+        request: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let _permit = auth::operator(&self.core, &request).await?;
+        let window_ms = match request.get_ref().window_secs {
+            0 => crate::node::stats::DEFAULT_WINDOW_MS,
+            s => i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX / 2),
+        };
+        let rows = crate::node::stats::compute(&self.core, window_ms)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::StatsResponse {
+            window_secs: (window_ms / 1000) as u64,
+            rows: rows
+                .into_iter()
+                .map(|r| pb::StatsRow {
+                    dimension: r.dimension.to_owned(),
+                    key: r.key,
+                    milestone: r.milestone.to_owned(),
+                    count: r.count,
+                    p50_ms: r.p50_ms,
+                    p90_ms: r.p90_ms,
+                    of: r.of,
+                })
+                .collect(),
+        }))
+    }
+
     async fn make_checkpoint(
         &self,
         request: Request<pb::MakeCheckpointRequest>,

@@ -338,6 +338,67 @@ pub(crate) async fn cases_amend(
     Ok(ExitCode::SUCCESS)
 }
 
+pub(crate) async fn stats(
+    config: PathBuf,
+    window_days: u64,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let mut client = connect(&cfg).await?;
+    let r = client
+        .stats(pb::StatsRequest {
+            window_secs: window_days.saturating_mul(86_400),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if json {
+        let rows: Vec<_> = r
+            .rows
+            .iter()
+            .map(|row| {
+                serde_json::json!({
+                    "dimension": row.dimension,
+                    "key": row.key,
+                    "milestone": row.milestone,
+                    "count": row.count,
+                    "of": row.of,
+                    "p50_secs": row.p50_ms as f64 / 1000.0,
+                    "p90_secs": row.p90_ms as f64 / 1000.0,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "window_secs": r.window_secs,
+                "rows": rows,
+            }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("time to takedown over the last {window_days} days");
+    if r.rows.is_empty() {
+        println!("  (no reports in the window)");
+    }
+    println!(
+        "  {:<12} {:<14} {:<21} {:>9} {:>10} {:>10}",
+        "by", "which", "milestone", "reached", "median", "p90"
+    );
+    for row in &r.rows {
+        println!(
+            "  {:<12} {:<14} {:<21} {:>9} {:>10} {:>10}",
+            row.dimension,
+            crate::cli::print::clean(&row.key),
+            row.milestone,
+            format!("{}/{}", row.count, row.of),
+            crate::cli::print::duration_ms(row.p50_ms),
+            crate::cli::print::duration_ms(row.p90_ms),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) async fn cases_handoff(
     config: PathBuf,
     req: pb::HandOffCaseRequest,

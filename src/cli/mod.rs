@@ -91,6 +91,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Time to takedown: median and 90th percentile from report to
+    /// receipt, assessment, notice and removal, per destination hotline,
+    /// category and hosting country.
+    Stats {
+        #[arg(long)]
+        config: PathBuf,
+        /// Reports created within this many days (default 30).
+        #[arg(long, default_value_t = 30)]
+        window_days: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Per peer: reachable, queue depth, oldest undelivered, last error, next attempt.
     Peers {
         #[arg(long)]
@@ -478,6 +490,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             category,
             json,
         } => client::route(config, urls, hosting_ip, category, json).await,
+        Command::Stats {
+            config,
+            window_days,
+            json,
+        } => client::stats(config, window_days, json).await,
         Command::Peers { config, json } => client::peers(config, json).await,
         Command::Status { config, json } => client::status(config, json).await,
         Command::Reload { config } => client::reload(config).await,

@@ -5,7 +5,7 @@ use crate::node::overview::{NodeSummary, PeerView};
 
 /// Control and bidirectional characters shown escaped: what is printed
 /// comes partly from other hotlines and must not drive the terminal.
-fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     s.chars()
         .flat_map(|c| {
             let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}');
@@ -209,5 +209,21 @@ pub(crate) fn case(c: &CaseView) {
                 format!(": {}", clean(&h.reason))
             }
         );
+    }
+}
+
+/// A duration for humans: `850ms`, `42s`, `17m`, `5.2h`, `2.5d`.
+pub fn duration_ms(ms: i64) -> String {
+    let s = ms as f64 / 1000.0;
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if s < 60.0 {
+        format!("{s:.0}s")
+    } else if s < 3600.0 {
+        format!("{:.0}m", s / 60.0)
+    } else if s < 86_400.0 {
+        format!("{:.1}h", s / 3600.0)
+    } else {
+        format!("{:.1}d", s / 86_400.0)
     }
 }

@@ -235,6 +235,7 @@ async fn send_reports(
     let mut refused_count = 0u64;
     let mut changed = Vec::new();
     let mut wake_back = Vec::new();
+    let mut took = Vec::new();
     let mut bad = Vec::new();
     for (item, result) in items.iter().zip(&response.results) {
         let receipt = result.receipt.as_ref().and_then(|s| {
@@ -300,6 +301,11 @@ async fn send_reports(
                     .await?;
             }
         }
+        if current.origin == core.me.as_str() && state == "delivered" {
+            for dest in &finished {
+                took.push((dest.clone(), now - current.created_at_ms));
+            }
+        }
         if current.status == "queued" && !finished.is_empty() {
             tx.set_status(seq, state, now).await?;
         }
@@ -345,6 +351,9 @@ async fn send_reports(
     }
     for prev in wake_back {
         core.wake(&prev);
+    }
+    for (dest, ms) in took {
+        core.metrics.takedown("receipt", &dest, ms);
     }
     let latency = sent.elapsed();
     let delivered_count = settled as u64 - refused_count;

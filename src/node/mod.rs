@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod intake;
 pub mod overview;
 pub mod receive;
+pub mod stats;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -658,6 +658,10 @@ pub async fn push_status(
             if row.status != "retracted" {
                 tx.set_status(row.seq, &update.status, now).await?;
             }
+            if let Some(m) = crate::node::stats::milestone(&update.status) {
+                core.metrics
+                    .takedown(m, sender.as_str(), update.at_ms - row.created_at_ms);
+            }
             tx.audit(
                 &audit::Entry::new(
                     "status.received",
@@ -917,6 +921,10 @@ async fn settle_returned(
                 });
                 tx.finish_delivery(row.seq, dest, outcome, &signed, reason.as_deref(), now)
                     .await?;
+                if stored && row.origin == core.me.as_str() {
+                    core.metrics
+                        .takedown("receipt", dest, now - row.created_at_ms);
+                }
                 tx.set_delivery_via(row.seq, dest, &via.join(",")).await?;
                 settled.push(dest.clone());
             }
@@ -960,6 +968,12 @@ async fn settle_returned(
                 )
                 .await?;
             if inserted {
+                if row.origin == core.me.as_str()
+                    && let Some(m) = crate::node::stats::milestone(&u.status)
+                {
+                    core.metrics
+                        .takedown(m, item.maker.as_str(), u.at_ms - row.created_at_ms);
+                }
                 if row.origin == core.me.as_str() && row.status != "retracted" {
                     tx.set_status(row.seq, &u.status, now).await?;
                 }

@@ -122,6 +122,27 @@ pub struct OutboxRow {
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SentRow {
+    pub seq: i64,
+    pub category: String,
+    pub country: String,
+    pub created_at_ms: i64,
+    pub destination: String,
+    pub state: String,
+    pub delivered_at_ms: Option<i64>,
+    pub relayed_at_ms: Option<i64>,
+    pub next_hop: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FirstStatus {
+    pub report_seq: i64,
+    pub signer: String,
+    pub status: String,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct HistoryRow {
     pub status: String,
     pub reason: String,
@@ -356,6 +377,54 @@ impl Store {
              GROUP BY d.destination ORDER BY d.destination",
         )
         .bind(seq)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// For time-to-takedown figures: every destination of the reports
+    /// `origin` sent since `since_ms`.
+    pub async fn sent_since(
+        &self,
+        origin: &str,
+        since_ms: i64,
+    ) -> Result<Vec<SentRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT r.seq, r.category, COALESCE(r.hosting_country, '') AS country, r.created_at_ms,
+                    d.destination, d.state, d.delivered_at_ms, d.relayed_at_ms, d.next_hop
+             FROM reports r JOIN deliveries d ON d.report_seq = r.seq
+             WHERE r.origin = ? AND r.relay = 0 AND r.created_at_ms >= ? ORDER BY r.seq",
+        )
+        .bind(origin)
+        .bind(since_ms)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// For time-to-takedown figures: cases worked here received since
+    /// `since_ms` (not joined to another case).
+    pub async fn worked_since(&self, since_ms: i64) -> Result<Vec<SentRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT r.seq, r.category, COALESCE(r.hosting_country, '') AS country,
+                    r.stored_at_ms AS created_at_ms, r.origin AS destination, r.status AS state,
+                    NULL AS delivered_at_ms, NULL AS relayed_at_ms, NULL AS next_hop
+             FROM reports r
+             WHERE r.direction IN ('incoming', 'local') AND r.relay = 0 AND r.joined_to IS NULL
+               AND r.stored_at_ms >= ? ORDER BY r.seq",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// The first time each status was reached, per report and signer, for
+    /// reports since `since_seq`.
+    pub async fn first_statuses(&self, since_seq: i64) -> Result<Vec<FirstStatus>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT report_seq, COALESCE(signer, '') AS signer, status, MIN(at_ms) AS at_ms
+             FROM status_history WHERE report_seq >= ?
+             GROUP BY report_seq, signer, status",
+        )
+        .bind(since_seq)
         .fetch_all(&self.reader)
         .await?)
     }
