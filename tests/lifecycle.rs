@@ -430,3 +430,62 @@ async fn time_to_takedown_is_reported_per_destination_category_and_country() {
     ));
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_urgent_case_status_overtakes_bulk_reports_queued_for_the_same_peer() {
+    let mut fed = Federation::start(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])]).await;
+    let (fr_i, de_i) = (0, 1);
+    let mut fr = fed.operator(fr_i);
+    let urgent = fr
+        .submit_report(pb::SubmitReportRequest {
+            urls: vec![format!("http://{DE_IP}/ongoing-abuse")],
+            category: "csam".into(),
+            priority: pb::Priority::Urgent as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .report_id;
+    wait_case(&fr, &urgent, 20, |c| c.status == "delivered").await;
+    fed.stop(fr_i).await;
+    // While FR-PDC is away, DE-ECO queues bulk reports for it, then works
+    // the urgent case.
+    let mut de = fed.operator(de_i);
+    for i in 0..5 {
+        submit(&mut de, &format!("http://{FR_IP}/bulk/{i}"), "").await;
+    }
+    update(&fed, de_i, &urgent, "in-review").await.unwrap();
+    fed.restart(fr_i).await;
+    let fr = fed.operator(fr_i);
+    wait_case(&fr, &urgent, 20, |c| c.status == "in-review").await;
+    eventually(
+        20,
+        || {
+            let mut c = fr.clone();
+            async move { cases(&mut c, "incoming").await.len() }
+        },
+        |n| *n == 5,
+    )
+    .await;
+    fed.stop(fr_i).await;
+    let store = alertrelay::store::Store::open(&fed.database(fr_i))
+        .await
+        .unwrap();
+    let kinds: Vec<String> = store
+        .audit_entries(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .filter(|k| k == "status.received" || k == "report.received")
+        .collect();
+    store.close().await;
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("status.received"),
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.iter().filter(|k| *k == "report.received").count(), 5);
+    fed.shutdown().await;
+}

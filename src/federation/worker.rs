@@ -136,6 +136,17 @@ async fn deliver_once(
         .store
         .outbox_batch(peer.as_str(), "report", limit)
         .await?;
+    // Urgent status updates overtake bulk reports (urgent reports come
+    // first of all).
+    if rows.first().is_none_or(|r| r.urgent == 0) {
+        let statuses = core
+            .store
+            .outbox_batch(peer.as_str(), "status", limit)
+            .await?;
+        if statuses.first().is_some_and(|r| r.urgent == 1) {
+            return send_statuses(core, peer, client, statuses).await;
+        }
+    }
     // Keep each call well under the peer's message size limit: one report
     // can be ~800 KiB (100 URLs of 8 KiB), so 64 of them would not fit.
     let mut total = 0usize;
