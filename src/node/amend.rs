@@ -142,10 +142,16 @@ async fn apply(
     let signed = wire::amendment(&core.key(), &core.me, &a);
     let now = a.at_ms;
     let mut tx = core.store.begin().await?;
-    let current = tx.report_by_seq(row.seq).await?;
-    if current.as_ref().map(|r| r.status.as_str()) != Some(row.status.as_str()) {
+    // Status updates from the receivers change the row all the time: read
+    // it again inside the transaction; only a retraction meanwhile stops
+    // this one.
+    let row = tx
+        .report_by_seq(row.seq)
+        .await?
+        .ok_or(NodeError::Internal("a report vanished"))?;
+    if row.status == "retracted" {
         return Err(NodeError::FailedPrecondition(format!(
-            "report {id} changed meanwhile; try again"
+            "report {id} is already retracted"
         )));
     }
     let wake = record(core, &mut tx, &row, &a, &signed, &[], &actor, now).await?;
