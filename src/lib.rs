@@ -4,6 +4,7 @@
 //! Code map (see ARCHITECTURE.md for the invariants):
 //! - `api`        gRPC services, listener, auth, the one error→Status map
 //! - `audit`      hash-chained audit log and its verifier
+//! - `bench`      `alertrelay bench`: real nodes under measured load
 //! - `cli`        command-line commands; the only place that prints
 //! - `config`     `node.toml` → validated `NodeConfig`
 //! - `crypto`     signing keys and domain tags, PKI minting, TLS configs
@@ -24,6 +25,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod crypto;

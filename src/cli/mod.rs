@@ -1,7 +1,7 @@
 //! The command line. The only place that prints for humans; `--json`
 //! output is for scripts and is stable.
 
-mod client;
+pub(crate) mod client;
 mod demo;
 mod print;
 
@@ -100,6 +100,22 @@ pub enum Command {
         /// Reports created within this many days (default 30).
         #[arg(long, default_value_t = 30)]
         window_days: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure real nodes (mutual TLS, durable SQLite in a temporary
+    /// directory) on this machine: the urgent lane while a bulk backlog
+    /// drains.
+    Bench {
+        /// Bulk reports queued for the peer while it is down.
+        #[arg(long, default_value_t = 100_000)]
+        backlog: usize,
+        /// Urgent reports measured with the peer idle.
+        #[arg(long, default_value_t = 50)]
+        urgent: usize,
+        /// Submissions in flight while queuing the backlog.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
         #[arg(long)]
         json: bool,
     },
@@ -495,6 +511,29 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             window_days,
             json,
         } => client::stats(config, window_days, json).await,
+        Command::Bench {
+            backlog,
+            urgent,
+            concurrency,
+            json,
+        } => {
+            let opts = crate::bench::Options {
+                backlog,
+                urgent,
+                concurrency,
+                json,
+            };
+            let r = crate::bench::urgent_lane(&opts, &std::env::temp_dir()).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "urgent_lane": r }))?
+                );
+            } else {
+                crate::bench::print_urgent(&r);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Peers { config, json } => client::peers(config, json).await,
         Command::Status { config, json } => client::status(config, json).await,
         Command::Reload { config } => client::reload(config).await,
