@@ -3,6 +3,9 @@
 
 mod client;
 mod demo;
+mod doctor;
+mod formats;
+mod import;
 mod print;
 
 use std::path::PathBuf;
@@ -119,6 +122,85 @@ pub enum Command {
     Geo {
         #[command(subcommand)]
         command: GeoCommand,
+    },
+    /// Check a configuration before starting: files, permissions,
+    /// certificates, the signing key, the peers and the clock.
+    Doctor {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Submit every row of a CSV file (url, category, hosting_ip, hashes,
+    /// priority, notes); a re-run never submits a row twice.
+    Import {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        csv: PathBuf,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A notice about a case for the hosting provider, in a standard format.
+    Notice {
+        /// Report id, or ORIGIN/REPORT-ID.
+        case: String,
+        #[arg(long)]
+        config: PathBuf,
+        /// `xarf` (X-ARF v4 JSON).
+        #[arg(long, default_value = "xarf")]
+        format: String,
+    },
+    /// Cases in a standard exchange format.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
+    /// The database.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// A STIX 2.1 bundle of cases (for law enforcement).
+    Stix {
+        #[arg(long)]
+        config: PathBuf,
+        /// Only these cases (repeat); all matching the filters otherwise.
+        #[arg(long = "case")]
+        cases: Vec<String>,
+        /// incoming, outgoing or local.
+        #[arg(long)]
+        direction: Option<String>,
+        /// A case status or delivery state.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        category: Option<String>,
+        /// Only cases created within this many seconds.
+        #[arg(long)]
+        max_age_secs: Option<u64>,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// An online-safe copy of the database (SQLite `VACUUM INTO`), while
+    /// the node runs.
+    Backup {
+        #[arg(long)]
+        config: PathBuf,
+        /// The new file (must not exist).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -421,6 +503,44 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Geo {
             command: GeoCommand::Lookup { ip, json },
         } => geo_lookup(&ip, json),
+        Command::Doctor { config, json } => doctor::run(config, json).await,
+        Command::Import {
+            config,
+            csv,
+            concurrency,
+            json,
+        } => import::run(config, csv, concurrency, json).await,
+        Command::Notice {
+            case,
+            config,
+            format,
+        } => formats::notice(config, case, format).await,
+        Command::Export {
+            command:
+                ExportCommand::Stix {
+                    config,
+                    cases,
+                    direction,
+                    status,
+                    category,
+                    max_age_secs,
+                    limit,
+                },
+        } => {
+            let filter = client::ListArgs {
+                direction,
+                status,
+                category,
+                peer: None,
+                priority: None,
+                max_age_secs,
+                limit,
+            };
+            formats::export_stix(config, cases, filter).await
+        }
+        Command::Db {
+            command: DbCommand::Backup { config, out },
+        } => db_backup(config, out).await,
     }
 }
 
@@ -655,6 +775,28 @@ fn audit_verify_proof(
             Ok(ExitCode::from(2))
         }
     }
+}
+
+async fn db_backup(config: PathBuf, out: PathBuf) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    if out.exists() {
+        return Err(Failure {
+            code: EXIT_CONFIG,
+            error: anyhow::anyhow!("--out {}: the file exists; give a new name", out.display()),
+        });
+    }
+    let started = std::time::Instant::now();
+    let entries = crate::store::backup(&cfg.database, &out)
+        .await
+        .with_context(|| format!("backup of {} failed", cfg.database.display()))?;
+    let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "{} backed up to {} ({bytes} bytes, {entries} audit entries) in {} ms",
+        cfg.database.display(),
+        out.display(),
+        started.elapsed().as_millis()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn geo_lookup(ip: &str, json: bool) -> Result<ExitCode, Failure> {

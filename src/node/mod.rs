@@ -5,6 +5,7 @@
 
 pub mod cases;
 pub mod checkpoint;
+pub mod health;
 pub mod intake;
 pub mod overview;
 pub mod receive;
@@ -102,6 +103,8 @@ pub struct Core {
     /// The sequence number of every case that was created or changed, for
     /// `WatchCases`. Bounded: a watcher that falls behind is told so.
     pub case_events: tokio::sync::broadcast::Sender<i64>,
+    /// Readiness as last probed (`health`): drives `grpc.health.v1`.
+    pub ready: tokio::sync::watch::Sender<health::Readiness>,
 }
 
 impl Core {
@@ -257,6 +260,7 @@ impl Core {
     pub fn contacted_by(&self, peer: &NodeId) {
         if let Some(link) = self.peers.get(peer) {
             link.contact.notify_one();
+            self.peer_reachable(peer, true);
         }
     }
 
@@ -388,6 +392,11 @@ pub async fn start_with_listener(
         metrics: crate::metrics::Metrics::default(),
         limiter: crate::api::limits::Limiter::default(),
         case_events: tokio::sync::broadcast::channel(1024).0,
+        ready: tokio::sync::watch::channel(health::Readiness {
+            peers_configured: peers.len(),
+            ..Default::default()
+        })
+        .0,
         config,
     });
     audit_start(&core, addr, &peers)
@@ -404,6 +413,7 @@ pub async fn start_with_listener(
         listener,
         watch.clone(),
     ));
+    let mut probes = Vec::new();
     for peer in peers {
         let channel = tls::channel_reloadable(
             &peer.endpoint,
@@ -425,10 +435,17 @@ pub async fn start_with_listener(
         tasks.spawn(crate::federation::witness::run(
             core.clone(),
             peer.id.clone(),
-            channel,
+            channel.clone(),
             watch.clone(),
         ));
+        probes.push((peer.id.clone(), channel));
     }
+    tasks.spawn(health::run(
+        core.clone(),
+        probes,
+        core.config.health_probe_interval,
+        watch.clone(),
+    ));
     tasks.spawn(checkpoint::run_schedule(core.clone(), watch.clone()));
     let mut metrics_addr = None;
     if let Some(listen) = core.config.metrics_listen {
