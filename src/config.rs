@@ -294,7 +294,7 @@ impl NodeConfig {
         })?;
         let raw: RawNodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: shown.clone(),
-            message: e.to_string(),
+            message: describe_toml_error(&text, &e),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
@@ -497,6 +497,49 @@ impl NodeConfig {
             peer_quota,
             operator_quota,
         })
+    }
+}
+
+/// A TOML error as "key `a.b`: what was expected (line N, column M)": the
+/// key is found from the error's position in the text.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().to_owned();
+    let Some(span) = e.span() else {
+        return message;
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    // The table the position is in, and the key on its line.
+    let mut table = String::new();
+    for l in before.lines() {
+        let l = l.trim();
+        if let Some(h) = l.strip_prefix("[[").and_then(|h| h.split("]]").next()) {
+            table = h.trim().to_owned();
+        } else if let Some(h) = l.strip_prefix('[').and_then(|h| h.split(']').next()) {
+            table = h.trim().to_owned();
+        }
+    }
+    let line = text.lines().nth(line_no - 1).unwrap_or_default().trim();
+    let key = if line.starts_with('[') {
+        line.trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_owned()
+    } else if let Some((k, _)) = line.split_once('=') {
+        let k = k.trim().trim_matches('"');
+        if table.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{table}.{k}")
+        }
+    } else {
+        table
+    };
+    let at = format!("line {line_no}, column {column}");
+    if key.is_empty() {
+        format!("{message} ({at})")
+    } else {
+        format!("key `{key}`: {message} ({at})")
     }
 }
 

@@ -222,28 +222,37 @@ pub async fn render(core: &Core) -> String {
     // Gauges from the database.
     if let Ok(queues) = core.store.outbox_summary().await {
         let now = Core::now_ms();
+        // Every peer, with 0 for an empty queue, so a dashboard shows the
+        // queue drained rather than no data.
+        let mut per_peer: BTreeMap<String, (i64, f64)> = core
+            .peers
+            .keys()
+            .map(|p| (p.to_string(), (0, 0.0)))
+            .collect();
+        for q in &queues {
+            let age = (now - q.oldest_ms).max(0) as f64 / 1000.0;
+            per_peer.insert(q.peer.clone(), (q.depth, age));
+        }
         let _ = writeln!(
             out,
             "# HELP alertrelay_outbox_depth Undelivered items per peer.\n# TYPE alertrelay_outbox_depth gauge"
         );
-        for q in &queues {
+        for (peer, (depth, _)) in &per_peer {
             let _ = writeln!(
                 out,
-                "alertrelay_outbox_depth{{peer=\"{}\"}} {}",
-                esc(&q.peer),
-                q.depth
+                "alertrelay_outbox_depth{{peer=\"{}\"}} {depth}",
+                esc(peer)
             );
         }
         let _ = writeln!(
             out,
-            "# HELP alertrelay_outbox_oldest_age_seconds Age of the oldest undelivered item per peer.\n# TYPE alertrelay_outbox_oldest_age_seconds gauge"
+            "# HELP alertrelay_outbox_oldest_age_seconds Age of the oldest undelivered item per peer (0 when none).\n# TYPE alertrelay_outbox_oldest_age_seconds gauge"
         );
-        for q in &queues {
-            let age = (now - q.oldest_ms).max(0) as f64 / 1000.0;
+        for (peer, (_, age)) in &per_peer {
             let _ = writeln!(
                 out,
                 "alertrelay_outbox_oldest_age_seconds{{peer=\"{}\"}} {age}",
-                esc(&q.peer)
+                esc(peer)
             );
         }
     }

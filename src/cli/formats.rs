@@ -317,8 +317,8 @@ pub fn stix_bundle(node: &str, name: &str, cases: &[CaseView], now_ms: i64) -> V
         "type": "identity",
         "spec_version": "2.1",
         "id": identity_id,
-        "created": rfc3339_ms(0),
-        "modified": rfc3339_ms(0),
+        "created": now,
+        "modified": now,
         "name": name,
         "identity_class": "organization",
         "sectors": ["non-profit"],
@@ -420,7 +420,6 @@ pub fn stix_bundle(node: &str, name: &str, cases: &[CaseView], now_ms: i64) -> V
     json!({
         "type": "bundle",
         "id": format!("bundle--{}", uuid::Uuid::new_v4()),
-        "x_alertrelay_exported": now,
         "objects": objects,
     })
 }

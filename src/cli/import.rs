@@ -281,7 +281,8 @@ fn check(
 /// The idempotency key of one row: the same file's same row is always the
 /// same submission.
 pub fn submission_id(file_hash: &str, line: u64) -> String {
-    format!("import:{}:{line}", &file_hash[..32.min(file_hash.len())])
+    // The node accepts 1-64 of A-Z a-z 0-9 . _ -
+    format!("import-{}-{line}", &file_hash[..32.min(file_hash.len())])
 }
 
 async fn send(
