@@ -775,7 +775,15 @@ async fn notices_are_x_arf_v4_and_exports_are_stix_2_1_by_their_schemas() {
         .unwrap()
         .into_inner();
     let id = sent.report_id;
-    wait_case(&de, &id, 10, |c| c.direction == "incoming").await;
+    eventually(
+        10,
+        || {
+            let mut de = de.clone();
+            async move { cases(&mut de, "incoming").await.len() }
+        },
+        |n| *n == 1,
+    )
+    .await;
     let de_cfg = fed.config_path(1);
 
     // Not assessed yet: no notice.
