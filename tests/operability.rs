@@ -959,3 +959,143 @@ async fn an_online_backup_is_a_consistent_copy_that_verifies() {
     assert!(v["entries"].as_u64().unwrap() > 0);
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn logs_have_a_span_per_request_and_a_line_per_refusal_and_never_a_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = cli(&[
+        "federation",
+        "init",
+        "--out",
+        s(dir.path()),
+        "--node",
+        "FR-PDC=FR",
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let cfg = dir.path().join("FR-PDC/node.toml");
+    let mut node = Command::new(env!("CARGO_BIN_EXE_alertrelay"))
+        .args(["serve", "--config", s(&cfg), "--log-format", "json"])
+        .env("ALERTRELAY_LOG", "info,alertrelay=debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut stdout = tokio::io::BufReader::new(node.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(line.contains("listening"), "{line}");
+
+    let secret = format!("http://{FR_IP}/very-secret-path");
+    let (code, out, err) = cli(&[
+        "submit",
+        "--config",
+        s(&cfg),
+        "--url",
+        &secret,
+        "--category",
+        "csam",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, _, _) = cli(&[
+        "submit",
+        "--config",
+        s(&cfg),
+        "--url",
+        &secret,
+        "--category",
+        "kittens",
+    ])
+    .await;
+    assert_ne!(code, 0);
+    let (code, _, _) = cli(&["cases", "show", "no-such-case", "--config", s(&cfg)]).await;
+    assert_ne!(code, 0);
+
+    nix_term(&node);
+    let status = tokio::time::timeout(Duration::from_secs(20), node.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    let mut stderr = String::new();
+    use tokio::io::AsyncReadExt;
+    node.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    // Never a reported URL at info or above.
+    for l in &lines {
+        if l["level"] != "DEBUG" && l["level"] != "TRACE" {
+            assert!(!l.to_string().contains("very-secret-path"), "{l}");
+        }
+    }
+    let in_request = |l: &serde_json::Value, method: &str| {
+        l["span"]["name"] == "request"
+            && l["span"]["method"]
+                .as_str()
+                .is_some_and(|m| m.ends_with(method))
+            && l["span"]["caller"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("operator:FR-PDC/"))
+    };
+    // The accepted report: its lines carry the request span and the id.
+    let accepted: Vec<_> = lines
+        .iter()
+        .filter(|l| in_request(l, "/SubmitReport") && l["span"]["report_id"] == id.as_str())
+        .collect();
+    assert!(
+        accepted
+            .iter()
+            .any(|l| l["fields"]["message"] == "request done"),
+        "{stderr}"
+    );
+    // The refused one: a line with its reason code, in its request span,
+    // and the request's own refusal line with the gRPC code.
+    assert!(
+        lines.iter().any(|l| in_request(l, "/SubmitReport")
+            && l["fields"]["message"] == "input refused"
+            && l["fields"]["reason_code"] == "bad-category"
+            && l["level"] == "WARN"),
+        "{stderr}"
+    );
+    assert!(
+        lines.iter().any(|l| in_request(l, "/SubmitReport")
+            && l["fields"]["message"] == "request refused"
+            && l["fields"]["grpc_code"] == "InvalidArgument"),
+        "{stderr}"
+    );
+    assert!(
+        lines.iter().any(|l| in_request(l, "/GetCase")
+            && l["fields"]["message"] == "request refused"
+            && l["fields"]["grpc_code"] == "NotFound"
+            && l["span"]["report_id"] == "no-such-case"),
+        "{stderr}"
+    );
+}
+
+fn nix_term(child: &tokio::process::Child) {
+    let pid = child.id().unwrap();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}

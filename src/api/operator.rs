@@ -41,6 +41,7 @@ impl pb::operator_server::Operator for OperatorService {
         let done = intake::submit(&self.core, &operator, submission, &r.submission_id)
             .await
             .map_err(to_status)?;
+        crate::api::trace::report_id(&done.report_id);
         Ok(Response::new(pb::SubmitReportResponse {
             report_id: done.report_id,
             route: Some(done.route),
@@ -64,6 +65,7 @@ impl pb::operator_server::Operator for OperatorService {
         request: Request<pb::GetCaseRequest>,
     ) -> Result<Response<pb::Case>, Status> {
         let _permit = auth::operator(&self.core, &request).await?;
+        crate::api::trace::report_id(&request.get_ref().id);
         cases::get(&self.core, &request.get_ref().id)
             .await
             .map(|c| Response::new(case_to_pb(&c)))
@@ -176,6 +178,7 @@ impl pb::operator_server::Operator for OperatorService {
     ) -> Result<Response<pb::Case>, Status> {
         let (operator, _permit) = auth::operator(&self.core, &request).await?;
         let r = request.get_ref();
+        crate::api::trace::report_id(&r.id);
         cases::update(&self.core, &operator, &r.id, &r.status, &r.reason)
             .await
             .map(|c| Response::new(case_to_pb(&c)))

@@ -282,6 +282,7 @@ pub async fn serve(core: Arc<Core>, listener: TcpListener, mut shutdown: watch::
         .http2_max_header_list_size(16 * 1024)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .layer(crate::api::trace::TraceLayer)
         .layer(rescue)
         .add_service(health_service)
         .add_service(reflection)

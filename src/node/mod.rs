@@ -267,6 +267,9 @@ impl Core {
     /// Writes the audit entry of a refused input (and nothing else).
     pub async fn audit_refusal(&self, actor: &str, code: &str, message: &str, bytes: &[u8]) {
         self.metrics.refusal(code);
+        // Reasons name fields and codes, never a reported URL (they go into
+        // the audit log too).
+        tracing::warn!(caller = %actor, reason_code = code, reason = message, "input refused");
         let entry = audit::Entry::new(
             "input.refused",
             actor,
