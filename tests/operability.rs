@@ -1099,3 +1099,53 @@ fn nix_term(child: &tokio::process::Child) {
         .success();
     assert!(ok);
 }
+
+/// Runs the CLI on a pseudo-terminal (util-linux `script`), returning
+/// everything it drew there.
+async fn cli_on_tty(args: &[&str]) -> Option<String> {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("util-linux `script` is not installed: terminal output not checked");
+        return None;
+    }
+    let mut line = String::from(env!("CARGO_BIN_EXE_alertrelay"));
+    for a in args {
+        line.push(' ');
+        line.push_str(a);
+    }
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .output()
+        .await
+        .unwrap();
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test]
+async fn long_work_shows_progress_on_a_terminal() {
+    let fed = Federation::start(&[("FR-PDC", &["FR"])]).await;
+    let cfg = fed.config_path(0);
+    let mut text = String::from("url,category\n");
+    for i in 0..200 {
+        text.push_str(&format!("http://{FR_IP}/tty/{i},csam\n"));
+    }
+    let csv = write_csv(fed.dir.path(), "tty.csv", &text);
+    let Some(out) = cli_on_tty(&["import", "--config", s(&cfg), "--csv", s(&csv)]).await else {
+        return;
+    };
+    assert!(out.contains("/200 rows"), "a progress bar: {out:?}");
+    assert!(out.contains("200 rows: 200 accepted"), "{out:?}");
+    // Not on a pipe (the other tests read stderr of piped runs).
+    let (_, _, err) = cli(&["import", "--config", s(&cfg), "--csv", s(&csv)]).await;
+    assert!(!err.contains("/200 rows"), "{err}");
+
+    let out = cli_on_tty(&["audit", "verify", "--config", s(&cfg), "--offline"])
+        .await
+        .unwrap();
+    assert!(out.contains("entries  eta"), "a progress bar: {out:?}");
+    assert!(out.contains("verifies"), "{out:?}");
+    fed.shutdown().await;
+}

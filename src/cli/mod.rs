@@ -635,7 +635,24 @@ async fn audit_verify(config: PathBuf, json: bool, offline: bool) -> Result<Exit
         }
         Ok(ExitCode::from(2))
     };
-    let verified = match crate::audit::verify(&cfg.database, &ctx).await {
+    // A progress bar on a terminal (a large log takes a while).
+    let bar = if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:9} {bar:40} {pos}/{len} entries  eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let progress = |phase: &'static str, done: u64, total: u64| {
+        bar.set_message(phase);
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let verified = crate::audit::verify::verify_with_progress(&cfg.database, &ctx, &progress).await;
+    bar.finish_and_clear();
+    let verified = match verified {
         Ok(v) => v,
         Err(e) if e.is_tampering() => return broken(e),
         Err(e) => return Err(e.into()),
