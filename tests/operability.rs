@@ -632,6 +632,33 @@ async fn doctor_warns_about_an_unreachable_peer_and_fails_a_peer_that_is_not_who
         .clone();
     assert_eq!(peer["status"], "warn", "{peer}");
     fed.shutdown().await;
+
+    // The directory (wrongly) sends DE-ECO's traffic to NL-EOKM's address:
+    // the node that answers is not DE-ECO.
+    let fed = Federation::start(&[
+        ("FR-PDC", &["FR"]),
+        ("DE-ECO", &["DE"]),
+        ("NL-EOKM", &["NL"]),
+    ])
+    .await;
+    let cfg = fed.config_path(0);
+    let directory = cfg.parent().unwrap().join("directory.toml");
+    let text = std::fs::read_to_string(&directory).unwrap();
+    let de = format!("endpoint = \"{}\"", fed.endpoint(1));
+    let nl = format!("endpoint = \"{}\"", fed.endpoint(2));
+    assert!(text.contains(&de), "{text}");
+    std::fs::write(&directory, text.replace(&de, &nl)).unwrap();
+    let (code, out, _) = cli(&["doctor", "--config", s(&cfg), "--json"]).await;
+    assert_eq!(code, 1, "{out}");
+    let fails = doctor_failures(&out);
+    assert!(
+        fails
+            .iter()
+            .any(|(c, d)| c == "peer DE-ECO" && d.contains("does not name node DE-ECO")),
+        "{fails:?}"
+    );
+    assert!(!fails.iter().any(|(c, _)| c == "peer NL-EOKM"), "{fails:?}");
+    fed.shutdown().await;
 }
 
 fn write_csv(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -513,26 +513,30 @@ async fn peers(report: &mut Report, cfg: &NodeConfig) {
                     .await
                     .map(tonic::Response::into_inner)
                     .map_err(|s| {
+                        let detail = format!(
+                            "{}: {:?}: {}{}",
+                            peer.endpoint,
+                            s.code(),
+                            s.message(),
+                            source_chain(&s)
+                        );
                         // Down or unreachable is a warning (reports queue
-                        // until it is back); anything else is a
-                        // configuration problem on one side.
-                        let level = if s.code() == tonic::Code::Unavailable
-                            && !s.message().contains("certificate")
-                        {
-                            Level::Warn
-                        } else {
-                            Level::Fail
-                        };
-                        (
-                            level,
-                            format!(
-                                "{}: {:?}: {}{}",
-                                peer.endpoint,
-                                s.code(),
-                                s.message(),
-                                source_chain(&s)
-                            ),
-                        )
+                        // until it is back); anything else (a refused
+                        // certificate, the wrong node answering, a refusal
+                        // by the peer) is a configuration problem.
+                        let down = s.code() == tonic::Code::Unavailable
+                            && [
+                                "Connection refused",
+                                "timed out",
+                                "No route to host",
+                                "Network is unreachable",
+                                "Connection reset",
+                                "deadline has elapsed",
+                                "Timeout expired",
+                            ]
+                            .iter()
+                            .any(|m| detail.contains(m));
+                        (if down { Level::Warn } else { Level::Fail }, detail)
                     })
             }
             .await;
@@ -599,8 +603,11 @@ fn source_chain(s: &tonic::Status) -> String {
     let mut out = String::new();
     let mut e: Option<&dyn Error> = s.source();
     while let Some(err) = e {
-        out.push_str(": ");
-        out.push_str(&err.to_string());
+        let text = err.to_string();
+        if !s.message().contains(&text) && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         e = err.source();
     }
     out
