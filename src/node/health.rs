@@ -2,7 +2,7 @@
 //! database answers, the signing key is loaded and listed (not revoked) in
 //! the directory, and at least one peer is reachable (or none is
 //! configured). A probe task checks every `[health] probe_interval_ms`
-//! (each peer with a `NodeInfo` call over mutual TLS) and publishes the
+//! (each peer's own health service, over mutual TLS) and publishes the
 //! result on `Core::ready`; a peer that calls us counts as reachable at
 //! once.
 
@@ -14,7 +14,6 @@ use serde::Serialize;
 
 use crate::identity::NodeId;
 use crate::node::Core;
-use crate::pb;
 
 /// The node's readiness and why.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -102,10 +101,21 @@ async fn probe(core: &Core, channels: &[(NodeId, tonic::transport::Channel)]) {
         let ch = ch.clone();
         let peer = peer.clone();
         async move {
-            let mut client = pb::federation_client::FederationClient::new(ch);
-            let ok = tokio::time::timeout(timeout, client.node_info(pb::NodeInfoRequest {}))
-                .await
-                .is_ok_and(|r| r.is_ok_and(|info| info.get_ref().node_id == peer.as_str()));
+            // The peer's health service: a mutual-TLS handshake with the
+            // peer's certificate checked to name it (the channel's
+            // connector), and an answer, whatever its status. Unlike a
+            // Federation call it is not a request the peer audits, so a
+            // probe never fills a peer's audit log (nor that of a peer that
+            // suspended us).
+            let mut client = tonic_health::pb::health_client::HealthClient::new(ch);
+            let ok = tokio::time::timeout(
+                timeout,
+                client.check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                }),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok());
             (peer.to_string(), ok)
         }
     });
