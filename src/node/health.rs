@@ -75,8 +75,14 @@ pub async fn run(
 ) {
     loop {
         probe(&core, &channels).await;
+        // While not ready, look again sooner, so recovery shows quickly.
+        let wait = if core.readiness().serving() {
+            interval
+        } else {
+            interval.min(Duration::from_secs(1))
+        };
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
     }
