@@ -572,30 +572,37 @@ async fn peers(report: &mut Report, cfg: &NodeConfig) {
                     report.warn(check, "the peer does not tell its time (older version)");
                     continue;
                 }
-                // Its time was read somewhere within the round trip.
-                let ours = sent_ms + i64::try_from(rtt.as_millis() / 2).unwrap_or(0);
-                let skew = info.time_unix_ms - ours;
-                let slack = i64::try_from(rtt.as_millis()).unwrap_or(0);
-                let off = skew.abs().saturating_sub(slack);
-                if off > skew_limit {
-                    report.fail(
-                        check,
-                        format!(
-                            "clocks differ by {} ms, beyond limits.max_clock_skew_secs: reports will be refused; check NTP",
-                            skew
-                        ),
-                    );
-                } else if off > CLOCK_WARNING_MS {
-                    report.warn(check, format!("clocks differ by {skew} ms; check NTP"));
-                } else {
-                    report.ok(
-                        check,
-                        format!("clocks agree within {} ms", skew.abs().max(slack)),
-                    );
-                }
+                let rtt_ms = i64::try_from(rtt.as_millis()).unwrap_or(i64::MAX);
+                let (level, skew) = clock(info.time_unix_ms, sent_ms, rtt_ms, skew_limit);
+                let detail = match level {
+                    Level::Fail => format!(
+                        "clocks differ by {skew} ms, beyond limits.max_clock_skew_secs: reports will be refused; check NTP"
+                    ),
+                    Level::Warn => format!("clocks differ by {skew} ms; check NTP"),
+                    Level::Ok => format!("clocks agree within {} ms", skew.abs().max(rtt_ms)),
+                };
+                report.add(check, level, detail);
             }
         }
     }
+}
+
+/// Compares a peer's clock reading (`peer_ms`, taken somewhere within a
+/// round trip of `rtt_ms` that started at our `sent_ms`) with ours: the
+/// level and the estimated skew. The round trip is slack: only what is
+/// beyond it counts.
+fn clock(peer_ms: i64, sent_ms: i64, rtt_ms: i64, limit_ms: i64) -> (Level, i64) {
+    let ours = sent_ms.saturating_add(rtt_ms / 2);
+    let skew = peer_ms.saturating_sub(ours);
+    let off = skew.abs().saturating_sub(rtt_ms);
+    let level = if off > limit_ms {
+        Level::Fail
+    } else if off > CLOCK_WARNING_MS {
+        Level::Warn
+    } else {
+        Level::Ok
+    };
+    (level, skew)
 }
 
 fn source_chain(s: &tonic::Status) -> String {
@@ -611,4 +618,24 @@ fn source_chain(s: &tonic::Status) -> String {
         e = err.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_skew_beyond_the_round_trip_warns_then_fails() {
+        let limit = 300_000;
+        // In step, within the round trip.
+        assert_eq!(clock(1_000_050, 1_000_000, 100, limit).0, Level::Ok);
+        assert_eq!(clock(999_900, 1_000_000, 100, limit).0, Level::Ok);
+        // Six seconds ahead: a warning; ten minutes behind: a failure.
+        let (level, skew) = clock(1_006_050, 1_000_000, 100, limit);
+        assert_eq!((level, skew), (Level::Warn, 6_000));
+        let (level, skew) = clock(400_050, 1_000_000, 100, limit);
+        assert_eq!((level, skew), (Level::Fail, -600_000));
+        // A slow round trip is not mistaken for skew.
+        assert_eq!(clock(1_008_000, 1_000_000, 16_000, limit).0, Level::Ok);
+    }
 }
