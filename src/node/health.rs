@@ -42,7 +42,10 @@ impl Readiness {
             None => out.push("not probed yet".to_owned()),
         }
         if self.keys == Some(false) {
-            out.push("signing key not listed (or revoked) in the directory".to_owned());
+            out.push(
+                "signing key not listed (or revoked) in the directory, or this node suspended"
+                    .to_owned(),
+            );
         }
         if self.peers_configured > 0 && !self.peers.values().any(|r| *r) {
             out.push(format!("none of {} peers reachable", self.peers_configured));
