@@ -1176,3 +1176,59 @@ async fn long_work_shows_progress_on_a_terminal() {
     assert!(out.contains("verifies"), "{out:?}");
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_bad_case_filter_is_refused_like_any_bad_input() {
+    let fed = Federation::start(&[("FR-PDC", &["FR"])]).await;
+    let mut fr = fed.operator(0);
+    for (request, field) in [
+        (
+            pb::ListCasesRequest {
+                status: "lost".into(),
+                ..Default::default()
+            },
+            "status",
+        ),
+        (
+            pb::ListCasesRequest {
+                direction: "sideways".into(),
+                ..Default::default()
+            },
+            "direction",
+        ),
+        (
+            pb::ListCasesRequest {
+                category: "kittens".into(),
+                ..Default::default()
+            },
+            "category",
+        ),
+    ] {
+        let e = fr.list_cases(request).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.message().starts_with(&format!("{field}: ")),
+            "{}",
+            e.message()
+        );
+        assert!(e.message().ends_with("(bad-filter)"), "{}", e.message());
+    }
+    let page = fed.metrics(0).await;
+    assert!(
+        page.contains("alertrelay_refusals_total{reason=\"bad-filter\"} 3"),
+        "{page}"
+    );
+    let (code, out, err) = cli(&["audit", "export", "--config", s(&fed.config_path(0))]).await;
+    assert_eq!(code, 0, "{err}");
+    let refused: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["kind"] == "input.refused")
+        .collect();
+    assert_eq!(refused.len(), 3, "{out}");
+    assert!(
+        refused.iter().all(|e| e.to_string().contains("bad-filter")),
+        "{refused:?}"
+    );
+    fed.shutdown().await;
+}

@@ -11,6 +11,55 @@ use crate::pb;
 use crate::report::validate::Submission;
 use crate::report::{Direction, MediaHash};
 
+type Filter = (
+    Option<&'static str>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// The case-list filters, checked: direction, status, category, peer.
+fn list_filter(r: &pb::ListCasesRequest) -> Result<Filter, crate::report::InvalidInput> {
+    use crate::report::InvalidInput;
+    let direction = match r.direction.as_str() {
+        "" => None,
+        d => Some(
+            Direction::parse(d)
+                .ok_or_else(|| {
+                    InvalidInput::new(
+                        "bad-filter",
+                        "direction",
+                        "must be incoming, outgoing or local",
+                    )
+                })?
+                .as_str(),
+        ),
+    };
+    let opt = |s: &str| (!s.is_empty()).then_some(s.to_owned());
+    let status = opt(&r.status);
+    if let Some(st) = &status
+        && crate::report::CaseStatus::parse(st).is_err()
+        && !["queued", "delivered", "refused", "no-hotline"].contains(&st.as_str())
+    {
+        return Err(InvalidInput::new(
+            "bad-filter",
+            "status",
+            "is not a case status or a delivery state",
+        ));
+    }
+    let category = opt(&r.category);
+    if let Some(c) = &category {
+        crate::report::Category::parse(c)
+            .map_err(|e| InvalidInput::new("bad-filter", "category", e.message))?;
+    }
+    let peer = opt(&r.peer);
+    if let Some(p) = &peer {
+        crate::identity::NodeId::new(p)
+            .map_err(|e| InvalidInput::new("bad-filter", "peer", e.to_string()))?;
+    }
+    Ok((direction, status, category, peer))
+}
+
 pub struct OperatorService {
     pub core: Arc<Core>,
 }
@@ -76,33 +125,25 @@ impl pb::operator_server::Operator for OperatorService {
         &self,
         request: Request<pb::ListCasesRequest>,
     ) -> Result<Response<pb::ListCasesResponse>, Status> {
-        let _permit = auth::operator(&self.core, &request).await?;
+        let (operator, _permit) = auth::operator(&self.core, &request).await?;
         let r = request.get_ref();
-        let bad = |m: &str| Status::invalid_argument(m.to_owned());
-        let direction = match r.direction.as_str() {
-            "" => None,
-            d => Some(
-                Direction::parse(d)
-                    .ok_or_else(|| bad("direction must be incoming, outgoing or local"))?
-                    .as_str(),
-            ),
+        // A bad filter is refused like any bad input: INVALID_ARGUMENT
+        // naming the field, and an audit entry with its reason code.
+        let (direction, status, category, peer) = match list_filter(r) {
+            Ok(f) => f,
+            Err(e) => {
+                use prost::Message;
+                self.core
+                    .audit_refusal(
+                        &operator.to_string(),
+                        e.code,
+                        &e.to_string(),
+                        &r.encode_to_vec(),
+                    )
+                    .await;
+                return Err(to_status(e.into()));
+            }
         };
-        let opt = |s: &str| (!s.is_empty()).then_some(s.to_owned());
-        let status = opt(&r.status);
-        if let Some(st) = &status
-            && crate::report::CaseStatus::parse(st).is_err()
-            && !["queued", "delivered", "refused", "no-hotline"].contains(&st.as_str())
-        {
-            return Err(bad("status is not a case status or a delivery state"));
-        }
-        let category = opt(&r.category);
-        if let Some(c) = &category {
-            crate::report::Category::parse(c).map_err(|e| bad(&e.to_string()))?;
-        }
-        let peer = opt(&r.peer);
-        if let Some(p) = &peer {
-            crate::identity::NodeId::new(p).map_err(|e| bad(&e.to_string()))?;
-        }
         let priority = match r.priority {
             0 => None,
             p => Some(crate::api::convert::priority_from_pb(p).as_str()),
