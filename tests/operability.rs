@@ -1213,9 +1213,17 @@ async fn a_bad_case_filter_is_refused_like_any_bad_input() {
         );
         assert!(e.message().ends_with("(bad-filter)"), "{}", e.message());
     }
+    let e = fr
+        .watch_cases(pb::WatchCasesRequest {
+            direction: "sideways".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().starts_with("direction: "), "{}", e.message());
     let page = fed.metrics(0).await;
     assert!(
-        page.contains("alertrelay_refusals_total{reason=\"bad-filter\"} 3"),
+        page.contains("alertrelay_refusals_total{reason=\"bad-filter\"} 4"),
         "{page}"
     );
     let (code, out, err) = cli(&["audit", "export", "--config", s(&fed.config_path(0))]).await;
@@ -1225,7 +1233,7 @@ async fn a_bad_case_filter_is_refused_like_any_bad_input() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|e| e["kind"] == "input.refused")
         .collect();
-    assert_eq!(refused.len(), 3, "{out}");
+    assert_eq!(refused.len(), 4, "{out}");
     assert!(
         refused.iter().all(|e| e.to_string().contains("bad-filter")),
         "{refused:?}"

@@ -178,8 +178,25 @@ impl pb::operator_server::Operator for OperatorService {
     ) -> Result<Response<Self::WatchCasesStream>, Status> {
         // The permit covers opening the stream; a watching analyst does not
         // hold one of the caller's in-flight slots for hours.
-        let _permit = auth::operator(&self.core, &request).await?;
+        let (operator, _permit) = auth::operator(&self.core, &request).await?;
         let direction = request.get_ref().direction.clone();
+        if !direction.is_empty() && Direction::parse(&direction).is_none() {
+            let e = crate::report::InvalidInput::new(
+                "bad-filter",
+                "direction",
+                "must be incoming, outgoing or local",
+            );
+            use prost::Message;
+            self.core
+                .audit_refusal(
+                    &operator.to_string(),
+                    e.code,
+                    &e.to_string(),
+                    &request.get_ref().encode_to_vec(),
+                )
+                .await;
+            return Err(to_status(e.into()));
+        }
         let mut events = self.core.case_events.subscribe();
         let core = self.core.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
