@@ -95,6 +95,7 @@ impl pb::operator_server::Operator for OperatorService {
             report_id: done.report_id,
             route: Some(done.route),
             case: done.case.as_ref().map(case_to_pb),
+            repeat: done.repeat,
         }))
     }
 

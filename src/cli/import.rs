@@ -80,7 +80,6 @@ pub(crate) async fn run(
     let file_hash = hex::encode(crate::report::wire::digest(&bytes));
     let (rows, mut results) =
         parse(&bytes, &file_hash).map_err(|e| usage(anyhow!("{}: {e}", csv_path.display())))?;
-    let started_ms = crate::node::Core::now_ms();
     let client = connect(&cfg).await?;
 
     let bar = if json || !std::io::stderr().is_terminal() {
@@ -105,7 +104,7 @@ pub(crate) async fn run(
         let mut client = client.clone();
         let bar = bar.clone();
         tasks.spawn(async move {
-            let result = send(&mut client, row, started_ms).await;
+            let result = send(&mut client, row).await;
             drop(permit);
             bar.inc(1);
             result
@@ -288,7 +287,6 @@ pub fn submission_id(file_hash: &str, line: u64) -> String {
 async fn send(
     client: &mut crate::pb::operator_client::OperatorClient<tonic::transport::Channel>,
     row: Row,
-    started_ms: i64,
 ) -> RowResult {
     let mut attempt = 0u64;
     loop {
@@ -296,12 +294,8 @@ async fn send(
         match client.submit_report(row.request.clone()).await {
             Ok(r) => {
                 let r = r.into_inner();
-                // The node answers a repeated key with the original report,
-                // created before this run began.
-                let already = r
-                    .case
-                    .as_ref()
-                    .is_some_and(|c| c.created_at_ms > 0 && c.created_at_ms < started_ms);
+                // A repeated key is answered with the original report.
+                let already = r.repeat;
                 return RowResult {
                     row: row.line,
                     status: if already {
