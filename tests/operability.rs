@@ -1240,3 +1240,25 @@ async fn a_bad_case_filter_is_refused_like_any_bad_input() {
     );
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn health_is_not_serving_once_the_directory_suspends_this_node() {
+    // Probes once a minute when ready: the change below is seen because a
+    // reload triggers a probe.
+    let fed = Federation::start_prepared(AB, |dir| {
+        edit_configs(dir, |t| {
+            t.replace("probe_interval_ms = 5000", "probe_interval_ms = 60000")
+        })
+    })
+    .await;
+    eventually(10, || health(&fed, 0), |s| *s == SERVING).await;
+    // FR-PDC's own directory now suspends it; a reload applies it.
+    let path = fed.configs[0].directory_path.clone();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (head, tail) = text.split_at(text.find("id = \"FR-PDC\"").unwrap());
+    let tail = tail.replacen("active = true", "active = false", 1);
+    std::fs::write(&path, format!("{head}{tail}")).unwrap();
+    fed.admin(0).reload(pb::ReloadRequest {}).await.unwrap();
+    eventually(5, || health(&fed, 0), |s| *s == NOT_SERVING).await;
+    fed.shutdown().await;
+}

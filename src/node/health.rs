@@ -4,7 +4,7 @@
 //! configured). A probe task checks every `[health] probe_interval_ms`
 //! (each peer's own health service, over mutual TLS) and publishes the
 //! result on `Core::ready`; a peer that calls us counts as reachable at
-//! once.
+//! once, and a reload triggers a probe.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -76,6 +76,7 @@ pub async fn run(
     interval: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut reloaded = core.generation.subscribe();
     loop {
         probe(&core, &channels).await;
         // While not ready, look again sooner, so recovery shows quickly.
@@ -86,6 +87,8 @@ pub async fn run(
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            // A reload may change the directory or the key: look at once.
+            _ = reloaded.changed() => {}
             _ = shutdown.changed() => return,
         }
     }
