@@ -930,6 +930,35 @@ async fn notices_are_x_arf_v4_and_exports_are_stix_2_1_by_their_schemas() {
         .collect();
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0]["x_alertrelay_case_id"], grooming.report_id);
+    let identity = |b: &serde_json::Value| {
+        b["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["type"] == "identity")
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        identity(&bundle),
+        identity(&again),
+        "one version of the hotline"
+    );
+    let url_id = |b: &serde_json::Value, u: &str| {
+        b["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["type"] == "url" && o["value"] == u)
+            .map(|o| o["id"].clone())
+    };
+    let chat = "http://[2a01:4f8::1]/chat";
+    assert!(url_id(&bundle, chat).is_some());
+    assert_eq!(
+        url_id(&bundle, chat),
+        url_id(&again, chat),
+        "deterministic SCO ids"
+    );
     let mut broken = bundle.clone();
     broken["objects"][1]["created"] = "2026-11-28T17:00:00Z".into();
     broken["objects"][0]["created"] = "2026-11-28T17:00:00Z".into();

@@ -278,12 +278,17 @@ pub(crate) async fn export_stix(
         .map(|n| n.name.clone())
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| cfg.node_id.to_string());
-    let bundle = stix_bundle(
-        &cfg.node_id.to_string(),
-        &name,
-        &cases,
-        crate::node::Core::now_ms(),
-    );
+    // The identity object must keep its `created` across exports: the
+    // start of this node's certificate is as stable as it gets.
+    let since_ms = crate::crypto::tls::load_certs(&cfg.tls.cert)
+        .ok()
+        .and_then(|c| {
+            x509_parser::parse_x509_certificate(&c[0])
+                .ok()
+                .map(|(_, x)| x.validity().not_before.timestamp() * 1000)
+        })
+        .unwrap_or(0);
+    let bundle = stix_bundle(&cfg.node_id.to_string(), &name, &cases, since_ms);
     println!("{}", serde_json::to_string_pretty(&bundle)?);
     eprintln!("{} case(s) exported", cases.len());
     Ok(ExitCode::SUCCESS)
@@ -310,15 +315,17 @@ fn sdo_id(kind: &str, name: &str) -> String {
 /// `report` whose `object_refs` are the case's `url`s, hosting addresses
 /// and media `file` hashes (cyber-observables with deterministic ids), with
 /// the case's category, status and route as `x_alertrelay_` properties.
-pub fn stix_bundle(node: &str, name: &str, cases: &[CaseView], now_ms: i64) -> Value {
+/// `identity_since_ms` dates the hotline's `identity` object (stable, so
+/// every export carries the same version of it).
+pub fn stix_bundle(node: &str, name: &str, cases: &[CaseView], identity_since_ms: i64) -> Value {
     let identity_id = sdo_id("identity", node);
-    let now = rfc3339_ms(now_ms);
+    let since = rfc3339_ms(identity_since_ms);
     let mut objects = vec![json!({
         "type": "identity",
         "spec_version": "2.1",
         "id": identity_id,
-        "created": now,
-        "modified": now,
+        "created": since,
+        "modified": since,
         "name": name,
         "identity_class": "organization",
         "sectors": ["non-profit"],
