@@ -78,6 +78,11 @@ pub struct RawNodeConfig {
     pub audit: RawAudit,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub health: RawHealth,
+    /// Who notices to hosting providers come from (`alertrelay notice`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<RawNotice>,
     /// Category-specific fallbacks, tried in order before `fallback`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallback_for: Vec<RawFallbackFor>,
@@ -96,6 +101,36 @@ pub struct RawMetrics {
     /// Address of the Prometheus endpoint (`GET /metrics`), e.g.
     /// `127.0.0.1:9464`. Off when empty. Keep it off public interfaces.
     pub listen: Option<String>,
+}
+
+/// `[notice]`: the sender of notices to hosting providers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotice {
+    /// The hotline's name as providers should see it (default: its name in
+    /// the directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// The e-mail address providers answer to.
+    pub contact: String,
+    /// The hotline's domain name.
+    pub domain: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHealth {
+    /// How often readiness (database, keys, peers) is probed for
+    /// `grpc.health.v1.Health`.
+    pub probe_interval_ms: u64,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        RawHealth {
+            probe_interval_ms: 5_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,6 +251,9 @@ pub struct NodeConfig {
     pub checkpoint_interval: Duration,
     pub witness_interval: Duration,
     pub metrics_listen: Option<SocketAddr>,
+    pub health_probe_interval: Duration,
+    /// `[notice]`, checked.
+    pub notice: Option<RawNotice>,
     pub peer_quota: crate::api::limits::Quota,
     pub operator_quota: crate::api::limits::Quota,
 }
@@ -256,7 +294,7 @@ impl NodeConfig {
         })?;
         let raw: RawNodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: shown.clone(),
-            message: e.to_string(),
+            message: describe_toml_error(&text, &e),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
@@ -356,6 +394,39 @@ impl NodeConfig {
                 "audit intervals must be at least 10 ms".into(),
             ));
         }
+        if raw.health.probe_interval_ms < 10 {
+            return Err(invalid(
+                "health.probe_interval_ms",
+                "must be at least 10 ms".into(),
+            ));
+        }
+        if let Some(n) = &raw.notice {
+            let (local, domain) = n.contact.split_once('@').unwrap_or(("", ""));
+            if local.is_empty() || domain.is_empty() || n.contact.chars().any(char::is_whitespace) {
+                return Err(invalid(
+                    "notice.contact",
+                    format!("expected an e-mail address, got {:?}", n.contact),
+                ));
+            }
+            let labels_ok = !n.domain.is_empty()
+                && n.domain.len() <= 253
+                && n.domain.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                });
+            if !labels_ok {
+                return Err(invalid(
+                    "notice.domain",
+                    format!(
+                        "expected a DNS name such as hotline.example, got {:?}",
+                        n.domain
+                    ),
+                ));
+            }
+        }
         let l = &raw.limits;
         let quota = |key: &'static str, per_sec: f64, burst: u32, concurrent: u32| {
             if !(per_sec > 0.0 && per_sec.is_finite()) || burst == 0 || concurrent == 0 {
@@ -421,9 +492,54 @@ impl NodeConfig {
             checkpoint_interval: Duration::from_millis(raw.audit.checkpoint_interval_ms),
             witness_interval: Duration::from_millis(raw.audit.witness_interval_ms),
             metrics_listen,
+            health_probe_interval: Duration::from_millis(raw.health.probe_interval_ms),
+            notice: raw.notice.clone(),
             peer_quota,
             operator_quota,
         })
+    }
+}
+
+/// A TOML error as "key `a.b`: what was expected (line N, column M)": the
+/// key is found from the error's position in the text.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().to_owned();
+    let Some(span) = e.span() else {
+        return message;
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    // The table the position is in, and the key on its line.
+    let mut table = String::new();
+    for l in before.lines() {
+        let l = l.trim();
+        if let Some(h) = l.strip_prefix("[[").and_then(|h| h.split("]]").next()) {
+            table = h.trim().to_owned();
+        } else if let Some(h) = l.strip_prefix('[').and_then(|h| h.split(']').next()) {
+            table = h.trim().to_owned();
+        }
+    }
+    let line = text.lines().nth(line_no - 1).unwrap_or_default().trim();
+    let key = if line.starts_with('[') {
+        line.trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_owned()
+    } else if let Some((k, _)) = line.split_once('=') {
+        let k = k.trim().trim_matches('"');
+        if table.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{table}.{k}")
+        }
+    } else {
+        table
+    };
+    let at = format!("line {line_no}, column {column}");
+    if key.is_empty() {
+        format!("{message} ({at})")
+    } else {
+        format!("key `{key}`: {message} ({at})")
     }
 }
 

@@ -254,31 +254,47 @@ pub async fn render(core: &Core) -> String {
             );
         }
     }
+    process(&mut out, core);
+    let ready = core.readiness();
+    let _ = writeln!(
+        out,
+        "# HELP alertrelay_ready Whether the node reports SERVING on grpc.health.v1 (database reachable, keys loaded, a peer reachable or none configured).\n# TYPE alertrelay_ready gauge\nalertrelay_ready {}",
+        u8::from(ready.serving())
+    );
     // Gauges from the database.
     if let Ok(queues) = core.store.outbox_summary().await {
         let now = Core::now_ms();
+        // Every peer, with 0 for an empty queue, so a dashboard shows the
+        // queue drained rather than no data.
+        let mut per_peer: BTreeMap<String, (i64, f64)> = core
+            .peers
+            .keys()
+            .map(|p| (p.to_string(), (0, 0.0)))
+            .collect();
+        for q in &queues {
+            let age = (now - q.oldest_ms).max(0) as f64 / 1000.0;
+            per_peer.insert(q.peer.clone(), (q.depth, age));
+        }
         let _ = writeln!(
             out,
             "# HELP alertrelay_outbox_depth Undelivered items per peer.\n# TYPE alertrelay_outbox_depth gauge"
         );
-        for q in &queues {
+        for (peer, (depth, _)) in &per_peer {
             let _ = writeln!(
                 out,
-                "alertrelay_outbox_depth{{peer=\"{}\"}} {}",
-                esc(&q.peer),
-                q.depth
+                "alertrelay_outbox_depth{{peer=\"{}\"}} {depth}",
+                esc(peer)
             );
         }
         let _ = writeln!(
             out,
-            "# HELP alertrelay_outbox_oldest_age_seconds Age of the oldest undelivered item per peer.\n# TYPE alertrelay_outbox_oldest_age_seconds gauge"
+            "# HELP alertrelay_outbox_oldest_age_seconds Age of the oldest undelivered item per peer (0 when none).\n# TYPE alertrelay_outbox_oldest_age_seconds gauge"
         );
-        for q in &queues {
-            let age = (now - q.oldest_ms).max(0) as f64 / 1000.0;
+        for (peer, (_, age)) in &per_peer {
             let _ = writeln!(
                 out,
                 "alertrelay_outbox_oldest_age_seconds{{peer=\"{}\"}} {age}",
-                esc(&q.peer)
+                esc(peer)
             );
         }
     }
@@ -297,6 +313,96 @@ pub async fn render(core: &Core) -> String {
         }
     }
     out
+}
+
+/// The standard process figures (Prometheus client conventions), read
+/// from `/proc/self` on Linux; absent elsewhere.
+fn process(out: &mut String, core: &Core) {
+    let start = core.started_at_ms as f64 / 1000.0;
+    let _ = writeln!(
+        out,
+        "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {start}"
+    );
+    let Some(p) = ProcSelf::read() else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {}",
+        p.cpu_seconds
+    );
+    let _ = writeln!(
+        out,
+        "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}",
+        p.resident_bytes
+    );
+    let _ = writeln!(
+        out,
+        "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n# TYPE process_virtual_memory_bytes gauge\nprocess_virtual_memory_bytes {}",
+        p.virtual_bytes
+    );
+    let _ = writeln!(
+        out,
+        "# HELP process_open_fds Number of open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds {}",
+        p.open_fds
+    );
+    if let Some(max) = p.max_fds {
+        let _ = writeln!(
+            out,
+            "# HELP process_max_fds Maximum number of open file descriptors.\n# TYPE process_max_fds gauge\nprocess_max_fds {max}"
+        );
+    }
+}
+
+/// What `/proc/self` says about this process.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcSelf {
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
+    pub open_fds: u64,
+    pub max_fds: Option<u64>,
+}
+
+impl ProcSelf {
+    /// `None` where there is no `/proc` (not Linux).
+    pub fn read() -> Option<ProcSelf> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name, which is in parentheses and may
+        // contain spaces: field 3 (state) is the first after ") ".
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // proc(5): utime 14, stime 15, vsize 23 (1-based overall).
+        let num = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok());
+        // The kernel's clock tick is 100 Hz on every Linux platform
+        // Rust supports (USER_HZ is fixed in the ABI).
+        const TICKS: f64 = 100.0;
+        // VmRSS is in kB, independent of the page size.
+        let resident_kb = std::fs::read_to_string("/proc/self/status")
+            .ok()?
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+        let max_fds = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|l| {
+                l.lines()
+                    .find(|l| l.starts_with("Max open files"))
+                    .and_then(|l| l.split_whitespace().nth(3))
+                    .and_then(|v| v.parse().ok())
+            });
+        Some(ProcSelf {
+            cpu_seconds: (num(14)? + num(15)?) as f64 / TICKS,
+            virtual_bytes: num(23)?,
+            resident_bytes: resident_kb * 1024,
+            open_fds,
+            max_fds,
+        })
+    }
 }
 
 /// Serves `GET /metrics` over plain HTTP/1.1 on `listener` until shutdown.

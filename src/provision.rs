@@ -230,6 +230,8 @@ pub fn init(
             metrics: RawMetrics {
                 listen: options.metrics_listen.clone(),
             },
+            health: Default::default(),
+            notice: None,
             fallback_for: Vec::new(),
             geo: Default::default(),
             dns: Default::default(),

@@ -539,15 +539,26 @@ async fn health_and_reflection_are_served_so_grpcurl_works() {
         std::time::Duration::from_secs(5),
     )
     .unwrap();
-    let status = HealthClient::new(channel.clone())
-        .check(HealthCheckRequest {
-            service: "alertrelay.v1.Operator".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status;
-    assert_eq!(status, ServingStatus::Serving as i32);
+    // SERVING once the node has seen its peer (readiness: see
+    // tests/operability.rs).
+    eventually(
+        10,
+        || {
+            let mut client = HealthClient::new(channel.clone());
+            async move {
+                client
+                    .check(HealthCheckRequest {
+                        service: "alertrelay.v1.Operator".into(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .status
+            }
+        },
+        |s| *s == ServingStatus::Serving as i32,
+    )
+    .await;
 
     let request = ServerReflectionRequest {
         host: String::new(),

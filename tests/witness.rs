@@ -148,17 +148,20 @@ async fn three_nodes_witness_each_other_and_a_rolled_back_node_is_refused() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    // Both sides raise it as a metric too.
-    let de_page = fed.metrics(1).await;
-    assert!(
-        de_page.contains("alertrelay_witness_events_total{peer=\"FR-PDC\",event=\"refused\"}"),
-        "{de_page}"
-    );
-    let fr_page = fed.metrics(0).await;
-    assert!(
-        fr_page.contains("alertrelay_witness_events_total{peer=\"DE-ECO\",event=\"refused_us\"}"),
-        "{fr_page}"
-    );
+    // Both sides raise it as a metric too (the refusal FR heard first may
+    // have been another witness's: wait for DE-ECO's).
+    eventually(
+        20,
+        || fed.metrics(1),
+        |p| p.contains("alertrelay_witness_events_total{peer=\"FR-PDC\",event=\"refused\"}"),
+    )
+    .await;
+    eventually(
+        20,
+        || fed.metrics(0),
+        |p| p.contains("alertrelay_witness_events_total{peer=\"DE-ECO\",event=\"refused_us\"}"),
+    )
+    .await;
     fed.stop(1).await;
     let refusals: Vec<_> = audit_kinds(&de_db)
         .await

@@ -43,11 +43,11 @@ async fn audited<T, R>(
             // Refused too often: no audit entry of its own (it is counted
             // into the next one), and the caller is told to back off.
             core.metrics.refusal("refusals-throttled");
+            tracing::debug!(caller = %who, reason = status.message(), "call refused (throttled, counted into the next audit entry)");
             return Err(Status::resource_exhausted(
                 "too many refused calls; retry later",
             ));
         };
-        tracing::warn!(caller = %who, reason = status.message(), suppressed, "call refused");
         let code = if status.code() == tonic::Code::ResourceExhausted {
             "rate-limited"
         } else {

@@ -48,6 +48,7 @@ impl pb::federation_server::Federation for FederationService {
             countries: me.map(|n| n.countries.clone()).unwrap_or_default(),
             key_ids: vec![self.core.key().key_id().to_owned()],
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            time_unix_ms: Core::now_ms(),
         }))
     }
 

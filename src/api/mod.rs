@@ -12,3 +12,4 @@ pub mod operator;
 pub mod rescue;
 pub mod server;
 pub mod status;
+pub mod trace;

@@ -11,6 +11,55 @@ use crate::pb;
 use crate::report::validate::Submission;
 use crate::report::{Direction, MediaHash};
 
+type Filter = (
+    Option<&'static str>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// The case-list filters, checked: direction, status, category, peer.
+fn list_filter(r: &pb::ListCasesRequest) -> Result<Filter, crate::report::InvalidInput> {
+    use crate::report::InvalidInput;
+    let direction = match r.direction.as_str() {
+        "" => None,
+        d => Some(
+            Direction::parse(d)
+                .ok_or_else(|| {
+                    InvalidInput::new(
+                        "bad-filter",
+                        "direction",
+                        "must be incoming, outgoing, local or relayed",
+                    )
+                })?
+                .as_str(),
+        ),
+    };
+    let opt = |s: &str| (!s.is_empty()).then_some(s.to_owned());
+    let status = opt(&r.status);
+    if let Some(st) = &status
+        && crate::report::CaseStatus::parse(st).is_err()
+        && !["queued", "delivered", "refused", "no-hotline"].contains(&st.as_str())
+    {
+        return Err(InvalidInput::new(
+            "bad-filter",
+            "status",
+            "is not a case status or a delivery state",
+        ));
+    }
+    let category = opt(&r.category);
+    if let Some(c) = &category {
+        crate::report::Category::parse(c)
+            .map_err(|e| InvalidInput::new("bad-filter", "category", e.message))?;
+    }
+    let peer = opt(&r.peer);
+    if let Some(p) = &peer {
+        crate::identity::NodeId::new(p)
+            .map_err(|e| InvalidInput::new("bad-filter", "peer", e.to_string()))?;
+    }
+    Ok((direction, status, category, peer))
+}
+
 pub struct OperatorService {
     pub core: Arc<Core>,
 }
@@ -41,10 +90,12 @@ impl pb::operator_server::Operator for OperatorService {
         let done = intake::submit(&self.core, &operator, submission, &r.submission_id)
             .await
             .map_err(to_status)?;
+        crate::api::trace::report_id(&done.report_id);
         Ok(Response::new(pb::SubmitReportResponse {
             report_id: done.report_id,
             route: Some(done.route),
             case: done.case.as_ref().map(case_to_pb),
+            repeat: done.repeat,
         }))
     }
 
@@ -64,6 +115,7 @@ impl pb::operator_server::Operator for OperatorService {
         request: Request<pb::GetCaseRequest>,
     ) -> Result<Response<pb::Case>, Status> {
         let _permit = auth::operator(&self.core, &request).await?;
+        crate::api::trace::report_id(&request.get_ref().id);
         cases::get(&self.core, &request.get_ref().id)
             .await
             .map(|c| Response::new(case_to_pb(&c)))
@@ -74,33 +126,25 @@ impl pb::operator_server::Operator for OperatorService {
         &self,
         request: Request<pb::ListCasesRequest>,
     ) -> Result<Response<pb::ListCasesResponse>, Status> {
-        let _permit = auth::operator(&self.core, &request).await?;
+        let (operator, _permit) = auth::operator(&self.core, &request).await?;
         let r = request.get_ref();
-        let bad = |m: &str| Status::invalid_argument(m.to_owned());
-        let direction = match r.direction.as_str() {
-            "" => None,
-            d => Some(
-                Direction::parse(d)
-                    .ok_or_else(|| bad("direction must be incoming, outgoing, local or relayed"))?
-                    .as_str(),
-            ),
+        // A bad filter is refused like any bad input: INVALID_ARGUMENT
+        // naming the field, and an audit entry with its reason code.
+        let (direction, status, category, peer) = match list_filter(r) {
+            Ok(f) => f,
+            Err(e) => {
+                use prost::Message;
+                self.core
+                    .audit_refusal(
+                        &operator.to_string(),
+                        e.code,
+                        &e.to_string(),
+                        &r.encode_to_vec(),
+                    )
+                    .await;
+                return Err(to_status(e.into()));
+            }
         };
-        let opt = |s: &str| (!s.is_empty()).then_some(s.to_owned());
-        let status = opt(&r.status);
-        if let Some(st) = &status
-            && crate::report::CaseStatus::parse(st).is_err()
-            && !["queued", "delivered", "refused", "no-hotline"].contains(&st.as_str())
-        {
-            return Err(bad("status is not a case status or a delivery state"));
-        }
-        let category = opt(&r.category);
-        if let Some(c) = &category {
-            crate::report::Category::parse(c).map_err(|e| bad(&e.to_string()))?;
-        }
-        let peer = opt(&r.peer);
-        if let Some(p) = &peer {
-            crate::identity::NodeId::new(p).map_err(|e| bad(&e.to_string()))?;
-        }
         let priority = match r.priority {
             0 => None,
             p => Some(crate::api::convert::priority_from_pb(p).as_str()),
@@ -135,8 +179,25 @@ impl pb::operator_server::Operator for OperatorService {
     ) -> Result<Response<Self::WatchCasesStream>, Status> {
         // The permit covers opening the stream; a watching analyst does not
         // hold one of the caller's in-flight slots for hours.
-        let _permit = auth::operator(&self.core, &request).await?;
+        let (operator, _permit) = auth::operator(&self.core, &request).await?;
         let direction = request.get_ref().direction.clone();
+        if !direction.is_empty() && Direction::parse(&direction).is_none() {
+            let e = crate::report::InvalidInput::new(
+                "bad-filter",
+                "direction",
+                "must be incoming, outgoing, local or relayed",
+            );
+            use prost::Message;
+            self.core
+                .audit_refusal(
+                    &operator.to_string(),
+                    e.code,
+                    &e.to_string(),
+                    &request.get_ref().encode_to_vec(),
+                )
+                .await;
+            return Err(to_status(e.into()));
+        }
         let mut events = self.core.case_events.subscribe();
         let core = self.core.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -176,6 +237,7 @@ impl pb::operator_server::Operator for OperatorService {
     ) -> Result<Response<pb::Case>, Status> {
         let (operator, _permit) = auth::operator(&self.core, &request).await?;
         let r = request.get_ref();
+        crate::api::trace::report_id(&r.id);
         cases::update(&self.core, &operator, &r.id, &r.status, &r.reason)
             .await
             .map(|c| Response::new(case_to_pb(&c)))

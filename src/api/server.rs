@@ -227,12 +227,30 @@ pub async fn serve(core: Arc<Core>, listener: TcpListener, mut shutdown: watch::
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<pb::federation_server::FederationServer<FederationService>>()
-        .await;
-    health
-        .set_serving::<pb::operator_server::OperatorServer<OperatorService>>()
-        .await;
+    // The overall status ("") and both services follow the node's
+    // readiness (`node::health`), updated whenever it changes.
+    let mut ready = core.ready.subscribe();
+    let mut health_shutdown = shutdown.clone();
+    let health_task = tokio::spawn(async move {
+        loop {
+            let status = if ready.borrow_and_update().serving() {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            for name in [
+                <pb::federation_server::FederationServer<FederationService> as tonic::server::NamedService>::NAME,
+                <pb::operator_server::OperatorServer<OperatorService> as tonic::server::NamedService>::NAME,
+            ] {
+                health.set_service_status(name, status).await;
+            }
+            tokio::select! {
+                r = ready.changed() => if r.is_err() { return },
+                _ = health_shutdown.changed() => return,
+            }
+        }
+    });
     // Both reflection versions: grpcurl and other tools still ask v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -264,6 +282,7 @@ pub async fn serve(core: Arc<Core>, listener: TcpListener, mut shutdown: watch::
         .http2_max_header_list_size(16 * 1024)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .layer(crate::api::trace::TraceLayer)
         .layer(rescue)
         .add_service(health_service)
         .add_service(reflection)
@@ -278,6 +297,7 @@ pub async fn serve(core: Arc<Core>, listener: TcpListener, mut shutdown: watch::
         )
         .await;
     accept_loop.abort();
+    health_task.abort();
     if let Err(e) = result {
         tracing::error!(error = %e, "gRPC server stopped");
     }

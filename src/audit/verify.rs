@@ -124,8 +124,23 @@ struct CosigRow {
     line: String,
 }
 
+const PROGRESS_EVERY: usize = 4096;
+
+/// How far a long verification is: (phase, entries done, entries in all).
+pub type Progress<'a> = &'a (dyn Fn(&'static str, u64, u64) + Sync);
+
 /// Recomputes the audit log of the database at `path` (opened read-only).
 pub async fn verify(path: &Path, ctx: &VerifyContext) -> Result<Verified, AuditError> {
+    verify_with_progress(path, ctx, &|_, _, _| {}).await
+}
+
+/// [`verify`], reporting progress every few thousand entries (`reading`,
+/// then `checking`).
+pub async fn verify_with_progress(
+    path: &Path,
+    ctx: &VerifyContext,
+    progress: Progress<'_>,
+) -> Result<Verified, AuditError> {
     use sqlx::sqlite::SqliteConnectOptions;
     use sqlx::{ConnectOptions, Connection};
     let shown = path.display().to_string();
@@ -138,12 +153,26 @@ pub async fn verify(path: &Path, ctx: &VerifyContext) -> Result<Verified, AuditE
             path: shown.clone(),
             source,
         })?;
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT seq, at_ms, kind, actor, subject, detail, prev_hash, hash, leaf_hash FROM audit_log ORDER BY rowid",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .map_err(AuditError::Read)?;
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(AuditError::Read)?;
+    let total = u64::try_from(total).unwrap_or(0);
+    let mut rows: Vec<Row> = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    {
+        use tokio_stream::StreamExt;
+        let mut stream = sqlx::query_as::<_, Row>(
+            "SELECT seq, at_ms, kind, actor, subject, detail, prev_hash, hash, leaf_hash FROM audit_log ORDER BY rowid",
+        )
+        .fetch(&mut conn);
+        while let Some(row) = stream.next().await {
+            rows.push(row.map_err(AuditError::Read)?);
+            if rows.len().is_multiple_of(PROGRESS_EVERY) {
+                progress("reading", rows.len() as u64, total);
+            }
+        }
+    }
+    progress("reading", rows.len() as u64, total);
     let checkpoints: Vec<CheckpointRow> =
         sqlx::query_as("SELECT size, root, note FROM checkpoints ORDER BY size")
             .fetch_all(&mut conn)
@@ -156,7 +185,7 @@ pub async fn verify(path: &Path, ctx: &VerifyContext) -> Result<Verified, AuditE
             .map_err(AuditError::Read)?;
     let _ = conn.close().await;
 
-    let leaves = check_entries(&rows)?;
+    let leaves = check_entries(&rows, progress)?;
     let entries = leaves.len() as u64;
     let cosigned_size = check_checkpoints(ctx, &leaves, &checkpoints, &cosigs)?;
     let head = rows
@@ -175,10 +204,13 @@ pub async fn verify(path: &Path, ctx: &VerifyContext) -> Result<Verified, AuditE
 }
 
 /// The chain, the sequence and each leaf hash; returns the leaf hashes.
-fn check_entries(rows: &[Row]) -> Result<Vec<Hash>, AuditError> {
+fn check_entries(rows: &[Row], progress: Progress<'_>) -> Result<Vec<Hash>, AuditError> {
     let mut prev = GENESIS.to_vec();
     let mut leaves = Vec::with_capacity(rows.len());
     for (expected_seq, row) in (1i64..).zip(rows.iter()) {
+        if leaves.len().is_multiple_of(PROGRESS_EVERY) {
+            progress("checking", leaves.len() as u64, rows.len() as u64);
+        }
         let seq = row.seq;
         let broken = |problem: String| AuditError::Broken { seq, problem };
         if seq != expected_seq {

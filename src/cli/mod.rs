@@ -3,6 +3,9 @@
 
 pub(crate) mod client;
 mod demo;
+mod doctor;
+mod formats;
+mod import;
 mod print;
 
 use std::path::PathBuf;
@@ -147,6 +150,85 @@ pub enum Command {
     Geo {
         #[command(subcommand)]
         command: GeoCommand,
+    },
+    /// Check a configuration before starting: files, permissions,
+    /// certificates, the signing key, the peers and the clock.
+    Doctor {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Submit every row of a CSV file (url, category, hosting_ip, hashes,
+    /// priority, notes); a re-run never submits a row twice.
+    Import {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        csv: PathBuf,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A notice about a case for the hosting provider, in a standard format.
+    Notice {
+        /// Report id, or ORIGIN/REPORT-ID.
+        case: String,
+        #[arg(long)]
+        config: PathBuf,
+        /// `xarf` (X-ARF v4 JSON).
+        #[arg(long, default_value = "xarf")]
+        format: String,
+    },
+    /// Cases in a standard exchange format.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
+    /// The database.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// A STIX 2.1 bundle of cases (for law enforcement).
+    Stix {
+        #[arg(long)]
+        config: PathBuf,
+        /// Only these cases (repeat); all matching the filters otherwise.
+        #[arg(long = "case")]
+        cases: Vec<String>,
+        /// incoming, outgoing or local.
+        #[arg(long)]
+        direction: Option<String>,
+        /// A case status or delivery state.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        category: Option<String>,
+        /// Only cases created within this many seconds.
+        #[arg(long)]
+        max_age_secs: Option<u64>,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// An online-safe copy of the database (SQLite `VACUUM INTO`), while
+    /// the node runs.
+    Backup {
+        #[arg(long)]
+        config: PathBuf,
+        /// The new file (must not exist).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -576,6 +658,44 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Geo {
             command: GeoCommand::Lookup { ip, json },
         } => geo_lookup(&ip, json),
+        Command::Doctor { config, json } => doctor::run(config, json).await,
+        Command::Import {
+            config,
+            csv,
+            concurrency,
+            json,
+        } => import::run(config, csv, concurrency, json).await,
+        Command::Notice {
+            case,
+            config,
+            format,
+        } => formats::notice(config, case, format).await,
+        Command::Export {
+            command:
+                ExportCommand::Stix {
+                    config,
+                    cases,
+                    direction,
+                    status,
+                    category,
+                    max_age_secs,
+                    limit,
+                },
+        } => {
+            let filter = client::ListArgs {
+                direction,
+                status,
+                category,
+                peer: None,
+                priority: None,
+                max_age_secs,
+                limit,
+            };
+            formats::export_stix(config, cases, filter).await
+        }
+        Command::Db {
+            command: DbCommand::Backup { config, out },
+        } => db_backup(config, out).await,
     }
 }
 
@@ -682,7 +802,24 @@ async fn audit_verify(config: PathBuf, json: bool, offline: bool) -> Result<Exit
         }
         Ok(ExitCode::from(2))
     };
-    let verified = match crate::audit::verify(&cfg.database, &ctx).await {
+    // A progress bar on a terminal (a large log takes a while).
+    let bar = if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:9} {bar:40} {pos}/{len} entries  eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let progress = |phase: &'static str, done: u64, total: u64| {
+        bar.set_message(phase);
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let verified = crate::audit::verify::verify_with_progress(&cfg.database, &ctx, &progress).await;
+    bar.finish_and_clear();
+    let verified = match verified {
         Ok(v) => v,
         Err(e) if e.is_tampering() => return broken(e),
         Err(e) => return Err(e.into()),
@@ -822,6 +959,28 @@ fn audit_verify_proof(
             Ok(ExitCode::from(2))
         }
     }
+}
+
+async fn db_backup(config: PathBuf, out: PathBuf) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    if out.exists() {
+        return Err(Failure {
+            code: EXIT_CONFIG,
+            error: anyhow::anyhow!("--out {}: the file exists; give a new name", out.display()),
+        });
+    }
+    let started = std::time::Instant::now();
+    let entries = crate::store::backup(&cfg.database, &out)
+        .await
+        .with_context(|| format!("backup of {} failed", cfg.database.display()))?;
+    let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "{} backed up to {} ({bytes} bytes, {entries} audit entries) in {} ms",
+        cfg.database.display(),
+        out.display(),
+        started.elapsed().as_millis()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn geo_lookup(ip: &str, json: bool) -> Result<ExitCode, Failure> {

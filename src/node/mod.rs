@@ -6,6 +6,7 @@
 pub mod amend;
 pub mod cases;
 pub mod checkpoint;
+pub mod health;
 pub mod intake;
 pub mod overview;
 pub mod receive;
@@ -104,6 +105,8 @@ pub struct Core {
     /// The sequence number of every case that was created or changed, for
     /// `WatchCases`. Bounded: a watcher that falls behind is told so.
     pub case_events: tokio::sync::broadcast::Sender<i64>,
+    /// Readiness as last probed (`health`): drives `grpc.health.v1`.
+    pub ready: tokio::sync::watch::Sender<health::Readiness>,
 }
 
 impl Core {
@@ -259,12 +262,16 @@ impl Core {
     pub fn contacted_by(&self, peer: &NodeId) {
         if let Some(link) = self.peers.get(peer) {
             link.contact.notify_one();
+            self.peer_reachable(peer, true);
         }
     }
 
     /// Writes the audit entry of a refused input (and nothing else).
     pub async fn audit_refusal(&self, actor: &str, code: &str, message: &str, bytes: &[u8]) {
         self.metrics.refusal(code);
+        // Reasons name fields and codes, never a reported URL (they go into
+        // the audit log too).
+        tracing::warn!(caller = %actor, reason_code = code, reason = message, "input refused");
         let entry = audit::Entry::new(
             "input.refused",
             actor,
@@ -390,6 +397,11 @@ pub async fn start_with_listener(
         metrics: crate::metrics::Metrics::default(),
         limiter: crate::api::limits::Limiter::default(),
         case_events: tokio::sync::broadcast::channel(1024).0,
+        ready: tokio::sync::watch::channel(health::Readiness {
+            peers_configured: peers.len(),
+            ..Default::default()
+        })
+        .0,
         config,
     });
     audit_start(&core, addr, &peers)
@@ -406,6 +418,7 @@ pub async fn start_with_listener(
         listener,
         watch.clone(),
     ));
+    let mut probes = Vec::new();
     for peer in peers {
         let channel = tls::channel_reloadable(
             &peer.endpoint,
@@ -427,10 +440,17 @@ pub async fn start_with_listener(
         tasks.spawn(crate::federation::witness::run(
             core.clone(),
             peer.id.clone(),
-            channel,
+            channel.clone(),
             watch.clone(),
         ));
+        probes.push((peer.id.clone(), channel));
     }
+    tasks.spawn(health::run(
+        core.clone(),
+        probes,
+        core.config.health_probe_interval,
+        watch.clone(),
+    ));
     tasks.spawn(checkpoint::run_schedule(core.clone(), watch.clone()));
     let mut metrics_addr = None;
     if let Some(listen) = core.config.metrics_listen {

@@ -541,6 +541,14 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the database file answers a read (for health).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sqlite_master")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(())
+    }
+
     /// Per peer: undelivered items and the creation time of the oldest.
     pub async fn outbox_summary(&self) -> Result<Vec<QueueRow>, StoreError> {
         Ok(sqlx::query_as(
@@ -1220,4 +1228,51 @@ impl Tx {
         };
         Ok(res.rows_affected() == 1)
     }
+}
+
+/// Copies the database at `path` to a new file `out` (mode 0600) with
+/// SQLite's `VACUUM INTO`: a consistent snapshot taken in one read
+/// transaction, safe while the node runs and writes. Returns the number of
+/// audit entries in the copy.
+pub async fn backup(path: &Path, out: &Path) -> Result<u64, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::Corrupt(format!(
+            "{} does not exist",
+            path.display()
+        )));
+    }
+    // VACUUM INTO needs a new or empty file; creating it first gives it
+    // mode 0600.
+    crate::crypto::signing::write_private_file(out, b"").map_err(|source| StoreError::Create {
+        path: out.display().to_string(),
+        source,
+    })?;
+    let options = SqliteConnectOptions::from_str("sqlite://")?
+        .filename(path)
+        .busy_timeout(Duration::from_secs(30));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
+    let target = out.display().to_string();
+    let result = sqlx::query("VACUUM INTO ?")
+        .bind(&target)
+        .execute(&pool)
+        .await;
+    pool.close().await;
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(out);
+        return Err(e.into());
+    }
+    let copy = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            SqliteConnectOptions::from_str("sqlite://")?
+                .filename(out)
+                .read_only(true),
+        )
+        .await?;
+    let n = audit_size(&copy).await;
+    copy.close().await;
+    n
 }

@@ -1,0 +1,432 @@
+//! Cases in standard formats: an X-ARF v4 notice for the hosting provider
+//! (`alertrelay notice CASE --format xarf`) and a STIX 2.1 bundle for law
+//! enforcement (`alertrelay export stix`). Both are built from the case as
+//! the node shows it (`GetCase` / `ListCases`); neither carries analysts'
+//! identities or the case notes (they may hold personal data).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+use serde_json::{Value, json};
+
+use super::client::{ListArgs, connect};
+use super::{EXIT_CONFIG, Failure, load_config};
+use crate::api::convert::case_from_pb;
+use crate::config::NodeConfig;
+use crate::node::cases::CaseView;
+use crate::pb;
+
+/// The X-ARF version the notices follow.
+pub const XARF_VERSION: &str = "4.0.0";
+
+fn rpc(status: tonic::Status) -> Failure {
+    anyhow!("{:?}: {}", status.code(), status.message()).into()
+}
+
+pub(crate) async fn notice(
+    config: PathBuf,
+    case: String,
+    format: String,
+) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    if format != "xarf" {
+        return Err(Failure {
+            code: EXIT_CONFIG,
+            error: anyhow!("--format {format:?}: the supported format is xarf (X-ARF v4)"),
+        });
+    }
+    let sender = notice_sender(&cfg)?;
+    let mut client = connect(&cfg).await?;
+    let case = client
+        .get_case(pb::GetCaseRequest { id: case })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let case = case_from_pb(case);
+    let notices = xarf_notices(&case, &sender).map_err(|e| Failure {
+        code: 1,
+        error: anyhow!("case {}: {e}", case.id),
+    })?;
+    if let [one] = notices.as_slice() {
+        println!("{}", serde_json::to_string_pretty(one)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&notices)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Who the notice is from: `[notice]` in node.toml.
+pub struct Sender {
+    pub org: String,
+    pub contact: String,
+    pub domain: String,
+    pub node: String,
+}
+
+fn notice_sender(cfg: &NodeConfig) -> Result<Sender, Failure> {
+    let n = cfg.notice.as_ref().ok_or_else(|| Failure {
+        code: EXIT_CONFIG,
+        error: anyhow!(
+            "{}: key `notice`: notices need a [notice] section with `contact` (e-mail) and `domain`",
+            cfg.path.display()
+        ),
+    })?;
+    let name = cfg
+        .directory
+        .node(&cfg.node_id)
+        .map(|n| n.name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| cfg.node_id.to_string());
+    Ok(Sender {
+        org: n.org.clone().unwrap_or(name),
+        contact: n.contact.clone(),
+        domain: n.domain.clone(),
+        node: cfg.node_id.to_string(),
+    })
+}
+
+/// The assessment a notice rests on, from the case's history.
+fn assessment(case: &CaseView) -> Option<&str> {
+    case.history
+        .iter()
+        .rev()
+        .map(|h| h.status.as_str())
+        .find(|s| ["illegal-baseline", "illegal-national", "not-illegal"].contains(s))
+}
+
+/// One X-ARF v4 notice per reported URL (the format has one `url` per
+/// report). Refused for cases not assessed illegal here, and for
+/// categories X-ARF v4 has no type for.
+pub fn xarf_notices(case: &CaseView, sender: &Sender) -> Result<Vec<Value>, String> {
+    if case.direction == "outgoing" {
+        return Err(
+            "is an outgoing report: the hotline of the hosting country sends the notice".into(),
+        );
+    }
+    let assessed = match assessment(case) {
+        Some("illegal-baseline") => "illegal under the INTERPOL baseline",
+        Some("illegal-national") => "illegal under national law",
+        Some(_) => return Err("was assessed not illegal: no notice".into()),
+        None => {
+            return Err(
+                "has not been assessed yet (illegal-baseline or illegal-national first)".into(),
+            );
+        }
+    };
+    let (xarf_type, extra) = match (case.category.as_str(), assessment(case)) {
+        ("csam", Some("illegal-baseline")) => (
+            "csam",
+            json!({"classification": "baseline", "detection_method": "manual_review"}),
+        ),
+        ("csam", _) => {
+            return Err(
+                "X-ARF v4 csam classifications (baseline, A1, A2, B1, B2) have no value for \"illegal nationally\"; send this notice another way".into(),
+            );
+        }
+        ("child-exploitation", _) => (
+            "csem",
+            json!({"exploitation_type": "distribution", "detection_method": "manual_review"}),
+        ),
+        ("grooming", _) => (
+            "csem",
+            json!({"exploitation_type": "grooming", "detection_method": "manual_review"}),
+        ),
+        ("trafficking", _) => (
+            "csem",
+            json!({"exploitation_type": "trafficking", "detection_method": "manual_review"}),
+        ),
+        (other, _) => return Err(format!("X-ARF v4 has no content type for category {other}")),
+    };
+    let route = case.route.as_ref();
+    let address = route.map(|r| r.ip.clone()).filter(|ip| !ip.is_empty());
+    let asn = route.map(|r| r.asn).filter(|a| *a > 0);
+    let country = case
+        .hosting_country
+        .clone()
+        .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()));
+    let contact = json!({"org": sender.org, "contact": sender.contact, "domain": sender.domain});
+    let mut hashes = serde_json::Map::new();
+    for h in &case.hashes {
+        let (name, len) = match h.algorithm.to_ascii_lowercase().as_str() {
+            "md5" => ("md5", 32),
+            "sha1" => ("sha1", 40),
+            "sha256" => ("sha256", 64),
+            _ => continue,
+        };
+        if h.value.len() == len && h.value.bytes().all(|b| b.is_ascii_hexdigit()) {
+            hashes.insert(name.into(), Value::String(h.value.to_ascii_lowercase()));
+        }
+    }
+    let mut out = Vec::new();
+    for url in &case.urls {
+        let parsed = url::Url::parse(url).ok();
+        let host = parsed
+            .as_ref()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        let domain = parsed.as_ref().and_then(|u| match u.host() {
+            Some(url::Host::Domain(d)) if d.contains('.') => Some(d.to_owned()),
+            _ => None,
+        });
+        let source = address
+            .clone()
+            .or(host)
+            .unwrap_or_else(|| "unknown".to_owned());
+        let mut n = json!({
+            "xarf_version": XARF_VERSION,
+            "report_id": derived_uuid(&format!("xarf|{}|{}|{url}", case.origin, case.id)),
+            "timestamp": rfc3339_ms(case.created_at_ms),
+            "reporter": contact,
+            "sender": contact,
+            "source_identifier": source,
+            "category": "content",
+            "type": xarf_type,
+            "url": url,
+            "evidence_source": "user_report",
+            "description": format!(
+                "Reported to {} and assessed {assessed}. Please remove the content and preserve it for law enforcement. Reference {} (case {}).",
+                sender.org, sender.node, case.id
+            ),
+        });
+        let obj = n.as_object_mut().expect("an object");
+        for (k, v) in extra.as_object().expect("an object") {
+            obj.insert(k.clone(), v.clone());
+        }
+        if let Some(d) = domain {
+            obj.insert("domain".into(), d.into());
+        }
+        if let Some(a) = asn {
+            obj.insert("asn".into(), a.into());
+        }
+        if let Some(c) = &country {
+            obj.insert("country_code".into(), c.clone().into());
+        }
+        if xarf_type == "csam" && !hashes.is_empty() {
+            obj.insert("hash_values".into(), Value::Object(hashes.clone()));
+        }
+        out.push(n);
+    }
+    Ok(out)
+}
+
+/// A UUID (version 4 layout) derived from `name`, so the same notice or
+/// object always gets the same id.
+fn derived_uuid(name: &str) -> String {
+    let d = crate::report::wire::digest(name.as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    uuid::Builder::from_random_bytes(b).into_uuid().to_string()
+}
+
+/// RFC 3339 in UTC with milliseconds, as STIX requires.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_default()
+}
+
+pub(crate) async fn export_stix(
+    config: PathBuf,
+    ids: Vec<String>,
+    filter: ListArgs,
+) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let mut client = connect(&cfg).await?;
+    let mut cases = Vec::new();
+    if ids.is_empty() {
+        let list = client
+            .list_cases(pb::ListCasesRequest {
+                direction: filter.direction.unwrap_or_default(),
+                limit: filter.limit,
+                status: filter.status.unwrap_or_default(),
+                category: filter.category.unwrap_or_default(),
+                peer: String::new(),
+                priority: 0,
+                max_age_secs: filter.max_age_secs.unwrap_or(0),
+            })
+            .await
+            .map_err(rpc)?
+            .into_inner();
+        for c in list.cases {
+            // The list view is enough for ids; the full case has the route.
+            let full = client
+                .get_case(pb::GetCaseRequest {
+                    id: format!("{}/{}", c.origin, c.id),
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            cases.push(case_from_pb(full));
+        }
+    } else {
+        for id in ids {
+            let c = client
+                .get_case(pb::GetCaseRequest { id })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            cases.push(case_from_pb(c));
+        }
+    }
+    let name = cfg
+        .directory
+        .node(&cfg.node_id)
+        .map(|n| n.name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| cfg.node_id.to_string());
+    // The identity object must keep its `created` across exports: the
+    // start of this node's certificate is as stable as it gets.
+    let since_ms = crate::crypto::tls::load_certs(&cfg.tls.cert)
+        .ok()
+        .and_then(|c| {
+            x509_parser::parse_x509_certificate(&c[0])
+                .ok()
+                .map(|(_, x)| x.validity().not_before.timestamp() * 1000)
+        })
+        .unwrap_or(0);
+    let bundle = stix_bundle(&cfg.node_id.to_string(), &name, &cases, since_ms);
+    println!("{}", serde_json::to_string_pretty(&bundle)?);
+    eprintln!("{} case(s) exported", cases.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// STIX's namespace for deterministic (v5) ids of cyber-observables.
+const STIX_NAMESPACE: uuid::Uuid = uuid::uuid!("00abedb4-aa42-466c-9c01-fed23315a9b7");
+
+fn sco_id(kind: &str, contributing: &Value) -> String {
+    // The id-contributing properties as canonical JSON (serde_json sorts
+    // object keys: it has no `preserve_order` here).
+    let name = contributing.to_string();
+    format!(
+        "{kind}--{}",
+        uuid::Uuid::new_v5(&STIX_NAMESPACE, name.as_bytes())
+    )
+}
+
+fn sdo_id(kind: &str, name: &str) -> String {
+    format!("{kind}--{}", derived_uuid(&format!("stix|{kind}|{name}")))
+}
+
+/// A STIX 2.1 bundle: this hotline as an `identity`, and per case a
+/// `report` whose `object_refs` are the case's `url`s, hosting addresses
+/// and media `file` hashes (cyber-observables with deterministic ids), with
+/// the case's category, status and route as `x_alertrelay_` properties.
+/// `identity_since_ms` dates the hotline's `identity` object (stable, so
+/// every export carries the same version of it).
+pub fn stix_bundle(node: &str, name: &str, cases: &[CaseView], identity_since_ms: i64) -> Value {
+    let identity_id = sdo_id("identity", node);
+    let since = rfc3339_ms(identity_since_ms);
+    let mut objects = vec![json!({
+        "type": "identity",
+        "spec_version": "2.1",
+        "id": identity_id,
+        "created": since,
+        "modified": since,
+        "name": name,
+        "identity_class": "organization",
+        "sectors": ["non-profit"],
+        "x_alertrelay_node": node,
+    })];
+    let mut seen = std::collections::BTreeSet::new();
+    let mut push_sco = |objects: &mut Vec<Value>, obj: Value| -> String {
+        let id = obj["id"].as_str().unwrap_or_default().to_owned();
+        if seen.insert(id.clone()) {
+            objects.push(obj);
+        }
+        id
+    };
+    for case in cases {
+        let mut refs = Vec::new();
+        for url in &case.urls {
+            let id = sco_id("url", &json!({"value": url}));
+            refs.push(push_sco(
+                &mut objects,
+                json!({"type": "url", "spec_version": "2.1", "id": id, "value": url}),
+            ));
+        }
+        if let Some(r) = &case.route
+            && let Ok(ip) = r.ip.parse::<std::net::IpAddr>()
+        {
+            let kind = if ip.is_ipv4() {
+                "ipv4-addr"
+            } else {
+                "ipv6-addr"
+            };
+            let value = ip.to_string();
+            let id = sco_id(kind, &json!({"value": value}));
+            refs.push(push_sco(
+                &mut objects,
+                json!({"type": kind, "spec_version": "2.1", "id": id, "value": value}),
+            ));
+        }
+        for h in &case.hashes {
+            let algo = match h.algorithm.to_ascii_lowercase().as_str() {
+                "md5" => "MD5",
+                "sha1" => "SHA-1",
+                "sha256" => "SHA-256",
+                "sha512" => "SHA-512",
+                _ => continue,
+            };
+            let hashes = json!({ algo: h.value.to_ascii_lowercase() });
+            let id = sco_id("file", &json!({ "hashes": hashes }));
+            refs.push(push_sco(
+                &mut objects,
+                json!({"type": "file", "spec_version": "2.1", "id": id, "hashes": hashes}),
+            ));
+        }
+        if refs.is_empty() {
+            // object_refs must not be empty: refer to the hotline itself.
+            refs.push(identity_id.clone());
+        }
+        let modified_ms = case
+            .history
+            .iter()
+            .filter_map(|h| {
+                time::OffsetDateTime::parse(&h.at, &time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+            .max()
+            .unwrap_or(case.created_at_ms)
+            .max(case.created_at_ms);
+        let mut report = json!({
+            "type": "report",
+            "spec_version": "2.1",
+            "id": sdo_id("report", &format!("{}/{}", case.origin, case.id)),
+            "created_by_ref": identity_id,
+            "created": rfc3339_ms(case.created_at_ms),
+            "modified": rfc3339_ms(modified_ms),
+            "name": format!("{} report {} from {}", case.category, case.id, case.origin),
+            "report_types": ["indicator"],
+            "published": rfc3339_ms(case.created_at_ms),
+            "object_refs": refs,
+            "labels": [case.category.clone()],
+            "x_alertrelay_case_id": case.id,
+            "x_alertrelay_origin": case.origin,
+            "x_alertrelay_direction": case.direction,
+            "x_alertrelay_status": case.status,
+            "x_alertrelay_priority": case.priority,
+            "x_alertrelay_status_history": case.history.iter().map(|h| json!({"status": h.status, "at": h.at, "signer": h.signer})).collect::<Vec<_>>(),
+        });
+        let obj = report.as_object_mut().expect("an object");
+        if let Some(c) = &case.hosting_country {
+            obj.insert("x_alertrelay_hosting_country".into(), c.clone().into());
+        }
+        if let Some(r) = &case.route {
+            obj.insert("x_alertrelay_route_reason".into(), r.reason.clone().into());
+            if r.asn > 0 {
+                obj.insert("x_alertrelay_asn".into(), r.asn.into());
+            }
+        }
+        objects.push(report);
+    }
+    json!({
+        "type": "bundle",
+        "id": format!("bundle--{}", uuid::Uuid::new_v4()),
+        "objects": objects,
+    })
+}

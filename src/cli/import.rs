@@ -1,0 +1,330 @@
+//! `alertrelay import`: submits every row of a CSV file through the
+//! ordinary `SubmitReport` RPC, several requests in flight. Each row
+//! carries a `submission_id` derived from the file's SHA-256 and the row's
+//! line number, so a re-run (after a crash, a lost answer, Ctrl-C) never
+//! submits a row twice: the node answers with the original report.
+//!
+//! Columns (a header row names them, in any order): `url` (several
+//! separated by whitespace), `category`, `hosting_ip`, `hashes`
+//! (`sha256:HEX;md5:HEX`), and optionally `priority` (`urgent`/`bulk`) and
+//! `notes`. Each row is checked with the node's own validation first; a bad
+//! row is reported with its line number and reason and not sent.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use serde::Serialize;
+
+use super::client::connect;
+use super::{EXIT_CONFIG, Failure, load_config};
+use crate::pb;
+use crate::report::validate::{Submission, draft};
+use crate::report::{MediaHash, Priority};
+
+const COLUMNS: [&str; 6] = [
+    "url",
+    "category",
+    "hosting_ip",
+    "hashes",
+    "priority",
+    "notes",
+];
+const REQUIRED: [&str; 2] = ["url", "category"];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RowResult {
+    /// The line of the CSV file (the header is line 1).
+    pub row: u64,
+    /// `accepted`, `already-imported` or `refused`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub report_id: String,
+    /// Why a row was refused: `field: reason (code)`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary<'a> {
+    file: String,
+    sha256: String,
+    rows: usize,
+    accepted: usize,
+    already_imported: usize,
+    refused: usize,
+    results: &'a [RowResult],
+}
+
+/// A row, checked and ready to send.
+struct Row {
+    line: u64,
+    request: pb::SubmitReportRequest,
+}
+
+pub(crate) async fn run(
+    config: PathBuf,
+    csv_path: PathBuf,
+    concurrency: usize,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let usage = |e: anyhow::Error| Failure {
+        code: EXIT_CONFIG,
+        error: e,
+    };
+    let bytes = std::fs::read(&csv_path)
+        .map_err(|e| usage(anyhow!("cannot read --csv {}: {e}", csv_path.display())))?;
+    let file_hash = hex::encode(crate::report::wire::digest(&bytes));
+    let (rows, mut results) =
+        parse(&bytes, &file_hash).map_err(|e| usage(anyhow!("{}: {e}", csv_path.display())))?;
+    let client = connect(&cfg).await?;
+
+    let bar = if json || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(rows.len() as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} rows  {per_sec}  eta {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.clamp(1, 64)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for row in rows {
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| anyhow!("import stopped"))?;
+        let mut client = client.clone();
+        let bar = bar.clone();
+        tasks.spawn(async move {
+            let result = send(&mut client, row).await;
+            drop(permit);
+            bar.inc(1);
+            result
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        results.push(r.map_err(|e| anyhow!("an import task failed: {e}"))?);
+    }
+    bar.finish_and_clear();
+    results.sort_by_key(|r| r.row);
+
+    let count = |s: &str| results.iter().filter(|r| r.status == s).count();
+    let summary = Summary {
+        file: csv_path.display().to_string(),
+        sha256: file_hash,
+        rows: results.len(),
+        accepted: count("accepted"),
+        already_imported: count("already-imported"),
+        refused: count("refused"),
+        results: &results,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        for r in results.iter().filter(|r| r.status == "refused") {
+            println!("row {}: refused: {}", r.row, r.reason);
+        }
+        println!(
+            "{}: {} rows: {} accepted, {} already imported (not submitted again), {} refused",
+            summary.file, summary.rows, summary.accepted, summary.already_imported, summary.refused
+        );
+    }
+    Ok(if summary.refused > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Reads and checks every row. Rows that fail the checks are returned as
+/// refused results; the others as requests.
+fn parse(bytes: &[u8], file_hash: &str) -> Result<(Vec<Row>, Vec<RowResult>), String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_reader(bytes);
+    let headers = reader
+        .headers()
+        .map_err(|e| format!("header row: {e}"))?
+        .clone();
+    let mut index = std::collections::BTreeMap::new();
+    for (i, h) in headers.iter().enumerate() {
+        let h = h.to_ascii_lowercase();
+        if !COLUMNS.contains(&h.as_str()) {
+            return Err(format!(
+                "unknown column {h:?}; the columns are {}",
+                COLUMNS.join(", ")
+            ));
+        }
+        if index.insert(h.clone(), i).is_some() {
+            return Err(format!("column {h:?} appears twice"));
+        }
+    }
+    for r in REQUIRED {
+        if !index.contains_key(r) {
+            return Err(format!("no {r:?} column (the header row must name it)"));
+        }
+    }
+    let mut rows = Vec::new();
+    let mut refused = Vec::new();
+    for record in reader.records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                refused.push(RowResult {
+                    row: line,
+                    status: "refused",
+                    report_id: String::new(),
+                    reason: format!("not a valid CSV row: {e}"),
+                });
+                continue;
+            }
+        };
+        let line = record.position().map_or(0, |p| p.line());
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        let get = |c: &str| {
+            index
+                .get(c)
+                .and_then(|i| record.get(*i))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        match check(&get, line, file_hash) {
+            Ok(request) => rows.push(Row { line, request }),
+            Err(reason) => refused.push(RowResult {
+                row: line,
+                status: "refused",
+                report_id: String::new(),
+                reason,
+            }),
+        }
+    }
+    Ok((rows, refused))
+}
+
+fn check(
+    get: &dyn Fn(&str) -> String,
+    line: u64,
+    file_hash: &str,
+) -> Result<pb::SubmitReportRequest, String> {
+    let urls: Vec<String> = get("url").split_whitespace().map(str::to_owned).collect();
+    let category = get("category");
+    let hosting_ip = get("hosting_ip");
+    let notes = get("notes");
+    let priority = match get("priority").as_str() {
+        "" | "bulk" => Priority::Bulk,
+        "urgent" => Priority::Urgent,
+        other => {
+            return Err(format!(
+                "priority: {other:?} is not urgent or bulk (bad-priority)"
+            ));
+        }
+    };
+    let mut hashes = Vec::new();
+    for (i, h) in get("hashes")
+        .split(';')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .enumerate()
+    {
+        let (algorithm, value) = h.split_once(':').ok_or_else(|| {
+            format!("hashes[{i}]: {h:?} is not ALGORITHM:VALUE such as sha256:HEX (bad-hash)")
+        })?;
+        hashes.push(MediaHash {
+            algorithm: algorithm.to_ascii_lowercase(),
+            value: value.to_owned(),
+        });
+    }
+    // The node's own checks, so a bad row is named before anything is sent.
+    draft(Submission {
+        urls: &urls,
+        category: &category,
+        hosting_ip: &hosting_ip,
+        priority,
+        notes: &notes,
+        hashes: hashes.clone(),
+    })
+    .map_err(|e| format!("{}: {} ({})", e.field, e.message, e.code))?;
+    Ok(pb::SubmitReportRequest {
+        urls,
+        category,
+        hosting_ip,
+        priority: match priority {
+            Priority::Urgent => pb::Priority::Urgent as i32,
+            Priority::Bulk => pb::Priority::Bulk as i32,
+        },
+        notes,
+        hashes: hashes
+            .into_iter()
+            .map(|h| pb::MediaHash {
+                algorithm: h.algorithm,
+                value: h.value,
+            })
+            .collect(),
+        submission_id: submission_id(file_hash, line),
+    })
+}
+
+/// The idempotency key of one row: the same file's same row is always the
+/// same submission.
+pub fn submission_id(file_hash: &str, line: u64) -> String {
+    // The node accepts 1-64 of A-Z a-z 0-9 . _ -
+    format!("import-{}-{line}", &file_hash[..32.min(file_hash.len())])
+}
+
+async fn send(
+    client: &mut crate::pb::operator_client::OperatorClient<tonic::transport::Channel>,
+    row: Row,
+) -> RowResult {
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        match client.submit_report(row.request.clone()).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                // A repeated key is answered with the original report.
+                let already = r.repeat;
+                return RowResult {
+                    row: row.line,
+                    status: if already {
+                        "already-imported"
+                    } else {
+                        "accepted"
+                    },
+                    report_id: r.report_id,
+                    reason: String::new(),
+                };
+            }
+            // Unavailable or overloaded: the same key makes a retry safe.
+            Err(s)
+                if attempt < 5
+                    && matches!(
+                        s.code(),
+                        tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                    ) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            }
+            Err(s) => {
+                return RowResult {
+                    row: row.line,
+                    status: "refused",
+                    report_id: String::new(),
+                    reason: format!("{:?}: {}", s.code(), s.message()),
+                };
+            }
+        }
+    }
+}
