@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::signing::{KeyError, key_id_of, parse_public_key};
 use crate::identity::NodeId;
-use crate::report::Category;
+use crate::report::{Category, Classification};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
@@ -65,6 +65,11 @@ pub struct RawNode {
     pub active: bool,
     #[serde(default, rename = "key")]
     pub keys: Vec<RawKey>,
+    /// Categories for which this hotline also takes reports classified
+    /// `national` (illegal under the origin's law only), because its own
+    /// law covers them too. Empty: INTERPOL-baseline material only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub national_categories: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -103,6 +108,9 @@ pub struct DirectoryNode {
     pub categories: Vec<Category>,
     pub active: bool,
     pub keys: Vec<NodeKeyEntry>,
+    /// Categories whose nationally-illegal reports it takes (its law
+    /// covers them); baseline material of an accepted category always.
+    pub national: Vec<Category>,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +125,13 @@ pub struct NodeKeyEntry {
 impl DirectoryNode {
     pub fn accepts(&self, category: Category) -> bool {
         self.categories.is_empty() || self.categories.contains(&category)
+    }
+
+    /// Whether its directory entry says it takes reports of `category`
+    /// with this classification (what the receiver's law covers).
+    pub fn accepts_classified(&self, category: Category, class: Classification) -> bool {
+        self.accepts(category)
+            && (class == Classification::Baseline || self.national.contains(&category))
     }
 
     /// The key with `key_id`, if it is valid at `at_ms`.
@@ -178,6 +193,12 @@ impl Directory {
                     Category::parse(c).map_err(|_| invalid(format!("unknown category {c:?}")))?,
                 );
             }
+            let mut national = Vec::new();
+            for c in &n.national_categories {
+                national.push(Category::parse(c).map_err(|_| {
+                    invalid(format!("national_categories: unknown category {c:?}"))
+                })?);
+            }
             let mut keys = Vec::new();
             for k in &n.keys {
                 let key_err = |source| DirectoryError::Key {
@@ -210,6 +231,7 @@ impl Directory {
                 categories,
                 active: n.active,
                 keys,
+                national,
             });
         }
         Ok(Directory {

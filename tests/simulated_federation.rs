@@ -85,6 +85,7 @@ fn world() -> World {
             categories: vec![],
             active: true,
             keys: vec![],
+            national_categories: vec![],
         });
     }
     nodes.push(RawNode {
@@ -95,6 +96,7 @@ fn world() -> World {
         categories: vec![],
         active: true,
         keys: vec![],
+        national_categories: vec![],
     });
     let directory = Directory::from_raw(
         RawDirectory {

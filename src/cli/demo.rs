@@ -153,6 +153,7 @@ async fn walk(configs: &[NodeConfig]) -> anyhow::Result<()> {
                 notes: "demo report".into(),
                 hashes: vec![],
                 submission_id: String::new(),
+                classification: String::new(),
             })
             .await?
             .into_inner();
@@ -196,6 +197,9 @@ async fn walk(configs: &[NodeConfig]) -> anyhow::Result<()> {
                 id: ids[0].clone(),
                 status: status.into(),
                 reason: reason.into(),
+                agency: String::new(),
+                reference: String::new(),
+                referred_at_ms: 0,
             })
             .await?;
         println!("   DE-ECO: {status} ({reason})");

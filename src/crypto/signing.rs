@@ -22,6 +22,8 @@ pub enum Purpose {
     Receipt,
     Status,
     Checkpoint,
+    /// A case exported for law enforcement (`cases export`).
+    CaseExport,
 }
 
 impl Purpose {
@@ -33,6 +35,7 @@ impl Purpose {
             Purpose::Receipt => b"alertrelay/v1/receipt\0",
             Purpose::Status => b"alertrelay/v1/status\0",
             Purpose::Checkpoint => b"alertrelay/v1/checkpoint\0",
+            Purpose::CaseExport => b"alertrelay/v1/case-export\0",
         }
     }
 }

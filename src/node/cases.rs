@@ -124,6 +124,33 @@ pub struct CaseView {
     pub route: Option<RouteView>,
     pub deliveries: Vec<DeliveryView>,
     pub history: Vec<HistoryView>,
+    /// Law-enforcement referrals recorded here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referrals: Vec<ReferralView>,
+    /// When retention purged its URLs, notes and evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged_at: Option<String>,
+    /// `national` when the origin classified it so; empty for baseline.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub classification: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReferralView {
+    pub agency: String,
+    pub reference: String,
+    pub referred_at: String,
+    pub actor: String,
+}
+
+/// A law-enforcement referral to record with the status
+/// `referred-to-law-enforcement`.
+#[derive(Debug, Clone, Default)]
+pub struct Referral<'a> {
+    pub agency: &'a str,
+    pub reference: &'a str,
+    /// 0 means now.
+    pub referred_at_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,6 +195,7 @@ pub async fn view_by_seq(core: &Core, seq: i64) -> Result<CaseView, NodeError> {
 async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
     let deliveries = core.store.deliveries(row.seq).await?;
     let history = core.store.history(row.seq).await?;
+    let referrals = core.store.referrals(row.seq).await?;
     // Stored payloads were verified (or made) by this node; one that does
     // not decode means a damaged database, which must not pass as empty.
     let payload = pb::ReportPayload::decode(row.payload.as_slice())
@@ -230,11 +258,48 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
                 at: rfc3339(h.at_ms),
             })
             .collect(),
+        referrals: referrals
+            .into_iter()
+            .map(|r| ReferralView {
+                agency: r.agency,
+                reference: r.reference,
+                referred_at: rfc3339(r.referred_at_ms),
+                actor: r.actor,
+            })
+            .collect(),
+        purged_at: row.purged_at_ms.map(rfc3339),
+        classification: payload.classification,
     })
 }
 
+/// Records a read of cases through the Operator service: who (from the
+/// certificate), which request, and which cases or filter. One entry per
+/// request, written before the data is returned; if it cannot be written
+/// the read fails (no unaudited access).
+pub async fn audit_read(
+    core: &Core,
+    operator: &PeerIdentity,
+    kind: &'static str,
+    subject: String,
+    detail: serde_json::Value,
+) -> Result<(), NodeError> {
+    let mut tx = core.store.begin().await?;
+    tx.audit(
+        &audit::Entry::new(kind, operator.to_string(), subject, detail),
+        Core::now_ms(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `ORIGIN/REPORT-ID` of a case: how audit entries name it.
+pub fn subject(case: &CaseView) -> String {
+    format!("{}/{}", case.origin, case.id)
+}
+
 /// Finds a case by report id, or by `ORIGIN/REPORT-ID`.
-async fn find(core: &Core, id: &str) -> Result<ReportRow, NodeError> {
+pub(crate) async fn find(core: &Core, id: &str) -> Result<ReportRow, NodeError> {
     let (origin, report_id) = match id.split_once('/') {
         Some((o, r)) => (Some(o), r),
         None => (None, id),
@@ -278,8 +343,9 @@ pub async fn update(
     id: &str,
     status: &str,
     reason: &str,
+    referral: &Referral<'_>,
 ) -> Result<CaseView, NodeError> {
-    let result = apply_update(core, operator, id, status, reason).await;
+    let result = apply_update(core, operator, id, status, reason, referral).await;
     if let Err(e @ (NodeError::Invalid(_) | NodeError::FailedPrecondition(_))) = &result {
         let code = match e {
             NodeError::Invalid(i) => i.code,
@@ -303,6 +369,7 @@ async fn apply_update(
     id: &str,
     status: &str,
     reason: &str,
+    referral: &Referral<'_>,
 ) -> Result<CaseView, NodeError> {
     let actor = operator.to_string();
     let to = CaseStatus::parse(status).map_err(|mut e| {
@@ -310,6 +377,7 @@ async fn apply_update(
         e
     })?;
     crate::report::validate::single_line("reason", reason, 4096)?;
+    let referral = check_referral(to, referral)?;
     let row = find(core, id).await?;
     if row.direction == Direction::Outgoing.as_str() {
         return Err(NodeError::FailedPrecondition(format!(
@@ -378,6 +446,18 @@ async fn apply_update(
         now,
     )
     .await?;
+    let referral = referral.map(|r| {
+        let at = if r.referred_at_ms == 0 {
+            now
+        } else {
+            r.referred_at_ms
+        };
+        (r.agency, r.reference, at)
+    });
+    if let Some((agency, reference, at)) = referral {
+        tx.insert_referral(row.seq, &update_id, agency, reference, at, &actor, now)
+            .await?;
+    }
     tx.audit(
         &audit::Entry::new(
             "case.status",
@@ -389,6 +469,11 @@ async fn apply_update(
                 "reason": reason,
                 "update_id": update_id,
                 "sent_to": back_to,
+                "referral": referral.map(|(agency, reference, at)| serde_json::json!({
+                    "agency": agency,
+                    "reference": reference,
+                    "referred_at_ms": at,
+                })),
             }),
         ),
         now,
@@ -400,4 +485,43 @@ async fn apply_update(
         core.wake(peer);
     }
     view_by_seq(core, row.seq).await
+}
+
+/// A referral's fields: both required with `referred-to-law-enforcement`,
+/// refused with any other status.
+fn check_referral<'a>(to: CaseStatus, r: &Referral<'a>) -> Result<Option<Referral<'a>>, NodeError> {
+    use crate::report::InvalidInput;
+    let given = !r.agency.is_empty() || !r.reference.is_empty() || r.referred_at_ms != 0;
+    if to != CaseStatus::ReferredToLawEnforcement {
+        if given {
+            return Err(InvalidInput::new(
+                "referral-without-status",
+                "agency",
+                "agency, reference and referred_at are only for status referred-to-law-enforcement",
+            )
+            .into());
+        }
+        return Ok(None);
+    }
+    for (field, value) in [("agency", r.agency), ("reference", r.reference)] {
+        if value.trim().is_empty() {
+            return Err(InvalidInput::new(
+                "referral-incomplete",
+                field,
+                "required with status referred-to-law-enforcement",
+            )
+            .into());
+        }
+        crate::report::validate::single_line(field, value, 256)?;
+    }
+    let now = Core::now_ms();
+    if r.referred_at_ms < 0 || r.referred_at_ms > now + 300_000 {
+        return Err(InvalidInput::new(
+            "referral-time",
+            "referred_at_ms",
+            "must be a time in the past (Unix ms), or 0 for now",
+        )
+        .into());
+    }
+    Ok(Some(r.clone()))
 }

@@ -5,9 +5,11 @@
 
 pub mod cases;
 pub mod checkpoint;
+pub mod export;
 pub mod intake;
 pub mod overview;
 pub mod receive;
+pub mod retention;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -430,6 +432,7 @@ pub async fn start_with_listener(
         ));
     }
     tasks.spawn(checkpoint::run_schedule(core.clone(), watch.clone()));
+    tasks.spawn(retention::run_schedule(core.clone(), watch.clone()));
     let mut metrics_addr = None;
     if let Some(listen) = core.config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(listen)

@@ -344,6 +344,7 @@ mod tests {
                         not_after: None,
                         revoked: false,
                     }],
+                    national_categories: vec![],
                 })
                 .collect(),
         };
