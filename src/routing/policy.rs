@@ -187,11 +187,13 @@ pub fn apply(
             .map(|w| w.node.clone())
             .collect::<Vec<_>>(),
     );
+    // The alternative's own directory entry must take it (or it would
+    // refuse it): otherwise the report is held here.
     let usable = alternative.filter(|a| {
         *a != me
             && directory
                 .node(a)
-                .is_some_and(|n| n.active && n.accepts(category))
+                .is_some_and(|n| n.active && n.accepts_classified(category, class))
     });
     let outcome = match (alternative, usable) {
         (_, Some(a)) => {
@@ -205,7 +207,7 @@ pub fn apply(
         }
         (Some(a), None) => {
             decision.steps.push(format!(
-                "jurisdiction: the alternative {a} cannot take it (suspended, unknown or declines {category}): held here for an analyst"
+                "jurisdiction: the alternative {a} cannot take it (suspended, unknown, or its directory entry does not take {class} {category}): held here for an analyst"
             ));
             "held here for an analyst".to_owned()
         }
