@@ -782,5 +782,46 @@ async fn retention_purges_expired_urls_from_the_file_and_the_audit_log_still_ver
     assert_eq!(again["reports"].as_array().unwrap().len(), 0);
     let (code, _, _) = cli(&["audit", "verify", "--config", cfg, "--offline"]).await;
     assert_eq!(code, 0);
+
+    // An erasure request for the open case, before its period ends.
+    let erase = |reason: &'static str| {
+        let id = open.report_id.clone();
+        async move {
+            cli(&[
+                "retention",
+                "erase",
+                &id,
+                "--reason",
+                reason,
+                "--config",
+                cfg,
+                "--json",
+            ])
+            .await
+        }
+    };
+    let (code, out, err) = erase("erasure request ER-7").await;
+    assert_eq!(code, 0, "{out}{err}");
+    let bytes = db_bytes(&db);
+    assert!(
+        !holds(&bytes, "still-open-4417"),
+        "erased URL still in the file"
+    );
+    let (code, _, err) = erase("again").await;
+    assert_ne!(code, 0);
+    assert!(err.contains("already purged"), "{err}");
+    let (code, out, _) = cli(&["audit", "export", "--config", cfg]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.lines().any(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).unwrap();
+            e["kind"] == "retention.erased"
+                && e["subject"] == format!("FR-PDC/{}", open.report_id)
+                && e["detail"]["reason"] == "erasure request ER-7"
+        }),
+        "{out}"
+    );
+    let (code, out, err) = cli(&["audit", "verify", "--config", cfg, "--offline"]).await;
+    assert_eq!(code, 0, "{out}{err}");
     fed.shutdown().await;
 }

@@ -148,6 +148,19 @@ pub enum RetentionCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Erase one case's URLs, notes and evidence now (an erasure request),
+    /// before its retention period ends. Audited with your reason.
+    Erase {
+        /// Report id, or ORIGIN/REPORT-ID.
+        id: String,
+        /// Why (e.g. the erasure request's reference); goes into the audit log.
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -524,7 +537,49 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     json,
                 },
         } => retention_run(config, dry_run, json).await,
+        Command::Retention {
+            command:
+                RetentionCommand::Erase {
+                    id,
+                    reason,
+                    config,
+                    json,
+                },
+        } => retention_erase(config, id, reason, json).await,
     }
+}
+
+async fn retention_erase(
+    config: PathBuf,
+    id: String,
+    reason: String,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let store = crate::store::Store::open(&cfg.database)
+        .await
+        .with_context(|| format!("database {}", cfg.database.display()))?;
+    let result = crate::node::retention::erase(
+        &store,
+        &id,
+        "cli:retention",
+        &reason,
+        crate::node::Core::now_ms(),
+    )
+    .await;
+    store.close().await;
+    let (subject, seq) = result?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"erased": subject, "audit_entry": seq})
+        );
+    } else {
+        println!(
+            "case {subject}: URLs, notes and evidence erased (audit entry {seq}); peers that received it keep their own copies"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn retention_run(config: PathBuf, dry_run: bool, json: bool) -> Result<ExitCode, Failure> {

@@ -193,3 +193,83 @@ pub async fn run_schedule(
         }
     }
 }
+
+/// Why a case could not be erased.
+#[derive(Debug, thiserror::Error)]
+pub enum EraseError {
+    #[error("no case {0:?}")]
+    NotFound(String),
+    #[error("two origins used report id {0:?}: give ORIGIN/{0}")]
+    Ambiguous(String),
+    #[error("case {0} was already purged")]
+    AlreadyPurged(String),
+    #[error(
+        "case {0} still has something to send to a peer (a report or status update in the outbox); erase it once that is delivered"
+    )]
+    Pending(String),
+    #[error(transparent)]
+    Invalid(#[from] crate::report::InvalidInput),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Erases one case now (an erasure request), as retention would when its
+/// period ends: the same tombstone, one audit entry (`retention.erased`,
+/// with the reason given, never the URLs). `id` is a report id or
+/// `ORIGIN/REPORT-ID`.
+pub async fn erase(
+    store: &Store,
+    id: &str,
+    actor: &str,
+    reason: &str,
+    now_ms: i64,
+) -> Result<(String, i64), EraseError> {
+    crate::report::validate::single_line("reason", reason, 1024)?;
+    if reason.trim().is_empty() {
+        return Err(crate::report::InvalidInput::new(
+            "no-reason",
+            "reason",
+            "say why (e.g. the erasure request's reference)",
+        )
+        .into());
+    }
+    let (origin, report_id) = match id.split_once('/') {
+        Some((o, r)) => (Some(o), r),
+        None => (None, id),
+    };
+    let mut rows = store.reports_by_id(origin, report_id).await?;
+    let row = match rows.len() {
+        0 => return Err(EraseError::NotFound(id.to_owned())),
+        1 => rows.remove(0),
+        _ => return Err(EraseError::Ambiguous(id.to_owned())),
+    };
+    let subject = format!("{}/{}", row.origin, row.report_id);
+    if row.purged_at_ms.is_some() {
+        return Err(EraseError::AlreadyPurged(subject));
+    }
+    let mut tx = store.begin().await?;
+    if !tx.purge_report(row.seq, now_ms).await? {
+        return Err(EraseError::Pending(subject));
+    }
+    let seq = tx
+        .audit(
+            &audit::Entry::new(
+                "retention.erased",
+                actor,
+                subject.clone(),
+                serde_json::json!({
+                    "reason": reason,
+                    "direction": row.direction,
+                    "status": row.status,
+                    "payload_sha256": hex::encode(&row.payload_digest),
+                }),
+            ),
+            now_ms,
+        )
+        .await?;
+    tx.commit().await?;
+    if let Err(e) = store.checkpoint_wal().await {
+        tracing::warn!(error = %e, "WAL checkpoint after an erasure failed; the next one will do it");
+    }
+    Ok((subject, seq))
+}
