@@ -825,3 +825,89 @@ async fn retention_purges_expired_urls_from_the_file_and_the_audit_log_still_ver
     assert_eq!(code, 0, "{out}{err}");
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_node_purges_on_its_own_schedule() {
+    let fed = Federation::start_prepared(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])], |dir| {
+        prepare(
+            dir,
+            &[],
+            &[(
+                "DE-ECO",
+                "[retention]\nclosed_cases_days = 0\ninterval_secs = 1\n",
+            )],
+        )
+    })
+    .await;
+    let mut fr = fed.operator(0);
+    let mut de = fed.operator(1);
+    let sent = submit(&mut fr, &format!("http://{DE_IP}/scheduled-9931"), "").await;
+    let id = sent.report_id.clone();
+    wait_case(&fr, &id, 20, delivered).await;
+    update(&mut de, &id, "in-review").await;
+    update(&mut de, &id, "not-illegal").await;
+    let purged = wait_case(&de, &id, 20, |c| c.purged_at.is_some()).await;
+    assert!(purged.urls.is_empty());
+    assert_eq!(purged.destinations, vec!["DE-ECO"]);
+    // The origin keeps its own copy (it has no retention configured).
+    assert_eq!(case(&mut fr, &id).await.urls.len(), 1);
+    let (_, out, _) = cli(&[
+        "audit",
+        "export",
+        "--config",
+        fed.config_path(1).to_str().unwrap(),
+        "--who",
+        "system:retention",
+    ])
+    .await;
+    assert!(out.contains("retention.purged"), "{out}");
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn jurisdiction_and_retention_configuration_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs: Vec<alertrelay::provision::NodeSpec> = ["FR-PDC=FR", "DE-ECO=DE"]
+        .iter()
+        .map(|s| alertrelay::provision::NodeSpec::parse(s).unwrap())
+        .collect();
+    let done = alertrelay::provision::init(dir.path(), "t", &specs, &Default::default()).unwrap();
+    let path = &done.configs[0];
+    let original = std::fs::read_to_string(path).unwrap();
+    for (extra, key) in [
+        (
+            "[jurisdiction]\nalternative = \"NOPE\"\n",
+            "jurisdiction.alternative",
+        ),
+        (
+            "[jurisdiction]\nalternative = \"FR-PDC\"\n",
+            "jurisdiction.alternative",
+        ),
+        (
+            "[[jurisdiction.rule]]\ncountry = \"NL\"\nclassifications = [\"secret\"]\n",
+            "jurisdiction.rule",
+        ),
+        (
+            "[[jurisdiction.rule]]\ncountry = \"NL\"\npeer = \"DE-ECO\"\n",
+            "jurisdiction.rule",
+        ),
+        (
+            "[retention]\ninterval_secs = 0\n",
+            "retention.interval_secs",
+        ),
+    ] {
+        std::fs::write(path, format!("{original}\n{extra}")).unwrap();
+        let err = alertrelay::config::NodeConfig::load(path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{extra}: {err}");
+    }
+    std::fs::write(path, format!("{original}\n[retention]\nclosed_days = 3\n")).unwrap();
+    let err = alertrelay::config::NodeConfig::load(path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("closed_days"),
+        "unknown keys are refused: {err}"
+    );
+}

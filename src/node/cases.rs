@@ -206,10 +206,13 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
         .map(crate::api::convert::route_view_from_pb);
     let destinations: Vec<String> = if row.direction == Direction::Incoming.as_str() {
         vec![core.me.to_string()]
+    } else if let Some(r) = &route {
+        r.destinations.clone()
     } else {
-        route
-            .as_ref()
-            .map(|r| r.destinations.clone())
+        // Purged: the tombstone's route keeps the destinations.
+        serde_json::from_str::<serde_json::Value>(&row.route)
+            .ok()
+            .and_then(|v| serde_json::from_value(v["destinations"].clone()).ok())
             .unwrap_or_default()
     };
     Ok(CaseView {

@@ -241,3 +241,161 @@ pub fn apply(
     ));
     decision
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::{RawDirectory, RawNode};
+    use crate::routing::Evidence;
+
+    fn node(id: &str, cc: &[&str], national: &[&str], active: bool) -> RawNode {
+        RawNode {
+            id: id.into(),
+            name: String::new(),
+            countries: cc.iter().map(|c| (*c).into()).collect(),
+            endpoint: "https://127.0.0.1:1".into(),
+            categories: vec![],
+            active,
+            keys: vec![],
+            national_categories: national.iter().map(|c| (*c).into()).collect(),
+        }
+    }
+
+    fn dir() -> Directory {
+        Directory::from_raw(
+            RawDirectory {
+                federation: "t".into(),
+                nodes: vec![
+                    node("FR-PDC", &["FR"], &[], true),
+                    node("DE-ECO", &["DE"], &[], true),
+                    node("NL-HOT", &["NL"], &["csam"], true),
+                    node("LE", &[], &["csam", "grooming"], true),
+                    node("LE-OFF", &[], &["csam"], false),
+                ],
+            },
+            "t",
+        )
+        .unwrap()
+    }
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s).unwrap()
+    }
+
+    fn to(dests: &[&str]) -> RouteDecision {
+        RouteDecision {
+            kind: RouteKind::Peer,
+            destinations: dests.iter().map(|d| id(d)).collect(),
+            reason: "hosted somewhere".into(),
+            evidence: Evidence::default(),
+            steps: vec![],
+            withheld: vec![],
+        }
+    }
+
+    fn policy(alternative: Option<&str>, rules: Vec<Rule>) -> Policy {
+        Policy {
+            alternative: alternative.map_or(Alternative::Held, |a| Alternative::Node(id(a))),
+            rules,
+        }
+    }
+
+    fn apply_to(dests: &[&str], cat: Category, class: Classification, p: &Policy) -> RouteDecision {
+        apply(to(dests), cat, class, p, &dir(), &id("FR-PDC"))
+    }
+
+    #[test]
+    fn baseline_material_goes_where_the_directory_rules_sent_it() {
+        let r = apply_to(
+            &["DE-ECO"],
+            Category::Csam,
+            Classification::Baseline,
+            &Policy::default(),
+        );
+        assert_eq!(
+            (r.kind, r.destinations.clone()),
+            (RouteKind::Peer, vec![id("DE-ECO")])
+        );
+        assert!(r.withheld.is_empty());
+        assert!(r.steps.iter().any(|s| s.contains("may go to DE-ECO")));
+    }
+
+    #[test]
+    fn national_material_goes_only_where_the_receivers_law_covers_it() {
+        let p = policy(Some("LE"), vec![]);
+        let r = apply_to(&["NL-HOT"], Category::Csam, Classification::National, &p);
+        assert_eq!(r.destinations, vec![id("NL-HOT")]);
+        let r = apply_to(&["DE-ECO"], Category::Csam, Classification::National, &p);
+        assert_eq!(
+            (r.kind, r.destinations.clone()),
+            (RouteKind::Fallback, vec![id("LE")])
+        );
+        assert_eq!(r.withheld[0].node, id("DE-ECO"));
+        assert!(r.reason.contains("may not go to DE-ECO"), "{}", r.reason);
+        // Several destinations: the allowed one stays, the other is replaced.
+        let r = apply_to(
+            &["NL-HOT", "DE-ECO"],
+            Category::Csam,
+            Classification::National,
+            &p,
+        );
+        assert_eq!(r.kind, RouteKind::Peer);
+        assert_eq!(r.destinations, vec![id("NL-HOT"), id("LE")]);
+    }
+
+    #[test]
+    fn without_a_usable_alternative_the_report_is_held_never_dropped() {
+        for p in [
+            Policy::default(),
+            policy(Some("LE-OFF"), vec![]), // suspended
+        ] {
+            let r = apply_to(&["DE-ECO"], Category::Csam, Classification::National, &p);
+            assert_eq!(r.kind, RouteKind::Held);
+            assert!(r.destinations.is_empty());
+            assert!(
+                r.reason.contains("held here for an analyst"),
+                "{}",
+                r.reason
+            );
+        }
+        // LE's own entry does not take national trafficking material.
+        let r = apply_to(
+            &["DE-ECO"],
+            Category::Trafficking,
+            Classification::National,
+            &policy(Some("LE"), vec![]),
+        );
+        assert_eq!(r.kind, RouteKind::Held);
+    }
+
+    #[test]
+    fn configured_rules_restrict_by_country_and_by_peer() {
+        let rules = vec![
+            Rule {
+                target: Target::Country("NL".into()),
+                classifications: vec![Classification::Baseline],
+                categories: vec![],
+            },
+            Rule {
+                target: Target::Peer(id("DE-ECO")),
+                classifications: vec![],
+                categories: vec![Category::Csam],
+            },
+        ];
+        let p = policy(None, rules);
+        // NL's law would take it, but this node's rule for NL says baseline only.
+        let r = apply_to(&["NL-HOT"], Category::Csam, Classification::National, &p);
+        assert_eq!(r.kind, RouteKind::Held);
+        assert!(r.withheld[0].reason.contains("country = NL"));
+        let r = apply_to(
+            &["DE-ECO"],
+            Category::Grooming,
+            Classification::Baseline,
+            &p,
+        );
+        assert_eq!(r.kind, RouteKind::Held);
+        assert!(r.withheld[0].reason.contains("peer = DE-ECO"));
+        let r = apply_to(&["DE-ECO"], Category::Csam, Classification::Baseline, &p);
+        assert_eq!(r.destinations, vec![id("DE-ECO")]);
+    }
+}
