@@ -590,6 +590,16 @@ async fn a_referral_needs_agency_and_reference_and_the_export_verifies_offline_u
     );
     assert_eq!(r.actor, "operator:DE-ECO/analyst");
 
+    // An export needs its purpose.
+    let err = de
+        .export_case(pb::ExportCaseRequest {
+            id: id.clone(),
+            purpose: "curiosity".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("purpose"), "{}", err.message());
     // The export: written by the node, signed, verifiable offline.
     let out_file = fed.dir.path().join("case-export.json");
     let (code, _, err) = cli(&[
