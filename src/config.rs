@@ -93,6 +93,98 @@ pub struct RawNodeConfig {
     /// Whether URL host names are resolved (off by default).
     #[serde(default, skip_serializing_if = "RawDns::is_default")]
     pub dns: RawDns,
+    /// What may be sent where (jurisdiction policy), and where a report
+    /// goes that may not go to its hosting country's hotline.
+    #[serde(default, skip_serializing_if = "RawJurisdiction::is_default")]
+    pub jurisdiction: RawJurisdiction,
+    /// How long personal data and URLs are kept, per record kind.
+    #[serde(default, skip_serializing_if = "RawRetention::is_default")]
+    pub retention: RawRetention,
+}
+
+/// `[jurisdiction]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawJurisdiction {
+    /// Where a report goes that the policy forbids sending where its
+    /// content is hosted: a node id (e.g. a law-enforcement channel) or
+    /// `held` (kept here for an analyst; the default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alternative: Option<String>,
+    /// `[[jurisdiction.rule]]`: what may be sent to a country's hotlines or
+    /// to one peer.
+    #[serde(rename = "rule", skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RawJurisdictionRule>,
+}
+
+impl RawJurisdiction {
+    fn is_default(&self) -> bool {
+        self == &RawJurisdiction::default()
+    }
+}
+
+/// `[[jurisdiction.rule]]`: `country` or `peer`, and what may go there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawJurisdictionRule {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// `baseline` and/or `national`; empty: any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub classifications: Vec<String>,
+    /// Categories; empty: any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+}
+
+/// `[retention]`: days after which a record kind's URLs, notes, hashes,
+/// hosting evidence and history reasons are purged (the case row stays as a
+/// tombstone; the audit log is never purged). Absent: kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetention {
+    /// Closed cases (not-illegal, removed, moved, retracted), counted from
+    /// their last change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_cases_days: Option<u32>,
+    /// Outgoing reports every receiver refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused_reports_days: Option<u32>,
+    /// Outgoing reports delivered to every destination (the origin's copy;
+    /// the signed receipts stay), counted from their last change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivered_reports_days: Option<u32>,
+    /// How often the node purges on its own, in seconds (default 3600).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_secs: Option<u64>,
+}
+
+impl RawRetention {
+    fn is_default(&self) -> bool {
+        self == &RawRetention::default()
+    }
+}
+
+/// `[retention]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Retention {
+    pub closed_cases_days: Option<u32>,
+    pub refused_reports_days: Option<u32>,
+    pub delivered_reports_days: Option<u32>,
+    /// How often the node purges on its own.
+    #[serde(skip)]
+    pub interval: Duration,
+}
+
+impl Retention {
+    /// Whether any record kind has a retention period.
+    pub fn any(&self) -> bool {
+        self.closed_cases_days.is_some()
+            || self.refused_reports_days.is_some()
+            || self.delivered_reports_days.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -256,6 +348,10 @@ pub struct NodeConfig {
     pub notice: Option<RawNotice>,
     pub peer_quota: crate::api::limits::Quota,
     pub operator_quota: crate::api::limits::Quota,
+    /// `[jurisdiction]`: what may be sent where.
+    pub jurisdiction: crate::routing::policy::Policy,
+    /// `[retention]`.
+    pub retention: Retention,
 }
 
 #[derive(Debug, Clone)]
@@ -466,7 +562,21 @@ impl NodeConfig {
             .map_err(|m| invalid("fallback_for", m))?;
         let geo = std::sync::Arc::new(geo_sources(&raw.geo, &shown, &resolve)?);
         let dns = raw.dns.validate().map_err(|(key, m)| invalid(key, m))?;
+        let jurisdiction = jurisdiction(&raw.jurisdiction, &directory, &node_id)
+            .map_err(|(key, m)| invalid(key, m))?;
+        let r = &raw.retention;
+        if r.interval_secs == Some(0) {
+            return Err(invalid("retention.interval_secs", "must be > 0".into()));
+        }
+        let retention = Retention {
+            closed_cases_days: r.closed_cases_days,
+            refused_reports_days: r.refused_reports_days,
+            delivered_reports_days: r.delivered_reports_days,
+            interval: Duration::from_secs(r.interval_secs.unwrap_or(3600)),
+        };
         Ok(NodeConfig {
+            jurisdiction,
+            retention,
             fallback_for,
             geo,
             dns,
@@ -635,6 +745,77 @@ impl RawDns {
             )),
         }
     }
+}
+
+fn jurisdiction(
+    raw: &RawJurisdiction,
+    directory: &Directory,
+    me: &NodeId,
+) -> Result<crate::routing::policy::Policy, (&'static str, String)> {
+    use crate::report::{Category, Classification};
+    use crate::routing::policy::{Alternative, Policy, Rule, Target};
+    let alternative = match raw.alternative.as_deref() {
+        None | Some("held") => Alternative::Held,
+        Some(a) => {
+            let id = NodeId::new(a).map_err(|e| {
+                (
+                    "jurisdiction.alternative",
+                    format!("{e} (a node id or \"held\")"),
+                )
+            })?;
+            if directory.node(&id).is_none() {
+                return Err((
+                    "jurisdiction.alternative",
+                    format!("{id} is not in the directory"),
+                ));
+            }
+            if &id == me {
+                return Err((
+                    "jurisdiction.alternative",
+                    "is this node; use \"held\" to keep reports here".into(),
+                ));
+            }
+            Alternative::Node(id)
+        }
+    };
+    let mut rules = Vec::with_capacity(raw.rules.len());
+    for (i, r) in raw.rules.iter().enumerate() {
+        let at = |m: String| ("jurisdiction.rule", format!("entry {}: {m}", i + 1));
+        let target = match (&r.country, &r.peer) {
+            (Some(c), None) => {
+                if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+                    return Err(at(format!(
+                        "country {c:?} is not an upper-case ISO 3166-1 alpha-2 code"
+                    )));
+                }
+                Target::Country(c.clone())
+            }
+            (None, Some(p)) => {
+                let id = NodeId::new(p).map_err(|e| at(e.to_string()))?;
+                if directory.node(&id).is_none() {
+                    return Err(at(format!("peer {id} is not in the directory")));
+                }
+                Target::Peer(id)
+            }
+            _ => return Err(at("give exactly one of `country` and `peer`".into())),
+        };
+        let classifications = r
+            .classifications
+            .iter()
+            .map(|c| Classification::parse(c).map_err(|e| at(e.message)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let categories = r
+            .categories
+            .iter()
+            .map(|c| Category::parse(c).map_err(|e| at(e.message)))
+            .collect::<Result<Vec<_>, _>>()?;
+        rules.push(Rule {
+            target,
+            classifications,
+            categories,
+        });
+    }
+    Ok(Policy { alternative, rules })
 }
 
 fn fallbacks_by_category(

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::signing::{KeyError, key_id_of, parse_public_key};
 use crate::identity::NodeId;
-use crate::report::Category;
+use crate::report::{Category, Classification};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
@@ -70,6 +70,11 @@ pub struct RawNode {
     pub relay: Option<String>,
     #[serde(default, rename = "key")]
     pub keys: Vec<RawKey>,
+    /// Categories for which this hotline also takes reports classified
+    /// `national` (illegal under the origin's law only), because its own
+    /// law covers them too. Empty: INTERPOL-baseline material only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub national_categories: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -110,6 +115,9 @@ pub struct DirectoryNode {
     /// Reached through this node (see `RawNode::relay`).
     pub relay: Option<NodeId>,
     pub keys: Vec<NodeKeyEntry>,
+    /// Categories whose nationally-illegal reports it takes (its law
+    /// covers them); baseline material of an accepted category always.
+    pub national: Vec<Category>,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +132,13 @@ pub struct NodeKeyEntry {
 impl DirectoryNode {
     pub fn accepts(&self, category: Category) -> bool {
         self.categories.is_empty() || self.categories.contains(&category)
+    }
+
+    /// Whether its directory entry says it takes reports of `category`
+    /// with this classification (what the receiver's law covers).
+    pub fn accepts_classified(&self, category: Category, class: Classification) -> bool {
+        self.accepts(category)
+            && (class == Classification::Baseline || self.national.contains(&category))
     }
 
     /// The key with `key_id`, if it is valid at `at_ms`.
@@ -185,6 +200,12 @@ impl Directory {
                     Category::parse(c).map_err(|_| invalid(format!("unknown category {c:?}")))?,
                 );
             }
+            let mut national = Vec::new();
+            for c in &n.national_categories {
+                national.push(Category::parse(c).map_err(|_| {
+                    invalid(format!("national_categories: unknown category {c:?}"))
+                })?);
+            }
             let mut keys = Vec::new();
             for k in &n.keys {
                 let key_err = |source| DirectoryError::Key {
@@ -223,6 +244,7 @@ impl Directory {
                     .transpose()
                     .map_err(|e| invalid(format!("relay: {e}")))?,
                 keys,
+                national,
             });
         }
         let dir = Directory {

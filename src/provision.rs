@@ -166,6 +166,7 @@ pub fn init(
                     not_after: None,
                     revoked: false,
                 }],
+                national_categories: Vec::new(),
             })
             .collect(),
     };
@@ -235,6 +236,8 @@ pub fn init(
             fallback_for: Vec::new(),
             geo: Default::default(),
             dns: Default::default(),
+            jurisdiction: Default::default(),
+            retention: Default::default(),
         };
         let text = format!(
             "# alertrelay node {} (written by `alertrelay federation init`).\n\

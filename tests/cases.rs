@@ -67,6 +67,9 @@ async fn an_analyst_watching_sees_new_cases_and_their_changes_as_they_happen() {
         id: id.clone(),
         status: "in-review".into(),
         reason: String::new(),
+        agency: String::new(),
+        reference: String::new(),
+        referred_at_ms: 0,
     })
     .await
     .unwrap();

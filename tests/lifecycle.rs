@@ -57,6 +57,7 @@ async fn update(fed: &Federation, i: usize, id: &str, status: &str) -> Result<()
             id: id.into(),
             status: status.into(),
             reason: String::new(),
+            ..Default::default()
         })
         .await
         .map(|_| ())

@@ -298,6 +298,21 @@ fn every_key() -> RawNodeConfig {
             listen: Some("127.0.0.1:2".into()),
         },
         health: RawHealth::default(),
+        jurisdiction: alertrelay::config::RawJurisdiction {
+            alternative: Some("held".into()),
+            rules: vec![alertrelay::config::RawJurisdictionRule {
+                country: Some("DE".into()),
+                peer: Some("DE-ECO".into()),
+                classifications: vec!["baseline".into()],
+                categories: vec!["csam".into()],
+            }],
+        },
+        retention: alertrelay::config::RawRetention {
+            closed_cases_days: Some(1),
+            refused_reports_days: Some(1),
+            delivered_reports_days: Some(1),
+            interval_secs: Some(1),
+        },
         notice: Some(RawNotice {
             org: Some("o".into()),
             contact: "a@b.example".into(),
@@ -797,6 +812,7 @@ async fn notices_are_x_arf_v4_and_exports_are_stix_2_1_by_their_schemas() {
                 value: sha.into(),
             }],
             submission_id: String::new(),
+            classification: String::new(),
         })
         .await
         .unwrap()
@@ -823,6 +839,7 @@ async fn notices_are_x_arf_v4_and_exports_are_stix_2_1_by_their_schemas() {
             id: id.clone(),
             status: st.into(),
             reason: "analyst alice decided".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

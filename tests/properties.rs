@@ -159,6 +159,7 @@ fn payload(rng: &mut StdRng) -> pb::ReportPayload {
             destinations: vec!["CC".into()],
             ..Default::default()
         }),
+        classification: String::new(),
     }
 }
 

@@ -149,6 +149,7 @@ async fn a_report_crosses_two_relays_and_its_receipt_and_statuses_come_back_sign
                 id: sent.report_id.clone(),
                 status: "in-review".into(),
                 reason: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -162,6 +163,7 @@ async fn a_report_crosses_two_relays_and_its_receipt_and_statuses_come_back_sign
             id: sent.report_id.clone(),
             status: status.into(),
             reason: format!("now {status}"),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -378,6 +380,7 @@ async fn a_moved_case_is_handed_over_and_the_origin_follows_it() {
             id: id.clone(),
             status: status.into(),
             reason: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -475,6 +478,7 @@ async fn a_moved_case_is_handed_over_and_the_origin_follows_it() {
             id: id.clone(),
             status: status.into(),
             reason: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();

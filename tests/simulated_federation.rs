@@ -86,6 +86,7 @@ fn world() -> World {
             categories: vec![],
             active: true,
             keys: vec![],
+            national_categories: vec![],
         });
     }
     nodes.push(RawNode {
@@ -97,6 +98,7 @@ fn world() -> World {
         categories: vec![],
         active: true,
         keys: vec![],
+        national_categories: vec![],
     });
     let directory = Directory::from_raw(
         RawDirectory {

@@ -1,8 +1,8 @@
 //! Conversions between protobuf messages and domain types.
 
 use crate::node::cases::{
-    AddressView, CaseView, DeliveryView, HistoryView, MediaHashView, RouteView, SourceAnswerView,
-    b64, rfc3339,
+    AddressView, CaseView, DeliveryView, HistoryView, MediaHashView, ReferralView, RouteView,
+    SourceAnswerView, b64, rfc3339,
 };
 use crate::pb;
 use crate::report::Priority;
@@ -262,6 +262,18 @@ pub fn case_to_pb(c: &CaseView) -> pb::Case {
             })
             .collect(),
         received_from: c.received_from.clone().unwrap_or_default(),
+        referrals: c
+            .referrals
+            .iter()
+            .map(|r| pb::Referral {
+                agency: r.agency.clone(),
+                reference: r.reference.clone(),
+                referred_at_ms: ms(&Some(r.referred_at.clone())),
+                actor: r.actor.clone(),
+            })
+            .collect(),
+        purged_at_ms: ms(&c.purged_at),
+        classification: c.classification.clone(),
     }
 }
 
@@ -321,6 +333,18 @@ pub fn case_from_pb(c: pb::Case) -> CaseView {
                 at: rfc3339(h.at_ms),
             })
             .collect(),
+        referrals: c
+            .referrals
+            .into_iter()
+            .map(|r| ReferralView {
+                agency: r.agency,
+                reference: r.reference,
+                referred_at: rfc3339(r.referred_at_ms),
+                actor: r.actor,
+            })
+            .collect(),
+        purged_at: (c.purged_at_ms != 0).then(|| rfc3339(c.purged_at_ms)),
+        classification: c.classification,
     }
 }
 

@@ -39,7 +39,7 @@ fn list_filter(r: &pb::ListCasesRequest) -> Result<Filter, crate::report::Invali
     let status = opt(&r.status);
     if let Some(st) = &status
         && crate::report::CaseStatus::parse(st).is_err()
-        && !["queued", "delivered", "refused", "no-hotline"].contains(&st.as_str())
+        && !["queued", "delivered", "refused", "no-hotline", "held"].contains(&st.as_str())
     {
         return Err(InvalidInput::new(
             "bad-filter",
@@ -86,6 +86,7 @@ impl pb::operator_server::Operator for OperatorService {
                     value: h.value.clone(),
                 })
                 .collect(),
+            classification: &r.classification,
         };
         let done = intake::submit(&self.core, &operator, submission, &r.submission_id)
             .await
@@ -105,21 +106,37 @@ impl pb::operator_server::Operator for OperatorService {
     ) -> Result<Response<pb::RouteDecision>, Status> {
         let _permit = auth::operator(&self.core, &request).await?;
         let r = request.get_ref();
-        intake::route_preview(&self.core, &r.urls, &r.hosting_ip, &r.category)
-            .map(|d| Response::new(route_to_pb(&d)))
-            .map_err(to_status)
+        intake::route_preview(
+            &self.core,
+            &r.urls,
+            &r.hosting_ip,
+            &r.category,
+            &r.classification,
+        )
+        .map(|d| Response::new(route_to_pb(&d)))
+        .map_err(to_status)
     }
 
     async fn get_case(
         &self,
         request: Request<pb::GetCaseRequest>,
     ) -> Result<Response<pb::Case>, Status> {
-        let _permit = auth::operator(&self.core, &request).await?;
+        let (operator, _permit) = auth::operator(&self.core, &request).await?;
         crate::api::trace::report_id(&request.get_ref().id);
-        cases::get(&self.core, &request.get_ref().id)
+        let case = cases::get(&self.core, &request.get_ref().id)
             .await
-            .map(|c| Response::new(case_to_pb(&c)))
-            .map_err(to_status)
+            .map_err(to_status)?;
+        // Every look at a case is recorded, before it is shown.
+        cases::audit_read(
+            &self.core,
+            &operator,
+            "case.read",
+            cases::subject(&case),
+            serde_json::json!({"rpc": "GetCase"}),
+        )
+        .await
+        .map_err(to_status)?;
+        Ok(Response::new(case_to_pb(&case)))
     }
 
     async fn list_cases(
@@ -164,6 +181,29 @@ impl pb::operator_server::Operator for OperatorService {
             limit: i64::from(r.limit),
         };
         let list = cases::list(&self.core, &filter).await.map_err(to_status)?;
+        // One entry per request, naming the filter and every case shown.
+        cases::audit_read(
+            &self.core,
+            &operator,
+            "case.read",
+            String::new(),
+            serde_json::json!({
+                "rpc": "ListCases",
+                "filter": {
+                    "direction": filter.direction,
+                    "status": filter.status,
+                    "category": filter.category,
+                    "priority": filter.priority,
+                    "peer": filter.peer,
+                    "max_age_secs": r.max_age_secs,
+                    "limit": r.limit,
+                },
+                "count": list.len(),
+                "cases": list.iter().map(cases::subject).collect::<Vec<_>>(),
+            }),
+        )
+        .await
+        .map_err(to_status)?;
         Ok(Response::new(pb::ListCasesResponse {
             cases: list.iter().map(case_to_pb).collect(),
         }))
@@ -198,6 +238,17 @@ impl pb::operator_server::Operator for OperatorService {
                 .await;
             return Err(to_status(e.into()));
         }
+        // The watch shows every new or changed case matching its filter
+        // from now on: recorded once, when it opens, with the filter.
+        cases::audit_read(
+            &self.core,
+            &operator,
+            "case.read",
+            String::new(),
+            serde_json::json!({"rpc": "WatchCases", "filter": {"direction": direction}}),
+        )
+        .await
+        .map_err(to_status)?;
         let mut events = self.core.case_events.subscribe();
         let core = self.core.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -238,10 +289,17 @@ impl pb::operator_server::Operator for OperatorService {
         let (operator, _permit) = auth::operator(&self.core, &request).await?;
         let r = request.get_ref();
         crate::api::trace::report_id(&r.id);
-        cases::update(&self.core, &operator, &r.id, &r.status, &r.reason)
-            .await
-            .map(|c| Response::new(case_to_pb(&c)))
-            .map_err(to_status)
+        let referral = cases::Referral {
+            agency: &r.agency,
+            reference: &r.reference,
+            referred_at_ms: r.referred_at_ms,
+        };
+        cases::update(
+            &self.core, &operator, &r.id, &r.status, &r.reason, &referral,
+        )
+        .await
+        .map(|c| Response::new(case_to_pb(&c)))
+        .map_err(to_status)
     }
 
     async fn hand_off_case(
@@ -382,5 +440,17 @@ impl pb::operator_server::Operator for OperatorService {
             .await
             .map_err(crate::api::status::reload_refused)?;
         Ok(Response::new(pb::ReloadResponse {}))
+    }
+
+    async fn export_case(
+        &self,
+        request: Request<pb::ExportCaseRequest>,
+    ) -> Result<Response<pb::CaseExport>, Status> {
+        let (operator, _permit) = auth::operator(&self.core, &request).await?;
+        let r = request.get_ref();
+        let bundle = crate::node::export::case_bundle(&self.core, &operator, &r.id, &r.purpose)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::CaseExport { bundle }))
     }
 }

@@ -273,19 +273,35 @@ pub fn verify_bundle(
 }
 
 /// Every entry after `after`, in order, as JSON lines.
+/// With `who`, only the entries of that actor: an identity as the log
+/// names it (`operator:FR-PDC/alice`, `admin:...`, `node:DE-ECO`), or an
+/// operator's `NODE/NAME`.
 pub async fn export(
     path: &Path,
     after: i64,
+    who: Option<&str>,
     out: &mut impl std::io::Write,
 ) -> Result<u64, ProofError> {
     let mut conn = open(path).await?;
     let mut n = 0u64;
     let mut last = after;
+    let (exact, operator, admin) = match who {
+        Some(w) => (
+            Some(w.to_owned()),
+            Some(format!("operator:{w}")),
+            Some(format!("admin:{w}")),
+        ),
+        None => (None, None, None),
+    };
     loop {
         let rows: Vec<ExportedEntry> = sqlx::query_as(
-            "SELECT seq, at_ms, kind, actor, subject, detail FROM audit_log WHERE seq > ? ORDER BY seq LIMIT 1000",
+            "SELECT seq, at_ms, kind, actor, subject, detail FROM audit_log
+             WHERE seq > ?1 AND (?2 IS NULL OR actor IN (?2, ?3, ?4)) ORDER BY seq LIMIT 1000",
         )
         .bind(last)
+        .bind(exact.clone())
+        .bind(operator.clone())
+        .bind(admin.clone())
         .fetch_all(&mut conn)
         .await
         .map_err(AuditError::Read)?;

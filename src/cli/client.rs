@@ -81,6 +81,7 @@ pub(crate) struct SubmitArgs {
     pub priority: String,
     pub notes: String,
     pub hashes: Vec<String>,
+    pub classification: String,
     pub json: bool,
 }
 
@@ -102,6 +103,7 @@ pub(crate) async fn submit(a: SubmitArgs) -> Result<ExitCode, Failure> {
         hashes,
         // One key per invocation: the retries below can never submit twice.
         submission_id: uuid::Uuid::new_v4().to_string(),
+        classification: a.classification,
     };
     let mut attempt = 0;
     let resp = loop {
@@ -140,6 +142,7 @@ pub(crate) async fn route(
     urls: Vec<String>,
     hosting_ip: Option<String>,
     category: String,
+    classification: String,
     json: bool,
 ) -> Result<ExitCode, Failure> {
     let cfg = load_config(&config)?;
@@ -149,6 +152,7 @@ pub(crate) async fn route(
             urls,
             hosting_ip: hosting_ip.unwrap_or_default(),
             category,
+            classification,
         })
         .await
         .map_err(rpc)?
@@ -250,17 +254,48 @@ pub(crate) async fn cases_show(
     emit(&case, json, print::case)
 }
 
+pub(crate) struct Referral {
+    pub agency: String,
+    pub reference: String,
+    /// RFC 3339; empty means now.
+    pub referred_at: String,
+}
+
 pub(crate) async fn cases_update(
     config: PathBuf,
     id: String,
     status: String,
     reason: String,
+    referral: Referral,
     json: bool,
 ) -> Result<ExitCode, Failure> {
     let cfg = load_config(&config)?;
+    let referred_at_ms = if referral.referred_at.is_empty() {
+        0
+    } else {
+        let t = time::OffsetDateTime::parse(
+            &referral.referred_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map_err(|_| Failure {
+            code: super::EXIT_CONFIG,
+            error: anyhow!(
+                "--referred-at {:?}: expected an RFC 3339 time such as 2026-11-28T10:00:00Z",
+                referral.referred_at
+            ),
+        })?;
+        (t.unix_timestamp_nanos() / 1_000_000) as i64
+    };
     let mut client = connect(&cfg).await?;
     let case = client
-        .update_case(pb::UpdateCaseRequest { id, status, reason })
+        .update_case(pb::UpdateCaseRequest {
+            id,
+            status,
+            reason,
+            agency: referral.agency,
+            reference: referral.reference,
+            referred_at_ms,
+        })
         .await
         .map_err(rpc)?
         .into_inner();
@@ -494,5 +529,43 @@ pub(crate) async fn reload(config: PathBuf) -> Result<ExitCode, Failure> {
         "{} reloaded its directory, certificates, keys and CRLs",
         cfg.node_id
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cases export CASE --for-law-enforcement --out FILE`: the signed bundle,
+/// through the node (an audited read).
+pub(crate) async fn cases_export(
+    config: PathBuf,
+    id: String,
+    out: PathBuf,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let mut client = connect(&cfg).await?;
+    let bundle = client
+        .export_case(pb::ExportCaseRequest {
+            id: id.clone(),
+            purpose: crate::node::export::LAW_ENFORCEMENT.into(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner()
+        .bundle;
+    crate::crypto::signing::write_private_file(&out, &bundle)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"case": id, "out": out.display().to_string(), "bytes": bundle.len()})
+        );
+    } else {
+        println!(
+            "case {id} exported for law enforcement to {} ({} bytes, signed by {}); check it with `alertrelay cases verify-export {}`",
+            out.display(),
+            bundle.len(),
+            cfg.node_id,
+            out.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -154,6 +154,7 @@ async fn walk(configs: &[NodeConfig]) -> anyhow::Result<()> {
                 notes: "demo report".into(),
                 hashes: vec![],
                 submission_id: String::new(),
+                classification: String::new(),
             })
             .await?
             .into_inner();
@@ -197,6 +198,9 @@ async fn walk(configs: &[NodeConfig]) -> anyhow::Result<()> {
                 id: ids[0].clone(),
                 status: status.into(),
                 reason: reason.into(),
+                agency: String::new(),
+                reference: String::new(),
+                referred_at_ms: 0,
             })
             .await?;
         println!("   DE-ECO: {status} ({reason})");

@@ -6,8 +6,8 @@
 //!
 //! Columns (a header row names them, in any order): `url` (several
 //! separated by whitespace), `category`, `hosting_ip`, `hashes`
-//! (`sha256:HEX;md5:HEX`), and optionally `priority` (`urgent`/`bulk`) and
-//! `notes`. Each row is checked with the node's own validation first; a bad
+//! (`sha256:HEX;md5:HEX`), and optionally `priority` (`urgent`/`bulk`),
+//! `classification` (`baseline`/`national`) and `notes`. Each row is checked with the node's own validation first; a bad
 //! row is reported with its line number and reason and not sent.
 
 use std::io::IsTerminal;
@@ -24,12 +24,13 @@ use crate::pb;
 use crate::report::validate::{Submission, draft};
 use crate::report::{MediaHash, Priority};
 
-const COLUMNS: [&str; 6] = [
+const COLUMNS: [&str; 7] = [
     "url",
     "category",
     "hosting_ip",
     "hashes",
     "priority",
+    "classification",
     "notes",
 ];
 const REQUIRED: [&str; 2] = ["url", "category"];
@@ -223,6 +224,7 @@ fn check(
     let category = get("category");
     let hosting_ip = get("hosting_ip");
     let notes = get("notes");
+    let classification = get("classification");
     let priority = match get("priority").as_str() {
         "" | "bulk" => Priority::Bulk,
         "urgent" => Priority::Urgent,
@@ -255,9 +257,11 @@ fn check(
         priority,
         notes: &notes,
         hashes: hashes.clone(),
+        classification: &classification,
     })
     .map_err(|e| format!("{}: {} ({})", e.field, e.message, e.code))?;
     Ok(pb::SubmitReportRequest {
+        classification,
         urls,
         category,
         hosting_ip,

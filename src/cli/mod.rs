@@ -73,6 +73,11 @@ pub enum Command {
         /// A media hash as ALGORITHM:VALUE (repeatable). Never the media.
         #[arg(long = "hash")]
         hashes: Vec<String>,
+        /// `baseline` (INTERPOL baseline, illegal everywhere) or `national`
+        /// (illegal under this country's law only): decides where the
+        /// jurisdiction policy lets it go.
+        #[arg(long, default_value = "baseline")]
+        classification: String,
         #[arg(long)]
         json: bool,
     },
@@ -91,6 +96,9 @@ pub enum Command {
         hosting_ip: Option<String>,
         #[arg(long, default_value = "other")]
         category: String,
+        /// `baseline` or `national`.
+        #[arg(long, default_value = "baseline")]
+        classification: String,
         #[arg(long)]
         json: bool,
     },
@@ -192,6 +200,11 @@ pub enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
+    /// Purge personal data and URLs whose retention period is over.
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,6 +242,34 @@ pub enum DbCommand {
         /// The new file (must not exist).
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Purge what `[retention]` in node.toml says has expired (the node also
+    /// does it on a schedule). Reads and writes the database file itself.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// Only show what would be purged.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Erase one case's URLs, notes and evidence now (an erasure request),
+    /// before its retention period ends. Audited with your reason.
+    Erase {
+        /// Report id, or ORIGIN/REPORT-ID.
+        id: String,
+        /// Why (e.g. the erasure request's reference); goes into the audit log.
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -377,8 +418,43 @@ pub enum CasesCommand {
         status: String,
         #[arg(long, default_value = "")]
         reason: String,
+        /// With --status referred-to-law-enforcement (required then): the
+        /// agency the case was referred to.
+        #[arg(long, default_value = "")]
+        agency: String,
+        /// With --status referred-to-law-enforcement (required then): the
+        /// agency's reference.
+        #[arg(long, default_value = "")]
+        reference: String,
+        /// When it was referred (RFC 3339); default now.
+        #[arg(long, default_value = "")]
+        referred_at: String,
         #[arg(long)]
         config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a signed bundle of a case and its proofs for an agency
+    /// (recorded in the audit log as a read by you).
+    Export {
+        /// Report id, or ORIGIN/REPORT-ID.
+        id: String,
+        /// The purpose (required; the only one so far).
+        #[arg(long, required = true)]
+        for_law_enforcement: bool,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check an exported bundle offline: exit 0 valid, 2 invalid.
+    VerifyExport {
+        file: PathBuf,
+        /// Only trust keys that are also in this directory file.
+        #[arg(long)]
+        directory: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -422,6 +498,12 @@ pub enum AuditCommand {
         /// Only entries after this sequence number.
         #[arg(long, default_value_t = 0)]
         after: i64,
+        /// Only what this actor did: an identity as the log names it
+        /// (`operator:FR-PDC/alice`, `node:DE-ECO`), or an operator's
+        /// `NODE/NAME` ("who looked at what": the `case.read` and
+        /// `case.exported` entries).
+        #[arg(long)]
+        who: Option<String>,
     },
 }
 
@@ -492,6 +574,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             priority,
             notes,
             hashes,
+            classification,
             json,
         } => {
             client::submit(client::SubmitArgs {
@@ -502,6 +585,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 priority,
                 notes,
                 hashes,
+                classification,
                 json,
             })
             .await
@@ -539,9 +623,31 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 id,
                 status,
                 reason,
+                agency,
+                reference,
+                referred_at,
                 config,
                 json,
-            } => client::cases_update(config, id, status, reason, json).await,
+            } => {
+                let referral = client::Referral {
+                    agency,
+                    reference,
+                    referred_at,
+                };
+                client::cases_update(config, id, status, reason, referral, json).await
+            }
+            CasesCommand::Export {
+                id,
+                for_law_enforcement: _,
+                out,
+                config,
+                json,
+            } => client::cases_export(config, id, out, json).await,
+            CasesCommand::VerifyExport {
+                file,
+                directory,
+                json,
+            } => verify_export(file, directory, json),
             CasesCommand::Retract {
                 id,
                 reason,
@@ -586,8 +692,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             urls,
             hosting_ip,
             category,
+            classification,
             json,
-        } => client::route(config, urls, hosting_ip, category, json).await,
+        } => client::route(config, urls, hosting_ip, category, classification, json).await,
         Command::Stats {
             config,
             window_days,
@@ -644,12 +751,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 },
         } => audit_verify_proof(file, directory, json),
         Command::Audit {
-            command: AuditCommand::Export { config, after },
+            command: AuditCommand::Export { config, after, who },
         } => {
             let cfg = load_config(&config)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            let n = crate::audit::proof::export(&cfg.database, after, &mut out).await?;
+            let n =
+                crate::audit::proof::export(&cfg.database, after, who.as_deref(), &mut out).await?;
             use std::io::Write;
             out.flush()?;
             eprintln!("{n} entries exported");
@@ -696,6 +804,169 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Db {
             command: DbCommand::Backup { config, out },
         } => db_backup(config, out).await,
+        Command::Retention {
+            command:
+                RetentionCommand::Run {
+                    config,
+                    dry_run,
+                    json,
+                },
+        } => retention_run(config, dry_run, json).await,
+        Command::Retention {
+            command:
+                RetentionCommand::Erase {
+                    id,
+                    reason,
+                    config,
+                    json,
+                },
+        } => retention_erase(config, id, reason, json).await,
+    }
+}
+
+async fn retention_erase(
+    config: PathBuf,
+    id: String,
+    reason: String,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let store = crate::store::Store::open(&cfg.database)
+        .await
+        .with_context(|| format!("database {}", cfg.database.display()))?;
+    let result = crate::node::retention::erase(
+        &store,
+        &id,
+        "cli:retention",
+        &reason,
+        crate::node::Core::now_ms(),
+    )
+    .await;
+    store.close().await;
+    let (subject, seq) = result?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"erased": subject, "audit_entry": seq})
+        );
+    } else {
+        println!(
+            "case {subject}: URLs, notes and evidence erased (audit entry {seq}); peers that received it keep their own copies"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn retention_run(config: PathBuf, dry_run: bool, json: bool) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    if !cfg.retention.any() {
+        return Err(Failure {
+            code: EXIT_CONFIG,
+            error: anyhow::anyhow!(
+                "{}: no [retention] period is configured: nothing can expire",
+                cfg.path.display()
+            ),
+        });
+    }
+    let store = crate::store::Store::open(&cfg.database)
+        .await
+        .with_context(|| format!("database {}", cfg.database.display()))?;
+    let result = crate::node::retention::run(
+        &store,
+        &cfg.retention,
+        "cli:retention",
+        cfg.node_id.as_str(),
+        dry_run,
+        true,
+        crate::node::Core::now_ms(),
+    )
+    .await;
+    store.close().await;
+    let run = result.context("retention run failed")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&run)?);
+    } else {
+        let verb = if dry_run { "would purge" } else { "purged" };
+        println!(
+            "{verb} {} report(s): {} closed, {} refused, {} delivered{}",
+            run.reports.len(),
+            run.closed,
+            run.refused,
+            run.delivered,
+            match run.audit_entry {
+                Some(seq) => format!(" (audit entry {seq})"),
+                None => String::new(),
+            }
+        );
+        for p in &run.reports {
+            println!("  {}  {} ({}, {})", p.report, p.kind, p.direction, p.status);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify_export(
+    file: PathBuf,
+    directory: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let dir = directory
+        .map(|d| crate::directory::Directory::load(&d))
+        .transpose()
+        .map_err(|e| Failure {
+            code: EXIT_CONFIG,
+            error: e.into(),
+        })?;
+    let result = serde_json::from_str::<crate::report::bundle::ExportBundle>(&text)
+        .map_err(|_| {
+            crate::audit::proof::ProofError::Malformed(format!(
+                "{} is not a case export bundle",
+                file.display()
+            ))
+        })
+        .and_then(|b| crate::report::bundle::verify_export(&b, dir.as_ref()));
+    match result {
+        Ok(r) => {
+            if json {
+                println!("{}", serde_json::json!({"ok": true, "proves": r}));
+            } else {
+                println!(
+                    "VALID: case {} (status {}) exported by {} ({}) at {}, signed by {}; report signed by {}; {} receipt(s), {} status update(s), {} referral(s); {} audit entries included in {}'s log at size {} (root {})",
+                    r.case,
+                    r.status,
+                    r.exporter,
+                    r.exported_by,
+                    crate::node::cases::rfc3339(r.exported_at_ms),
+                    r.signed_by,
+                    if r.report_signed_by.is_empty() {
+                        "nobody (purged by retention)"
+                    } else {
+                        r.report_signed_by.as_str()
+                    },
+                    r.receipts,
+                    r.status_updates,
+                    r.referrals,
+                    r.audit_entries,
+                    r.exporter,
+                    r.tree_size,
+                    r.root
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "problem": e.to_string()})
+                );
+            } else {
+                eprintln!("INVALID: {e}");
+            }
+            Ok(ExitCode::from(2))
+        }
     }
 }
 

@@ -154,8 +154,20 @@ pub(crate) fn case_table(cases: &[CaseView]) {
 pub(crate) fn case(c: &CaseView) {
     println!("case {} from {} ({})", c.id, c.origin, c.direction);
     println!("  status:   {}", c.status);
-    println!("  category: {} ({})", c.category, c.priority);
+    println!(
+        "  category: {} ({}{})",
+        c.category,
+        c.priority,
+        if c.classification.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", c.classification)
+        }
+    );
     println!("  created:  {}", c.created_at);
+    if let Some(p) = &c.purged_at {
+        println!("  purged:   {p} (URLs, notes and evidence removed by retention or erasure)");
+    }
     for u in &c.urls {
         println!("  url:      {}", clean(u));
     }
@@ -208,6 +220,15 @@ pub(crate) fn case(c: &CaseView) {
             } else {
                 format!(": {}", clean(&h.reason))
             }
+        );
+    }
+    for r in &c.referrals {
+        println!(
+            "  referral: {} to {} (reference {}), recorded by {}",
+            r.referred_at,
+            clean(&r.agency),
+            clean(&r.reference),
+            clean(&r.actor)
         );
     }
 }

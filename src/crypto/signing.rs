@@ -26,6 +26,8 @@ pub enum Purpose {
     /// An origin's retraction or correction of a report it sent.
     Amendment,
     Checkpoint,
+    /// A case exported for law enforcement (`cases export`).
+    CaseExport,
 }
 
 impl Purpose {
@@ -39,6 +41,7 @@ impl Purpose {
             Purpose::Status => b"alertrelay/v1/status\0",
             Purpose::Amendment => b"alertrelay/v1/amendment\0",
             Purpose::Checkpoint => b"alertrelay/v1/checkpoint\0",
+            Purpose::CaseExport => b"alertrelay/v1/case-export\0",
         }
     }
 }

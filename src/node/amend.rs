@@ -445,6 +445,7 @@ async fn apply_received(
                     &why,
                     &actor,
                     now,
+                    None,
                 )
                 .await?;
                 wake.extend(next);

@@ -143,6 +143,33 @@ pub struct CaseView {
     /// The case (ORIGIN/REPORT-ID) this report joined, if it did.
     #[serde(default)]
     pub joined_to: Option<String>,
+    /// Law-enforcement referrals recorded here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referrals: Vec<ReferralView>,
+    /// When retention purged its URLs, notes and evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged_at: Option<String>,
+    /// `national` when the origin classified it so; empty for baseline.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub classification: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReferralView {
+    pub agency: String,
+    pub reference: String,
+    pub referred_at: String,
+    pub actor: String,
+}
+
+/// A law-enforcement referral to record with the status
+/// `referred-to-law-enforcement`.
+#[derive(Debug, Clone, Default)]
+pub struct Referral<'a> {
+    pub agency: &'a str,
+    pub reference: &'a str,
+    /// 0 means now.
+    pub referred_at_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -203,6 +230,7 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
         .and_then(|b| pb::Signed::decode(b).ok())
         .and_then(|s| pb::Amendment::decode(s.payload.as_slice()).ok())
         .unwrap_or_default();
+    let referrals = core.store.referrals(row.seq).await?;
     // Stored payloads were verified (or made) by this node; one that does
     // not decode means a damaged database, which must not pass as empty.
     let payload = pb::ReportPayload::decode(row.payload.as_slice())
@@ -216,10 +244,13 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
         deliveries.iter().map(|d| d.destination.clone()).collect()
     } else if row.direction == Direction::Incoming.as_str() {
         vec![core.me.to_string()]
+    } else if let Some(r) = &route {
+        r.destinations.clone()
     } else {
-        route
-            .as_ref()
-            .map(|r| r.destinations.clone())
+        // Purged: the tombstone's route keeps the destinations.
+        serde_json::from_str::<serde_json::Value>(&row.route)
+            .ok()
+            .and_then(|v| serde_json::from_value(v["destinations"].clone()).ok())
             .unwrap_or_default()
     };
     Ok(CaseView {
@@ -296,7 +327,44 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
                 at: rfc3339(h.at_ms),
             })
             .collect(),
+        referrals: referrals
+            .into_iter()
+            .map(|r| ReferralView {
+                agency: r.agency,
+                reference: r.reference,
+                referred_at: rfc3339(r.referred_at_ms),
+                actor: r.actor,
+            })
+            .collect(),
+        purged_at: row.purged_at_ms.map(rfc3339),
+        classification: payload.classification,
     })
+}
+
+/// Records a read of cases through the Operator service: who (from the
+/// certificate), which request, and which cases or filter. One entry per
+/// request, written before the data is returned; if it cannot be written
+/// the read fails (no unaudited access).
+pub async fn audit_read(
+    core: &Core,
+    operator: &PeerIdentity,
+    kind: &'static str,
+    subject: String,
+    detail: serde_json::Value,
+) -> Result<(), NodeError> {
+    let mut tx = core.store.begin().await?;
+    tx.audit(
+        &audit::Entry::new(kind, operator.to_string(), subject, detail),
+        Core::now_ms(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `ORIGIN/REPORT-ID` of a case: how audit entries name it.
+pub fn subject(case: &CaseView) -> String {
+    format!("{}/{}", case.origin, case.id)
 }
 
 /// Finds a case by report id, or by `ORIGIN/REPORT-ID`.
@@ -344,8 +412,9 @@ pub async fn update(
     id: &str,
     status: &str,
     reason: &str,
+    referral: &Referral<'_>,
 ) -> Result<CaseView, NodeError> {
-    let result = apply_update(core, operator, id, status, reason).await;
+    let result = apply_update(core, operator, id, status, reason, referral).await;
     if let Err(e @ (NodeError::Invalid(_) | NodeError::FailedPrecondition(_))) = &result {
         let code = match e {
             NodeError::Invalid(i) => i.code,
@@ -369,6 +438,7 @@ async fn apply_update(
     id: &str,
     status: &str,
     reason: &str,
+    referral: &Referral<'_>,
 ) -> Result<CaseView, NodeError> {
     let actor = operator.to_string();
     let to = CaseStatus::parse(status).map_err(|mut e| {
@@ -376,6 +446,7 @@ async fn apply_update(
         e
     })?;
     crate::report::validate::single_line("reason", reason, 4096)?;
+    let referral = check_referral(to, referral)?;
     let row = find(core, id).await?;
     if row.relay == 1 {
         return Err(NodeError::FailedPrecondition(format!(
@@ -419,7 +490,18 @@ async fn apply_update(
             "case {id} changed meanwhile; try again"
         )));
     }
-    let wake = change_status(core, &mut tx, &row, from, to, reason, &actor, now).await?;
+    let wake = change_status(
+        core,
+        &mut tx,
+        &row,
+        from,
+        to,
+        reason,
+        &actor,
+        now,
+        referral.as_ref(),
+    )
+    .await?;
     tx.commit().await?;
     core.case_changed(row.seq);
     for peer in &wake {
@@ -500,6 +582,7 @@ async fn apply_hand_off(
                 &payload.urls,
                 hosting_ip,
                 &payload.category,
+                &payload.classification,
             )?;
             let e = &route.evidence;
             reason.push_str(&format!(
@@ -644,6 +727,7 @@ async fn apply_hand_off(
             &why,
             &actor,
             now,
+            None,
         )
         .await?
     };
@@ -669,8 +753,9 @@ pub(crate) async fn change_status(
     reason: &str,
     actor: &str,
     now: i64,
+    referral: Option<&Referral<'_>>,
 ) -> Result<Vec<String>, NodeError> {
-    let mut wake: Vec<String> = change_one(core, tx, row, from, to, reason, actor, now)
+    let mut wake: Vec<String> = change_one(core, tx, row, from, to, reason, actor, now, referral)
         .await?
         .into_iter()
         .collect();
@@ -679,7 +764,9 @@ pub(crate) async fn change_status(
             continue;
         }
         let from = CaseStatus::parse(&joined.status).unwrap_or(from);
-        if let Some(peer) = change_one(core, tx, &joined, from, to, reason, actor, now).await? {
+        if let Some(peer) =
+            change_one(core, tx, &joined, from, to, reason, actor, now, None).await?
+        {
             wake.push(peer);
         }
     }
@@ -699,6 +786,7 @@ async fn change_one(
     reason: &str,
     actor: &str,
     now: i64,
+    referral: Option<&Referral<'_>>,
 ) -> Result<Option<String>, NodeError> {
     let update_id = uuid::Uuid::new_v4().to_string();
     tx.set_status(row.seq, to.as_str(), now).await?;
@@ -763,6 +851,18 @@ async fn change_one(
         now,
     )
     .await?;
+    let referral = referral.map(|r| {
+        let at = if r.referred_at_ms == 0 {
+            now
+        } else {
+            r.referred_at_ms
+        };
+        (r.agency, r.reference, at)
+    });
+    if let Some((agency, reference, at)) = referral {
+        tx.insert_referral(row.seq, &update_id, agency, reference, at, actor, now)
+            .await?;
+    }
     tx.audit(
         &audit::Entry::new(
             "case.status",
@@ -775,10 +875,54 @@ async fn change_one(
                 "update_id": update_id,
                 "sent_to": back_to,
                 "through": next_node.as_ref().filter(|n| Some(*n) != back_to.as_ref()),
+                "referral": referral.map(|(agency, reference, at)| serde_json::json!({
+                    "agency": agency,
+                    "reference": reference,
+                    "referred_at_ms": at,
+                })),
             }),
         ),
         now,
     )
     .await?;
     Ok(next_node)
+}
+
+/// A referral's fields: both required with `referred-to-law-enforcement`,
+/// refused with any other status.
+fn check_referral<'a>(to: CaseStatus, r: &Referral<'a>) -> Result<Option<Referral<'a>>, NodeError> {
+    use crate::report::InvalidInput;
+    let given = !r.agency.is_empty() || !r.reference.is_empty() || r.referred_at_ms != 0;
+    if to != CaseStatus::ReferredToLawEnforcement {
+        if given {
+            return Err(InvalidInput::new(
+                "referral-without-status",
+                "agency",
+                "agency, reference and referred_at are only for status referred-to-law-enforcement",
+            )
+            .into());
+        }
+        return Ok(None);
+    }
+    for (field, value) in [("agency", r.agency), ("reference", r.reference)] {
+        if value.trim().is_empty() {
+            return Err(InvalidInput::new(
+                "referral-incomplete",
+                field,
+                "required with status referred-to-law-enforcement",
+            )
+            .into());
+        }
+        crate::report::validate::single_line(field, value, 256)?;
+    }
+    let now = Core::now_ms();
+    if r.referred_at_ms < 0 || r.referred_at_ms > now + 300_000 {
+        return Err(InvalidInput::new(
+            "referral-time",
+            "referred_at_ms",
+            "must be a time in the past (Unix ms), or 0 for now",
+        )
+        .into());
+    }
+    Ok(Some(r.clone()))
 }

@@ -29,6 +29,7 @@ pub fn route_preview(
     urls: &[String],
     hosting_ip: &str,
     category: &str,
+    classification: &str,
 ) -> Result<RouteDecision, NodeError> {
     let draft = validate::draft(Submission {
         urls,
@@ -41,6 +42,7 @@ pub fn route_preview(
         priority: Priority::Bulk,
         notes: "",
         hashes: Vec::new(),
+        classification,
     })?;
     let urls = valid_urls(&draft.urls)?;
     Ok(decide(core, &urls, &draft))
@@ -62,7 +64,8 @@ fn decide(core: &Core, urls: &[ValidUrl], draft: &crate::report::ReportDraft) ->
             UrlHost::Domain(d) => Some(d.as_str()),
             UrlHost::Ip(_) | UrlHost::Onion(_) => None,
         }));
-    routing::decide(
+    let directory = core.directory();
+    let decision = routing::decide(
         &routing::RouteInput {
             urls,
             hosting_ip: draft.hosting_ip,
@@ -71,11 +74,21 @@ fn decide(core: &Core, urls: &[ValidUrl], draft: &crate::report::ReportDraft) ->
         },
         &core.config.geo,
         &routing::Federation {
-            directory: &core.directory(),
+            directory: &directory,
             me: &core.me,
             fallback: core.config.fallback.as_ref(),
             fallback_for: &core.config.fallback_for,
         },
+    );
+    // What may be sent where: a destination the receiver's law or this
+    // node's jurisdiction policy rules out gets the alternative instead.
+    routing::policy::apply(
+        decision,
+        draft.category,
+        draft.classification,
+        &core.config.jurisdiction,
+        &directory,
+        &core.me,
     )
 }
 
@@ -127,6 +140,7 @@ pub async fn submit(
         priority: crate::api::convert::priority_to_pb(draft.priority) as i32,
         notes: draft.notes.clone(),
         route: Some(crate::api::convert::route_to_pb(&route)),
+        classification: draft.classification.wire().to_owned(),
     };
     let signed = wire::sign(
         &core.key(),
@@ -143,6 +157,8 @@ pub async fn submit(
     let (direction, status) = match route.kind {
         RouteKind::Local => (Direction::Local, "received"),
         RouteKind::NoHotline => (Direction::Outgoing, "no-hotline"),
+        // Visible to analysts (`cases list --status held`), never sent.
+        RouteKind::Held => (Direction::Outgoing, "held"),
         RouteKind::Peer | RouteKind::Fallback => (Direction::Outgoing, "queued"),
     };
     let route_json = serde_json::to_string(&route).unwrap_or_default();
@@ -227,6 +243,7 @@ pub async fn submit(
             subject,
             serde_json::json!({
                 "category": draft.category.as_str(),
+                "classification": draft.classification.as_str(),
                 "priority": draft.priority.as_str(),
                 "urls": draft.urls.len(),
                 "payload_sha256": hex::encode(digest),
@@ -237,6 +254,7 @@ pub async fn submit(
                 "dataset": route.evidence.dataset,
                 "dataset_date": route.evidence.dataset_date,
                 "reason": route.reason,
+                "withheld": route.withheld,
             }),
         ),
         now,

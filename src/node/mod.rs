@@ -6,10 +6,12 @@
 pub mod amend;
 pub mod cases;
 pub mod checkpoint;
+pub mod export;
 pub mod health;
 pub mod intake;
 pub mod overview;
 pub mod receive;
+pub mod retention;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -452,6 +454,7 @@ pub async fn start_with_listener(
         watch.clone(),
     ));
     tasks.spawn(checkpoint::run_schedule(core.clone(), watch.clone()));
+    tasks.spawn(retention::run_schedule(core.clone(), watch.clone()));
     let mut metrics_addr = None;
     if let Some(listen) = core.config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(listen)

@@ -177,6 +177,24 @@ async fn store_one(
             return refuse(core, tx, r, &actor, FAILED_PRECONDITION, code, reason, now).await;
         }
     };
+    // What this hotline's directory entry says it takes (its law): a
+    // nationally-illegal report outside it is refused, never stored. A
+    // relay only passes it on; the destination decides.
+    if role.case
+        && let Some(why) = outside_jurisdiction(core, p)
+    {
+        return refuse(
+            core,
+            tx,
+            r,
+            &actor,
+            FAILED_PRECONDITION,
+            "jurisdiction",
+            &why,
+            now,
+        )
+        .await;
+    }
     if let Some(existing) = tx.find_report(r.origin.as_str(), &p.report_id).await? {
         if existing.payload_digest == r.digest {
             // An exact repeat (a retry after a lost reply): the original
@@ -438,6 +456,7 @@ async fn store_one(
                 &why,
                 &actor,
                 now,
+                None,
             )
             .await?,
         );
@@ -523,6 +542,22 @@ fn takes_over(core: &Core, r: &OpenedReport) -> Result<Role, (&'static str, &'st
         ));
     }
     Ok(Role { case, relay_for })
+}
+
+/// Why this node may not take `p` over under its own directory entry
+/// (`national_categories`), or `None`.
+fn outside_jurisdiction(core: &Core, p: &pb::ReportPayload) -> Option<String> {
+    let class = match crate::report::Classification::parse_or_baseline(&p.classification) {
+        Ok(c) => c,
+        Err(_) => return Some("unknown classification".into()),
+    };
+    let category = crate::report::Category::parse(&p.category).ok()?;
+    let directory = core.directory();
+    let me = directory.node(&core.me)?;
+    let covered =
+        class == crate::report::Classification::Baseline || me.national.contains(&category);
+    (!covered)
+        .then(|| format!("this hotline does not take {class} {category} (see its directory entry)"))
 }
 
 #[allow(clippy::too_many_arguments)]

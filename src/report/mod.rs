@@ -2,6 +2,7 @@
 //! transitions, and the strict validation of what an analyst submits.
 //! `wire` is the signed payload codec (envelopes, receipts, status updates).
 
+pub mod bundle;
 pub mod content;
 pub mod validate;
 pub mod wire;
@@ -76,6 +77,40 @@ string_enum!(
         Other => "other",
     }
 );
+
+string_enum!(
+    /// The legal classification an origin gives a report: `baseline`
+    /// (INTERPOL baseline, illegal everywhere) or `national` (illegal under
+    /// the origin's national law only). It decides where the jurisdiction
+    /// policy lets a report go (`routing::policy`).
+    Classification {
+        Baseline => "baseline",
+        National => "national",
+    }
+);
+
+impl Classification {
+    /// From a request or a signed payload: empty means baseline.
+    pub fn parse_or_baseline(s: &str) -> Result<Self, InvalidInput> {
+        if s.is_empty() {
+            return Ok(Classification::Baseline);
+        }
+        Classification::parse(s).map_err(|mut e| {
+            e.field = "classification".into();
+            e.code = "bad-classification";
+            e
+        })
+    }
+
+    /// As carried in the signed payload: empty for baseline, so reports
+    /// without a national classification encode exactly as before.
+    pub fn wire(self) -> &'static str {
+        match self {
+            Classification::Baseline => "",
+            Classification::National => "national",
+        }
+    }
+}
 
 string_enum!(
     /// Urgent reports (imminent danger, ongoing abuse) overtake bulk ones.
@@ -173,4 +208,5 @@ pub struct ReportDraft {
     pub priority: Priority,
     pub notes: String,
     pub hashes: Vec<MediaHash>,
+    pub classification: Classification,
 }

@@ -70,6 +70,8 @@ pub struct Submission<'a> {
     pub priority: Priority,
     pub notes: &'a str,
     pub hashes: Vec<MediaHash>,
+    /// `baseline` (or empty) or `national`.
+    pub classification: &'a str,
 }
 
 pub fn draft(s: Submission<'_>) -> Result<ReportDraft, InvalidInput> {
@@ -80,6 +82,7 @@ pub fn draft(s: Submission<'_>) -> Result<ReportDraft, InvalidInput> {
         e
     })?;
     let hosting_ip = hosting_ip(s.hosting_ip)?;
+    let classification = super::Classification::parse_or_baseline(s.classification)?;
     text("notes", s.notes, MAX_NOTES_BYTES, true)?;
     if s.hashes.len() > MAX_HASHES {
         return Err(InvalidInput::new(
@@ -98,6 +101,7 @@ pub fn draft(s: Submission<'_>) -> Result<ReportDraft, InvalidInput> {
         priority: s.priority,
         notes: s.notes.to_owned(),
         hashes: s.hashes,
+        classification,
     })
 }
 

@@ -695,6 +695,7 @@ mod tests {
                         not_after: None,
                         revoked: false,
                     }],
+                    national_categories: vec![],
                 })
                 .collect(),
         };

@@ -9,6 +9,7 @@
 //! - `rules.rs`: a hosting country → a hotline, or the fallback chain.
 
 mod hosting;
+pub mod policy;
 mod rules;
 
 use std::net::IpAddr;
@@ -36,6 +37,9 @@ pub enum RouteKind {
     Fallback,
     /// No hotline and no fallback: kept here, delivery `no-hotline`.
     NoHotline,
+    /// The jurisdiction policy forbids sending it where it would go, and its
+    /// alternative is `held`: kept here for an analyst, delivery `held`.
+    Held,
 }
 
 impl RouteKind {
@@ -45,6 +49,7 @@ impl RouteKind {
             RouteKind::Local => "local",
             RouteKind::Fallback => "fallback",
             RouteKind::NoHotline => "no-hotline",
+            RouteKind::Held => "held",
         }
     }
 
@@ -54,6 +59,7 @@ impl RouteKind {
             RouteKind::Local,
             RouteKind::Fallback,
             RouteKind::NoHotline,
+            RouteKind::Held,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -123,6 +129,10 @@ pub struct RouteDecision {
     pub evidence: Evidence,
     /// The chain of reasoning, one step a line.
     pub steps: Vec<String>,
+    /// Destinations the jurisdiction policy withheld the report from, and
+    /// why (see `policy`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub withheld: Vec<policy::Withheld>,
 }
 
 pub struct RouteInput<'a> {
@@ -179,6 +189,7 @@ fn combine(
             reason,
             evidence,
             steps,
+            withheld: Vec::new(),
         };
     }
     let mut destinations: Vec<NodeId> = Vec::new();
@@ -248,6 +259,7 @@ fn combine(
         reason,
         evidence,
         steps,
+        withheld: Vec::new(),
     }
 }
 

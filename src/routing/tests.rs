@@ -26,6 +26,7 @@ fn node(id: &str, cc: &[&str], cats: &[&str], active: bool) -> RawNode {
         categories: cats.iter().map(|c| (*c).into()).collect(),
         active,
         keys: vec![],
+        national_categories: vec![],
     }
 }
 

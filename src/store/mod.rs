@@ -72,6 +72,29 @@ pub struct ReportRow {
     pub correction: Option<Vec<u8>>,
     /// The case this report joined (same content), if any.
     pub joined_to: Option<i64>,
+    /// When retention purged its URLs, notes and evidence.
+    #[sqlx(default)]
+    pub purged_at_ms: Option<i64>,
+}
+
+/// A law-enforcement referral recorded on a case.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReferralRow {
+    pub agency: String,
+    pub reference: String,
+    pub referred_at_ms: i64,
+    pub actor: String,
+}
+
+/// A report whose retention period is over, and the record kind that
+/// expired.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ExpiredRow {
+    pub seq: i64,
+    pub origin: String,
+    pub report_id: String,
+    pub direction: String,
+    pub status: String,
 }
 
 pub struct NewReport<'a> {
@@ -259,6 +282,9 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // Deleted and overwritten content is zeroed on disk, so data
+            // purged by retention is gone from the file, not just unlinked.
+            .pragma("secure_delete", "ON")
             .busy_timeout(Duration::from_secs(10));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -579,6 +605,90 @@ impl Store {
         .bind(kind)
         .fetch_optional(&self.reader)
         .await?)
+    }
+
+    pub async fn referrals(&self, seq: i64) -> Result<Vec<ReferralRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT agency, reference, referred_at_ms, actor FROM referrals WHERE report_seq = ? ORDER BY id",
+        )
+        .bind(seq)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// The signed status updates (protobuf `Signed`) of a case, in order.
+    pub async fn signed_status_updates(&self, seq: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT signed FROM status_history WHERE report_seq = ? AND signed IS NOT NULL ORDER BY id",
+        )
+        .bind(seq)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// Every audit entry about `subject` (e.g. `ORIGIN/REPORT-ID`), in order.
+    pub async fn audit_entries_about(&self, subject: &str) -> Result<Vec<AuditRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT seq, at_ms, kind, actor, subject, detail FROM audit_log WHERE subject = ? ORDER BY seq",
+        )
+        .bind(subject)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// Reports not purged yet, with nothing left to send, whose record kind
+    /// expired: `closed` (a final case status, last changed before
+    /// `cutoff_ms`), `refused` (outgoing, refused by every receiver) or
+    /// `delivered` (outgoing, delivered to every destination).
+    pub async fn expired_reports(
+        &self,
+        kind: &str,
+        cutoff_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ExpiredRow>, StoreError> {
+        let sql: &'static str = match kind {
+            "closed" => {
+                "SELECT r.seq, r.origin, r.report_id, r.direction, r.status FROM reports r
+                 WHERE r.purged_at_ms IS NULL AND r.updated_at_ms <= ?1
+                   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.report_seq = r.seq)
+                   AND r.status IN ('not-illegal', 'removed', 'moved', 'retracted')
+                 ORDER BY r.seq LIMIT ?2"
+            }
+            "refused" => {
+                "SELECT r.seq, r.origin, r.report_id, r.direction, r.status FROM reports r
+                 WHERE r.purged_at_ms IS NULL AND r.updated_at_ms <= ?1
+                   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.report_seq = r.seq)
+                   AND r.direction = 'outgoing' AND r.status = 'refused'
+                 ORDER BY r.seq LIMIT ?2"
+            }
+            "delivered" => {
+                "SELECT r.seq, r.origin, r.report_id, r.direction, r.status FROM reports r
+                 WHERE r.purged_at_ms IS NULL AND r.updated_at_ms <= ?1
+                   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.report_seq = r.seq)
+                   AND r.direction = 'outgoing'
+                   AND r.status NOT IN ('queued', 'held', 'no-hotline', 'refused',
+                                        'not-illegal', 'removed', 'moved', 'retracted')
+                   AND EXISTS (SELECT 1 FROM deliveries d WHERE d.report_seq = r.seq)
+                   AND NOT EXISTS (SELECT 1 FROM deliveries d
+                                   WHERE d.report_seq = r.seq AND d.state <> 'delivered')
+                 ORDER BY r.seq LIMIT ?2"
+            }
+            _ => return Ok(Vec::new()),
+        };
+        Ok(sqlx::query_as(sql)
+            .bind(cutoff_ms)
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    /// Folds the WAL into the main file and truncates it, so overwritten
+    /// pages are gone from the WAL too (after a purge).
+    pub async fn checkpoint_wal(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     pub async fn audit_entries(&self, after: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
@@ -1053,6 +1163,87 @@ impl Tx {
         .fetch_one(&mut *self.tx)
         .await?;
         Ok(n > 0)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_referral(
+        &mut self,
+        seq: i64,
+        update_id: &str,
+        agency: &str,
+        reference: &str,
+        referred_at_ms: i64,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO referrals (report_seq, update_id, agency, reference, referred_at_ms, actor, recorded_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(seq)
+        .bind(update_id)
+        .bind(agency)
+        .bind(reference)
+        .bind(referred_at_ms)
+        .bind(actor)
+        .bind(now_ms)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Retention: removes a report's URLs, notes, hashes, hosting evidence,
+    /// history reasons, operator names and submission keys, keeping a
+    /// tombstone (ids, category, status, payload digest, receipts) that the
+    /// audit log's entries still point at. False when it was already
+    /// purged or something is still to be sent for it.
+    pub async fn purge_report(&mut self, seq: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE report_seq = ?")
+            .bind(seq)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        if pending > 0 {
+            return Ok(false);
+        }
+        let res = sqlx::query(
+            "UPDATE reports SET payload = x'', envelope = x'',
+                route = CASE WHEN json_valid(route) THEN
+                    json_object('kind', json_extract(route, '$.kind'),
+                                'destinations', json(COALESCE(json_extract(route, '$.destinations'), '[]')),
+                                'purged', json('true'))
+                    ELSE '{\"purged\":true}' END,
+                correction = NULL, purged_at_ms = ?
+             WHERE seq = ? AND purged_at_ms IS NULL",
+        )
+        .bind(now_ms)
+        .bind(seq)
+        .execute(&mut *self.tx)
+        .await?;
+        if res.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE status_history SET reason = '', signed = NULL,
+                actor = CASE WHEN actor LIKE 'node:%' THEN actor ELSE 'operator (purged)' END
+             WHERE report_seq = ?",
+        )
+        .bind(seq)
+        .execute(&mut *self.tx)
+        .await?;
+        sqlx::query("UPDATE referrals SET actor = 'operator (purged)' WHERE report_seq = ?")
+            .bind(seq)
+            .execute(&mut *self.tx)
+            .await?;
+        sqlx::query("DELETE FROM submissions WHERE report_seq = ?")
+            .bind(seq)
+            .execute(&mut *self.tx)
+            .await?;
+        // The content keys hold normalised URLs and media hashes.
+        sqlx::query("DELETE FROM case_keys WHERE report_seq = ?")
+            .bind(seq)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(true)
     }
 
     /// Adds a status change; false when `update_id` is already recorded.

@@ -259,6 +259,7 @@ pub async fn submit(
             notes: String::new(),
             hashes: vec![],
             submission_id: String::new(),
+            classification: String::new(),
         })
         .await
         .unwrap()

@@ -1,0 +1,313 @@
+//! The law-enforcement export of one case (`alertrelay cases export CASE
+//! --for-law-enforcement`) and its offline check (`cases verify-export`).
+//!
+//! The bundle is JSON: the exact `body` bytes (a JSON document, kept as a
+//! string so they are verified before they are read), the exporting node's
+//! Ed25519 signature over `"alertrelay/v1/case-export\0" || body`, and the
+//! public keys involved. The body holds the case as the node shows it, the
+//! origin's signed report, the signed receipts and status updates, and every
+//! audit entry about the case with its RFC 9162 inclusion proof against a
+//! checkpoint the node signed for the export (the export's own audit entry
+//! included). No IO.
+
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+
+use crate::audit::merkle::{self, Hash};
+use crate::audit::note::{self, Checkpoint, SignedNote};
+use crate::audit::proof::{ExportedEntry, ProofError};
+use crate::audit::{leaf_hash, log_origin};
+use crate::crypto::signing::{Purpose, key_id_of, parse_public_key, verify};
+use crate::node::cases::CaseView;
+use crate::pb;
+
+pub const FORMAT: &str = "alertrelay-case-export/v1";
+
+/// A public key named in a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleKey {
+    pub node: String,
+    pub key_id: String,
+    pub public_key: String,
+}
+
+/// What is signed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportBody {
+    pub format: String,
+    pub federation: String,
+    /// The node that exported (and signed) it.
+    pub exporter: String,
+    /// `law-enforcement`.
+    pub purpose: String,
+    pub exported_at_ms: i64,
+    /// The operator who exported it (from the certificate).
+    pub exported_by: String,
+    pub case: CaseView,
+    /// The origin's signed report (an encoded `alertrelay.v1.Signed`),
+    /// base64; absent once retention purged it.
+    pub report: Option<String>,
+    /// Signed receipts (encoded `Signed`), base64.
+    pub receipts: Vec<String>,
+    /// Signed status updates (encoded `Signed`), base64.
+    pub status_updates: Vec<String>,
+    pub audit: ExportAudit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportAudit {
+    /// The log's checkpoint origin, `<federation>/hotline/<ID>/audit`.
+    pub log: String,
+    /// The signed checkpoint (C2SP signed note) every proof is against.
+    pub checkpoint: String,
+    pub tree_size: u64,
+    pub entries: Vec<ProvedEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvedEntry {
+    pub entry: ExportedEntry,
+    pub leaf_index: u64,
+    /// Hex hashes.
+    pub inclusion_proof: Vec<String>,
+}
+
+/// The bundle as written to the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportBundle {
+    pub format: String,
+    pub exporter: String,
+    pub key_id: String,
+    /// The signed body: a JSON document, as text, exactly as signed.
+    pub body: String,
+    /// base64 Ed25519 signature over the domain tag and `body`.
+    pub signature: String,
+    pub keys: Vec<BundleKey>,
+}
+
+/// What a verified bundle establishes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    pub case: String,
+    pub status: String,
+    pub exporter: String,
+    pub exported_by: String,
+    pub exported_at_ms: i64,
+    /// `NODE (key KEYID)` that signed the bundle.
+    pub signed_by: String,
+    /// The node whose signature over the report verified (its origin), or
+    /// empty when the report was purged.
+    pub report_signed_by: String,
+    pub receipts: usize,
+    pub status_updates: usize,
+    pub referrals: usize,
+    /// Audit entries proved included in the log.
+    pub audit_entries: usize,
+    pub tree_size: u64,
+    pub root: String,
+}
+
+fn b64d(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).ok()
+}
+
+pub fn b64e(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Signs `body` as `exporter` and wraps it with the keys.
+pub fn seal(
+    key: &crate::crypto::signing::NodeKey,
+    exporter: &str,
+    body: &ExportBody,
+    keys: Vec<BundleKey>,
+) -> Result<ExportBundle, serde_json::Error> {
+    let text = serde_json::to_string(body)?;
+    let signature = key.sign(Purpose::CaseExport, text.as_bytes());
+    Ok(ExportBundle {
+        format: FORMAT.into(),
+        exporter: exporter.to_owned(),
+        key_id: key.key_id().to_owned(),
+        body: text,
+        signature: b64e(&signature),
+        keys,
+    })
+}
+
+/// Checks a bundle offline: the exporter's signature first, then every
+/// signed object and every inclusion proof inside. Keys come from the
+/// bundle unless `trusted` (the federation directory) is given, in which
+/// case each key used must also be there.
+pub fn verify_export(
+    b: &ExportBundle,
+    trusted: Option<&crate::directory::Directory>,
+) -> Result<ExportReport, ProofError> {
+    let malformed = |m: &str| ProofError::Malformed(m.to_owned());
+    let invalid = |m: String| ProofError::Invalid(m);
+    if b.format != FORMAT {
+        return Err(malformed("not an alertrelay case export"));
+    }
+    let key_of = |node: &str, key_id: &str| -> Option<VerifyingKey> {
+        b.keys
+            .iter()
+            .filter(|k| k.node == node && k.key_id == key_id)
+            .filter_map(|k| parse_public_key(&k.public_key).ok())
+            .filter(|v| key_id_of(v) == key_id)
+            .find(|v| match trusted {
+                None => true,
+                Some(dir) => crate::identity::NodeId::new(node)
+                    .ok()
+                    .and_then(|id| dir.node(&id).map(|n| n.keys.iter().any(|dk| dk.key == *v)))
+                    .unwrap_or(false),
+            })
+    };
+    let exporter_key = key_of(&b.exporter, &b.key_id).ok_or_else(|| {
+        invalid(format!(
+            "no trusted key {} of {} to check the bundle's signature with",
+            b.key_id, b.exporter
+        ))
+    })?;
+    let signature = b64d(&b.signature).ok_or_else(|| malformed("signature is not base64"))?;
+    verify(
+        &exporter_key,
+        Purpose::CaseExport,
+        b.body.as_bytes(),
+        &signature,
+    )
+    .map_err(|_| {
+        invalid(format!(
+            "the bundle's signature by {} does not verify: it was altered",
+            b.exporter
+        ))
+    })?;
+    // Only now is the body read.
+    let body: ExportBody =
+        serde_json::from_str(&b.body).map_err(|_| malformed("the signed body is not readable"))?;
+    if body.format != FORMAT || body.exporter != b.exporter {
+        return Err(invalid(
+            "the signed body names another format or exporter".into(),
+        ));
+    }
+    let subject = crate::node::cases::subject(&body.case);
+
+    // The origin's signed report, and that the case shows what it signed.
+    let signed_obj = |s: &str, what: &str| -> Result<pb::Signed, ProofError> {
+        let bytes =
+            b64d(s).ok_or_else(|| ProofError::Malformed(format!("{what} is not base64")))?;
+        <pb::Signed as prost::Message>::decode(bytes.as_slice())
+            .map_err(|_| ProofError::Malformed(format!("{what} is not a signed message")))
+    };
+    let check = |s: &pb::Signed, purpose: Purpose, what: &str| -> Result<(), ProofError> {
+        let key = key_of(&s.signer, &s.key_id).ok_or_else(|| {
+            ProofError::Invalid(format!(
+                "{what}: no trusted key {} of {}",
+                s.key_id, s.signer
+            ))
+        })?;
+        verify(&key, purpose, &s.payload, &s.signature).map_err(|_| {
+            ProofError::Invalid(format!(
+                "{what}: the signature of {} does not verify",
+                s.signer
+            ))
+        })
+    };
+    let mut report_signed_by = String::new();
+    if let Some(r) = &body.report {
+        let s = signed_obj(r, "the report")?;
+        check(&s, Purpose::Report, "the report")?;
+        let p = <pb::ReportPayload as prost::Message>::decode(s.payload.as_slice())
+            .map_err(|_| malformed("the signed report does not decode"))?;
+        if p.report_id != body.case.id || p.origin != body.case.origin || s.signer != p.origin {
+            return Err(invalid("the signed report is not this case's".into()));
+        }
+        if body.case.purged_at.is_none() && p.urls != body.case.urls {
+            return Err(invalid(
+                "the case's URLs differ from those the origin signed".into(),
+            ));
+        }
+        report_signed_by = s.signer.clone();
+    }
+    for (i, r) in body.receipts.iter().enumerate() {
+        let what = format!("receipt {}", i + 1);
+        let s = signed_obj(r, &what)?;
+        check(&s, Purpose::Receipt, &what)?;
+        let rc = <pb::Receipt as prost::Message>::decode(s.payload.as_slice())
+            .map_err(|_| ProofError::Malformed(format!("{what} does not decode")))?;
+        if rc.report_id != body.case.id || rc.origin != body.case.origin {
+            return Err(invalid(format!("{what} is about another report")));
+        }
+    }
+    for (i, u) in body.status_updates.iter().enumerate() {
+        let what = format!("status update {}", i + 1);
+        let s = signed_obj(u, &what)?;
+        check(&s, Purpose::Status, &what)?;
+        let su = <pb::StatusUpdate as prost::Message>::decode(s.payload.as_slice())
+            .map_err(|_| ProofError::Malformed(format!("{what} does not decode")))?;
+        if su.report_id != body.case.id || su.origin != body.case.origin {
+            return Err(invalid(format!("{what} is about another report")));
+        }
+    }
+
+    // The audit entries: each in the log at the checkpoint the exporter signed.
+    let a = &body.audit;
+    if a.log != log_origin(&body.federation, &body.exporter) {
+        return Err(invalid("the audit log is not the exporter's".into()));
+    }
+    let signed =
+        SignedNote::parse(&a.checkpoint).map_err(|e| ProofError::Malformed(e.to_string()))?;
+    note::verify_note(&signed, &a.log, &exporter_key)
+        .map_err(|_| invalid("the checkpoint is not signed by the exporter".into()))?;
+    let cp =
+        Checkpoint::parse_body(&signed.text).map_err(|e| ProofError::Malformed(e.to_string()))?;
+    if cp.origin != a.log || cp.size != a.tree_size {
+        return Err(invalid("the checkpoint is for another log or size".into()));
+    }
+    if a.entries.is_empty() {
+        return Err(invalid("no audit entry about the case".into()));
+    }
+    for p in &a.entries {
+        let e = &p.entry;
+        if e.subject != subject {
+            return Err(invalid(format!(
+                "audit entry {} is about another case",
+                e.seq
+            )));
+        }
+        if u64::try_from(e.seq - 1).ok() != Some(p.leaf_index) {
+            return Err(invalid(format!(
+                "audit entry {}: its number does not match its leaf index",
+                e.seq
+            )));
+        }
+        let leaf = leaf_hash(e.seq, e.at_ms, &e.kind, &e.actor, &e.subject, &e.detail);
+        let proof: Vec<Hash> = p
+            .inclusion_proof
+            .iter()
+            .map(|h| {
+                hex::decode(h)
+                    .ok()
+                    .and_then(|v| <Hash>::try_from(v.as_slice()).ok())
+                    .ok_or_else(|| malformed("a proof hash is not 32 bytes of hex"))
+            })
+            .collect::<Result<_, _>>()?;
+        merkle::verify_inclusion(&leaf, p.leaf_index, a.tree_size, &proof, &cp.root)
+            .map_err(|e2| invalid(format!("audit entry {}: inclusion: {e2}", e.seq)))?;
+    }
+    Ok(ExportReport {
+        case: subject,
+        status: body.case.status.clone(),
+        exporter: body.exporter.clone(),
+        exported_by: body.exported_by.clone(),
+        exported_at_ms: body.exported_at_ms,
+        signed_by: format!("{} (key {})", b.exporter, b.key_id),
+        report_signed_by,
+        receipts: body.receipts.len(),
+        status_updates: body.status_updates.len(),
+        referrals: body.case.referrals.len(),
+        audit_entries: a.entries.len(),
+        tree_size: a.tree_size,
+        root: hex::encode(cp.root),
+    })
+}
