@@ -492,6 +492,37 @@ impl Store {
         .await?)
     }
 
+    /// The next batch for one lane of `peer` (urgent or bulk), in order.
+    pub async fn outbox_lane(
+        &self,
+        peer: &str,
+        kind: &str,
+        urgent: bool,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, peer, kind, urgent, report_seq, body, attempts, returned FROM outbox
+             WHERE peer = ? AND kind = ? AND urgent = ? ORDER BY id LIMIT ?",
+        )
+        .bind(peer)
+        .bind(kind)
+        .bind(urgent)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// Whether urgent work waits for `peer`.
+    pub async fn urgent_pending(&self, peer: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE peer = ? AND kind IN ('report', 'status') AND urgent = 1)",
+        )
+        .bind(peer)
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(n != 0)
+    }
+
     /// Records a failed attempt for these outbox rows.
     pub async fn outbox_failed(&self, ids: &[i64], error: &str) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
