@@ -188,6 +188,8 @@ pub async fn submit(
             created_at_ms: now,
             now_ms: now,
             relay: false,
+            receipt: None,
+            joined_to: None,
         })
         .await?;
     // A destination reached through relays is handed to the outermost one;
