@@ -701,12 +701,16 @@ impl Store {
                 "SELECT r.seq, r.origin, r.report_id, r.direction, r.status FROM reports r
                  WHERE r.purged_at_ms IS NULL AND r.updated_at_ms <= ?1
                    AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.report_seq = r.seq)
-                   AND r.direction = 'outgoing'
-                   AND r.status NOT IN ('queued', 'held', 'no-hotline', 'refused',
-                                        'not-illegal', 'removed', 'moved', 'retracted')
                    AND EXISTS (SELECT 1 FROM deliveries d WHERE d.report_seq = r.seq)
-                   AND NOT EXISTS (SELECT 1 FROM deliveries d
-                                   WHERE d.report_seq = r.seq AND d.state <> 'delivered')
+                   AND ((r.direction = 'outgoing' AND r.relay = 0
+                         AND r.status NOT IN ('queued', 'held', 'no-hotline', 'refused',
+                                              'not-illegal', 'removed', 'moved', 'retracted')
+                         AND NOT EXISTS (SELECT 1 FROM deliveries d
+                                         WHERE d.report_seq = r.seq AND d.state <> 'delivered'))
+                        -- a copy this node only relayed, once every destination answered
+                        OR (r.relay = 1
+                            AND NOT EXISTS (SELECT 1 FROM deliveries d
+                                            WHERE d.report_seq = r.seq AND d.state = 'queued')))
                  ORDER BY r.seq LIMIT ?2"
             }
             _ => return Ok(Vec::new()),
