@@ -266,7 +266,18 @@ async fn send_reports(
     }
     let now = Core::now_ms();
     let directory = &core.directory();
-    let mut tx = core.store.begin().await?;
+    // Bulk receipts are stored in short transactions that let urgent work
+    // take the writer in between.
+    let urgent = items.first().is_some_and(|i| i.row.urgent == 1);
+    let begin = async || {
+        if urgent {
+            core.store.begin().await
+        } else {
+            core.store.begin_bulk().await
+        }
+    };
+    let mut tx = begin().await?;
+    let mut in_tx = 0;
     let mut settled = 0;
     let mut refused_count = 0u64;
     let mut changed = Vec::new();
@@ -274,6 +285,12 @@ async fn send_reports(
     let mut took = Vec::new();
     let mut bad = Vec::new();
     for (item, result) in items.iter().zip(&response.results) {
+        if in_tx == crate::node::receive::BULK_CHUNK {
+            tx.commit().await?;
+            tx = begin().await?;
+            in_tx = 0;
+        }
+        in_tx += 1;
         let receipt = result.receipt.as_ref().and_then(|s| {
             wire::open_receipt(s, peer, &item.report_id, &item.digest, directory, now)
                 .ok()

@@ -22,6 +22,10 @@ use crate::store::{NewReport, Tx};
 /// At most this many envelopes or status updates per call.
 pub const MAX_BATCH: usize = 256;
 
+/// Bulk work commits every this many reports, so urgent work waits for at
+/// most one such transaction.
+pub const BULK_CHUNK: usize = 16;
+
 /// gRPC codes carried per envelope in `ForwardResult.code`.
 const OK: i32 = 0;
 const ALREADY_EXISTS: i32 = 6;
@@ -53,26 +57,40 @@ pub async fn forward(
             return Err(e);
         }
     };
-    let mut tx = core.store.begin().await?;
+    // A bulk batch is stored in short transactions that let urgent work
+    // take the writer in between; the receipts go back once all committed
+    // (a failure part-way makes the sender retry the batch, and what was
+    // stored is then answered as an exact repeat).
+    let urgent = opened
+        .iter()
+        .any(|r| r.payload.priority == pb::Priority::Urgent as i32);
     let mut results = Vec::with_capacity(opened.len());
     let mut changed = Vec::new();
     let mut wake = Vec::new();
-    for (report, envelope) in opened.iter().zip(&req.envelopes) {
-        results.push(
-            store_one(
-                core,
-                &mut tx,
-                sender,
-                report,
-                envelope,
-                now,
-                &mut changed,
-                &mut wake,
-            )
-            .await?,
-        );
+    let items: Vec<_> = opened.iter().zip(&req.envelopes).collect();
+    for chunk in items.chunks(BULK_CHUNK) {
+        let mut tx = if urgent {
+            core.store.begin().await?
+        } else {
+            core.store.begin_bulk().await?
+        };
+        for (report, envelope) in chunk {
+            results.push(
+                store_one(
+                    core,
+                    &mut tx,
+                    sender,
+                    report,
+                    envelope,
+                    now,
+                    &mut changed,
+                    &mut wake,
+                )
+                .await?,
+            );
+        }
+        tx.commit().await?;
     }
-    tx.commit().await?;
     for seq in changed {
         core.case_changed(seq);
     }

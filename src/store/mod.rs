@@ -268,6 +268,10 @@ async fn leaf_hashes<'e>(
 pub struct Store {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Bulk transactions queue here, one at a time, so that an urgent one
+    /// waits at most for the bulk transaction holding the writer, never
+    /// behind a queue of them.
+    bulk_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -310,7 +314,11 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(base.read_only(true))
             .await?;
-        Ok(Store { writer, reader })
+        Ok(Store {
+            writer,
+            reader,
+            bulk_gate: Default::default(),
+        })
     }
 
     /// Closes the database, folding the WAL back into the main file so a
@@ -331,6 +339,18 @@ impl Store {
         Ok(Tx {
             tx: self.writer.begin().await?,
             audit_head: None,
+            _bulk: None,
+        })
+    }
+
+    /// Starts a write transaction for bulk work: it lets urgent ones go
+    /// first (see `bulk_gate`). Keep bulk transactions short.
+    pub async fn begin_bulk(&self) -> Result<Tx, StoreError> {
+        let gate = self.bulk_gate.clone().lock_owned().await;
+        Ok(Tx {
+            tx: self.writer.begin().await?,
+            audit_head: None,
+            _bulk: Some(gate),
         })
     }
 
@@ -748,6 +768,8 @@ pub struct Tx {
     /// The audit log's head as this transaction left it: later entries in
     /// the same transaction chain to it without reading it back.
     audit_head: Option<(i64, Vec<u8>)>,
+    /// Held by a bulk transaction until it ends.
+    _bulk: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 /// A case worked here that new reports of the same content may join.
