@@ -831,7 +831,7 @@ async fn retention_erase(
     json: bool,
 ) -> Result<ExitCode, Failure> {
     let cfg = load_config(&config)?;
-    let store = crate::store::Store::open(&cfg.database)
+    let store = crate::store::Store::connect(&cfg.database)
         .await
         .with_context(|| format!("database {}", cfg.database.display()))?;
     let result = crate::node::retention::erase(
@@ -868,7 +868,7 @@ async fn retention_run(config: PathBuf, dry_run: bool, json: bool) -> Result<Exi
             ),
         });
     }
-    let store = crate::store::Store::open(&cfg.database)
+    let store = crate::store::Store::connect(&cfg.database)
         .await
         .with_context(|| format!("database {}", cfg.database.display()))?;
     let result = crate::node::retention::run(
@@ -1240,8 +1240,17 @@ async fn db_backup(config: PathBuf, out: PathBuf) -> Result<ExitCode, Failure> {
             error: anyhow::anyhow!("--out {}: the file exists; give a new name", out.display()),
         });
     }
+    let Some(path) = cfg.database.sqlite_path() else {
+        return Err(Failure {
+            code: EXIT_CONFIG,
+            error: anyhow::anyhow!(
+                "{} is a PostgreSQL database: back it up with the server's tools (pg_dump, or continuous archiving)",
+                cfg.database
+            ),
+        });
+    };
     let started = std::time::Instant::now();
-    let entries = crate::store::backup(&cfg.database, &out)
+    let entries = crate::store::backup(path, &out)
         .await
         .with_context(|| format!("backup of {} failed", cfg.database.display()))?;
     let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);

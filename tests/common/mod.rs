@@ -20,6 +20,8 @@ use alertrelay::pb::operator_client::OperatorClient;
 use alertrelay::provision::{self, NodeSpec};
 use tonic::transport::Channel;
 
+pub mod pg;
+
 /// Quick retries, so tests of outages do not wait.
 pub fn fast_delivery() -> RawDelivery {
     RawDelivery {
@@ -236,8 +238,13 @@ impl Federation {
         out
     }
 
+    /// Node `i`'s SQLite file (panics for a node on PostgreSQL).
     pub fn database(&self, i: usize) -> PathBuf {
-        self.configs[i].database.clone()
+        self.configs[i]
+            .database
+            .sqlite_path()
+            .expect("a node on SQLite")
+            .to_path_buf()
     }
 
     pub fn config_path(&self, i: usize) -> PathBuf {
