@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::audit;
 use crate::audit::merkle::Hash;
 
+pub mod copy;
 pub mod postgres;
 pub mod sqlite;
 

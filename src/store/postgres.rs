@@ -106,6 +106,11 @@ impl Store {
         Ok(Tx { tx })
     }
 
+    /// A raw transaction holding the writer lock (for bulk copies).
+    pub(crate) async fn begin_raw(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        Ok(self.begin().await?.tx)
+    }
+
     /// The disk-full simulation is SQLite's (`max_page_count`).
     pub async fn danger_limit_database(&self) -> Result<(), StoreError> {
         Err(StoreError::Unsupported(

@@ -76,6 +76,24 @@ impl Federation {
         Self::start_inner(nodes, options, |_| {}).await
     }
 
+    /// Like `start`, with `prepare` run on the provisioned files before any
+    /// node starts (e.g. to put a node's database on PostgreSQL).
+    pub async fn start_then(
+        nodes: &[(&str, &[&str])],
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> Self {
+        let options = provision::Options {
+            delivery: Some(fast_delivery()),
+            audit: Some(alertrelay::config::RawAudit {
+                checkpoint_interval_ms: 100,
+                witness_interval_ms: 100,
+            }),
+            metrics_listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        Self::start_inner(nodes, options, prepare).await
+    }
+
     /// Provisions a federation with `options`, lets `prepare` change its
     /// files, then starts every node on the port the directory names.
     async fn start_inner(
