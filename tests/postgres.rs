@@ -139,6 +139,8 @@ async fn a_federation_on_postgres_delivers_end_to_end_and_its_audit_logs_verify(
         .unwrap()
         .into_inner();
     assert_eq!(first.report_id, second.report_id);
+    // (The receiver knows a case only once it is delivered.)
+    wait_case(&fr, &first.report_id, 15, |c| c.status == "delivered").await;
     wait_case(&de, &first.report_id, 15, |c| c.status == "received").await;
     // Let the checkpoints and cosignatures of both logs be written.
     eventually(
@@ -184,6 +186,26 @@ async fn a_federation_on_postgres_delivers_end_to_end_and_its_audit_logs_verify(
         1
     );
     store.close().await;
+
+    // The audit export and inclusion proofs read PostgreSQL too.
+    let (code, out, err) = cli(&["audit", "export", "--config", s(&configs[1])]).await;
+    assert_eq!(code, 0, "{err}");
+    let exported: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        exported.iter().any(|e| e["kind"] == "report.received"),
+        "{out}"
+    );
+    let (code, out, err) =
+        cli(&["audit", "prove", "1", "--config", s(&configs[0]), "--json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let proof = fed.dir.path().join("proof.json");
+    std::fs::write(&proof, out).unwrap();
+    let (code, out, err) = cli(&["audit", "verify-proof", s(&proof)]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("VALID"), "{out}");
 
     for config in &configs {
         let v = audit_verify(config).await;

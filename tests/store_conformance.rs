@@ -1032,3 +1032,55 @@ async fn checkpoints_cosignatures_and_witnessing(b: &Backend) {
     assert!(s.witnessed("nl-hotline").await.unwrap().is_none());
     s.ping().await.unwrap();
 }
+
+/// What one intake-shaped write transaction (report + outbox row + audit
+/// entry, committed durably) costs on each backend, one writer and eight.
+/// `cargo test --test store_conformance write_rates -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run on demand"]
+async fn write_rates() {
+    const N: usize = 1_000;
+    let mut backends = vec![("sqlite", Backend::sqlite().await)];
+    if let Some(b) = Backend::postgres("write_rates").await {
+        backends.push(("postgres", b));
+    }
+    for (name, b) in backends {
+        for writers in [1usize, 8] {
+            let started = std::time::Instant::now();
+            let tasks: Vec<_> = (0..writers)
+                .map(|w| {
+                    let s = b.store.clone();
+                    tokio::spawn(async move {
+                        for i in 0..N / writers {
+                            let id = format!("w{writers}-{w}-{i}");
+                            let mut tx = s.begin().await.unwrap();
+                            let seq = tx
+                                .insert_report(&report("fr-hotline", &id, &[7; 1024]))
+                                .await
+                                .unwrap();
+                            tx.enqueue("de-hotline", "report", false, seq, &[7; 1024], 1)
+                                .await
+                                .unwrap();
+                            tx.audit(&entry("report.submitted", &id, 0), 1)
+                                .await
+                                .unwrap();
+                            tx.commit().await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "{name:<8} {writers} writer(s): {N} transactions in {:.2} s = {:.0}/s",
+                secs,
+                N as f64 / secs
+            );
+        }
+        let v = audit::verify(&b.db, &bare_context()).await.unwrap();
+        assert_eq!(v.entries, 2 * N as u64);
+        b.finish().await;
+    }
+}

@@ -896,3 +896,58 @@ impl Tx {
 pub async fn backup(path: &Path, out: &Path) -> Result<u64, StoreError> {
     sqlite::backup(path, out).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Database, String> {
+        Database::parse(s, |p: &str| Path::new("/etc/alertrelay").join(p))
+    }
+
+    #[test]
+    fn the_database_setting_names_a_file_or_a_postgres_url() {
+        assert_eq!(
+            parse("node.db").unwrap(),
+            Database::Sqlite("/etc/alertrelay/node.db".into())
+        );
+        assert_eq!(
+            parse("sqlite:///var/lib/alertrelay/node.db").unwrap(),
+            Database::Sqlite("/var/lib/alertrelay/node.db".into())
+        );
+        let pg = parse("postgres://alertrelay:s3cret@db:5432/alertrelay").unwrap();
+        assert_eq!(
+            pg,
+            Database::Postgres("postgres://alertrelay:s3cret@db:5432/alertrelay".into())
+        );
+        assert!(pg.sqlite_path().is_none());
+        // The password never shows in messages.
+        assert_eq!(pg.display(), "postgres://alertrelay:***@db:5432/alertrelay");
+        assert!(!format!("{pg:?}").contains("s3cret"));
+        assert!(matches!(
+            parse("postgresql://db/alertrelay").unwrap(),
+            Database::Postgres(_)
+        ));
+        let err = parse("postgres://db").unwrap_err();
+        assert!(err.contains("names no database"), "{err}");
+        let err = parse("mysql://u:pw@db/x").unwrap_err();
+        assert!(
+            err.contains("unknown scheme") && !err.contains("pw"),
+            "{err}"
+        );
+        assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn a_purged_route_keeps_only_its_kind_and_destinations() {
+        let r: serde_json::Value = serde_json::from_str(&purged_route(
+            r#"{"kind":"peer","destinations":["DE"],"evidence":{"ip":"1.2.3.4"}}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            r,
+            serde_json::json!({"kind": "peer", "destinations": ["DE"], "purged": true})
+        );
+        assert_eq!(purged_route("not json"), r#"{"purged":true}"#);
+    }
+}
