@@ -53,7 +53,8 @@ pub struct RawNodeConfig {
     pub node_id: String,
     /// Address the gRPC listener binds (both services).
     pub listen: String,
-    /// SQLite database file (relative paths are relative to this file).
+    /// SQLite database file (relative paths are relative to this file;
+    /// `sqlite://PATH` works too), or a PostgreSQL URL (`postgres://…`).
     pub database: String,
     /// The federation directory file.
     pub directory: String,
@@ -323,7 +324,7 @@ pub struct NodeConfig {
     pub path: PathBuf,
     pub node_id: NodeId,
     pub listen: SocketAddr,
-    pub database: PathBuf,
+    pub database: crate::store::Database,
     pub directory_path: PathBuf,
     pub directory: Directory,
     pub fallback: Option<NodeId>,
@@ -416,6 +417,8 @@ impl NodeConfig {
         })?;
         let resolve = |p: &str| base.join(p);
         let directory_path = resolve(&raw.directory);
+        let database = crate::store::Database::parse(&raw.database, resolve)
+            .map_err(|m| invalid("database", m))?;
         let directory =
             Directory::load(&directory_path).map_err(|source| ConfigError::Directory {
                 path: shown.clone(),
@@ -583,7 +586,7 @@ impl NodeConfig {
             path: path.to_path_buf(),
             node_id,
             listen,
-            database: resolve(&raw.database),
+            database,
             directory_path,
             directory,
             fallback,

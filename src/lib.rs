@@ -19,7 +19,7 @@
 //! - `provision`  writing a federation to disk (CA, certificates, keys, configs)
 //! - `report`     domain types, validation, the signed payload codec
 //! - `routing`    pure routing decisions with evidence
-//! - `store`      SQLite storage (sqlx), transactions
+//! - `store`      storage on SQLite or PostgreSQL (sqlx), transactions
 
 #![forbid(unsafe_code)]
 

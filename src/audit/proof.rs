@@ -2,16 +2,16 @@
 //! 9162 inclusion proof, the signed and cosigned checkpoint it is proved
 //! against, and the public keys involved. Also the JSON-lines export.
 
-use std::path::Path;
-
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
 use super::merkle::{self, Hash};
 use super::note::{self, Checkpoint, SignedNote};
+use super::verify::{Conn, with_conn};
 use super::{AuditError, leaf_hash, log_origin, witness_name};
 use crate::config::NodeConfig;
 use crate::crypto::signing::{encode_public_key, key_id_of, parse_public_key};
+use crate::store::Database;
 
 pub const FORMAT: &str = "alertrelay-inclusion-proof/v1";
 
@@ -82,60 +82,51 @@ pub struct ProofReport {
     pub cosigned_by: Vec<String>,
 }
 
-async fn open(path: &Path) -> Result<sqlx::SqliteConnection, AuditError> {
-    use sqlx::ConnectOptions;
-    sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(path)
-        .read_only(true)
-        .connect()
-        .await
-        .map_err(|source| AuditError::Open {
-            path: path.display().to_string(),
-            source,
-        })
-}
-
 /// Builds the inclusion proof of entry `seq` against the latest cosigned
 /// checkpoint that covers it (or the latest signed one, when none is
 /// cosigned yet).
 pub async fn prove(cfg: &NodeConfig, seq: i64) -> Result<ProofBundle, ProofError> {
-    let mut conn = open(&cfg.database).await?;
+    let mut conn = Conn::open(&cfg.database).await?;
     let read = AuditError::Read;
-    let entry: ExportedEntry = sqlx::query_as(
-        "SELECT seq, at_ms, kind, actor, subject, detail FROM audit_log WHERE seq = ?",
-    )
-    .bind(seq)
-    .fetch_optional(&mut conn)
-    .await
-    .map_err(read)?
-    .ok_or(ProofError::NoEntry(seq))?;
-    // Prefer a checkpoint with cosignatures: the witnesses' word is what
-    // makes it independent of this node's operator.
-    let cp: Option<(i64, String)> = sqlx::query_as(
-        "SELECT c.size, c.note FROM checkpoints c
-         WHERE c.size >= ?1
-         ORDER BY (SELECT COUNT(*) FROM cosignatures s WHERE s.size = c.size) > 0 DESC, c.size DESC
-         LIMIT 1",
-    )
-    .bind(seq)
-    .fetch_optional(&mut conn)
-    .await
-    .map_err(read)?;
+    let found = with_conn!(&mut conn, c => {
+        let entry: Option<ExportedEntry> = sqlx::query_as(
+            "SELECT seq, at_ms, kind, actor, subject, detail FROM audit_log WHERE seq = $1",
+        )
+        .bind(seq)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(read)?;
+        // Prefer a checkpoint with cosignatures: the witnesses' word is what
+        // makes it independent of this node's operator.
+        let cp: Option<(i64, String)> = sqlx::query_as(
+            "SELECT c.size, c.note FROM checkpoints c
+             WHERE c.size >= $1
+             ORDER BY (SELECT COUNT(*) FROM cosignatures s WHERE s.size = c.size) > 0 DESC, c.size DESC
+             LIMIT 1",
+        )
+        .bind(seq)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(read)?;
+        let size = cp.as_ref().map_or(0, |(size, _)| *size);
+        let lines: Vec<(String, String)> =
+            sqlx::query_as("SELECT witness, line FROM cosignatures WHERE size = $1 ORDER BY witness")
+                .bind(size)
+                .fetch_all(&mut *c)
+                .await
+                .map_err(read)?;
+        let leaves: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT leaf_hash FROM audit_log WHERE seq <= $1 ORDER BY seq")
+                .bind(size)
+                .fetch_all(&mut *c)
+                .await
+                .map_err(read)?;
+        Ok::<_, AuditError>((entry, cp, lines, leaves))
+    });
+    conn.close().await;
+    let (entry, cp, lines, leaves) = found?;
+    let entry = entry.ok_or(ProofError::NoEntry(seq))?;
     let (size, mut note_text) = cp.ok_or(ProofError::NotCovered(seq))?;
-    let lines: Vec<(String, String)> =
-        sqlx::query_as("SELECT witness, line FROM cosignatures WHERE size = ? ORDER BY witness")
-            .bind(size)
-            .fetch_all(&mut conn)
-            .await
-            .map_err(read)?;
-    let leaves: Vec<Vec<u8>> =
-        sqlx::query_scalar("SELECT leaf_hash FROM audit_log WHERE seq <= ? ORDER BY seq")
-            .bind(size)
-            .fetch_all(&mut conn)
-            .await
-            .map_err(read)?;
-    use sqlx::Connection;
-    let _ = conn.close().await;
     let leaves: Vec<Hash> = leaves
         .iter()
         .map(|l| <Hash>::try_from(l.as_slice()).unwrap_or([0; 32]))
@@ -277,12 +268,23 @@ pub fn verify_bundle(
 /// names it (`operator:FR-PDC/alice`, `admin:...`, `node:DE-ECO`), or an
 /// operator's `NODE/NAME`.
 pub async fn export(
-    path: &Path,
+    db: &Database,
     after: i64,
     who: Option<&str>,
     out: &mut impl std::io::Write,
 ) -> Result<u64, ProofError> {
-    let mut conn = open(path).await?;
+    let mut conn = Conn::open(db).await?;
+    let result = export_from(&mut conn, after, who, out).await;
+    conn.close().await;
+    result
+}
+
+async fn export_from(
+    conn: &mut Conn,
+    after: i64,
+    who: Option<&str>,
+    out: &mut impl std::io::Write,
+) -> Result<u64, ProofError> {
     let mut n = 0u64;
     let mut last = after;
     let (exact, operator, admin) = match who {
@@ -294,17 +296,17 @@ pub async fn export(
         None => (None, None, None),
     };
     loop {
-        let rows: Vec<ExportedEntry> = sqlx::query_as(
+        let rows: Vec<ExportedEntry> = with_conn!(&mut *conn, c => sqlx::query_as(
             "SELECT seq, at_ms, kind, actor, subject, detail FROM audit_log
-             WHERE seq > ?1 AND (?2 IS NULL OR actor IN (?2, ?3, ?4)) ORDER BY seq LIMIT 1000",
+             WHERE seq > $1 AND ($2 IS NULL OR actor IN ($2, $3, $4)) ORDER BY seq LIMIT 1000",
         )
         .bind(last)
         .bind(exact.clone())
         .bind(operator.clone())
         .bind(admin.clone())
-        .fetch_all(&mut conn)
+        .fetch_all(&mut *c)
         .await
-        .map_err(AuditError::Read)?;
+        .map_err(AuditError::Read)?);
         let Some(tail) = rows.last() else { break };
         last = tail.seq;
         for r in &rows {

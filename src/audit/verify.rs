@@ -1,8 +1,8 @@
-//! Recomputing the audit log from the database file: the hash chain, every
-//! leaf hash, the Merkle root at every signed checkpoint, every checkpoint
-//! signature and every stored cosignature. Names the first thing wrong.
-
-use std::path::Path;
+//! Recomputing the audit log from the database (a SQLite file, opened
+//! read-only, or a PostgreSQL database in a read-only session): the hash
+//! chain, every leaf hash, the Merkle root at every signed checkpoint,
+//! every checkpoint signature and every stored cosignature. Names the first
+//! thing wrong.
 
 use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
@@ -11,6 +11,64 @@ use super::merkle::{self, CompactRange, Hash};
 use super::note::{self, SignedNote};
 use super::{GENESIS, entry_hash, leaf_hash, log_origin, witness_name};
 use crate::config::NodeConfig;
+use crate::store::Database;
+
+/// A read-only connection to either backend. The SQL the audit readers use
+/// is the same on both (`$N` parameters work in SQLite too).
+pub(crate) enum Conn {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+/// Runs `$body` with `$c` bound to the backend's connection (the body is
+/// compiled once per backend).
+macro_rules! with_conn {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::audit::verify::Conn::Sqlite($c) => $body,
+            $crate::audit::verify::Conn::Postgres($c) => $body,
+        }
+    };
+}
+pub(crate) use with_conn;
+
+impl Conn {
+    /// Opens `db` for reading only.
+    pub(crate) async fn open(db: &Database) -> Result<Conn, AuditError> {
+        use sqlx::ConnectOptions;
+        let open = |source| AuditError::Open {
+            path: db.display(),
+            source,
+        };
+        match db {
+            Database::Sqlite(path) => sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(path)
+                .read_only(true)
+                .connect()
+                .await
+                .map(Conn::Sqlite)
+                .map_err(open),
+            Database::Postgres(url) => {
+                let options =
+                    crate::store::postgres::connect_options(url).map_err(|e| AuditError::Open {
+                        path: db.display(),
+                        source: sqlx::Error::Configuration(e.to_string().into()),
+                    })?;
+                options
+                    .options([("default_transaction_read_only", "on")])
+                    .connect()
+                    .await
+                    .map(Conn::Postgres)
+                    .map_err(open)
+            }
+        }
+    }
+
+    pub(crate) async fn close(self) {
+        use sqlx::Connection;
+        with_conn!(self, c => { let _ = c.close().await; })
+    }
+}
 
 /// Whose log it is and the keys to check it with (from the directory).
 pub struct VerifyContext {
@@ -129,61 +187,54 @@ const PROGRESS_EVERY: usize = 4096;
 /// How far a long verification is: (phase, entries done, entries in all).
 pub type Progress<'a> = &'a (dyn Fn(&'static str, u64, u64) + Sync);
 
-/// Recomputes the audit log of the database at `path` (opened read-only).
-pub async fn verify(path: &Path, ctx: &VerifyContext) -> Result<Verified, AuditError> {
-    verify_with_progress(path, ctx, &|_, _, _| {}).await
+/// Recomputes the audit log of the database `db` (opened read-only).
+pub async fn verify(db: &Database, ctx: &VerifyContext) -> Result<Verified, AuditError> {
+    verify_with_progress(db, ctx, &|_, _, _| {}).await
 }
 
 /// [`verify`], reporting progress every few thousand entries (`reading`,
 /// then `checking`).
 pub async fn verify_with_progress(
-    path: &Path,
+    db: &Database,
     ctx: &VerifyContext,
     progress: Progress<'_>,
 ) -> Result<Verified, AuditError> {
-    use sqlx::sqlite::SqliteConnectOptions;
-    use sqlx::{ConnectOptions, Connection};
-    let shown = path.display().to_string();
-    let mut conn = SqliteConnectOptions::new()
-        .filename(path)
-        .read_only(true)
-        .connect()
-        .await
-        .map_err(|source| AuditError::Open {
-            path: shown.clone(),
-            source,
-        })?;
-    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
-        .fetch_one(&mut conn)
-        .await
-        .map_err(AuditError::Read)?;
-    let total = u64::try_from(total).unwrap_or(0);
-    let mut rows: Vec<Row> = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-    {
-        use tokio_stream::StreamExt;
-        let mut stream = sqlx::query_as::<_, Row>(
-            "SELECT seq, at_ms, kind, actor, subject, detail, prev_hash, hash, leaf_hash FROM audit_log ORDER BY rowid",
-        )
-        .fetch(&mut conn);
-        while let Some(row) = stream.next().await {
-            rows.push(row.map_err(AuditError::Read)?);
-            if rows.len().is_multiple_of(PROGRESS_EVERY) {
-                progress("reading", rows.len() as u64, total);
+    let mut conn = Conn::open(db).await?;
+    let read = with_conn!(&mut conn, c => {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+            .fetch_one(&mut *c)
+            .await
+            .map_err(AuditError::Read)?;
+        let total = u64::try_from(total).unwrap_or(0);
+        let mut rows: Vec<Row> = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+        {
+            use tokio_stream::StreamExt;
+            let mut stream = sqlx::query_as::<_, Row>(
+                "SELECT seq, at_ms, kind, actor, subject, detail, prev_hash, hash, leaf_hash FROM audit_log ORDER BY seq",
+            )
+            .fetch(&mut *c);
+            while let Some(row) = stream.next().await {
+                rows.push(row.map_err(AuditError::Read)?);
+                if rows.len().is_multiple_of(PROGRESS_EVERY) {
+                    progress("reading", rows.len() as u64, total);
+                }
             }
         }
-    }
-    progress("reading", rows.len() as u64, total);
-    let checkpoints: Vec<CheckpointRow> =
-        sqlx::query_as("SELECT size, root, note FROM checkpoints ORDER BY size")
-            .fetch_all(&mut conn)
-            .await
-            .map_err(AuditError::Read)?;
-    let cosigs: Vec<CosigRow> =
-        sqlx::query_as("SELECT size, witness, line FROM cosignatures ORDER BY size, witness")
-            .fetch_all(&mut conn)
-            .await
-            .map_err(AuditError::Read)?;
-    let _ = conn.close().await;
+        progress("reading", rows.len() as u64, total);
+        let checkpoints: Vec<CheckpointRow> =
+            sqlx::query_as("SELECT size, root, note FROM checkpoints ORDER BY size")
+                .fetch_all(&mut *c)
+                .await
+                .map_err(AuditError::Read)?;
+        let cosigs: Vec<CosigRow> =
+            sqlx::query_as("SELECT size, witness, line FROM cosignatures ORDER BY size, witness")
+                .fetch_all(&mut *c)
+                .await
+                .map_err(AuditError::Read)?;
+        Ok::<_, AuditError>((rows, checkpoints, cosigs))
+    });
+    conn.close().await;
+    let (rows, checkpoints, cosigs) = read?;
 
     let leaves = check_entries(&rows, progress)?;
     let entries = leaves.len() as u64;

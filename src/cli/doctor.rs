@@ -76,6 +76,7 @@ pub(crate) async fn run(config: PathBuf, json: bool) -> Result<ExitCode, Failure
     };
     if let Some(cfg) = &cfg {
         files(&mut report, cfg);
+        postgres(&mut report, cfg).await;
         certificates(&mut report, cfg);
         signing_key(&mut report, cfg);
         listeners(&mut report, cfg).await;
@@ -172,7 +173,9 @@ fn files(report: &mut Report, cfg: &NodeConfig) {
             ),
         }
     }
-    let db = &cfg.database;
+    let Some(db) = cfg.database.sqlite_path() else {
+        return;
+    };
     match std::fs::metadata(db) {
         Ok(m) if m.permissions().mode() & 0o077 != 0 => report.warn(
             "database",
@@ -205,6 +208,31 @@ fn files(report: &mut Report, cfg: &NodeConfig) {
                 );
             }
         }
+    }
+}
+
+/// A PostgreSQL database: it answers and its schema is migrated (the
+/// node's start-up migrations run here too).
+async fn postgres(report: &mut Report, cfg: &NodeConfig) {
+    if cfg.database.sqlite_path().is_some() {
+        return;
+    }
+    match crate::store::Store::connect(&cfg.database).await {
+        Ok(store) => {
+            let size = store.audit_entries_count().await;
+            store.close().await;
+            match size {
+                Ok(n) => report.ok(
+                    "database",
+                    format!("{} answers ({n} audit entries)", cfg.database),
+                ),
+                Err(e) => report.fail("database", format!("{}: {e}", cfg.database)),
+            }
+        }
+        Err(e) => report.fail(
+            "database",
+            format!("cannot use {}: {:#}", cfg.database, anyhow::Error::from(e)),
+        ),
     }
 }
 

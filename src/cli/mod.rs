@@ -243,6 +243,18 @@ pub enum DbCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Copy this (stopped) SQLite node's data into an empty PostgreSQL
+    /// database, then verify the audit log of the copy against the
+    /// original (same entries, same root). Then set `database` in
+    /// node.toml to the URL.
+    MigrateTo {
+        /// postgres://USER@HOST:PORT/DBNAME (the database must exist and be empty).
+        url: String,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -802,6 +814,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             formats::export_stix(config, cases, filter).await
         }
         Command::Db {
+            command: DbCommand::MigrateTo { url, config, json },
+        } => db_migrate_to(config, url, json).await,
+        Command::Db {
             command: DbCommand::Backup { config, out },
         } => db_backup(config, out).await,
         Command::Retention {
@@ -831,7 +846,7 @@ async fn retention_erase(
     json: bool,
 ) -> Result<ExitCode, Failure> {
     let cfg = load_config(&config)?;
-    let store = crate::store::Store::open(&cfg.database)
+    let store = crate::store::Store::connect(&cfg.database)
         .await
         .with_context(|| format!("database {}", cfg.database.display()))?;
     let result = crate::node::retention::erase(
@@ -868,7 +883,7 @@ async fn retention_run(config: PathBuf, dry_run: bool, json: bool) -> Result<Exi
             ),
         });
     }
-    let store = crate::store::Store::open(&cfg.database)
+    let store = crate::store::Store::connect(&cfg.database)
         .await
         .with_context(|| format!("database {}", cfg.database.display()))?;
     let result = crate::node::retention::run(
@@ -1240,8 +1255,17 @@ async fn db_backup(config: PathBuf, out: PathBuf) -> Result<ExitCode, Failure> {
             error: anyhow::anyhow!("--out {}: the file exists; give a new name", out.display()),
         });
     }
+    let Some(path) = cfg.database.sqlite_path() else {
+        return Err(Failure {
+            code: EXIT_CONFIG,
+            error: anyhow::anyhow!(
+                "{} is a PostgreSQL database: back it up with the server's tools (pg_dump, or continuous archiving)",
+                cfg.database
+            ),
+        });
+    };
     let started = std::time::Instant::now();
-    let entries = crate::store::backup(&cfg.database, &out)
+    let entries = crate::store::backup(path, &out)
         .await
         .with_context(|| format!("backup of {} failed", cfg.database.display()))?;
     let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
@@ -1252,6 +1276,108 @@ async fn db_backup(config: PathBuf, out: PathBuf) -> Result<ExitCode, Failure> {
         started.elapsed().as_millis()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+async fn db_migrate_to(config: PathBuf, url: String, json: bool) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let target =
+        crate::store::Database::parse(&url, |p: &str| PathBuf::from(p)).map_err(|e| Failure {
+            code: EXIT_CONFIG,
+            error: anyhow::anyhow!("{url:?}: {e}"),
+        })?;
+    let crate::store::Database::Postgres(target_url) = &target else {
+        return Err(Failure {
+            code: EXIT_CONFIG,
+            error: anyhow::anyhow!("migrate-to needs a postgres:// URL, not {target}"),
+        });
+    };
+    let Some(source) = cfg.database.sqlite_path() else {
+        return Err(Failure {
+            code: EXIT_CONFIG,
+            error: anyhow::anyhow!(
+                "{}: the node already runs on PostgreSQL ({})",
+                cfg.path.display(),
+                cfg.database
+            ),
+        });
+    };
+    let started = std::time::Instant::now();
+    let copied = crate::store::copy::sqlite_to_postgres(source, target_url)
+        .await
+        .with_context(|| format!("copy of {} to {target} failed", source.display()))?;
+    let ctx = crate::audit::VerifyContext::from_config(&cfg);
+    let original = crate::audit::verify(&cfg.database, &ctx).await;
+    let copy = crate::audit::verify(&target, &ctx).await;
+    let (original, copy) = match (original, copy) {
+        (Ok(o), Ok(c)) => (o, c),
+        (Err(e), _) => {
+            return Err(anyhow::Error::from(e)
+                .context(format!(
+                    "the audit log of {} does not verify",
+                    source.display()
+                ))
+                .into());
+        }
+        (_, Err(e)) => {
+            return Err(anyhow::Error::from(e)
+                .context(format!(
+                    "the audit log of the copy in {target} does not verify"
+                ))
+                .into());
+        }
+    };
+    let same = original.entries == copy.entries
+        && original.root == copy.root
+        && original.head == copy.head
+        && original.checkpoints == copy.checkpoints
+        && original.cosignatures == copy.cosignatures;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "ok": same,
+                "source": source.display().to_string(),
+                "target": target.display(),
+                "tables": copied.tables.iter().map(|(t, n)| serde_json::json!({"table": t, "rows": n})).collect::<Vec<_>>(),
+                "entries": copy.entries,
+                "root": copy.root,
+                "source_root": original.root,
+                "checkpoints": copy.checkpoints,
+                "cosignatures": copy.cosignatures,
+                "ms": started.elapsed().as_millis() as u64,
+            })
+        );
+    } else {
+        for (t, n) in &copied.tables {
+            println!("  {t:<15} {n} rows");
+        }
+        if same {
+            println!(
+                "copied {} to {target} in {} ms; the copy's audit log verifies: {} entries, root {}, {} checkpoints, {} cosignatures, as in the original",
+                source.display(),
+                started.elapsed().as_millis(),
+                copy.entries,
+                copy.root,
+                copy.checkpoints,
+                copy.cosignatures
+            );
+            println!(
+                "now set  database = \"{}\"  in {}",
+                target.display(),
+                cfg.path.display()
+            );
+        } else {
+            eprintln!(
+                "the copy differs from the original: {} entries, root {} (original: {} entries, root {})",
+                copy.entries, copy.root, original.entries, original.root
+            );
+        }
+    }
+    Ok(if same {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 fn geo_lookup(ip: &str, json: bool) -> Result<ExitCode, Failure> {

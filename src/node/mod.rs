@@ -366,7 +366,7 @@ pub async fn start_with_listener(
     let client_verifier = tls::client_verifier(&config.tls.files(), &config.directory.federation)?;
     let server_tls = tls::server_config_with(&config.tls.files(), client_verifier.clone())?;
     let client_tls = tls::client_config(&config.tls.files())?;
-    let store = Store::open(&config.database)
+    let store = Store::connect(&config.database)
         .await
         .map_err(|source| StartError::Store {
             path: config.database.display().to_string(),

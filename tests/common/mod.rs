@@ -20,6 +20,8 @@ use alertrelay::pb::operator_client::OperatorClient;
 use alertrelay::provision::{self, NodeSpec};
 use tonic::transport::Channel;
 
+pub mod pg;
+
 /// Quick retries, so tests of outages do not wait.
 pub fn fast_delivery() -> RawDelivery {
     RawDelivery {
@@ -72,6 +74,24 @@ impl Federation {
             relays: vec![],
         };
         Self::start_inner(nodes, options, |_| {}).await
+    }
+
+    /// Like `start`, with `prepare` run on the provisioned files before any
+    /// node starts (e.g. to put a node's database on PostgreSQL).
+    pub async fn start_then(
+        nodes: &[(&str, &[&str])],
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> Self {
+        let options = provision::Options {
+            delivery: Some(fast_delivery()),
+            audit: Some(alertrelay::config::RawAudit {
+                checkpoint_interval_ms: 100,
+                witness_interval_ms: 100,
+            }),
+            metrics_listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        Self::start_inner(nodes, options, prepare).await
     }
 
     /// Provisions a federation with `options`, lets `prepare` change its
@@ -236,8 +256,13 @@ impl Federation {
         out
     }
 
+    /// Node `i`'s SQLite file (panics for a node on PostgreSQL).
     pub fn database(&self, i: usize) -> PathBuf {
-        self.configs[i].database.clone()
+        self.configs[i]
+            .database
+            .sqlite_path()
+            .expect("a node on SQLite")
+            .to_path_buf()
     }
 
     pub fn config_path(&self, i: usize) -> PathBuf {

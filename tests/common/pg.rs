@@ -1,0 +1,78 @@
+//! A fresh PostgreSQL database per test on the real server (by default
+//! `postgres://postgres@127.0.0.1:5432/test`, or `ALERTRELAY_TEST_POSTGRES`),
+//! dropped afterwards, even when the test panics. When the server cannot be
+//! reached, `TestDb::create` says why and the test skips.
+
+use sqlx::Connection;
+
+/// The maintenance database tests connect to in order to create theirs.
+pub fn admin_url() -> String {
+    std::env::var("ALERTRELAY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A database `alertrelay_test_<random>` that lives as long as this value.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    /// Creates the database, or prints why it cannot and returns None.
+    pub async fn create(test: &str) -> Option<TestDb> {
+        let admin = admin_url();
+        let connect = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            sqlx::PgConnection::connect(&admin),
+        )
+        .await;
+        let mut conn = match connect {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                eprintln!("SKIPPED {test}: PostgreSQL is not reachable at {admin}: {e}");
+                return None;
+            }
+            Err(_) => {
+                eprintln!("SKIPPED {test}: PostgreSQL at {admin} did not answer within 5 s");
+                return None;
+            }
+        };
+        let name = format!("alertrelay_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("CREATE DATABASE on the test server");
+        let _ = conn.close().await;
+        let mut url = url::Url::parse(&admin).expect("a postgres:// URL");
+        url.set_path(&name);
+        Some(TestDb {
+            name,
+            url: url.to_string(),
+        })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // A runtime of its own on a thread of its own: this also runs while
+        // a panicking test unwinds inside the test's runtime.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url()).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut c)
+                    .await;
+                    let _ = c.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}

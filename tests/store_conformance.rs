@@ -1,0 +1,1145 @@
+//! One conformance suite for both store backends: every test body below
+//! runs once against a fresh SQLite file and once against a fresh
+//! PostgreSQL database on the real server (created and dropped per test;
+//! skipped, with the reason printed, when the server cannot be reached).
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use alertrelay::audit::{self, Entry, VerifyContext};
+use alertrelay::store::{CaseFilter, Database, NewReport, Store, StoreError};
+use common::pg::TestDb;
+
+/// A store on a fresh database, and what keeps that database alive.
+struct Backend {
+    store: Store,
+    db: Database,
+    _dir: Option<tempfile::TempDir>,
+    _pg: Option<TestDb>,
+}
+
+impl Backend {
+    async fn sqlite() -> Backend {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::Sqlite(dir.path().join("node.db"));
+        let store = Store::connect(&db).await.unwrap();
+        assert_eq!(store.backend(), "sqlite");
+        Backend {
+            store,
+            db,
+            _dir: Some(dir),
+            _pg: None,
+        }
+    }
+
+    async fn postgres(test: &str) -> Option<Backend> {
+        let pg = TestDb::create(test).await?;
+        let db = Database::Postgres(pg.url.clone());
+        let store = Store::connect(&db).await.unwrap();
+        assert_eq!(store.backend(), "postgres");
+        Some(Backend {
+            store,
+            db,
+            _dir: None,
+            _pg: Some(pg),
+        })
+    }
+
+    async fn finish(self) {
+        self.store.close().await;
+    }
+}
+
+/// Runs each named test body against both backends.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let b = super::Backend::sqlite().await;
+                    super::$name(&b).await;
+                    b.finish().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(b) = super::Backend::postgres(concat!("postgres::", stringify!($name))).await else {
+                        return;
+                    };
+                    super::$name(&b).await;
+                    b.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    idempotent_insert,
+    submissions_are_idempotent,
+    outbox_enqueue_batch_dequeue,
+    receipts_and_deliveries,
+    case_status_and_history,
+    case_keys_find_open_cases,
+    purge_leaves_a_tombstone,
+    audit_append_and_read_back,
+    rolled_back_transactions_leave_no_trace,
+    concurrent_writers_make_one_chain,
+    checkpoints_cosignatures_and_witnessing,
+    bulk_transactions_and_joined_reports,
+);
+
+/// Bulk transactions take turns behind the gate while an urgent one goes
+/// ahead; a received report is stored with its receipt and the case it
+/// joined in one insert; several audit entries in one transaction chain.
+async fn bulk_transactions_and_joined_reports(b: &Backend) {
+    let s = &b.store;
+    let case = insert(s, "nl-hotline", "first").await;
+    let bulk = s.begin_bulk().await.unwrap();
+    // A second bulk transaction waits for the first; an urgent one does not
+    // wait for the gate (it waits only for the writer, released below).
+    let waiting = tokio::time::timeout(std::time::Duration::from_millis(200), s.begin_bulk()).await;
+    assert!(waiting.is_err(), "a second bulk transaction waited");
+    drop(bulk);
+    let mut tx = s.begin().await.unwrap();
+    let mut joined = report("be-hotline", "second", b"payload-2");
+    joined.direction = "incoming";
+    joined.receipt = Some(b"signed-receipt");
+    joined.joined_to = Some(case);
+    let seq = tx.insert_report(&joined).await.unwrap();
+    let a = tx
+        .audit(&entry("report.received", "be-hotline/second", 1), 3_000)
+        .await
+        .unwrap();
+    let c = tx
+        .audit(&entry("case.status", "be-hotline/second", 2), 3_000)
+        .await
+        .unwrap();
+    assert_eq!(c, a + 1);
+    tx.commit().await.unwrap();
+    let row = s.report_by_seq(seq).await.unwrap().unwrap();
+    assert_eq!(row.receipt.as_deref(), Some(&b"signed-receipt"[..]));
+    assert_eq!(row.joined_to, Some(case));
+    assert_eq!(s.joined(case).await.unwrap().len(), 1);
+    let mut tx = s.begin_bulk().await.unwrap();
+    tx.audit(&entry("bulk", "x", 3), 4_000).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(s.audit_entries_count().await.unwrap(), c as u64 + 1);
+}
+
+fn report<'a>(origin: &'a str, id: &'a str, payload: &'a [u8]) -> NewReport<'a> {
+    NewReport {
+        report_id: id,
+        origin,
+        direction: "outgoing",
+        category: "csam",
+        priority: "bulk",
+        status: "queued",
+        hosting_country: Some("DE"),
+        route: r#"{"kind":"peer","destinations":["de-hotline"],"steps":["hosted in DE"]}"#,
+        payload,
+        payload_digest: b"digest-32-bytes-digest-32-bytes!",
+        envelope: b"envelope",
+        received_from: None,
+        created_at_ms: 1_000,
+        now_ms: 2_000,
+        relay: false,
+        receipt: None,
+        joined_to: None,
+    }
+}
+
+fn entry(kind: &'static str, subject: &str, n: u64) -> Entry {
+    Entry::new(kind, "system", subject, serde_json::json!({ "n": n }))
+}
+
+/// Inserts a report with its audit entry, committed; returns its seq.
+async fn insert(store: &Store, origin: &str, id: &str) -> i64 {
+    let mut tx = store.begin().await.unwrap();
+    let seq = tx
+        .insert_report(&report(origin, id, b"payload"))
+        .await
+        .unwrap();
+    tx.audit(
+        &entry("report.submitted", &format!("{origin}/{id}"), 0),
+        2_000,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    seq
+}
+
+fn is_unique_violation(e: &StoreError) -> bool {
+    matches!(e, StoreError::Db(sqlx::Error::Database(d)) if d.is_unique_violation())
+}
+
+/// A context to verify a log with no checkpoints (no keys needed).
+fn bare_context() -> VerifyContext {
+    VerifyContext {
+        origin: "test-federation/node".into(),
+        node: "node".into(),
+        owner_keys: vec![],
+        witnesses: vec![],
+    }
+}
+
+async fn idempotent_insert(b: &Backend) {
+    let s = &b.store;
+    let first = insert(s, "fr-hotline", "r-1").await;
+    // The same (origin, report id) again is refused by the database.
+    let mut tx = s.begin().await.unwrap();
+    let err = tx
+        .insert_report(&report("fr-hotline", "r-1", b"other payload"))
+        .await
+        .unwrap_err();
+    assert!(is_unique_violation(&err), "{err:?}");
+    drop(tx);
+    // The same id from another origin is another report.
+    let other = insert(s, "nl-hotline", "r-1").await;
+    assert!(other > first);
+    let mut tx = s.begin().await.unwrap();
+    let found = tx.find_report("fr-hotline", "r-1").await.unwrap().unwrap();
+    assert_eq!(found.seq, first);
+    assert_eq!(found.payload, b"payload");
+    assert_eq!(found.relay, 0);
+    assert_eq!(found.hosting_country.as_deref(), Some("DE"));
+    assert!(tx.find_report("fr-hotline", "r-2").await.unwrap().is_none());
+    drop(tx);
+    let both = s.reports_by_id(None, "r-1").await.unwrap();
+    assert_eq!(
+        both.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [first, other]
+    );
+    let one = s.reports_by_id(Some("nl-hotline"), "r-1").await.unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].origin, "nl-hotline");
+    assert_eq!(
+        s.report_by_seq(other).await.unwrap().unwrap().report_id,
+        "r-1"
+    );
+    // Nothing of the refused insert remains: two reports, two entries.
+    assert_eq!(s.audit_entries_count().await.unwrap(), 2);
+}
+
+async fn submissions_are_idempotent(b: &Backend) {
+    let s = &b.store;
+    let seq = insert(s, "fr-hotline", "r-1").await;
+    let mut tx = s.begin().await.unwrap();
+    assert_eq!(tx.find_submission("alice", "sub-1").await.unwrap(), None);
+    tx.insert_submission("alice", "sub-1", seq).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = s.begin().await.unwrap();
+    assert_eq!(
+        tx.find_submission("alice", "sub-1").await.unwrap(),
+        Some(seq)
+    );
+    assert_eq!(tx.find_submission("bob", "sub-1").await.unwrap(), None);
+    let err = tx
+        .insert_submission("alice", "sub-1", seq)
+        .await
+        .unwrap_err();
+    assert!(is_unique_violation(&err), "{err:?}");
+}
+
+async fn outbox_enqueue_batch_dequeue(b: &Backend) {
+    let s = &b.store;
+    let r1 = insert(s, "fr-hotline", "r-1").await;
+    let r2 = insert(s, "fr-hotline", "r-2").await;
+    let mut tx = s.begin().await.unwrap();
+    tx.enqueue("de-hotline", "report", false, r1, b"bulk-1", 10)
+        .await
+        .unwrap();
+    tx.enqueue("de-hotline", "report", true, r2, b"urgent-2", 11)
+        .await
+        .unwrap();
+    tx.enqueue("de-hotline", "report", false, r2, b"bulk-3", 12)
+        .await
+        .unwrap();
+    tx.enqueue("nl-hotline", "report", false, r1, b"nl-1", 13)
+        .await
+        .unwrap();
+    tx.enqueue_returned("nl-hotline", false, r1, b"returned", 14)
+        .await
+        .unwrap();
+    tx.enqueue_amendment("nl-hotline", true, r1, b"amend", 15)
+        .await
+        .unwrap();
+    tx.audit(&entry("report.queued", "fr-hotline/r-1", 1), 10)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    // Urgent first, then in order; limited; one peer and kind only.
+    let batch = s.outbox_batch("de-hotline", "report", 10).await.unwrap();
+    let bodies: Vec<&[u8]> = batch.iter().map(|r| r.body.as_slice()).collect();
+    assert_eq!(bodies, [&b"urgent-2"[..], b"bulk-1", b"bulk-3"]);
+    assert_eq!(batch[0].urgent, 1);
+    assert_eq!(batch[1].urgent, 0);
+    assert_eq!(
+        s.outbox_batch("de-hotline", "report", 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Each delivery lane sees only its own rows, in order; urgent work
+    // waiting is visible to the bulk lane.
+    let lane = |urgent| async move {
+        s.outbox_lane("de-hotline", "report", urgent, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.body)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(lane(true).await, [b"urgent-2".to_vec()]);
+    assert_eq!(lane(false).await, [b"bulk-1".to_vec(), b"bulk-3".to_vec()]);
+    assert!(s.urgent_pending("de-hotline").await.unwrap());
+    assert!(
+        s.urgent_pending("nl-hotline").await.unwrap(),
+        "the urgent amendment"
+    );
+    assert!(!s.urgent_pending("xx-hotline").await.unwrap());
+    let status = s.outbox_batch("nl-hotline", "status", 10).await.unwrap();
+    assert_eq!(
+        status
+            .iter()
+            .map(|r| (r.returned, r.urgent))
+            .collect::<Vec<_>>(),
+        [(2, 1), (1, 0)]
+    );
+
+    // A failed attempt is counted, with its error.
+    let ids: Vec<i64> = batch.iter().map(|r| r.id).collect();
+    s.outbox_failed(&ids, "unavailable").await.unwrap();
+    s.outbox_failed(&ids[..1], "unavailable again")
+        .await
+        .unwrap();
+    let again = s.outbox_batch("de-hotline", "report", 10).await.unwrap();
+    assert_eq!(
+        again.iter().map(|r| r.attempts).collect::<Vec<_>>(),
+        [2, 1, 1]
+    );
+
+    let summary = s.outbox_summary().await.unwrap();
+    let depth: Vec<(String, i64, i64)> = summary
+        .iter()
+        .map(|q| (q.peer.clone(), q.depth, q.oldest_ms))
+        .collect();
+    assert_eq!(
+        depth,
+        [("de-hotline".into(), 3, 10), ("nl-hotline".into(), 3, 13)]
+    );
+
+    // Dequeue once only.
+    let mut tx = s.begin().await.unwrap();
+    let queued = tx.queued_report(r2, "de-hotline").await.unwrap().unwrap();
+    assert!(again.iter().any(|r| r.id == queued && r.report_seq == r2));
+    assert_eq!(tx.queued_report(r2, "xx-hotline").await.unwrap(), None);
+    assert!(tx.dequeue(ids[0]).await.unwrap());
+    assert!(!tx.dequeue(ids[0]).await.unwrap());
+    tx.audit(&entry("report.delivered", "fr-hotline/r-2", 2), 20)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let left = s.outbox_batch("de-hotline", "report", 10).await.unwrap();
+    assert_eq!(left.len(), 2);
+    assert!(left.iter().all(|r| r.id != ids[0]));
+}
+
+async fn receipts_and_deliveries(b: &Backend) {
+    let s = &b.store;
+    let seq = insert(s, "fr-hotline", "r-1").await;
+    let mut tx = s.begin().await.unwrap();
+    assert!(
+        tx.insert_delivery(seq, "de-hotline", None, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !tx.insert_delivery(seq, "de-hotline", None, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        tx.insert_delivery(seq, "at-hotline", Some("ch-relay"), None)
+            .await
+            .unwrap()
+    );
+    // A next hop equal to the destination is stored as "direct".
+    assert!(
+        tx.insert_delivery(seq, "nl-hotline", Some("nl-hotline"), Some("de-hotline"))
+            .await
+            .unwrap()
+    );
+    tx.enqueue("de-hotline", "report", false, seq, b"env", 10)
+        .await
+        .unwrap();
+    tx.audit(&entry("report.queued", "fr-hotline/r-1", 1), 10)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let id = s.outbox_batch("de-hotline", "report", 1).await.unwrap()[0].id;
+    s.outbox_failed(&[id], "connection refused").await.unwrap();
+
+    let mut tx = s.begin().await.unwrap();
+    assert_eq!(
+        tx.delivery_state(seq, "de-hotline")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("queued")
+    );
+    assert_eq!(tx.delivery_state(seq, "xx-hotline").await.unwrap(), None);
+    assert!(tx.is_destination(seq, "at-hotline").await.unwrap());
+    assert!(!tx.is_destination(seq, "xx-hotline").await.unwrap());
+    assert_eq!(
+        tx.destinations_via(seq, "ch-relay").await.unwrap(),
+        ["at-hotline"]
+    );
+    assert_eq!(
+        tx.destinations_via(seq, "de-hotline").await.unwrap(),
+        ["de-hotline"]
+    );
+    assert_eq!(
+        tx.delivery_routes(seq).await.unwrap(),
+        [
+            (
+                "at-hotline".to_owned(),
+                "ch-relay".to_owned(),
+                "queued".to_owned()
+            ),
+            ("de-hotline".into(), "de-hotline".into(), "queued".into()),
+            ("nl-hotline".into(), "nl-hotline".into(), "queued".into()),
+        ]
+    );
+    assert!(
+        tx.relayed_delivery(seq, "at-hotline", b"relay-receipt", 30)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !tx.relayed_delivery(seq, "at-hotline", b"relay-receipt", 31)
+            .await
+            .unwrap()
+    );
+    tx.set_delivery_via(seq, "at-hotline", "ch-relay")
+        .await
+        .unwrap();
+    tx.finish_delivery(seq, "de-hotline", "delivered", b"de-receipt", None, 40)
+        .await
+        .unwrap();
+    tx.finish_delivery(
+        seq,
+        "nl-hotline",
+        "refused",
+        b"nl-refusal",
+        Some("out of scope"),
+        41,
+    )
+    .await
+    .unwrap();
+    tx.set_receipt(seq, b"our-receipt").await.unwrap();
+    tx.audit(&entry("report.delivered", "fr-hotline/r-1", 2), 40)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let d = s.deliveries(seq).await.unwrap();
+    assert_eq!(d.len(), 3);
+    let (at, de, nl) = (&d[0], &d[1], &d[2]);
+    assert_eq!(
+        (at.destination.as_str(), at.state.as_str()),
+        ("at-hotline", "queued")
+    );
+    assert_eq!(at.relayed_at_ms, Some(30));
+    assert_eq!(at.next_hop.as_deref(), Some("ch-relay"));
+    assert_eq!(at.via.as_deref(), Some("ch-relay"));
+    assert_eq!(de.state, "delivered");
+    assert_eq!(de.receipt.as_deref(), Some(&b"de-receipt"[..]));
+    assert_eq!(de.delivered_at_ms, Some(40));
+    assert_eq!(de.next_hop, None);
+    assert_eq!(de.attempts, 1);
+    assert_eq!(de.last_error.as_deref(), Some("connection refused"));
+    assert_eq!(nl.state, "refused");
+    assert_eq!(nl.reason.as_deref(), Some("out of scope"));
+    assert_eq!(nl.handed_off_by.as_deref(), Some("de-hotline"));
+    assert_eq!(nl.next_hop, None);
+    let r = s.report_by_seq(seq).await.unwrap().unwrap();
+    assert_eq!(r.receipt.as_deref(), Some(&b"our-receipt"[..]));
+
+    let sent = s.sent_since("fr-hotline", 0).await.unwrap();
+    assert_eq!(sent.len(), 3);
+    assert!(sent.iter().all(|r| r.seq == seq && r.country == "DE"));
+    assert!(s.sent_since("fr-hotline", 1_001).await.unwrap().is_empty());
+}
+
+async fn case_status_and_history(b: &Backend) {
+    let s = &b.store;
+    let mut tx = s.begin().await.unwrap();
+    let mut incoming = report("fr-hotline", "r-1", b"p");
+    incoming.direction = "incoming";
+    incoming.status = "received";
+    incoming.received_from = Some("fr-hotline");
+    let seq = tx.insert_report(&incoming).await.unwrap();
+    let mut urgent = report("fr-hotline", "r-2", b"p");
+    urgent.priority = "urgent";
+    let other = tx.insert_report(&urgent).await.unwrap();
+    assert!(
+        tx.insert_status(
+            seq,
+            "u-1",
+            "received",
+            "",
+            "node:de-hotline",
+            None,
+            None,
+            100
+        )
+        .await
+        .unwrap()
+    );
+    tx.audit(&entry("report.received", "fr-hotline/r-1", 0), 100)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = s.begin().await.unwrap();
+    assert!(
+        tx.insert_status(
+            seq,
+            "u-2",
+            "in-progress",
+            "looking",
+            "operator:de/alice",
+            Some("de-hotline"),
+            Some(b"signed-2"),
+            200
+        )
+        .await
+        .unwrap()
+    );
+    // The same update id again is a no-op.
+    assert!(
+        !tx.insert_status(
+            seq,
+            "u-2",
+            "in-progress",
+            "again",
+            "operator:de/alice",
+            None,
+            None,
+            201
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        tx.insert_status(
+            seq,
+            "u-3",
+            "removed",
+            "gone",
+            "operator:de/bob",
+            Some("de-hotline"),
+            Some(b"signed-3"),
+            300
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        tx.insert_status(
+            seq,
+            "u-4",
+            "removed",
+            "still gone",
+            "operator:de/bob",
+            Some("de-hotline"),
+            None,
+            400
+        )
+        .await
+        .unwrap()
+    );
+    tx.set_status(seq, "removed", 300).await.unwrap();
+    assert!(tx.status_recorded(seq, "u-3").await.unwrap());
+    assert!(!tx.status_recorded(seq, "u-9").await.unwrap());
+    assert!(!tx.status_recorded(other, "u-3").await.unwrap());
+    tx.insert_referral(seq, "u-3", "BKA", "ref-1", 290, "operator:de/bob", 300)
+        .await
+        .unwrap();
+    tx.set_correction(seq, "other", b"correction", 310)
+        .await
+        .unwrap();
+    tx.audit(&entry("case.status", "fr-hotline/r-1", 1), 300)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let h = s.history(seq).await.unwrap();
+    assert_eq!(
+        h.iter()
+            .map(|h| (h.status.as_str(), h.at_ms))
+            .collect::<Vec<_>>(),
+        [
+            ("received", 100),
+            ("in-progress", 200),
+            ("removed", 300),
+            ("removed", 400)
+        ]
+    );
+    assert_eq!(h[1].reason, "looking");
+    assert_eq!(h[1].signer.as_deref(), Some("de-hotline"));
+    assert_eq!(
+        s.signed_status_updates(seq).await.unwrap(),
+        [b"signed-2".to_vec(), b"signed-3".to_vec()]
+    );
+    let firsts = s.first_statuses(seq).await.unwrap();
+    let removed = firsts.iter().find(|f| f.status == "removed").unwrap();
+    assert_eq!(
+        (removed.at_ms, removed.signer.as_str()),
+        (300, "de-hotline")
+    );
+    let received = firsts.iter().find(|f| f.status == "received").unwrap();
+    assert_eq!(received.signer, "");
+    let refs = s.referrals(seq).await.unwrap();
+    assert_eq!(refs.len(), 1);
+    assert_eq!(
+        (refs[0].agency.as_str(), refs[0].reference.as_str()),
+        ("BKA", "ref-1")
+    );
+
+    let r = s.report_by_seq(seq).await.unwrap().unwrap();
+    assert_eq!(
+        (r.status.as_str(), r.category.as_str(), r.updated_at_ms),
+        ("removed", "other", 310)
+    );
+    assert_eq!(r.correction.as_deref(), Some(&b"correction"[..]));
+
+    let all = |f: CaseFilter<'static>| async move {
+        s.list_reports(&CaseFilter { limit: 100, ..f })
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(all(CaseFilter::default()).await, [other, seq]);
+    assert_eq!(
+        all(CaseFilter {
+            direction: Some("incoming"),
+            ..Default::default()
+        })
+        .await,
+        [seq]
+    );
+    assert_eq!(
+        all(CaseFilter {
+            status: Some("removed"),
+            ..Default::default()
+        })
+        .await,
+        [seq]
+    );
+    assert_eq!(
+        all(CaseFilter {
+            priority: Some("urgent"),
+            ..Default::default()
+        })
+        .await,
+        [other]
+    );
+    assert_eq!(
+        all(CaseFilter {
+            peer: Some("fr-hotline"),
+            ..Default::default()
+        })
+        .await,
+        [other, seq]
+    );
+    assert_eq!(
+        all(CaseFilter {
+            peer: Some("xx"),
+            ..Default::default()
+        })
+        .await,
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        all(CaseFilter {
+            created_after_ms: Some(1_001),
+            ..Default::default()
+        })
+        .await,
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        s.list_reports(&CaseFilter {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len(),
+        1
+    );
+    let counts = s.case_counts().await.unwrap();
+    assert_eq!(
+        counts,
+        [
+            ("incoming".to_owned(), "removed".to_owned(), 1),
+            ("outgoing".into(), "queued".into(), 1)
+        ]
+    );
+    let worked = s.worked_since(0).await.unwrap();
+    assert_eq!(worked.len(), 1);
+    assert_eq!((worked[0].seq, worked[0].state.as_str()), (seq, "removed"));
+    assert_eq!(worked[0].delivered_at_ms, None);
+    // A closed case expires; nothing else does.
+    let expired = s.expired_reports("closed", 1_000, 10).await.unwrap();
+    assert_eq!(expired.iter().map(|e| e.seq).collect::<Vec<_>>(), [seq]);
+    assert!(
+        s.expired_reports("closed", 100, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.expired_reports("refused", 10_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn case_keys_find_open_cases(b: &Backend) {
+    let s = &b.store;
+    let mut tx = s.begin().await.unwrap();
+    let mut a = report("fr-hotline", "r-1", b"p");
+    a.direction = "incoming";
+    a.status = "received";
+    let first = tx.insert_report(&a).await.unwrap();
+    let second = tx
+        .insert_report(&NewReport {
+            report_id: "r-2",
+            ..a
+        })
+        .await
+        .unwrap();
+    let keys = |v: &[&str]| v.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>();
+    tx.insert_case_keys(first, &keys(&["url:a", "sha256:aa", "pdq:0f0f"]))
+        .await
+        .unwrap();
+    // Repeats are ignored.
+    tx.insert_case_keys(first, &keys(&["url:a"])).await.unwrap();
+    tx.insert_case_keys(second, &keys(&["url:b", "sha256:aa"]))
+        .await
+        .unwrap();
+    tx.insert_case_keys(second, &[]).await.unwrap();
+    assert_eq!(
+        tx.open_case_with_keys(&keys(&["url:b"])).await.unwrap(),
+        Some(second)
+    );
+    assert_eq!(
+        tx.open_case_with_keys(&keys(&["url:b", "sha256:aa"]))
+            .await
+            .unwrap(),
+        Some(first)
+    );
+    assert_eq!(
+        tx.open_case_with_keys(&keys(&["url:zz"])).await.unwrap(),
+        None
+    );
+    assert_eq!(tx.open_case_with_keys(&[]).await.unwrap(), None);
+    assert_eq!(
+        tx.open_pdq_keys().await.unwrap(),
+        [("0f0f".to_owned(), first)]
+    );
+    tx.set_joined(second, first).await.unwrap();
+    assert_eq!(
+        tx.joined(first)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect::<Vec<_>>(),
+        [second]
+    );
+    // A joined report is no case of its own; a removed case is not open.
+    assert_eq!(
+        tx.open_case_with_keys(&keys(&["url:b"])).await.unwrap(),
+        None
+    );
+    tx.set_status(first, "removed", 5).await.unwrap();
+    assert_eq!(
+        tx.open_case_with_keys(&keys(&["sha256:aa"])).await.unwrap(),
+        None
+    );
+    tx.audit(&entry("case.joined", "fr-hotline/r-2", 0), 5)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(s.joined(first).await.unwrap().len(), 1);
+}
+
+async fn purge_leaves_a_tombstone(b: &Backend) {
+    let s = &b.store;
+    let seq = insert(s, "fr-hotline", "r-1").await;
+    let queued = insert(s, "fr-hotline", "r-2").await;
+    let mut tx = s.begin().await.unwrap();
+    tx.insert_submission("operator:fr/alice", "sub-1", seq)
+        .await
+        .unwrap();
+    tx.insert_case_keys(seq, &["url:a".to_owned()])
+        .await
+        .unwrap();
+    tx.insert_status(
+        seq,
+        "u-1",
+        "delivered",
+        "secret note",
+        "operator:fr/alice",
+        None,
+        None,
+        5,
+    )
+    .await
+    .unwrap();
+    tx.insert_status(
+        seq,
+        "u-2",
+        "removed",
+        "by peer",
+        "node:de-hotline",
+        Some("de-hotline"),
+        Some(b"s"),
+        6,
+    )
+    .await
+    .unwrap();
+    tx.insert_referral(seq, "u-1", "BKA", "ref", 5, "operator:fr/alice", 5)
+        .await
+        .unwrap();
+    tx.enqueue("de-hotline", "report", false, queued, b"env", 5)
+        .await
+        .unwrap();
+    tx.audit(&entry("x", "fr-hotline/r-1", 1), 5).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = s.begin().await.unwrap();
+    assert!(tx.purge_report(seq, 9_000).await.unwrap());
+    assert!(!tx.purge_report(seq, 9_001).await.unwrap(), "purged twice");
+    assert!(
+        !tx.purge_report(queued, 9_000).await.unwrap(),
+        "still to be sent"
+    );
+    assert_eq!(
+        tx.find_submission("operator:fr/alice", "sub-1")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        tx.open_case_with_keys(&["url:a".to_owned()]).await.unwrap(),
+        None
+    );
+    tx.audit(&entry("retention.purged", "fr-hotline/r-1", 2), 9_000)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let r = s.report_by_seq(seq).await.unwrap().unwrap();
+    assert!(r.payload.is_empty() && r.envelope.is_empty());
+    assert_eq!(r.purged_at_ms, Some(9_000));
+    assert_eq!(r.payload_digest, b"digest-32-bytes-digest-32-bytes!");
+    let route: serde_json::Value = serde_json::from_str(&r.route).unwrap();
+    assert_eq!(
+        route,
+        serde_json::json!({"kind": "peer", "destinations": ["de-hotline"], "purged": true})
+    );
+    let h = s.history(seq).await.unwrap();
+    assert!(h.iter().all(|h| h.reason.is_empty()));
+    assert_eq!(
+        h.iter().map(|h| h.actor.as_str()).collect::<Vec<_>>(),
+        ["operator (purged)", "node:de-hotline"]
+    );
+    assert!(s.signed_status_updates(seq).await.unwrap().is_empty());
+    assert_eq!(
+        s.referrals(seq).await.unwrap()[0].actor,
+        "operator (purged)"
+    );
+    s.checkpoint_wal().await.unwrap();
+    let q = s.report_by_seq(queued).await.unwrap().unwrap();
+    assert_eq!(q.payload, b"payload");
+}
+
+/// Appends `n` entries, one transaction each; returns their seqs.
+async fn append(store: &Store, tag: u64, n: u64) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    for i in 0..n {
+        let mut tx = store.begin().await.unwrap();
+        let seq = tx
+            .audit(
+                &entry("test.append", &format!("writer-{tag}"), i),
+                1_000 + i as i64,
+            )
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        seqs.push(seq);
+    }
+    seqs
+}
+
+async fn audit_append_and_read_back(b: &Backend) {
+    let s = &b.store;
+    assert_eq!(s.audit_entries_count().await.unwrap(), 0);
+    let seqs = append(s, 0, 5).await;
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    let mut tx = s.begin().await.unwrap();
+    tx.audit(
+        &Entry::new(
+            "case.read",
+            "operator:de/alice",
+            "fr/r-9",
+            serde_json::json!({"why": "check"}),
+        ),
+        5_000,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let rows = s.audit_entries(0, 100).await.unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    assert_eq!(rows[5].detail, r#"{"why":"check"}"#);
+    assert_eq!(s.audit_entries(4, 1).await.unwrap()[0].seq, 5);
+    assert_eq!(s.audit_entries_about("fr/r-9").await.unwrap().len(), 1);
+    assert_eq!(
+        s.last_audit_of_kind("test.append")
+            .await
+            .unwrap()
+            .unwrap()
+            .seq,
+        5
+    );
+    assert!(s.last_audit_of_kind("none").await.unwrap().is_none());
+
+    // The stored leaf hashes are RFC 6962 leaves of exactly these entries.
+    let leaves = s.leaf_hashes(6).await.unwrap();
+    let expected: Vec<[u8; 32]> = rows
+        .iter()
+        .map(|r| audit::leaf_hash(r.seq, r.at_ms, &r.kind, &r.actor, &r.subject, &r.detail))
+        .collect();
+    assert_eq!(leaves, expected);
+    assert_eq!(s.leaf_hashes(2).await.unwrap(), expected[..2]);
+    let mut tx = s.begin().await.unwrap();
+    assert_eq!(tx.audit_size().await.unwrap(), 6);
+    assert_eq!(tx.leaf_hashes(6).await.unwrap(), expected);
+    drop(tx);
+
+    // `audit verify` recomputes the same chain and root from the database.
+    let v = audit::verify(&b.db, &bare_context()).await.unwrap();
+    assert_eq!(v.entries, 6);
+    assert_eq!(v.root, hex::encode(audit::merkle::root(&expected)));
+}
+
+async fn rolled_back_transactions_leave_no_trace(b: &Backend) {
+    let s = &b.store;
+    append(s, 0, 2).await;
+    {
+        let mut tx = s.begin().await.unwrap();
+        tx.insert_report(&report("fr-hotline", "gone", b"p"))
+            .await
+            .unwrap();
+        assert_eq!(tx.audit(&entry("x", "y", 0), 1).await.unwrap(), 3);
+        // Dropped without commit.
+    }
+    assert!(s.reports_by_id(None, "gone").await.unwrap().is_empty());
+    assert_eq!(s.audit_entries_count().await.unwrap(), 2);
+    // The next entry takes the free number: no gap.
+    assert_eq!(append(s, 1, 1).await, [3]);
+    audit::verify(&b.db, &bare_context()).await.unwrap();
+}
+
+async fn concurrent_writers_make_one_chain(b: &Backend) {
+    const WRITERS: u64 = 8;
+    const EACH: u64 = 25;
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let s = b.store.clone();
+            tokio::spawn(async move { append(&s, w, EACH).await })
+        })
+        .collect();
+    let mut all = BTreeSet::new();
+    for t in tasks {
+        let seqs = t.await.unwrap();
+        // Each writer's own entries come in its order.
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        all.extend(seqs);
+    }
+    let n = (WRITERS * EACH) as i64;
+    assert_eq!(
+        all,
+        (1..=n).collect::<BTreeSet<_>>(),
+        "one sequence, no gaps, no repeats"
+    );
+    let rows = s_entries(&b.store).await;
+    assert_eq!(rows.len() as i64, n);
+    // Every entry is chained to the one before it: the verifier agrees.
+    let v = audit::verify(&b.db, &bare_context()).await.unwrap();
+    assert_eq!(v.entries, n as u64);
+    for w in 0..WRITERS {
+        let mine: Vec<i64> = rows
+            .iter()
+            .filter(|r| r.subject == format!("writer-{w}"))
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(mine.len() as u64, EACH);
+    }
+}
+
+async fn s_entries(s: &Store) -> Vec<alertrelay::store::AuditRow> {
+    s.audit_entries(0, 100_000).await.unwrap()
+}
+
+async fn checkpoints_cosignatures_and_witnessing(b: &Backend) {
+    let s = &b.store;
+    append(s, 0, 3).await;
+    let root = [7u8; 32];
+    let mut tx = s.begin().await.unwrap();
+    assert!(tx.latest_checkpoint().await.unwrap().is_none());
+    tx.insert_checkpoint(2, &[1u8; 32], "note-2", 10)
+        .await
+        .unwrap();
+    tx.insert_checkpoint(3, &root, "note-3", 20).await.unwrap();
+    assert_eq!(tx.latest_checkpoint().await.unwrap().unwrap().size, 3);
+    assert!(
+        tx.insert_cosignature(3, "de-hotline", "— de sig", 21)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !tx.insert_cosignature(3, "de-hotline", "— de sig again", 22)
+            .await
+            .unwrap()
+    );
+    assert!(
+        tx.insert_cosignature(3, "at-hotline", "— at sig", 23)
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    let cp = s.latest_checkpoint().await.unwrap().unwrap();
+    assert_eq!(
+        (cp.size, cp.root.as_slice(), cp.note.as_str()),
+        (3, &root[..], "note-3")
+    );
+    assert_eq!(s.checkpoint(2).await.unwrap().unwrap().note, "note-2");
+    assert!(s.checkpoint(9).await.unwrap().is_none());
+    let cos = s.cosignatures(3).await.unwrap();
+    assert_eq!(
+        cos.iter()
+            .map(|c| (c.witness.as_str(), c.timestamp))
+            .collect::<Vec<_>>(),
+        [("at-hotline", 23), ("de-hotline", 21)]
+    );
+
+    // Witnessing: an atomic check-and-store that only moves from what it was.
+    let view = |size: i64, root: [u8; 32]| alertrelay::store::WitnessedRow {
+        log: "fr-hotline".into(),
+        size,
+        root: root.to_vec(),
+        note: format!("their note {size}"),
+        cosignature: "our line".into(),
+        updated_at_ms: size,
+    };
+    let mut tx = s.begin().await.unwrap();
+    assert!(
+        tx.advance_witnessed("fr-hotline", None, &view(5, [5; 32]))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !tx.advance_witnessed("fr-hotline", None, &view(6, [6; 32]))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !tx.advance_witnessed("fr-hotline", Some((4, &[5; 32])), &view(6, [6; 32]))
+            .await
+            .unwrap()
+    );
+    assert!(
+        tx.advance_witnessed("fr-hotline", Some((5, &[5; 32])), &view(6, [6; 32]))
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    let w = s.witnessed("fr-hotline").await.unwrap().unwrap();
+    assert_eq!((w.size, w.root), (6, vec![6; 32]));
+    assert!(s.witnessed("nl-hotline").await.unwrap().is_none());
+    s.ping().await.unwrap();
+}
+
+/// What one intake-shaped write transaction (report + outbox row + audit
+/// entry, committed durably) costs on each backend, one writer and eight.
+/// `cargo test --test store_conformance write_rates -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run on demand"]
+async fn write_rates() {
+    const N: usize = 1_000;
+    let mut backends = vec![("sqlite", Backend::sqlite().await)];
+    if let Some(b) = Backend::postgres("write_rates").await {
+        backends.push(("postgres", b));
+    }
+    for (name, b) in backends {
+        for writers in [1usize, 8] {
+            let started = std::time::Instant::now();
+            let tasks: Vec<_> = (0..writers)
+                .map(|w| {
+                    let s = b.store.clone();
+                    tokio::spawn(async move {
+                        for i in 0..N / writers {
+                            let id = format!("w{writers}-{w}-{i}");
+                            let mut tx = s.begin().await.unwrap();
+                            let seq = tx
+                                .insert_report(&report("fr-hotline", &id, &[7; 1024]))
+                                .await
+                                .unwrap();
+                            tx.enqueue("de-hotline", "report", false, seq, &[7; 1024], 1)
+                                .await
+                                .unwrap();
+                            tx.audit(&entry("report.submitted", &id, 0), 1)
+                                .await
+                                .unwrap();
+                            tx.commit().await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "{name:<8} {writers} writer(s): {N} transactions in {:.2} s = {:.0}/s",
+                secs,
+                N as f64 / secs
+            );
+        }
+        let v = audit::verify(&b.db, &bare_context()).await.unwrap();
+        assert_eq!(v.entries, 2 * N as u64);
+        b.finish().await;
+    }
+}
