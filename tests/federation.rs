@@ -739,6 +739,8 @@ async fn a_report_the_peer_calls_malformed_is_marked_refused_without_blocking_th
             created_at_ms: now,
             now_ms: now,
             relay: false,
+            receipt: None,
+            joined_to: None,
         })
         .await
         .unwrap();

@@ -558,3 +558,58 @@ fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }
+
+#[tokio::test]
+async fn a_relay_purges_its_copy_on_schedule_and_still_passes_statuses_back() {
+    let mut fed = Federation::start_prepared(CHAIN, |root| {
+        set_relays(root, None, &[("FR-HOT", "DE-HOT")]);
+        let cfg = root.join("DE-HOT").join("node.toml");
+        let mut text = std::fs::read_to_string(&cfg).unwrap();
+        text.push_str("\n[retention]\ndelivered_reports_days = 0\n");
+        std::fs::write(&cfg, text).unwrap();
+    })
+    .await;
+    let nl = fed.operator(NL);
+    let marker = "zq-relayed-marker-3319";
+    let sent = submit(
+        &mut fed.operator(NL),
+        &format!("http://{FR_IP}/{marker}"),
+        "",
+    )
+    .await;
+    wait_case(&nl, &sent.report_id, 20, |c| c.status == "delivered").await;
+    // The relay's copy is due once the destination answered and the
+    // receipt went back (nothing left in its outbox for the report).
+    fed.stop(DE).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_alertrelay"))
+        .args(["retention", "run", "--json", "--config"])
+        .arg(fed.config_path(DE))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["delivered"], 1, "{run}");
+    let bytes = std::fs::read(fed.database(DE)).unwrap();
+    assert!(
+        !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+        "the relayed URL is gone from the relay's file"
+    );
+    audit_verifies(&fed, DE).await;
+    // The tombstone still carries FR-HOT's updates back to the origin.
+    fed.restart(DE).await;
+    let mut fr = fed.operator(FR);
+    fr.update_case(pb::UpdateCaseRequest {
+        id: sent.report_id.clone(),
+        status: "in-review".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    wait_case(&nl, &sent.report_id, 20, |c| c.status == "in-review").await;
+    fed.shutdown().await;
+}

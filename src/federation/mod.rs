@@ -30,10 +30,12 @@ pub struct PeerStatus {
 /// The link between the node and one peer's worker.
 #[derive(Default)]
 pub struct PeerLink {
-    /// New work for the peer was committed.
+    /// New work for the peer was committed (bulk lane, urgent lane).
     pub wake: Notify,
-    /// The peer contacted us: it is up, so stop backing off.
+    pub wake_urgent: Notify,
+    /// The peer contacted us: it is up, so stop backing off (each lane).
     pub contact: Notify,
+    pub contact_urgent: Notify,
     pub status: Mutex<PeerStatus>,
 }
 

@@ -35,17 +35,37 @@ enum DeliveryError {
     Store(#[from] StoreError),
 }
 
-pub async fn run(
-    core: Arc<Core>,
-    peer: NodeId,
-    channel: Channel,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut client = FederationClient::new(channel)
+/// Two lanes per peer over one connection: urgent reports and status
+/// updates never wait behind a bulk batch in flight.
+pub async fn run(core: Arc<Core>, peer: NodeId, channel: Channel, shutdown: watch::Receiver<bool>) {
+    let client = FederationClient::new(channel)
         .max_decoding_message_size(16 * 1024 * 1024)
         .max_encoding_message_size(16 * 1024 * 1024);
+    let urgent = tokio::spawn(lane(
+        core.clone(),
+        peer.clone(),
+        client.clone(),
+        shutdown.clone(),
+        true,
+    ));
+    lane(core, peer, client, shutdown, false).await;
+    let _ = urgent.await;
+}
+
+async fn lane(
+    core: Arc<Core>,
+    peer: NodeId,
+    mut client: FederationClient<Channel>,
+    mut shutdown: watch::Receiver<bool>,
+    urgent: bool,
+) {
     let Some(link) = core.peers.get(&peer).cloned() else {
         return;
+    };
+    let (wake, contact) = if urgent {
+        (&link.wake_urgent, &link.contact_urgent)
+    } else {
+        (&link.wake, &link.contact)
     };
     let d = &core.config.delivery;
     let mut backoff = Backoff::new(d.retry_initial, d.retry_max);
@@ -56,7 +76,10 @@ pub async fn run(
         if *shutdown.borrow() {
             return;
         }
-        let result = deliver_once(&core, &peer, &mut client, limit).await;
+        if !urgent {
+            yield_to_urgent(&core, &peer).await;
+        }
+        let result = deliver_once(&core, &peer, &mut client, limit, urgent).await;
         if let Err(DeliveryError::Refused(reason)) = &result {
             if limit > 1 {
                 limit = 1;
@@ -64,7 +87,7 @@ pub async fn run(
             }
             // A single envelope the peer calls malformed: it is refused,
             // for the analyst to see, rather than blocking the queue.
-            if let Err(e) = refuse_head(&core, &peer, reason).await {
+            if let Err(e) = refuse_head(&core, &peer, reason, urgent).await {
                 tracing::error!(peer = %peer, error = %e, "cannot record a refused delivery");
             }
             continue;
@@ -86,8 +109,8 @@ pub async fn run(
                 backoff.reset();
                 if n == 0 {
                     tokio::select! {
-                        _ = link.wake.notified() => {}
-                        _ = link.contact.notified() => {}
+                        _ = wake.notified() => {}
+                        _ = contact.notified() => {}
                         _ = tokio::time::sleep(IDLE_POLL) => {}
                         _ = shutdown.changed() => return,
                     }
@@ -112,7 +135,7 @@ pub async fn run(
                 // is back.
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = link.contact.notified() => {
+                    _ = contact.notified() => {
                         tracing::info!(peer = %peer, "peer contacted us: retrying now");
                         backoff.reset();
                     }
@@ -123,30 +146,32 @@ pub async fn run(
     }
 }
 
-/// Sends one batch (reports first, then status updates). Returns how many
-/// outbox rows were settled.
+/// The bulk lane lets pending urgent work go first (e.g. when the peer
+/// comes back), waiting up to two seconds for the urgent lane.
+async fn yield_to_urgent(core: &Core, peer: &NodeId) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        match core.store.urgent_pending(peer.as_str()).await {
+            Ok(true) => tokio::time::sleep(Duration::from_millis(5)).await,
+            _ => return,
+        }
+    }
+}
+
+/// Sends one batch of this lane (reports first, then status updates).
+/// Returns how many outbox rows were settled.
 async fn deliver_once(
     core: &Core,
     peer: &NodeId,
     client: &mut FederationClient<Channel>,
     limit: usize,
+    urgent: bool,
 ) -> Result<usize, DeliveryError> {
     let limit = limit as i64;
     let mut rows = core
         .store
-        .outbox_batch(peer.as_str(), "report", limit)
+        .outbox_lane(peer.as_str(), "report", urgent, limit)
         .await?;
-    // Urgent status updates overtake bulk reports (urgent reports come
-    // first of all).
-    if rows.first().is_none_or(|r| r.urgent == 0) {
-        let statuses = core
-            .store
-            .outbox_batch(peer.as_str(), "status", limit)
-            .await?;
-        if statuses.first().is_some_and(|r| r.urgent == 1) {
-            return send_statuses(core, peer, client, statuses).await;
-        }
-    }
     // Keep each call well under the peer's message size limit: one report
     // can be ~800 KiB (100 URLs of 8 KiB), so 64 of them would not fit.
     let mut total = 0usize;
@@ -164,7 +189,7 @@ async fn deliver_once(
     }
     let rows = core
         .store
-        .outbox_batch(peer.as_str(), "status", limit)
+        .outbox_lane(peer.as_str(), "status", urgent, limit)
         .await?;
     if !rows.is_empty() {
         return send_statuses(core, peer, client, rows).await;
@@ -473,10 +498,15 @@ async fn send_statuses(
 
 /// Marks the first queued report for `peer` as refused by it, with the
 /// peer's reason, and takes it out of the queue.
-async fn refuse_head(core: &Core, peer: &NodeId, reason: &str) -> Result<(), DeliveryError> {
+async fn refuse_head(
+    core: &Core,
+    peer: &NodeId,
+    reason: &str,
+    urgent: bool,
+) -> Result<(), DeliveryError> {
     let Some(row) = core
         .store
-        .outbox_batch(peer.as_str(), "report", 1)
+        .outbox_lane(peer.as_str(), "report", urgent, 1)
         .await?
         .into_iter()
         .next()

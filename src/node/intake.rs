@@ -188,6 +188,8 @@ pub async fn submit(
             created_at_ms: now,
             now_ms: now,
             relay: false,
+            receipt: None,
+            joined_to: None,
         })
         .await?;
     // A destination reached through relays is handed to the outermost one;
@@ -270,7 +272,7 @@ pub async fn submit(
         .reports_submitted
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     for hop in &next_hops {
-        core.wake(hop.as_str());
+        core.wake_lane(hop.as_str(), draft.priority == Priority::Urgent);
     }
     tracing::info!(report_id = %report_id, route = route.kind.as_str(), "report submitted");
     // The report is committed: whatever happens now, the analyst must get

@@ -252,6 +252,18 @@ impl Core {
     pub fn wake(&self, peer: &str) {
         if let Some((_, link)) = self.peers.iter().find(|(id, _)| id.as_str() == peer) {
             link.wake.notify_one();
+            link.wake_urgent.notify_one();
+        }
+    }
+
+    /// Wakes one lane of a peer's worker: new urgent or bulk work.
+    pub fn wake_lane(&self, peer: &str, urgent: bool) {
+        if let Some((_, link)) = self.peers.iter().find(|(id, _)| id.as_str() == peer) {
+            if urgent {
+                link.wake_urgent.notify_one();
+            } else {
+                link.wake.notify_one();
+            }
         }
     }
 
@@ -264,6 +276,7 @@ impl Core {
     pub fn contacted_by(&self, peer: &NodeId) {
         if let Some(link) = self.peers.get(peer) {
             link.contact.notify_one();
+            link.contact_urgent.notify_one();
             self.peer_reachable(peer, true);
         }
     }

@@ -304,6 +304,31 @@ async fn store_one(
     } else {
         "bulk"
     };
+    let receipt = wire::receipt_relaying(
+        &core.key(),
+        &core.me,
+        &p.report_id,
+        r.origin.as_str(),
+        &r.digest,
+        if role.case {
+            pb::ReceiptOutcome::Stored
+        } else {
+            pb::ReceiptOutcome::Relayed
+        },
+        if joined.is_some() { "joined" } else { "" },
+        if joined.is_some() {
+            "same content as a case already open here: it joins that case, and you will hear of its changes"
+        } else {
+            ""
+        },
+        &role
+            .relay_for
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>(),
+        now,
+    );
+    let receipt_bytes = receipt.encode_to_vec();
     let seq = tx
         .insert_report(&NewReport {
             report_id: &p.report_id,
@@ -325,6 +350,8 @@ async fn store_one(
             created_at_ms: p.created_at_ms,
             now_ms: now,
             relay: !role.case,
+            receipt: Some(&receipt_bytes),
+            joined_to: joined.as_ref().map(|c| c.seq),
         })
         .await?;
     // Destinations behind this node: one envelope per next hop, with this
@@ -362,28 +389,6 @@ async fn store_one(
         .await?;
         next_hops.push(hop);
     }
-    let receipt = wire::receipt_relaying(
-        &core.key(),
-        &core.me,
-        &p.report_id,
-        r.origin.as_str(),
-        &r.digest,
-        if role.case {
-            pb::ReceiptOutcome::Stored
-        } else {
-            pb::ReceiptOutcome::Relayed
-        },
-        if joined.is_some() { "joined" } else { "" },
-        if joined.is_some() {
-            "same content as a case already open here: it joins that case, and you will hear of its changes"
-        } else {
-            ""
-        },
-        &relayed_to,
-        now,
-    );
-    let receipt_bytes = receipt.encode_to_vec();
-    tx.set_receipt(seq, &receipt_bytes).await?;
     if role.case {
         let mut why = match r.handoffs.last().filter(|_| r.handed_off_here) {
             Some((by, _, _)) => format!("handed over by {by}"),
@@ -391,7 +396,6 @@ async fn store_one(
         };
         match &joined {
             Some(case) => {
-                tx.set_joined(seq, case.seq).await?;
                 why.push_str(&format!(
                     "; joined case {}/{} (same content)",
                     case.origin, case.report_id

@@ -114,6 +114,10 @@ pub struct NewReport<'a> {
     pub now_ms: i64,
     /// Passed on as a relay, not a case here.
     pub relay: bool,
+    /// The receipt this node signed for it (incoming).
+    pub receipt: Option<&'a [u8]>,
+    /// The case it joins (same content).
+    pub joined_to: Option<i64>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -326,6 +330,7 @@ impl Store {
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(Tx {
             tx: self.writer.begin().await?,
+            audit_head: None,
         })
     }
 
@@ -490,6 +495,37 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.reader)
         .await?)
+    }
+
+    /// The next batch for one lane of `peer` (urgent or bulk), in order.
+    pub async fn outbox_lane(
+        &self,
+        peer: &str,
+        kind: &str,
+        urgent: bool,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, peer, kind, urgent, report_seq, body, attempts, returned FROM outbox
+             WHERE peer = ? AND kind = ? AND urgent = ? ORDER BY id LIMIT ?",
+        )
+        .bind(peer)
+        .bind(kind)
+        .bind(urgent)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// Whether urgent work waits for `peer`.
+    pub async fn urgent_pending(&self, peer: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE peer = ? AND kind IN ('report', 'status') AND urgent = 1)",
+        )
+        .bind(peer)
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(n != 0)
     }
 
     /// Records a failed attempt for these outbox rows.
@@ -665,12 +701,16 @@ impl Store {
                 "SELECT r.seq, r.origin, r.report_id, r.direction, r.status FROM reports r
                  WHERE r.purged_at_ms IS NULL AND r.updated_at_ms <= ?1
                    AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.report_seq = r.seq)
-                   AND r.direction = 'outgoing'
-                   AND r.status NOT IN ('queued', 'held', 'no-hotline', 'refused',
-                                        'not-illegal', 'removed', 'moved', 'retracted')
                    AND EXISTS (SELECT 1 FROM deliveries d WHERE d.report_seq = r.seq)
-                   AND NOT EXISTS (SELECT 1 FROM deliveries d
-                                   WHERE d.report_seq = r.seq AND d.state <> 'delivered')
+                   AND ((r.direction = 'outgoing' AND r.relay = 0
+                         AND r.status NOT IN ('queued', 'held', 'no-hotline', 'refused',
+                                              'not-illegal', 'removed', 'moved', 'retracted')
+                         AND NOT EXISTS (SELECT 1 FROM deliveries d
+                                         WHERE d.report_seq = r.seq AND d.state <> 'delivered'))
+                        -- a copy this node only relayed, once every destination answered
+                        OR (r.relay = 1
+                            AND NOT EXISTS (SELECT 1 FROM deliveries d
+                                            WHERE d.report_seq = r.seq AND d.state = 'queued')))
                  ORDER BY r.seq LIMIT ?2"
             }
             _ => return Ok(Vec::new()),
@@ -705,6 +745,9 @@ impl Store {
 /// One write transaction. Dropping it without `commit` rolls back.
 pub struct Tx {
     tx: Transaction<'static, Sqlite>,
+    /// The audit log's head as this transaction left it: later entries in
+    /// the same transaction chain to it without reading it back.
+    audit_head: Option<(i64, Vec<u8>)>,
 }
 
 /// A case worked here that new reports of the same content may join.
@@ -746,8 +789,8 @@ impl Tx {
         let res = sqlx::query(
             "INSERT INTO reports (report_id, origin, direction, category, priority, status,
                 hosting_country, route, payload, payload_digest, envelope, received_from,
-                created_at_ms, stored_at_ms, updated_at_ms, relay)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                created_at_ms, stored_at_ms, updated_at_ms, relay, receipt, joined_to)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(r.report_id)
         .bind(r.origin)
@@ -765,6 +808,8 @@ impl Tx {
         .bind(r.now_ms)
         .bind(r.now_ms)
         .bind(r.relay)
+        .bind(r.receipt)
+        .bind(r.joined_to)
         .execute(&mut *self.tx)
         .await?;
         Ok(res.last_insert_rowid())
@@ -1079,12 +1124,15 @@ impl Tx {
 
     /// What identifies a case's content (see `case_keys`).
     pub async fn insert_case_keys(&mut self, seq: i64, keys: &[String]) -> Result<(), StoreError> {
-        for key in keys {
-            sqlx::query("INSERT OR IGNORE INTO case_keys (key, report_seq) VALUES (?, ?)")
-                .bind(key)
-                .bind(seq)
-                .execute(&mut *self.tx)
-                .await?;
+        // One multi-row statement (each statement costs a thread hand-off).
+        for chunk in keys.chunks(200) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO case_keys (key, report_seq) ",
+            );
+            q.push_values(chunk, |mut b, key| {
+                b.push_bind(key).push_bind(seq);
+            });
+            q.build().execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -1279,11 +1327,16 @@ impl Tx {
     /// Appends an audit entry, chained to the previous one. Runs inside the
     /// transaction of the change it records.
     pub async fn audit(&mut self, entry: &audit::Entry, now_ms: i64) -> Result<i64, StoreError> {
-        let last: Option<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *self.tx)
-                .await?;
-        let (prev_seq, prev_hash) = last.unwrap_or((0, audit::GENESIS.to_vec()));
+        let (prev_seq, prev_hash) = match self.audit_head.take() {
+            Some(head) => head,
+            None => {
+                let last: Option<(i64, Vec<u8>)> =
+                    sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                        .fetch_optional(&mut *self.tx)
+                        .await?;
+                last.unwrap_or((0, audit::GENESIS.to_vec()))
+            }
+        };
         let seq = prev_seq + 1;
         let detail = entry.detail.to_string();
         let hash = audit::entry_hash(
@@ -1319,6 +1372,7 @@ impl Tx {
         .bind(leaf.as_slice())
         .execute(&mut *self.tx)
         .await?;
+        self.audit_head = Some((seq, hash.to_vec()));
         Ok(seq)
     }
 
