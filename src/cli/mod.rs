@@ -115,18 +115,42 @@ pub enum Command {
         json: bool,
     },
     /// Measure real nodes (mutual TLS, durable SQLite in a temporary
-    /// directory) on this machine: the urgent lane while a bulk backlog
-    /// drains.
+    /// directory, in this process) against this machine's limits:
+    /// throughput, latency, the urgent lane, backlog drain, a simulated
+    /// federation of 53 hotlines. Prints a table (or JSON).
     Bench {
-        /// Bulk reports queued for the peer while it is down.
-        #[arg(long, default_value_t = 100_000)]
-        backlog: usize,
-        /// Urgent reports measured with the peer idle.
-        #[arg(long, default_value_t = 50)]
-        urgent: usize,
-        /// Submissions in flight while queuing the backlog.
+        /// Run only these scenarios (repeatable, or comma-separated):
+        /// limits, throughput, latency, urgent, drain, scale. All by default.
+        #[arg(long, value_delimiter = ',', value_parser = crate::bench::Scenario::parse)]
+        scenario: Vec<crate::bench::Scenario>,
+        /// Seconds of sustained load measured for throughput (each latency
+        /// level runs for half of it).
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Concurrent submitters (throughput, backlogs, scale).
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// Nodes for throughput, latency and drain: one origin and
+        /// NODES - 1 destinations its reports are spread over.
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        /// Urgent lane: bulk reports queued for the peer while it is down.
+        #[arg(long, default_value_t = 100_000)]
+        backlog: usize,
+        /// Urgent lane: urgent reports measured with the peer idle.
+        #[arg(long, default_value_t = 50)]
+        urgent: usize,
+        /// Backlog drain: reports queued while the destination is down
+        /// (e.g. 1000000).
+        #[arg(long, default_value_t = 100_000)]
+        drain: usize,
+        /// Scale: nodes of the simulated federation (hotlines of the
+        /// example directory in file order, with France and the fallback).
+        #[arg(long, default_value_t = 54)]
+        scale_nodes: usize,
+        /// Scale: reports submitted.
+        #[arg(long, default_value_t = 100_000)]
+        reports: usize,
         #[arg(long)]
         json: bool,
     },
@@ -713,25 +737,39 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             json,
         } => client::stats(config, window_days, json).await,
         Command::Bench {
+            scenario,
+            duration,
+            concurrency,
+            nodes,
             backlog,
             urgent,
-            concurrency,
+            drain,
+            scale_nodes,
+            reports,
             json,
         } => {
             let opts = crate::bench::Options {
+                scenarios: if scenario.is_empty() {
+                    crate::bench::Scenario::ALL.to_vec()
+                } else {
+                    scenario
+                },
+                duration: std::time::Duration::from_secs_f64(duration.max(0.5)),
+                concurrency,
+                nodes,
                 backlog,
                 urgent,
-                concurrency,
+                drain,
+                scale_nodes,
+                scale_reports: reports,
                 json,
+                dir: std::env::temp_dir(),
             };
-            let r = crate::bench::urgent_lane(&opts, &std::env::temp_dir()).await?;
+            let r = crate::bench::run(&opts).await?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({ "urgent_lane": r }))?
-                );
+                println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                crate::bench::print_urgent(&r);
+                crate::bench::print(&r);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -1047,6 +1085,11 @@ fn federation_init(
 
 async fn serve(config: PathBuf) -> Result<ExitCode, Failure> {
     let cfg = load_config(&config)?;
+    // Signal handlers first: once the node says it listens, SIGTERM and
+    // SIGHUP must already be handled (a supervisor may send them at once).
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     let node = crate::node::start(cfg)
         .await
         .context("the node could not start")?;
@@ -1054,9 +1097,6 @@ async fn serve(config: PathBuf) -> Result<ExitCode, Failure> {
         "alertrelay node {} listening on {}",
         node.core.me, node.addr
     );
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,

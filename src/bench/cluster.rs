@@ -1,0 +1,287 @@
+//! Real nodes for the benchmark: provisioned into a temporary directory
+//! (a federation CA, node and operator certificates, signing keys, durable
+//! SQLite files), started in this process on loopback with mutual TLS, and
+//! stopped and restarted on the same port.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rand::{Rng, SeedableRng};
+use tonic::transport::Channel;
+
+use crate::config::{NodeConfig, RawAudit, RawDelivery, RawLimits};
+use crate::identity::NodeId;
+use crate::node::{Core, NodeHandle};
+use crate::pb;
+use crate::pb::operator_client::OperatorClient;
+use crate::provision::{self, NodeSpec};
+
+/// One node to provision: id, countries served.
+pub struct Spec {
+    pub id: String,
+    pub countries: Vec<String>,
+}
+
+pub struct Cluster {
+    _dir: tempfile::TempDir,
+    pub configs: Vec<NodeConfig>,
+    pub nodes: Vec<Option<NodeHandle>>,
+}
+
+impl Cluster {
+    /// Provisions and starts `specs` (the first is the origin in every
+    /// scenario), with `fallback` as the law-enforcement fallback and
+    /// `relays` as `(node, reached through)` pairs.
+    pub async fn start(
+        dir: &Path,
+        specs: &[Spec],
+        fallback: Option<&str>,
+        relays: &[(String, String)],
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir_in(dir)?;
+        let mut listeners = Vec::new();
+        let mut nodes = Vec::new();
+        for s in specs {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            nodes.push(NodeSpec {
+                id: NodeId::new(&s.id)?,
+                countries: s.countries.clone(),
+                categories: vec![],
+                port: Some(l.local_addr()?.port()),
+            });
+            listeners.push(l);
+        }
+        let options = provision::Options {
+            fallback: fallback.map(NodeId::new).transpose()?,
+            delivery: Some(RawDelivery {
+                retry_initial_ms: 50,
+                retry_max_ms: 500,
+                ..RawDelivery::default()
+            }),
+            // Checkpoints and witnessing on their production schedule
+            // (minutes): they are not what is measured.
+            audit: Some(RawAudit::default()),
+            limits: Some(RawLimits {
+                operator_requests_per_sec: 1_000_000.0,
+                operator_burst: 1_000_000,
+                operator_concurrent: 1024,
+                peer_requests_per_sec: 100_000.0,
+                peer_burst: 100_000,
+                ..RawLimits::default()
+            }),
+            relays: relays
+                .iter()
+                .map(|(n, via)| Ok((NodeId::new(n)?, NodeId::new(via)?)))
+                .collect::<anyhow::Result<_>>()?,
+            ..Default::default()
+        };
+        let done = provision::init(dir.path(), "bench", &nodes, &options)?;
+        let mut configs = Vec::new();
+        let mut handles = Vec::new();
+        for (path, l) in done.configs.iter().zip(listeners) {
+            let cfg = NodeConfig::load(path)?;
+            handles.push(Some(
+                crate::node::start_with_listener(cfg.clone(), l)
+                    .await
+                    .with_context(|| format!("starting {}", cfg.node_id))?,
+            ));
+            configs.push(cfg);
+        }
+        Ok(Cluster {
+            _dir: dir,
+            configs,
+            nodes: handles,
+        })
+    }
+
+    pub fn core(&self, i: usize) -> anyhow::Result<Arc<Core>> {
+        self.nodes[i]
+            .as_ref()
+            .map(|n| n.core.clone())
+            .context("the node is stopped")
+    }
+
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(n) = self.nodes[i].take() {
+            n.shutdown().await;
+        }
+    }
+
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        let cfg = self.configs[i].clone();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(cfg.listen).await {
+                Ok(l) => break l,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e).context("cannot rebind the node's port"),
+            }
+        };
+        self.nodes[i] = Some(crate::node::start_with_listener(cfg, listener).await?);
+        Ok(())
+    }
+
+    /// An operator client of node `i` (its own operator certificate).
+    pub async fn client(&self, i: usize) -> anyhow::Result<OperatorClient<Channel>> {
+        crate::cli::client::connect(&self.configs[i])
+            .await
+            .map_err(|f| f.error)
+    }
+
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop(i).await;
+        }
+    }
+}
+
+/// Submits one report about `http://{ip}/{path}`; returns its id.
+pub async fn submit(
+    client: &mut OperatorClient<Channel>,
+    ip: &str,
+    path: &str,
+    urgent: bool,
+) -> anyhow::Result<String> {
+    let priority = if urgent {
+        pb::Priority::Urgent
+    } else {
+        pb::Priority::Bulk
+    };
+    Ok(client
+        .submit_report(pb::SubmitReportRequest {
+            urls: vec![format!("http://{ip}/{path}")],
+            category: "csam".into(),
+            priority: priority as i32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .report_id)
+}
+
+/// Undelivered reports at the origin, all peers (`ListPeers` queue depth):
+/// an outbox row leaves only when the peer's signed receipt is stored.
+pub async fn queued(client: &mut OperatorClient<Channel>) -> anyhow::Result<u64> {
+    let peers = client
+        .list_peers(pb::ListPeersRequest {})
+        .await?
+        .into_inner();
+    Ok(peers.peers.iter().map(|p| p.queue_depth).sum())
+}
+
+/// Polls until nothing is queued at the origin (or `limit` passes).
+pub async fn wait_drained(
+    client: &mut OperatorClient<Channel>,
+    limit: Duration,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        if queued(client).await? == 0 {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            anyhow::bail!("the queue did not drain in {} s", limit.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An IPv4 address the shipped data places in `country`, found by a
+/// seeded search (so runs are comparable).
+pub fn address_in(country: &str) -> anyhow::Result<Ipv4Addr> {
+    let geo = crate::geo::GeoDb::embedded()?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(country.bytes().map(u64::from).sum());
+    for _ in 0..2_000_000 {
+        let a = Ipv4Addr::from(rng.r#gen::<u32>());
+        if geo.lookup(a.into()).country.as_deref() == Some(country) {
+            return Ok(a);
+        }
+    }
+    anyhow::bail!("no address in {country} found in the shipped data")
+}
+
+/// Watches a node's case events (in process: the broadcast `WatchCases`
+/// is built on) and notes when each case changed. A report this node sends
+/// changes twice in a benchmark: when it is committed at intake, and when
+/// the peer's signed receipt is stored. Reading nothing from the database,
+/// it does not disturb what it measures.
+pub struct Receipts {
+    seen: Arc<Mutex<HashMap<i64, (u32, Instant)>>>,
+    lagged: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receipts {
+    pub fn watch(core: &Core) -> Self {
+        let mut rx = core.case_events.subscribe();
+        let seen: Arc<Mutex<HashMap<i64, (u32, Instant)>>> = Arc::default();
+        let lagged = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (s, l) = (seen.clone(), lagged.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(seq) => {
+                        let now = Instant::now();
+                        if let Ok(mut m) = s.lock() {
+                            let e = m.entry(seq).or_insert((0, now));
+                            e.0 += 1;
+                            e.1 = now;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        l.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Receipts { seen, lagged, task }
+    }
+
+    /// When the case `seq` changed the second time (its receipt), if it has.
+    pub fn receipt(&self, seq: i64) -> Option<Instant> {
+        let m = self.seen.lock().ok()?;
+        m.get(&seq).filter(|e| e.0 >= 2).map(|e| e.1)
+    }
+
+    /// Events missed because the watcher fell behind.
+    pub fn lagged(&self) -> u64 {
+        self.lagged.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits for the receipt of `seq` (`limit` at most).
+    pub async fn wait(&self, seq: i64, limit: Duration) -> anyhow::Result<Instant> {
+        let started = Instant::now();
+        loop {
+            if let Some(t) = self.receipt(seq) {
+                return Ok(t);
+            }
+            if started.elapsed() > limit {
+                anyhow::bail!("no receipt for case {seq} in {} s", limit.as_secs());
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+    }
+}
+
+impl Drop for Receipts {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The sequence number of a report this node made.
+pub async fn seq_of(core: &Core, report_id: &str) -> anyhow::Result<i64> {
+    core.store
+        .reports_by_id(Some(core.me.as_str()), report_id)
+        .await?
+        .first()
+        .map(|r| r.seq)
+        .context("a submitted report is not stored")
+}

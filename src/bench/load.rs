@@ -1,0 +1,409 @@
+//! Throughput, latency at fractions of it, and backlog drain, between an
+//! origin and `--nodes - 1` destinations.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::cluster::{self, Cluster, Receipts, Spec};
+use super::{Latency, Options};
+
+/// Destination countries, in order, for `--nodes` > 2.
+const COUNTRIES: [&str; 12] = [
+    "DE", "NL", "SE", "IT", "ES", "PL", "AT", "BE", "DK", "FI", "IE", "PT",
+];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    pub nodes: usize,
+    pub concurrency: usize,
+    pub measured_secs: f64,
+    /// Reports accepted at the origin per second (committed before the
+    /// answer).
+    pub intake_per_sec: f64,
+    /// Reports whose destination's signed receipt was stored at the origin,
+    /// per second, over the same window: the sustained end-to-end rate.
+    pub end_to_end_per_sec: f64,
+    /// Undelivered at the origin at the end of the window (growing when
+    /// intake outruns delivery).
+    pub queued_at_end: u64,
+    /// CPU time of the whole process (all nodes and the load generator)
+    /// per delivered report, microseconds.
+    pub cpu_us_per_report: f64,
+    /// Intake and delivery latency while saturated (closed loop), for
+    /// context: the submitters wait for each answer.
+    pub submit_latency: Latency,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyAt {
+    /// Fraction of the measured end-to-end throughput offered.
+    pub fraction: f64,
+    pub offered_per_sec: f64,
+    pub secs: f64,
+    /// Submission (scheduled send time, open loop) → signed receipt stored
+    /// at the origin.
+    pub end_to_end: Latency,
+    /// Reports without a receipt within the wait after the level (should
+    /// be 0), and case events the watcher missed.
+    pub missing: usize,
+    pub lagged: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Drain {
+    pub reports: usize,
+    pub nodes: usize,
+    pub intake_per_sec: f64,
+    pub drain_secs: f64,
+    pub drain_per_sec: f64,
+    /// Resident memory of this process (every node and the load
+    /// generator), MiB: before queuing, peak (VmHWM, reset at the start of
+    /// the scenario), and after draining.
+    pub rss_before_mib: f64,
+    pub rss_peak_mib: f64,
+    pub rss_after_mib: f64,
+    /// Whether the peak is this scenario's own (VmHWM could be reset).
+    pub peak_reset: bool,
+}
+
+fn specs(nodes: usize) -> Vec<Spec> {
+    let mut s = vec![Spec {
+        id: "FR-BENCH".into(),
+        countries: vec!["FR".into()],
+    }];
+    for cc in COUNTRIES
+        .iter()
+        .take(nodes.clamp(2, COUNTRIES.len() + 1) - 1)
+    {
+        s.push(Spec {
+            id: format!("{cc}-BENCH"),
+            countries: vec![(*cc).to_owned()],
+        });
+    }
+    s
+}
+
+/// One address per destination.
+fn addresses(c: &Cluster) -> anyhow::Result<Vec<String>> {
+    c.configs[1..]
+        .iter()
+        .map(|cfg| {
+            let cc = cfg.node_id.as_str().split('-').next().unwrap_or("DE");
+            Ok(cluster::address_in(cc)?.to_string())
+        })
+        .collect()
+}
+
+pub async fn throughput_and_latency(
+    opts: &Options,
+    latency: bool,
+) -> anyhow::Result<(Throughput, Option<Vec<LatencyAt>>)> {
+    let c = Cluster::start(&opts.dir, &specs(opts.nodes), None, &[]).await?;
+    let ips = addresses(&c)?;
+    let mut client = c.client(0).await?;
+    // Warm up: connections to every destination.
+    for (i, ip) in ips.iter().enumerate() {
+        cluster::submit(&mut client, ip, &format!("warm/{i}"), true).await?;
+    }
+    cluster::wait_drained(&mut client, Duration::from_secs(60)).await?;
+
+    let t = throughput(opts, &c, &ips).await?;
+    let mut levels = None;
+    if latency {
+        cluster::wait_drained(&mut client, Duration::from_secs(3600)).await?;
+        let mut v = Vec::new();
+        for f in [0.25, 0.5, 0.9] {
+            v.push(level(opts, &c, &ips, f, f * t.end_to_end_per_sec).await?);
+        }
+        levels = Some(v);
+    }
+    c.shutdown().await;
+    Ok((t, levels))
+}
+
+async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Result<Throughput> {
+    let mut client = c.client(0).await?;
+    let submitted = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..opts.concurrency.max(1) {
+        let mut cl = client.clone();
+        let (submitted, stop) = (submitted.clone(), stop.clone());
+        let ips = ips.to_vec();
+        tasks.spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let ip = &ips[(w + i) % ips.len()];
+                let t = Instant::now();
+                cluster::submit(&mut cl, ip, &format!("load/{w}/{i}"), false).await?;
+                lat.push(t.elapsed());
+                submitted.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+            Ok::<_, anyhow::Error>(lat)
+        });
+    }
+    let secs = opts.duration.as_secs_f64().max(1.0);
+    let bar = super::bar(opts.json, secs as u64, "throughput: saturating (s)");
+    // A warm-up of a fifth of the window (at most 3 s) is not counted.
+    let warm = Duration::from_secs_f64((secs / 5.0).min(3.0));
+    let started = Instant::now();
+    tokio::time::sleep(warm).await;
+    let s0 = submitted.load(Ordering::Relaxed);
+    let q0 = cluster::queued(&mut client).await?;
+    let t0 = Instant::now();
+    let cpu0 = super::cpu_time();
+    while t0.elapsed().as_secs_f64() < secs {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        bar.set_position(t0.elapsed().as_secs());
+    }
+    let s1 = submitted.load(Ordering::Relaxed);
+    let q1 = cluster::queued(&mut client).await?;
+    let dt = t0.elapsed().as_secs_f64();
+    let cpu = (super::cpu_time() - cpu0).as_secs_f64();
+    bar.finish_and_clear();
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        lat.extend(r??);
+    }
+    let _ = started;
+    // Delivered in the window = submitted in it - growth of the queue.
+    let delivered = (s1 - s0) as f64 - (q1 as f64 - q0 as f64);
+    Ok(Throughput {
+        nodes: c.configs.len(),
+        concurrency: opts.concurrency,
+        measured_secs: dt,
+        intake_per_sec: (s1 - s0) as f64 / dt,
+        end_to_end_per_sec: delivered.max(0.0) / dt,
+        queued_at_end: q1,
+        cpu_us_per_report: if delivered > 0.0 {
+            cpu * 1e6 / delivered
+        } else {
+            0.0
+        },
+        submit_latency: Latency::of(lat),
+    })
+}
+
+/// Open loop at `rate` reports/s: each submission is sent at its scheduled
+/// time, whether or not earlier ones were answered, and its latency counts
+/// from that time (no coordinated omission).
+async fn level(
+    opts: &Options,
+    c: &Cluster,
+    ips: &[String],
+    fraction: f64,
+    rate: f64,
+) -> anyhow::Result<LatencyAt> {
+    let core = c.core(0)?;
+    let receipts = Receipts::watch(&core);
+    let client = c.client(0).await?;
+    let secs = (opts.duration.as_secs_f64() / 2.0).max(1.0);
+    let rate = rate.max(1.0);
+    let total = (rate * secs).round().max(1.0) as usize;
+    let bar = super::bar(
+        opts.json,
+        total as u64,
+        &format!("latency at {:.0}% ({:.0}/s)", fraction * 100.0, rate),
+    );
+    // Enough in flight for the rate; beyond it a submission waits, and its
+    // wait counts in its latency.
+    let permits = Arc::new(tokio::sync::Semaphore::new(4096));
+    let mut tasks = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    let mut sent = 0usize;
+    while sent < total {
+        let due = ((started.elapsed().as_secs_f64() * rate) as usize + 1).min(total);
+        while sent < due {
+            let scheduled = started + Duration::from_secs_f64(sent as f64 / rate);
+            let permit = permits.clone().acquire_owned().await?;
+            let mut cl = client.clone();
+            let ip = ips[sent % ips.len()].clone();
+            let n = sent;
+            tasks.spawn(async move {
+                let id = cluster::submit(&mut cl, &ip, &format!("lat/{fraction}/{n}"), false).await;
+                drop(permit);
+                id.map(|id| (id, scheduled))
+            });
+            sent += 1;
+        }
+        bar.set_position(sent as u64);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut submitted = Vec::with_capacity(total);
+    while let Some(r) = tasks.join_next().await {
+        submitted.push(r??);
+    }
+    bar.finish_and_clear();
+    let mut client = c.client(0).await?;
+    cluster::wait_drained(&mut client, Duration::from_secs(600)).await?;
+    let mut lat = Vec::with_capacity(submitted.len());
+    let mut missing = 0;
+    for (id, scheduled) in &submitted {
+        let seq = cluster::seq_of(&core, id).await?;
+        match receipts.receipt(seq) {
+            Some(t) => lat.push(t.saturating_duration_since(*scheduled)),
+            None => missing += 1,
+        }
+    }
+    Ok(LatencyAt {
+        fraction,
+        offered_per_sec: rate,
+        secs,
+        end_to_end: Latency::of(lat),
+        missing,
+        lagged: receipts.lagged(),
+    })
+}
+
+pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
+    let mut c = Cluster::start(&opts.dir, &specs(opts.nodes), None, &[]).await?;
+    let ips = addresses(&c)?;
+    let mut client = c.client(0).await?;
+    for (i, ip) in ips.iter().enumerate() {
+        cluster::submit(&mut client, ip, &format!("warm/{i}"), true).await?;
+    }
+    cluster::wait_drained(&mut client, Duration::from_secs(60)).await?;
+    let peak_reset = super::reset_peak_rss();
+    let rss_before = super::rss_mib().0;
+    for i in 1..c.nodes.len() {
+        c.stop(i).await;
+    }
+    let bar = super::bar(
+        opts.json,
+        opts.drain as u64,
+        "drain: queuing (destinations down)",
+    );
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..opts.concurrency.max(1) {
+        let mut cl = client.clone();
+        let (next, ips, bar, n) = (next.clone(), ips.clone(), bar.clone(), opts.drain as u64);
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                let ip = &ips[i as usize % ips.len()];
+                cluster::submit(&mut cl, ip, &format!("drain/{i}"), false).await?;
+                bar.inc(1);
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let intake_secs = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    for i in 1..c.nodes.len() {
+        c.restart(i).await?;
+    }
+    let bar = super::bar(opts.json, opts.drain as u64, "drain: destinations back");
+    let started = Instant::now();
+    loop {
+        let left = cluster::queued(&mut client).await?;
+        bar.set_position(opts.drain.saturating_sub(left as usize) as u64);
+        if left == 0 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(4 * 3600) {
+            anyhow::bail!("the backlog did not drain in four hours");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drain_secs = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let (rss_after, peak) = super::rss_mib();
+    let nodes = c.configs.len();
+    c.shutdown().await;
+    Ok(Drain {
+        reports: opts.drain,
+        nodes,
+        intake_per_sec: opts.drain as f64 / intake_secs,
+        drain_secs,
+        drain_per_sec: opts.drain as f64 / drain_secs,
+        rss_before_mib: rss_before,
+        rss_peak_mib: peak,
+        rss_after_mib: rss_after,
+        peak_reset,
+    })
+}
+
+pub fn print_throughput(t: &Throughput, ratio: Option<f64>) {
+    println!();
+    println!(
+        "throughput: {} nodes, {} concurrent submitters, {:.0} s measured",
+        t.nodes, t.concurrency, t.measured_secs
+    );
+    println!(
+        "  intake (committed at the origin)         {:>9.0} reports/s",
+        t.intake_per_sec
+    );
+    println!(
+        "  end to end (receipt stored at origin)    {:>9.0} reports/s{}",
+        t.end_to_end_per_sec,
+        ratio.map_or(String::new(), |r| format!("  = {:.2} of the ceiling", r))
+    );
+    println!(
+        "  queued at the end of the window          {:>9}",
+        t.queued_at_end
+    );
+    println!(
+        "  CPU per delivered report (whole process) {:>9.0} µs",
+        t.cpu_us_per_report
+    );
+    println!(
+        "  SubmitReport answered, saturated: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        t.submit_latency.p50_ms, t.submit_latency.p99_ms, t.submit_latency.max_ms
+    );
+}
+
+pub fn print_latency(v: &[LatencyAt]) {
+    println!();
+    println!("latency, open loop: submitted → signed receipt stored at the origin");
+    println!(
+        "  {:<10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>8}",
+        "load", "offered/s", "samples", "p50 ms", "p99 ms", "max ms", "missing"
+    );
+    for l in v {
+        println!(
+            "  {:<10} {:>10.0} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>8}",
+            format!("{:.0}%", l.fraction * 100.0),
+            l.offered_per_sec,
+            l.end_to_end.samples,
+            l.end_to_end.p50_ms,
+            l.end_to_end.p99_ms,
+            l.end_to_end.max_ms,
+            l.missing
+        );
+    }
+}
+
+pub fn print_drain(d: &Drain) {
+    println!();
+    println!(
+        "backlog drain: {} reports queued with {} destination(s) down at {:.0}/s, then up",
+        d.reports,
+        d.nodes - 1,
+        d.intake_per_sec
+    );
+    println!(
+        "  drained in {:.1} s: {:.0} reports/s",
+        d.drain_secs, d.drain_per_sec
+    );
+    println!(
+        "  RSS of the process (all {} nodes + load): {:.0} MiB before, peak {:.0} MiB{}, {:.0} MiB after",
+        d.nodes,
+        d.rss_before_mib,
+        d.rss_peak_mib,
+        if d.peak_reset { "" } else { " (since start)" },
+        d.rss_after_mib
+    );
+}

@@ -1,0 +1,176 @@
+//! The urgent lane: urgent reports' latency (submitted at the origin →
+//! signed receipt stored at the origin) with an idle peer, then while a
+//! bulk backlog for the same peer drains.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use super::cluster::{self, Cluster, Receipts, Spec};
+use super::{Latency, Options};
+use crate::node::Core;
+use crate::pb::operator_client::OperatorClient;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UrgentLane {
+    pub backlog: usize,
+    /// Bulk reports accepted per second while queuing the backlog (one
+    /// `SubmitReport` each, durable before the answer).
+    pub intake_per_sec: f64,
+    /// Bulk reports delivered per second while the backlog drained
+    /// (receipts stored at the origin).
+    pub drain_per_sec: f64,
+    pub drain_secs: f64,
+    pub urgent_idle: Latency,
+    pub urgent_during_drain: Latency,
+}
+
+/// Submits one urgent report and waits until its receipt is stored.
+async fn urgent_latency(
+    core: &Core,
+    receipts: &Receipts,
+    client: &mut OperatorClient<Channel>,
+    ip: &str,
+    n: usize,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let id = cluster::submit(client, ip, &format!("urgent/{n}"), true).await?;
+    let seq = cluster::seq_of(core, &id).await?;
+    let at = receipts.wait(seq, Duration::from_secs(120)).await?;
+    Ok(at.saturating_duration_since(started))
+}
+
+/// Queues `n` bulk reports about `ip` with `concurrency` submitters;
+/// returns the seconds it took.
+pub async fn queue_bulk(
+    client: &OperatorClient<Channel>,
+    ip: &str,
+    n: usize,
+    concurrency: usize,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let mut c = client.clone();
+        let next = next.clone();
+        let ip = ip.to_owned();
+        let bar = bar.clone();
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                cluster::submit(&mut c, &ip, &format!("bulk/{i}"), false).await?;
+                bar.inc(1);
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+pub async fn urgent_lane(opts: &Options) -> anyhow::Result<UrgentLane> {
+    let ip = cluster::address_in("DE")?.to_string();
+    let mut c = Cluster::start(
+        &opts.dir,
+        &[
+            Spec {
+                id: "FR-BENCH".into(),
+                countries: vec!["FR".into()],
+            },
+            Spec {
+                id: "DE-BENCH".into(),
+                countries: vec!["DE".into()],
+            },
+        ],
+        None,
+        &[],
+    )
+    .await?;
+    let core = c.core(0)?;
+    let receipts = Receipts::watch(&core);
+    let mut client = c.client(0).await?;
+    // Warm up connections and the destination.
+    urgent_latency(&core, &receipts, &mut client, &ip, 0).await?;
+    let bar = super::bar(opts.json, opts.urgent as u64, "urgent lane: peer idle");
+    let mut idle = Vec::with_capacity(opts.urgent);
+    for n in 0..opts.urgent {
+        idle.push(urgent_latency(&core, &receipts, &mut client, &ip, n + 1).await?);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    // The backlog: the destination is down while bulk reports queue.
+    c.stop(1).await;
+    let bar = super::bar(
+        opts.json,
+        opts.backlog as u64,
+        "urgent lane: queuing the backlog",
+    );
+    let intake_secs = queue_bulk(&client, &ip, opts.backlog, opts.concurrency, &bar).await?;
+    bar.finish_and_clear();
+
+    // The destination comes back: the backlog drains while urgent reports
+    // keep arriving.
+    c.restart(1).await?;
+    let bar = super::bar(opts.json, opts.backlog as u64, "urgent lane: draining");
+    let drain_started = Instant::now();
+    let mut during = Vec::new();
+    let mut n = opts.urgent + 1;
+    // At least one urgent report is measured while the backlog drains,
+    // however quickly it drains.
+    let drained_at = loop {
+        during.push(urgent_latency(&core, &receipts, &mut client, &ip, n).await?);
+        n += 1;
+        let left = cluster::queued(&mut client).await?;
+        bar.set_position(opts.backlog.saturating_sub(left as usize) as u64);
+        if left == 0 {
+            break drain_started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if drain_started.elapsed() > Duration::from_secs(3600) {
+            anyhow::bail!("the backlog did not drain in an hour");
+        }
+    };
+    bar.finish_and_clear();
+    let drain_secs = drained_at.as_secs_f64();
+    drop(receipts);
+    c.shutdown().await;
+    Ok(UrgentLane {
+        backlog: opts.backlog,
+        intake_per_sec: opts.backlog as f64 / intake_secs,
+        drain_per_sec: opts.backlog as f64 / drain_secs,
+        drain_secs,
+        urgent_idle: Latency::of(idle),
+        urgent_during_drain: Latency::of(during),
+    })
+}
+
+pub fn print(r: &UrgentLane) {
+    println!();
+    println!(
+        "urgent lane: bulk backlog of {} queued at {:.0}/s, drained at {:.0}/s ({:.1} s)",
+        r.backlog, r.intake_per_sec, r.drain_per_sec, r.drain_secs
+    );
+    println!(
+        "  {:<40} {:>8} {:>9} {:>9} {:>9}",
+        "urgent report → receipt stored", "samples", "p50 ms", "p99 ms", "max ms"
+    );
+    for (what, l) in [
+        ("peer idle", &r.urgent_idle),
+        ("while the backlog drains", &r.urgent_during_drain),
+    ] {
+        println!(
+            "  {:<40} {:>8} {:>9.1} {:>9.1} {:>9.1}",
+            what, l.samples, l.p50_ms, l.p99_ms, l.max_ms
+        );
+    }
+}
