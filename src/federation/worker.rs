@@ -14,7 +14,7 @@ use crate::node::Core;
 use crate::pb;
 use crate::pb::federation_client::FederationClient;
 use crate::report::wire;
-use crate::store::{OutboxRow, StoreError};
+use crate::store::{OUTBOX_AMENDMENT, OUTBOX_RETURNED, OUTBOX_SIGNED, OutboxRow, StoreError};
 
 /// How often an idle worker looks at its outbox even without a wake-up
 /// (e.g. rows left by a previous run).
@@ -436,7 +436,7 @@ async fn send_statuses(
     // Direct updates (0), items passed back through relays (1) and an
     // origin's amendments (2) go in separate calls: one kind per batch, in
     // queue order.
-    let kind = rows.first().map(|r| r.returned).unwrap_or(0);
+    let kind = rows.first().map(|r| r.returned).unwrap_or(OUTBOX_SIGNED);
     let mut updates = Vec::with_capacity(rows.len());
     let mut items = Vec::new();
     let mut amendments = Vec::new();
@@ -444,8 +444,8 @@ async fn send_statuses(
     for row in rows.into_iter().filter(|r| r.returned == kind) {
         let body = row.body.as_slice();
         let ok = match kind {
-            1 => pb::Returned::decode(body).map(|r| items.push(r)).is_ok(),
-            2 => pb::AmendEnvelope::decode(body)
+            OUTBOX_RETURNED => pb::Returned::decode(body).map(|r| items.push(r)).is_ok(),
+            OUTBOX_AMENDMENT => pb::AmendEnvelope::decode(body)
                 .map(|a| amendments.push(a))
                 .is_ok(),
             _ => pb::Signed::decode(body).map(|s| updates.push(s)).is_ok(),
@@ -473,8 +473,8 @@ async fn send_statuses(
         }
     };
     let codes = match kind {
-        1 => &response.returned_codes,
-        2 => &response.amendment_codes,
+        OUTBOX_RETURNED => &response.returned_codes,
+        OUTBOX_AMENDMENT => &response.amendment_codes,
         _ => &response.codes,
     };
     if codes.len() != kept.len() {

@@ -121,18 +121,15 @@ pub fn open_envelope(
     now_ms: i64,
 ) -> Result<OpenedReport, WireError> {
     let signed = env.report.as_ref().ok_or(WireError::Missing("report"))?;
-    if env.hops.len() > MAX_HOPS {
-        return Err(WireError::TooManyHops);
-    }
-    let (origin, payload): (NodeId, pb::ReportPayload) =
-        open(signed, Purpose::Report, "report", directory, now_ms)?;
-    if payload.origin != origin.as_str() {
-        return Err(WireError::IdentityMismatch {
-            claimed: shown(&payload.origin),
-            actual: origin.to_string(),
-        });
-    }
-    let digest = digest(&signed.payload);
+    let (origin, payload, digest) = open_by_origin(
+        signed,
+        env.hops.len(),
+        Purpose::Report,
+        "report",
+        |p: &pb::ReportPayload| &p.origin,
+        directory,
+        now_ms,
+    )?;
     let chain = HopChain {
         purpose: Purpose::Hop,
         first: &origin,
@@ -333,6 +330,32 @@ pub fn open_returned(
         report_id,
         origin,
     })
+}
+
+/// Opens what a report's origin signed (a report or an amendment), carried
+/// with `hops` hops: at most `MAX_HOPS`, signed by the origin the payload
+/// names. Returns the origin, the payload and the digest of its bytes.
+fn open_by_origin<M: Message + Default>(
+    signed: &pb::Signed,
+    hops: usize,
+    purpose: Purpose,
+    what: &'static str,
+    claimed_origin: impl Fn(&M) -> &String,
+    directory: &Directory,
+    now_ms: i64,
+) -> Result<(NodeId, M, [u8; 32]), WireError> {
+    if hops > MAX_HOPS {
+        return Err(WireError::TooManyHops);
+    }
+    let (origin, msg): (NodeId, M) = open(signed, purpose, what, directory, now_ms)?;
+    let claimed = claimed_origin(&msg);
+    if claimed != origin.as_str() {
+        return Err(WireError::IdentityMismatch {
+            claimed: shown(claimed),
+            actual: origin.to_string(),
+        });
+    }
+    Ok((origin, msg, digest(&signed.payload)))
 }
 
 /// A chain of signed hops after `first` (the signer of the item they
@@ -605,18 +628,15 @@ pub fn open_amendment(
         .amendment
         .as_ref()
         .ok_or(WireError::Missing("amendment"))?;
-    if env.hops.len() > MAX_HOPS {
-        return Err(WireError::TooManyHops);
-    }
-    let (origin, a): (NodeId, pb::Amendment) =
-        open(signed, Purpose::Amendment, "amendment", directory, now_ms)?;
-    if a.origin != origin.as_str() {
-        return Err(WireError::IdentityMismatch {
-            claimed: shown(&a.origin),
-            actual: origin.to_string(),
-        });
-    }
-    let item_digest = digest(&signed.payload);
+    let (origin, a, item_digest) = open_by_origin(
+        signed,
+        env.hops.len(),
+        Purpose::Amendment,
+        "amendment",
+        |a: &pb::Amendment| &a.origin,
+        directory,
+        now_ms,
+    )?;
     let chain = HopChain {
         purpose: Purpose::Hop,
         first: &origin,

@@ -153,6 +153,13 @@ pub struct DeliveryRow {
     pub handed_off_by: Option<String>,
 }
 
+/// What an outbox row's `body` is (`OutboxRow::returned`): the envelope or
+/// `Signed` status update this node sent, a `Returned` item passed back
+/// through relays, or an origin's `AmendEnvelope`.
+pub const OUTBOX_SIGNED: i64 = 0;
+pub const OUTBOX_RETURNED: i64 = 1;
+pub const OUTBOX_AMENDMENT: i64 = 2;
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboxRow {
     pub id: i64,
@@ -714,7 +721,10 @@ impl Tx {
         body: &[u8],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        dispatch!(self, enqueue(peer, kind, urgent, report_seq, body, now_ms))
+        dispatch!(
+            self,
+            enqueue(peer, kind, urgent, report_seq, body, now_ms, OUTBOX_SIGNED)
+        )
     }
 
     /// Queues a receipt or status update passed back towards the origin
@@ -729,7 +739,15 @@ impl Tx {
     ) -> Result<(), StoreError> {
         dispatch!(
             self,
-            enqueue_returned(peer, urgent, report_seq, body, now_ms)
+            enqueue(
+                peer,
+                "status",
+                urgent,
+                report_seq,
+                body,
+                now_ms,
+                OUTBOX_RETURNED
+            )
         )
     }
 
@@ -744,7 +762,15 @@ impl Tx {
     ) -> Result<(), StoreError> {
         dispatch!(
             self,
-            enqueue_amendment(peer, urgent, report_seq, body, now_ms)
+            enqueue(
+                peer,
+                "status",
+                urgent,
+                report_seq,
+                body,
+                now_ms,
+                OUTBOX_AMENDMENT
+            )
         )
     }
 

@@ -804,6 +804,9 @@ impl Tx {
         Ok(n > 0)
     }
 
+    /// Queues `body` for `peer`; `returned` says what a status row's body
+    /// is (see `store::OUTBOX_RETURNED`).
+    #[allow(clippy::too_many_arguments)]
     pub async fn enqueue(
         &mut self,
         peer: &str,
@@ -812,9 +815,11 @@ impl Tx {
         report_seq: i64,
         body: &[u8],
         now_ms: i64,
+        returned: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO outbox (peer, kind, urgent, report_seq, body, created_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO outbox (peer, kind, urgent, report_seq, body, created_at_ms, returned)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(peer)
         .bind(kind)
@@ -822,53 +827,7 @@ impl Tx {
         .bind(report_seq)
         .bind(body)
         .bind(now_ms)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
-    }
-
-    /// Queues a receipt or status update passed back towards the origin
-    /// (a protobuf `Returned`) for `peer`.
-    pub async fn enqueue_returned(
-        &mut self,
-        peer: &str,
-        urgent: bool,
-        report_seq: i64,
-        body: &[u8],
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO outbox (peer, kind, urgent, report_seq, body, created_at_ms, returned)
-             VALUES (?, 'status', ?, ?, ?, ?, 1)",
-        )
-        .bind(peer)
-        .bind(urgent)
-        .bind(report_seq)
-        .bind(body)
-        .bind(now_ms)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
-    }
-
-    /// Queues an origin's amendment (a protobuf `AmendEnvelope`) for `peer`.
-    pub async fn enqueue_amendment(
-        &mut self,
-        peer: &str,
-        urgent: bool,
-        report_seq: i64,
-        body: &[u8],
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO outbox (peer, kind, urgent, report_seq, body, created_at_ms, returned)
-             VALUES (?, 'status', ?, ?, ?, ?, 2)",
-        )
-        .bind(peer)
-        .bind(urgent)
-        .bind(report_seq)
-        .bind(body)
-        .bind(now_ms)
+        .bind(returned)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
