@@ -279,7 +279,7 @@ impl Default for RawDelivery {
         RawDelivery {
             retry_initial_ms: 500,
             retry_max_ms: 300_000,
-            batch_size: 64,
+            batch_size: 256,
             request_timeout_ms: 10_000,
         }
     }

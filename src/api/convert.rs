@@ -15,6 +15,26 @@ pub fn priority_to_pb(p: Priority) -> pb::Priority {
     }
 }
 
+/// The borrowed submission a `SubmitReportRequest` carries.
+pub fn submission(r: &pb::SubmitReportRequest) -> crate::report::validate::Submission<'_> {
+    crate::report::validate::Submission {
+        urls: &r.urls,
+        category: &r.category,
+        hosting_ip: &r.hosting_ip,
+        priority: priority_from_pb(r.priority),
+        notes: &r.notes,
+        hashes: r
+            .hashes
+            .iter()
+            .map(|h| crate::report::MediaHash {
+                algorithm: h.algorithm.clone(),
+                value: h.value.clone(),
+            })
+            .collect(),
+        classification: &r.classification,
+    }
+}
+
 pub fn priority_from_pb(p: i32) -> Priority {
     if p == pb::Priority::Urgent as i32 {
         Priority::Urgent

@@ -4,12 +4,11 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::api::convert::{case_to_pb, priority_from_pb, route_to_pb};
+use crate::api::convert::{case_to_pb, route_to_pb};
 use crate::api::{auth, status::to_status};
 use crate::node::{Core, amend, cases, intake};
 use crate::pb;
-use crate::report::validate::Submission;
-use crate::report::{Direction, MediaHash};
+use crate::report::Direction;
 
 type Filter = (
     Option<&'static str>,
@@ -72,22 +71,7 @@ impl pb::operator_server::Operator for OperatorService {
     ) -> Result<Response<pb::SubmitReportResponse>, Status> {
         let (operator, _permit) = auth::operator(&self.core, &request).await?;
         let r = request.into_inner();
-        let submission = Submission {
-            urls: &r.urls,
-            category: &r.category,
-            hosting_ip: &r.hosting_ip,
-            priority: priority_from_pb(r.priority),
-            notes: &r.notes,
-            hashes: r
-                .hashes
-                .iter()
-                .map(|h| MediaHash {
-                    algorithm: h.algorithm.clone(),
-                    value: h.value.clone(),
-                })
-                .collect(),
-            classification: &r.classification,
-        };
+        let submission = crate::api::convert::submission(&r);
         let done = intake::submit(&self.core, &operator, submission, &r.submission_id)
             .await
             .map_err(to_status)?;
@@ -98,6 +82,109 @@ impl pb::operator_server::Operator for OperatorService {
             case: done.case.as_ref().map(case_to_pb),
             repeat: done.repeat,
         }))
+    }
+
+    type SubmitReportsStream = std::pin::Pin<
+        Box<
+            dyn tokio_stream::Stream<Item = Result<pb::SubmitReportsResponse, Status>>
+                + Send
+                + 'static,
+        >,
+    >;
+
+    async fn submit_reports(
+        &self,
+        request: Request<tonic::Streaming<pb::SubmitReportRequest>>,
+    ) -> Result<Response<Self::SubmitReportsStream>, Status> {
+        // One admission for the whole stream: its permit is held until the
+        // stream ends.
+        let (operator, permit) = auth::operator(&self.core, &request).await?;
+        let mut inbound = request.into_inner();
+        // A reader buffers what the client sends while a group commits; the
+        // committer takes whatever has arrived (up to a group) each time.
+        let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<
+            Result<pb::SubmitReportRequest, Status>,
+        >(4 * intake::BULK_GROUP);
+        tokio::spawn(async move {
+            loop {
+                let next = match inbound.message().await {
+                    Ok(Some(m)) => Ok(m),
+                    Ok(None) => break,
+                    Err(status) => Err(status),
+                };
+                let stop = next.is_err();
+                if in_tx.send(next).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel(4 * intake::BULK_GROUP);
+        let core = self.core.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut index = 0u64;
+            let mut group = Vec::with_capacity(intake::BULK_GROUP);
+            while let Some(first) = in_rx.recv().await {
+                let mut ended = None;
+                let mut next = Some(first);
+                while let Some(m) = next.take() {
+                    match m {
+                        Ok(m) => group.push(m),
+                        Err(status) => {
+                            ended = Some(status);
+                            break;
+                        }
+                    }
+                    if group.len() < intake::BULK_GROUP {
+                        next = in_rx.try_recv().ok();
+                    }
+                }
+                if !group.is_empty() {
+                    let answers =
+                        match intake::submit_many(&core, &operator, std::mem::take(&mut group))
+                            .await
+                        {
+                            Ok(a) => a,
+                            Err(e) => {
+                                let _ = out_tx.send(Err(to_status(e))).await;
+                                return;
+                            }
+                        };
+                    for answer in answers {
+                        let response = match answer {
+                            Ok(s) => pb::SubmitReportsResponse {
+                                index,
+                                code: 0,
+                                message: if s.repeat { "repeat" } else { "stored" }.into(),
+                                report_id: s.report_id,
+                                route: Some(s.route),
+                                repeat: s.repeat,
+                            },
+                            Err(e) => {
+                                let status = to_status(e);
+                                pb::SubmitReportsResponse {
+                                    index,
+                                    code: status.code() as i32,
+                                    message: status.message().to_owned(),
+                                    ..Default::default()
+                                }
+                            }
+                        };
+                        index += 1;
+                        if out_tx.send(Ok(response)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                if let Some(status) = ended {
+                    let _ = out_tx.send(Err(status)).await;
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+        )))
     }
 
     async fn route(

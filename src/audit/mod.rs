@@ -111,6 +111,49 @@ pub fn leaf_hash(
     merkle::leaf_hash(&entry_bytes(seq, at_ms, kind, actor, subject, detail))
 }
 
+/// One entry of a batch, chained and hashed, ready to store.
+pub struct Chained<'a> {
+    pub seq: i64,
+    pub kind: &'static str,
+    pub actor: &'a str,
+    pub subject: &'a str,
+    pub detail: String,
+    pub prev_hash: Vec<u8>,
+    pub hash: [u8; 32],
+    pub leaf: merkle::Hash,
+}
+
+/// Chains a batch of entries after (`prev_seq`, `prev_hash`), all at `at_ms`.
+pub fn chain<'a>(
+    entries: &'a [Entry],
+    prev_seq: i64,
+    prev_hash: &[u8],
+    at_ms: i64,
+) -> Vec<Chained<'a>> {
+    let mut prev = prev_hash.to_vec();
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let seq = prev_seq + 1 + i as i64;
+            let detail = e.detail.to_string();
+            let hash = entry_hash(&prev, seq, at_ms, e.kind, &e.actor, &e.subject, &detail);
+            let leaf = leaf_hash(seq, at_ms, e.kind, &e.actor, &e.subject, &detail);
+            let prev_hash = std::mem::replace(&mut prev, hash.to_vec());
+            Chained {
+                seq,
+                kind: e.kind,
+                actor: &e.actor,
+                subject: &e.subject,
+                detail,
+                prev_hash,
+                hash,
+                leaf,
+            }
+        })
+        .collect()
+}
+
 /// The checkpoint origin (and signing key name) of a node's audit log.
 pub fn log_origin(federation: &str, node: &str) -> String {
     format!("{federation}/hotline/{node}/audit")

@@ -165,6 +165,82 @@ pub async fn submit(
         .report_id)
 }
 
+/// Submits through the bulk intake (`SubmitReports`): `make(i)` gives the
+/// i-th submission, or `None` to end; at most `window` stay unanswered.
+/// Returns each answer's latency (sent → stored), in order. Any refusal is
+/// an error: the bench only submits valid reports.
+pub async fn submit_stream(
+    client: &mut OperatorClient<Channel>,
+    window: usize,
+    mut make: impl FnMut(u64) -> Option<pb::SubmitReportRequest> + Send + 'static,
+    mut answered: impl FnMut(u64),
+) -> anyhow::Result<Vec<Duration>> {
+    use std::sync::{Arc, Mutex};
+    let window = window.max(1);
+    let credit = Arc::new(tokio::sync::Semaphore::new(window));
+    let sent: Arc<Mutex<std::collections::VecDeque<Instant>>> = Arc::default();
+    let (tx, rx) = tokio::sync::mpsc::channel(window);
+    let producer = {
+        let (credit, sent) = (credit.clone(), sent.clone());
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            loop {
+                let Ok(permit) = credit.acquire().await else {
+                    break;
+                };
+                permit.forget();
+                let Some(r) = make(i) else { break };
+                sent.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_back(Instant::now());
+                if tx.send(r).await.is_err() {
+                    break;
+                }
+                i += 1;
+            }
+        })
+    };
+    let mut responses = client
+        .submit_reports(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut latencies = Vec::new();
+    let result = loop {
+        match responses.message().await {
+            Ok(Some(r)) => {
+                if r.code != 0 {
+                    break Err(anyhow::anyhow!(
+                        "submission {} refused: {}",
+                        r.index,
+                        r.message
+                    ));
+                }
+                let at = sent.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                if let Some(at) = at {
+                    latencies.push(at.elapsed());
+                }
+                credit.add_permits(1);
+                answered(r.index);
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e.into()),
+        }
+    };
+    credit.close();
+    producer.abort();
+    result.map(|()| latencies)
+}
+
+/// A bulk submission about `http://{ip}/{path}`.
+pub fn bulk_request(ip: &str, path: &str) -> pb::SubmitReportRequest {
+    pb::SubmitReportRequest {
+        urls: vec![format!("http://{ip}/{path}")],
+        category: "csam".into(),
+        priority: pb::Priority::Bulk as i32,
+        ..Default::default()
+    }
+}
+
 /// Undelivered reports at the origin, all peers (`ListPeers` queue depth):
 /// an outbox row leaves only when the peer's signed receipt is stored.
 pub async fn queued(client: &mut OperatorClient<Channel>) -> anyhow::Result<u64> {

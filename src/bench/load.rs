@@ -18,7 +18,8 @@ const COUNTRIES: [&str; 12] = [
 #[derive(Debug, Clone, Serialize)]
 pub struct Throughput {
     pub nodes: usize,
-    pub concurrency: usize,
+    /// Bulk-intake streams, each with `STREAM_WINDOW` submissions in flight.
+    pub streams: usize,
     pub measured_secs: f64,
     /// Reports accepted at the origin per second (committed before the
     /// answer).
@@ -97,6 +98,9 @@ fn addresses(c: &Cluster) -> anyhow::Result<Vec<String>> {
         .collect()
 }
 
+/// Unanswered submissions each bulk submitter keeps in flight.
+pub const STREAM_WINDOW: usize = 1024;
+
 pub async fn throughput_and_latency(
     opts: &Options,
     latency: bool,
@@ -129,22 +133,27 @@ async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Resu
     let submitted = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
-    for w in 0..opts.concurrency.max(1) {
+    // Bulk submitters on the streaming intake, each keeping a window of
+    // unanswered submissions.
+    for w in 0..opts.streams.max(1) {
         let mut cl = client.clone();
         let (submitted, stop) = (submitted.clone(), stop.clone());
         let ips = ips.to_vec();
         tasks.spawn(async move {
-            let mut lat = Vec::new();
-            let mut i = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                let ip = &ips[(w + i) % ips.len()];
-                let t = Instant::now();
-                cluster::submit(&mut cl, ip, &format!("load/{w}/{i}"), false).await?;
-                lat.push(t.elapsed());
-                submitted.fetch_add(1, Ordering::Relaxed);
-                i += 1;
-            }
-            Ok::<_, anyhow::Error>(lat)
+            cluster::submit_stream(
+                &mut cl,
+                STREAM_WINDOW,
+                move |i| {
+                    (!stop.load(Ordering::Relaxed)).then(|| {
+                        let ip = &ips[(w + i as usize) % ips.len()];
+                        cluster::bulk_request(ip, &format!("load/{w}/{i}"))
+                    })
+                },
+                move |_| {
+                    submitted.fetch_add(1, Ordering::Relaxed);
+                },
+            )
+            .await
         });
     }
     let secs = opts.duration.as_secs_f64().max(1.0);
@@ -176,7 +185,7 @@ async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Resu
     let delivered = (s1 - s0) as f64 - (q1 as f64 - q0 as f64);
     Ok(Throughput {
         nodes: c.configs.len(),
-        concurrency: opts.concurrency,
+        streams: opts.streams,
         measured_secs: dt,
         intake_per_sec: (s1 - s0) as f64 / dt,
         end_to_end_per_sec: delivered.max(0.0) / dt,
@@ -282,19 +291,24 @@ pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..opts.concurrency.max(1) {
+    for _ in 0..opts.streams.max(1) {
         let mut cl = client.clone();
         let (next, ips, bar, n) = (next.clone(), ips.clone(), bar.clone(), opts.drain as u64);
         tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    return Ok::<(), anyhow::Error>(());
-                }
-                let ip = &ips[i as usize % ips.len()];
-                cluster::submit(&mut cl, ip, &format!("drain/{i}"), false).await?;
-                bar.inc(1);
-            }
+            cluster::submit_stream(
+                &mut cl,
+                STREAM_WINDOW,
+                move |_| {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    (i < n).then(|| {
+                        let ip = &ips[i as usize % ips.len()];
+                        cluster::bulk_request(ip, &format!("drain/{i}"))
+                    })
+                },
+                move |_| bar.inc(1),
+            )
+            .await
+            .map(|_| ())
         });
     }
     while let Some(r) = tasks.join_next().await {
@@ -339,8 +353,8 @@ pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
 pub fn print_throughput(t: &Throughput, ratio: Option<f64>) {
     println!();
     println!(
-        "throughput: {} nodes, {} concurrent submitters, {:.0} s measured",
-        t.nodes, t.concurrency, t.measured_secs
+        "throughput: {} nodes, {} bulk-intake streams ({} in flight each), {:.0} s measured",
+        t.nodes, t.streams, STREAM_WINDOW, t.measured_secs
     );
     println!(
         "  intake (committed at the origin)         {:>9.0} reports/s",
@@ -360,7 +374,7 @@ pub fn print_throughput(t: &Throughput, ratio: Option<f64>) {
         t.cpu_us_per_report
     );
     println!(
-        "  SubmitReport answered, saturated: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "  bulk intake (SubmitReports) answered, saturated: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         t.submit_latency.p50_ms, t.submit_latency.p99_ms, t.submit_latency.max_ms
     );
 }

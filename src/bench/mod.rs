@@ -74,8 +74,10 @@ pub struct Options {
     pub scenarios: Vec<Scenario>,
     /// Throughput: measured for this long; each latency level for half.
     pub duration: Duration,
-    /// Concurrent submitters (throughput, queuing backlogs).
+    /// Concurrent unary submitters (latency levels, scale).
     pub concurrency: usize,
+    /// Concurrent bulk-intake streams (throughput, queuing backlogs).
+    pub streams: usize,
     /// Nodes in the throughput, latency and drain scenarios: one origin
     /// and `nodes - 1` destinations its reports are spread over.
     pub nodes: usize,

@@ -43,32 +43,35 @@ async fn urgent_latency(
     Ok(at.saturating_duration_since(started))
 }
 
-/// Queues `n` bulk reports about `ip` with `concurrency` submitters;
-/// returns the seconds it took.
+/// Queues `n` bulk reports about `ip` through the bulk intake, with
+/// `streams` concurrent streams; returns the seconds it took.
 pub async fn queue_bulk(
     client: &OperatorClient<Channel>,
     ip: &str,
     n: usize,
-    concurrency: usize,
+    streams: usize,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<f64> {
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency.max(1) {
+    for _ in 0..streams.max(1) {
         let mut c = client.clone();
         let next = next.clone();
         let ip = ip.to_owned();
         let bar = bar.clone();
         tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    return Ok::<(), anyhow::Error>(());
-                }
-                cluster::submit(&mut c, &ip, &format!("bulk/{i}"), false).await?;
-                bar.inc(1);
-            }
+            cluster::submit_stream(
+                &mut c,
+                super::load::STREAM_WINDOW,
+                move |_| {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    (i < n).then(|| cluster::bulk_request(&ip, &format!("bulk/{i}")))
+                },
+                move |_| bar.inc(1),
+            )
+            .await
+            .map(|_| ())
         });
     }
     while let Some(r) = tasks.join_next().await {
@@ -115,7 +118,7 @@ pub async fn urgent_lane(opts: &Options) -> anyhow::Result<UrgentLane> {
         opts.backlog as u64,
         "urgent lane: queuing the backlog",
     );
-    let intake_secs = queue_bulk(&client, &ip, opts.backlog, opts.concurrency, &bar).await?;
+    let intake_secs = queue_bulk(&client, &ip, opts.backlog, opts.streams, &bar).await?;
     bar.finish_and_clear();
 
     // The destination comes back: the backlog drains while urgent reports

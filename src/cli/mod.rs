@@ -127,9 +127,13 @@ pub enum Command {
         /// level runs for half of it).
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
-        /// Concurrent submitters (throughput, backlogs, scale).
+        /// Concurrent unary submitters (latency levels, scale).
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// Concurrent bulk-intake streams (`SubmitReports`) for throughput
+        /// and for queuing backlogs, each with 1,024 submissions in flight.
+        #[arg(long, default_value_t = 2)]
+        streams: usize,
         /// Nodes for throughput, latency and drain: one origin and
         /// NODES - 1 destinations its reports are spread over.
         #[arg(long, default_value_t = 2)]
@@ -740,6 +744,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             scenario,
             duration,
             concurrency,
+            streams,
             nodes,
             backlog,
             urgent,
@@ -756,6 +761,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 },
                 duration: std::time::Duration::from_secs_f64(duration.max(0.5)),
                 concurrency,
+                streams,
                 nodes,
                 backlog,
                 urgent,

@@ -265,7 +265,6 @@ async fn send_reports(
         .await);
     }
     let now = Core::now_ms();
-    let directory = &core.directory();
     // Bulk receipts are stored in short transactions that let urgent work
     // take the writer in between.
     let urgent = items.first().is_some_and(|i| i.row.urgent == 1);
@@ -276,26 +275,57 @@ async fn send_reports(
             core.store.begin_bulk().await
         }
     };
+    // Receipts are checked off the async threads, all at once.
+    let opened: Vec<Option<pb::Receipt>> = {
+        let checks: Vec<(Option<pb::Signed>, String, [u8; 32])> = items
+            .iter()
+            .zip(&response.results)
+            .map(|(item, result)| (result.receipt.clone(), item.report_id.clone(), item.digest))
+            .collect();
+        let (peer, directory) = (peer.clone(), core.directory());
+        tokio::task::spawn_blocking(move || {
+            checks
+                .iter()
+                .map(|(signed, id, digest)| {
+                    signed.as_ref().and_then(|s| {
+                        wire::open_receipt(s, &peer, id, digest, &directory, now).ok()
+                    })
+                })
+                .collect()
+        })
+        .await
+        .map_err(|_| DeliveryError::Rpc("receipt check failed".into()))?
+    };
     let mut tx = begin().await?;
-    let mut in_tx = 0;
     let mut settled = 0;
     let mut refused_count = 0u64;
     let mut changed = Vec::new();
     let mut wake_back = Vec::new();
     let mut took = Vec::new();
     let mut bad = Vec::new();
-    for (item, result) in items.iter().zip(&response.results) {
+    // The common case — a report of this node stored by the peer, its only
+    // destination through that peer — is settled for the whole batch with
+    // one statement per kind of row; the rest one by one below.
+    let fast = settle_stored(core, &mut tx, peer, &items, &response.results, &opened, now).await?;
+    for &(i, ref current) in &fast.settled {
+        took.push((peer.to_string(), now - current.created_at_ms));
+        changed.push(items[i].row.report_seq);
+        settled += 1;
+    }
+    let mut in_tx = 0;
+    for (i, (item, result)) in items.iter().zip(&response.results).enumerate() {
+        if fast.handled.contains(&i) {
+            continue;
+        }
         if in_tx == crate::node::receive::BULK_CHUNK {
             tx.commit().await?;
             tx = begin().await?;
             in_tx = 0;
         }
         in_tx += 1;
-        let receipt = result.receipt.as_ref().and_then(|s| {
-            wire::open_receipt(s, peer, &item.report_id, &item.digest, directory, now)
-                .ok()
-                .map(|r| (s, r))
-        });
+        let receipt = opened[i]
+            .clone()
+            .and_then(|r| result.receipt.as_ref().map(|s| (s, r)));
         let Some((signed, receipt)) = receipt else {
             tracing::warn!(peer = %peer, report_id = %item.report_id, "missing or invalid receipt");
             tx.audit(
@@ -425,6 +455,118 @@ async fn send_reports(
         .await);
     }
     Ok(settled)
+}
+
+/// What `settle_stored` settled: indices into the batch (with the report
+/// as it was), and every index it took care of (settled, or already gone).
+struct Settled {
+    settled: Vec<(usize, crate::store::ReportRow)>,
+    handled: std::collections::HashSet<usize>,
+}
+
+/// Settles, in `tx`, every item of the batch that is a report of this node
+/// which the peer stored as its destination (and is its only destination
+/// through that peer): dequeued, delivery finished with the receipt, status
+/// `delivered`, one audit entry each — one statement per kind of row.
+async fn settle_stored(
+    core: &Core,
+    tx: &mut crate::store::Tx,
+    peer: &NodeId,
+    items: &[Outgoing],
+    results: &[pb::ForwardResult],
+    opened: &[Option<pb::Receipt>],
+    now: i64,
+) -> Result<Settled, DeliveryError> {
+    use std::collections::{HashMap, HashSet};
+    let seqs: Vec<i64> = items.iter().map(|i| i.row.report_seq).collect();
+    let reports: HashMap<i64, crate::store::ReportRow> = tx
+        .reports_by_seqs(&seqs)
+        .await?
+        .into_iter()
+        .map(|r| (r.seq, r))
+        .collect();
+    let mut via: HashMap<i64, Vec<String>> = HashMap::new();
+    for (seq, dest) in tx.destinations_via_many(&seqs, peer.as_str()).await? {
+        via.entry(seq).or_default().push(dest);
+    }
+    let mut seen = HashSet::new();
+    let candidates: Vec<usize> = (0..items.len())
+        .filter(|&i| {
+            let seq = items[i].row.report_seq;
+            seen.insert(seq)
+                && results[i].receipt.is_some()
+                && opened[i]
+                    .as_ref()
+                    .is_some_and(|r| r.outcome == pb::ReceiptOutcome::Stored as i32)
+                && reports
+                    .get(&seq)
+                    .is_some_and(|r| r.origin == core.me.as_str())
+                && via
+                    .get(&seq)
+                    .is_some_and(|d| d.len() == 1 && d[0] == peer.as_str())
+        })
+        .collect();
+    let mut out = Settled {
+        settled: Vec::new(),
+        handled: candidates.iter().copied().collect(),
+    };
+    if candidates.is_empty() {
+        return Ok(out);
+    }
+    let ids: Vec<i64> = candidates.iter().map(|&i| items[i].row.id).collect();
+    let still: HashSet<i64> = tx.dequeue_many(&ids).await?.into_iter().collect();
+    let receipts: Vec<(usize, Vec<u8>)> = candidates
+        .iter()
+        .filter(|&&i| still.contains(&items[i].row.id))
+        .map(|&i| {
+            let signed = results[i].receipt.as_ref().map(|s| s.encode_to_vec());
+            (i, signed.unwrap_or_default())
+        })
+        .collect();
+    let finished: Vec<crate::store::FinishedDelivery> = receipts
+        .iter()
+        .map(|(i, bytes)| crate::store::FinishedDelivery {
+            seq: items[*i].row.report_seq,
+            destination: peer.as_str(),
+            state: "delivered",
+            receipt: bytes,
+            reason: None,
+        })
+        .collect();
+    tx.finish_deliveries(&finished, now).await?;
+    let done: Vec<i64> = finished.iter().map(|f| f.seq).collect();
+    tx.set_status_many(&done, "queued", "delivered", now)
+        .await?;
+    let entries: Vec<audit::Entry> = receipts
+        .iter()
+        .map(|&(i, _)| {
+            let signature = results[i]
+                .receipt
+                .as_ref()
+                .map(|s| hex::encode(&s.signature))
+                .unwrap_or_default();
+            audit::Entry::new(
+                "delivery.receipt",
+                format!("node:{peer}"),
+                format!("{}/{}", core.me, items[i].report_id),
+                serde_json::json!({
+                    "destination": peer.as_str(),
+                    "outcome": "delivered",
+                    "relayed_to": Vec::<String>::new(),
+                    "reason_code": opened[i].as_ref().map(|r| r.reason_code.as_str()).unwrap_or_default(),
+                    "receipt_signature": signature,
+                    "attempts": items[i].row.attempts + 1,
+                }),
+            )
+        })
+        .collect();
+    tx.audit_many(&entries, now).await?;
+    for (i, _) in receipts {
+        if let Some(row) = reports.get(&items[i].row.report_seq) {
+            out.settled.push((i, row.clone()));
+        }
+    }
+    Ok(out)
 }
 
 async fn send_statuses(

@@ -92,35 +92,79 @@ fn decide(core: &Core, urls: &[ValidUrl], draft: &crate::report::ReportDraft) ->
     )
 }
 
-pub async fn submit(
+/// Submissions committed together by the bulk intake, at most.
+pub const BULK_GROUP: usize = 256;
+
+/// A submission validated, routed and signed, ready to be stored.
+pub struct Prepared {
+    submission_id: String,
+    report_id: String,
+    draft: crate::report::ReportDraft,
+    route: RouteDecision,
+    payload: Vec<u8>,
+    digest: [u8; 32],
+    envelope: Vec<u8>,
+    created_at_ms: i64,
+}
+
+/// A submission that was refused before anything was stored: its audit
+/// entry is still to be written.
+pub struct Refused {
+    pub error: NodeError,
+    code: &'static str,
+    fingerprint: Vec<u8>,
+}
+
+/// One stored submission of a batch.
+#[derive(Clone)]
+pub struct Stored {
+    pub seq: i64,
+    pub report_id: String,
+    /// The route as signed into the report.
+    pub route: pb::RouteDecision,
+    /// True when this was a repeat of an earlier submission (same key).
+    pub repeat: bool,
+}
+
+/// Validates, routes and signs a submission: CPU only, no IO.
+pub fn prepare(
     core: &Core,
-    operator: &PeerIdentity,
     submission: Submission<'_>,
     submission_id: &str,
-) -> Result<Submitted, NodeError> {
-    let actor = operator.to_string();
+    now: i64,
+) -> Result<Prepared, Refused> {
     if !submission_id.is_empty() {
         validate::report_id(submission_id).map_err(|mut e| {
             e.field = "submission_id".into();
-            e
+            Refused {
+                code: e.code,
+                fingerprint: Vec::new(),
+                error: e.into(),
+            }
         })?;
     }
     // A refusal's audit entry fingerprints the submitted URLs and category
     // (hashed, never in clear).
-    let mut fingerprint = submission.urls.join("\n").into_bytes();
-    fingerprint.push(0);
-    fingerprint.extend_from_slice(submission.category.as_bytes());
-    let draft = match validate::draft(submission) {
-        Ok(d) => d,
-        Err(e) => {
-            core.audit_refusal(&actor, e.code, &e.to_string(), &fingerprint)
-                .await;
-            return Err(e.into());
+    let draft = validate::draft(Submission {
+        hashes: submission.hashes.clone(),
+        ..submission
+    })
+    .map_err(|e| {
+        let mut fingerprint = submission.urls.join("\n").into_bytes();
+        fingerprint.push(0);
+        fingerprint.extend_from_slice(submission.category.as_bytes());
+        Refused {
+            code: e.code,
+            fingerprint,
+            error: e.into(),
         }
-    };
-    let urls = valid_urls(&draft.urls)?;
+    })?;
+    let urls = valid_urls(&draft.urls).map_err(|error| Refused {
+        code: "",
+        fingerprint: Vec::new(),
+        error,
+    })?;
     let route = decide(core, &urls, &draft);
-    let now = Core::now_ms();
     let report_id = uuid::Uuid::new_v4().to_string();
     let payload = pb::ReportPayload {
         report_id: report_id.clone(),
@@ -149,106 +193,272 @@ pub async fn submit(
         &payload,
     );
     let digest = wire::digest(&signed.payload);
-    let payload_bytes = signed.payload.clone();
+    let payload = signed.payload.clone();
     let envelope = prost::Message::encode_to_vec(&pb::Envelope {
         report: Some(signed),
         hops: vec![],
     });
-    let (direction, status) = match route.kind {
-        RouteKind::Local => (Direction::Local, "received"),
-        RouteKind::NoHotline => (Direction::Outgoing, "no-hotline"),
-        // Visible to analysts (`cases list --status held`), never sent.
-        RouteKind::Held => (Direction::Outgoing, "held"),
-        RouteKind::Peer | RouteKind::Fallback => (Direction::Outgoing, "queued"),
+    Ok(Prepared {
+        submission_id: submission_id.to_owned(),
+        report_id,
+        draft,
+        route,
+        payload,
+        digest,
+        envelope,
+        created_at_ms: now,
+    })
+}
+
+impl Refused {
+    /// Writes the refusal's audit entry and gives the error to answer with.
+    pub async fn audit(self, core: &Core, actor: &str) -> NodeError {
+        if !self.code.is_empty() && !self.fingerprint.is_empty() {
+            core.audit_refusal(actor, self.code, &self.error.to_string(), &self.fingerprint)
+                .await;
+        }
+        self.error
+    }
+}
+
+pub async fn submit(
+    core: &Core,
+    operator: &PeerIdentity,
+    submission: Submission<'_>,
+    submission_id: &str,
+) -> Result<Submitted, NodeError> {
+    let actor = operator.to_string();
+    let prepared = match prepare(core, submission, submission_id, Core::now_ms()) {
+        Ok(p) => p,
+        Err(refused) => return Err(refused.audit(core, &actor).await),
     };
-    let route_json = serde_json::to_string(&route).unwrap_or_default();
-    let mut tx = core.store.begin().await?;
+    let urgent = prepared.draft.priority == Priority::Urgent;
+    let stored = store_batch(core, &actor, vec![prepared], urgent)
+        .await?
+        .pop()
+        .ok_or(NodeError::Internal("a stored submission has no answer"))?;
+    if stored.repeat {
+        return repeat(core, stored.seq).await;
+    }
+    // The report is committed: whatever happens now, the analyst must get
+    // its id, or a retry would create a second report.
+    let case = match cases::view_by_seq(core, stored.seq).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(report_id = %stored.report_id, error = %e, "stored, but cannot read the case back");
+            None
+        }
+    };
+    Ok(Submitted {
+        report_id: stored.report_id,
+        route: stored.route,
+        repeat: false,
+        case,
+    })
+}
+
+/// Bulk intake: many submissions of one operator, prepared off the async
+/// threads and committed in one group (one transaction, one statement per
+/// kind of row). Answers in the order given, nothing before the group is on
+/// disk. `Err` when the group could not be stored: none of it was.
+pub async fn submit_many(
+    core: &std::sync::Arc<Core>,
+    operator: &PeerIdentity,
+    requests: Vec<pb::SubmitReportRequest>,
+) -> Result<Vec<Result<Stored, NodeError>>, NodeError> {
+    let actor = operator.to_string();
+    let now = Core::now_ms();
+    let prepared = {
+        let core = core.clone();
+        tokio::task::spawn_blocking(move || {
+            requests
+                .iter()
+                .map(|r| {
+                    prepare(
+                        &core,
+                        crate::api::convert::submission(r),
+                        &r.submission_id,
+                        now,
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|_| NodeError::Internal("intake task failed"))?
+    };
+    let mut answers: Vec<Option<Result<Stored, NodeError>>> = Vec::with_capacity(prepared.len());
+    let mut ok = Vec::new();
+    let mut slots = Vec::new();
+    for p in prepared {
+        match p {
+            Ok(p) => {
+                slots.push(answers.len());
+                answers.push(None);
+                ok.push(p);
+            }
+            Err(refused) => answers.push(Some(Err(refused.audit(core, &actor).await))),
+        }
+    }
+    if !ok.is_empty() {
+        let urgent = ok.iter().any(|p| p.draft.priority == Priority::Urgent);
+        let stored = store_batch(core, &actor, ok, urgent).await?;
+        for (slot, s) in slots.iter().zip(stored) {
+            answers[*slot] = Some(Ok(s));
+        }
+    }
+    Ok(answers
+        .into_iter()
+        .map(|a| a.unwrap_or(Err(NodeError::Internal("unanswered submission"))))
+        .collect())
+}
+
+/// Stores prepared submissions in one transaction: report, destinations,
+/// outbox entries, case keys, history and audit entry of each, with one
+/// statement per kind of row.
+async fn store_batch(
+    core: &Core,
+    actor: &str,
+    batch: Vec<Prepared>,
+    urgent: bool,
+) -> Result<Vec<Stored>, NodeError> {
+    let mut tx = if urgent {
+        core.store.begin().await?
+    } else {
+        core.store.begin_bulk().await?
+    };
     // Checked inside the write transaction, so two concurrent retries of
     // one submission create one report.
-    if !submission_id.is_empty()
-        && let Some(seq) = tx.find_submission(&actor, submission_id).await?
-    {
-        drop(tx);
-        return repeat(core, seq).await;
+    let keys: Vec<&str> = batch
+        .iter()
+        .map(|p| p.submission_id.as_str())
+        .filter(|k| !k.is_empty())
+        .collect();
+    let earlier: std::collections::HashMap<String, i64> = if keys.is_empty() {
+        Default::default()
+    } else {
+        tx.find_submissions(actor, &keys)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let repeats: Vec<i64> = earlier.values().copied().collect();
+    let repeated: std::collections::HashMap<i64, crate::store::ReportRow> = if repeats.is_empty() {
+        Default::default()
+    } else {
+        tx.reports_by_seqs(&repeats)
+            .await?
+            .into_iter()
+            .map(|r| (r.seq, r))
+            .collect()
+    };
+    // New reports: those whose key was not seen before (in the database or
+    // earlier in this batch).
+    let mut fresh = Vec::with_capacity(batch.len());
+    let mut route_json = Vec::with_capacity(batch.len());
+    let mut first_in_batch: std::collections::HashMap<&str, usize> = Default::default();
+    enum Answer {
+        New(usize),
+        Earlier(i64),
+        SameBatch(usize),
     }
-    let seq = tx
-        .insert_report(&NewReport {
-            report_id: &report_id,
-            origin: core.me.as_str(),
-            direction: direction.as_str(),
-            category: draft.category.as_str(),
-            priority: draft.priority.as_str(),
-            status,
-            hosting_country: route.evidence.country.as_deref(),
-            route: &route_json,
-            payload: &payload_bytes,
-            payload_digest: &digest,
-            envelope: &envelope,
-            received_from: None,
-            created_at_ms: now,
-            now_ms: now,
-            relay: false,
-            receipt: None,
-            joined_to: None,
+    let mut plan = Vec::with_capacity(batch.len());
+    for (i, p) in batch.iter().enumerate() {
+        if !p.submission_id.is_empty() {
+            if let Some(seq) = earlier.get(&p.submission_id) {
+                plan.push(Answer::Earlier(*seq));
+                continue;
+            }
+            if let Some(first) = first_in_batch.get(p.submission_id.as_str()) {
+                plan.push(Answer::SameBatch(*first));
+                continue;
+            }
+            first_in_batch.insert(&p.submission_id, fresh.len());
+        }
+        plan.push(Answer::New(fresh.len()));
+        fresh.push(i);
+        route_json.push(serde_json::to_string(&p.route).unwrap_or_default());
+    }
+    let rows: Vec<NewReport> = fresh
+        .iter()
+        .zip(&route_json)
+        .map(|(&i, route)| {
+            let p = &batch[i];
+            let (direction, status) = placement(p.route.kind);
+            NewReport {
+                report_id: &p.report_id,
+                origin: core.me.as_str(),
+                direction: direction.as_str(),
+                category: p.draft.category.as_str(),
+                priority: p.draft.priority.as_str(),
+                status,
+                hosting_country: p.route.evidence.country.as_deref(),
+                route,
+                payload: &p.payload,
+                payload_digest: &p.digest,
+                envelope: &p.envelope,
+                received_from: None,
+                created_at_ms: p.created_at_ms,
+                now_ms: p.created_at_ms,
+                relay: false,
+                receipt: None,
+                joined_to: None,
+            }
         })
-        .await?;
+        .collect();
+    let seqs = tx.insert_reports(&rows).await?;
+    drop(rows);
     // A destination reached through relays is handed to the outermost one;
     // one envelope per next hop carries the report to every destination
     // behind it.
     let directory = core.directory();
-    let mut next_hops: Vec<crate::identity::NodeId> = Vec::new();
-    for dest in &route.destinations {
-        let hop = directory.next_hop(&core.me, dest);
-        tx.insert_delivery(seq, dest.as_str(), Some(hop.as_str()), None)
-            .await?;
-        if !next_hops.contains(&hop) {
-            tx.enqueue(
-                hop.as_str(),
-                "report",
-                draft.priority == Priority::Urgent,
-                seq,
-                &envelope,
-                now,
-            )
-            .await?;
-            next_hops.push(hop);
+    let now = Core::now_ms();
+    let mut deliveries = Vec::new();
+    let mut outbox = Vec::new();
+    let mut keys_rows: Vec<(i64, String)> = Vec::new();
+    let mut statuses = Vec::new();
+    let mut entries = Vec::with_capacity(fresh.len());
+    let mut next_hops_of = Vec::with_capacity(fresh.len());
+    for (&i, &seq) in fresh.iter().zip(&seqs) {
+        let p = &batch[i];
+        let route = &p.route;
+        let mut next_hops: Vec<crate::identity::NodeId> = Vec::new();
+        for dest in &route.destinations {
+            let hop = directory.next_hop(&core.me, dest);
+            deliveries.push((seq, dest.as_str(), hop.clone()));
+            if !next_hops.contains(&hop) {
+                next_hops.push(hop);
+            }
         }
-    }
-    if direction == Direction::Local {
-        // A case worked here: reports of the same content from other
-        // hotlines join it.
-        let (keys, _) = crate::report::content::keys(
-            &draft.urls,
-            draft
-                .hashes
-                .iter()
-                .map(|h| (h.algorithm.as_str(), h.value.as_str())),
-        );
-        tx.insert_case_keys(seq, &keys).await?;
-        tx.insert_status(
-            seq,
-            &uuid::Uuid::new_v4().to_string(),
-            "received",
-            &route.reason,
-            &actor,
-            None,
-            None,
-            now,
-        )
-        .await?;
-    }
-    let subject = format!("{}/{}", core.me, report_id);
-    tx.audit(
-        &audit::Entry::new(
+        let (direction, _) = placement(route.kind);
+        if direction == Direction::Local {
+            // A case worked here: reports of the same content from other
+            // hotlines join it.
+            let (keys, _) = crate::report::content::keys(
+                &p.draft.urls,
+                p.draft
+                    .hashes
+                    .iter()
+                    .map(|h| (h.algorithm.as_str(), h.value.as_str())),
+            );
+            keys_rows.extend(keys.into_iter().map(|k| (seq, k)));
+            statuses.push(crate::store::NewStatus {
+                seq,
+                update_id: uuid::Uuid::new_v4().to_string(),
+                status: "received",
+                reason: &route.reason,
+                actor,
+            });
+        }
+        entries.push(audit::Entry::new(
             "report.submitted",
-            actor.clone(),
-            subject,
+            actor.to_owned(),
+            format!("{}/{}", core.me, p.report_id),
             serde_json::json!({
-                "category": draft.category.as_str(),
-                "classification": draft.classification.as_str(),
-                "priority": draft.priority.as_str(),
-                "urls": draft.urls.len(),
-                "payload_sha256": hex::encode(digest),
+                "category": p.draft.category.as_str(),
+                "classification": p.draft.classification.as_str(),
+                "priority": p.draft.priority.as_str(),
+                "urls": p.draft.urls.len(),
+                "payload_sha256": hex::encode(p.digest),
                 "route": route.kind.as_str(),
                 "destinations": route.destinations.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
                 "next_hops": next_hops.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
@@ -258,38 +468,116 @@ pub async fn submit(
                 "reason": route.reason,
                 "withheld": route.withheld,
             }),
-        ),
-        now,
-    )
-    .await?;
-    if !submission_id.is_empty() {
-        tx.insert_submission(&actor, submission_id, seq).await?;
+        ));
+        next_hops_of.push(next_hops);
+    }
+    let delivery_rows: Vec<crate::store::NewDelivery> = deliveries
+        .iter()
+        .map(|(seq, dest, hop)| crate::store::NewDelivery {
+            seq: *seq,
+            destination: dest,
+            next_hop: Some(hop.as_str()),
+        })
+        .collect();
+    tx.insert_deliveries(&delivery_rows).await?;
+    for ((&i, &seq), hops) in fresh.iter().zip(&seqs).zip(&next_hops_of) {
+        let p = &batch[i];
+        for hop in hops {
+            outbox.push(crate::store::NewOutbox {
+                peer: hop.as_str(),
+                kind: "report",
+                urgent: p.draft.priority == Priority::Urgent,
+                report_seq: seq,
+                body: &p.envelope,
+                returned: crate::store::OUTBOX_SIGNED,
+            });
+        }
+    }
+    tx.enqueue_many(&outbox, now).await?;
+    if !keys_rows.is_empty() {
+        let keys: Vec<(i64, &str)> = keys_rows.iter().map(|(s, k)| (*s, k.as_str())).collect();
+        tx.insert_case_keys_many(&keys).await?;
+    }
+    tx.insert_statuses(&statuses, now).await?;
+    tx.audit_many(&entries, now).await?;
+    let submissions: Vec<(&str, i64)> = fresh
+        .iter()
+        .zip(&seqs)
+        .filter(|(i, _)| !batch[**i].submission_id.is_empty())
+        .map(|(i, seq)| (batch[*i].submission_id.as_str(), *seq))
+        .collect();
+    if !submissions.is_empty() {
+        tx.insert_submissions(actor, &submissions).await?;
     }
     crate::faults::crash_point("intake-before-commit");
     tx.commit().await?;
-    core.case_changed(seq);
+    drop(outbox);
+    for &seq in &seqs {
+        core.case_changed(seq);
+    }
     core.metrics
         .reports_submitted
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    for hop in &next_hops {
-        core.wake_lane(hop.as_str(), draft.priority == Priority::Urgent);
-    }
-    tracing::info!(report_id = %report_id, route = route.kind.as_str(), "report submitted");
-    // The report is committed: whatever happens now, the analyst must get
-    // its id, or a retry would create a second report.
-    let case = match cases::view_by_seq(core, seq).await {
-        Ok(c) => Some(c),
-        Err(e) => {
-            tracing::error!(report_id = %report_id, error = %e, "stored, but cannot read the case back");
-            None
+        .fetch_add(fresh.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    let mut woken: Vec<(&str, bool)> = Vec::new();
+    for (&i, hops) in fresh.iter().zip(&next_hops_of) {
+        let urgent = batch[i].draft.priority == Priority::Urgent;
+        for hop in hops {
+            if !woken.contains(&(hop.as_str(), urgent)) {
+                woken.push((hop.as_str(), urgent));
+            }
         }
-    };
-    Ok(Submitted {
-        report_id,
-        route: crate::api::convert::route_to_pb(&route),
-        repeat: false,
-        case,
-    })
+        tracing::info!(report_id = %batch[i].report_id, route = batch[i].route.kind.as_str(), "report submitted");
+    }
+    for (hop, urgent) in woken {
+        core.wake_lane(hop, urgent);
+    }
+    // Answers in the order given.
+    let mut out: Vec<Stored> = Vec::with_capacity(batch.len());
+    for (i, a) in plan.iter().enumerate() {
+        let stored = match a {
+            Answer::New(k) => Stored {
+                seq: seqs[*k],
+                report_id: batch[i].report_id.clone(),
+                route: crate::api::convert::route_to_pb(&batch[i].route),
+                repeat: false,
+            },
+            Answer::SameBatch(k) => {
+                let first = fresh[*k];
+                Stored {
+                    seq: seqs[*k],
+                    report_id: batch[first].report_id.clone(),
+                    route: crate::api::convert::route_to_pb(&batch[first].route),
+                    repeat: true,
+                }
+            }
+            Answer::Earlier(seq) => {
+                let row = repeated
+                    .get(seq)
+                    .ok_or(NodeError::Internal("a submission names a missing report"))?;
+                let payload = <pb::ReportPayload as prost::Message>::decode(row.payload.as_slice())
+                    .map_err(|_| NodeError::Internal("a stored report payload does not decode"))?;
+                Stored {
+                    seq: *seq,
+                    report_id: row.report_id.clone(),
+                    route: payload.route.unwrap_or_default(),
+                    repeat: true,
+                }
+            }
+        };
+        out.push(stored);
+    }
+    Ok(out)
+}
+
+/// Where a report of this route kind lives here, and its first status.
+fn placement(kind: RouteKind) -> (Direction, &'static str) {
+    match kind {
+        RouteKind::Local => (Direction::Local, "received"),
+        RouteKind::NoHotline => (Direction::Outgoing, "no-hotline"),
+        // Visible to analysts (`cases list --status held`), never sent.
+        RouteKind::Held => (Direction::Outgoing, "held"),
+        RouteKind::Peer | RouteKind::Fallback => (Direction::Outgoing, "queued"),
+    }
 }
 
 /// The answer to a repeated submission: the report it created the first

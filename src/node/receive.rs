@@ -23,9 +23,9 @@ use crate::store::{NewReport, Tx};
 pub const MAX_BATCH: usize = 256;
 
 /// Bulk work commits every this many reports, so urgent work waits for at
-/// most one such short transaction (8: the urgent lane's median wait during
-/// a drain halves against 16, at the same drain rate).
-pub const BULK_CHUNK: usize = 8;
+/// most one such short transaction (one statement per kind of row for the
+/// chunk: a few milliseconds).
+pub const BULK_CHUNK: usize = 256;
 
 /// gRPC codes carried per envelope in `ForwardResult.code`.
 const OK: i32 = 0;
@@ -69,27 +69,15 @@ pub async fn forward(
     let mut changed = Vec::new();
     let mut wake = Vec::new();
     let items: Vec<_> = opened.iter().zip(&req.envelopes).collect();
-    for chunk in items.chunks(BULK_CHUNK) {
+    let chunk_size = if urgent { MAX_BATCH } else { BULK_CHUNK };
+    for chunk in items.chunks(chunk_size) {
         let mut tx = if urgent {
             core.store.begin().await?
         } else {
             core.store.begin_bulk().await?
         };
-        for (report, envelope) in chunk {
-            results.push(
-                store_one(
-                    core,
-                    &mut tx,
-                    sender,
-                    report,
-                    envelope,
-                    now,
-                    &mut changed,
-                    &mut wake,
-                )
-                .await?,
-            );
-        }
+        results
+            .extend(store_chunk(core, &mut tx, sender, chunk, now, &mut changed, &mut wake).await?);
         tx.commit().await?;
     }
     for seq in changed {
@@ -157,6 +145,286 @@ pub(crate) fn refusal_code(e: &NodeError) -> (&'static str, String) {
         _ => "refused",
     };
     (code, e.to_string())
+}
+
+/// A new report that needs nothing but storing as a case here: one of
+/// many written together.
+struct Plain<'a> {
+    r: &'a OpenedReport,
+    envelope: &'a pb::Envelope,
+    keys: Vec<String>,
+    why: String,
+    receipt: pb::Signed,
+}
+
+/// Stores a chunk of opened envelopes in `tx`. New reports that simply
+/// become cases here (the common case) are written together, one statement
+/// per kind of row; anything else — a repeat, a refusal, a relay, a join —
+/// goes through `store_one`, after what came before it is written, in the
+/// order received.
+#[allow(clippy::too_many_arguments)]
+async fn store_chunk(
+    core: &Core,
+    tx: &mut Tx,
+    sender: &NodeId,
+    chunk: &[(&OpenedReport, &pb::Envelope)],
+    now: i64,
+    changed: &mut Vec<i64>,
+    wake: &mut Vec<String>,
+) -> Result<Vec<pb::ForwardResult>, NodeError> {
+    use std::collections::HashSet;
+    // What the database already holds about this chunk: two statements.
+    let ids: Vec<(&str, &str)> = chunk
+        .iter()
+        .map(|(r, _)| (r.origin.as_str(), r.payload.report_id.as_str()))
+        .collect();
+    let known: HashSet<(String, String)> = tx
+        .find_reports(&ids)
+        .await?
+        .into_iter()
+        .map(|row| (row.origin, row.report_id))
+        .collect();
+    let keys: Vec<(Vec<String>, bool)> = chunk
+        .iter()
+        .map(|(r, _)| {
+            let (k, pdq) = content::keys(
+                &r.payload.urls,
+                r.payload
+                    .hashes
+                    .iter()
+                    .map(|h| (h.algorithm.as_str(), h.value.as_str())),
+            );
+            (k, !pdq.is_empty())
+        })
+        .collect();
+    let all_keys: Vec<&str> = keys
+        .iter()
+        .flat_map(|(k, _)| k.iter().map(String::as_str))
+        .collect();
+    let open: HashSet<String> = if all_keys.is_empty() {
+        HashSet::new()
+    } else {
+        tx.open_cases_with_keys(&all_keys)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    };
+    // Which reports are plain, deciding as `store_one` would.
+    let skew = core.config.max_clock_skew.as_millis() as i64;
+    let max_age = core.config.max_report_age.as_millis() as i64;
+    let mut seen_ids: HashSet<(&str, &str)> = HashSet::new();
+    let mut seen_keys: HashSet<&str> = HashSet::new();
+    let mut plain: Vec<Option<(Vec<String>, String)>> = Vec::with_capacity(chunk.len());
+    for ((r, _), (k, has_pdq)) in chunk.iter().zip(&keys) {
+        let p = &r.payload;
+        let id = (r.origin.as_str(), p.report_id.as_str());
+        let fresh_id = seen_ids.insert(id);
+        let shares_key = k
+            .iter()
+            .any(|key| open.contains(key) || seen_keys.contains(key.as_str()));
+        seen_keys.extend(k.iter().map(String::as_str));
+        let is_plain = fresh_id
+            && !shares_key
+            && !has_pdq
+            && r.origin != core.me
+            && !r.relays.contains(&core.me)
+            && !known.contains(&(id.0.to_owned(), id.1.to_owned()))
+            && p.created_at_ms <= now + skew
+            && p.created_at_ms >= now - max_age
+            && matches!(takes_over(core, r), Ok(role) if role.case && role.relay_for.is_empty())
+            && outside_jurisdiction(core, p).is_none();
+        plain.push(is_plain.then(|| {
+            let why = match r.handoffs.last().filter(|_| r.handed_off_here) {
+                Some((by, _, _)) => format!("handed over by {by}"),
+                None => "received from the federation".to_owned(),
+            };
+            (k.clone(), why)
+        }));
+    }
+    // Their receipts, signed together off the async threads.
+    let to_sign: Vec<(String, String, [u8; 32])> = chunk
+        .iter()
+        .zip(&plain)
+        .filter(|(_, p)| p.is_some())
+        .map(|((r, _), _)| (r.payload.report_id.clone(), r.origin.to_string(), r.digest))
+        .collect();
+    let mut receipts = if to_sign.is_empty() {
+        Vec::new()
+    } else {
+        let (key, me) = (core.key(), core.me.clone());
+        tokio::task::spawn_blocking(move || {
+            to_sign
+                .iter()
+                .map(|(id, origin, digest)| {
+                    wire::receipt_relaying(
+                        &key,
+                        &me,
+                        id,
+                        origin,
+                        digest,
+                        pb::ReceiptOutcome::Stored,
+                        "",
+                        "",
+                        &[],
+                        now,
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|_| NodeError::Internal("signing task failed"))?
+    }
+    .into_iter();
+    let mut results = Vec::with_capacity(chunk.len());
+    let mut pending: Vec<Plain> = Vec::new();
+    for ((r, envelope), plain) in chunk.iter().zip(plain) {
+        match plain {
+            Some((keys, why)) => pending.push(Plain {
+                r,
+                envelope,
+                keys,
+                why,
+                receipt: receipts
+                    .next()
+                    .ok_or(NodeError::Internal("a receipt is missing"))?,
+            }),
+            None => {
+                results.extend(
+                    store_plain(core, tx, sender, std::mem::take(&mut pending), now, changed)
+                        .await?,
+                );
+                results.push(store_one(core, tx, sender, r, envelope, now, changed, wake).await?);
+            }
+        }
+    }
+    results.extend(store_plain(core, tx, sender, pending, now, changed).await?);
+    Ok(results)
+}
+
+/// Writes plain new reports, one statement per kind of row.
+async fn store_plain(
+    core: &Core,
+    tx: &mut Tx,
+    sender: &NodeId,
+    batch: Vec<Plain<'_>>,
+    now: i64,
+    changed: &mut Vec<i64>,
+) -> Result<Vec<pb::ForwardResult>, NodeError> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let actor = format!("node:{sender}");
+    let receipts: Vec<Vec<u8>> = batch.iter().map(|b| b.receipt.encode_to_vec()).collect();
+    let envelopes: Vec<Vec<u8>> = batch.iter().map(|b| b.envelope.encode_to_vec()).collect();
+    let routes: Vec<String> = batch
+        .iter()
+        .map(|b| {
+            serde_json::to_string(&b.r.payload.route.as_ref().map(
+                |r| serde_json::json!({"kind": r.kind, "destinations": r.destinations, "reason": r.reason}),
+            ))
+            .unwrap_or_default()
+        })
+        .collect();
+    let rows: Vec<NewReport> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let p = &b.r.payload;
+            NewReport {
+                report_id: &p.report_id,
+                origin: b.r.origin.as_str(),
+                direction: Direction::Incoming.as_str(),
+                category: &p.category,
+                priority: priority_of(p),
+                status: CaseStatus::Received.as_str(),
+                hosting_country: p
+                    .hosting
+                    .as_ref()
+                    .map(|h| h.country.as_str())
+                    .filter(|c| !c.is_empty()),
+                route: &routes[i],
+                payload: &b.r.payload_bytes,
+                payload_digest: &b.r.digest,
+                envelope: &envelopes[i],
+                received_from: Some(sender.as_str()),
+                created_at_ms: p.created_at_ms,
+                now_ms: now,
+                relay: false,
+                receipt: Some(&receipts[i]),
+                joined_to: None,
+            }
+        })
+        .collect();
+    let seqs = tx.insert_reports(&rows).await?;
+    let keys: Vec<(i64, &str)> = batch
+        .iter()
+        .zip(&seqs)
+        .flat_map(|(b, seq)| b.keys.iter().map(move |k| (*seq, k.as_str())))
+        .collect();
+    if !keys.is_empty() {
+        tx.insert_case_keys_many(&keys).await?;
+    }
+    let statuses: Vec<crate::store::NewStatus> = batch
+        .iter()
+        .zip(&seqs)
+        .map(|(b, seq)| crate::store::NewStatus {
+            seq: *seq,
+            update_id: uuid::Uuid::new_v4().to_string(),
+            status: CaseStatus::Received.as_str(),
+            reason: &b.why,
+            actor: &actor,
+        })
+        .collect();
+    tx.insert_statuses(&statuses, now).await?;
+    let entries: Vec<audit::Entry> = batch
+        .iter()
+        .map(|b| {
+            let (r, p) = (b.r, &b.r.payload);
+            audit::Entry::new(
+                "report.received",
+                actor.clone(),
+                format!("{}/{}", r.origin, p.report_id),
+                serde_json::json!({
+                    "category": p.category,
+                    "priority": priority_of(p),
+                    "urls": p.urls.len(),
+                    "payload_sha256": hex::encode(r.digest),
+                    "relays": r.relays.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+                    "handoffs": r.handoffs.iter().map(|(by, to, reason)| serde_json::json!({"by": by.as_str(), "to": to, "reason": reason})).collect::<Vec<_>>(),
+                    "relaying_to": Vec::<String>::new(),
+                    "next_hops": Vec::<String>::new(),
+                    "receipt_signature": hex::encode(&b.receipt.signature),
+                    "joined_to": None::<String>,
+                }),
+            )
+        })
+        .collect();
+    tx.audit_many(&entries, now).await?;
+    core.metrics
+        .reports_received
+        .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    changed.extend(&seqs);
+    Ok(batch
+        .into_iter()
+        .map(|b| {
+            tracing::info!(peer = %sender, origin = %b.r.origin, report_id = %b.r.payload.report_id,
+                relaying = false, "report received");
+            pb::ForwardResult {
+                code: OK,
+                message: "stored".into(),
+                receipt: Some(b.receipt),
+            }
+        })
+        .collect())
+}
+
+fn priority_of(p: &pb::ReportPayload) -> &'static str {
+    if p.priority == pb::Priority::Urgent as i32 {
+        "urgent"
+    } else {
+        "bulk"
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -63,6 +63,8 @@ pub enum StoreError {
     Unsupported(&'static str),
     #[error("invalid database setting: {0}")]
     Url(String),
+    #[error("store invariant broken: {0}")]
+    Invariant(String),
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -137,6 +139,47 @@ pub struct NewReport<'a> {
     /// The case it joins (same content).
     pub joined_to: Option<i64>,
 }
+
+/// One outbox row to add (`Tx::enqueue_many`).
+pub struct NewOutbox<'a> {
+    pub peer: &'a str,
+    pub kind: &'a str,
+    pub urgent: bool,
+    pub report_seq: i64,
+    pub body: &'a [u8],
+    /// One of the `OUTBOX_*` kinds of body.
+    pub returned: i64,
+}
+
+/// One destination of a report (`Tx::insert_deliveries`).
+pub struct NewDelivery<'a> {
+    pub seq: i64,
+    pub destination: &'a str,
+    /// The next hop when it is not the destination itself.
+    pub next_hop: Option<&'a str>,
+}
+
+/// One unsigned entry of a case's history (`Tx::insert_statuses`).
+pub struct NewStatus<'a> {
+    pub seq: i64,
+    pub update_id: String,
+    pub status: &'a str,
+    pub reason: &'a str,
+    pub actor: &'a str,
+}
+
+/// A delivery settled by the peer's answer (`Tx::finish_deliveries`).
+pub struct FinishedDelivery<'a> {
+    pub seq: i64,
+    pub destination: &'a str,
+    pub state: &'a str,
+    pub receipt: &'a [u8],
+    pub reason: Option<&'a str>,
+}
+
+/// Rows per multi-row statement: well under both backends' limits on bound
+/// parameters (SQLite 32,766; PostgreSQL 65,535) at 18 columns.
+pub const ROWS_PER_STATEMENT: usize = 512;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeliveryRow {
@@ -596,6 +639,121 @@ impl Tx {
 
     pub async fn insert_report(&mut self, r: &NewReport<'_>) -> Result<i64, StoreError> {
         dispatch!(self, insert_report(r))
+    }
+
+    // Batched forms of the hot paths: one statement per kind of row for a
+    // whole batch (each statement costs a thread hand-off to the database
+    // driver, which dominates a report's cost when done row by row).
+
+    /// Inserts the reports in order and returns their seqs in the same order.
+    pub async fn insert_reports(&mut self, rs: &[NewReport<'_>]) -> Result<Vec<i64>, StoreError> {
+        dispatch!(self, insert_reports(rs))
+    }
+
+    /// The stored reports among these (origin, report id) pairs.
+    pub async fn find_reports(
+        &mut self,
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<ReportRow>, StoreError> {
+        dispatch!(self, find_reports(keys))
+    }
+
+    pub async fn reports_by_seqs(&mut self, seqs: &[i64]) -> Result<Vec<ReportRow>, StoreError> {
+        dispatch!(self, reports_by_seqs(seqs))
+    }
+
+    /// (key, case seq) for every open case worked here holding one of
+    /// these content keys.
+    pub async fn open_cases_with_keys(
+        &mut self,
+        keys: &[&str],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        dispatch!(self, open_cases_with_keys(keys))
+    }
+
+    pub async fn insert_case_keys_many(&mut self, keys: &[(i64, &str)]) -> Result<(), StoreError> {
+        dispatch!(self, insert_case_keys_many(keys))
+    }
+
+    pub async fn insert_deliveries(&mut self, ds: &[NewDelivery<'_>]) -> Result<(), StoreError> {
+        dispatch!(self, insert_deliveries(ds))
+    }
+
+    pub async fn enqueue_many(
+        &mut self,
+        rows: &[NewOutbox<'_>],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, enqueue_many(rows, now_ms))
+    }
+
+    pub async fn insert_statuses(
+        &mut self,
+        rows: &[NewStatus<'_>],
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, insert_statuses(rows, at_ms))
+    }
+
+    /// Appends the entries in order, one audit sequence number each.
+    pub async fn audit_many(
+        &mut self,
+        entries: &[audit::Entry],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, audit_many(entries, now_ms))
+    }
+
+    /// Deletes these outbox rows; returns the ids that were still there.
+    pub async fn dequeue_many(&mut self, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+        dispatch!(self, dequeue_many(ids))
+    }
+
+    /// (report seq, destination) of every destination of these reports
+    /// reached through `next_hop` (itself included).
+    pub async fn destinations_via_many(
+        &mut self,
+        seqs: &[i64],
+        next_hop: &str,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        dispatch!(self, destinations_via_many(seqs, next_hop))
+    }
+
+    pub async fn finish_deliveries(
+        &mut self,
+        ds: &[FinishedDelivery<'_>],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, finish_deliveries(ds, now_ms))
+    }
+
+    /// Sets the status of those of these reports whose status is `from`.
+    pub async fn set_status_many(
+        &mut self,
+        seqs: &[i64],
+        from: &str,
+        to: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, set_status_many(seqs, from, to, now_ms))
+    }
+
+    /// (submission id, report seq) of this operator's earlier submissions
+    /// among these keys.
+    pub async fn find_submissions(
+        &mut self,
+        operator: &str,
+        ids: &[&str],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        dispatch!(self, find_submissions(operator, ids))
+    }
+
+    pub async fn insert_submissions(
+        &mut self,
+        operator: &str,
+        rows: &[(&str, i64)],
+    ) -> Result<(), StoreError> {
+        dispatch!(self, insert_submissions(operator, rows))
     }
 
     /// The report an operator's earlier submission with this key created.

@@ -575,6 +575,363 @@ impl Tx {
         Ok(res)
     }
 
+    pub async fn insert_reports(&mut self, rs: &[NewReport<'_>]) -> Result<Vec<i64>, StoreError> {
+        let mut by_key = std::collections::HashMap::with_capacity(rs.len());
+        for chunk in rs.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<Postgres>::new(
+                "INSERT INTO reports (report_id, origin, direction, category, priority, status,
+                    hosting_country, route, payload, payload_digest, envelope, received_from,
+                    created_at_ms, stored_at_ms, updated_at_ms, relay, receipt, joined_to) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.report_id)
+                    .push_bind(r.origin)
+                    .push_bind(r.direction)
+                    .push_bind(r.category)
+                    .push_bind(r.priority)
+                    .push_bind(r.status)
+                    .push_bind(r.hosting_country)
+                    .push_bind(r.route)
+                    .push_bind(r.payload)
+                    .push_bind(r.payload_digest)
+                    .push_bind(r.envelope)
+                    .push_bind(r.received_from)
+                    .push_bind(r.created_at_ms)
+                    .push_bind(r.now_ms)
+                    .push_bind(r.now_ms)
+                    .push_bind(i64::from(r.relay))
+                    .push_bind(r.receipt)
+                    .push_bind(r.joined_to);
+            });
+            q.push(" RETURNING seq, origin, report_id");
+            let rows: Vec<(i64, String, String)> =
+                q.build_query_as().fetch_all(&mut *self.tx).await?;
+            for (seq, origin, id) in rows {
+                by_key.insert((origin, id), seq);
+            }
+        }
+        rs.iter()
+            .map(|r| {
+                by_key
+                    .get(&(r.origin.to_owned(), r.report_id.to_owned()))
+                    .copied()
+                    .ok_or_else(|| StoreError::Invariant("an inserted report has no seq".into()))
+            })
+            .collect()
+    }
+
+    pub async fn find_reports(
+        &mut self,
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<ReportRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<Postgres>::new("SELECT r.* FROM reports r JOIN (");
+            q.push_values(chunk, |mut b, (origin, id)| {
+                b.push_bind(*origin).push_bind(*id);
+            });
+            q.push(") AS k ON r.origin = k.column1 AND r.report_id = k.column2");
+            out.extend(q.build_query_as().fetch_all(&mut *self.tx).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn reports_by_seqs(&mut self, seqs: &[i64]) -> Result<Vec<ReportRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<Postgres>::new("SELECT * FROM reports WHERE seq IN (");
+            let mut list = q.separated(", ");
+            for seq in chunk {
+                list.push_bind(*seq);
+            }
+            q.push(")");
+            out.extend(q.build_query_as().fetch_all(&mut *self.tx).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn open_cases_with_keys(
+        &mut self,
+        keys: &[&str],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<Postgres>::new(
+                "SELECT k.key, MIN(r.seq) FROM case_keys k JOIN reports r ON r.seq = k.report_seq
+                 WHERE k.key IN (",
+            );
+            let mut list = q.separated(", ");
+            for key in chunk {
+                list.push_bind(*key);
+            }
+            q.push(concat!(") AND ", open_case!(), " GROUP BY k.key"));
+            out.extend(
+                q.build_query_as::<(String, i64)>()
+                    .fetch_all(&mut *self.tx)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    pub async fn insert_case_keys_many(&mut self, keys: &[(i64, &str)]) -> Result<(), StoreError> {
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let mut q =
+                sqlx::QueryBuilder::<Postgres>::new("INSERT INTO case_keys (key, report_seq) ");
+            q.push_values(chunk, |mut b, (seq, key)| {
+                b.push_bind(*key).push_bind(*seq);
+            });
+            q.push(" ON CONFLICT DO NOTHING");
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn insert_deliveries(&mut self, ds: &[NewDelivery<'_>]) -> Result<(), StoreError> {
+        for chunk in ds.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<Postgres>::new(
+                "INSERT INTO deliveries (report_seq, destination, state, next_hop, handed_off_by) ",
+            );
+            q.push_values(chunk, |mut b, d| {
+                b.push_bind(d.seq)
+                    .push_bind(d.destination)
+                    .push_bind("queued")
+                    .push_bind(d.next_hop.filter(|h| *h != d.destination))
+                    .push_bind(None::<&str>);
+            });
+            q.push(" ON CONFLICT (report_seq, destination) DO NOTHING");
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn enqueue_many(
+        &mut self,
+        rows: &[NewOutbox<'_>],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<Postgres>::new(
+                "INSERT INTO outbox (peer, kind, urgent, report_seq, body, created_at_ms, returned) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.peer)
+                    .push_bind(r.kind)
+                    .push_bind(i64::from(r.urgent))
+                    .push_bind(r.report_seq)
+                    .push_bind(r.body)
+                    .push_bind(now_ms)
+                    .push_bind(r.returned);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn insert_statuses(
+        &mut self,
+        rows: &[NewStatus<'_>],
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<Postgres>::new(
+                "INSERT INTO status_history (report_seq, update_id, status, reason, actor, signer, signed, at_ms) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.seq)
+                    .push_bind(r.update_id.as_str())
+                    .push_bind(r.status)
+                    .push_bind(r.reason)
+                    .push_bind(r.actor)
+                    .push_bind(None::<&str>)
+                    .push_bind(None::<&[u8]>)
+                    .push_bind(at_ms);
+            });
+            q.push(" ON CONFLICT (update_id) DO NOTHING");
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn audit_many(
+        &mut self,
+        entries: &[audit::Entry],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        // The writer lock taken in `begin` is held until this transaction
+        // ends: the tail read here is still the tail at commit.
+        let last: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        let (prev_seq, prev_hash) = last.unwrap_or((0, audit::GENESIS.to_vec()));
+        let rows = audit::chain(entries, prev_seq, &prev_hash, now_ms);
+        crate::faults::crash_point("audit-append");
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<Postgres>::new(
+                "INSERT INTO audit_log (seq, at_ms, kind, actor, subject, detail, prev_hash, hash, leaf_hash) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.seq)
+                    .push_bind(now_ms)
+                    .push_bind(r.kind)
+                    .push_bind(r.actor)
+                    .push_bind(r.subject)
+                    .push_bind(r.detail.as_str())
+                    .push_bind(r.prev_hash.as_slice())
+                    .push_bind(r.hash.as_slice())
+                    .push_bind(r.leaf.as_slice());
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn dequeue_many(&mut self, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<Postgres>::new("DELETE FROM outbox WHERE id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(") RETURNING id");
+            out.extend(
+                q.build_query_scalar::<i64>()
+                    .fetch_all(&mut *self.tx)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    pub async fn destinations_via_many(
+        &mut self,
+        seqs: &[i64],
+        next_hop: &str,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<Postgres>::new(
+                "SELECT report_seq, destination FROM deliveries WHERE COALESCE(next_hop, destination) = ",
+            );
+            q.push_bind(next_hop);
+            q.push(" AND report_seq IN (");
+            let mut list = q.separated(", ");
+            for seq in chunk {
+                list.push_bind(*seq);
+            }
+            q.push(") ORDER BY report_seq, destination");
+            out.extend(
+                q.build_query_as::<(i64, String)>()
+                    .fetch_all(&mut *self.tx)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    pub async fn finish_deliveries(
+        &mut self,
+        ds: &[FinishedDelivery<'_>],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        for chunk in ds.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<Postgres>::new(
+                "WITH v (report_seq, destination, state, receipt, reason) AS (",
+            );
+            q.push_values(chunk, |mut b, d| {
+                b.push_bind(d.seq)
+                    .push_bind(d.destination)
+                    .push_bind(d.state)
+                    .push_bind(d.receipt)
+                    .push_bind(d.reason);
+            });
+            q.push(
+                ") UPDATE deliveries SET state = v.state, receipt = v.receipt, reason = v.reason,
+                    delivered_at_ms = ",
+            );
+            q.push_bind(now_ms);
+            q.push(
+                " FROM v WHERE deliveries.report_seq = v.report_seq
+                   AND deliveries.destination = v.destination",
+            );
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn set_status_many(
+        &mut self,
+        seqs: &[i64],
+        from: &str,
+        to: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<Postgres>::new("UPDATE reports SET status = ");
+            q.push_bind(to);
+            q.push(", updated_at_ms = ");
+            q.push_bind(now_ms);
+            q.push(" WHERE status = ");
+            q.push_bind(from);
+            q.push(" AND seq IN (");
+            let mut list = q.separated(", ");
+            for seq in chunk {
+                list.push_bind(*seq);
+            }
+            q.push(")");
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn find_submissions(
+        &mut self,
+        operator: &str,
+        ids: &[&str],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<Postgres>::new(
+                "SELECT submission_id, report_seq FROM submissions WHERE operator = ",
+            );
+            q.push_bind(operator);
+            q.push(" AND submission_id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            out.extend(
+                q.build_query_as::<(String, i64)>()
+                    .fetch_all(&mut *self.tx)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    pub async fn insert_submissions(
+        &mut self,
+        operator: &str,
+        rows: &[(&str, i64)],
+    ) -> Result<(), StoreError> {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<Postgres>::new(
+                "INSERT INTO submissions (operator, submission_id, report_seq) ",
+            );
+            q.push_values(chunk, |mut b, (id, seq)| {
+                b.push_bind(operator).push_bind(*id).push_bind(*seq);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
     /// The report an operator's earlier submission with this key created.
     pub async fn find_submission(
         &mut self,
