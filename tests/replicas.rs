@@ -193,3 +193,171 @@ async fn three_replicas_one_killed_mid_delivery_lose_and_duplicate_nothing() {
         started.elapsed().as_millis()
     );
 }
+
+/// Two replicas (two stores, two connection pools: two sessions, as two
+/// processes have) receive the same report at the same moment, e.g. a
+/// sender's retry that a load balancer sent to the other replica: each
+/// checks for it and stores it inside its write transaction, which holds
+/// the writer lock, so the second finds the first's row and answers it as
+/// a repeat. One report, two identical answers, no error; the same for a
+/// submission id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_racing_on_one_report_store_it_once() {
+    use alertrelay::audit::Entry;
+    use alertrelay::store::{Database, NewReport, Store};
+    let Some(pg) = TestDb::create("replicas::racing").await else {
+        return;
+    };
+    let db = Database::Postgres(pg.url.clone());
+    let a = Store::connect(&db).await.unwrap();
+    let b = Store::connect(&db).await.unwrap();
+    async fn receive(s: Store, id: String) -> (i64, bool) {
+        let mut tx = s.begin().await.unwrap();
+        if let Some(r) = tx.find_report("nl-hotline", &id).await.unwrap() {
+            return (r.seq, false);
+        }
+        let seq = tx
+            .insert_report(&NewReport {
+                report_id: &id,
+                origin: "nl-hotline",
+                direction: "incoming",
+                category: "csam",
+                priority: "bulk",
+                status: "received",
+                hosting_country: Some("DE"),
+                route: "{}",
+                payload: b"payload",
+                payload_digest: b"digest",
+                envelope: b"envelope",
+                received_from: Some("nl-hotline"),
+                created_at_ms: 1,
+                now_ms: 2,
+                relay: false,
+                receipt: Some(b"receipt"),
+                joined_to: None,
+            })
+            .await
+            .unwrap();
+        if !id.is_empty() {
+            tx.insert_submission("op", &id, seq).await.unwrap();
+        }
+        tx.audit(
+            &Entry::new(
+                "report.received",
+                "node:nl-hotline",
+                &id,
+                serde_json::json!({}),
+            ),
+            2,
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        (seq, true)
+    }
+    for round in 0..20 {
+        let id = format!("r-{round}");
+        let (x, y) = tokio::join!(
+            tokio::spawn(receive(a.clone(), id.clone())),
+            tokio::spawn(receive(b.clone(), id.clone()))
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert_eq!(x.0, y.0, "both answer with the one stored report");
+        assert!(x.1 ^ y.1, "exactly one of them stored it");
+        let mut tx = a.begin().await.unwrap();
+        assert_eq!(tx.find_submission("op", &id).await.unwrap(), Some(x.0));
+    }
+    assert_eq!(a.audit_entries_count().await.unwrap(), 20);
+    a.close().await;
+    b.close().await;
+}
+
+/// Claims per second on PostgreSQL, one row at a time and in batches of
+/// 100, by one claimer and by three at once (replicas):
+/// `cargo test --test replicas claim_rates -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run on demand"]
+async fn claim_rates() {
+    use alertrelay::audit::Entry;
+    use alertrelay::store::{Database, NewReport, Store};
+    const ROWS: usize = 20_000;
+    let Some(pg) = TestDb::create("replicas::claim_rates").await else {
+        return;
+    };
+    let store = Store::connect(&Database::Postgres(pg.url.clone()))
+        .await
+        .unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let seq = tx
+        .insert_report(&NewReport {
+            report_id: "r",
+            origin: "fr",
+            direction: "outgoing",
+            category: "csam",
+            priority: "bulk",
+            status: "queued",
+            hosting_country: None,
+            route: "{}",
+            payload: b"p",
+            payload_digest: b"d",
+            envelope: b"e",
+            received_from: None,
+            created_at_ms: 1,
+            now_ms: 1,
+            relay: false,
+            receipt: None,
+            joined_to: None,
+        })
+        .await
+        .unwrap();
+    for _ in 0..ROWS {
+        tx.enqueue("de", "report", false, seq, &[0u8; 2048], 1)
+            .await
+            .unwrap();
+    }
+    tx.audit(&Entry::new("t", "t", "t", serde_json::json!({})), 1)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut now = 1_000i64;
+    for (claimers, batch) in [(1, 1), (1, 100), (3, 1), (3, 100)] {
+        store.release_claims_of(None).await.unwrap();
+        now += 1;
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..claimers)
+            .map(|c| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    let mut n = 0;
+                    let until = Instant::now() + Duration::from_secs(2);
+                    while Instant::now() < until {
+                        let rows = s
+                            .claim_outbox(
+                                "de",
+                                "report",
+                                false,
+                                batch,
+                                &format!("c{c}"),
+                                now,
+                                60_000,
+                            )
+                            .await
+                            .unwrap();
+                        if rows.is_empty() {
+                            break;
+                        }
+                        n += rows.len();
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        let rate = total as f64 / started.elapsed().as_secs_f64();
+        println!("CLAIMS claimers={claimers} batch={batch}: {total} rows, {rate:.0} rows/s");
+    }
+    store.close().await;
+}
