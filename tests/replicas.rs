@@ -319,10 +319,9 @@ async fn claim_rates() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let mut now = 1_000i64;
+    let now = 1_000i64;
     for (claimers, batch) in [(1, 1), (1, 100), (3, 1), (3, 100)] {
         store.release_claims_of(None).await.unwrap();
-        now += 1;
         let started = Instant::now();
         let tasks: Vec<_> = (0..claimers)
             .map(|c| {
