@@ -72,6 +72,8 @@ async fn leaf_hashes<'e>(e: impl sqlx::PgExecutor<'e>, size: u64) -> Result<Vec<
 pub struct Store {
     writer: PgPool,
     reader: PgPool,
+    /// For the work listener's own connection.
+    options: std::sync::Arc<PgConnectOptions>,
     /// Bulk transactions queue here, one at a time (see
     /// `store::Store::begin_bulk`).
     bulk_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
@@ -94,11 +96,12 @@ impl Store {
         let reader = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         Ok(Store {
             writer,
             reader,
+            options: std::sync::Arc::new(options),
             bulk_gate: Default::default(),
         })
     }
@@ -106,7 +109,14 @@ impl Store {
     /// A connection listening on [`WORK_CHANNEL`]: what other replicas
     /// queued, as (peer, urgent).
     pub async fn work_listener(&self) -> Result<WorkListener, StoreError> {
-        let mut listener = sqlx::postgres::PgListener::connect_with(&self.reader).await?;
+        // A connection of its own (a listener holds its connection), in a
+        // pool of one that sqlx reconnects through after a loss.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with((*self.options).clone())
+            .await?;
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
         listener.listen(WORK_CHANNEL).await?;
         Ok(WorkListener { listener })
     }
