@@ -140,6 +140,13 @@ async fn three_replicas_one_killed_mid_delivery_lose_and_duplicate_nothing() {
     )
     .await;
     assert_eq!(claims, 0);
+    // A survivor says whose claims it took over.
+    let said = [FR, r3].iter().any(|&i| {
+        c.log_tail(i, 1_000_000)
+            .lines()
+            .any(|l| l.contains("took over claims") && l.contains("fr-2"))
+    });
+    assert!(said, "no replica logged taking fr-2's claims over");
 
     // fr-2 comes back (the harness reads cases through every process).
     c.start(r2, None).await;

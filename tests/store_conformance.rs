@@ -426,6 +426,14 @@ async fn outbox_claims_and_leases(b: &Backend) {
     // replica-b's leases lapsed at 1 500; replica-a's were renewed.
     let c = claim("replica-c", false, 10, 1_500, 500).await;
     assert_eq!(ids(&c), ids(&b2), "a lapsed lease is taken over");
+    if s.backend() == "postgres" {
+        // Said, for the log of the replica taking over.
+        assert!(
+            c.iter()
+                .all(|r| r.taken_from.as_deref() == Some("replica-b"))
+        );
+    }
+    assert!(a.iter().all(|r| r.taken_from.is_none()), "unclaimed rows");
     assert_eq!(
         s.extend_claims(&ids(&b2), "replica-b", 9_000)
             .await

@@ -173,7 +173,8 @@ async fn claim(
     limit: i64,
 ) -> Result<Vec<OutboxRow>, StoreError> {
     let lease = i64::try_from(core.config.delivery.lease.as_millis()).unwrap_or(i64::MAX);
-    core.store
+    let rows = core
+        .store
         .claim_outbox(
             peer.as_str(),
             kind,
@@ -183,7 +184,20 @@ async fn claim(
             Core::now_ms(),
             lease,
         )
-        .await
+        .await?;
+    let mut from: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.taken_from.as_deref())
+        .filter(|h| *h != core.replica)
+        .collect();
+    if !from.is_empty() {
+        let n = from.len();
+        from.sort_unstable();
+        from.dedup();
+        tracing::warn!(peer = %peer, replica = %core.replica, rows = n, from = ?from,
+            "took over claims whose lease lapsed (a replica died or stalled)");
+    }
+    Ok(rows)
 }
 
 /// Renews this replica's claims on a batch while it is in flight, every

@@ -171,6 +171,10 @@ pub struct OutboxRow {
     pub attempts: i64,
     /// 1 when `body` is a `Returned` rather than a `Signed` status update.
     pub returned: i64,
+    /// From a claim: the replica whose lapsed claim this one replaced
+    /// (PostgreSQL; None when the row was unclaimed).
+    #[sqlx(default)]
+    pub taken_from: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -370,13 +370,15 @@ impl Store {
         lease_ms: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let mut rows: Vec<OutboxRow> = sqlx::query_as(
-            "UPDATE outbox SET claimed_by = $1, lease_until_ms = $2
-             WHERE id IN (SELECT id FROM outbox
-                          WHERE peer = $3 AND kind = $4 AND urgent = $5
-                            AND (lease_until_ms IS NULL OR lease_until_ms <= $6)
-                          ORDER BY id LIMIT $7
-                          FOR UPDATE SKIP LOCKED)
-             RETURNING id, peer, kind, urgent, report_seq, body, attempts, returned",
+            "WITH c AS (SELECT id, claimed_by AS prev FROM outbox
+                        WHERE peer = $3 AND kind = $4 AND urgent = $5
+                          AND (lease_until_ms IS NULL OR lease_until_ms <= $6)
+                        ORDER BY id LIMIT $7
+                        FOR UPDATE SKIP LOCKED)
+             UPDATE outbox o SET claimed_by = $1, lease_until_ms = $2
+             FROM c WHERE o.id = c.id
+             RETURNING o.id, o.peer, o.kind, o.urgent, o.report_seq, o.body, o.attempts,
+                       o.returned, c.prev AS taken_from",
         )
         .bind(holder)
         .bind(now_ms.saturating_add(lease_ms))
