@@ -272,6 +272,12 @@ pub struct RawDelivery {
     pub retry_max_ms: u64,
     pub batch_size: u32,
     pub request_timeout_ms: u64,
+    /// How long a replica's claim on outbox rows lasts before another
+    /// replica may take them over (renewed while a call is in flight).
+    pub lease_ms: u64,
+    /// This process's replica id, in claims and logs; empty: generated at
+    /// start (host name, process id, random).
+    pub replica: String,
 }
 
 impl Default for RawDelivery {
@@ -281,6 +287,8 @@ impl Default for RawDelivery {
             retry_max_ms: 300_000,
             batch_size: 256,
             request_timeout_ms: 10_000,
+            lease_ms: 30_000,
+            replica: String::new(),
         }
     }
 }
@@ -380,6 +388,10 @@ pub struct Delivery {
     pub retry_max: Duration,
     pub batch_size: usize,
     pub request_timeout: Duration,
+    /// How long a claim on outbox rows lasts (`lease_ms`).
+    pub lease: Duration,
+    /// The configured replica id, if any.
+    pub replica: Option<String>,
 }
 
 impl NodeConfig {
@@ -486,6 +498,23 @@ impl NodeConfig {
         }
         if !(1..=256).contains(&d.batch_size) {
             return Err(invalid("delivery.batch_size", "must be 1..=256".into()));
+        }
+        if !(100..=3_600_000).contains(&d.lease_ms) {
+            return Err(invalid(
+                "delivery.lease_ms",
+                "must be 100..=3600000 (ms)".into(),
+            ));
+        }
+        if d.replica.len() > 64
+            || !d
+                .replica
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        {
+            return Err(invalid(
+                "delivery.replica",
+                "at most 64 of A-Z a-z 0-9 . - _ (or empty: generated)".into(),
+            ));
         }
         if raw.audit.checkpoint_interval_ms < 10 || raw.audit.witness_interval_ms < 10 {
             return Err(invalid(
@@ -599,6 +628,8 @@ impl NodeConfig {
                 retry_max: Duration::from_millis(d.retry_max_ms),
                 batch_size: d.batch_size as usize,
                 request_timeout: Duration::from_millis(d.request_timeout_ms.max(100)),
+                lease: Duration::from_millis(d.lease_ms),
+                replica: (!d.replica.is_empty()).then(|| d.replica.clone()),
             },
             max_report_age: Duration::from_secs(u64::from(raw.limits.max_report_age_days) * 86_400),
             max_clock_skew: Duration::from_secs(u64::from(raw.limits.max_clock_skew_secs)),

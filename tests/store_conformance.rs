@@ -92,6 +92,9 @@ conformance!(
     concurrent_writers_make_one_chain,
     checkpoints_cosignatures_and_witnessing,
     bulk_transactions_and_joined_reports,
+    outbox_claims_and_leases,
+    concurrent_claimers_never_share_a_row,
+    work_is_announced_to_other_processes,
 );
 
 /// Bulk transactions take turns behind the gate while an urgent one goes
@@ -351,6 +354,208 @@ async fn outbox_enqueue_batch_dequeue(b: &Backend) {
     let left = s.outbox_batch("de-hotline", "report", 10).await.unwrap();
     assert_eq!(left.len(), 2);
     assert!(left.iter().all(|r| r.id != ids[0]));
+}
+
+/// Queues `n` rows for `peer` in one lane, each for its own report.
+async fn enqueue_many(s: &Store, peer: &str, urgent: bool, n: usize, tag: &str) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    for i in 0..n {
+        seqs.push(insert(s, "fr-hotline", &format!("{tag}-{i}")).await);
+    }
+    let mut tx = s.begin().await.unwrap();
+    for (i, seq) in seqs.iter().enumerate() {
+        tx.enqueue(
+            peer,
+            "report",
+            urgent,
+            *seq,
+            format!("{tag}-{i}").as_bytes(),
+            10,
+        )
+        .await
+        .unwrap();
+    }
+    tx.audit(&entry("report.queued", tag, 0), 10).await.unwrap();
+    tx.commit().await.unwrap();
+    seqs
+}
+
+fn ids(rows: &[alertrelay::store::OutboxRow]) -> Vec<i64> {
+    rows.iter().map(|r| r.id).collect()
+}
+
+/// Claims: in order, one lane, never a row another holder's live lease
+/// covers; a lapsed lease is taken over; renewals and releases act only on
+/// the holder's own claims; a failed attempt releases and counts.
+async fn outbox_claims_and_leases(b: &Backend) {
+    let s = &b.store;
+    enqueue_many(s, "de-hotline", false, 5, "bulk").await;
+    enqueue_many(s, "de-hotline", true, 1, "urgent").await;
+    let claim = |holder: &'static str, urgent: bool, limit: i64, now: i64, lease: i64| async move {
+        s.claim_outbox("de-hotline", "report", urgent, limit, holder, now, lease)
+            .await
+            .unwrap()
+    };
+    let a = claim("replica-a", false, 3, 1_000, 500).await;
+    assert_eq!(
+        a.iter().map(|r| r.body.clone()).collect::<Vec<_>>(),
+        [b"bulk-0".to_vec(), b"bulk-1".to_vec(), b"bulk-2".to_vec()],
+        "the first rows of the lane, in order"
+    );
+    let b2 = claim("replica-b", false, 10, 1_000, 500).await;
+    assert_eq!(b2.len(), 2, "only what replica-a did not claim");
+    assert!(ids(&b2).iter().all(|id| !ids(&a).contains(id)));
+    assert!(claim("replica-c", false, 10, 1_000, 500).await.is_empty());
+    assert!(
+        claim("replica-c", false, 10, 1_499, 500).await.is_empty(),
+        "live leases are not taken over"
+    );
+    let u = claim("replica-c", true, 10, 1_000, 500).await;
+    assert_eq!(u.len(), 1, "the urgent lane is claimed on its own");
+    assert_eq!(u[0].urgent, 1);
+
+    // Renewal: only by the holder.
+    assert_eq!(
+        s.extend_claims(&ids(&a), "replica-a", 3_000).await.unwrap(),
+        3
+    );
+    assert_eq!(
+        s.extend_claims(&ids(&a), "replica-b", 9_000).await.unwrap(),
+        0
+    );
+    // replica-b's leases lapsed at 1 500; replica-a's were renewed.
+    let c = claim("replica-c", false, 10, 1_500, 500).await;
+    assert_eq!(ids(&c), ids(&b2), "a lapsed lease is taken over");
+    if s.backend() == "postgres" {
+        // Said, for the log of the replica taking over.
+        assert!(
+            c.iter()
+                .all(|r| r.taken_from.as_deref() == Some("replica-b"))
+        );
+    }
+    assert!(a.iter().all(|r| r.taken_from.is_none()), "unclaimed rows");
+    assert_eq!(
+        s.extend_claims(&ids(&b2), "replica-b", 9_000)
+            .await
+            .unwrap(),
+        0,
+        "a claim taken over is no longer renewable by its old holder"
+    );
+    assert!(claim("replica-b", false, 10, 1_999, 500).await.is_empty());
+
+    // A release by someone else changes nothing; the holder's release
+    // makes the rows claimable at once, counting the failed attempt.
+    s.release_claims(&ids(&a)[..1], "replica-b", None)
+        .await
+        .unwrap();
+    assert!(claim("replica-b", false, 10, 1_999, 500).await.is_empty());
+    s.release_claims(&ids(&a)[..1], "replica-a", Some("unavailable"))
+        .await
+        .unwrap();
+    let again = claim("replica-b", false, 10, 1_999, 500).await;
+    assert_eq!(ids(&again), ids(&a)[..1]);
+    assert_eq!(again[0].attempts, 1);
+
+    // A claimed row leaves the outbox in the answer's transaction.
+    let mut tx = s.begin().await.unwrap();
+    assert!(tx.dequeue(again[0].id).await.unwrap());
+    tx.audit(&entry("report.delivered", "bulk-0", 1), 2_000)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        s.extend_claims(&ids(&again), "replica-b", 9_000)
+            .await
+            .unwrap(),
+        0
+    );
+
+    // A replica restarting under its id, or a lone node starting, takes
+    // its claims back at once.
+    assert_eq!(s.release_claims_of(Some("replica-c")).await.unwrap(), 3);
+    assert_eq!(
+        ids(&claim("replica-d", false, 10, 2_000, 500).await),
+        ids(&c)
+    );
+    assert_eq!(s.release_claims_of(None).await.unwrap(), 4);
+    let all = claim("replica-e", false, 10, 2_000, 500).await;
+    assert_eq!(all.len(), 4);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+}
+
+/// Four claimers at once, small batches, until the lane is empty: every
+/// row is claimed exactly once.
+async fn concurrent_claimers_never_share_a_row(b: &Backend) {
+    const ROWS: usize = 120;
+    enqueue_many(&b.store, "de-hotline", false, ROWS, "row").await;
+    let tasks: Vec<_> = (0..4)
+        .map(|c| {
+            let s = b.store.clone();
+            tokio::spawn(async move {
+                let holder = format!("replica-{c}");
+                let mut mine = Vec::new();
+                loop {
+                    let rows = s
+                        .claim_outbox("de-hotline", "report", false, 7, &holder, 1_000, 60_000)
+                        .await
+                        .unwrap();
+                    if rows.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(ids(&rows));
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut total = 0;
+    for t in tasks {
+        let mine = t.await.unwrap();
+        total += mine.len();
+        seen.extend(mine);
+    }
+    assert_eq!(total, ROWS, "no row claimed twice");
+    assert_eq!(seen.len(), ROWS, "every row claimed");
+}
+
+/// On PostgreSQL a committed transaction that queued work says so to every
+/// listener on the database (other replicas); a rolled-back one says
+/// nothing. SQLite has one process and no listener.
+async fn work_is_announced_to_other_processes(b: &Backend) {
+    let s = &b.store;
+    let Some(mut listener) = s.work_listener().await.unwrap() else {
+        assert_eq!(s.backend(), "sqlite");
+        return;
+    };
+    let seq = insert(s, "fr-hotline", "r-1").await;
+    let mut tx = s.begin().await.unwrap();
+    tx.enqueue("de-hotline", "report", false, seq, b"x", 10)
+        .await
+        .unwrap();
+    drop(tx);
+    let mut tx = s.begin().await.unwrap();
+    tx.enqueue("nl-hotline", "report", true, seq, b"x", 10)
+        .await
+        .unwrap();
+    tx.enqueue("nl-hotline", "report", true, seq, b"y", 10)
+        .await
+        .unwrap();
+    tx.audit(&entry("report.queued", "fr-hotline/r-1", 1), 10)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), listener.next())
+        .await
+        .expect("a notification")
+        .unwrap();
+    assert_eq!(
+        next,
+        ("nl-hotline".to_owned(), true),
+        "not the rolled-back one"
+    );
+    let more = tokio::time::timeout(std::time::Duration::from_millis(300), listener.next()).await;
+    assert!(more.is_err(), "one notification per lane and commit");
 }
 
 async fn receipts_and_deliveries(b: &Backend) {

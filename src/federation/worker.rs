@@ -17,7 +17,8 @@ use crate::report::wire;
 use crate::store::{OUTBOX_AMENDMENT, OUTBOX_RETURNED, OUTBOX_SIGNED, OutboxRow, StoreError};
 
 /// How often an idle worker looks at its outbox even without a wake-up
-/// (e.g. rows left by a previous run).
+/// (e.g. rows left by a previous run); at least twice per claim lease, so
+/// a dead replica's rows are taken over soon after its lease lapsed.
 const IDLE_POLL: Duration = Duration::from_secs(30);
 
 /// Largest batch sent in one call (the receiver accepts 16 MiB).
@@ -28,9 +29,10 @@ enum DeliveryError {
     #[error("peer call failed: {0}")]
     Rpc(String),
     /// The peer refused the content of the batch as malformed
-    /// (INVALID_ARGUMENT): retrying the same batch cannot succeed.
+    /// (INVALID_ARGUMENT): retrying the same batch cannot succeed. With
+    /// the row when the batch was that one row.
     #[error("peer refused the batch: {0}")]
-    Refused(String),
+    Refused(String, Option<Box<OutboxRow>>),
     #[error("storage failed")]
     Store(#[from] StoreError),
 }
@@ -72,6 +74,7 @@ async fn lane(
     // Shrinks to 1 when the peer refuses a batch's content, to find the
     // envelope it refuses without holding the others back.
     let mut limit = d.batch_size;
+    let idle_poll = IDLE_POLL.min(d.lease / 2);
     loop {
         if *shutdown.borrow() {
             return;
@@ -80,14 +83,16 @@ async fn lane(
             yield_to_urgent(&core, &peer).await;
         }
         let result = deliver_once(&core, &peer, &mut client, limit, urgent).await;
-        if let Err(DeliveryError::Refused(reason)) = &result {
+        if let Err(DeliveryError::Refused(reason, head)) = &result {
             if limit > 1 {
                 limit = 1;
                 continue;
             }
             // A single envelope the peer calls malformed: it is refused,
             // for the analyst to see, rather than blocking the queue.
-            if let Err(e) = refuse_head(&core, &peer, reason, urgent).await {
+            if let Some(row) = head
+                && let Err(e) = refuse_row(&core, &peer, reason, row).await
+            {
                 tracing::error!(peer = %peer, error = %e, "cannot record a refused delivery");
             }
             continue;
@@ -111,7 +116,7 @@ async fn lane(
                     tokio::select! {
                         _ = wake.notified() => {}
                         _ = contact.notified() => {}
-                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                        _ = tokio::time::sleep(idle_poll) => {}
                         _ = shutdown.changed() => return,
                     }
                 }
@@ -158,8 +163,78 @@ async fn yield_to_urgent(core: &Core, peer: &NodeId) {
     }
 }
 
-/// Sends one batch of this lane (reports first, then status updates).
-/// Returns how many outbox rows were settled.
+/// Claims this lane's next rows for this replica (see
+/// `Store::claim_outbox`): of one kind, up to `limit`.
+async fn claim(
+    core: &Core,
+    peer: &NodeId,
+    kind: &str,
+    urgent: bool,
+    limit: i64,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    let lease = i64::try_from(core.config.delivery.lease.as_millis()).unwrap_or(i64::MAX);
+    let rows = core
+        .store
+        .claim_outbox(
+            peer.as_str(),
+            kind,
+            urgent,
+            limit,
+            &core.replica,
+            Core::now_ms(),
+            lease,
+        )
+        .await?;
+    let mut from: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.taken_from.as_deref())
+        .filter(|h| *h != core.replica)
+        .collect();
+    if !from.is_empty() {
+        let n = from.len();
+        from.sort_unstable();
+        from.dedup();
+        tracing::warn!(peer = %peer, replica = %core.replica, rows = n, from = ?from,
+            "took over claims whose lease lapsed (a replica died or stalled)");
+    }
+    Ok(rows)
+}
+
+/// Renews this replica's claims on a batch while it is in flight, every
+/// third of the lease, until dropped.
+struct Renewal(tokio::task::JoinHandle<()>);
+
+impl Renewal {
+    fn start(core: &Core, peer: &NodeId, ids: Vec<i64>) -> Renewal {
+        let store = core.store.clone();
+        let replica = core.replica.clone();
+        let lease = core.config.delivery.lease;
+        let peer = peer.clone();
+        Renewal(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                let until = Core::now_ms() + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+                match store.extend_claims(&ids, &replica, until).await {
+                    Ok(n) if (n as usize) < ids.len() => tracing::warn!(peer = %peer,
+                        %replica, held = n, claimed = ids.len(),
+                        "claims lapsed while in flight: another replica may send them too"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(peer = %peer, error = %e, "cannot renew claims"),
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Renewal {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends one batch of this lane (reports first, then status updates),
+/// claimed for this replica first. Returns how many outbox rows were
+/// settled; claims on rows not settled are given up.
 async fn deliver_once(
     core: &Core,
     peer: &NodeId,
@@ -168,10 +243,7 @@ async fn deliver_once(
     urgent: bool,
 ) -> Result<usize, DeliveryError> {
     let limit = limit as i64;
-    let mut rows = core
-        .store
-        .outbox_lane(peer.as_str(), "report", urgent, limit)
-        .await?;
+    let mut rows = claim(core, peer, "report", urgent, limit).await?;
     // Keep each call well under the peer's message size limit: one report
     // can be ~800 KiB (100 URLs of 8 KiB), so 64 of them would not fit.
     let mut total = 0usize;
@@ -183,24 +255,48 @@ async fn deliver_once(
         })
         .count()
         .max(1);
-    rows.truncate(fits);
-    if !rows.is_empty() {
-        return send_reports(core, peer, client, rows).await;
+    if fits < rows.len() {
+        let rest: Vec<i64> = rows.drain(fits..).map(|r| r.id).collect();
+        core.store
+            .release_claims(&rest, &core.replica, None)
+            .await?;
     }
-    let rows = core
-        .store
-        .outbox_lane(peer.as_str(), "status", urgent, limit)
-        .await?;
-    if !rows.is_empty() {
-        return send_statuses(core, peer, client, rows).await;
+    let (rows, reports) = if rows.is_empty() {
+        (claim(core, peer, "status", urgent, limit).await?, false)
+    } else {
+        (rows, true)
+    };
+    if rows.is_empty() {
+        return Ok(0);
     }
-    Ok(0)
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let renewal = Renewal::start(core, peer, ids.clone());
+    let result = if reports {
+        send_reports(core, peer, client, rows).await
+    } else {
+        send_statuses(core, peer, client, rows).await
+    };
+    drop(renewal);
+    // Rows settled are gone; failed ones were released with their error;
+    // whatever is left (skipped, or a store error) is given up here.
+    if !matches!(&result, Ok(n) if *n == ids.len())
+        && let Err(e) = core.store.release_claims(&ids, &core.replica, None).await
+    {
+        tracing::warn!(peer = %peer, error = %e, "cannot release claims (they lapse with their lease)");
+    }
+    result
 }
 
+/// Records a failed attempt on these rows and gives up their claims, so
+/// any replica may retry them (this one after its backoff).
 async fn fail(core: &Core, rows: &[OutboxRow], error: String) -> DeliveryError {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let shown: String = error.chars().take(500).collect();
-    if let Err(e) = core.store.outbox_failed(&ids, &shown).await {
+    if let Err(e) = core
+        .store
+        .release_claims(&ids, &core.replica, Some(&shown))
+        .await
+    {
         return e.into();
     }
     DeliveryError::Rpc(shown)
@@ -250,7 +346,8 @@ async fn send_reports(
             let shown = format!("{:?}: {}", status.code(), status.message());
             let failed = fail(core, &rows, shown.clone()).await;
             if status.code() == tonic::Code::InvalidArgument {
-                return Err(DeliveryError::Refused(shown));
+                let head = (rows.len() == 1).then(|| Box::new(rows[0].clone()));
+                return Err(DeliveryError::Refused(shown, head));
             }
             return Err(failed);
         }
@@ -655,23 +752,15 @@ async fn send_statuses(
     Ok(kept.len())
 }
 
-/// Marks the first queued report for `peer` as refused by it, with the
-/// peer's reason, and takes it out of the queue.
-async fn refuse_head(
+/// Marks a queued report the peer refused on its own as refused by it,
+/// with the peer's reason, and takes it out of the queue (unless another
+/// replica settled it meanwhile).
+async fn refuse_row(
     core: &Core,
     peer: &NodeId,
     reason: &str,
-    urgent: bool,
+    row: &OutboxRow,
 ) -> Result<(), DeliveryError> {
-    let Some(row) = core
-        .store
-        .outbox_lane(peer.as_str(), "report", urgent, 1)
-        .await?
-        .into_iter()
-        .next()
-    else {
-        return Ok(());
-    };
     let now = Core::now_ms();
     let mut tx = core.store.begin().await?;
     if !tx.dequeue(row.id).await? {

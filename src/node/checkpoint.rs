@@ -31,11 +31,21 @@ pub fn origin(core: &Core) -> String {
 /// matches the last checkpoint it signed: a node never signs two
 /// inconsistent histories.
 pub async fn make(core: &Core) -> Result<CheckpointRow, NodeError> {
+    make_if_older(core, None).await
+}
+
+/// `make`, but keeping the latest checkpoint when it was signed less than
+/// `min_age_ms` ago. Decided under the writer lock: of several replicas
+/// on one database whose schedules come due together, one signs and the
+/// others find its checkpoint, so a checkpoint is signed once per interval
+/// by one replica at a time, each extending the one before.
+async fn make_if_older(core: &Core, min_age_ms: Option<i64>) -> Result<CheckpointRow, NodeError> {
     let mut tx = core.store.begin().await?;
     let size = tx.audit_size().await?;
     let last = tx.latest_checkpoint().await?;
     if let Some(l) = &last
-        && u64::try_from(l.size).ok() == Some(size)
+        && (u64::try_from(l.size).ok() == Some(size)
+            || min_age_ms.is_some_and(|age| Core::now_ms() - l.created_at_ms < age))
     {
         return Ok(l.clone());
     }
@@ -232,7 +242,10 @@ pub async fn run_schedule(
             _ = tokio::time::sleep(core.config.checkpoint_interval) => {}
             _ = shutdown.changed() => return,
         }
-        if let Err(e) = make(&core).await {
+        // Half an interval: replicas started at different times still
+        // sign about once per interval between them.
+        let min_age = i64::try_from(core.config.checkpoint_interval.as_millis() / 2).ok();
+        if let Err(e) = make_if_older(&core, min_age).await {
             tracing::error!(error = %e, "scheduled checkpoint failed");
         }
     }

@@ -97,6 +97,9 @@ pub struct Core {
     pub generation: tokio::sync::watch::Sender<u64>,
     pub started_at_ms: i64,
     pub me: NodeId,
+    /// This process's replica id (`delivery.replica`, or generated): the
+    /// holder of its claims on outbox rows, and in its logs.
+    pub replica: String,
     key: std::sync::RwLock<Arc<NodeKey>>,
     pub store: Store,
     pub geo: &'static GeoDb,
@@ -335,6 +338,24 @@ impl NodeHandle {
     }
 }
 
+/// A replica id for a process that was given none: host name, process id
+/// and a random part (two processes on one host never share one).
+fn generated_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .take(40)
+        .collect();
+    let host = if host.is_empty() { "host".into() } else { host };
+    let random: u32 = rand::random();
+    format!("{host}-{}-{random:08x}", std::process::id())
+}
+
 /// Starts a node on `config.listen`.
 pub async fn start(config: NodeConfig) -> Result<NodeHandle, StartError> {
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -375,6 +396,29 @@ pub async fn start_with_listener(
     checkpoint::check_latest(&store)
         .await
         .map_err(StartError::AuditIntegrity)?;
+    let replica = config
+        .delivery
+        .replica
+        .clone()
+        .unwrap_or_else(generated_replica_id);
+    // Claims left by an earlier run: on SQLite every claim is this
+    // process's (one process per file); on PostgreSQL only those under
+    // this replica's configured id (other replicas' claims lapse with
+    // their leases).
+    let holder = match (&store, &config.delivery.replica) {
+        (Store::Sqlite(_), _) => Some(None),
+        (Store::Postgres(_), Some(id)) => Some(Some(id.as_str())),
+        (Store::Postgres(_), None) => None,
+    };
+    if let Some(holder) = holder {
+        store
+            .release_claims_of(holder)
+            .await
+            .map_err(|source| StartError::Store {
+                path: config.database.display().to_string(),
+                source,
+            })?;
+    }
     let geo = GeoDb::embedded()?;
     let peers: Vec<_> = config
         .directory
@@ -404,6 +448,7 @@ pub async fn start_with_listener(
         client_tls: client_tls.clone(),
         generation: tokio::sync::watch::channel(0).0,
         me: me.clone(),
+        replica: replica.clone(),
         key: std::sync::RwLock::new(Arc::new(key)),
         store,
         geo,
@@ -467,6 +512,7 @@ pub async fn start_with_listener(
         watch.clone(),
     ));
     tasks.spawn(checkpoint::run_schedule(core.clone(), watch.clone()));
+    tasks.spawn(crate::federation::wakeups::run(core.clone(), watch.clone()));
     tasks.spawn(retention::run_schedule(core.clone(), watch.clone()));
     let mut metrics_addr = None;
     if let Some(listen) = core.config.metrics_listen {
@@ -479,7 +525,7 @@ pub async fn start_with_listener(
         metrics_addr = listener.local_addr().ok();
         tasks.spawn(crate::metrics::serve(core.clone(), listener, watch.clone()));
     }
-    tracing::info!(node = %me, %addr, "node started");
+    tracing::info!(node = %me, %addr, replica = %replica, backend = core.store.backend(), "node started");
     Ok(NodeHandle {
         addr,
         metrics_addr,

@@ -70,6 +70,8 @@ const TABLES: &[Table] = &[
             ("handed_off_by", Text),
         ],
     ),
+    // Claims (`claimed_by`, `lease_until_ms`) are not copied: the copy's
+    // queue starts unclaimed, for whichever replica starts first.
     (
         "outbox",
         "id",

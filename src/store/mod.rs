@@ -214,6 +214,10 @@ pub struct OutboxRow {
     pub attempts: i64,
     /// 1 when `body` is a `Returned` rather than a `Signed` status update.
     pub returned: i64,
+    /// From a claim: the replica whose lapsed claim this one replaced
+    /// (PostgreSQL; None when the row was unclaimed).
+    #[sqlx(default)]
+    pub taken_from: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -420,6 +424,15 @@ impl Store {
         }
     }
 
+    /// On PostgreSQL, a listener for the outbox work other processes on
+    /// the same database (replicas) commit; None on SQLite (one process).
+    pub async fn work_listener(&self) -> Result<Option<postgres::WorkListener>, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(s) => Ok(Some(s.work_listener().await?)),
+        }
+    }
+
     /// Closes the database (SQLite: folds the WAL back into the file).
     pub async fn close(&self) {
         dispatch!(self, close())
@@ -535,6 +548,59 @@ impl Store {
     /// Records a failed attempt for these outbox rows.
     pub async fn outbox_failed(&self, ids: &[i64], error: &str) -> Result<(), StoreError> {
         dispatch!(self, outbox_failed(ids, error))
+    }
+
+    /// Claims the next rows of one lane of `peer` for `holder` (a
+    /// replica's id): up to `limit` rows, in order, whose claim is absent
+    /// or lapsed (`lease_until_ms <= now_ms`), leased until `now_ms +
+    /// lease_ms`. Two claimers never get the same row while its lease
+    /// lasts; a dead replica's rows are claimable again once it lapsed.
+    /// The row leaves the outbox only through `Tx::dequeue`, in the
+    /// transaction that records the peer's answer.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn claim_outbox(
+        &self,
+        peer: &str,
+        kind: &str,
+        urgent: bool,
+        limit: i64,
+        holder: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        dispatch!(
+            self,
+            claim_outbox(peer, kind, urgent, limit, holder, now_ms, lease_ms)
+        )
+    }
+
+    /// Renews `holder`'s claims on these rows until `until_ms`; returns
+    /// how many it still holds (a lapsed claim may have been taken over).
+    pub async fn extend_claims(
+        &self,
+        ids: &[i64],
+        holder: &str,
+        until_ms: i64,
+    ) -> Result<u64, StoreError> {
+        dispatch!(self, extend_claims(ids, holder, until_ms))
+    }
+
+    /// Gives up `holder`'s claims on these rows, so any replica may send
+    /// them again; with `error`, a failed attempt is recorded on each.
+    pub async fn release_claims(
+        &self,
+        ids: &[i64],
+        holder: &str,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, release_claims(ids, holder, error))
+    }
+
+    /// Gives up every claim of `holder` (a replica restarting under the
+    /// same id), or every claim (`None`: a node that is the only process
+    /// on its database). Returns how many were released.
+    pub async fn release_claims_of(&self, holder: Option<&str>) -> Result<u64, StoreError> {
+        dispatch!(self, release_claims_of(holder))
     }
 
     pub async fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {

@@ -26,6 +26,11 @@ use crate::audit::merkle::Hash;
 /// server but not a database do not wait for each other.
 pub const WRITER_LOCK: i64 = 0x616c_6572_7472_6c79;
 
+/// The `LISTEN`/`NOTIFY` channel on which a committed transaction that
+/// queued outbox work says so, for the other replicas' workers: the
+/// payload is `u PEER` (urgent lane) or `b PEER` (bulk lane).
+pub const WORK_CHANNEL: &str = "alertrelay_outbox";
+
 /// Connection options from a `postgres://` URL, with durable commits and
 /// the application name set.
 pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
@@ -67,6 +72,8 @@ async fn leaf_hashes<'e>(e: impl sqlx::PgExecutor<'e>, size: u64) -> Result<Vec<
 pub struct Store {
     writer: PgPool,
     reader: PgPool,
+    /// For the work listener's own connection.
+    options: std::sync::Arc<PgConnectOptions>,
     /// Bulk transactions queue here, one at a time (see
     /// `store::Store::begin_bulk`).
     bulk_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
@@ -89,13 +96,29 @@ impl Store {
         let reader = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         Ok(Store {
             writer,
             reader,
+            options: std::sync::Arc::new(options),
             bulk_gate: Default::default(),
         })
+    }
+
+    /// A connection listening on [`WORK_CHANNEL`]: what other replicas
+    /// queued, as (peer, urgent).
+    pub async fn work_listener(&self) -> Result<WorkListener, StoreError> {
+        // A connection of its own (a listener holds its connection), in a
+        // pool of one that sqlx reconnects through after a loss.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with((*self.options).clone())
+            .await?;
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+        listener.listen(WORK_CHANNEL).await?;
+        Ok(WorkListener { listener })
     }
 
     pub async fn close(&self) {
@@ -110,7 +133,11 @@ impl Store {
             .bind(WRITER_LOCK)
             .execute(&mut *tx)
             .await?;
-        Ok(Tx { tx, _bulk: None })
+        Ok(Tx {
+            tx,
+            _bulk: None,
+            notify: Vec::new(),
+        })
     }
 
     /// A write transaction for bulk work, behind this process's bulk gate.
@@ -326,6 +353,102 @@ impl Store {
         tx.commit().await
     }
 
+    /// Claims up to `limit` rows of one lane of `peer` whose claim is
+    /// absent or lapsed, for `holder` until `now_ms + lease_ms`, in order.
+    /// `FOR UPDATE SKIP LOCKED`: concurrent claimers (other replicas) skip
+    /// each other's rows instead of waiting, and never get the same row.
+    /// Not under [`WRITER_LOCK`]: claims do not queue behind commits.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn claim_outbox(
+        &self,
+        peer: &str,
+        kind: &str,
+        urgent: bool,
+        limit: i64,
+        holder: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut rows: Vec<OutboxRow> = sqlx::query_as(
+            "WITH c AS (SELECT id, claimed_by AS prev FROM outbox
+                        WHERE peer = $3 AND kind = $4 AND urgent = $5
+                          AND (lease_until_ms IS NULL OR lease_until_ms <= $6)
+                        ORDER BY id LIMIT $7
+                        FOR UPDATE SKIP LOCKED)
+             UPDATE outbox o SET claimed_by = $1, lease_until_ms = $2
+             FROM c WHERE o.id = c.id
+             RETURNING o.id, o.peer, o.kind, o.urgent, o.report_seq, o.body, o.attempts,
+                       o.returned, c.prev AS taken_from",
+        )
+        .bind(holder)
+        .bind(now_ms.saturating_add(lease_ms))
+        .bind(peer)
+        .bind(kind)
+        .bind(i64::from(urgent))
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&self.writer)
+        .await?;
+        rows.sort_by_key(|r| r.id);
+        Ok(rows)
+    }
+
+    /// Moves the lease of `holder`'s claims on these rows to `until_ms`;
+    /// returns how many it still holds.
+    pub async fn extend_claims(
+        &self,
+        ids: &[i64],
+        holder: &str,
+        until_ms: i64,
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE outbox SET lease_until_ms = $1 WHERE id = ANY($2) AND claimed_by = $3",
+        )
+        .bind(until_ms)
+        .bind(ids)
+        .bind(holder)
+        .execute(&self.writer)
+        .await?
+        .rows_affected())
+    }
+
+    /// Gives up `holder`'s claims on these rows; with `error`, records a
+    /// failed attempt for each row too. Not under [`WRITER_LOCK`].
+    pub async fn release_claims(
+        &self,
+        ids: &[i64],
+        holder: &str,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET
+                attempts = attempts + CASE WHEN $1::TEXT IS NULL THEN 0 ELSE 1 END,
+                last_error = COALESCE($1, last_error),
+                claimed_by = CASE WHEN claimed_by = $3 THEN NULL ELSE claimed_by END,
+                lease_until_ms = CASE WHEN claimed_by = $3 THEN NULL ELSE lease_until_ms END
+             WHERE id = ANY($2)",
+        )
+        .bind(error)
+        .bind(ids)
+        .bind(holder)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives up every claim of `holder`, or every claim at all (`None`).
+    /// Returns how many were released.
+    pub async fn release_claims_of(&self, holder: Option<&str>) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE outbox SET claimed_by = NULL, lease_until_ms = NULL
+             WHERE claimed_by IS NOT NULL AND ($1::TEXT IS NULL OR claimed_by = $1)",
+        )
+        .bind(holder)
+        .execute(&self.writer)
+        .await?
+        .rows_affected())
+    }
+
     pub async fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
         latest_checkpoint(&self.reader).await
     }
@@ -502,11 +625,33 @@ impl Store {
     }
 }
 
+/// Notifications of outbox work committed by any process on the database.
+pub struct WorkListener {
+    listener: sqlx::postgres::PgListener,
+}
+
+impl WorkListener {
+    /// The next lane with new work: (peer, urgent). After a lost
+    /// connection sqlx reconnects; what was said meanwhile is lost (the
+    /// workers' idle poll finds it).
+    pub async fn next(&mut self) -> Result<(String, bool), StoreError> {
+        loop {
+            let n = self.listener.recv().await?;
+            if let Some((lane, peer)) = n.payload().split_once(' ') {
+                return Ok((peer.to_owned(), lane == "u"));
+            }
+        }
+    }
+}
+
 /// One write transaction. Dropping it without `commit` rolls back.
 pub struct Tx {
     tx: Transaction<'static, Postgres>,
     /// Held by a bulk transaction until it ends.
     _bulk: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// The lanes this transaction queued work for (`WORK_CHANNEL`
+    /// payloads), announced when it commits.
+    notify: Vec<String>,
 }
 
 /// A case worked here that new reports of the same content may join.
@@ -518,7 +663,15 @@ macro_rules! open_case {
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<(), StoreError> {
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        if !self.notify.is_empty() {
+            // Delivered to the listeners only if and when this commits.
+            sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::TEXT[]) AS p")
+                .bind(WORK_CHANNEL)
+                .bind(&self.notify)
+                .execute(&mut *self.tx)
+                .await?;
+        }
         self.tx.commit().await?;
         Ok(())
     }
@@ -1146,6 +1299,10 @@ impl Tx {
         .bind(returned)
         .execute(&mut *self.tx)
         .await?;
+        let lane = format!("{} {peer}", if urgent { 'u' } else { 'b' });
+        if !self.notify.contains(&lane) {
+            self.notify.push(lane);
+        }
         Ok(())
     }
 

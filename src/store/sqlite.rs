@@ -343,6 +343,112 @@ impl Store {
         Ok(())
     }
 
+    /// Claims up to `limit` rows of one lane of `peer` whose claim is
+    /// absent or lapsed, for `holder` until `now_ms + lease_ms`, in order.
+    /// One statement on the single writer connection.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn claim_outbox(
+        &self,
+        peer: &str,
+        kind: &str,
+        urgent: bool,
+        limit: i64,
+        holder: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut rows: Vec<OutboxRow> = sqlx::query_as(
+            "UPDATE outbox SET claimed_by = ?, lease_until_ms = ?
+             WHERE id IN (SELECT id FROM outbox
+                          WHERE peer = ? AND kind = ? AND urgent = ?
+                            AND (lease_until_ms IS NULL OR lease_until_ms <= ?)
+                          ORDER BY id LIMIT ?)
+             RETURNING id, peer, kind, urgent, report_seq, body, attempts, returned",
+        )
+        .bind(holder)
+        .bind(now_ms.saturating_add(lease_ms))
+        .bind(peer)
+        .bind(kind)
+        .bind(urgent)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&self.writer)
+        .await?;
+        rows.sort_by_key(|r| r.id);
+        Ok(rows)
+    }
+
+    /// Moves the lease of `holder`'s claims on these rows to `until_ms`;
+    /// returns how many it still holds.
+    pub async fn extend_claims(
+        &self,
+        ids: &[i64],
+        holder: &str,
+        until_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let mut n = 0;
+        for id in ids {
+            n +=
+                sqlx::query("UPDATE outbox SET lease_until_ms = ? WHERE id = ? AND claimed_by = ?")
+                    .bind(until_ms)
+                    .bind(id)
+                    .bind(holder)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Gives up `holder`'s claims on these rows; with `error`, records a
+    /// failed attempt for each row too.
+    pub async fn release_claims(
+        &self,
+        ids: &[i64],
+        holder: &str,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for id in ids {
+            if let Some(error) = error {
+                sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                )
+                .bind(error)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "UPDATE outbox SET claimed_by = NULL, lease_until_ms = NULL
+                 WHERE id = ? AND claimed_by = ?",
+            )
+            .bind(id)
+            .bind(holder)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Gives up every claim of `holder`, or every claim at all (`None`):
+    /// a replica starting again under the same id, or a SQLite node (one
+    /// process) starting. Returns how many were released.
+    pub async fn release_claims_of(&self, holder: Option<&str>) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE outbox SET claimed_by = NULL, lease_until_ms = NULL
+             WHERE claimed_by IS NOT NULL AND (? IS NULL OR claimed_by = ?)",
+        )
+        .bind(holder)
+        .bind(holder)
+        .execute(&self.writer)
+        .await?
+        .rows_affected())
+    }
+
     pub async fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
         latest_checkpoint(&self.reader).await
     }

@@ -29,6 +29,7 @@ pub fn fast_delivery() -> RawDelivery {
         retry_max_ms: 200,
         batch_size: 64,
         request_timeout_ms: 5_000,
+        ..RawDelivery::default()
     }
 }
 

@@ -131,6 +131,40 @@ impl Cluster {
         Cluster { dir, nodes }
     }
 
+    /// Sets `key = value` (a key `federation init` writes once; `value` as
+    /// TOML, strings quoted) in node `i`'s node.toml, effective at its
+    /// next start.
+    pub fn set(&mut self, i: usize, key: &str, value: &str) {
+        let path = self.nodes[i].config.path.clone();
+        set_toml_value(&path, key, value);
+        self.nodes[i].config = NodeConfig::load(&path).expect("load the edited node.toml");
+    }
+
+    /// Adds a replica of node `i`: the same node (id, certificates, keys,
+    /// database), its own node.toml beside the original with its own
+    /// loopback port and `delivery.replica = replica`. Returns its index;
+    /// it is started like any node.
+    pub fn add_replica(&mut self, i: usize, replica: &str) -> usize {
+        let src = self.nodes[i].config.path.clone();
+        let path = src.with_file_name(format!("node-{replica}.toml"));
+        std::fs::copy(&src, &path).expect("copy node.toml");
+        let port = free_port_block(1);
+        set_toml_value(&path, "listen", &format!("\"127.0.0.1:{port}\""));
+        set_toml_value(&path, "replica", &format!("\"{replica}\""));
+        let config = NodeConfig::load(&path).expect("load the replica's node.toml");
+        let id = self.nodes[i].id.clone();
+        self.nodes.push(Node {
+            log: self.dir.path().join(format!("{id}-{replica}")),
+            id,
+            client: operator_client(&config),
+            config,
+            child: None,
+            armed: None,
+            runs: 0,
+        });
+        self.nodes.len() - 1
+    }
+
     pub fn index(&self, id: &str) -> usize {
         self.nodes
             .iter()
