@@ -454,6 +454,7 @@ fn sign_bytes(fed: &Federation, signer: usize, purpose: Purpose, payload: Vec<u8
     let key = fed.signing_key(signer);
     pb::Signed {
         signature: key.sign(purpose, &payload).to_vec(),
+        batch: None,
         payload,
         signer: fed.id(signer).to_string(),
         key_id: key.key_id().to_owned(),

@@ -22,6 +22,8 @@ pub enum Purpose {
     /// A relay passing a receipt or status update back towards the origin.
     ReturnHop,
     Receipt,
+    /// One signature over a batch of receipts (`ReceiptBatch`).
+    ReceiptBatch,
     Status,
     /// An origin's retraction or correction of a report it sent.
     Amendment,
@@ -38,6 +40,7 @@ impl Purpose {
             Purpose::Hop => b"alertrelay/v1/hop\0",
             Purpose::ReturnHop => b"alertrelay/v1/return-hop\0",
             Purpose::Receipt => b"alertrelay/v1/receipt\0",
+            Purpose::ReceiptBatch => b"alertrelay/v1/receipt-batch\0",
             Purpose::Status => b"alertrelay/v1/status\0",
             Purpose::Amendment => b"alertrelay/v1/amendment\0",
             Purpose::Checkpoint => b"alertrelay/v1/checkpoint\0",

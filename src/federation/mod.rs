@@ -40,6 +40,9 @@ pub struct PeerLink {
     /// The peer contacted us: it is up, so stop backing off (each lane).
     pub contact: Notify,
     pub contact_urgent: Notify,
+    /// The bulk lane found a full batch of reports: a backlog, which a
+    /// second sender helps drain (its batches overlap the first's).
+    pub backlog: Notify,
     pub status: Mutex<PeerStatus>,
 }
 

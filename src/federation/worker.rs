@@ -50,8 +50,53 @@ pub async fn run(core: Arc<Core>, peer: NodeId, channel: Channel, shutdown: watc
         shutdown.clone(),
         true,
     ));
+    let second = tokio::spawn(second_sender(
+        core.clone(),
+        peer.clone(),
+        client.clone(),
+        shutdown.clone(),
+    ));
     lane(core, peer, client, shutdown, false).await;
     let _ = urgent.await;
+    let _ = second.await;
+}
+
+/// A second sender of bulk reports, active while the bulk lane finds a
+/// backlog: it claims its own batches (claimed rows are never claimed
+/// twice), so one batch is stored here while the next is on the wire or
+/// at the peer. Reports only: status updates keep their order in the one
+/// bulk lane. On any failure it goes quiet and leaves retrying, backoff and
+/// the peer's state to the bulk lane.
+async fn second_sender(
+    core: Arc<Core>,
+    peer: NodeId,
+    mut client: FederationClient<Channel>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(link) = core.peers.get(&peer).cloned() else {
+        return;
+    };
+    let limit = core.config.delivery.batch_size;
+    loop {
+        tokio::select! {
+            _ = link.backlog.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            yield_to_urgent(&core, &peer).await;
+            match deliver_reports(&core, &peer, &mut client, limit, false).await {
+                Ok(n) if n == limit => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::debug!(peer = %peer, error = %e, "second sender stops: the bulk lane retries");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 async fn lane(
@@ -112,6 +157,9 @@ async fn lane(
                     s.next_attempt_ms = None;
                 });
                 backoff.reset();
+                if !urgent && n == limit {
+                    link.backlog.notify_one();
+                }
                 if n == 0 {
                     tokio::select! {
                         _ = wake.notified() => {}
@@ -242,6 +290,25 @@ async fn deliver_once(
     limit: usize,
     urgent: bool,
 ) -> Result<usize, DeliveryError> {
+    let n = deliver_reports(core, peer, client, limit, urgent).await?;
+    if n > 0 {
+        return Ok(n);
+    }
+    let rows = claim(core, peer, "status", urgent, limit as i64).await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    send_claimed(core, peer, client, rows, false).await
+}
+
+/// Claims and sends one batch of this lane's reports.
+async fn deliver_reports(
+    core: &Core,
+    peer: &NodeId,
+    client: &mut FederationClient<Channel>,
+    limit: usize,
+    urgent: bool,
+) -> Result<usize, DeliveryError> {
     let limit = limit as i64;
     let mut rows = claim(core, peer, "report", urgent, limit).await?;
     // Keep each call well under the peer's message size limit: one report
@@ -261,14 +328,21 @@ async fn deliver_once(
             .release_claims(&rest, &core.replica, None)
             .await?;
     }
-    let (rows, reports) = if rows.is_empty() {
-        (claim(core, peer, "status", urgent, limit).await?, false)
-    } else {
-        (rows, true)
-    };
     if rows.is_empty() {
         return Ok(0);
     }
+    send_claimed(core, peer, client, rows, true).await
+}
+
+/// Sends claimed rows (reports or status updates), renewing their lease
+/// while the call is in flight; whatever is not settled is released.
+async fn send_claimed(
+    core: &Core,
+    peer: &NodeId,
+    client: &mut FederationClient<Channel>,
+    rows: Vec<OutboxRow>,
+    reports: bool,
+) -> Result<usize, DeliveryError> {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let renewal = Renewal::start(core, peer, ids.clone());
     let result = if reports {
@@ -381,11 +455,21 @@ async fn send_reports(
             .collect();
         let (peer, directory) = (peer.clone(), core.directory());
         tokio::task::spawn_blocking(move || {
+            let mut cache = wire::BatchCache::default();
             checks
                 .iter()
                 .map(|(signed, id, digest)| {
                     signed.as_ref().and_then(|s| {
-                        wire::open_receipt(s, &peer, id, digest, &directory, now).ok()
+                        wire::open_receipt_cached(
+                            s,
+                            &peer,
+                            id,
+                            digest,
+                            &directory,
+                            now,
+                            Some(&mut cache),
+                        )
+                        .ok()
                     })
                 })
                 .collect()

@@ -242,38 +242,33 @@ async fn store_chunk(
             (k.clone(), why)
         }));
     }
-    // Their receipts, signed together off the async threads.
-    let to_sign: Vec<(String, String, [u8; 32])> = chunk
+    // Their receipts, signed together with one signature (each with its
+    // own inclusion proof), off the async threads.
+    let bodies: Vec<pb::Receipt> = chunk
         .iter()
         .zip(&plain)
         .filter(|(_, p)| p.is_some())
-        .map(|((r, _), _)| (r.payload.report_id.clone(), r.origin.to_string(), r.digest))
+        .map(|((r, _), _)| {
+            wire::receipt_body(
+                &core.me,
+                &r.payload.report_id,
+                r.origin.as_str(),
+                &r.digest,
+                pb::ReceiptOutcome::Stored,
+                "",
+                "",
+                &[],
+                now,
+            )
+        })
         .collect();
-    let mut receipts = if to_sign.is_empty() {
+    let mut receipts = if bodies.is_empty() {
         Vec::new()
     } else {
         let (key, me) = (core.key(), core.me.clone());
-        tokio::task::spawn_blocking(move || {
-            to_sign
-                .iter()
-                .map(|(id, origin, digest)| {
-                    wire::receipt_relaying(
-                        &key,
-                        &me,
-                        id,
-                        origin,
-                        digest,
-                        pb::ReceiptOutcome::Stored,
-                        "",
-                        "",
-                        &[],
-                        now,
-                    )
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|_| NodeError::Internal("signing task failed"))?
+        tokio::task::spawn_blocking(move || wire::sign_receipts(&key, &me, &bodies, now))
+            .await
+            .map_err(|_| NodeError::Internal("signing task failed"))?
     }
     .into_iter();
     let mut results = Vec::with_capacity(chunk.len());

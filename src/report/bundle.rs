@@ -206,7 +206,7 @@ pub fn verify_export(
                 s.key_id, s.signer
             ))
         })?;
-        verify(&key, purpose, &s.payload, &s.signature).map_err(|_| {
+        crate::report::wire::verify_signed(&key, purpose, s, None).map_err(|_| {
             ProofError::Invalid(format!(
                 "{what}: the signature of {} does not verify",
                 s.signer

@@ -58,6 +58,7 @@ pub fn sign<M: Message>(key: &NodeKey, signer: &NodeId, purpose: Purpose, msg: &
         signer: signer.to_string(),
         key_id: key.key_id().to_owned(),
         signature,
+        batch: None,
     }
 }
 
@@ -69,6 +70,19 @@ pub fn open<M: Message + Default>(
     what: &'static str,
     directory: &Directory,
     now_ms: i64,
+) -> Result<(NodeId, M), WireError> {
+    open_cached(signed, purpose, what, directory, now_ms, None)
+}
+
+/// `open`, remembering batch signatures already verified in `cache` (the
+/// receipts of one batch share one signature: it is checked once).
+pub fn open_cached<M: Message + Default>(
+    signed: &pb::Signed,
+    purpose: Purpose,
+    what: &'static str,
+    directory: &Directory,
+    now_ms: i64,
+    cache: Option<&mut BatchCache>,
 ) -> Result<(NodeId, M), WireError> {
     let signer =
         NodeId::new(&signed.signer).map_err(|_| WireError::UnknownSigner(signed.signer.clone()))?;
@@ -84,8 +98,7 @@ pub fn open<M: Message + Default>(
             signer: signer.to_string(),
             key_id: shown(&signed.key_id),
         })?;
-    verify(key, purpose, &signed.payload, &signed.signature)
-        .map_err(|_| WireError::BadSignature(what))?;
+    verify_signed(key, purpose, signed, cache).map_err(|_| WireError::BadSignature(what))?;
     let msg = M::decode(signed.payload.as_slice()).map_err(|_| WireError::Malformed(what))?;
     // prost drops unknown fields silently: a re-encoding that differs means
     // the signed bytes carry something we would not see.
@@ -507,6 +520,179 @@ fn check_evidence_text(
     Ok(())
 }
 
+/// Batch signatures already verified (signer, key id, signed root bytes,
+/// signature), so the receipts of one batch cost one verification.
+#[derive(Default)]
+pub struct BatchCache(Vec<(String, String, Vec<u8>, Vec<u8>)>);
+
+/// Checks `signed`'s signature by `key` for `purpose`: over the payload,
+/// or — for a receipt signed as part of a batch — over the batch root, with
+/// the payload's inclusion in it.
+pub fn verify_signed(
+    key: &ed25519_dalek::VerifyingKey,
+    purpose: Purpose,
+    signed: &pb::Signed,
+    cache: Option<&mut BatchCache>,
+) -> Result<(), &'static str> {
+    let Some(batch) = &signed.batch else {
+        return verify(key, purpose, &signed.payload, &signed.signature)
+            .map_err(|_| "bad signature");
+    };
+    if purpose != Purpose::Receipt {
+        return Err("only receipts are signed in batches");
+    }
+    let known = cache.as_ref().is_some_and(|c| {
+        c.0.iter().any(|(s, k, r, sig)| {
+            *s == signed.signer
+                && *k == signed.key_id
+                && *r == batch.root
+                && *sig == signed.signature
+        })
+    });
+    if !known {
+        verify(key, Purpose::ReceiptBatch, &batch.root, &signed.signature)
+            .map_err(|_| "bad batch signature")?;
+        if let Some(c) = cache {
+            c.0.push((
+                signed.signer.clone(),
+                signed.key_id.clone(),
+                batch.root.clone(),
+                signed.signature.clone(),
+            ));
+        }
+    }
+    let root = pb::ReceiptBatch::decode(batch.root.as_slice()).map_err(|_| "bad batch root")?;
+    if root.encode_to_vec() != batch.root || root.receiver != signed.signer {
+        return Err("bad batch root");
+    }
+    let tree_hash: Hash = root
+        .tree_hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| "bad batch root")?;
+    let path = batch
+        .path
+        .iter()
+        .map(|h| Hash::try_from(h.as_slice()).map_err(|_| "bad batch path"))
+        .collect::<Result<Vec<_>, _>>()?;
+    crate::audit::merkle::verify_inclusion(
+        &crate::audit::merkle::leaf_hash(&signed.payload),
+        batch.index,
+        root.size,
+        &path,
+        &tree_hash,
+    )
+    .map_err(|_| "receipt not in its batch")
+}
+
+type Hash = crate::audit::merkle::Hash;
+
+/// The levels of an RFC 6962 tree built bottom up (an odd node at the end
+/// of a level moves up unchanged): the same tree hash and audit paths as
+/// the recursive definition, every path in one pass.
+fn tree_levels(leaves: Vec<Hash>) -> Vec<Vec<Hash>> {
+    let mut levels = vec![leaves];
+    while levels.last().is_some_and(|l| l.len() > 1) {
+        let below = levels.last().map(Vec::as_slice).unwrap_or_default();
+        let up = below
+            .chunks(2)
+            .map(|pair| match pair {
+                [l, r] => crate::audit::merkle::node_hash(l, r),
+                [one] => *one,
+                _ => unreachable!("chunks of two"),
+            })
+            .collect();
+        levels.push(up);
+    }
+    levels
+}
+
+/// The audit path of leaf `index` in `levels`, bottom up.
+fn audit_path(levels: &[Vec<Hash>], mut index: usize) -> Vec<Hash> {
+    let mut path = Vec::new();
+    for level in &levels[..levels.len().saturating_sub(1)] {
+        let sibling = index ^ 1;
+        if sibling < level.len() {
+            path.push(level[sibling]);
+        }
+        index /= 2;
+    }
+    path
+}
+
+/// Signs many receipts with one signature: each comes back as a `Signed`
+/// carrying its own payload and its inclusion proof in the signed batch.
+pub fn sign_receipts(
+    key: &NodeKey,
+    receiver: &NodeId,
+    receipts: &[pb::Receipt],
+    now_ms: i64,
+) -> Vec<pb::Signed> {
+    if receipts.len() == 1 {
+        return vec![sign(key, receiver, Purpose::Receipt, &receipts[0])];
+    }
+    let payloads: Vec<Vec<u8>> = receipts.iter().map(Message::encode_to_vec).collect();
+    let leaves: Vec<Hash> = payloads
+        .iter()
+        .map(|p| crate::audit::merkle::leaf_hash(p))
+        .collect();
+    let levels = tree_levels(leaves);
+    let tree_hash = levels
+        .last()
+        .and_then(|l| l.first())
+        .copied()
+        .unwrap_or_else(crate::audit::merkle::empty_root);
+    let root = pb::ReceiptBatch {
+        receiver: receiver.to_string(),
+        size: receipts.len() as u64,
+        tree_hash: tree_hash.to_vec(),
+        at_ms: now_ms,
+    }
+    .encode_to_vec();
+    let signature = key.sign(Purpose::ReceiptBatch, &root).to_vec();
+    payloads
+        .into_iter()
+        .enumerate()
+        .map(|(i, payload)| pb::Signed {
+            payload,
+            signer: receiver.to_string(),
+            key_id: key.key_id().to_owned(),
+            signature: signature.clone(),
+            batch: Some(pb::BatchProof {
+                root: root.clone(),
+                index: i as u64,
+                path: audit_path(&levels, i).iter().map(|h| h.to_vec()).collect(),
+            }),
+        })
+        .collect()
+}
+
+/// The unsigned receipt for a report (see `receipt_relaying`).
+#[allow(clippy::too_many_arguments)]
+pub fn receipt_body(
+    receiver: &NodeId,
+    report_id: &str,
+    origin: &str,
+    report_digest: &[u8],
+    outcome: pb::ReceiptOutcome,
+    reason_code: &str,
+    reason: &str,
+    relayed_to: &[String],
+    now_ms: i64,
+) -> pb::Receipt {
+    pb::Receipt {
+        report_id: report_id.to_owned(),
+        origin: origin.to_owned(),
+        report_digest: report_digest.to_vec(),
+        receiver: receiver.to_string(),
+        outcome: outcome as i32,
+        reason_code: reason_code.to_owned(),
+        reason: reason.to_owned(),
+        at_ms: now_ms,
+        relayed_to: relayed_to.to_vec(),
+    }
+}
+
 /// Builds the receipt a receiver signs for a report.
 #[allow(clippy::too_many_arguments)]
 pub fn receipt(
@@ -572,8 +758,35 @@ pub fn open_receipt(
     directory: &Directory,
     now_ms: i64,
 ) -> Result<pb::Receipt, WireError> {
-    let (signer, r): (NodeId, pb::Receipt) =
-        open(signed, Purpose::Receipt, "receipt", directory, now_ms)?;
+    open_receipt_cached(
+        signed,
+        receiver,
+        report_id,
+        report_digest,
+        directory,
+        now_ms,
+        None,
+    )
+}
+
+/// `open_receipt`, checking each batch signature once (see `BatchCache`).
+pub fn open_receipt_cached(
+    signed: &pb::Signed,
+    receiver: &NodeId,
+    report_id: &str,
+    report_digest: &[u8],
+    directory: &Directory,
+    now_ms: i64,
+    cache: Option<&mut BatchCache>,
+) -> Result<pb::Receipt, WireError> {
+    let (signer, r): (NodeId, pb::Receipt) = open_cached(
+        signed,
+        Purpose::Receipt,
+        "receipt",
+        directory,
+        now_ms,
+        cache,
+    )?;
     if &signer != receiver || r.receiver != receiver.as_str() {
         return Err(WireError::IdentityMismatch {
             claimed: shown(&r.receiver),
@@ -781,6 +994,90 @@ mod tests {
     }
 
     #[test]
+    fn batch_trees_match_rfc6962_at_every_size() {
+        use crate::audit::merkle;
+        for n in 1..=70usize {
+            let leaves: Vec<Hash> = (0..n)
+                .map(|i| merkle::leaf_hash(&(i as u64).to_be_bytes()))
+                .collect();
+            let levels = tree_levels(leaves.clone());
+            assert_eq!(levels.last().unwrap()[0], merkle::root(&leaves), "size {n}");
+            for i in 0..n {
+                assert_eq!(
+                    audit_path(&levels, i),
+                    merkle::inclusion_proof(&leaves, i as u64).unwrap(),
+                    "size {n}, leaf {i}"
+                );
+            }
+        }
+    }
+
+    fn receipts_for(n: usize, receiver: &str) -> Vec<pb::Receipt> {
+        (0..n)
+            .map(|i| pb::Receipt {
+                report_id: format!("r{i}"),
+                origin: "AA".into(),
+                report_digest: digest(&[i as u8]).to_vec(),
+                receiver: receiver.into(),
+                outcome: pb::ReceiptOutcome::Stored as i32,
+                at_ms: 5,
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_receipt_of_a_batch_opens_on_its_own_and_only_as_itself() {
+        let kb = NodeKey::generate();
+        let dir = directory(&[("BB", &kb)]);
+        let b = NodeId::new("BB").unwrap();
+        let signed = sign_receipts(&kb, &b, &receipts_for(37, "BB"), 5);
+        assert_eq!(signed.len(), 37);
+        // One signature for the whole batch.
+        assert!(signed.iter().all(|s| s.signature == signed[0].signature));
+        let mut cache = BatchCache::default();
+        for (i, s) in signed.iter().enumerate() {
+            let digest = digest(&[i as u8]);
+            // Alone (as stored, exported, or passed back through relays)…
+            let alone = pb::Signed::decode(s.encode_to_vec().as_slice()).unwrap();
+            let r = open_receipt(&alone, &b, &format!("r{i}"), &digest, &dir, 0).unwrap();
+            assert_eq!(r.report_id, format!("r{i}"));
+            // …and with the batch's signature checked once.
+            open_receipt_cached(s, &b, &format!("r{i}"), &digest, &dir, 0, Some(&mut cache))
+                .unwrap();
+        }
+        assert_eq!(cache.0.len(), 1);
+        // Moved to another position, another payload, a forged root, or
+        // claimed for another purpose: refused.
+        let mut moved = signed[3].clone();
+        moved.batch.as_mut().unwrap().index = 4;
+        assert!(open_receipt(&moved, &b, "r3", &digest(&[3]), &dir, 0).is_err());
+        let mut swapped = signed[3].clone();
+        swapped.payload = signed[4].payload.clone();
+        assert!(open_receipt(&swapped, &b, "r4", &digest(&[4]), &dir, 0).is_err());
+        let mut forged = signed[3].clone();
+        let mut root =
+            pb::ReceiptBatch::decode(forged.batch.as_ref().unwrap().root.as_slice()).unwrap();
+        root.size = 36;
+        forged.batch.as_mut().unwrap().root = root.encode_to_vec();
+        assert!(open_receipt(&forged, &b, "r3", &digest(&[3]), &dir, 0).is_err());
+        // A cached signature does not vouch for a different root.
+        assert!(
+            open_receipt_cached(&forged, &b, "r3", &digest(&[3]), &dir, 0, Some(&mut cache))
+                .is_err()
+        );
+        assert!(matches!(
+            open::<pb::Receipt>(&signed[3], Purpose::Status, "status", &dir, 0),
+            Err(WireError::BadSignature(_))
+        ));
+        // A batch that names another receiver than its signer.
+        let other = sign_receipts(&kb, &NodeId::new("CC").unwrap(), &receipts_for(2, "CC"), 5);
+        let mut claimed = other[0].clone();
+        claimed.signer = "BB".into();
+        assert!(open_receipt(&claimed, &b, "r0", &digest(&[0]), &dir, 0).is_err());
+    }
+
+    #[test]
     fn unknown_fields_inside_a_signed_payload_are_refused() {
         let ka = NodeKey::generate();
         let dir = directory(&[("AA", &ka)]);
@@ -789,6 +1086,7 @@ mod tests {
         payload.extend_from_slice(&[0x98, 0x06, 0x01]);
         let signed = pb::Signed {
             signature: ka.sign(Purpose::Report, &payload).to_vec(),
+            batch: None,
             payload,
             signer: "AA".into(),
             key_id: ka.key_id().into(),

@@ -878,6 +878,12 @@ impl Tx {
             });
             q.build().execute(&mut *self.tx).await?;
         }
+        for r in rows {
+            let lane = format!("{} {}", if r.urgent { 'u' } else { 'b' }, r.peer);
+            if !self.notify.contains(&lane) {
+                self.notify.push(lane);
+            }
+        }
         Ok(())
     }
 
