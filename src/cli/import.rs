@@ -1,5 +1,6 @@
-//! `alertrelay import`: submits every row of a CSV file through the
-//! ordinary `SubmitReport` RPC, several requests in flight. Each row
+//! `alertrelay import`: submits every row of a CSV file through the node's
+//! bulk intake (`SubmitReports`, one stream, many rows in flight, committed
+//! in groups, each row answered once on disk). Each row
 //! carries a `submission_id` derived from the file's SHA-256 and the row's
 //! line number, so a re-run (after a crash, a lost answer, Ctrl-C) never
 //! submits a row twice: the node answers with the original report.
@@ -94,25 +95,43 @@ pub(crate) async fn run(
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.clamp(1, 64)));
-    let mut tasks = tokio::task::JoinSet::new();
-    for row in rows {
-        let permit = permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| anyhow!("import stopped"))?;
-        let mut client = client.clone();
-        let bar = bar.clone();
-        tasks.spawn(async move {
-            let result = send(&mut client, row).await;
-            drop(permit);
-            bar.inc(1);
-            result
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        results.push(r.map_err(|e| anyhow!("an import task failed: {e}"))?);
+    // One stream; rows it did not answer (the stream broke off) are sent
+    // again on a new one: their submission ids make that safe.
+    let mut pending = rows;
+    let mut attempt = 0u64;
+    while !pending.is_empty() {
+        attempt += 1;
+        let (answered, left, error) =
+            stream(&mut client.clone(), pending, concurrency.max(1), &bar).await;
+        results.extend(answered);
+        pending = left;
+        let error = match error {
+            None if !pending.is_empty() => Some(tonic::Status::unavailable(
+                "the node ended the stream before answering every row",
+            )),
+            e => e,
+        };
+        match error {
+            None => {}
+            Some(s)
+                if attempt < 5
+                    && matches!(
+                        s.code(),
+                        tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                    ) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            }
+            Some(s) => {
+                let reason = format!("{:?}: {}", s.code(), s.message());
+                results.extend(pending.drain(..).map(|row| RowResult {
+                    row: row.line,
+                    status: "refused",
+                    report_id: String::new(),
+                    reason: reason.clone(),
+                }));
+            }
+        }
     }
     bar.finish_and_clear();
     results.sort_by_key(|r| r.row);
@@ -288,47 +307,87 @@ pub fn submission_id(file_hash: &str, line: u64) -> String {
     format!("import-{}-{line}", &file_hash[..32.min(file_hash.len())])
 }
 
-async fn send(
+/// Sends `rows` on one `SubmitReports` stream with at most `window`
+/// unanswered; returns the answered rows, the rows left unanswered, and the
+/// status the stream ended with, if it broke off.
+async fn stream(
     client: &mut crate::pb::operator_client::OperatorClient<tonic::transport::Channel>,
-    row: Row,
-) -> RowResult {
-    let mut attempt = 0u64;
-    loop {
-        attempt += 1;
-        match client.submit_report(row.request.clone()).await {
-            Ok(r) => {
-                let r = r.into_inner();
-                // A repeated key is answered with the original report.
-                let already = r.repeat;
-                return RowResult {
-                    row: row.line,
-                    status: if already {
-                        "already-imported"
-                    } else {
-                        "accepted"
-                    },
-                    report_id: r.report_id,
-                    reason: String::new(),
+    rows: Vec<Row>,
+    window: usize,
+    bar: &indicatif::ProgressBar,
+) -> (Vec<RowResult>, Vec<Row>, Option<tonic::Status>) {
+    let credit = Arc::new(tokio::sync::Semaphore::new(window));
+    let (tx, rx) = tokio::sync::mpsc::channel(window);
+    let requests: Vec<pb::SubmitReportRequest> = rows.iter().map(|r| r.request.clone()).collect();
+    let producer = {
+        let credit = credit.clone();
+        tokio::spawn(async move {
+            for r in requests {
+                let Ok(permit) = credit.acquire().await else {
+                    return;
                 };
+                permit.forget();
+                if tx.send(r).await.is_err() {
+                    return;
+                }
             }
-            // Unavailable or overloaded: the same key makes a retry safe.
-            Err(s)
-                if attempt < 5
-                    && matches!(
-                        s.code(),
-                        tonic::Code::Unavailable | tonic::Code::ResourceExhausted
-                    ) =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
-            }
-            Err(s) => {
-                return RowResult {
-                    row: row.line,
-                    status: "refused",
-                    report_id: String::new(),
-                    reason: format!("{:?}: {}", s.code(), s.message()),
-                };
+        })
+    };
+    let mut answered = Vec::with_capacity(rows.len());
+    let mut done = vec![false; rows.len()];
+    let error = match client
+        .submit_reports(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+    {
+        Err(s) => Some(s),
+        Ok(r) => {
+            let mut responses = r.into_inner();
+            loop {
+                match responses.message().await {
+                    Ok(Some(a)) => {
+                        credit.add_permits(1);
+                        bar.inc(1);
+                        let Some(row) = rows.get(a.index as usize) else {
+                            break Some(tonic::Status::internal(
+                                "the node answered an unknown row",
+                            ));
+                        };
+                        done[a.index as usize] = true;
+                        answered.push(if a.code == 0 {
+                            RowResult {
+                                row: row.line,
+                                // A repeated key is answered with the
+                                // original report.
+                                status: if a.repeat {
+                                    "already-imported"
+                                } else {
+                                    "accepted"
+                                },
+                                report_id: a.report_id,
+                                reason: String::new(),
+                            }
+                        } else {
+                            RowResult {
+                                row: row.line,
+                                status: "refused",
+                                report_id: String::new(),
+                                reason: format!("{:?}: {}", tonic::Code::from(a.code), a.message),
+                            }
+                        });
+                    }
+                    Ok(None) => break None,
+                    Err(s) => break Some(s),
+                }
             }
         }
-    }
+    };
+    credit.close();
+    producer.abort();
+    let left = rows
+        .into_iter()
+        .zip(done)
+        .filter(|(_, d)| !d)
+        .map(|(r, _)| r)
+        .collect();
+    (answered, left, error)
 }

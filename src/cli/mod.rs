@@ -202,8 +202,8 @@ pub enum Command {
         config: PathBuf,
         #[arg(long)]
         csv: PathBuf,
-        /// Requests in flight at once.
-        #[arg(long, default_value_t = 8)]
+        /// Rows in flight at once on the node's bulk intake stream.
+        #[arg(long, default_value_t = 1024)]
         concurrency: usize,
         #[arg(long)]
         json: bool,
