@@ -310,7 +310,12 @@ async fn deliver_reports(
     urgent: bool,
 ) -> Result<usize, DeliveryError> {
     let limit = limit as i64;
+    if !urgent {
+        core.urgent.wait_idle().await;
+    }
     let mut rows = claim(core, peer, "report", urgent, limit).await?;
+    // Urgent reports claimed: bulk work here waits until they are settled.
+    let _urgent = (urgent && !rows.is_empty()).then(|| core.urgent.enter());
     // Keep each call well under the peer's message size limit: one report
     // can be ~800 KiB (100 URLs of 8 KiB), so 64 of them would not fit.
     let mut total = 0usize;
@@ -485,17 +490,43 @@ async fn send_reports(
     let mut took = Vec::new();
     let mut bad = Vec::new();
     // The common case — a report of this node stored by the peer, its only
-    // destination through that peer — is settled for the whole batch with
-    // one statement per kind of row; the rest one by one below.
-    let fast = settle_stored(core, &mut tx, peer, &items, &response.results, &opened, now).await?;
-    for &(i, ref current) in &fast.settled {
-        took.push((peer.to_string(), now - current.created_at_ms));
-        changed.push(items[i].row.report_seq);
-        settled += 1;
+    // destination through that peer — is settled for many at once with
+    // one statement per kind of row (bulk in short transactions, so urgent
+    // work waits for one at most); the rest one by one below.
+    let step = if urgent {
+        items.len().max(1)
+    } else {
+        crate::node::receive::BULK_CHUNK
+    };
+    let mut handled = std::collections::HashSet::new();
+    for start in (0..items.len()).step_by(step) {
+        if start > 0 {
+            tx.commit().await?;
+            core.urgent.wait_idle().await;
+            tx = begin().await?;
+        }
+        let range = start..(start + step).min(items.len());
+        let fast = settle_stored(
+            core,
+            &mut tx,
+            peer,
+            &items,
+            &response.results,
+            &opened,
+            range,
+            now,
+        )
+        .await?;
+        for &(i, ref current) in &fast.settled {
+            took.push((peer.to_string(), now - current.created_at_ms));
+            changed.push(items[i].row.report_seq);
+            settled += 1;
+        }
+        handled.extend(fast.handled);
     }
     let mut in_tx = 0;
     for (i, (item, result)) in items.iter().zip(&response.results).enumerate() {
-        if fast.handled.contains(&i) {
+        if handled.contains(&i) {
             continue;
         }
         if in_tx == crate::node::receive::BULK_CHUNK {
@@ -649,6 +680,7 @@ struct Settled {
 /// which the peer stored as its destination (and is its only destination
 /// through that peer): dequeued, delivery finished with the receipt, status
 /// `delivered`, one audit entry each — one statement per kind of row.
+#[allow(clippy::too_many_arguments)]
 async fn settle_stored(
     core: &Core,
     tx: &mut crate::store::Tx,
@@ -656,10 +688,14 @@ async fn settle_stored(
     items: &[Outgoing],
     results: &[pb::ForwardResult],
     opened: &[Option<pb::Receipt>],
+    range: std::ops::Range<usize>,
     now: i64,
 ) -> Result<Settled, DeliveryError> {
     use std::collections::{HashMap, HashSet};
-    let seqs: Vec<i64> = items.iter().map(|i| i.row.report_seq).collect();
+    let seqs: Vec<i64> = items[range.clone()]
+        .iter()
+        .map(|i| i.row.report_seq)
+        .collect();
     let reports: HashMap<i64, crate::store::ReportRow> = tx
         .reports_by_seqs(&seqs)
         .await?
@@ -671,7 +707,7 @@ async fn settle_stored(
         via.entry(seq).or_default().push(dest);
     }
     let mut seen = HashSet::new();
-    let candidates: Vec<usize> = (0..items.len())
+    let candidates: Vec<usize> = range
         .filter(|&i| {
             let seq = items[i].row.report_seq;
             seen.insert(seq)

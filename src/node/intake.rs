@@ -321,9 +321,11 @@ async fn store_batch(
     batch: Vec<Prepared>,
     urgent: bool,
 ) -> Result<Vec<Stored>, NodeError> {
+    let _urgent = urgent.then(|| core.urgent.enter());
     let mut tx = if urgent {
         core.store.begin().await?
     } else {
+        core.urgent.wait_idle().await;
         core.store.begin_bulk().await?
     };
     // Checked inside the write transaction, so two concurrent retries of

@@ -84,6 +84,54 @@ pub enum StartError {
 }
 
 /// Shared state of a running node.
+/// Urgent work in progress on this node — an urgent submission being
+/// stored, an urgent batch being received, delivered or settled. Bulk work
+/// (intake groups, received chunks, delivery batches) waits for it between
+/// its chunks, so an urgent report shares neither the writer nor the CPU
+/// with more than one bulk chunk at a time.
+#[derive(Default)]
+pub struct UrgentGate {
+    busy: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Held while urgent work is in progress.
+pub struct UrgentWork<'a>(&'a UrgentGate);
+
+impl UrgentGate {
+    pub fn enter(&self) -> UrgentWork<'_> {
+        self.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        UrgentWork(self)
+    }
+
+    /// Waits until no urgent work is in progress — at most a second, so
+    /// bulk work is slowed by a stream of urgent reports, never stopped.
+    pub async fn wait_idle(&self) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        while self.busy.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::select! {
+                _ = self.idle.notified() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(5)) => {}
+            }
+        }
+    }
+}
+
+impl Drop for UrgentWork<'_> {
+    fn drop(&mut self) {
+        if self
+            .0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
 pub struct Core {
     /// The configuration as loaded at start. The directory and the TLS
     /// material are reloadable: use `directory()` and the TLS accessors.
@@ -110,6 +158,8 @@ pub struct Core {
     /// The sequence number of every case that was created or changed, for
     /// `WatchCases`. Bounded: a watcher that falls behind is told so.
     pub case_events: tokio::sync::broadcast::Sender<i64>,
+    /// Urgent work in progress here: bulk work waits at its next chunk.
+    pub urgent: UrgentGate,
     /// Readiness as last probed (`health`): drives `grpc.health.v1`.
     pub ready: tokio::sync::watch::Sender<health::Readiness>,
 }
@@ -457,6 +507,7 @@ pub async fn start_with_listener(
         metrics: crate::metrics::Metrics::default(),
         limiter: crate::api::limits::Limiter::default(),
         case_events: tokio::sync::broadcast::channel(1024).0,
+        urgent: UrgentGate::default(),
         ready: tokio::sync::watch::channel(health::Readiness {
             peers_configured: peers.len(),
             ..Default::default()

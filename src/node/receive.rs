@@ -25,7 +25,7 @@ pub const MAX_BATCH: usize = 256;
 /// Bulk work commits every this many reports, so urgent work waits for at
 /// most one such short transaction (one statement per kind of row for the
 /// chunk: a few milliseconds).
-pub const BULK_CHUNK: usize = 256;
+pub const BULK_CHUNK: usize = 64;
 
 /// gRPC codes carried per envelope in `ForwardResult.code`.
 const OK: i32 = 0;
@@ -69,11 +69,13 @@ pub async fn forward(
     let mut changed = Vec::new();
     let mut wake = Vec::new();
     let items: Vec<_> = opened.iter().zip(&req.envelopes).collect();
+    let _urgent = urgent.then(|| core.urgent.enter());
     let chunk_size = if urgent { MAX_BATCH } else { BULK_CHUNK };
     for chunk in items.chunks(chunk_size) {
         let mut tx = if urgent {
             core.store.begin().await?
         } else {
+            core.urgent.wait_idle().await;
             core.store.begin_bulk().await?
         };
         results
