@@ -8,7 +8,10 @@ mod common;
 use std::collections::BTreeSet;
 
 use alertrelay::audit::{self, Entry, VerifyContext};
-use alertrelay::store::{CaseFilter, Database, NewReport, Store, StoreError};
+use alertrelay::store::{
+    CaseFilter, Database, FinishedDelivery, NewDelivery, NewOutbox, NewReport, NewStatus, Store,
+    StoreError,
+};
 use common::pg::TestDb;
 
 /// A store on a fresh database, and what keeps that database alive.
@@ -95,6 +98,7 @@ conformance!(
     outbox_claims_and_leases,
     concurrent_claimers_never_share_a_row,
     work_is_announced_to_other_processes,
+    batched_statements_do_what_one_at_a_time_does,
 );
 
 /// Bulk transactions take turns behind the gate while an urgent one goes
@@ -1347,4 +1351,161 @@ async fn write_rates() {
         assert_eq!(v.entries, 2 * N as u64);
         b.finish().await;
     }
+}
+
+/// The batched statements of the hot paths (more rows than one statement
+/// takes) store and find what the one-row methods would, in order, and the
+/// audit entries they append chain on from and into single appends.
+async fn batched_statements_do_what_one_at_a_time_does(b: &Backend) {
+    let s = &b.store;
+    let n = alertrelay::store::ROWS_PER_STATEMENT + 13;
+    let ids: Vec<String> = (0..n).map(|i| format!("b-{i}")).collect();
+    let single = insert(s, "fr", "single").await;
+    let mut tx = s.begin().await.unwrap();
+    let rows: Vec<NewReport> = ids.iter().map(|id| report("fr", id, b"p")).collect();
+    let seqs = tx.insert_reports(&rows).await.unwrap();
+    assert_eq!(seqs.len(), n);
+    assert!(seqs.iter().all(|q| *q > single));
+    let keys: Vec<(&str, &str)> = ids.iter().map(|id| ("fr", id.as_str())).collect();
+    let found = tx.find_reports(&keys).await.unwrap();
+    assert_eq!(found.len(), n);
+    for r in &found {
+        let i = ids.iter().position(|id| *id == r.report_id).unwrap();
+        assert_eq!(r.seq, seqs[i], "seqs come back in the order given");
+    }
+    assert!(tx.find_reports(&[("fr", "nope")]).await.unwrap().is_empty());
+    assert_eq!(tx.reports_by_seqs(&seqs[..3]).await.unwrap().len(), 3);
+
+    // Destinations, queue, settle.
+    let deliveries: Vec<NewDelivery> = seqs
+        .iter()
+        .map(|q| NewDelivery {
+            seq: *q,
+            destination: "de",
+            next_hop: None,
+        })
+        .collect();
+    tx.insert_deliveries(&deliveries).await.unwrap();
+    tx.insert_deliveries(&deliveries[..1]).await.unwrap();
+    let outbox: Vec<NewOutbox> = seqs
+        .iter()
+        .map(|q| NewOutbox {
+            peer: "de",
+            kind: "report",
+            urgent: false,
+            report_seq: *q,
+            body: b"envelope",
+            returned: alertrelay::store::OUTBOX_SIGNED,
+        })
+        .collect();
+    tx.enqueue_many(&outbox, 3_000).await.unwrap();
+    let via = tx.destinations_via_many(&seqs, "de").await.unwrap();
+    assert_eq!(via.len(), n, "one destination each, inserted once");
+    let statuses: Vec<NewStatus> = seqs
+        .iter()
+        .map(|q| NewStatus {
+            seq: *q,
+            update_id: format!("u-{q}"),
+            status: "received",
+            reason: "test",
+            actor: "system",
+        })
+        .collect();
+    tx.insert_statuses(&statuses, 3_000).await.unwrap();
+    tx.insert_statuses(&statuses[..2], 3_000).await.unwrap();
+    let entries: Vec<Entry> = (0..n as u64)
+        .map(|i| entry("test.batch", "fr/b", i))
+        .collect();
+    tx.audit_many(&entries, 3_000).await.unwrap();
+    tx.audit(&entry("test.after", "fr/b", 0), 3_000)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(s.history(seqs[0]).await.unwrap().len(), 1);
+
+    let queued = s
+        .outbox_lane("de", "report", false, n as i64 + 5)
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), n);
+    let outbox_ids: Vec<i64> = queued.iter().map(|r| r.id).collect();
+    let mut tx = s.begin().await.unwrap();
+    let gone = tx.dequeue_many(&outbox_ids[..n - 1]).await.unwrap();
+    assert_eq!(gone.len(), n - 1);
+    assert!(tx.dequeue_many(&outbox_ids[..3]).await.unwrap().is_empty());
+    let finished: Vec<FinishedDelivery> = seqs[..n - 1]
+        .iter()
+        .map(|q| FinishedDelivery {
+            seq: *q,
+            destination: "de",
+            state: "delivered",
+            receipt: b"receipt",
+            reason: None,
+        })
+        .collect();
+    tx.finish_deliveries(&finished, 4_000).await.unwrap();
+    tx.set_status_many(&seqs[..n - 1], "queued", "delivered", 4_000)
+        .await
+        .unwrap();
+    // Only from the status named.
+    tx.set_status_many(&seqs, "received", "removed", 4_000)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    for (i, q) in seqs.iter().enumerate() {
+        let r = s.report_by_seq(*q).await.unwrap().unwrap();
+        let d = &s.deliveries(*q).await.unwrap()[0];
+        if i < n - 1 {
+            assert_eq!(
+                (r.status.as_str(), d.state.as_str()),
+                ("delivered", "delivered")
+            );
+            assert_eq!(d.receipt.as_deref(), Some(&b"receipt"[..]));
+        } else {
+            assert_eq!((r.status.as_str(), d.state.as_str()), ("queued", "queued"));
+        }
+    }
+    assert_eq!(
+        s.outbox_lane("de", "report", false, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Content keys and submissions.
+    let mut tx = s.begin().await.unwrap();
+    let ck: Vec<(i64, &str)> = vec![
+        (seqs[0], "url:a"),
+        (seqs[1], "url:a"),
+        (seqs[2], "sha256:b"),
+    ];
+    tx.insert_case_keys_many(&ck).await.unwrap();
+    tx.insert_case_keys_many(&ck).await.unwrap();
+    let subs: Vec<(&str, i64)> = vec![("s-1", seqs[0]), ("s-2", seqs[1])];
+    tx.insert_submissions("operator:fr/a", &subs).await.unwrap();
+    let mut back = tx
+        .find_submissions("operator:fr/a", &["s-1", "s-2", "s-3"])
+        .await
+        .unwrap();
+    back.sort();
+    assert_eq!(
+        back,
+        [("s-1".to_owned(), seqs[0]), ("s-2".to_owned(), seqs[1])]
+    );
+    assert!(
+        tx.find_submissions("operator:fr/b", &["s-1"])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tx.commit().await.unwrap();
+
+    // One chain: `audit verify` recomputes it from the database.
+    let v = audit::verify(&b.db, &bare_context()).await.unwrap();
+    assert_eq!(v.entries, n as u64 + 2);
+    let rows = s.audit_entries(0, 10_000).await.unwrap();
+    assert_eq!(rows.len(), n + 2);
+    assert!(rows.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    assert_eq!(rows.last().unwrap().kind, "test.after");
 }
