@@ -9,7 +9,7 @@
 //!
 //! | name | where |
 //! |---|---|
-//! | `intake-before-commit` | `node::intake::submit`, just before the report's transaction commits |
+//! | `intake-before-commit` | `node::intake::store_batch`, just before the submissions' transaction commits |
 //! | `origin-after-commit-before-send` | `federation::worker`, just before `Forward` is called |
 //! | `receiver-after-commit-before-reply` | `node::receive::forward`, after the batch committed, before the reply |
 //! | `origin-storing-receipt` | `federation::worker`, just before the transaction storing receipts commits |

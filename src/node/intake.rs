@@ -221,8 +221,97 @@ impl Refused {
     }
 }
 
+/// Group commit for single submissions: concurrent bulk submissions are
+/// stored together, one transaction for all that queued while the previous
+/// group committed. Each is answered only after its group's commit.
+#[derive(Default)]
+pub struct GroupCommit {
+    queue: std::sync::Mutex<GroupQueue>,
+}
+
+/// A queued submission: its operator, itself, and where its answer goes.
+type Waiting = (
+    String,
+    Prepared,
+    tokio::sync::oneshot::Sender<Result<Stored, NodeError>>,
+);
+
+#[derive(Default)]
+struct GroupQueue {
+    waiting: Vec<Waiting>,
+    /// A committer task is running and will take what is waiting.
+    committing: bool,
+}
+
+impl GroupCommit {
+    /// Queues a prepared bulk submission and waits for its group's commit.
+    async fn submit(
+        core: &std::sync::Arc<Core>,
+        actor: String,
+        p: Prepared,
+    ) -> Result<Stored, NodeError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut q = core.group.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.waiting.push((actor, p, tx));
+            !std::mem::replace(&mut q.committing, true)
+        };
+        if start {
+            // Its own task: a caller that goes away never strands the others.
+            let core = core.clone();
+            tokio::spawn(async move { Self::commit_all(&core).await });
+        }
+        rx.await
+            .unwrap_or(Err(NodeError::Internal("the group commit stopped")))
+    }
+
+    async fn commit_all(core: &Core) {
+        loop {
+            let group: Vec<_> = {
+                let mut q = core.group.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if q.waiting.is_empty() {
+                    q.committing = false;
+                    return;
+                }
+                let n = q.waiting.len().min(BULK_GROUP);
+                q.waiting.drain(..n).collect()
+            };
+            // One transaction per operator (its submission ids are its own).
+            let mut by_actor: Vec<(String, Vec<Prepared>, Vec<_>)> = Vec::new();
+            for (actor, p, tx) in group {
+                match by_actor.iter_mut().find(|(a, _, _)| *a == actor) {
+                    Some((_, ps, txs)) => {
+                        ps.push(p);
+                        txs.push(tx);
+                    }
+                    None => by_actor.push((actor, vec![p], vec![tx])),
+                }
+            }
+            for (actor, ps, txs) in by_actor {
+                match store_batch(core, &actor, ps, false).await {
+                    Ok(stored) => {
+                        for (tx, s) in txs.into_iter().zip(stored) {
+                            let _ = tx.send(Ok(s));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = ?e, "a group of submissions could not be stored");
+                        for tx in txs {
+                            let _ = tx.send(Err(NodeError::Store(
+                                crate::store::StoreError::Invariant(
+                                    "the group's transaction failed".into(),
+                                ),
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub async fn submit(
-    core: &Core,
+    core: &std::sync::Arc<Core>,
     operator: &PeerIdentity,
     submission: Submission<'_>,
     submission_id: &str,
@@ -232,11 +321,15 @@ pub async fn submit(
         Ok(p) => p,
         Err(refused) => return Err(refused.audit(core, &actor).await),
     };
-    let urgent = prepared.draft.priority == Priority::Urgent;
-    let stored = store_batch(core, &actor, vec![prepared], urgent)
-        .await?
-        .pop()
-        .ok_or(NodeError::Internal("a stored submission has no answer"))?;
+    // Urgent reports go alone and at once; bulk ones join a group.
+    let stored = if prepared.draft.priority == Priority::Urgent {
+        store_batch(core, &actor, vec![prepared], true)
+            .await?
+            .pop()
+            .ok_or(NodeError::Internal("a stored submission has no answer"))?
+    } else {
+        GroupCommit::submit(core, actor, prepared).await?
+    };
     if stored.repeat {
         return repeat(core, stored.seq).await;
     }
@@ -490,7 +583,8 @@ async fn store_batch(
                 kind: "report",
                 urgent: p.draft.priority == Priority::Urgent,
                 report_seq: seq,
-                body: &p.envelope,
+                // The envelope as stored in the report's row.
+                body: crate::store::BODY_IS_ENVELOPE,
                 returned: crate::store::OUTBOX_SIGNED,
             });
         }

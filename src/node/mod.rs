@@ -160,6 +160,8 @@ pub struct Core {
     pub case_events: tokio::sync::broadcast::Sender<i64>,
     /// Urgent work in progress here: bulk work waits at its next chunk.
     pub urgent: UrgentGate,
+    /// Concurrent single bulk submissions, committed together.
+    pub group: intake::GroupCommit,
     /// Readiness as last probed (`health`): drives `grpc.health.v1`.
     pub ready: tokio::sync::watch::Sender<health::Readiness>,
 }
@@ -508,6 +510,7 @@ pub async fn start_with_listener(
         limiter: crate::api::limits::Limiter::default(),
         case_events: tokio::sync::broadcast::channel(1024).0,
         urgent: UrgentGate::default(),
+        group: Default::default(),
         ready: tokio::sync::watch::channel(health::Readiness {
             peers_configured: peers.len(),
             ..Default::default()

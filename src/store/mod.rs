@@ -140,6 +140,10 @@ pub struct NewReport<'a> {
     pub joined_to: Option<i64>,
 }
 
+/// The body of an outbox row that carries its report's stored envelope
+/// unchanged (the origin's own send): read from `reports` when claimed.
+pub const BODY_IS_ENVELOPE: &[u8] = &[];
+
 /// One outbox row to add (`Tx::enqueue_many`).
 pub struct NewOutbox<'a> {
     pub peer: &'a str,
@@ -526,7 +530,9 @@ impl Store {
         kind: &str,
         limit: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        dispatch!(self, outbox_batch(peer, kind, limit))
+        let mut rows = dispatch!(self, outbox_batch(peer, kind, limit))?;
+        self.fill_bodies(&mut rows).await?;
+        Ok(rows)
     }
 
     /// The next batch for one lane of `peer` (urgent or bulk), in order.
@@ -537,7 +543,36 @@ impl Store {
         urgent: bool,
         limit: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        dispatch!(self, outbox_lane(peer, kind, urgent, limit))
+        let mut rows = dispatch!(self, outbox_lane(peer, kind, urgent, limit))?;
+        self.fill_bodies(&mut rows).await?;
+        Ok(rows)
+    }
+
+    /// A report row queued with an empty body carries the report's own
+    /// envelope as stored (the origin's first send): written once, in
+    /// `reports`, not again in the outbox, its claims and its deletion.
+    async fn fill_bodies(&self, rows: &mut [OutboxRow]) -> Result<(), StoreError> {
+        let seqs: Vec<i64> = rows
+            .iter()
+            .filter(|r| r.body.is_empty() && r.kind == "report")
+            .map(|r| r.report_seq)
+            .collect();
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let envelopes: std::collections::HashMap<i64, Vec<u8>> =
+            dispatch!(self, report_envelopes(&seqs))?
+                .into_iter()
+                .collect();
+        for r in rows
+            .iter_mut()
+            .filter(|r| r.body.is_empty() && r.kind == "report")
+        {
+            if let Some(e) = envelopes.get(&r.report_seq) {
+                r.body = e.clone();
+            }
+        }
+        Ok(())
     }
 
     /// Whether urgent work waits for `peer`.
@@ -568,10 +603,12 @@ impl Store {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        dispatch!(
+        let mut rows = dispatch!(
             self,
             claim_outbox(peer, kind, urgent, limit, holder, now_ms, lease_ms)
-        )
+        )?;
+        self.fill_bodies(&mut rows).await?;
+        Ok(rows)
     }
 
     /// Renews `holder`'s claims on these rows until `until_ms`; returns

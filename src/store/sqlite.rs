@@ -326,6 +326,27 @@ impl Store {
         .await?)
     }
 
+    /// (seq, envelope) of these reports.
+    pub async fn report_envelopes(&self, seqs: &[i64]) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        let mut out = Vec::with_capacity(seqs.len());
+        for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "SELECT seq, envelope FROM reports WHERE seq IN (",
+            );
+            let mut list = q.separated(", ");
+            for seq in chunk {
+                list.push_bind(*seq);
+            }
+            q.push(")");
+            out.extend(
+                q.build_query_as::<(i64, Vec<u8>)>()
+                    .fetch_all(&self.reader)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
     pub async fn urgent_pending(&self, peer: &str) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM outbox WHERE peer = ? AND kind IN ('report', 'status') AND urgent = 1)",
