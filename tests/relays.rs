@@ -91,8 +91,10 @@ async fn a_report_crosses_two_relays_and_its_receipt_and_statuses_come_back_sign
 
     // The origin's view: delivered to FR-HOT, handed to BE-HOT, with FR's
     // own receipt that came back through DE-HOT and BE-HOT.
+    // (A case view is read in several queries, not one snapshot: wait for
+    // the status and the delivery together.)
     let at_origin = wait_case(&nl, &sent.report_id, 20, |c| {
-        c.deliveries.iter().any(|d| d.state == "delivered")
+        c.status == "delivered" && c.deliveries.iter().any(|d| d.state == "delivered")
     })
     .await;
     assert_eq!(at_origin.status, "delivered");
