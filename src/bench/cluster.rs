@@ -166,12 +166,14 @@ pub async fn submit(
 }
 
 /// Submits through the bulk intake (`SubmitReports`): `make(i)` gives the
-/// i-th submission, or `None` to end; at most `window` stay unanswered.
+/// i-th submission, or `None` to end; at most `window` stay unanswered;
+/// nothing is sent while `hold` is set.
 /// Returns each answer's latency (sent → stored), in order. Any refusal is
 /// an error: the bench only submits valid reports.
 pub async fn submit_stream(
     client: &mut OperatorClient<Channel>,
     window: usize,
+    hold: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     mut make: impl FnMut(u64) -> Option<pb::SubmitReportRequest> + Send + 'static,
     mut answered: impl FnMut(u64),
 ) -> anyhow::Result<Vec<Duration>> {
@@ -189,6 +191,14 @@ pub async fn submit_stream(
                     break;
                 };
                 permit.forget();
+                // Held while the origin's queue is above what the bench
+                // lets build up (sustained, not an ever-growing queue).
+                while hold
+                    .as_ref()
+                    .is_some_and(|h| h.load(std::sync::atomic::Ordering::Relaxed))
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 let Some(r) = make(i) else { break };
                 sent.lock()
                     .unwrap_or_else(|e| e.into_inner())

@@ -101,6 +101,10 @@ fn addresses(c: &Cluster) -> anyhow::Result<Vec<String>> {
 /// Unanswered submissions each bulk submitter keeps in flight.
 pub const STREAM_WINDOW: usize = 1024;
 
+/// Throughput: submitters hold while more than this many reports wait at
+/// the origin (the figure is a sustained rate, not a growing queue).
+pub const MAX_QUEUED: u64 = 8192;
+
 pub async fn throughput_and_latency(
     opts: &Options,
     latency: bool,
@@ -135,14 +139,17 @@ async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Resu
     let mut tasks = tokio::task::JoinSet::new();
     // Bulk submitters on the streaming intake, each keeping a window of
     // unanswered submissions.
+    let hold = Arc::new(AtomicBool::new(false));
     for w in 0..opts.streams.max(1) {
         let mut cl = client.clone();
         let (submitted, stop) = (submitted.clone(), stop.clone());
         let ips = ips.to_vec();
+        let hold = hold.clone();
         tasks.spawn(async move {
             cluster::submit_stream(
                 &mut cl,
                 STREAM_WINDOW,
+                Some(hold),
                 move |i| {
                     (!stop.load(Ordering::Relaxed)).then(|| {
                         let ip = &ips[(w + i as usize) % ips.len()];
@@ -167,7 +174,11 @@ async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Resu
     let t0 = Instant::now();
     let cpu0 = super::cpu_time();
     while t0.elapsed().as_secs_f64() < secs {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Sustained: the submitters hold while the origin's queue is
+        // above a bound, so intake cannot outrun delivery indefinitely.
+        let q = cluster::queued(&mut client).await?;
+        hold.store(q > MAX_QUEUED, Ordering::Relaxed);
         bar.set_position(t0.elapsed().as_secs());
     }
     let s1 = submitted.load(Ordering::Relaxed);
@@ -176,6 +187,7 @@ async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Resu
     let cpu = (super::cpu_time() - cpu0).as_secs_f64();
     bar.finish_and_clear();
     stop.store(true, Ordering::Relaxed);
+    hold.store(false, Ordering::Relaxed);
     let mut lat = Vec::new();
     while let Some(r) = tasks.join_next().await {
         lat.extend(r??);
@@ -298,6 +310,7 @@ pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
             cluster::submit_stream(
                 &mut cl,
                 STREAM_WINDOW,
+                None,
                 move |_| {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     (i < n).then(|| {

@@ -64,6 +64,7 @@ pub async fn queue_bulk(
             cluster::submit_stream(
                 &mut c,
                 super::load::STREAM_WINDOW,
+                None,
                 move |_| {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     (i < n).then(|| cluster::bulk_request(&ip, &format!("bulk/{i}")))
