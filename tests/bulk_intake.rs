@@ -110,6 +110,9 @@ async fn bulk_intake_answers_each_submission_in_order_refuses_bad_ones_alone_and
     .await;
     let directory = &fed.configs[0].directory;
     let de_id = fed.id(1);
+    let origin_db = alertrelay::store::Store::open(&fed.database(0))
+        .await
+        .unwrap();
     let mut batched = 0;
     for c in &delivered {
         let d = &c.deliveries[0];
@@ -118,15 +121,16 @@ async fn bulk_intake_answers_each_submission_in_order_refuses_bad_ones_alone_and
             .unwrap();
         let signed = pb::Signed::decode(bytes.as_slice()).unwrap();
         batched += usize::from(signed.batch.is_some());
-        // The signature (over the batch) and the inclusion proof are what
-        // is checked here; the digest is the receipt's own.
+        // For the report the origin signed, as the origin stored it.
+        let stored = origin_db
+            .reports_by_id(Some("FR-PDC"), &c.id)
+            .await
+            .unwrap();
         let receipt = wire::open_receipt(
             &signed,
             &de_id,
             &c.id,
-            &pb::Receipt::decode(signed.payload.as_slice())
-                .unwrap()
-                .report_digest,
+            &stored[0].payload_digest,
             directory,
             alertrelay::node::Core::now_ms(),
         )
@@ -138,6 +142,7 @@ async fn bulk_intake_answers_each_submission_in_order_refuses_bad_ones_alone_and
         "most receipts were signed per batch: {batched} of {}",
         delivered.len()
     );
+    origin_db.close().await;
     assert_eq!(cases(&mut de, "incoming").await.len(), good.len());
 
     // The whole stream again: nothing new, the same reports answered.

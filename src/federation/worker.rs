@@ -620,18 +620,13 @@ async fn send_reports(
             }
         }
         tx.audit(
-            &audit::Entry::new(
-                "delivery.receipt",
-                format!("node:{peer}"),
-                format!("{}/{}", current.origin, item.report_id),
-                serde_json::json!({
-                    "destination": peer.as_str(),
-                    "outcome": if relayed { "relayed" } else { state },
-                    "relayed_to": receipt.relayed_to,
-                    "reason_code": receipt.reason_code,
-                    "receipt_signature": hex::encode(&signed.signature),
-                    "attempts": item.row.attempts + 1,
-                }),
+            &receipt_entry(
+                peer,
+                &format!("{}/{}", current.origin, item.report_id),
+                if relayed { "relayed" } else { state },
+                &receipt,
+                signed,
+                item.row.attempts,
             ),
             now,
         )
@@ -667,6 +662,30 @@ async fn send_reports(
         .await);
     }
     Ok(settled)
+}
+
+/// The audit entry of a peer's receipt for a report sent to it.
+fn receipt_entry(
+    peer: &NodeId,
+    subject: &str,
+    outcome: &str,
+    receipt: &pb::Receipt,
+    signed: &pb::Signed,
+    attempts: i64,
+) -> audit::Entry {
+    audit::Entry::new(
+        "delivery.receipt",
+        format!("node:{peer}"),
+        subject,
+        serde_json::json!({
+            "destination": peer.as_str(),
+            "outcome": outcome,
+            "relayed_to": receipt.relayed_to,
+            "reason_code": receipt.reason_code,
+            "receipt_signature": hex::encode(&signed.signature),
+            "attempts": attempts + 1,
+        }),
+    )
 }
 
 /// What `settle_stored` settled: indices into the batch (with the report
@@ -756,25 +775,16 @@ async fn settle_stored(
         .await?;
     let entries: Vec<audit::Entry> = receipts
         .iter()
-        .map(|&(i, _)| {
-            let signature = results[i]
-                .receipt
-                .as_ref()
-                .map(|s| hex::encode(&s.signature))
-                .unwrap_or_default();
-            audit::Entry::new(
-                "delivery.receipt",
-                format!("node:{peer}"),
-                format!("{}/{}", core.me, items[i].report_id),
-                serde_json::json!({
-                    "destination": peer.as_str(),
-                    "outcome": "delivered",
-                    "relayed_to": Vec::<String>::new(),
-                    "reason_code": opened[i].as_ref().map(|r| r.reason_code.as_str()).unwrap_or_default(),
-                    "receipt_signature": signature,
-                    "attempts": items[i].row.attempts + 1,
-                }),
-            )
+        .filter_map(|&(i, _)| {
+            let (signed, receipt) = (results[i].receipt.as_ref()?, opened[i].as_ref()?);
+            Some(receipt_entry(
+                peer,
+                &format!("{}/{}", core.me, items[i].report_id),
+                "delivered",
+                receipt,
+                signed,
+                items[i].row.attempts,
+            ))
         })
         .collect();
     tx.audit_many(&entries, now).await?;

@@ -145,14 +145,11 @@ pub fn prepare(
     }
     // A refusal's audit entry fingerprints the submitted URLs and category
     // (hashed, never in clear).
-    let draft = validate::draft(Submission {
-        hashes: submission.hashes.clone(),
-        ..submission
-    })
-    .map_err(|e| {
-        let mut fingerprint = submission.urls.join("\n").into_bytes();
+    let (urls, category) = (submission.urls, submission.category);
+    let draft = validate::draft(submission).map_err(|e| {
+        let mut fingerprint = urls.join("\n").into_bytes();
         fingerprint.push(0);
-        fingerprint.extend_from_slice(submission.category.as_bytes());
+        fingerprint.extend_from_slice(category.as_bytes());
         Refused {
             code: e.code,
             fingerprint,
@@ -501,7 +498,6 @@ async fn store_batch(
         })
         .collect();
     let seqs = tx.insert_reports(&rows).await?;
-    drop(rows);
     // A destination reached through relays is handed to the outermost one;
     // one envelope per next hop carries the report to every destination
     // behind it.
@@ -607,7 +603,6 @@ async fn store_batch(
     }
     crate::faults::crash_point("intake-before-commit");
     tx.commit().await?;
-    drop(outbox);
     for &seq in &seqs {
         core.case_changed(seq);
     }

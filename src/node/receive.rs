@@ -376,26 +376,7 @@ async fn store_plain(
     tx.insert_statuses(&statuses, now).await?;
     let entries: Vec<audit::Entry> = batch
         .iter()
-        .map(|b| {
-            let (r, p) = (b.r, &b.r.payload);
-            audit::Entry::new(
-                "report.received",
-                actor.clone(),
-                format!("{}/{}", r.origin, p.report_id),
-                serde_json::json!({
-                    "category": p.category,
-                    "priority": priority_of(p),
-                    "urls": p.urls.len(),
-                    "payload_sha256": hex::encode(r.digest),
-                    "relays": r.relays.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
-                    "handoffs": r.handoffs.iter().map(|(by, to, reason)| serde_json::json!({"by": by.as_str(), "to": to, "reason": reason})).collect::<Vec<_>>(),
-                    "relaying_to": Vec::<String>::new(),
-                    "next_hops": Vec::<String>::new(),
-                    "receipt_signature": hex::encode(&b.receipt.signature),
-                    "joined_to": None::<String>,
-                }),
-            )
-        })
+        .map(|b| received_entry(b.r, &actor, true, &[], &[], &b.receipt, None))
         .collect();
     tx.audit_many(&entries, now).await?;
     core.metrics
@@ -414,6 +395,40 @@ async fn store_plain(
             }
         })
         .collect())
+}
+
+/// The audit entry of a report taken over: as a case here, or to relay.
+fn received_entry(
+    r: &OpenedReport,
+    actor: &str,
+    case: bool,
+    relaying_to: &[String],
+    next_hops: &[String],
+    receipt: &pb::Signed,
+    joined_to: Option<String>,
+) -> audit::Entry {
+    let p = &r.payload;
+    audit::Entry::new(
+        if case {
+            "report.received"
+        } else {
+            "report.relaying"
+        },
+        actor.to_owned(),
+        format!("{}/{}", r.origin, p.report_id),
+        serde_json::json!({
+            "category": p.category,
+            "priority": priority_of(p),
+            "urls": p.urls.len(),
+            "payload_sha256": hex::encode(r.digest),
+            "relays": r.relays.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+            "handoffs": r.handoffs.iter().map(|(by, to, reason)| serde_json::json!({"by": by.as_str(), "to": to, "reason": reason})).collect::<Vec<_>>(),
+            "relaying_to": relaying_to,
+            "next_hops": next_hops,
+            "receipt_signature": hex::encode(&receipt.signature),
+            "joined_to": joined_to,
+        }),
+    )
 }
 
 fn priority_of(p: &pb::ReportPayload) -> &'static str {
@@ -583,11 +598,7 @@ async fn store_one(
         .as_ref()
         .map(|h| h.country.as_str())
         .filter(|c| !c.is_empty());
-    let priority = if p.priority == pb::Priority::Urgent as i32 {
-        "urgent"
-    } else {
-        "bulk"
-    };
+    let priority = priority_of(p);
     let receipt = wire::receipt_relaying(
         &core.key(),
         &core.me,
@@ -700,26 +711,16 @@ async fn store_one(
         .await?;
     }
     tx.audit(
-        &audit::Entry::new(
-            if role.case {
-                "report.received"
-            } else {
-                "report.relaying"
-            },
-            actor.clone(),
-            subject,
-            serde_json::json!({
-                "category": p.category,
-                "priority": priority,
-                "urls": p.urls.len(),
-                "payload_sha256": hex::encode(r.digest),
-                "relays": r.relays.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
-                "handoffs": r.handoffs.iter().map(|(by, to, reason)| serde_json::json!({"by": by.as_str(), "to": to, "reason": reason})).collect::<Vec<_>>(),
-                "relaying_to": relayed_to,
-                "next_hops": next_hops.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
-                "receipt_signature": hex::encode(&receipt.signature),
-                "joined_to": joined.as_ref().map(|c| format!("{}/{}", c.origin, c.report_id)),
-            }),
+        &received_entry(
+            r,
+            &actor,
+            role.case,
+            &relayed_to,
+            &next_hops.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            &receipt,
+            joined
+                .as_ref()
+                .map(|c| format!("{}/{}", c.origin, c.report_id)),
         ),
         now,
     )

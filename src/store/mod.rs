@@ -798,12 +798,16 @@ impl Tx {
         dispatch!(self, insert_statuses(rows, at_ms))
     }
 
-    /// Appends the entries in order, one audit sequence number each.
+    /// Appends the entries in order, one audit sequence number each;
+    /// returns the last one's (the log's size).
     pub async fn audit_many(
         &mut self,
         entries: &[audit::Entry],
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<i64, StoreError> {
+        if entries.is_empty() {
+            return Ok(i64::try_from(self.audit_size().await?).unwrap_or(i64::MAX));
+        }
         dispatch!(self, audit_many(entries, now_ms))
     }
 

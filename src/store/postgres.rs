@@ -68,6 +68,17 @@ async fn leaf_hashes<'e>(e: impl sqlx::PgExecutor<'e>, size: u64) -> Result<Vec<
     Ok(rows.iter().map(|r| to_hash(r)).collect())
 }
 
+/// Binds `items` separated by commas (the inside of an `IN (…)` list).
+fn push_list<T>(q: &mut sqlx::QueryBuilder<Postgres>, items: &[T])
+where
+    T: Copy + for<'t> sqlx::Encode<'t, Postgres> + sqlx::Type<Postgres>,
+{
+    let mut list = q.separated(", ");
+    for item in items {
+        list.push_bind(*item);
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     writer: PgPool,
@@ -338,10 +349,7 @@ impl Store {
             let mut q = sqlx::QueryBuilder::<Postgres>::new(
                 "SELECT seq, envelope FROM reports WHERE seq IN (",
             );
-            let mut list = q.separated(", ");
-            for seq in chunk {
-                list.push_bind(*seq);
-            }
+            push_list(&mut q, chunk);
             q.push(")");
             out.extend(
                 q.build_query_as::<(i64, Vec<u8>)>()
@@ -814,10 +822,7 @@ impl Tx {
         let mut out = Vec::new();
         for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::QueryBuilder::<Postgres>::new("SELECT * FROM reports WHERE seq IN (");
-            let mut list = q.separated(", ");
-            for seq in chunk {
-                list.push_bind(*seq);
-            }
+            push_list(&mut q, chunk);
             q.push(")");
             out.extend(q.build_query_as().fetch_all(&mut *self.tx).await?);
         }
@@ -834,10 +839,7 @@ impl Tx {
                 "SELECT k.key, MIN(r.seq) FROM case_keys k JOIN reports r ON r.seq = k.report_seq
                  WHERE k.key IN (",
             );
-            let mut list = q.separated(", ");
-            for key in chunk {
-                list.push_bind(*key);
-            }
+            push_list(&mut q, chunk);
             q.push(concat!(") AND ", open_case!(), " GROUP BY k.key"));
             out.extend(
                 q.build_query_as::<(String, i64)>()
@@ -933,14 +935,13 @@ impl Tx {
         Ok(())
     }
 
+    /// Appends the entries in order, chained; returns the sequence number
+    /// of the last (the log's size).
     pub async fn audit_many(
         &mut self,
         entries: &[audit::Entry],
         now_ms: i64,
-    ) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
+    ) -> Result<i64, StoreError> {
         // The writer lock taken in `begin` is held until this transaction
         // ends: the tail read here is still the tail at commit.
         let last: Option<(i64, Vec<u8>)> =
@@ -967,17 +968,14 @@ impl Tx {
             });
             q.build().execute(&mut *self.tx).await?;
         }
-        Ok(())
+        Ok(rows.last().map_or(prev_seq, |r| r.seq))
     }
 
     pub async fn dequeue_many(&mut self, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::QueryBuilder::<Postgres>::new("DELETE FROM outbox WHERE id IN (");
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
+            push_list(&mut q, chunk);
             q.push(") RETURNING id");
             out.extend(
                 q.build_query_scalar::<i64>()
@@ -1000,10 +998,7 @@ impl Tx {
             );
             q.push_bind(next_hop);
             q.push(" AND report_seq IN (");
-            let mut list = q.separated(", ");
-            for seq in chunk {
-                list.push_bind(*seq);
-            }
+            push_list(&mut q, chunk);
             q.push(") ORDER BY report_seq, destination");
             out.extend(
                 q.build_query_as::<(i64, String)>()
@@ -1059,10 +1054,7 @@ impl Tx {
             q.push(" WHERE status = ");
             q.push_bind(from);
             q.push(" AND seq IN (");
-            let mut list = q.separated(", ");
-            for seq in chunk {
-                list.push_bind(*seq);
-            }
+            push_list(&mut q, chunk);
             q.push(")");
             q.build().execute(&mut *self.tx).await?;
         }
@@ -1081,10 +1073,7 @@ impl Tx {
             );
             q.push_bind(operator);
             q.push(" AND submission_id IN (");
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
+            push_list(&mut q, chunk);
             q.push(")");
             out.extend(
                 q.build_query_as::<(String, i64)>()
@@ -1586,50 +1575,7 @@ impl Tx {
     /// Appends an audit entry, chained to the previous one. Runs inside the
     /// transaction of the change it records.
     pub async fn audit(&mut self, entry: &audit::Entry, now_ms: i64) -> Result<i64, StoreError> {
-        // The writer lock taken in `begin` is held until this transaction
-        // ends: no other transaction can read the same tail and append
-        // after it, so the log stays one chain without gaps.
-        let last: Option<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *self.tx)
-                .await?;
-        let (prev_seq, prev_hash) = last.unwrap_or((0, audit::GENESIS.to_vec()));
-        let seq = prev_seq + 1;
-        let detail = entry.detail.to_string();
-        let hash = audit::entry_hash(
-            &prev_hash,
-            seq,
-            now_ms,
-            entry.kind,
-            &entry.actor,
-            &entry.subject,
-            &detail,
-        );
-        let leaf = audit::leaf_hash(
-            seq,
-            now_ms,
-            entry.kind,
-            &entry.actor,
-            &entry.subject,
-            &detail,
-        );
-        crate::faults::crash_point("audit-append");
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at_ms, kind, actor, subject, detail, prev_hash, hash, leaf_hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(seq)
-        .bind(now_ms)
-        .bind(entry.kind)
-        .bind(&entry.actor)
-        .bind(&entry.subject)
-        .bind(&detail)
-        .bind(&prev_hash)
-        .bind(hash.as_slice())
-        .bind(leaf.as_slice())
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(seq)
+        self.audit_many(std::slice::from_ref(entry), now_ms).await
     }
 
     /// Number of entries in the audit log.
