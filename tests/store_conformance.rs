@@ -107,10 +107,36 @@ conformance!(
 async fn bulk_transactions_and_joined_reports(b: &Backend) {
     let s = &b.store;
     let case = insert(s, "nl-hotline", "first").await;
-    let bulk = s.begin_bulk().await.unwrap();
+    // A bulk transaction first in the queue waits for its `ready` (the
+    // node's urgent work) before it takes the writer.
+    let (go, ready) = tokio::sync::oneshot::channel::<()>();
+    let waiting = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            s.begin_bulk(async {
+                let _ = ready.await;
+            })
+            .await
+            .map(drop)
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a bulk transaction began before it was ready"
+    );
+    let urgent = s.begin().await.unwrap();
+    drop(urgent);
+    go.send(()).unwrap();
+    waiting.await.unwrap().unwrap();
+    let bulk = s.begin_bulk(async {}).await.unwrap();
     // A second bulk transaction waits for the first; an urgent one does not
     // wait for the gate (it waits only for the writer, released below).
-    let waiting = tokio::time::timeout(std::time::Duration::from_millis(200), s.begin_bulk()).await;
+    let waiting = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        s.begin_bulk(async {}),
+    )
+    .await;
     assert!(waiting.is_err(), "a second bulk transaction waited");
     drop(bulk);
     let mut tx = s.begin().await.unwrap();
@@ -133,7 +159,7 @@ async fn bulk_transactions_and_joined_reports(b: &Backend) {
     assert_eq!(row.receipt.as_deref(), Some(&b"signed-receipt"[..]));
     assert_eq!(row.joined_to, Some(case));
     assert_eq!(s.joined(case).await.unwrap().len(), 1);
-    let mut tx = s.begin_bulk().await.unwrap();
+    let mut tx = s.begin_bulk(async {}).await.unwrap();
     tx.audit(&entry("bulk", "x", 3), 4_000).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(s.audit_entries_count().await.unwrap(), c as u64 + 1);

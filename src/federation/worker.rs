@@ -128,6 +128,11 @@ async fn lane(
             yield_to_urgent(&core, &peer).await;
         }
         let result = deliver_once(&core, &peer, &mut client, limit, urgent).await;
+        // Nothing more to send urgently, or the peer cannot take it now:
+        // bulk work need not wait for this lane any longer.
+        if urgent && matches!(result, Ok(0) | Err(_)) {
+            core.urgent.release(peer.as_str());
+        }
         if let Err(DeliveryError::Refused(reason, head)) = &result {
             if limit > 1 {
                 limit = 1;
@@ -448,7 +453,7 @@ async fn send_reports(
         if urgent {
             core.store.begin().await
         } else {
-            core.store.begin_bulk().await
+            core.begin_bulk().await
         }
     };
     // Receipts are checked off the async threads, all at once.
@@ -496,13 +501,12 @@ async fn send_reports(
     let step = if urgent {
         items.len().max(1)
     } else {
-        crate::node::receive::BULK_CHUNK
+        core.urgent.bulk_chunk(crate::node::receive::BULK_CHUNK)
     };
     let mut handled = std::collections::HashSet::new();
     for start in (0..items.len()).step_by(step) {
         if start > 0 {
             tx.commit().await?;
-            core.urgent.wait_idle().await;
             tx = begin().await?;
         }
         let range = start..(start + step).min(items.len());

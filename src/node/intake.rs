@@ -270,7 +270,7 @@ impl GroupCommit {
                     q.committing = false;
                     return;
                 }
-                let n = q.waiting.len().min(BULK_GROUP);
+                let n = q.waiting.len().min(core.urgent.bulk_chunk(BULK_GROUP));
                 q.waiting.drain(..n).collect()
             };
             // One transaction per operator (its submission ids are its own).
@@ -391,9 +391,40 @@ pub async fn submit_many(
     }
     if !ok.is_empty() {
         let urgent = ok.iter().any(|p| p.draft.priority == Priority::Urgent);
-        let stored = store_batch(core, &actor, ok, urgent).await?;
-        for (slot, s) in slots.iter().zip(stored) {
-            answers[*slot] = Some(Ok(s));
+        // Bulk groups go in shorter transactions while urgent reports are
+        // about (`UrgentGate::bulk_chunk`); each is durable when it commits.
+        let piece = if urgent {
+            ok.len()
+        } else {
+            core.urgent.bulk_chunk(ok.len())
+        };
+        let mut slots = slots.into_iter();
+        let mut ok = ok.into_iter().peekable();
+        while ok.peek().is_some() {
+            let part: Vec<Prepared> = ok.by_ref().take(piece.max(1)).collect();
+            match store_batch(core, &actor, part, urgent).await {
+                // `stored` first: zip must not take a slot it has no answer
+                // for.
+                Ok(stored) => {
+                    for (s, slot) in stored.into_iter().zip(slots.by_ref()) {
+                        answers[slot] = Some(Ok(s));
+                    }
+                }
+                // What earlier pieces stored stays answered (it is on
+                // disk); this piece and the rest are not.
+                Err(e) => {
+                    tracing::error!(error = ?e, "a group of submissions could not be stored");
+                    let mut e = Some(e);
+                    for slot in slots.by_ref() {
+                        answers[slot] = Some(Err(e.take().unwrap_or(NodeError::Store(
+                            crate::store::StoreError::Invariant(
+                                "the transaction of this submission failed".into(),
+                            ),
+                        ))));
+                    }
+                    break;
+                }
+            }
         }
     }
     Ok(answers
@@ -415,8 +446,7 @@ async fn store_batch(
     let mut tx = if urgent {
         core.store.begin().await?
     } else {
-        core.urgent.wait_idle().await;
-        core.store.begin_bulk().await?
+        core.begin_bulk().await?
     };
     // Checked inside the write transaction, so two concurrent retries of
     // one submission create one report.

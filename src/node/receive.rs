@@ -70,13 +70,16 @@ pub async fn forward(
     let mut wake = Vec::new();
     let items: Vec<_> = opened.iter().zip(&req.envelopes).collect();
     let _urgent = urgent.then(|| core.urgent.enter());
-    let chunk_size = if urgent { MAX_BATCH } else { BULK_CHUNK };
+    let chunk_size = if urgent {
+        MAX_BATCH
+    } else {
+        core.urgent.bulk_chunk(BULK_CHUNK)
+    };
     for chunk in items.chunks(chunk_size) {
         let mut tx = if urgent {
             core.store.begin().await?
         } else {
-            core.urgent.wait_idle().await;
-            core.store.begin_bulk().await?
+            core.begin_bulk().await?
         };
         results
             .extend(store_chunk(core, &mut tx, sender, chunk, now, &mut changed, &mut wake).await?);
@@ -89,6 +92,10 @@ pub async fn forward(
     wake.sort();
     wake.dedup();
     for peer in wake {
+        if urgent {
+            // Urgent reports relayed onward: bulk work here waits for them.
+            core.urgent.hold(&peer);
+        }
         core.wake(&peer);
     }
     crate::faults::crash_point("receiver-after-commit-before-reply");

@@ -453,10 +453,13 @@ impl Store {
     /// Starts a write transaction for bulk work: bulk transactions queue
     /// behind a gate, one at a time, so an urgent transaction waits at most
     /// for the bulk one holding the writer. Keep bulk transactions short.
-    pub async fn begin_bulk(&self) -> Result<Tx, StoreError> {
+    /// `ready` is awaited once this transaction is first in the queue and
+    /// before it takes the writer (the node waits there for urgent work in
+    /// progress: see `Core::begin_bulk`).
+    pub async fn begin_bulk(&self, ready: impl Future<Output = ()>) -> Result<Tx, StoreError> {
         match self {
-            Store::Sqlite(s) => Ok(Tx::Sqlite(s.begin_bulk().await?)),
-            Store::Postgres(s) => Ok(Tx::Postgres(s.begin_bulk().await?)),
+            Store::Sqlite(s) => Ok(Tx::Sqlite(s.begin_bulk(ready).await?)),
+            Store::Postgres(s) => Ok(Tx::Postgres(s.begin_bulk(ready).await?)),
         }
     }
 

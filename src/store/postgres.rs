@@ -152,8 +152,9 @@ impl Store {
     }
 
     /// A write transaction for bulk work, behind this process's bulk gate.
-    pub async fn begin_bulk(&self) -> Result<Tx, StoreError> {
+    pub async fn begin_bulk(&self, ready: impl Future<Output = ()>) -> Result<Tx, StoreError> {
         let gate = self.bulk_gate.clone().lock_owned().await;
+        ready.await;
         let mut tx = self.begin().await?;
         tx._bulk = Some(gate);
         Ok(tx)
