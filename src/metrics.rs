@@ -73,6 +73,9 @@ impl Histogram {
 pub struct Metrics {
     pub reports_submitted: AtomicU64,
     pub reports_received: AtomicU64,
+    /// Bulk transactions undone because urgent work arrived while they
+    /// were written (each written again after it).
+    pub bulk_yielded: AtomicU64,
     refusals: Mutex<BTreeMap<String, u64>>,
     deliveries: Mutex<BTreeMap<(String, String), u64>>,
     delivery_failures: Mutex<BTreeMap<String, u64>>,
@@ -175,6 +178,12 @@ pub async fn render(core: &Core) -> String {
         "alertrelay_reports_received_total",
         "Reports received from peers and stored.",
         m.reports_received.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "alertrelay_bulk_chunks_yielded_total",
+        "Bulk transactions undone and written again because urgent work arrived while they were written.",
+        m.bulk_yielded.load(Ordering::Relaxed),
     );
     let _ = writeln!(
         out,

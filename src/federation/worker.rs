@@ -504,12 +504,10 @@ async fn send_reports(
         core.urgent.bulk_chunk(crate::node::receive::BULK_CHUNK)
     };
     let mut handled = std::collections::HashSet::new();
-    for start in (0..items.len()).step_by(step) {
-        if start > 0 {
-            tx.commit().await?;
-            tx = begin().await?;
-        }
+    let (mut start, mut yielded) = (0, false);
+    while start < items.len() {
         let range = start..(start + step).min(items.len());
+        let end = range.end;
         let fast = settle_stored(
             core,
             &mut tx,
@@ -521,6 +519,25 @@ async fn send_reports(
             now,
         )
         .await?;
+        // Each bulk chunk but the last commits on its own (the last with
+        // the rest below). One that urgent work arrived during is undone
+        // and settled again after it (once per chunk, so bulk work always
+        // gets through).
+        if end < items.len() {
+            if !urgent && !yielded && !core.urgent.is_idle() {
+                tx.rollback().await?;
+                core.metrics
+                    .bulk_yielded
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                yielded = true;
+                tx = begin().await?;
+                continue;
+            }
+            tx.commit().await?;
+            tx = begin().await?;
+        }
+        yielded = false;
+        start = end;
         for &(i, ref current) in &fast.settled {
             took.push((peer.to_string(), now - current.created_at_ms));
             changed.push(items[i].row.report_seq);

@@ -76,14 +76,32 @@ pub async fn forward(
         core.urgent.bulk_chunk(BULK_CHUNK)
     };
     for chunk in items.chunks(chunk_size) {
-        let mut tx = if urgent {
-            core.store.begin().await?
-        } else {
-            core.begin_bulk().await?
-        };
-        results
-            .extend(store_chunk(core, &mut tx, sender, chunk, now, &mut changed, &mut wake).await?);
-        tx.commit().await?;
+        let mut yielded = false;
+        loop {
+            let mut tx = if urgent {
+                core.store.begin().await?
+            } else {
+                core.begin_bulk().await?
+            };
+            let (mut c, mut w) = (Vec::new(), Vec::new());
+            let stored = store_chunk(core, &mut tx, sender, chunk, now, &mut c, &mut w).await?;
+            // Urgent work arrived while this bulk chunk was written: it is
+            // undone and written again after the urgent work (once per
+            // chunk, so bulk work always gets through).
+            if !urgent && !yielded && !core.urgent.is_idle() {
+                tx.rollback().await?;
+                core.metrics
+                    .bulk_yielded
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                yielded = true;
+                continue;
+            }
+            tx.commit().await?;
+            results.extend(stored);
+            changed.extend(c);
+            wake.extend(w);
+            break;
+        }
     }
     for seq in changed {
         core.case_changed(seq);

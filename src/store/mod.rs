@@ -731,6 +731,11 @@ impl Tx {
         dispatch!(self, commit())
     }
 
+    /// Undoes everything written in this transaction.
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        dispatch!(self, rollback())
+    }
+
     pub async fn find_report(
         &mut self,
         origin: &str,

@@ -706,6 +706,12 @@ impl Tx {
         Ok(())
     }
 
+    /// Undoes the transaction (its notifications are never sent).
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+
     pub async fn find_report(
         &mut self,
         origin: &str,

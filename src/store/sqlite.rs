@@ -760,6 +760,11 @@ impl Tx {
         Ok(())
     }
 
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+
     pub async fn find_report(
         &mut self,
         origin: &str,
