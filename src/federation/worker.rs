@@ -208,9 +208,19 @@ async fn lane(
 /// comes back), waiting up to two seconds for the urgent lane.
 async fn yield_to_urgent(core: &Core, peer: &NodeId) {
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut told = false;
     while std::time::Instant::now() < deadline {
         match core.store.urgent_pending(peer.as_str()).await {
-            Ok(true) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Ok(true) => {
+                // The bulk lane is about to call the peer anyway: the urgent
+                // lane need not sit out its backoff first (when the peer
+                // comes back, the urgent reports go before the bulk ones).
+                if !told && let Some(link) = core.peers.get(peer) {
+                    link.contact_urgent.notify_one();
+                    told = true;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
             _ => return,
         }
     }
