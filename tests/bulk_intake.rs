@@ -197,18 +197,7 @@ async fn urgent_reports_during_a_drain_go_ahead_and_every_bulk_report_arrives_on
     fed.restart(1).await;
     let mut urgent = Vec::new();
     for i in 0..30 {
-        let id = fr
-            .submit_report(pb::SubmitReportRequest {
-                urls: vec![format!("http://{DE_IP}/urgent/{i}")],
-                category: "csam".into(),
-                priority: pb::Priority::Urgent as i32,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .report_id;
-        urgent.push(id);
+        urgent.push(submit_urgent(&mut fr, &format!("http://{DE_IP}/urgent/{i}")).await);
         tokio::time::sleep(std::time::Duration::from_millis(15)).await;
     }
     for id in &urgent {

@@ -246,17 +246,7 @@ async fn a_backlog_drains_in_order_with_urgent_reports_first() {
                 .report_id,
         );
     }
-    let urgent = fr
-        .submit_report(pb::SubmitReportRequest {
-            urls: vec![format!("http://{DE_IP}/urgent")],
-            category: "csam".into(),
-            priority: pb::Priority::Urgent as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .report_id;
+    let urgent = submit_urgent(&mut fr, &format!("http://{DE_IP}/urgent")).await;
     fed.restart(1).await;
     for id in bulk.iter().chain([&urgent]) {
         wait_case(&fr, id, 10, |c| c.status == "delivered").await;

@@ -531,14 +531,10 @@ async fn send_reports(
         .await?;
         // Each bulk chunk but the last commits on its own (the last with
         // the rest below). One that urgent work arrived during is undone
-        // and settled again after it (once per chunk, so bulk work always
-        // gets through).
+        // and settled again after it.
         if end < items.len() {
-            if !urgent && !yielded && !core.urgent.is_idle() {
+            if !urgent && !yielded && core.bulk_yields() {
                 tx.rollback().await?;
-                core.metrics
-                    .bulk_yielded
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 yielded = true;
                 tx = begin().await?;
                 continue;

@@ -83,7 +83,6 @@ pub enum StartError {
     },
 }
 
-/// Shared state of a running node.
 /// Urgent work in progress on this node — an urgent submission being
 /// stored, an urgent batch being received, delivered or settled, and
 /// urgent reports queued for a peer whose urgent lane has not yet sent
@@ -100,10 +99,8 @@ pub struct UrgentGate {
     /// work for the others for longer than that).
     held: std::sync::Mutex<Vec<(String, std::time::Instant)>>,
     idle: tokio::sync::Notify,
-    /// When urgent work was last seen here (ms since the gate was made, +1;
-    /// 0: never).
-    last_seen_ms: std::sync::atomic::AtomicU64,
-    made: std::sync::OnceLock<std::time::Instant>,
+    /// When urgent work was last seen here.
+    last_seen: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// Held while urgent work is in progress.
@@ -127,24 +124,15 @@ impl UrgentGate {
         UrgentWork(self)
     }
 
-    fn elapsed_ms(&self) -> u64 {
-        let made = self.made.get_or_init(std::time::Instant::now);
-        u64::try_from(made.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
     fn seen(&self) {
-        let now = self.elapsed_ms() + 1;
-        self.last_seen_ms
-            .store(now, std::sync::atomic::Ordering::Relaxed);
+        *self.last_seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
     }
 
     /// How many reports bulk work should take per transaction, `normal`
     /// unless urgent work was seen in the last `URGENT_TIMES`.
     pub fn bulk_chunk(&self, normal: usize) -> usize {
-        let last = self.last_seen_ms.load(std::sync::atomic::Ordering::Relaxed);
-        let recent = last > 0
-            && self.elapsed_ms() + 1 - last < u64::try_from(URGENT_TIMES.as_millis()).unwrap_or(0);
-        if recent {
+        let last = *self.last_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < URGENT_TIMES) {
             normal.min(URGENT_TIMES_CHUNK)
         } else {
             normal
@@ -215,6 +203,7 @@ impl Drop for UrgentWork<'_> {
     }
 }
 
+/// Shared state of a running node.
 pub struct Core {
     /// The configuration as loaded at start. The directory and the TLS
     /// material are reloadable: use `directory()` and the TLS accessors.
@@ -400,6 +389,19 @@ impl Core {
     /// queue of bulk work never slips in ahead of an urgent report).
     pub async fn begin_bulk(&self) -> Result<crate::store::Tx, crate::store::StoreError> {
         self.store.begin_bulk(self.urgent.wait_idle()).await
+    }
+
+    /// A bulk transaction written while urgent work arrived should be
+    /// undone and written again after it (callers do so once per chunk, so
+    /// bulk work always gets through); counted when it is.
+    pub fn bulk_yields(&self) -> bool {
+        if self.urgent.is_idle() {
+            return false;
+        }
+        self.metrics
+            .bulk_yielded
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        true
     }
 
     /// Wakes one lane of a peer's worker: new urgent or bulk work.

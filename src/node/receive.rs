@@ -86,13 +86,9 @@ pub async fn forward(
             let (mut c, mut w) = (Vec::new(), Vec::new());
             let stored = store_chunk(core, &mut tx, sender, chunk, now, &mut c, &mut w).await?;
             // Urgent work arrived while this bulk chunk was written: it is
-            // undone and written again after the urgent work (once per
-            // chunk, so bulk work always gets through).
-            if !urgent && !yielded && !core.urgent.is_idle() {
+            // undone and written again after the urgent work.
+            if !urgent && !yielded && core.bulk_yields() {
                 tx.rollback().await?;
-                core.metrics
-                    .bulk_yielded
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 yielded = true;
                 continue;
             }

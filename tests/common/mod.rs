@@ -292,6 +292,21 @@ pub async fn submit(
         .into_inner()
 }
 
+/// Submits an urgent report of `url`; returns its report id.
+pub async fn submit_urgent(client: &mut OperatorClient<Channel>, url: &str) -> String {
+    client
+        .submit_report(pb::SubmitReportRequest {
+            urls: vec![url.to_owned()],
+            category: "csam".into(),
+            priority: pb::Priority::Urgent as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .report_id
+}
+
 pub async fn case(client: &mut OperatorClient<Channel>, id: &str) -> CaseView {
     case_from_pb(
         client
