@@ -86,7 +86,10 @@ async fn second_sender(
             if *shutdown.borrow() {
                 return;
             }
-            yield_to_urgent(&core, &peer).await;
+            // Urgent reports still waiting: the bulk lane sends them first.
+            if yield_to_urgent(&core, &peer).await {
+                break;
+            }
             match deliver_reports(&core, &peer, &mut client, limit, false).await {
                 Ok(n) if n == limit => continue,
                 Ok(_) => break,
@@ -124,10 +127,17 @@ async fn lane(
         if *shutdown.borrow() {
             return;
         }
-        if !urgent {
-            yield_to_urgent(&core, &peer).await;
-        }
-        let result = deliver_once(&core, &peer, &mut client, limit, urgent).await;
+        // Urgent reports the urgent lane has not sent after the wait go
+        // out on this lane, before any bulk one.
+        let urgent_left = !urgent && yield_to_urgent(&core, &peer).await;
+        let result = if urgent_left {
+            match deliver_reports(&core, &peer, &mut client, limit, true).await {
+                Ok(0) => deliver_once(&core, &peer, &mut client, limit, urgent).await,
+                other => other,
+            }
+        } else {
+            deliver_once(&core, &peer, &mut client, limit, urgent).await
+        };
         // Nothing more to send urgently, or the peer cannot take it now:
         // bulk work need not wait for this lane any longer.
         if urgent && matches!(result, Ok(0) | Err(_)) {
@@ -205,8 +215,10 @@ async fn lane(
 }
 
 /// The bulk lane lets pending urgent work go first (e.g. when the peer
-/// comes back), waiting up to two seconds for the urgent lane.
-async fn yield_to_urgent(core: &Core, peer: &NodeId) {
+/// comes back), waiting up to two seconds for the urgent lane. True when
+/// urgent reports are still waiting after that (the urgent lane is backing
+/// off, or slow): the bulk lane then sends them itself, first.
+async fn yield_to_urgent(core: &Core, peer: &NodeId) -> bool {
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     let mut told = false;
     while std::time::Instant::now() < deadline {
@@ -221,9 +233,10 @@ async fn yield_to_urgent(core: &Core, peer: &NodeId) {
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await
             }
-            _ => return,
+            _ => return false,
         }
     }
+    true
 }
 
 /// Claims this lane's next rows for this replica (see
