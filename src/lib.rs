@@ -21,7 +21,10 @@
 //! - `routing`    pure routing decisions with evidence
 //! - `store`      storage on SQLite or PostgreSQL (sqlx), transactions
 
-#![forbid(unsafe_code)]
+// No unsafe code, with one exception: `node::background` lowers its own
+// threads' scheduling priority (two libc calls on the calling thread's
+// id; std has no way to do it).
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod audit;

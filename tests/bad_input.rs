@@ -500,6 +500,7 @@ async fn forward(
     fed.federation_as(sender, to)
         .forward(pb::ForwardRequest {
             envelopes: vec![env],
+            urgent: false,
         })
         .await
         .map(|r| r.into_inner())
@@ -782,6 +783,7 @@ async fn identity_a_node_absent_from_the_directory_is_permission_denied() {
         client
             .forward(pb::ForwardRequest {
                 envelopes: vec![envelope(signed, vec![])],
+                urgent: false,
             })
             .await,
         Code::PermissionDenied,
@@ -1233,6 +1235,7 @@ async fn shape_malformed_protobuf_is_refused_and_nothing_is_stored() {
             sign_report(&fed, FR, &report("FR-PDC", "truncated", &["DE-ECO"])),
             vec![],
         )],
+        urgent: false,
     }
     .encode_to_vec();
     for body in [
@@ -1264,6 +1267,7 @@ async fn shape_an_undecodable_request_is_invalid_argument_and_audited() {
             sign_report(&fed, FR, &report("FR-PDC", "utf8", &["DE-ECO"])),
             vec![],
         )],
+        urgent: false,
     }
     .encode_to_vec();
     let at = body

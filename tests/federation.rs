@@ -163,6 +163,7 @@ async fn an_exact_replay_gets_the_original_receipt_and_no_second_case() {
     let mut as_fr = fed.federation_as(0, 1);
     let send = |env: pb::Envelope| pb::ForwardRequest {
         envelopes: vec![env],
+        urgent: false,
     };
     let first = as_fr.forward(send(env.clone())).await.unwrap().into_inner();
     let second = as_fr.forward(send(env.clone())).await.unwrap().into_inner();
@@ -219,6 +220,7 @@ async fn a_valid_certificate_whose_payload_claims_another_node_is_permission_den
     let err = as_nl
         .forward(pb::ForwardRequest {
             envelopes: vec![env],
+            urgent: false,
         })
         .await
         .unwrap_err();
@@ -234,6 +236,7 @@ async fn a_valid_certificate_whose_payload_claims_another_node_is_permission_den
                 report: Some(forged),
                 hops: vec![],
             }],
+            urgent: false,
         })
         .await
         .unwrap_err();
@@ -643,6 +646,7 @@ async fn forward_one(
     client
         .forward(pb::ForwardRequest {
             envelopes: vec![env],
+            urgent: false,
         })
         .await
         .map(|r| r.into_inner().results.remove(0))

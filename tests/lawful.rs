@@ -353,6 +353,7 @@ async fn a_receiver_refuses_a_national_report_its_law_does_not_cover() {
                 report: Some(signed),
                 hops: vec![],
             }],
+            urgent: false,
         })
         .await
         .unwrap()

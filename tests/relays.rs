@@ -282,6 +282,7 @@ async fn a_tampered_hop_is_refused_and_stores_nothing() {
         let err = client
             .forward(pb::ForwardRequest {
                 envelopes: vec![env],
+                urgent: false,
             })
             .await
             .unwrap_err();

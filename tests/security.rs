@@ -57,6 +57,7 @@ async fn forward_signed(
     fed.federation_as(0, 1)
         .forward(pb::ForwardRequest {
             envelopes: vec![env],
+            urgent: false,
         })
         .await
         .map(|r| r.into_inner().results.remove(0))

@@ -97,6 +97,7 @@ conformance!(
     bulk_transactions_and_joined_reports,
     outbox_claims_and_leases,
     concurrent_claimers_never_share_a_row,
+    a_settled_row_is_never_claimed_again,
     work_is_announced_to_other_processes,
     batched_statements_do_what_one_at_a_time_does,
 );
@@ -547,6 +548,58 @@ async fn concurrent_claimers_never_share_a_row(b: &Backend) {
     }
     assert_eq!(total, ROWS, "no row claimed twice");
     assert_eq!(seen.len(), ROWS, "every row claimed");
+}
+
+/// Claimers that settle what they claim (the row leaves the outbox in a
+/// committed transaction, claims ending with it) race each other, with
+/// short leases renewed while held: every row is settled exactly once, and
+/// no claim ever returns a row already settled (the settling transaction
+/// would find it gone).
+async fn a_settled_row_is_never_claimed_again(b: &Backend) {
+    const ROWS: usize = 150;
+    enqueue_many(&b.store, "de-hotline", false, ROWS, "row").await;
+    let tasks: Vec<_> = (0..3)
+        .map(|c| {
+            let s = b.store.clone();
+            tokio::spawn(async move {
+                let holder = format!("replica-{c}");
+                let mut settled = Vec::new();
+                let mut n = 0u64;
+                loop {
+                    let rows = s
+                        .claim_outbox("de-hotline", "report", false, 5, &holder, 1_000, 60_000)
+                        .await
+                        .unwrap();
+                    if rows.is_empty() {
+                        return settled;
+                    }
+                    let mut tx = s.begin().await.unwrap();
+                    let gone = tx.dequeue_many(&ids(&rows)).await.unwrap();
+                    assert_eq!(gone.len(), rows.len(), "a claimed row was already settled");
+                    n += 1;
+                    tx.audit(&entry("report.delivered", &holder, n), 2_000)
+                        .await
+                        .unwrap();
+                    tx.commit().await.unwrap();
+                    assert_eq!(
+                        s.extend_claims(&gone, &holder, 90_000).await.unwrap(),
+                        0,
+                        "a settled row's claim ended with its transaction"
+                    );
+                    settled.extend(gone);
+                }
+            })
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut total = 0;
+    for t in tasks {
+        let mine = t.await.unwrap();
+        total += mine.len();
+        seen.extend(mine);
+    }
+    assert_eq!(total, ROWS, "no row settled twice");
+    assert_eq!(seen.len(), ROWS, "every row settled");
 }
 
 /// On PostgreSQL a committed transaction that queued work says so to every

@@ -10,7 +10,7 @@ use tonic::transport::Channel;
 use crate::audit;
 use crate::federation::backoff::Backoff;
 use crate::identity::NodeId;
-use crate::node::Core;
+use crate::node::{Core, background};
 use crate::pb;
 use crate::pb::federation_client::FederationClient;
 use crate::report::wire;
@@ -445,9 +445,13 @@ async fn send_reports(
         envelopes.push(env);
     }
     let rows: Vec<OutboxRow> = items.iter().map(|i| i.row.clone()).collect();
+    let urgent = rows.first().is_some_and(|r| r.urgent == 1);
     let sent = std::time::Instant::now();
     crate::faults::crash_point("origin-after-commit-before-send");
-    let response = match client.forward(pb::ForwardRequest { envelopes }).await {
+    let response = match client
+        .forward(pb::ForwardRequest { envelopes, urgent })
+        .await
+    {
         Ok(r) => r.into_inner(),
         Err(status) => {
             let shown = format!("{:?}: {}", status.code(), status.message());
@@ -471,7 +475,6 @@ async fn send_reports(
     let now = Core::now_ms();
     // Bulk receipts are stored in short transactions that let urgent work
     // take the writer in between.
-    let urgent = items.first().is_some_and(|i| i.row.urgent == 1);
     let begin = async || {
         if urgent {
             core.store.begin().await
@@ -487,7 +490,8 @@ async fn send_reports(
             .map(|(item, result)| (result.receipt.clone(), item.report_id.clone(), item.digest))
             .collect();
         let (peer, directory) = (peer.clone(), core.directory());
-        tokio::task::spawn_blocking(move || {
+        // At a lower priority for bulk batches (`node::background`).
+        background::run_for(urgent, move || {
             let mut cache = wire::BatchCache::default();
             checks
                 .iter()

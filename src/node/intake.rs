@@ -5,7 +5,7 @@
 use crate::audit;
 use crate::identity::PeerIdentity;
 use crate::node::cases::{self, CaseView};
-use crate::node::{Core, NodeError};
+use crate::node::{Core, NodeError, background};
 use crate::pb;
 use crate::report::validate::{self, Submission, UrlHost, ValidUrl};
 use crate::report::{Direction, Priority, wire};
@@ -358,9 +358,14 @@ pub async fn submit_many(
 ) -> Result<Vec<Result<Stored, NodeError>>, NodeError> {
     let actor = operator.to_string();
     let now = Core::now_ms();
+    // Signing a group is CPU work: off the async threads, at a lower
+    // priority unless the group holds an urgent report.
+    let any_urgent = requests
+        .iter()
+        .any(|r| r.priority == pb::Priority::Urgent as i32);
     let prepared = {
         let core = core.clone();
-        tokio::task::spawn_blocking(move || {
+        background::run_for(any_urgent, move || {
             requests
                 .iter()
                 .map(|r| {

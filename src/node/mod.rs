@@ -4,6 +4,7 @@
 //! delivery workers and returns a handle that shuts them down.
 
 pub mod amend;
+pub mod background;
 pub mod cases;
 pub mod checkpoint;
 pub mod export;

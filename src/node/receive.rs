@@ -12,7 +12,7 @@ use prost::Message;
 use crate::audit;
 use crate::crypto::signing::Purpose;
 use crate::identity::NodeId;
-use crate::node::{Core, NodeError};
+use crate::node::{Core, NodeError, background};
 use crate::pb;
 use crate::report::content;
 use crate::report::wire::{self, OpenedReport, WireError};
@@ -40,11 +40,13 @@ pub async fn forward(
 ) -> Result<pb::ForwardResponse, NodeError> {
     let actor = format!("node:{sender}");
     let now = Core::now_ms();
-    // Up to ~2,300 signature checks per batch: off the async threads.
+    // Up to ~2,300 signature checks per batch: off the async threads, at a
+    // lower priority unless the sender's urgent lane sent it (a hint only:
+    // each envelope's signed priority is what counts below).
     let req = Arc::new(req);
     let opened = {
         let (core, sender, req) = (core.clone(), sender.clone(), req.clone());
-        tokio::task::spawn_blocking(move || open_batch(&core, &sender, &req, now))
+        background::run_for(req.urgent, move || open_batch(&core, &sender, &req, now))
             .await
             .map_err(|_| NodeError::Internal("verification task failed"))?
     };

@@ -70,6 +70,54 @@ pub struct Store {
     /// Bulk transactions queue here, one at a time (see
     /// `store::Store::begin_bulk`).
     bulk_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Which outbox rows are claimed, by whom, until when (see `Claims`).
+    claims: std::sync::Arc<tokio::sync::Mutex<Claims>>,
+}
+
+/// Claims on outbox rows, held in memory. A SQLite file has one node
+/// process (a node starting releases every claim), so a claim only has
+/// to keep this process's own senders apart and never outlives it: it
+/// need not be written down. Kept here, a claim costs no write on the
+/// single writer connection and no wait behind whatever transaction holds
+/// it — an urgent report's claim used to queue behind a bulk chunk's
+/// commit. The rows are read on the read-only pool. The semantics are
+/// PostgreSQL's (`store::Store::claim_outbox`): leases, lapsed claims
+/// taken over, the holder's own claims renewed and released, and a row
+/// dequeued in a committed transaction no longer claimed.
+#[derive(Default)]
+pub(crate) struct Claims {
+    rows: std::collections::HashMap<i64, Claim>,
+    /// Claims per lane (peer, kind, urgent), lapsed ones included: how
+    /// many rows past `limit` a claim reads to find `limit` free ones.
+    per_lane: std::collections::HashMap<(String, String, bool), usize>,
+}
+
+struct Claim {
+    holder: String,
+    until_ms: i64,
+    lane: (String, String, bool),
+}
+
+impl Claims {
+    fn remove(&mut self, id: i64) -> Option<Claim> {
+        let claim = self.rows.remove(&id)?;
+        if let Some(n) = self.per_lane.get_mut(&claim.lane) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_lane.remove(&claim.lane);
+            }
+        }
+        Some(claim)
+    }
+
+    fn insert(&mut self, id: i64, claim: Claim) {
+        *self.per_lane.entry(claim.lane.clone()).or_default() += 1;
+        if let Some(old) = self.rows.insert(id, claim)
+            && let Some(n) = self.per_lane.get_mut(&old.lane)
+        {
+            *n -= 1;
+        }
+    }
 }
 
 impl Store {
@@ -137,6 +185,7 @@ impl Store {
             checkpointer,
             _alive: alive,
             bulk_gate: Default::default(),
+            claims: Default::default(),
         })
     }
 
@@ -191,6 +240,8 @@ impl Store {
             tx: self.writer.begin().await?,
             audit_head: None,
             _bulk: None,
+            claims: self.claims.clone(),
+            dequeued: Vec::new(),
         })
     }
 
@@ -203,6 +254,8 @@ impl Store {
             tx: self.writer.begin().await?,
             audit_head: None,
             _bulk: Some(gate),
+            claims: self.claims.clone(),
+            dequeued: Vec::new(),
         })
     }
 
@@ -432,7 +485,8 @@ impl Store {
 
     /// Claims up to `limit` rows of one lane of `peer` whose claim is
     /// absent or lapsed, for `holder` until `now_ms + lease_ms`, in order.
-    /// One statement on the single writer connection.
+    /// In memory (`Claims`); the rows are read on the read-only pool, so a
+    /// claim never waits for the writer.
     #[allow(clippy::too_many_arguments)]
     pub async fn claim_outbox(
         &self,
@@ -444,25 +498,41 @@ impl Store {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut rows: Vec<OutboxRow> = sqlx::query_as(
-            "UPDATE outbox SET claimed_by = ?, lease_until_ms = ?
-             WHERE id IN (SELECT id FROM outbox
-                          WHERE peer = ? AND kind = ? AND urgent = ?
-                            AND (lease_until_ms IS NULL OR lease_until_ms <= ?)
-                          ORDER BY id LIMIT ?)
-             RETURNING id, peer, kind, urgent, report_seq, body, attempts, returned",
+        let lane = (peer.to_owned(), kind.to_owned(), urgent);
+        let mut claims = self.claims.lock().await;
+        let held = claims.per_lane.get(&lane).copied().unwrap_or(0);
+        let rows: Vec<OutboxRow> = sqlx::query_as(
+            "SELECT id, peer, kind, urgent, report_seq, body, attempts, returned FROM outbox
+             WHERE peer = ? AND kind = ? AND urgent = ? ORDER BY id LIMIT ?",
         )
-        .bind(holder)
-        .bind(now_ms.saturating_add(lease_ms))
         .bind(peer)
         .bind(kind)
         .bind(urgent)
-        .bind(now_ms)
-        .bind(limit)
-        .fetch_all(&self.writer)
+        .bind(limit.saturating_add(i64::try_from(held).unwrap_or(i64::MAX)))
+        .fetch_all(&self.reader)
         .await?;
-        rows.sort_by_key(|r| r.id);
-        Ok(rows)
+        let until_ms = now_ms.saturating_add(lease_ms);
+        let mut out = Vec::with_capacity(rows.len().min(usize::try_from(limit).unwrap_or(0)));
+        for mut row in rows {
+            if out.len() as i64 >= limit {
+                break;
+            }
+            match claims.rows.get(&row.id) {
+                Some(c) if c.until_ms > now_ms => continue,
+                Some(_) => row.taken_from = claims.remove(row.id).map(|c| c.holder),
+                None => {}
+            }
+            claims.insert(
+                row.id,
+                Claim {
+                    holder: holder.to_owned(),
+                    until_ms,
+                    lane: lane.clone(),
+                },
+            );
+            out.push(row);
+        }
+        Ok(out)
     }
 
     /// Moves the lease of `holder`'s claims on these rows to `until_ms`;
@@ -473,67 +543,64 @@ impl Store {
         holder: &str,
         until_ms: i64,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut claims = self.claims.lock().await;
         let mut n = 0;
         for id in ids {
-            n +=
-                sqlx::query("UPDATE outbox SET lease_until_ms = ? WHERE id = ? AND claimed_by = ?")
-                    .bind(until_ms)
-                    .bind(id)
-                    .bind(holder)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+            if let Some(c) = claims.rows.get_mut(id).filter(|c| c.holder == holder) {
+                c.until_ms = until_ms;
+                n += 1;
+            }
         }
-        tx.commit().await?;
         Ok(n)
     }
 
     /// Gives up `holder`'s claims on these rows; with `error`, records a
-    /// failed attempt for each row too.
+    /// failed attempt for each row too (durably, before the claims end).
     pub async fn release_claims(
         &self,
         ids: &[i64],
         holder: &str,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        for id in ids {
-            if let Some(error) = error {
-                sqlx::query(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
-                )
-                .bind(error)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+        if let Some(error) = error {
+            let mut tx = self.writer.begin().await?;
+            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = ",
+                );
+                q.push_bind(error);
+                q.push(" WHERE id IN (");
+                push_list(&mut q, chunk);
+                q.push(")");
+                q.build().execute(&mut *tx).await?;
             }
-            sqlx::query(
-                "UPDATE outbox SET claimed_by = NULL, lease_until_ms = NULL
-                 WHERE id = ? AND claimed_by = ?",
-            )
-            .bind(id)
-            .bind(holder)
-            .execute(&mut *tx)
-            .await?;
+            tx.commit().await?;
         }
-        tx.commit().await?;
+        let mut claims = self.claims.lock().await;
+        for id in ids {
+            if claims.rows.get(id).is_some_and(|c| c.holder == holder) {
+                claims.remove(*id);
+            }
+        }
         Ok(())
     }
 
-    /// Gives up every claim of `holder`, or every claim at all (`None`):
-    /// a replica starting again under the same id, or a SQLite node (one
-    /// process) starting. Returns how many were released.
+    /// Gives up every claim of `holder`, or every claim at all (`None`).
+    /// Returns how many were released. (Claims of an earlier process are
+    /// gone with it; columns `claimed_by`/`lease_until_ms` written by
+    /// versions that kept claims in the file are ignored.)
     pub async fn release_claims_of(&self, holder: Option<&str>) -> Result<u64, StoreError> {
-        Ok(sqlx::query(
-            "UPDATE outbox SET claimed_by = NULL, lease_until_ms = NULL
-             WHERE claimed_by IS NOT NULL AND (? IS NULL OR claimed_by = ?)",
-        )
-        .bind(holder)
-        .bind(holder)
-        .execute(&self.writer)
-        .await?
-        .rows_affected())
+        let mut claims = self.claims.lock().await;
+        let ids: Vec<i64> = claims
+            .rows
+            .iter()
+            .filter(|(_, c)| holder.is_none_or(|h| c.holder == h))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            claims.remove(*id);
+        }
+        Ok(ids.len() as u64)
     }
 
     pub async fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
@@ -744,6 +811,10 @@ pub struct Tx {
     audit_head: Option<(i64, Vec<u8>)>,
     /// Held by a bulk transaction until it ends.
     _bulk: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// The store's claims, and the outbox rows this transaction deleted:
+    /// their claims end when it commits.
+    claims: std::sync::Arc<tokio::sync::Mutex<Claims>>,
+    dequeued: Vec<i64>,
 }
 
 /// A case worked here that new reports of the same content may join.
@@ -757,6 +828,15 @@ macro_rules! open_case {
 impl Tx {
     pub async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
+        // Only once the deletion is visible to readers: a claim reads the
+        // outbox and the claims under the same lock, so it never takes a
+        // row it still saw after its claim ended.
+        if !self.dequeued.is_empty() {
+            let mut claims = self.claims.lock().await;
+            for id in &self.dequeued {
+                claims.remove(*id);
+            }
+        }
         Ok(())
     }
 
@@ -1045,6 +1125,7 @@ impl Tx {
                     .await?,
             );
         }
+        self.dequeued.extend_from_slice(&out);
         Ok(out)
     }
 
@@ -1505,7 +1586,11 @@ impl Tx {
             .bind(id)
             .execute(&mut *self.tx)
             .await?;
-        Ok(res.rows_affected() == 1)
+        let gone = res.rows_affected() == 1;
+        if gone {
+            self.dequeued.push(id);
+        }
+        Ok(gone)
     }
 
     /// Whether a history entry with this id is recorded for the report.
