@@ -99,7 +99,7 @@ async fn apply(
         )));
     }
     let mut a = pb::Amendment {
-        amendment_id: uuid::Uuid::new_v4().to_string(),
+        amendment_id: uuid::Uuid::now_v7().to_string(),
         report_id: row.report_id.clone(),
         origin: core.me.to_string(),
         report_digest: row.payload_digest.clone(),

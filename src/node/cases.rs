@@ -788,7 +788,7 @@ async fn change_one(
     now: i64,
     referral: Option<&Referral<'_>>,
 ) -> Result<Option<String>, NodeError> {
-    let update_id = uuid::Uuid::new_v4().to_string();
+    let update_id = uuid::Uuid::now_v7().to_string();
     tx.set_status(row.seq, to.as_str(), now).await?;
     let mut signed_bytes = None;
     // Back to the origin, which signed the route that named this node.

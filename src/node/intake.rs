@@ -162,7 +162,7 @@ pub fn prepare(
         error,
     })?;
     let route = decide(core, &urls, &draft);
-    let report_id = uuid::Uuid::new_v4().to_string();
+    let report_id = uuid::Uuid::now_v7().to_string();
     let payload = pb::ReportPayload {
         report_id: report_id.clone(),
         origin: core.me.to_string(),
@@ -569,7 +569,7 @@ async fn store_batch(
             keys_rows.extend(keys.into_iter().map(|k| (seq, k)));
             statuses.push(crate::store::NewStatus {
                 seq,
-                update_id: uuid::Uuid::new_v4().to_string(),
+                update_id: uuid::Uuid::now_v7().to_string(),
                 status: "received",
                 reason: &route.reason,
                 actor,

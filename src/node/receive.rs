@@ -390,7 +390,7 @@ async fn store_plain(
         .zip(&seqs)
         .map(|(b, seq)| crate::store::NewStatus {
             seq: *seq,
-            update_id: uuid::Uuid::new_v4().to_string(),
+            update_id: uuid::Uuid::now_v7().to_string(),
             status: CaseStatus::Received.as_str(),
             reason: &b.why,
             actor: &actor,
@@ -723,7 +723,7 @@ async fn store_one(
         }
         tx.insert_status(
             seq,
-            &uuid::Uuid::new_v4().to_string(),
+            &uuid::Uuid::now_v7().to_string(),
             CaseStatus::Received.as_str(),
             &why,
             &actor,
