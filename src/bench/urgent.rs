@@ -26,6 +26,12 @@ pub struct UrgentLane {
     pub drain_secs: f64,
     pub urgent_idle: Latency,
     pub urgent_during_drain: Latency,
+    /// The same samples split by how much of the backlog was still queued
+    /// when each urgent report was submitted: at least half of it, and
+    /// less than a tenth. Equal figures mean the urgent report's latency
+    /// does not depend on the size of the backlog waiting for its peer.
+    pub urgent_most_queued: Latency,
+    pub urgent_little_queued: Latency,
 }
 
 /// Submits one urgent report and waits until its receipt is stored.
@@ -128,13 +134,23 @@ pub async fn urgent_lane(opts: &Options) -> anyhow::Result<UrgentLane> {
     let bar = super::bar(opts.json, opts.backlog as u64, "urgent lane: draining");
     let drain_started = Instant::now();
     let mut during = Vec::new();
+    let (mut most, mut little) = (Vec::new(), Vec::new());
+    let mut left = opts.backlog as u64;
     let mut n = opts.urgent + 1;
     // At least one urgent report is measured while the backlog drains,
     // however quickly it drains.
     let drained_at = loop {
-        during.push(urgent_latency(&core, &receipts, &mut client, &ip, n).await?);
+        let took = urgent_latency(&core, &receipts, &mut client, &ip, n).await?;
+        // Queued when it was submitted, as last counted (at most ~20 ms
+        // earlier; the count includes this lane's own urgent report).
+        if left * 2 >= opts.backlog as u64 {
+            most.push(took);
+        } else if left * 10 < opts.backlog as u64 {
+            little.push(took);
+        }
+        during.push(took);
         n += 1;
-        let left = cluster::queued(&mut client).await?;
+        left = cluster::queued(&mut client).await?;
         bar.set_position(opts.backlog.saturating_sub(left as usize) as u64);
         if left == 0 {
             break drain_started.elapsed();
@@ -155,6 +171,8 @@ pub async fn urgent_lane(opts: &Options) -> anyhow::Result<UrgentLane> {
         drain_secs,
         urgent_idle: Latency::of(idle),
         urgent_during_drain: Latency::of(during),
+        urgent_most_queued: Latency::of(most),
+        urgent_little_queued: Latency::of(little),
     })
 }
 
@@ -168,9 +186,13 @@ pub fn print(r: &UrgentLane) {
         "  {:<40} {:>8} {:>9} {:>9} {:>9}",
         "urgent report → receipt stored", "samples", "p50 ms", "p99 ms", "max ms"
     );
+    let most = format!("  with ≥ {} still queued", r.backlog.div_ceil(2));
+    let little = format!("  with < {} still queued", r.backlog / 10);
     for (what, l) in [
         ("peer idle", &r.urgent_idle),
         ("while the backlog drains", &r.urgent_during_drain),
+        (most.as_str(), &r.urgent_most_queued),
+        (little.as_str(), &r.urgent_little_queued),
     ] {
         println!(
             "  {:<40} {:>8} {:>9.1} {:>9.1} {:>9.1}",
