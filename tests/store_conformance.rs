@@ -551,10 +551,10 @@ async fn concurrent_claimers_never_share_a_row(b: &Backend) {
 }
 
 /// Claimers that settle what they claim (the row leaves the outbox in a
-/// committed transaction, claims ending with it) race each other, with
-/// short leases renewed while held: every row is settled exactly once, and
-/// no claim ever returns a row already settled (the settling transaction
-/// would find it gone).
+/// committed transaction, claims ending with it) race each other, leases
+/// long enough not to lapse: every row is settled exactly once, no claim
+/// returns a row already settled (the settling transaction would find it
+/// gone), and a settled row's claim ends with its transaction.
 async fn a_settled_row_is_never_claimed_again(b: &Backend) {
     const ROWS: usize = 150;
     enqueue_many(&b.store, "de-hotline", false, ROWS, "row").await;

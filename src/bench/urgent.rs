@@ -135,17 +135,18 @@ pub async fn urgent_lane(opts: &Options) -> anyhow::Result<UrgentLane> {
     let drain_started = Instant::now();
     let mut during = Vec::new();
     let (mut most, mut little) = (Vec::new(), Vec::new());
-    let mut left = opts.backlog as u64;
+    let (most_from, little_below) = split_at(opts.backlog);
+    let mut left = cluster::queued(&mut client).await?;
     let mut n = opts.urgent + 1;
     // At least one urgent report is measured while the backlog drains,
     // however quickly it drains.
     let drained_at = loop {
         let took = urgent_latency(&core, &receipts, &mut client, &ip, n).await?;
-        // Queued when it was submitted, as last counted (at most ~20 ms
-        // earlier; the count includes this lane's own urgent report).
-        if left * 2 >= opts.backlog as u64 {
+        // Queued when it was submitted, as last counted (just before the
+        // pause between samples).
+        if left >= most_from {
             most.push(took);
-        } else if left * 10 < opts.backlog as u64 {
+        } else if left < little_below {
             little.push(took);
         }
         during.push(took);
@@ -176,6 +177,12 @@ pub async fn urgent_lane(opts: &Options) -> anyhow::Result<UrgentLane> {
     })
 }
 
+/// The split of the drain's samples: at least half of the backlog still
+/// queued, and less than a tenth of it.
+fn split_at(backlog: usize) -> (u64, u64) {
+    (backlog.div_ceil(2) as u64, (backlog / 10) as u64)
+}
+
 pub fn print(r: &UrgentLane) {
     println!();
     println!(
@@ -186,8 +193,9 @@ pub fn print(r: &UrgentLane) {
         "  {:<40} {:>8} {:>9} {:>9} {:>9}",
         "urgent report → receipt stored", "samples", "p50 ms", "p99 ms", "max ms"
     );
-    let most = format!("  with ≥ {} still queued", r.backlog.div_ceil(2));
-    let little = format!("  with < {} still queued", r.backlog / 10);
+    let (most_from, little_below) = split_at(r.backlog);
+    let most = format!("  with ≥ {most_from} still queued");
+    let little = format!("  with < {little_below} still queued");
     for (what, l) in [
         ("peer idle", &r.urgent_idle),
         ("while the backlog drains", &r.urgent_during_drain),

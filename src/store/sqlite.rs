@@ -72,6 +72,8 @@ pub struct Store {
     bulk_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Which outbox rows are claimed, by whom, until when (see `Claims`).
     claims: std::sync::Arc<tokio::sync::Mutex<Claims>>,
+    /// Rows whose deletion is committing (see `SettlingGuard`).
+    settling: Settling,
 }
 
 /// Claims on outbox rows, held in memory. A SQLite file has one node
@@ -102,7 +104,7 @@ impl Claims {
     fn remove(&mut self, id: i64) -> Option<Claim> {
         let claim = self.rows.remove(&id)?;
         if let Some(n) = self.per_lane.get_mut(&claim.lane) {
-            *n -= 1;
+            *n = n.saturating_sub(1);
             if *n == 0 {
                 self.per_lane.remove(&claim.lane);
             }
@@ -111,11 +113,46 @@ impl Claims {
     }
 
     fn insert(&mut self, id: i64, claim: Claim) {
+        self.remove(id);
         *self.per_lane.entry(claim.lane.clone()).or_default() += 1;
-        if let Some(old) = self.rows.insert(id, claim)
-            && let Some(n) = self.per_lane.get_mut(&old.lane)
-        {
-            *n -= 1;
+        self.rows.insert(id, claim);
+    }
+}
+
+/// Outbox rows deleted by a transaction that is committing: no claim takes
+/// them from the moment before its commit until their claims are gone
+/// after it. Without this, a claim whose read of the outbox began before
+/// the commit could still see such a row, find it unclaimed (a row
+/// withdrawn without a claim, or a lapsed one) and send it again. A
+/// `std` lock, so the guard can clear its marks when dropped — also when
+/// the commit fails or its future is dropped, leaving the rows claimable.
+type Settling = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<i64>>>;
+
+struct SettlingGuard {
+    set: Settling,
+    ids: Vec<i64>,
+}
+
+impl SettlingGuard {
+    fn mark(set: &Settling, ids: Vec<i64>) -> SettlingGuard {
+        if !ids.is_empty() {
+            let mut marked = set.lock().unwrap_or_else(|e| e.into_inner());
+            marked.extend(ids.iter().copied());
+        }
+        SettlingGuard {
+            set: set.clone(),
+            ids,
+        }
+    }
+}
+
+impl Drop for SettlingGuard {
+    fn drop(&mut self) {
+        if !self.ids.is_empty() {
+            let mut marked = self.set.lock().unwrap_or_else(|e| e.into_inner());
+            for id in &self.ids {
+                marked.remove(id);
+            }
         }
     }
 }
@@ -186,6 +223,7 @@ impl Store {
             _alive: alive,
             bulk_gate: Default::default(),
             claims: Default::default(),
+            settling: Default::default(),
         })
     }
 
@@ -241,6 +279,7 @@ impl Store {
             audit_head: None,
             _bulk: None,
             claims: self.claims.clone(),
+            settling: self.settling.clone(),
             dequeued: Vec::new(),
         })
     }
@@ -255,6 +294,7 @@ impl Store {
             audit_head: None,
             _bulk: Some(gate),
             claims: self.claims.clone(),
+            settling: self.settling.clone(),
             dequeued: Vec::new(),
         })
     }
@@ -512,10 +552,14 @@ impl Store {
         .fetch_all(&self.reader)
         .await?;
         let until_ms = now_ms.saturating_add(lease_ms);
+        let settling = self.settling.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::with_capacity(rows.len().min(usize::try_from(limit).unwrap_or(0)));
         for mut row in rows {
             if out.len() as i64 >= limit {
                 break;
+            }
+            if settling.contains(&row.id) {
+                continue;
             }
             match claims.rows.get(&row.id) {
                 Some(c) if c.until_ms > now_ms => continue,
@@ -814,6 +858,7 @@ pub struct Tx {
     /// The store's claims, and the outbox rows this transaction deleted:
     /// their claims end when it commits.
     claims: std::sync::Arc<tokio::sync::Mutex<Claims>>,
+    settling: Settling,
     dequeued: Vec<i64>,
 }
 
@@ -826,14 +871,18 @@ macro_rules! open_case {
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<(), StoreError> {
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        let dequeued = std::mem::take(&mut self.dequeued);
+        // From before the commit until the rows' claims are gone, no claim
+        // takes the rows deleted here (`SettlingGuard`).
+        let _settling = SettlingGuard::mark(&self.settling, dequeued.clone());
         self.tx.commit().await?;
         // Only once the deletion is visible to readers: a claim reads the
-        // outbox and the claims under the same lock, so it never takes a
-        // row it still saw after its claim ended.
-        if !self.dequeued.is_empty() {
+        // outbox and the claims under the same lock, so one that begins
+        // after this no longer sees the rows.
+        if !dequeued.is_empty() {
             let mut claims = self.claims.lock().await;
-            for id in &self.dequeued {
+            for id in &dequeued {
                 claims.remove(*id);
             }
         }
