@@ -109,6 +109,10 @@ where
 {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
+        // Nobody waits for it any more (the caller was cancelled).
+        if tx.is_closed() {
+            return;
+        }
         let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
         if let Ok(answer) = answer {
             let _ = tx.send(answer);
