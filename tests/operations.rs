@@ -412,3 +412,47 @@ async fn rapid_stream_resets_neither_grow_memory_nor_stop_service() {
     );
     fed.shutdown().await;
 }
+
+/// A SQLite database has one node process: a second node started on the
+/// same file is refused while the first runs (it would send every queued
+/// report again, claims being kept in memory), and starts once the first
+/// has stopped. The lock file is private.
+#[tokio::test]
+async fn a_second_node_on_the_same_sqlite_file_is_refused_while_the_first_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut fed = Federation::start(AB).await;
+    let mut fr = fed.operator(0);
+    let id = submit(&mut fr, &format!("http://{DE_IP}/x"), "")
+        .await
+        .report_id;
+    wait_case(&fr, &id, 10, |c| c.status == "delivered").await;
+
+    let cfg = fed.configs[0].clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = match alertrelay::node::start_with_listener(cfg.clone(), listener).await {
+        Ok(_) => panic!("a second node on the same database started"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(err, alertrelay::node::StartError::AlreadyRunning { .. }),
+        "{err:?}"
+    );
+    let shown = err.to_string();
+    assert!(shown.contains("in use by another node process"), "{shown}");
+    let mut lock = fed.database(0).into_os_string();
+    lock.push(".lock");
+    let mode = std::fs::metadata(&lock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "lock file mode");
+    // The running node was not disturbed by the attempt.
+    let id2 = submit(&mut fr, &format!("http://{DE_IP}/y"), "")
+        .await
+        .report_id;
+    wait_case(&fr, &id2, 10, |c| c.status == "delivered").await;
+
+    // Once it has stopped, the same database starts again.
+    fed.stop(0).await;
+    fed.restart(0).await;
+    let mut fr = fed.operator(0);
+    assert_eq!(case(&mut fr, &id).await.status, "delivered");
+    fed.shutdown().await;
+}

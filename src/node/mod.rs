@@ -56,6 +56,10 @@ pub enum StartError {
     KeyNotInDirectory { node: String, key_id: String },
     #[error("TLS")]
     Tls(#[from] TlsError),
+    #[error(
+        "database {path} is in use by another node process (lock {lock} held); a SQLite database has one node process — for several, use PostgreSQL replicas"
+    )]
+    AlreadyRunning { path: String, lock: String },
     #[error("database {path}")]
     Store {
         path: String,
@@ -468,6 +472,8 @@ pub struct NodeHandle {
     pub core: Arc<Core>,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: tokio::task::JoinSet<()>,
+    /// On SQLite, held while this node runs (`lock_sqlite`).
+    _lock: Option<std::fs::File>,
 }
 
 impl NodeHandle {
@@ -534,6 +540,10 @@ pub async fn start_with_listener(
     let client_verifier = tls::client_verifier(&config.tls.files(), &config.directory.federation)?;
     let server_tls = tls::server_config_with(&config.tls.files(), client_verifier.clone())?;
     let client_tls = tls::client_config(&config.tls.files())?;
+    let lock = match config.database.sqlite_path() {
+        Some(path) => Some(lock_sqlite(path)?),
+        None => None,
+    };
     let store = Store::connect(&config.database)
         .await
         .map_err(|source| StartError::Store {
@@ -681,7 +691,44 @@ pub async fn start_with_listener(
         core,
         shutdown,
         tasks,
+        _lock: lock,
     })
+}
+
+/// One node process per SQLite database: it keeps its outbox claims in
+/// memory (`store::sqlite::Claims`), so a second process on the same file
+/// would send every queued report again. An exclusive lock on
+/// `<database>.lock` (mode 0600, created if needed, left in place), held
+/// for the node's life and released by the kernel when the process ends,
+/// however it ends. Commands that only read or maintain the database
+/// (`audit verify`, `db backup`, `retention`, `doctor`) do not take it.
+fn lock_sqlite(db: &std::path::Path) -> Result<std::fs::File, StartError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let lock = std::path::PathBuf::from(name);
+    let failed = |source: std::io::Error| StartError::Store {
+        path: db.display().to_string(),
+        source: StoreError::Create {
+            path: lock.display().to_string(),
+            source,
+        },
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock)
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::AlreadyRunning {
+            path: db.display().to_string(),
+            lock: lock.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
+    }
 }
 
 fn file_sha256(path: &std::path::Path) -> String {
