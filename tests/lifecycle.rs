@@ -437,17 +437,7 @@ async fn an_urgent_case_status_overtakes_bulk_reports_queued_for_the_same_peer()
     let mut fed = Federation::start(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])]).await;
     let (fr_i, de_i) = (0, 1);
     let mut fr = fed.operator(fr_i);
-    let urgent = fr
-        .submit_report(pb::SubmitReportRequest {
-            urls: vec![format!("http://{DE_IP}/ongoing-abuse")],
-            category: "csam".into(),
-            priority: pb::Priority::Urgent as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .report_id;
+    let urgent = submit_urgent(&mut fr, &format!("http://{DE_IP}/ongoing-abuse")).await;
     wait_case(&fr, &urgent, 20, |c| c.status == "delivered").await;
     fed.stop(fr_i).await;
     // While FR-PDC is away, DE-ECO queues bulk reports for it, then works

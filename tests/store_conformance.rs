@@ -539,6 +539,13 @@ async fn concurrent_claimers_never_share_a_row(b: &Backend) {
             })
         })
         .collect();
+    let (total, seen) = gather(tasks).await;
+    assert_eq!(total, ROWS, "no row claimed twice");
+    assert_eq!(seen.len(), ROWS, "every row claimed");
+}
+
+/// The rows each task took: how many in all, and which (once each).
+async fn gather(tasks: Vec<tokio::task::JoinHandle<Vec<i64>>>) -> (usize, BTreeSet<i64>) {
     let mut seen = BTreeSet::new();
     let mut total = 0;
     for t in tasks {
@@ -546,8 +553,7 @@ async fn concurrent_claimers_never_share_a_row(b: &Backend) {
         total += mine.len();
         seen.extend(mine);
     }
-    assert_eq!(total, ROWS, "no row claimed twice");
-    assert_eq!(seen.len(), ROWS, "every row claimed");
+    (total, seen)
 }
 
 /// Claimers that settle what they claim (the row leaves the outbox in a
@@ -591,13 +597,7 @@ async fn a_settled_row_is_never_claimed_again(b: &Backend) {
             })
         })
         .collect();
-    let mut seen = BTreeSet::new();
-    let mut total = 0;
-    for t in tasks {
-        let mine = t.await.unwrap();
-        total += mine.len();
-        seen.extend(mine);
-    }
+    let (total, seen) = gather(tasks).await;
     assert_eq!(total, ROWS, "no row settled twice");
     assert_eq!(seen.len(), ROWS, "every row settled");
 }
