@@ -512,12 +512,15 @@ impl Store {
     /// Records a failed attempt for these outbox rows.
     pub async fn outbox_failed(&self, ids: &[i64], error: &str) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        for id in ids {
-            sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?")
-                .bind(error)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ",
+            );
+            q.push_bind(error);
+            q.push(" WHERE id IN (");
+            push_list(&mut q, chunk);
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -607,18 +610,7 @@ impl Store {
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         if let Some(error) = error {
-            let mut tx = self.writer.begin().await?;
-            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-                let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = ",
-                );
-                q.push_bind(error);
-                q.push(" WHERE id IN (");
-                push_list(&mut q, chunk);
-                q.push(")");
-                q.build().execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
+            self.outbox_failed(ids, error).await?;
         }
         let mut claims = self.claims.lock().await;
         for id in ids {
