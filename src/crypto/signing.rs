@@ -187,14 +187,13 @@ impl NodeKey {
 
     /// Signs `payload` for `purpose`.
     pub fn sign(&self, purpose: Purpose, payload: &[u8]) -> [u8; 64] {
-        let mut msg = Vec::with_capacity(purpose.tag().len() + payload.len());
-        msg.extend_from_slice(purpose.tag());
-        msg.extend_from_slice(payload);
-        self.key.sign(&msg).to_bytes()
+        with_message(purpose, payload, |msg| self.key.sign(msg).to_bytes())
     }
 }
 
-/// Verifies `signature` over `payload` for `purpose`, strictly.
+/// Verifies `signature` over `payload` for `purpose`, strictly — or, inside
+/// [`verify_batched`], checks what can be checked alone and leaves the
+/// signature equation to the batch.
 pub fn verify(
     key: &VerifyingKey,
     purpose: Purpose,
@@ -202,11 +201,141 @@ pub fn verify(
     signature: &[u8],
 ) -> Result<(), SignatureError> {
     let sig = Signature::from_slice(signature).map_err(|_| SignatureError::Malformed)?;
-    let mut msg = Vec::with_capacity(purpose.tag().len() + payload.len());
-    msg.extend_from_slice(purpose.tag());
-    msg.extend_from_slice(payload);
-    key.verify_strict(&msg, &sig)
+    let deferred = DEFERRED.with_borrow_mut(|d| {
+        let d = d.as_mut()?;
+        Some(d.push(key, purpose, payload, &sig))
+    });
+    if let Some(r) = deferred {
+        return r;
+    }
+    with_message(purpose, payload, |msg| key.verify_strict(msg, &sig))
         .map_err(|_| SignatureError::Invalid)
+}
+
+/// Runs `f` with its signature checks ([`verify`]) deferred and then
+/// checked together in one Ed25519 batch: about 40% less CPU per signature
+/// for a batch of envelopes. If `f` fails, or the batch does not hold, `f`
+/// runs again with every check strict, so a failure is the very error the
+/// strict checks give, for the very item that fails.
+///
+/// What the batch accepts is what [`verify`] accepts, with one exception
+/// that only a key's holder can bring about: a signature whose `R` has a
+/// small-order component added on purpose (it satisfies RFC 8032's
+/// cofactored equation but not the strict one) can pass a batch. `R`
+/// encodings that are non-canonical or of small order are refused before
+/// the batch, as strictly; weak keys never enter the directory.
+pub fn verify_batched<T, E>(f: impl Fn() -> Result<T, E>) -> Result<T, E> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DEFERRED.with_borrow_mut(|d| *d = None);
+        }
+    }
+    let (first, batch) = {
+        let _reset = Reset;
+        DEFERRED.with_borrow_mut(|d| *d = Some(Deferred::default()));
+        let first = f();
+        (first, DEFERRED.with_borrow_mut(|d| d.take()))
+    };
+    match (first, batch) {
+        (Ok(v), Some(b)) if b.holds() => Ok(v),
+        _ => f(),
+    }
+}
+
+thread_local! {
+    /// Signature checks deferred by [`verify_batched`] on this thread.
+    static DEFERRED: std::cell::RefCell<Option<Deferred>> =
+        const { std::cell::RefCell::new(None) };
+    /// Reused for `tag || payload`, the bytes every signature covers.
+    static MESSAGE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` over `tag || payload`, built in a per-thread buffer.
+fn with_message<T>(purpose: Purpose, payload: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
+    MESSAGE.with_borrow_mut(|msg| {
+        msg.clear();
+        msg.extend_from_slice(purpose.tag());
+        msg.extend_from_slice(payload);
+        let out = f(msg);
+        // A large payload's buffer is not kept.
+        if msg.capacity() > 64 * 1024 {
+            *msg = Vec::new();
+        }
+        out
+    })
+}
+
+/// Signature checks gathered for one batch: every message back to back in
+/// one buffer.
+#[derive(Default)]
+struct Deferred {
+    keys: Vec<VerifyingKey>,
+    signatures: Vec<Signature>,
+    messages: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Deferred {
+    fn push(
+        &mut self,
+        key: &VerifyingKey,
+        purpose: Purpose,
+        payload: &[u8],
+        sig: &Signature,
+    ) -> Result<(), SignatureError> {
+        // What `verify_strict` refuses before its equation: these would
+        // otherwise pass a batch.
+        if !r_is_acceptable(sig.r_bytes()) {
+            return Err(SignatureError::Invalid);
+        }
+        self.keys.push(*key);
+        self.signatures.push(*sig);
+        self.messages.extend_from_slice(purpose.tag());
+        self.messages.extend_from_slice(payload);
+        self.ends.push(self.messages.len());
+        Ok(())
+    }
+
+    fn holds(&self) -> bool {
+        if self.signatures.is_empty() {
+            return true;
+        }
+        let mut start = 0;
+        let messages: Vec<&[u8]> = self
+            .ends
+            .iter()
+            .map(|&end| {
+                let m = &self.messages[start..end];
+                start = end;
+                m
+            })
+            .collect();
+        ed25519_dalek::verify_batch(&messages, &self.signatures, &self.keys).is_ok()
+    }
+}
+
+/// Whether a signature's `R` encoding is canonical and not a point of
+/// small order (both are refused by `verify_strict`).
+fn r_is_acceptable(r: &[u8; 32]) -> bool {
+    use std::sync::OnceLock;
+    // The y coordinates of the eight points of small order.
+    static SMALL_ORDER_Y: OnceLock<Vec<[u8; 32]>> = OnceLock::new();
+    let small = SMALL_ORDER_Y.get_or_init(|| {
+        curve25519_dalek::constants::EIGHT_TORSION
+            .iter()
+            .map(|p| {
+                let mut y = p.compress().to_bytes();
+                y[31] &= 0x7f;
+                y
+            })
+            .collect()
+    });
+    let mut y = *r;
+    y[31] &= 0x7f;
+    // y must be below p = 2^255 - 19.
+    let non_canonical = y[31] == 0x7f && y[1..31].iter().all(|&b| b == 0xff) && y[0] >= 0xed;
+    !non_canonical && !small.contains(&y)
 }
 
 /// Parses a base64 public key from the directory, refusing weak keys.
@@ -289,6 +418,86 @@ mod tests {
             verify(&vk, Purpose::Receipt, b"payload", &sig[..63]),
             Err(SignatureError::Malformed)
         );
+    }
+
+    #[test]
+    fn a_batch_accepts_good_signatures_and_a_bad_one_fails_as_it_would_alone() {
+        let keys: Vec<NodeKey> = (0..3).map(|_| NodeKey::generate()).collect();
+        let items: Vec<(VerifyingKey, Vec<u8>, [u8; 64])> = (0..100u32)
+            .map(|i| {
+                let k = &keys[i as usize % 3];
+                let payload = format!("report {i}").into_bytes();
+                let sig = k.sign(Purpose::Report, &payload);
+                (k.verifying_key(), payload, sig)
+            })
+            .collect();
+        let first_failure = |items: &[(VerifyingKey, Vec<u8>, [u8; 64])]| {
+            verify_batched(|| {
+                for (i, (vk, payload, sig)) in items.iter().enumerate() {
+                    verify(vk, Purpose::Report, payload, sig).map_err(|e| (i, e))?;
+                }
+                Ok::<_, (usize, SignatureError)>(())
+            })
+        };
+        assert_eq!(first_failure(&items), Ok(()));
+        let mut bad = items.clone();
+        bad[57].2[40] ^= 1;
+        assert_eq!(first_failure(&bad), Err((57, SignatureError::Invalid)));
+        // Right signature, wrong purpose: still the strict error.
+        let wrong_purpose =
+            verify_batched(|| verify(&items[3].0, Purpose::Hop, &items[3].1, &items[3].2));
+        assert_eq!(wrong_purpose, Err(SignatureError::Invalid));
+        // Nothing stays deferred on the thread afterwards.
+        assert!(DEFERRED.with_borrow(|d| d.is_none()));
+        assert_eq!(
+            verify(&items[0].0, Purpose::Report, &items[0].1, &bad[57].2),
+            Err(SignatureError::Invalid)
+        );
+    }
+
+    /// A key's holder can make a signature whose `R` is the identity (or
+    /// another encoding of it): the plain batch equation holds for it, but
+    /// `verify_strict` refuses it, and so must a batch.
+    #[test]
+    fn signatures_with_a_small_order_or_non_canonical_r_are_refused_in_a_batch_too() {
+        use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+        use curve25519_dalek::scalar::Scalar;
+        use rand::RngCore;
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        let x = Scalar::from_bytes_mod_order(seed);
+        let a = (x * ED25519_BASEPOINT_POINT).compress().to_bytes();
+        let vk = VerifyingKey::from_bytes(&a).unwrap();
+        let payload = b"crafted";
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        // y = p + 1, which reduces to 1: the identity again.
+        let mut non_canonical = [0xffu8; 32];
+        non_canonical[0] = 0xee;
+        non_canonical[31] = 0x7f;
+        for r in [identity, non_canonical] {
+            let mut h = sha2::Sha512::new();
+            h.update(r);
+            h.update(a);
+            h.update(Purpose::Report.tag());
+            h.update(payload);
+            let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+            let mut sig = [0u8; 64];
+            sig[..32].copy_from_slice(&r);
+            sig[32..].copy_from_slice((k * x).as_bytes());
+            // The batch equation alone would take it.
+            let mut msg = Purpose::Report.tag().to_vec();
+            msg.extend_from_slice(payload);
+            let parsed = Signature::from_bytes(&sig);
+            assert!(ed25519_dalek::verify_batch(&[&msg], &[parsed], &[vk]).is_ok());
+            assert_eq!(
+                verify(&vk, Purpose::Report, payload, &sig),
+                Err(SignatureError::Invalid)
+            );
+            assert!(DEFERRED.with_borrow(|d| d.is_none()));
+            let batched = verify_batched(|| verify(&vk, Purpose::Report, payload, &sig));
+            assert_eq!(batched, Err(SignatureError::Invalid));
+        }
     }
 
     #[test]

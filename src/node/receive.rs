@@ -146,10 +146,15 @@ fn open_batch(
         }
         Some(_) => {}
     }
-    req.envelopes
-        .iter()
-        .map(|e| wire::open_envelope(e, sender, &core.me, directory, now).map_err(NodeError::from))
-        .collect()
+    // The envelopes' signatures are checked together, in one batch.
+    crate::crypto::signing::verify_batched(|| {
+        req.envelopes
+            .iter()
+            .map(|e| {
+                wire::open_envelope(e, sender, &core.me, directory, now).map_err(NodeError::from)
+            })
+            .collect()
+    })
 }
 
 pub(crate) fn refusal_code(e: &NodeError) -> (&'static str, String) {
@@ -1151,9 +1156,22 @@ fn open_returned_batch(
         .into());
     }
     let directory = core.directory();
+    // Each item carries a return hop per relay: checked together.
+    crate::crypto::signing::verify_batched(|| {
+        open_returned_items(core, sender, req, &directory, now)
+    })
+}
+
+fn open_returned_items(
+    core: &Core,
+    sender: &NodeId,
+    req: &pb::PushStatusRequest,
+    directory: &crate::directory::Directory,
+    now: i64,
+) -> Result<Vec<wire::OpenedReturned>, NodeError> {
     let mut out = Vec::with_capacity(req.returned.len());
     for ret in &req.returned {
-        let o = wire::open_returned(ret, sender, &core.me, &directory, now)?;
+        let o = wire::open_returned(ret, sender, &core.me, directory, now)?;
         if let wire::ReturnedItem::Status(u) = &o.item {
             CaseStatus::parse(&u.status)?;
             crate::report::validate::report_id(&u.update_id).map_err(|mut e| {
