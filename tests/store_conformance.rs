@@ -100,6 +100,7 @@ conformance!(
     a_settled_row_is_never_claimed_again,
     work_is_announced_to_other_processes,
     batched_statements_do_what_one_at_a_time_does,
+    the_payload_is_stored_once_when_the_envelope_carries_it,
 );
 
 /// Bulk transactions take turns behind the gate while an urgent one goes
@@ -240,7 +241,7 @@ async fn idempotent_insert(b: &Backend) {
     let mut tx = s.begin().await.unwrap();
     let found = tx.find_report("fr-hotline", "r-1").await.unwrap().unwrap();
     assert_eq!(found.seq, first);
-    assert_eq!(found.payload, b"payload");
+    assert_eq!(found.payload(), b"payload");
     assert_eq!(found.relay, 0);
     assert_eq!(found.hosting_country.as_deref(), Some("DE"));
     assert!(tx.find_report("fr-hotline", "r-2").await.unwrap().is_none());
@@ -1144,7 +1145,7 @@ async fn purge_leaves_a_tombstone(b: &Backend) {
     tx.commit().await.unwrap();
 
     let r = s.report_by_seq(seq).await.unwrap().unwrap();
-    assert!(r.payload.is_empty() && r.envelope.is_empty());
+    assert!(r.payload().is_empty() && r.stored_payload.is_empty() && r.envelope.is_empty());
     assert_eq!(r.purged_at_ms, Some(9_000));
     assert_eq!(r.payload_digest, b"digest-32-bytes-digest-32-bytes!");
     let route: serde_json::Value = serde_json::from_str(&r.route).unwrap();
@@ -1165,7 +1166,7 @@ async fn purge_leaves_a_tombstone(b: &Backend) {
     );
     s.checkpoint_wal().await.unwrap();
     let q = s.report_by_seq(queued).await.unwrap().unwrap();
-    assert_eq!(q.payload, b"payload");
+    assert_eq!(q.payload(), b"payload");
 }
 
 /// Appends `n` entries, one transaction each; returns their seqs.
@@ -1587,4 +1588,75 @@ async fn batched_statements_do_what_one_at_a_time_does(b: &Backend) {
     assert_eq!(rows.len(), n + 2);
     assert!(rows.windows(2).all(|w| w[1].seq == w[0].seq + 1));
     assert_eq!(rows.last().unwrap().kind, "test.after");
+}
+
+/// A report's payload is kept once: inside its envelope when the envelope
+/// carries exactly those bytes, in its own column otherwise; either way it
+/// reads back byte for byte, through one insert and through a batch.
+async fn the_payload_is_stored_once_when_the_envelope_carries_it(b: &Backend) {
+    use alertrelay::pb;
+    use prost::Message;
+    let s = &b.store;
+    // Bytes that are no valid protobuf on their own: they are carried, not
+    // re-encoded.
+    let payload: Vec<u8> = (0..1500u32).map(|i| (i * 7 % 251) as u8).collect();
+    let envelope = |payload: &[u8], hops: usize| {
+        pb::Envelope {
+            report: Some(pb::Signed {
+                payload: payload.to_vec(),
+                signer: "fr-hotline".into(),
+                key_id: "k1".into(),
+                signature: vec![9; 64],
+                batch: None,
+            }),
+            hops: (0..hops)
+                .map(|_| pb::Signed {
+                    payload: b"hop".to_vec(),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+        .encode_to_vec()
+    };
+    let carried = envelope(&payload, 2);
+    let other = envelope(b"another payload", 0);
+    let mut one = report("fr-hotline", "once-1", &payload);
+    one.envelope = &carried;
+    let mut tx = s.begin().await.unwrap();
+    let seq = tx.insert_report(&one).await.unwrap();
+    let mut many = Vec::new();
+    for (i, id) in ["once-2", "once-3", "once-4"].into_iter().enumerate() {
+        let mut r = report("fr-hotline", id, &payload);
+        // The third's envelope carries other bytes: its payload keeps its
+        // own column.
+        r.envelope = if i == 2 { &other } else { &carried };
+        many.push(r);
+    }
+    let seqs = tx.insert_reports(&many).await.unwrap();
+    tx.commit().await.unwrap();
+    for (seq, column_empty) in [
+        (seq, true),
+        (seqs[0], true),
+        (seqs[1], true),
+        (seqs[2], false),
+    ] {
+        let r = s.report_by_seq(seq).await.unwrap().unwrap();
+        assert_eq!(r.payload(), payload.as_slice(), "report {seq}");
+        assert_eq!(r.stored_payload.is_empty(), column_empty, "report {seq}");
+    }
+    assert_eq!(
+        s.report_by_seq(seq).await.unwrap().unwrap().envelope,
+        carried
+    );
+    assert_eq!(
+        s.report_by_seq(seqs[2]).await.unwrap().unwrap().envelope,
+        other
+    );
+    // A report with no envelope (the default row in this suite).
+    let plain = insert(s, "fr-hotline", "once-5").await;
+    let r = s.report_by_seq(plain).await.unwrap().unwrap();
+    assert_eq!(
+        (r.payload(), r.stored_payload.as_slice()),
+        (&b"payload"[..], &b"payload"[..])
+    );
 }

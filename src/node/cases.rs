@@ -233,7 +233,7 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
     let referrals = core.store.referrals(row.seq).await?;
     // Stored payloads were verified (or made) by this node; one that does
     // not decode means a damaged database, which must not pass as empty.
-    let payload = pb::ReportPayload::decode(row.payload.as_slice())
+    let payload = pb::ReportPayload::decode(row.payload())
         .map_err(|_| NodeError::Internal("a stored report payload does not decode"))?;
     let route = payload
         .route
@@ -567,7 +567,7 @@ async fn apply_hand_off(
             }
         )));
     }
-    let payload = pb::ReportPayload::decode(row.payload.as_slice())
+    let payload = pb::ReportPayload::decode(row.payload())
         .map_err(|_| NodeError::Internal("a stored report payload does not decode"))?;
     // The handoff hop carries the reason and, when routing chose the new
     // hotline, the new evidence (country, source, date, network; no

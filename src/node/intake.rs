@@ -680,7 +680,7 @@ async fn store_batch(
                 let row = repeated
                     .get(seq)
                     .ok_or(NodeError::Internal("a submission names a missing report"))?;
-                let payload = <pb::ReportPayload as prost::Message>::decode(row.payload.as_slice())
+                let payload = <pb::ReportPayload as prost::Message>::decode(row.payload())
                     .map_err(|_| NodeError::Internal("a stored report payload does not decode"))?;
                 Stored {
                     seq: *seq,
@@ -714,7 +714,7 @@ async fn repeat(core: &Core, seq: i64) -> Result<Submitted, NodeError> {
         .report_by_seq(seq)
         .await?
         .ok_or(NodeError::Internal("a submission names a missing report"))?;
-    let payload = <pb::ReportPayload as prost::Message>::decode(row.payload.as_slice())
+    let payload = <pb::ReportPayload as prost::Message>::decode(row.payload())
         .map_err(|_| NodeError::Internal("a stored report payload does not decode"))?;
     let case = cases::view_by_seq(core, seq).await.ok();
     Ok(Submitted {
