@@ -76,6 +76,10 @@ pub struct Metrics {
     /// Bulk transactions undone because urgent work arrived while they
     /// were written (each written again after it).
     pub bulk_yielded: AtomicU64,
+    /// `Forward` batches received from peers, by call: one stream carrying
+    /// batch after batch, or one unary call each.
+    pub batches_streamed: AtomicU64,
+    pub batches_unary: AtomicU64,
     refusals: Mutex<BTreeMap<String, u64>>,
     deliveries: Mutex<BTreeMap<(String, String), u64>>,
     delivery_failures: Mutex<BTreeMap<String, u64>>,
@@ -184,6 +188,12 @@ pub async fn render(core: &Core) -> String {
         "alertrelay_bulk_chunks_yielded_total",
         "Bulk transactions undone and written again because urgent work arrived while they were written.",
         m.bulk_yielded.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP alertrelay_forward_batches_received_total Batches of envelopes received from peers, by call (ForwardStream or unary Forward).\n# TYPE alertrelay_forward_batches_received_total counter\nalertrelay_forward_batches_received_total{{call=\"stream\"}} {}\nalertrelay_forward_batches_received_total{{call=\"unary\"}} {}",
+        m.batches_streamed.load(Ordering::Relaxed),
+        m.batches_unary.load(Ordering::Relaxed),
     );
     let _ = writeln!(
         out,

