@@ -129,6 +129,10 @@ fn every_scenario_reports_every_figure() {
         num(&v, "/drain/rss_peak_mib"),
     );
     assert!(before > 0.0 && peak > 0.0, "{before} {peak}");
+    assert!(
+        num(&v, "/drain/destination_rss_peak_mib") > 0.0,
+        "the destination's own process was measured"
+    );
     // The simulated federation: everything where it belongs.
     assert_eq!(num(&v, "/scale/nodes"), 12.0);
     assert_eq!(num(&v, "/scale/reports"), 240.0);

@@ -193,6 +193,81 @@ async fn a_flooding_peer_is_throttled_without_hurting_the_others() {
     fed.shutdown().await;
 }
 
+/// Batches on a `ForwardStream` are admitted one by one against the
+/// sender's quota, as calls are: a stream cannot carry more than the calls
+/// it replaces. A batch over the quota ends the stream with
+/// RESOURCE_EXHAUSTED and an audit entry; other peers are not affected.
+#[tokio::test]
+async fn batches_on_a_stream_are_held_to_the_senders_quota() {
+    let limits = alertrelay::config::RawLimits {
+        peer_requests_per_sec: 0.5,
+        peer_burst: 5,
+        peer_concurrent: 8,
+        ..Default::default()
+    };
+    let fed = Federation::start_full(
+        &[
+            ("FR-PDC", &["FR"]),
+            ("DE-ECO", &["DE"]),
+            ("NL-EOKM", &["NL"]),
+        ],
+        None,
+        fast_delivery(),
+        Some(limits),
+    )
+    .await;
+    let mut nl = fed.federation_as(2, 1);
+    // One batch on a stream: admitted, then checked as a call's would be
+    // (an empty batch is malformed).
+    let one_batch = |mut client: pb::federation_client::FederationClient<_>| async move {
+        let (batches, rx) = tokio::sync::mpsc::channel(1);
+        batches.send(pb::ForwardRequest::default()).await.unwrap();
+        let mut answers = client
+            .forward_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("the stream opens")
+            .into_inner();
+        let refused = answers.message().await.expect_err("refused");
+        assert!(
+            matches!(answers.message().await, Ok(None) | Err(_)),
+            "the stream ends with the refusal"
+        );
+        refused
+    };
+    let refused = one_batch(nl.clone()).await;
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    // NL spends the rest of its quota on calls...
+    let mut throttled = false;
+    for _ in 0..10 {
+        if let Err(s) = nl.node_info(pb::NodeInfoRequest {}).await {
+            assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+            throttled = true;
+        }
+    }
+    assert!(throttled, "NL's calls are throttled");
+    // ...and its next batch on a stream is refused by the same quota.
+    let refused = one_batch(nl.clone()).await;
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    // FR is not held to NL's quota.
+    let mut fr = fed.federation_as(0, 1);
+    fr.node_info(pb::NodeInfoRequest {})
+        .await
+        .expect("FR admitted");
+    let store = &fed.nodes[1].as_ref().unwrap().core.store;
+    let entry = store
+        .last_audit_of_kind("input.refused")
+        .await
+        .unwrap()
+        .expect("the refusal is audited");
+    assert_eq!(entry.actor, "node:NL-EOKM");
+    assert!(entry.detail.contains("rate-limited"), "{}", entry.detail);
+    fed.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_full_disk_refuses_with_unavailable_stores_nothing_and_recovers() {
     let fed = Federation::start(AB).await;

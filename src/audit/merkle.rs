@@ -251,6 +251,75 @@ fn subproof(m: usize, leaves: &[Hash], complete: bool, out: &mut Vec<Hash>) {
     }
 }
 
+/// A run of leaves, `start..end` (0-based), whose subtree root is one hash
+/// of a proof.
+pub type Span = std::ops::Range<u64>;
+
+/// The runs of leaves whose roots, in this order, are the inclusion proof
+/// of `index` in the tree of `size` leaves: what [`inclusion_proof`] hashes,
+/// without the leaves, so a node can compute each root by reading just that
+/// run of its log.
+pub fn inclusion_spans(index: u64, size: u64) -> Result<Vec<Span>, MerkleError> {
+    if index >= size {
+        return Err(MerkleError::IndexOutOfRange { index, size });
+    }
+    let mut out = Vec::new();
+    path_spans(index, 0, size, &mut out);
+    Ok(out)
+}
+
+/// PATH(m, D[start..start + n]) as spans (see [`path`]).
+fn path_spans(m: u64, start: u64, n: u64, out: &mut Vec<Span>) {
+    if n <= 1 {
+        return;
+    }
+    let k = split64(n);
+    if m < k {
+        path_spans(m, start, k, out);
+        out.push(start + k..start + n);
+    } else {
+        path_spans(m - k, start + k, n - k, out);
+        out.push(start..start + k);
+    }
+}
+
+/// The runs of leaves whose roots, in this order, are the consistency
+/// proof from `old_size` to `new_size` (see [`consistency_proof`]).
+pub fn consistency_spans(old_size: u64, new_size: u64) -> Result<Vec<Span>, MerkleError> {
+    if old_size > new_size {
+        return Err(MerkleError::OldSizeExceedsNewSize { old_size, new_size });
+    }
+    let mut out = Vec::new();
+    if old_size > 0 && old_size < new_size {
+        subproof_spans(old_size, 0, new_size, true, &mut out);
+    }
+    Ok(out)
+}
+
+/// SUBPROOF(m, D[start..start + n], b) as spans (see [`subproof`]).
+fn subproof_spans(m: u64, start: u64, n: u64, complete: bool, out: &mut Vec<Span>) {
+    if m == n {
+        if !complete {
+            out.push(start..start + n);
+        }
+        return;
+    }
+    let k = split64(n);
+    if m <= k {
+        subproof_spans(m, start, k, complete, out);
+        out.push(start + k..start + n);
+    } else {
+        subproof_spans(m - k, start + k, n - k, false, out);
+        out.push(start..start + k);
+    }
+}
+
+/// [`split`] for sizes beyond `usize`.
+fn split64(n: u64) -> u64 {
+    debug_assert!(n >= 2);
+    1 << (u64::BITS - 1 - (n - 1).leading_zeros())
+}
+
 /// The number of hashes in the inclusion proof of `index` in a tree of
 /// `size` leaves (`index < size`): one per level below the point where the
 /// paths to `index` and to the last leaf part (`inner`), plus one per
@@ -431,6 +500,43 @@ pub fn verify_consistency(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_name_exactly_the_subtrees_the_proofs_hash() {
+        let leaves: Vec<Hash> = (0u32..70).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let roots = |spans: Vec<Span>| -> Vec<Hash> {
+            spans
+                .into_iter()
+                .map(|s| root(&leaves[s.start as usize..s.end as usize]))
+                .collect()
+        };
+        for size in 1..=leaves.len() {
+            let tree = &leaves[..size];
+            for index in 0..size as u64 {
+                assert_eq!(
+                    roots(inclusion_spans(index, size as u64).unwrap()),
+                    inclusion_proof(tree, index).unwrap(),
+                    "inclusion of {index} in {size}"
+                );
+            }
+            for old in 0..=size as u64 {
+                assert_eq!(
+                    roots(consistency_spans(old, size as u64).unwrap()),
+                    consistency_proof(tree, old).unwrap(),
+                    "consistency {old} → {size}"
+                );
+            }
+        }
+        assert!(inclusion_spans(5, 5).is_err());
+        assert!(consistency_spans(6, 5).is_err());
+        // Far beyond memory: the spans are still computed, and cover the
+        // tree without overlap.
+        let big = inclusion_spans(123_456_789_012, 1 << 40).unwrap();
+        assert_eq!(
+            big.iter().map(|s| s.end - s.start).sum::<u64>(),
+            (1 << 40) - 1
+        );
+    }
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 

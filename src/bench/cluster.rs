@@ -29,6 +29,8 @@ pub struct Spec {
 pub struct Cluster {
     _dir: tempfile::TempDir,
     pub configs: Vec<NodeConfig>,
+    /// Each node's `node.toml`.
+    pub config_paths: Vec<std::path::PathBuf>,
     pub nodes: Vec<Option<NodeHandle>>,
 }
 
@@ -94,6 +96,7 @@ impl Cluster {
         Ok(Cluster {
             _dir: dir,
             configs,
+            config_paths: done.configs.clone(),
             nodes: handles,
         })
     }
@@ -127,6 +130,29 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts stopped node `i` again as a process of its own (`alertrelay
+    /// serve`, this binary), so that its memory can be told apart from the
+    /// others'. The process is killed when the handle is dropped.
+    pub async fn restart_as_process(&mut self, i: usize) -> anyhow::Result<NodeProcess> {
+        anyhow::ensure!(
+            self.nodes[i].is_none(),
+            "node {i} is running in this process"
+        );
+        let path = &self.config_paths[i];
+        let log = path.with_extension("log");
+        let child = tokio::process::Command::new(std::env::current_exe()?)
+            .arg("serve")
+            .arg("--config")
+            .arg(path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting a node process")?;
+        Ok(NodeProcess { child, log })
+    }
+
     /// An operator client of node `i` (its own operator certificate).
     pub async fn client(&self, i: usize) -> anyhow::Result<OperatorClient<Channel>> {
         crate::cli::client::connect(&self.configs[i])
@@ -138,6 +164,39 @@ impl Cluster {
         for i in 0..self.nodes.len() {
             self.stop(i).await;
         }
+    }
+}
+
+/// A node running as its own process (`Cluster::restart_as_process`).
+pub struct NodeProcess {
+    child: tokio::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl NodeProcess {
+    /// Fails (with the end of its log) when the process has exited.
+    pub fn check(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            anyhow::bail!(
+                "the node process exited ({status}): {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            );
+        }
+        Ok(())
+    }
+
+    /// The process's memory, MiB: (VmRSS, VmHWM, its peak since it started).
+    pub fn rss_mib(&self) -> (f64, f64) {
+        self.child
+            .id()
+            .map(|pid| super::rss_mib_of(&format!("/proc/{pid}/status")))
+            .unwrap_or_default()
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
     }
 }
 

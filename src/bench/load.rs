@@ -60,14 +60,18 @@ pub struct Drain {
     pub intake_per_sec: f64,
     pub drain_secs: f64,
     pub drain_per_sec: f64,
-    /// Resident memory of this process (every node and the load
-    /// generator), MiB: before queuing, peak (VmHWM, reset at the start of
-    /// the scenario), and after draining.
+    /// Resident memory of this process — the origin, the load generator,
+    /// and the destinations while they are down —, MiB: before queuing,
+    /// peak (VmHWM, reset at the start of the scenario), and after
+    /// draining.
     pub rss_before_mib: f64,
     pub rss_peak_mib: f64,
     pub rss_after_mib: f64,
     /// Whether the peak is this scenario's own (VmHWM could be reset).
     pub peak_reset: bool,
+    /// The destinations come back as processes of their own: the highest
+    /// peak (VmHWM) of any of them while the backlog drained, MiB.
+    pub destination_rss_peak_mib: f64,
 }
 
 fn specs(nodes: usize) -> Vec<Spec> {
@@ -329,12 +333,19 @@ pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
     }
     let intake_secs = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
+    // The destinations come back as processes of their own, so that the
+    // memory of a node receiving the backlog is measured apart from the
+    // origin holding it.
+    let mut destinations = Vec::new();
     for i in 1..c.nodes.len() {
-        c.restart(i).await?;
+        destinations.push(c.restart_as_process(i).await?);
     }
     let bar = super::bar(opts.json, opts.drain as u64, "drain: destinations back");
     let started = Instant::now();
     loop {
+        for d in &mut destinations {
+            d.check()?;
+        }
         let left = cluster::queued(&mut client).await?;
         bar.set_position(opts.drain.saturating_sub(left as usize) as u64);
         if left == 0 {
@@ -347,6 +358,13 @@ pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
     }
     let drain_secs = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
+    let destination_peak = destinations
+        .iter()
+        .map(|d| d.rss_mib().1)
+        .fold(0.0, f64::max);
+    for d in destinations {
+        d.stop().await;
+    }
     let (rss_after, hwm) = super::rss_mib();
     // The kernel's RSS counters are per-CPU approximations, so VmHWM read
     // now can fall a few pages short of a VmRSS read earlier: the peak is
@@ -364,6 +382,7 @@ pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
         rss_peak_mib: peak,
         rss_after_mib: rss_after,
         peak_reset,
+        destination_rss_peak_mib: destination_peak,
     })
 }
 
@@ -430,11 +449,16 @@ pub fn print_drain(d: &Drain) {
         d.drain_secs, d.drain_per_sec
     );
     println!(
-        "  RSS of the process (all {} nodes + load): {:.0} MiB before, peak {:.0} MiB{}, {:.0} MiB after",
-        d.nodes,
+        "  RSS of the origin's process (origin + load): {:.0} MiB before, peak {:.0} MiB{}, {:.0} MiB after",
         d.rss_before_mib,
         d.rss_peak_mib,
         if d.peak_reset { "" } else { " (since start)" },
         d.rss_after_mib
+    );
+    println!(
+        "  RSS of the destination{} (own process{}, while draining): peak {:.0} MiB",
+        if d.nodes > 2 { "s" } else { "" },
+        if d.nodes > 2 { "es; the highest" } else { "" },
+        d.destination_rss_peak_mib
     );
 }

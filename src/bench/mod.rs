@@ -11,8 +11,8 @@
 //! - `latency`: p50/p99/max at 25, 50 and 90% of that throughput, open loop
 //!   (`load.rs`);
 //! - `urgent`: urgent reports while a bulk backlog drains (`urgent.rs`);
-//! - `drain`: the destination down while N reports queue, then up: drain
-//!   rate and peak RSS (`load.rs`);
+//! - `drain`: the destination down while N reports queue, then up (as a
+//!   process of its own): drain rate and peak RSS of each side (`load.rs`);
 //! - `scale`: a simulated federation of the 53 hotlines of the example
 //!   INHOPE-style directory and a fallback (`scale.rs`).
 
@@ -179,7 +179,12 @@ fn load_average() -> f64 {
 
 /// This process's memory (`/proc/self/status`), MiB: (VmRSS, VmHWM).
 pub fn rss_mib() -> (f64, f64) {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    rss_mib_of("/proc/self/status")
+}
+
+/// A process's memory from its `/proc/PID/status`, MiB: (VmRSS, VmHWM).
+pub fn rss_mib_of(status: &str) -> (f64, f64) {
+    let s = std::fs::read_to_string(status).unwrap_or_default();
     let field = |name: &str| {
         s.lines()
             .find_map(|l| l.strip_prefix(name))
@@ -247,7 +252,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Results> {
     let want = |s: Scenario| opts.scenarios.contains(&s);
     let mut r = Results {
         machine: Machine::now(),
-        nodes_in: "one process (in-process nodes; RSS is the whole process)",
+        nodes_in: "one process (in-process nodes; RSS is the whole process), except the drain's destinations once back (own processes)",
         limits: None,
         throughput: None,
         latency: None,

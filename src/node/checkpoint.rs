@@ -49,12 +49,27 @@ async fn make_if_older(core: &Core, min_age_ms: Option<i64>) -> Result<Checkpoin
     {
         return Ok(l.clone());
     }
-    let leaves = tx.leaf_hashes(size).await?;
+    // The log is read a page at a time into the tree's right edge: memory
+    // stays O(log n) however long the log (`merkle::CompactRange`).
+    let old = last
+        .as_ref()
+        .map(|l| u64::try_from(l.size).unwrap_or(u64::MAX));
+    let mut range = merkle::CompactRange::new();
+    let mut prefix = (old == Some(0)).then(merkle::empty_root);
+    tx.fold_leaves(0, size, |leaf| {
+        range.push(leaf);
+        if Some(range.size()) == old {
+            prefix = Some(range.root());
+        }
+    })
+    .await?;
+    if range.size() != size {
+        return Err(NodeError::Internal(
+            "the audit log has fewer entries than its size says",
+        ));
+    }
     if let Some(l) = &last {
-        let old = usize::try_from(l.size).unwrap_or(usize::MAX);
-        let consistent = leaves
-            .get(..old)
-            .is_some_and(|prefix| merkle::root(prefix).as_slice() == l.root.as_slice());
+        let consistent = prefix.is_some_and(|p| p.as_slice() == l.root.as_slice());
         if !consistent {
             tracing::error!(
                 size = l.size,
@@ -66,7 +81,7 @@ async fn make_if_older(core: &Core, min_age_ms: Option<i64>) -> Result<Checkpoin
             )));
         }
     }
-    let root = merkle::root(&leaves);
+    let root = range.root();
     let origin = origin(core);
     let text = Checkpoint {
         origin: origin.clone(),
@@ -124,14 +139,18 @@ pub async fn check_latest(store: &crate::store::Store) -> Result<(), String> {
         return Ok(());
     };
     let size = u64::try_from(cp.size).unwrap_or(0);
-    let leaves = store.leaf_hashes(size).await.map_err(|e| e.to_string())?;
-    if (leaves.len() as u64) < size {
+    let mut range = merkle::CompactRange::new();
+    store
+        .fold_leaves(0, size, |leaf| range.push(leaf))
+        .await
+        .map_err(|e| e.to_string())?;
+    if range.size() < size {
         return Err(format!(
             "the audit log holds {} entries but checkpoint {size} was signed",
-            leaves.len()
+            range.size()
         ));
     }
-    if merkle::root(&leaves).as_slice() != cp.root.as_slice() {
+    if range.root().as_slice() != cp.root.as_slice() {
         return Err(format!(
             "the audit log no longer hashes to the root of checkpoint {size}"
         ));
@@ -158,9 +177,31 @@ pub async fn consistency_proof(
         )
         .into());
     }
-    let leaves = core.store.leaf_hashes(new_size).await?;
-    merkle::consistency_proof(&leaves, old_size)
-        .map_err(|e| NodeError::FailedPrecondition(format!("cannot prove consistency: {e}")))
+    let spans = merkle::consistency_spans(old_size, new_size)
+        .map_err(|e| NodeError::FailedPrecondition(format!("cannot prove consistency: {e}")))?;
+    span_roots(&core.store, &spans).await
+}
+
+/// The root of each run of the log's leaves, read a page at a time: a
+/// proof's hashes without the whole log in memory.
+pub async fn span_roots(
+    store: &crate::store::Store,
+    spans: &[merkle::Span],
+) -> Result<Vec<Hash>, NodeError> {
+    let mut roots = Vec::with_capacity(spans.len());
+    for span in spans {
+        let mut range = merkle::CompactRange::new();
+        let n = store
+            .fold_leaves(span.start, span.end, |leaf| range.push(leaf))
+            .await?;
+        if n != span.end - span.start {
+            return Err(NodeError::Internal(
+                "the audit log has fewer entries than its checkpoint",
+            ));
+        }
+        roots.push(range.root());
+    }
+    Ok(roots)
 }
 
 /// A witness returns its cosignature of one of our checkpoints, or tells us

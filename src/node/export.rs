@@ -54,7 +54,6 @@ pub async fn case_bundle(
     let cp = checkpoint::make(core).await?;
     let note = checkpoint::with_cosignatures(core, &cp).await?;
     let size = u64::try_from(cp.size).unwrap_or(0);
-    let leaves = core.store.leaf_hashes(size).await?;
     let mut entries = Vec::new();
     for e in core.store.audit_entries_about(&subject).await? {
         let Ok(index) = u64::try_from(e.seq - 1) else {
@@ -63,8 +62,9 @@ pub async fn case_bundle(
         if index >= size {
             continue; // written after the checkpoint: not provable yet
         }
-        let proof = crate::audit::merkle::inclusion_proof(&leaves, index)
+        let spans = crate::audit::merkle::inclusion_spans(index, size)
             .map_err(|_| NodeError::Internal("cannot build an inclusion proof"))?;
+        let proof = checkpoint::span_roots(&core.store, &spans).await?;
         entries.push(ProvedEntry {
             entry: crate::audit::proof::ExportedEntry {
                 seq: e.seq,

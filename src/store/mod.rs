@@ -475,6 +475,10 @@ pub enum Tx {
     Postgres(postgres::Tx),
 }
 
+/// Audit leaf hashes read at a time (`Store::fold_leaves`): ~2 MiB of
+/// hashes, a few more of rows.
+pub const LEAF_PAGE: u64 = 65_536;
+
 macro_rules! dispatch {
     ($self:ident, $m:ident ( $($a:expr),* )) => {
         match $self {
@@ -738,8 +742,35 @@ impl Store {
     }
 
     /// The leaf hashes of the first `size` entries, in order.
-    pub async fn leaf_hashes(&self, size: u64) -> Result<Vec<Hash>, StoreError> {
-        dispatch!(self, leaf_hashes(size))
+    /// Calls `f` with the leaf hashes of audit entries `after + 1 ..=
+    /// upto`, in order, read `LEAF_PAGE` at a time, so that checkpoints and
+    /// proofs never hold the whole log in memory. Returns how many.
+    pub async fn fold_leaves(
+        &self,
+        after: u64,
+        upto: u64,
+        f: impl FnMut(&Hash),
+    ) -> Result<u64, StoreError> {
+        self.fold_leaves_paged(after, upto, LEAF_PAGE, f).await
+    }
+
+    /// `fold_leaves` with a page size of `page`.
+    pub async fn fold_leaves_paged(
+        &self,
+        after: u64,
+        upto: u64,
+        page: u64,
+        mut f: impl FnMut(&Hash),
+    ) -> Result<u64, StoreError> {
+        let (mut at, mut n) = (after, 0);
+        while at < upto {
+            let end = upto.min(at.saturating_add(page.max(1)));
+            let hashes = dispatch!(self, leaf_range(at, end))?;
+            hashes.iter().for_each(&mut f);
+            n += hashes.len() as u64;
+            at = end;
+        }
+        Ok(n)
     }
 
     /// Whether the database file answers a read (for health).
@@ -1255,8 +1286,22 @@ impl Tx {
     }
 
     /// The leaf hashes of the first `size` entries, in order.
-    pub async fn leaf_hashes(&mut self, size: u64) -> Result<Vec<Hash>, StoreError> {
-        dispatch!(self, leaf_hashes(size))
+    /// `Store::fold_leaves`, inside this transaction.
+    pub async fn fold_leaves(
+        &mut self,
+        after: u64,
+        upto: u64,
+        mut f: impl FnMut(&Hash),
+    ) -> Result<u64, StoreError> {
+        let (mut at, mut n) = (after, 0);
+        while at < upto {
+            let end = upto.min(at.saturating_add(LEAF_PAGE));
+            let hashes = dispatch!(self, leaf_range(at, end))?;
+            hashes.iter().for_each(&mut f);
+            n += hashes.len() as u64;
+            at = end;
+        }
+        Ok(n)
     }
 
     pub async fn latest_checkpoint(&mut self) -> Result<Option<CheckpointRow>, StoreError> {

@@ -59,12 +59,19 @@ async fn audit_size<'e>(e: impl sqlx::PgExecutor<'e>) -> Result<u64, StoreError>
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-async fn leaf_hashes<'e>(e: impl sqlx::PgExecutor<'e>, size: u64) -> Result<Vec<Hash>, StoreError> {
-    let rows: Vec<Vec<u8>> =
-        sqlx::query_scalar("SELECT leaf_hash FROM audit_log WHERE seq <= $1 ORDER BY seq")
-            .bind(i64::try_from(size).unwrap_or(i64::MAX))
-            .fetch_all(e)
-            .await?;
+/// The leaf hashes of audit entries `after + 1 ..= upto`, in order.
+async fn leaf_range<'e>(
+    e: impl sqlx::PgExecutor<'e>,
+    after: u64,
+    upto: u64,
+) -> Result<Vec<Hash>, StoreError> {
+    let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT leaf_hash FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq",
+    )
+    .bind(i64::try_from(after).unwrap_or(i64::MAX))
+    .bind(i64::try_from(upto).unwrap_or(i64::MAX))
+    .fetch_all(e)
+    .await?;
     Ok(rows.iter().map(|r| to_hash(r)).collect())
 }
 
@@ -511,8 +518,8 @@ impl Store {
     }
 
     /// The leaf hashes of the first `size` entries, in order.
-    pub async fn leaf_hashes(&self, size: u64) -> Result<Vec<Hash>, StoreError> {
-        leaf_hashes(&self.reader, size).await
+    pub async fn leaf_range(&self, after: u64, upto: u64) -> Result<Vec<Hash>, StoreError> {
+        leaf_range(&self.reader, after, upto).await
     }
 
     /// Whether the database answers a read (for health).
@@ -1591,8 +1598,8 @@ impl Tx {
     }
 
     /// The leaf hashes of the first `size` entries, in order.
-    pub async fn leaf_hashes(&mut self, size: u64) -> Result<Vec<Hash>, StoreError> {
-        leaf_hashes(&mut *self.tx, size).await
+    pub async fn leaf_range(&mut self, after: u64, upto: u64) -> Result<Vec<Hash>, StoreError> {
+        leaf_range(&mut *self.tx, after, upto).await
     }
 
     pub async fn latest_checkpoint(&mut self) -> Result<Option<CheckpointRow>, StoreError> {

@@ -35,15 +35,19 @@ async fn audit_size<'e>(e: impl sqlx::SqliteExecutor<'e>) -> Result<u64, StoreEr
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-async fn leaf_hashes<'e>(
+/// The leaf hashes of audit entries `after + 1 ..= upto`, in order.
+async fn leaf_range<'e>(
     e: impl sqlx::SqliteExecutor<'e>,
-    size: u64,
+    after: u64,
+    upto: u64,
 ) -> Result<Vec<Hash>, StoreError> {
-    let rows: Vec<Vec<u8>> =
-        sqlx::query_scalar("SELECT leaf_hash FROM audit_log WHERE seq <= ? ORDER BY seq")
-            .bind(i64::try_from(size).unwrap_or(i64::MAX))
-            .fetch_all(e)
-            .await?;
+    let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT leaf_hash FROM audit_log WHERE seq > ? AND seq <= ? ORDER BY seq",
+    )
+    .bind(i64::try_from(after).unwrap_or(i64::MAX))
+    .bind(i64::try_from(upto).unwrap_or(i64::MAX))
+    .fetch_all(e)
+    .await?;
     Ok(rows.iter().map(|r| to_hash(r)).collect())
 }
 
@@ -673,8 +677,8 @@ impl Store {
     }
 
     /// The leaf hashes of the first `size` entries, in order.
-    pub async fn leaf_hashes(&self, size: u64) -> Result<Vec<Hash>, StoreError> {
-        leaf_hashes(&self.reader, size).await
+    pub async fn leaf_range(&self, after: u64, upto: u64) -> Result<Vec<Hash>, StoreError> {
+        leaf_range(&self.reader, after, upto).await
     }
 
     /// Fills in the leaf hashes of entries written before they existed.
@@ -1769,8 +1773,8 @@ impl Tx {
     }
 
     /// The leaf hashes of the first `size` entries, in order.
-    pub async fn leaf_hashes(&mut self, size: u64) -> Result<Vec<Hash>, StoreError> {
-        leaf_hashes(&mut *self.tx, size).await
+    pub async fn leaf_range(&mut self, after: u64, upto: u64) -> Result<Vec<Hash>, StoreError> {
+        leaf_range(&mut *self.tx, after, upto).await
     }
 
     pub async fn latest_checkpoint(&mut self) -> Result<Option<CheckpointRow>, StoreError> {
