@@ -193,9 +193,9 @@ async fn a_flooding_peer_is_throttled_without_hurting_the_others() {
     fed.shutdown().await;
 }
 
-/// Batches on a `ForwardStream` are admitted one by one against the
-/// sender's quota, as calls are: a stream cannot carry more than the calls
-/// it replaces. A batch over the quota ends the stream with
+/// A `ForwardStream` is admitted against the sender's quota when it opens
+/// and again for each batch, as calls are: a stream cannot carry more than
+/// the calls it replaces. Over the quota, the sender gets
 /// RESOURCE_EXHAUSTED and an audit entry; other peers are not affected.
 #[tokio::test]
 async fn batches_on_a_stream_are_held_to_the_senders_quota() {
@@ -222,11 +222,13 @@ async fn batches_on_a_stream_are_held_to_the_senders_quota() {
     let one_batch = |mut client: pb::federation_client::FederationClient<_>| async move {
         let (batches, rx) = tokio::sync::mpsc::channel(1);
         batches.send(pb::ForwardRequest::default()).await.unwrap();
-        let mut answers = client
+        let mut answers = match client
             .forward_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
-            .expect("the stream opens")
-            .into_inner();
+        {
+            Ok(answers) => answers.into_inner(),
+            Err(refused) => return refused,
+        };
         let refused = answers.message().await.expect_err("refused");
         assert!(
             matches!(answers.message().await, Ok(None) | Err(_)),
@@ -245,26 +247,32 @@ async fn batches_on_a_stream_are_held_to_the_senders_quota() {
         }
     }
     assert!(throttled, "NL's calls are throttled");
-    // ...and its next batch on a stream is refused by the same quota.
+    // ...and its next stream is refused by the same quota (opening one
+    // costs a call), and audited.
+    let store = &fed.nodes[1].as_ref().unwrap().core.store;
+    let last_refusal = || async {
+        store
+            .last_audit_of_kind("input.refused")
+            .await
+            .unwrap()
+            .expect("refusals are audited")
+    };
+    let before = last_refusal().await.seq;
     let refused = one_batch(nl.clone()).await;
     assert_eq!(
         refused.code(),
         tonic::Code::ResourceExhausted,
         "{refused:?}"
     );
+    let entry = last_refusal().await;
+    assert!(entry.seq > before, "the refusal has an entry of its own");
+    assert_eq!(entry.actor, "node:NL-EOKM");
+    assert!(entry.detail.contains("rate-limited"), "{}", entry.detail);
     // FR is not held to NL's quota.
     let mut fr = fed.federation_as(0, 1);
     fr.node_info(pb::NodeInfoRequest {})
         .await
         .expect("FR admitted");
-    let store = &fed.nodes[1].as_ref().unwrap().core.store;
-    let entry = store
-        .last_audit_of_kind("input.refused")
-        .await
-        .unwrap()
-        .expect("the refusal is audited");
-    assert_eq!(entry.actor, "node:NL-EOKM");
-    assert!(entry.detail.contains("rate-limited"), "{}", entry.detail);
     fed.shutdown().await;
 }
 

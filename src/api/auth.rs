@@ -89,13 +89,12 @@ pub async fn node<T>(core: &Core, req: &Request<T>) -> Result<(NodeId, Permit), 
     audited(core, req, result).await
 }
 
-/// The calling node, for a `Federation` stream: identified (and audited
-/// when refused) as for a call, but admitted message by message
-/// (`node_message`), so a stream is held to the same quota as the calls it
-/// replaces.
+/// The calling node, for a `Federation` stream: identified, admitted and
+/// audited when refused as for a call (opening a stream costs one call of
+/// its quota), then admitted again for each message (`node_message`), so a
+/// stream is held to the same quota as the calls it replaces.
 pub async fn node_stream<T>(core: &Core, req: &Request<T>) -> Result<NodeId, Status> {
-    let result = node_identity(core, req).inspect(|peer| core.contacted_by(peer));
-    audited(core, req, result).await
+    node(core, req).await.map(|(peer, _permit)| peer)
 }
 
 /// One message of a node's stream, as one call: the node is still an

@@ -15,6 +15,26 @@ pub struct FederationService {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
+/// How long a `ForwardStream` may wait for its next batch, or for the
+/// sender to take an answer, before the receiver ends it.
+const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A message of a stream refused as its own call would be (`api::rescue`):
+/// the status to answer, and the reason code to audit.
+fn refused_message(status: &Status) -> Option<(Status, &'static str)> {
+    match status.code() {
+        tonic::Code::Internal if status.message().contains("decode") => Some((
+            Status::invalid_argument("the request is not valid protobuf"),
+            "malformed",
+        )),
+        tonic::Code::OutOfRange if status.message().contains("large") => Some((
+            Status::resource_exhausted("the request is over the size limit"),
+            "too-large",
+        )),
+        _ => None,
+    }
+}
+
 /// Resolves when the node is shutting down.
 async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     if shutdown.wait_for(|stop| *stop).await.is_err() {
@@ -62,12 +82,36 @@ impl pb::federation_server::Federation for FederationService {
                     // Shutting down: the stream ends between batches (the
                     // sender opens a new one to wherever it goes next).
                     _ = stopping(&mut shutdown) => break,
+                    // A sender closes its stream when it has nothing to
+                    // send: one left idle this long is ended here.
+                    _ = tokio::time::sleep(STREAM_IDLE) => break,
                 };
                 let batch = match next {
                     Ok(Some(batch)) => batch,
-                    // The sender closed the stream, or it broke.
-                    Ok(None) | Err(_) => break,
+                    // The sender closed the stream.
+                    Ok(None) => break,
+                    // A batch that does not decode, or is over the size
+                    // limit: refused and audited as the same call would be
+                    // (`api::rescue`); anything else is the stream breaking.
+                    Err(status) => {
+                        if let Some(refused) = refused_message(&status) {
+                            core.audit_refusal(
+                                &format!("node:{sender}"),
+                                refused.1,
+                                &format!("{} (ForwardStream)", refused.0.message()),
+                                &[],
+                            )
+                            .await;
+                            let _ = out_tx.send(Err(refused.0)).await;
+                        }
+                        break;
+                    }
                 };
+                // The sender gave up on this stream (its deadline passed):
+                // the batch goes again on a new one.
+                if out_tx.is_closed() {
+                    break;
+                }
                 let answer = match auth::node_message(&core, &sender).await {
                     Ok(_permit) => {
                         core.metrics
@@ -80,7 +124,14 @@ impl pb::federation_server::Federation for FederationService {
                     Err(refused) => Err(refused),
                 };
                 let failed = answer.is_err();
-                if out_tx.send(answer).await.is_err() || failed {
+                // A sender that stops reading answers does not hold this
+                // task (and the node's shutdown) forever.
+                let sent = tokio::select! {
+                    sent = out_tx.send(answer) => sent.is_ok(),
+                    _ = stopping(&mut shutdown) => false,
+                    _ = tokio::time::sleep(STREAM_IDLE) => false,
+                };
+                if !sent || failed {
                     break;
                 }
             }

@@ -229,6 +229,10 @@ async fn lane(
 /// Without, every batch is a unary call.
 struct Transport {
     client: FederationClient<Channel>,
+    /// Whether this lane streams its batches when the peer can.
+    wants_stream: bool,
+    /// Whether it does now (false after the peer answered UNIMPLEMENTED,
+    /// until the lane next goes idle: a peer may be upgraded meanwhile).
     streamed: bool,
     stream: Option<BatchStream>,
     /// A batch's deadline on the stream, as a unary call's (the channel's
@@ -245,15 +249,19 @@ impl Transport {
     fn new(client: FederationClient<Channel>, streamed: bool, timeout: Duration) -> Transport {
         Transport {
             client,
+            wants_stream: streamed,
             streamed,
             stream: None,
             timeout,
         }
     }
 
-    /// Ends the open stream, if any (the peer sees it closed).
+    /// Ends the open stream, if any (the peer sees it closed). The lane
+    /// goes idle: a peer that did not offer the stream is asked again next
+    /// time.
     fn close(&mut self) {
         self.stream = None;
+        self.streamed = self.wants_stream;
     }
 
     /// Sends one batch and returns the peer's answer to it. On a stream
@@ -1280,6 +1288,10 @@ mod tests {
         }
         assert_eq!(peer.unary.load(Ordering::SeqCst), 3);
         assert!(!out.streamed, "asked once, then unary");
+        out.close();
+        assert!(out.streamed, "asked again after the lane was idle");
+        out.forward(batch(1)).await.unwrap();
+        assert_eq!(peer.unary.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]

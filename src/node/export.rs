@@ -55,6 +55,7 @@ pub async fn case_bundle(
     let note = checkpoint::with_cosignatures(core, &cp).await?;
     let size = u64::try_from(cp.size).unwrap_or(0);
     let mut entries = Vec::new();
+    let mut known = std::collections::HashMap::new();
     for e in core.store.audit_entries_about(&subject).await? {
         let Ok(index) = u64::try_from(e.seq - 1) else {
             continue;
@@ -64,7 +65,23 @@ pub async fn case_bundle(
         }
         let spans = crate::audit::merkle::inclusion_spans(index, size)
             .map_err(|_| NodeError::Internal("cannot build an inclusion proof"))?;
-        let proof = checkpoint::span_roots(&core.store, &spans).await?;
+        // Entries about one case are close together in the log, so their
+        // proofs share most subtrees: each is read from the log once.
+        let missing: Vec<_> = spans
+            .iter()
+            .filter(|s| !known.contains_key(&(s.start, s.end)))
+            .cloned()
+            .collect();
+        for (span, root) in missing
+            .iter()
+            .zip(checkpoint::span_roots(&core.store, &missing).await?)
+        {
+            known.insert((span.start, span.end), root);
+        }
+        let proof: Vec<_> = spans
+            .iter()
+            .filter_map(|s| known.get(&(s.start, s.end)))
+            .collect();
         entries.push(ProvedEntry {
             entry: crate::audit::proof::ExportedEntry {
                 seq: e.seq,
