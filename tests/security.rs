@@ -1,6 +1,7 @@
 //! TLS identity and key lifecycle: CRLs applied by a reload without a
 //! restart (and the revoked peer's open connection closed), expired CRLs
-//! refused, admin-only node management, signing-key rotation and revocation.
+//! refused, admin-only node management, signing-key rotation and revocation;
+//! open `ForwardStream`s cut off by a suspension and ended by a shutdown.
 
 mod common;
 
@@ -191,5 +192,72 @@ async fn signing_keys_rotate_without_downtime_and_a_revoked_key_verifies_nothing
         .await
         .report_id;
     wait_case(&fr, &id, 10, |c| c.status == "delivered").await;
+    fed.shutdown().await;
+}
+
+/// Opens a `ForwardStream` from node `from` to node `to` without sending
+/// anything yet; returns the sender of batches and the answers.
+async fn open_stream(
+    fed: &Federation,
+    from: usize,
+    to: usize,
+) -> (
+    tokio::sync::mpsc::Sender<pb::ForwardRequest>,
+    tonic::Streaming<pb::ForwardResponse>,
+) {
+    let (batches, rx) = tokio::sync::mpsc::channel(4);
+    let answers = fed
+        .federation_as(from, to)
+        .forward_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    (batches, answers)
+}
+
+/// A node suspended in the directory while its stream is open cannot go
+/// on sending on it: after the reload, its next batch is not admitted (the
+/// connection is closed, or the batch refused as from a suspended node),
+/// where an active node's empty batch would be checked and refused as
+/// malformed.
+#[tokio::test]
+async fn a_node_suspended_while_its_stream_is_open_cannot_go_on_sending() {
+    let fed = Federation::start(ABC).await;
+    let (batches, mut answers) = open_stream(&fed, 2, 1).await;
+    let path = fed.dir.path().join("DE-ECO/directory.toml");
+    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for n in t["node"].as_array_mut().unwrap() {
+        let n = n.as_table_mut().unwrap();
+        if n["id"].as_str() == Some("NL-EOKM") {
+            n.insert("active".into(), false.into());
+        }
+    }
+    std::fs::write(&path, toml::to_string_pretty(&t).unwrap()).unwrap();
+    fed.admin(1).reload(pb::ReloadRequest {}).await.unwrap();
+    let _ = batches.send(pb::ForwardRequest::default()).await;
+    match tokio::time::timeout(Duration::from_secs(10), answers.message())
+        .await
+        .expect("an answer or the end of the stream")
+    {
+        Ok(None) => {}
+        Ok(Some(a)) => panic!("a suspended node's batch was answered: {a:?}"),
+        Err(s) => assert_ne!(s.code(), Code::InvalidArgument, "admitted: {s:?}"),
+    }
+    fed.shutdown().await;
+}
+
+/// A node shutting down ends the streams open to it, so its graceful
+/// shutdown does not wait for senders that keep them open.
+#[tokio::test]
+async fn a_node_shutting_down_ends_the_streams_open_to_it() {
+    let mut fed = Federation::start(ABC).await;
+    let (_batches, mut answers) = open_stream(&fed, 2, 1).await;
+    tokio::time::timeout(Duration::from_secs(20), fed.stop(1))
+        .await
+        .expect("the shutdown does not wait for the open stream");
+    let end = tokio::time::timeout(Duration::from_secs(10), answers.message())
+        .await
+        .expect("the stream ended");
+    assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
     fed.shutdown().await;
 }
