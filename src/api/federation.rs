@@ -19,22 +19,6 @@ pub struct FederationService {
 /// sender to take an answer, before the receiver ends it.
 const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// A message of a stream refused as its own call would be (`api::rescue`):
-/// the status to answer, and the reason code to audit.
-fn refused_message(status: &Status) -> Option<(Status, &'static str)> {
-    match status.code() {
-        tonic::Code::Internal if status.message().contains("decode") => Some((
-            Status::invalid_argument("the request is not valid protobuf"),
-            "malformed",
-        )),
-        tonic::Code::OutOfRange if status.message().contains("large") => Some((
-            Status::resource_exhausted("the request is over the size limit"),
-            "too-large",
-        )),
-        _ => None,
-    }
-}
-
 /// Resolves when the node is shutting down.
 async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     if shutdown.wait_for(|stop| *stop).await.is_err() {
@@ -94,15 +78,18 @@ impl pb::federation_server::Federation for FederationService {
                     // limit: refused and audited as the same call would be
                     // (`api::rescue`); anything else is the stream breaking.
                     Err(status) => {
-                        if let Some(refused) = refused_message(&status) {
+                        if let Some((code, reason_code, text)) =
+                            crate::api::rescue::rescued(status.code(), status.message())
+                        {
+                            let detail = format!("{text} (ForwardStream)");
                             core.audit_refusal(
                                 &format!("node:{sender}"),
-                                refused.1,
-                                &format!("{} (ForwardStream)", refused.0.message()),
+                                reason_code,
+                                &detail,
                                 &[],
                             )
                             .await;
-                            let _ = out_tx.send(Err(refused.0)).await;
+                            let _ = out_tx.send(Err(Status::new(code, text))).await;
                         }
                         break;
                     }

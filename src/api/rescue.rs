@@ -37,8 +37,30 @@ pub struct Rescue<S> {
     core: Arc<Core>,
 }
 
-const INTERNAL: &str = "13";
-const OUT_OF_RANGE: &str = "11";
+/// What tonic's own refusal of a request body becomes: a body that does
+/// not decode (INTERNAL) is INVALID_ARGUMENT, one over the size limit
+/// (OUT_OF_RANGE) RESOURCE_EXHAUSTED; with the refusal's reason code and
+/// the message the caller gets. Also used for the messages of a stream,
+/// which tonic refuses after the response has begun
+/// (`api::federation`).
+pub fn rescued(
+    code: tonic::Code,
+    message: &str,
+) -> Option<(tonic::Code, &'static str, &'static str)> {
+    match code {
+        tonic::Code::Internal if message.contains("decode") => Some((
+            tonic::Code::InvalidArgument,
+            "malformed",
+            "the request is not valid protobuf",
+        )),
+        tonic::Code::OutOfRange if message.contains("large") => Some((
+            tonic::Code::ResourceExhausted,
+            "too-large",
+            "the request is over the size limit",
+        )),
+        _ => None,
+    }
+}
 
 impl<S, B, R> tower::Service<http::Request<B>> for Rescue<S>
 where
@@ -76,18 +98,12 @@ where
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned();
-            let rescued = match status.as_deref() {
-                Some(INTERNAL) if message.contains("decode") => {
-                    Some(("3", "malformed", "the request is not valid protobuf"))
-                }
-                Some(OUT_OF_RANGE) if message.contains("large") => {
-                    Some(("8", "too-large", "the request is over the size limit"))
-                }
-                _ => None,
-            };
-            if let Some((code, reason_code, text)) = rescued {
+            let code = status
+                .as_deref()
+                .map(|c| tonic::Code::from_bytes(c.as_bytes()));
+            if let Some((code, reason_code, text)) = code.and_then(|c| rescued(c, &message)) {
                 let headers = resp.headers_mut();
-                headers.insert("grpc-status", HeaderValue::from_static(code));
+                headers.insert("grpc-status", HeaderValue::from(code as i32));
                 headers.insert("grpc-message", HeaderValue::from_static(text));
                 let detail = format!("{text} ({path})");
                 core.audit_refusal(&who, reason_code, &detail, &[]).await;
