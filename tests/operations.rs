@@ -115,15 +115,16 @@ async fn backoff_ends_as_soon_as_the_peer_that_was_down_contacts_us() {
     fed.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_flooding_peer_is_throttled_without_hurting_the_others() {
+/// FR, DE and NL, each admitting a peer `per_sec` calls a second (bursts
+/// of `burst`, 8 at a time).
+async fn three_nodes_with_peer_quota(per_sec: f64, burst: u32) -> Federation {
     let limits = alertrelay::config::RawLimits {
-        peer_requests_per_sec: 50.0,
-        peer_burst: 50,
+        peer_requests_per_sec: per_sec,
+        peer_burst: burst,
         peer_concurrent: 8,
         ..Default::default()
     };
-    let fed = Federation::start_full(
+    Federation::start_full(
         &[
             ("FR-PDC", &["FR"]),
             ("DE-ECO", &["DE"]),
@@ -133,7 +134,12 @@ async fn a_flooding_peer_is_throttled_without_hurting_the_others() {
         fast_delivery(),
         Some(limits),
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_flooding_peer_is_throttled_without_hurting_the_others() {
+    let fed = three_nodes_with_peer_quota(50.0, 50).await;
     let ping = |client: &mut pb::federation_client::FederationClient<tonic::transport::Channel>| {
         let mut c = client.clone();
         async move {
@@ -199,23 +205,7 @@ async fn a_flooding_peer_is_throttled_without_hurting_the_others() {
 /// RESOURCE_EXHAUSTED and an audit entry; other peers are not affected.
 #[tokio::test]
 async fn batches_on_a_stream_are_held_to_the_senders_quota() {
-    let limits = alertrelay::config::RawLimits {
-        peer_requests_per_sec: 0.5,
-        peer_burst: 5,
-        peer_concurrent: 8,
-        ..Default::default()
-    };
-    let fed = Federation::start_full(
-        &[
-            ("FR-PDC", &["FR"]),
-            ("DE-ECO", &["DE"]),
-            ("NL-EOKM", &["NL"]),
-        ],
-        None,
-        fast_delivery(),
-        Some(limits),
-    )
-    .await;
+    let fed = three_nodes_with_peer_quota(0.5, 5).await;
     let mut nl = fed.federation_as(2, 1);
     // One batch on a stream: admitted, then checked as a call's would be
     // (an empty batch is malformed).
