@@ -45,6 +45,15 @@ pub enum ConfigError {
     },
 }
 
+/// Rate, burst and concurrency for one kind of caller
+/// (`[limits]`; enforced by `node::admission`).
+#[derive(Debug, Clone, Copy)]
+pub struct Quota {
+    pub per_sec: f64,
+    pub burst: f64,
+    pub concurrent: usize,
+}
+
 /// `node.toml` exactly as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -355,8 +364,8 @@ pub struct NodeConfig {
     pub health_probe_interval: Duration,
     /// `[notice]`, checked.
     pub notice: Option<RawNotice>,
-    pub peer_quota: crate::api::limits::Quota,
-    pub operator_quota: crate::api::limits::Quota,
+    pub peer_quota: Quota,
+    pub operator_quota: Quota,
     /// `[jurisdiction]`: what may be sent where.
     pub jurisdiction: crate::routing::policy::Policy,
     /// `[retention]`.
@@ -563,7 +572,7 @@ impl NodeConfig {
                     "rate, burst and concurrency must be > 0".into(),
                 ));
             }
-            Ok(crate::api::limits::Quota {
+            Ok(Quota {
                 per_sec,
                 burst: f64::from(burst),
                 concurrent: concurrent as usize,

@@ -13,7 +13,6 @@
 //! - `federation` outbound per-peer delivery workers, backoff, witnessing
 //! - `geo`        IP → country and network from ordered offline sources; optional DNS
 //! - `identity`   node ids and certificate identities (SPIFFE URIs)
-//! - `metrics`    Prometheus counters, histograms and gauges, and their listener
 //! - `node`       the node's behaviour: intake, receiving, cases; start-up
 //! - `pb`         generated protobuf / gRPC code
 //! - `provision`  writing a federation to disk (CA, certificates, keys, configs)
@@ -37,10 +36,10 @@ pub mod faults;
 pub mod federation;
 pub mod geo;
 pub mod identity;
-pub mod metrics;
 pub mod node;
 pub mod pb;
 pub mod provision;
 pub mod report;
 pub mod routing;
+pub mod runtime;
 pub mod store;

@@ -502,12 +502,12 @@ async fn a_second_node_on_the_same_sqlite_file_is_refused_while_the_first_runs()
 
     let cfg = fed.configs[0].clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = match alertrelay::node::start_with_listener(cfg.clone(), listener).await {
+    let err = match alertrelay::runtime::start_with_listener(cfg.clone(), listener).await {
         Ok(_) => panic!("a second node on the same database started"),
         Err(e) => e,
     };
     assert!(
-        matches!(err, alertrelay::node::StartError::AlreadyRunning { .. }),
+        matches!(err, alertrelay::runtime::StartError::AlreadyRunning { .. }),
         "{err:?}"
     );
     let shown = err.to_string();

@@ -600,7 +600,7 @@ hosts = {{ "files.example" = ["85.214.132.117", "130.59.1.1"] }}
     ));
     let cfg = alertrelay::config::NodeConfig::load(&path).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let node = alertrelay::node::start_with_listener(cfg, listener)
+    let node = alertrelay::runtime::start_with_listener(cfg, listener)
         .await
         .unwrap();
     let preview = |urls: &[&str], ip: &str, cat: &str| {

@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 
 use tonic::{Request, Status};
 
-use crate::api::limits::Permit;
+use crate::api::status::overloaded;
 use crate::identity::{IdentityError, NodeId, PeerIdentity};
 use crate::node::Core;
+use crate::node::admission::Permit;
 
 /// Per-connection information, computed once at the TLS handshake.
 #[derive(Debug, Clone)]
@@ -83,7 +84,8 @@ pub async fn node<T>(core: &Core, req: &Request<T>) -> Result<(NodeId, Permit), 
         core.contacted_by(&peer);
         let permit = core
             .limiter
-            .admit(&format!("node:{peer}"), core.config.peer_quota)?;
+            .admit(&format!("node:{peer}"), core.config.peer_quota)
+            .map_err(overloaded)?;
         Ok((peer, permit))
     });
     audited(core, req, result).await
@@ -105,6 +107,7 @@ pub async fn node_message(core: &Core, peer: &NodeId) -> Result<Permit, Status> 
     let result = active_node(core, peer).and_then(|()| {
         core.limiter
             .admit(&format!("node:{peer}"), core.config.peer_quota)
+            .map_err(overloaded)
     });
     audited_as(core, PeerIdentity::Node(peer.clone()).to_string(), result).await
 }
@@ -115,7 +118,8 @@ pub async fn operator<T>(core: &Core, req: &Request<T>) -> Result<(PeerIdentity,
     let result = operator_identity(core, req).and_then(|op| {
         let permit = core
             .limiter
-            .admit(&op.to_string(), core.config.operator_quota)?;
+            .admit(&op.to_string(), core.config.operator_quota)
+            .map_err(overloaded)?;
         Ok((op, permit))
     });
     audited(core, req, result).await
@@ -130,7 +134,8 @@ pub async fn admin<T>(core: &Core, req: &Request<T>) -> Result<(PeerIdentity, Pe
         } => {
             let permit = core
                 .limiter
-                .admit(&op.to_string(), core.config.operator_quota)?;
+                .admit(&op.to_string(), core.config.operator_quota)
+                .map_err(overloaded)?;
             Ok((op, permit))
         }
         _ => Err(Status::permission_denied(

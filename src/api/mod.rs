@@ -7,7 +7,6 @@
 pub mod auth;
 pub mod convert;
 pub mod federation;
-pub mod limits;
 pub mod operator;
 pub mod rescue;
 pub mod server;

@@ -4,6 +4,7 @@
 use tonic::Status;
 
 use crate::node::NodeError;
+use crate::node::admission::Overloaded;
 use crate::report::wire::WireError;
 
 pub fn to_status(e: NodeError) -> Status {
@@ -42,7 +43,16 @@ fn wire_status(w: WireError) -> Status {
 }
 
 /// A reload the node refused: nothing changed; the reason names the file.
-pub fn reload_refused(e: crate::node::StartError) -> Status {
+pub fn reload_refused(e: crate::node::ReloadError) -> Status {
     tracing::warn!(error = ?e, "reload refused");
     Status::failed_precondition(format!("reload refused, nothing changed: {e:#}"))
+}
+
+/// A caller over its quota (`node::admission`): RESOURCE_EXHAUSTED, so it
+/// backs off; the others are not affected.
+pub fn overloaded(e: Overloaded) -> Status {
+    match e {
+        Overloaded::Unavailable => Status::internal("limiter unavailable"),
+        other => Status::resource_exhausted(other.to_string()),
+    }
 }

@@ -15,10 +15,11 @@ use tonic::transport::Channel;
 
 use crate::config::{NodeConfig, RawAudit, RawDelivery, RawLimits};
 use crate::identity::NodeId;
-use crate::node::{Core, NodeHandle};
+use crate::node::Core;
 use crate::pb;
 use crate::pb::operator_client::OperatorClient;
 use crate::provision::{self, NodeSpec};
+use crate::runtime::NodeHandle;
 
 /// One node to provision: id, countries served.
 pub struct Spec {
@@ -87,7 +88,7 @@ impl Cluster {
         for (path, l) in done.configs.iter().zip(listeners) {
             let cfg = NodeConfig::load(path)?;
             handles.push(Some(
-                crate::node::start_with_listener(cfg.clone(), l)
+                crate::runtime::start_with_listener(cfg.clone(), l)
                     .await
                     .with_context(|| format!("starting {}", cfg.node_id))?,
             ));
@@ -126,7 +127,7 @@ impl Cluster {
                 Err(e) => return Err(e).context("cannot rebind the node's port"),
             }
         };
-        self.nodes[i] = Some(crate::node::start_with_listener(cfg, listener).await?);
+        self.nodes[i] = Some(crate::runtime::start_with_listener(cfg, listener).await?);
         Ok(())
     }
 

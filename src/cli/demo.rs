@@ -81,7 +81,7 @@ pub(crate) async fn run(keep: Option<PathBuf>) -> Result<ExitCode, Failure> {
     for (path, listener) in done.configs.iter().zip(listeners) {
         let cfg = NodeConfig::load(path)?;
         configs.push(cfg.clone());
-        nodes.push(crate::node::start_with_listener(cfg, listener).await?);
+        nodes.push(crate::runtime::start_with_listener(cfg, listener).await?);
     }
     let result = match walk(&configs).await {
         Ok(()) => witnessing(&configs).await,

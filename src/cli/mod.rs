@@ -1096,7 +1096,7 @@ async fn serve(config: PathBuf) -> Result<ExitCode, Failure> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
-    let node = crate::node::start(cfg)
+    let node = crate::runtime::start(cfg)
         .await
         .context("the node could not start")?;
     println!(

@@ -13,11 +13,11 @@ use alertrelay::crypto::signing::NodeKey;
 use alertrelay::crypto::tls;
 use alertrelay::identity::NodeId;
 use alertrelay::node::cases::CaseView;
-use alertrelay::node::{self, NodeHandle};
 use alertrelay::pb;
 use alertrelay::pb::federation_client::FederationClient;
 use alertrelay::pb::operator_client::OperatorClient;
 use alertrelay::provision::{self, NodeSpec};
+use alertrelay::runtime::{self as node, NodeHandle};
 use tonic::transport::Channel;
 
 pub mod pg;

@@ -1,6 +1,7 @@
 //! Prometheus metrics: in-memory counters and histograms updated where
-//! things happen, plus gauges read from the database at scrape time, served
-//! as text on their own listener (`[metrics] listen`), off the gRPC port.
+//! things happen, plus gauges read from the database at scrape time, and
+//! their text exposition (`render`). `runtime` serves it on its own
+//! listener (`[metrics] listen`), off the gRPC port.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -8,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::node::Core;
+use super::Core;
 
 /// Delivery latency buckets, seconds.
 const LATENCY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
@@ -421,41 +422,5 @@ impl ProcSelf {
             open_fds,
             max_fds,
         })
-    }
-}
-
-/// Serves `GET /metrics` over plain HTTP/1.1 on `listener` until shutdown.
-pub async fn serve(
-    core: std::sync::Arc<Core>,
-    listener: tokio::net::TcpListener,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    loop {
-        let (mut sock, _) = tokio::select! {
-            r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
-            _ = shutdown.changed() => return,
-        };
-        let core = core.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let n = match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if request.starts_with("GET /metrics ") {
-                ("200 OK", render(&core).await)
-            } else {
-                ("404 Not Found", "try /metrics\n".to_owned())
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body.as_bytes()).await;
-            let _ = sock.shutdown().await;
-        });
     }
 }

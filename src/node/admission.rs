@@ -1,6 +1,6 @@
 //! Load shedding per authenticated caller: a token bucket (rate and burst)
-//! and a cap on requests in flight. A caller over either gets
-//! RESOURCE_EXHAUSTED at once, without touching the others' capacity. The
+//! and a cap on requests in flight. A caller over either is refused at
+//! once (`Overloaded`; RESOURCE_EXHAUSTED on gRPC), without touching the others' capacity. The
 //! table is keyed by authenticated identity, so its size is bounded by the
 //! directory and the certificates the federation CA issued.
 
@@ -9,14 +9,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::Status;
 
-/// Rate, burst and concurrency for one kind of caller.
-#[derive(Debug, Clone, Copy)]
-pub struct Quota {
-    pub per_sec: f64,
-    pub burst: f64,
-    pub concurrent: usize,
+pub use crate::config::Quota;
+
+/// Why a caller was not admitted (`api::status` makes it
+/// RESOURCE_EXHAUSTED).
+#[derive(Debug, thiserror::Error)]
+pub enum Overloaded {
+    #[error("more than {limit} requests in flight from {who}; retry later")]
+    InFlight { who: String, limit: usize },
+    #[error("rate limit of {per_sec} requests/s for {who} exceeded; retry later")]
+    Rate { who: String, per_sec: f64 },
+    #[error("limiter unavailable")]
+    Unavailable,
 }
 
 struct Bucket {
@@ -81,13 +86,10 @@ impl Limiter {
         }
     }
 
-    /// Admits one request from `who`, or refuses it with RESOURCE_EXHAUSTED.
-    pub fn admit(&self, who: &str, quota: Quota) -> Result<Permit, Status> {
+    /// Admits one request from `who`, or refuses it.
+    pub fn admit(&self, who: &str, quota: Quota) -> Result<Permit, Overloaded> {
         let caller = {
-            let mut callers = self
-                .callers
-                .lock()
-                .map_err(|_| Status::internal("limiter unavailable"))?;
+            let mut callers = self.callers.lock().map_err(|_| Overloaded::Unavailable)?;
             callers
                 .entry(who.to_owned())
                 .or_insert_with(|| {
@@ -101,25 +103,25 @@ impl Limiter {
                 })
                 .clone()
         };
-        let inflight = caller.inflight.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
-                "more than {} requests in flight from {who}; retry later",
-                quota.concurrent
-            ))
-        })?;
-        let mut b = caller
-            .bucket
-            .lock()
-            .map_err(|_| Status::internal("limiter unavailable"))?;
+        let inflight =
+            caller
+                .inflight
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| Overloaded::InFlight {
+                    who: who.to_owned(),
+                    limit: quota.concurrent,
+                })?;
+        let mut b = caller.bucket.lock().map_err(|_| Overloaded::Unavailable)?;
         let now = Instant::now();
         b.tokens =
             (b.tokens + now.duration_since(b.last).as_secs_f64() * quota.per_sec).min(quota.burst);
         b.last = now;
         if b.tokens < 1.0 {
-            return Err(Status::resource_exhausted(format!(
-                "rate limit of {} requests/s for {who} exceeded; retry later",
-                quota.per_sec
-            )));
+            return Err(Overloaded::Rate {
+                who: who.to_owned(),
+                per_sec: quota.per_sec,
+            });
         }
         b.tokens -= 1.0;
         Ok(Permit {
@@ -145,7 +147,7 @@ mod tests {
             held.push(l.admit("node:A", q).unwrap());
         }
         let err = l.admit("node:A", q).err().unwrap();
-        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert!(matches!(err, Overloaded::Rate { .. }), "{err:?}");
         assert!(l.admit("node:B", q).is_ok());
     }
 

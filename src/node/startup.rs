@@ -1,0 +1,86 @@
+//! Start-up's audit: the entry that records each start, and one entry per
+//! change of configuration, directory, certificate, CA, signing key or geo
+//! data since the previous start.
+
+use std::net::SocketAddr;
+
+use crate::audit;
+use crate::store::StoreError;
+
+use super::Core;
+
+/// The SHA-256 of a file, hex; empty when it cannot be read.
+pub fn file_sha256(path: &std::path::Path) -> String {
+    std::fs::read(path)
+        .map(|b| hex::encode(crate::report::wire::digest(&b)))
+        .unwrap_or_default()
+}
+
+/// Audits the start-up, and every change of configuration, directory, TLS
+/// certificate or signing key since the previous start.
+pub async fn audit_start(
+    core: &Core,
+    addr: SocketAddr,
+    peers: &[crate::directory::DirectoryNode],
+) -> Result<(), StoreError> {
+    let cfg = &core.config;
+    let facts = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "key_id": core.key().key_id(),
+        "config_sha256": file_sha256(&cfg.path),
+        "directory_sha256": file_sha256(&cfg.directory_path),
+        "tls_cert_sha256": file_sha256(&cfg.tls.cert),
+        "ca_sha256": file_sha256(&cfg.tls.ca),
+        "listen": addr.to_string(),
+        "peers": peers.iter().map(|p| p.id.to_string()).collect::<Vec<_>>(),
+        // Which hosting data routed reports from now on.
+        "geo_sources": cfg
+            .geo
+            .describe()
+            .iter()
+            .map(|g| format!("{} ({})", g.name, g.dataset_date))
+            .collect::<Vec<_>>(),
+    });
+    let previous = core
+        .store
+        .last_audit_of_kind("node.started")
+        .await?
+        .and_then(|row| serde_json::from_str::<serde_json::Value>(&row.detail).ok());
+    let me = format!("node:{}", core.me);
+    let now = Core::now_ms();
+    let mut tx = core.store.begin().await?;
+    if let Some(prev) = previous {
+        for (field, kind) in [
+            ("key_id", "key.changed"),
+            ("config_sha256", "config.changed"),
+            ("directory_sha256", "directory.changed"),
+            ("tls_cert_sha256", "certificate.changed"),
+            ("ca_sha256", "ca.changed"),
+            ("geo_sources", "geo.changed"),
+        ] {
+            if prev.get(field) != facts.get(field) {
+                tracing::warn!(what = field, "changed since the last start");
+                tx.audit(
+                    &audit::Entry::new(
+                        kind,
+                        me.clone(),
+                        core.me.to_string(),
+                        serde_json::json!({
+                            "field": field,
+                            "before": prev.get(field),
+                            "after": facts.get(field),
+                        }),
+                    ),
+                    now,
+                )
+                .await?;
+            }
+        }
+    }
+    tx.audit(
+        &audit::Entry::new("node.started", me, core.me.to_string(), facts),
+        now,
+    )
+    .await?;
+    tx.commit().await
+}

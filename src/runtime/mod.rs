@@ -1,0 +1,314 @@
+//! Starts and stops a node: loads its keys, TLS material, database and
+//! geo data, builds the shared `node::Core`, and runs the gRPC listener
+//! (`api::server`), one delivery worker and one witness per peer
+//! (`federation`), the health probe, the checkpoint and retention
+//! schedules, and the metrics endpoint. `NodeHandle::shutdown` stops them.
+//! Entry points (`serve`, the demo, the bench, tests) start nodes here.
+
+mod metrics_http;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::NodeConfig;
+use crate::crypto::signing::NodeKey;
+use crate::crypto::tls::{self, TlsError};
+use crate::directory::DirectoryNode;
+use crate::geo::{GeoDb, GeoError};
+use crate::node::{Core, CoreParts, checkpoint, health, retention, startup};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("signing key")]
+    Key(#[from] crate::crypto::signing::KeyError),
+    #[error("signing key {key_id} of {node} is not in the directory; add it or fix `signing.key`")]
+    KeyNotInDirectory { node: String, key_id: String },
+    #[error("TLS")]
+    Tls(#[from] TlsError),
+    #[error(
+        "database {path} is in use by another node process (lock {lock} held); a SQLite database has one node process — for several, use PostgreSQL replicas"
+    )]
+    AlreadyRunning { path: String, lock: String },
+    #[error("database {path}")]
+    Store {
+        path: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("geo data")]
+    Geo(#[from] GeoError),
+    #[error(
+        "audit log integrity check failed: {0}; run `alertrelay audit verify --config ...` for details"
+    )]
+    AuditIntegrity(String),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("peer {peer} endpoint")]
+    Channel {
+        peer: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// A running node. Dropping it does not stop it; call `shutdown`.
+pub struct NodeHandle {
+    pub addr: SocketAddr,
+    /// Where `GET /metrics` is served, when configured.
+    pub metrics_addr: Option<SocketAddr>,
+    pub core: Arc<Core>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<()>,
+    /// On SQLite, held while this node runs (`lock_sqlite`).
+    _lock: Option<std::fs::File>,
+}
+
+impl NodeHandle {
+    /// Stops accepting, lets in-flight requests finish, stops the workers
+    /// and closes the database.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        self.core.store.close().await;
+    }
+
+    /// Resolves when shutdown has been requested by a signal.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+/// Starts a node on `config.listen`.
+pub async fn start(config: NodeConfig) -> Result<NodeHandle, StartError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+    start_with_listener(config, listener).await
+}
+
+/// Starts a node on an already bound listener (tests bind 127.0.0.1:0).
+pub async fn start_with_listener(
+    config: NodeConfig,
+    listener: tokio::net::TcpListener,
+) -> Result<NodeHandle, StartError> {
+    let key = NodeKey::load(&config.signing_key)?;
+    if !key_listed(&config, &key) {
+        return Err(StartError::KeyNotInDirectory {
+            node: config.node_id.to_string(),
+            key_id: key.key_id().to_owned(),
+        });
+    }
+    let client_verifier = tls::client_verifier(&config.tls.files(), &config.directory.federation)?;
+    let server_tls = tls::server_config_with(&config.tls.files(), client_verifier.clone())?;
+    let client_tls = Arc::new(std::sync::RwLock::new(tls::client_config(
+        &config.tls.files(),
+    )?));
+    let lock = match config.database.sqlite_path() {
+        Some(path) => Some(lock_sqlite(path)?),
+        None => None,
+    };
+    let store = open_store(&config).await?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen.to_string(),
+        source,
+    })?;
+    let replica = config
+        .delivery
+        .replica
+        .clone()
+        .unwrap_or_else(generated_replica_id);
+    let core = Arc::new(Core::new(CoreParts {
+        key,
+        server_tls,
+        client_verifier,
+        client_tls,
+        store,
+        geo: GeoDb::embedded()?,
+        replica,
+        config,
+    }));
+    let peers = other_nodes(&core);
+    startup::audit_start(&core, addr, &peers)
+        .await
+        .map_err(|source| store_error(&core.config, source))?;
+    let (shutdown, watch) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(crate::api::server::serve(
+        core.clone(),
+        listener,
+        watch.clone(),
+    ));
+    spawn_peer_tasks(&core, &peers, &mut tasks, &watch)?;
+    tasks.spawn(checkpoint::run_schedule(core.clone(), watch.clone()));
+    tasks.spawn(crate::federation::wakeups::run(core.clone(), watch.clone()));
+    tasks.spawn(retention::run_schedule(core.clone(), watch.clone()));
+    let metrics_addr = match core.config.metrics_listen {
+        Some(listen) => Some(metrics_http::spawn(&core, listen, &mut tasks, &watch).await?),
+        None => None,
+    };
+    tracing::info!(node = %core.me, %addr, replica = %core.replica, backend = core.store.backend(), "node started");
+    Ok(NodeHandle {
+        addr,
+        metrics_addr,
+        core,
+        shutdown,
+        tasks,
+        _lock: lock,
+    })
+}
+
+fn key_listed(config: &NodeConfig, key: &NodeKey) -> bool {
+    config
+        .directory
+        .node(&config.node_id)
+        .is_some_and(|n| n.keys.iter().any(|k| k.id == key.key_id() && !k.revoked))
+}
+
+fn store_error(config: &NodeConfig, source: StoreError) -> StartError {
+    StartError::Store {
+        path: config.database.display().to_string(),
+        source,
+    }
+}
+
+/// Opens the database, checks the audit log against its latest signed
+/// checkpoint, and releases the outbox claims an earlier run left: on
+/// SQLite every claim is this process's (one process per file); on
+/// PostgreSQL only those under this replica's configured id (other
+/// replicas' claims lapse with their leases).
+async fn open_store(config: &NodeConfig) -> Result<Store, StartError> {
+    let store = Store::connect(&config.database)
+        .await
+        .map_err(|source| store_error(config, source))?;
+    checkpoint::check_latest(&store)
+        .await
+        .map_err(StartError::AuditIntegrity)?;
+    let holder = match (&store, &config.delivery.replica) {
+        (Store::Sqlite(_), _) => Some(None),
+        (Store::Postgres(_), Some(id)) => Some(Some(id.as_str())),
+        (Store::Postgres(_), None) => None,
+    };
+    if let Some(holder) = holder {
+        store
+            .release_claims_of(holder)
+            .await
+            .map_err(|source| store_error(config, source))?;
+    }
+    Ok(store)
+}
+
+fn other_nodes(core: &Core) -> Vec<DirectoryNode> {
+    core.config
+        .directory
+        .nodes()
+        .iter()
+        .filter(|n| n.id != core.me)
+        .cloned()
+        .collect()
+}
+
+/// One delivery worker and one witness per peer, over one reloadable
+/// channel each, and the health probe that uses the same channels.
+fn spawn_peer_tasks(
+    core: &Arc<Core>,
+    peers: &[DirectoryNode],
+    tasks: &mut tokio::task::JoinSet<()>,
+    watch: &tokio::sync::watch::Receiver<bool>,
+) -> Result<(), StartError> {
+    let mut probes = Vec::new();
+    for peer in peers {
+        let channel = tls::channel_reloadable(
+            &peer.endpoint,
+            Some(peer.id.clone()),
+            &core.config.directory.federation,
+            core.client_tls(),
+            core.config.delivery.request_timeout,
+        )
+        .map_err(|source| StartError::Channel {
+            peer: peer.id.to_string(),
+            source,
+        })?;
+        tasks.spawn(crate::federation::worker::run(
+            core.clone(),
+            peer.id.clone(),
+            channel.clone(),
+            watch.clone(),
+        ));
+        tasks.spawn(crate::federation::witness::run(
+            core.clone(),
+            peer.id.clone(),
+            channel.clone(),
+            watch.clone(),
+        ));
+        probes.push((peer.id.clone(), channel));
+    }
+    tasks.spawn(health::run(
+        core.clone(),
+        probes,
+        core.config.health_probe_interval,
+        watch.clone(),
+    ));
+    Ok(())
+}
+
+/// A replica id for a process that was given none: host name, process id
+/// and a random part (two processes on one host never share one).
+fn generated_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .take(40)
+        .collect();
+    let host = if host.is_empty() { "host".into() } else { host };
+    let random: u32 = rand::random();
+    format!("{host}-{}-{random:08x}", std::process::id())
+}
+
+/// One node process per SQLite database: it keeps its outbox claims in
+/// memory (`store::sqlite::Claims`), so a second process on the same file
+/// would send every queued report again. An exclusive lock on
+/// `<database>.lock` (mode 0600, created if needed, left in place), held
+/// for the node's life and released by the kernel when the process ends,
+/// however it ends. Commands that only read or maintain the database
+/// (`audit verify`, `db backup`, `retention`, `doctor`) do not take it.
+fn lock_sqlite(db: &std::path::Path) -> Result<std::fs::File, StartError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let lock = std::path::PathBuf::from(name);
+    let failed = |source: std::io::Error| StartError::Store {
+        path: db.display().to_string(),
+        source: StoreError::Create {
+            path: lock.display().to_string(),
+            source,
+        },
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock)
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::AlreadyRunning {
+            path: db.display().to_string(),
+            lock: lock.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
+    }
+}
