@@ -270,10 +270,10 @@ impl Directory {
                     return Err(invalid(format!("relay chain comes back to {}", r.id)));
                 }
                 seen.push(r.id.clone());
-                if seen.len() > crate::report::wire::MAX_HOPS + 1 {
+                if seen.len() > crate::report::MAX_HOPS + 1 {
                     return Err(invalid(format!(
                         "relay chain longer than {} hops",
-                        crate::report::wire::MAX_HOPS
+                        crate::report::MAX_HOPS
                     )));
                 }
                 at = r.relay.as_ref().and_then(|id| dir.node(id));
@@ -287,7 +287,7 @@ impl Directory {
         let mut out = Vec::new();
         let mut at = self.node(dest).and_then(|n| n.relay.clone());
         while let Some(r) = at {
-            if out.contains(&r) || out.len() > crate::report::wire::MAX_HOPS {
+            if out.contains(&r) || out.len() > crate::report::MAX_HOPS {
                 break;
             }
             at = self.node(&r).and_then(|n| n.relay.clone());

@@ -16,9 +16,11 @@
 //! - `node`       the node's behaviour: intake, receiving, cases; start-up
 //! - `pb`         generated protobuf / gRPC code
 //! - `provision`  writing a federation to disk (CA, certificates, keys, configs)
-//! - `report`     domain types, validation, the signed payload codec
+//! - `report`     the vocabulary of a report, validation, case views
 //! - `routing`    pure routing decisions with evidence
+//! - `runtime`    starts and stops a node: listeners, workers, the handle
 //! - `store`      storage on SQLite or PostgreSQL (sqlx), transactions
+//! - `wire`       the signed payloads: codec, envelopes, receipts, exports
 
 // No unsafe code, with one exception: `node::background` lowers its own
 // threads' scheduling priority (two libc calls on the calling thread's
@@ -43,3 +45,4 @@ pub mod report;
 pub mod routing;
 pub mod runtime;
 pub mod store;
+pub mod wire;

@@ -1,5 +1,5 @@
 //! The generated protobuf and gRPC code for `proto/alertrelay/v1/` (package
-//! `alertrelay.v1`). Only `api/` (services) and `report::wire` (the signed
+//! `alertrelay.v1`). Only `api/` (services) and `wire` (the signed
 //! payload codec) use these types; the store and routing never see them.
 
 #![allow(clippy::all, missing_docs)]

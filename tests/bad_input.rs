@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use alertrelay::crypto::signing::Purpose;
 use alertrelay::pb;
-use alertrelay::report::wire;
+use alertrelay::wire;
 use common::*;
 use prost::Message;
 use rcgen::{

@@ -7,7 +7,7 @@
 mod common;
 
 use alertrelay::pb;
-use alertrelay::report::wire;
+use alertrelay::wire;
 use base64::Engine;
 use common::*;
 use prost::Message;

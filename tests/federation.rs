@@ -4,7 +4,7 @@ mod common;
 
 use alertrelay::crypto::signing::Purpose;
 use alertrelay::pb;
-use alertrelay::report::wire;
+use alertrelay::wire;
 use common::*;
 use prost::Message;
 use tonic::Code;

@@ -340,7 +340,7 @@ async fn a_receiver_refuses_a_national_report_its_law_does_not_cover() {
         classification: "national".into(),
         ..Default::default()
     };
-    let signed = alertrelay::report::wire::sign(
+    let signed = alertrelay::wire::sign(
         &key,
         &fed.id(0),
         alertrelay::crypto::signing::Purpose::Report,

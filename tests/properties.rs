@@ -2,7 +2,7 @@
 //! seeded `StdRng` (no extra dependencies, reproducible: a failure prints
 //! its seed and case number, and `ALERTRELAY_PROPTEST_SEED=<n>` replays it).
 //!
-//! - `report::wire::open_envelope` never panics on random bytes or on
+//! - `wire::open_envelope` never panics on random bytes or on
 //!   random mutations of valid envelopes, and never accepts anything whose
 //!   signed content differs from what the origin signed.
 //! - `report::validate::url_host` never panics, and never accepts a string
@@ -19,7 +19,7 @@ use alertrelay::crypto::signing::{NodeKey, Purpose, encode_public_key};
 use alertrelay::directory::{Directory, RawDirectory};
 use alertrelay::identity::NodeId;
 use alertrelay::pb;
-use alertrelay::report::wire;
+use alertrelay::wire;
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -10,8 +10,8 @@ use std::path::Path;
 
 use alertrelay::directory::{Directory, RawDirectory, RawNode};
 use alertrelay::pb;
-use alertrelay::report::wire;
 use alertrelay::store::Store;
+use alertrelay::wire;
 use common::*;
 use prost::Message;
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use alertrelay::crypto::pki::FederationCa;
 use alertrelay::crypto::signing::{NodeKey, Purpose, encode_public_key};
 use alertrelay::pb;
-use alertrelay::report::wire;
+use alertrelay::wire;
 use common::*;
 use tonic::Code;
 

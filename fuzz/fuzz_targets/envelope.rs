@@ -1,4 +1,4 @@
-//! `report::wire::open_envelope` against a fixed three-node directory.
+//! `wire::open_envelope` against a fixed three-node directory.
 //!
 //! The first byte picks the attacker:
 //! - even: a network peer sending arbitrary bytes as an `Envelope`;
@@ -18,7 +18,7 @@ use alertrelay::crypto::signing::{Purpose, key_id_of};
 use alertrelay::directory::{Directory, RawDirectory};
 use alertrelay::identity::NodeId;
 use alertrelay::pb;
-use alertrelay::report::wire;
+use alertrelay::wire;
 use ed25519_dalek::{Signer, SigningKey};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;

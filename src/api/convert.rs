@@ -1,19 +1,11 @@
 //! Conversions between protobuf messages and domain types.
 
 use crate::node::cases::{
-    AddressView, CaseView, DeliveryView, HistoryView, MediaHashView, ReferralView, RouteView,
-    SourceAnswerView, b64, rfc3339,
+    CaseView, DeliveryView, HistoryView, MediaHashView, ReferralView, RouteView, b64, rfc3339,
 };
 use crate::pb;
 use crate::report::Priority;
-use crate::routing::{AddressEvidence, Evidence, RouteDecision};
-
-pub fn priority_to_pb(p: Priority) -> pb::Priority {
-    match p {
-        Priority::Bulk => pb::Priority::Bulk,
-        Priority::Urgent => pb::Priority::Urgent,
-    }
-}
+pub use crate::wire::route::{evidence_to_pb, priority_to_pb, route_to_pb, route_view_from_pb};
 
 /// The borrowed submission a `SubmitReportRequest` carries.
 pub fn submission(r: &pb::SubmitReportRequest) -> crate::report::validate::Submission<'_> {
@@ -40,121 +32,6 @@ pub fn priority_from_pb(p: i32) -> Priority {
         Priority::Urgent
     } else {
         Priority::Bulk
-    }
-}
-
-pub fn evidence_to_pb(e: &Evidence) -> pb::HostingEvidence {
-    let network = e.network.as_ref();
-    pb::HostingEvidence {
-        ip: e.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-        country: e.country.clone().unwrap_or_default(),
-        ip_source: e.ip_source.clone(),
-        dataset: e.dataset.clone(),
-        dataset_date: e.dataset_date.clone(),
-        method: e.method.clone(),
-        asn: network.map_or(0, |n| n.asn),
-        org: network.map(|n| n.org.clone()).unwrap_or_default(),
-        network_dataset: e.network_dataset.clone(),
-        network_dataset_date: e.network_dataset_date.clone(),
-        ambiguity: e.ambiguity.clone().unwrap_or_default(),
-        countries: e.countries.clone(),
-        flags: e.flags.clone(),
-        addresses: e.addresses.iter().map(address_to_pb).collect(),
-    }
-}
-
-fn address_to_pb(a: &AddressEvidence) -> pb::HostingAddress {
-    let network = a.network.as_ref();
-    pb::HostingAddress {
-        ip: a.ip.to_string(),
-        ip_source: a.ip_source.clone(),
-        host: a.host.clone(),
-        used: a.used,
-        country: a.country.clone().unwrap_or_default(),
-        dataset: a.dataset.clone(),
-        dataset_date: a.dataset_date.clone(),
-        method: a.method.clone(),
-        answers: a
-            .answers
-            .iter()
-            .map(|x| pb::GeoSourceAnswer {
-                source: x.source.clone(),
-                dataset_date: x.dataset_date.clone(),
-                method: x.method.to_owned(),
-                raw_code: x.raw_code.clone(),
-                country: x.country.clone().unwrap_or_default(),
-            })
-            .collect(),
-        sources_disagree: a.sources_disagree,
-        asn: network.map_or(0, |n| n.asn),
-        org: network.map(|n| n.org.clone()).unwrap_or_default(),
-        network_dataset: a.network_dataset.clone(),
-        network_dataset_date: a.network_dataset_date.clone(),
-        ambiguity: a.ambiguity.clone().unwrap_or_default(),
-    }
-}
-
-pub fn route_to_pb(r: &RouteDecision) -> pb::RouteDecision {
-    pb::RouteDecision {
-        kind: r.kind.as_str().to_owned(),
-        destinations: r.destinations.iter().map(|d| d.to_string()).collect(),
-        reason: r.reason.clone(),
-        evidence: Some(evidence_to_pb(&r.evidence)),
-        steps: r.steps.clone(),
-    }
-}
-
-pub fn route_view_from_pb(r: &pb::RouteDecision) -> RouteView {
-    let ev = r.evidence.clone().unwrap_or_default();
-    RouteView {
-        kind: r.kind.clone(),
-        destinations: r.destinations.clone(),
-        reason: r.reason.clone(),
-        ip: ev.ip,
-        ip_source: ev.ip_source,
-        country: ev.country,
-        dataset: ev.dataset,
-        dataset_date: ev.dataset_date,
-        method: ev.method,
-        asn: ev.asn,
-        org: ev.org,
-        network_dataset: ev.network_dataset,
-        network_dataset_date: ev.network_dataset_date,
-        ambiguity: ev.ambiguity,
-        countries: ev.countries,
-        flags: ev.flags,
-        addresses: ev
-            .addresses
-            .into_iter()
-            .map(|a| AddressView {
-                ip: a.ip,
-                ip_source: a.ip_source,
-                host: a.host,
-                used: a.used,
-                country: a.country,
-                dataset: a.dataset,
-                dataset_date: a.dataset_date,
-                method: a.method,
-                answers: a
-                    .answers
-                    .into_iter()
-                    .map(|x| SourceAnswerView {
-                        source: x.source,
-                        dataset_date: x.dataset_date,
-                        method: x.method,
-                        raw_code: x.raw_code,
-                        country: x.country,
-                    })
-                    .collect(),
-                sources_disagree: a.sources_disagree,
-                asn: a.asn,
-                org: a.org,
-                network_dataset: a.network_dataset,
-                network_dataset_date: a.network_dataset_date,
-                ambiguity: a.ambiguity,
-            })
-            .collect(),
-        steps: r.steps.clone(),
     }
 }
 
@@ -451,5 +328,15 @@ pub fn summary_from_pb(s: pb::NodeStatus) -> NodeSummary {
         checkpoint_cosignatures: s.checkpoint_cosignatures,
         peers_total: s.peers_total,
         peers_reachable: s.peers_reachable,
+    }
+}
+
+impl crate::node::intake::SubmissionSource for pb::SubmitReportRequest {
+    fn submission(&self) -> crate::report::validate::Submission<'_> {
+        submission(self)
+    }
+
+    fn submission_id(&self) -> &str {
+        &self.submission_id
     }
 }

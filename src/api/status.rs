@@ -5,7 +5,7 @@ use tonic::Status;
 
 use crate::node::NodeError;
 use crate::node::admission::Overloaded;
-use crate::report::wire::WireError;
+use crate::wire::WireError;
 
 pub fn to_status(e: NodeError) -> Status {
     match e {

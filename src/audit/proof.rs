@@ -313,7 +313,7 @@ async fn export_from(
             let line = serde_json::json!({
                 "seq": r.seq,
                 "at_ms": r.at_ms,
-                "at": crate::node::cases::rfc3339(r.at_ms),
+                "at": crate::report::view::rfc3339(r.at_ms),
                 "kind": r.kind,
                 "actor": r.actor,
                 "subject": r.subject,

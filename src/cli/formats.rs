@@ -212,7 +212,7 @@ pub fn xarf_notices(case: &CaseView, sender: &Sender) -> Result<Vec<Value>, Stri
 /// A UUID (version 4 layout) derived from `name`, so the same notice or
 /// object always gets the same id.
 fn derived_uuid(name: &str) -> String {
-    let d = crate::report::wire::digest(name.as_bytes());
+    let d = crate::wire::digest(name.as_bytes());
     let mut b = [0u8; 16];
     b.copy_from_slice(&d[..16]);
     uuid::Builder::from_random_bytes(b).into_uuid().to_string()

@@ -79,7 +79,7 @@ pub(crate) async fn run(
     };
     let bytes = std::fs::read(&csv_path)
         .map_err(|e| usage(anyhow!("cannot read --csv {}: {e}", csv_path.display())))?;
-    let file_hash = hex::encode(crate::report::wire::digest(&bytes));
+    let file_hash = hex::encode(crate::wire::digest(&bytes));
     let (rows, mut results) =
         parse(&bytes, &file_hash).map_err(|e| usage(anyhow!("{}: {e}", csv_path.display())))?;
     let client = connect(&cfg).await?;

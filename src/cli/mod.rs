@@ -978,14 +978,14 @@ fn verify_export(
             code: EXIT_CONFIG,
             error: e.into(),
         })?;
-    let result = serde_json::from_str::<crate::report::bundle::ExportBundle>(&text)
+    let result = serde_json::from_str::<crate::wire::bundle::ExportBundle>(&text)
         .map_err(|_| {
             crate::audit::proof::ProofError::Malformed(format!(
                 "{} is not a case export bundle",
                 file.display()
             ))
         })
-        .and_then(|b| crate::report::bundle::verify_export(&b, dir.as_ref()));
+        .and_then(|b| crate::wire::bundle::verify_export(&b, dir.as_ref()));
     match result {
         Ok(r) => {
             if json {

@@ -164,25 +164,12 @@ impl NodeKey {
         self.key.verifying_key()
     }
 
-    /// Signs a C2SP signed-note text (a checkpoint) under key name `name`.
-    /// Note texts never contain NUL, and every domain tag does, so a note
-    /// signature can never pass as one of the tagged signatures below.
-    pub fn sign_note(
-        &self,
-        text: &str,
-        name: &str,
-    ) -> Result<crate::audit::note::NoteSignature, crate::audit::note::NoteError> {
-        crate::audit::note::sign_note(text, name, &self.key)
-    }
-
-    /// Cosigns another log's checkpoint (C2SP tlog-cosignature).
-    pub fn cosign_note(
-        &self,
-        checkpoint: &str,
-        name: &str,
-        timestamp: u64,
-    ) -> Result<crate::audit::note::NoteSignature, crate::audit::note::NoteError> {
-        crate::audit::note::cosign(checkpoint, name, &self.key, timestamp)
+    /// The Ed25519 key itself, for the signed-note formats
+    /// (`audit::note`: checkpoints and cosignatures). Note texts never
+    /// contain NUL, and every domain tag does, so a note signature can
+    /// never pass as one of the tagged signatures below.
+    pub(crate) fn signing_key(&self) -> &ed25519_dalek::SigningKey {
+        &self.key
     }
 
     /// Signs `payload` for `purpose`.

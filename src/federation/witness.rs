@@ -165,9 +165,7 @@ pub async fn witness_once(
     }
     let now_secs = u64::try_from(Core::now_ms() / 1000).unwrap_or(0);
     let name = witness_name(fed, core.me.as_str());
-    let sig = core
-        .key()
-        .cosign_note(&signed.text, &name, now_secs)
+    let sig = crate::audit::note::cosign(&signed.text, &name, core.key().signing_key(), now_secs)
         .map_err(|e| format!("cannot cosign: {e}"))?;
     let line = signature_line(&signed.text, sig);
     let row = WitnessedRow {

@@ -13,8 +13,8 @@ use crate::identity::NodeId;
 use crate::node::{Core, background};
 use crate::pb;
 use crate::pb::federation_client::FederationClient;
-use crate::report::wire;
 use crate::store::{OUTBOX_AMENDMENT, OUTBOX_RETURNED, OUTBOX_SIGNED, OutboxRow, StoreError};
+use crate::wire;
 
 /// How often an idle worker looks at its outbox even without a wake-up
 /// (e.g. rows left by a previous run); at least twice per claim lease, so

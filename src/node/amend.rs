@@ -12,9 +12,9 @@ use crate::identity::{NodeId, PeerIdentity};
 use crate::node::cases::{self, CaseView};
 use crate::node::{Core, NodeError};
 use crate::pb;
-use crate::report::wire::{self, OpenedAmendment};
 use crate::report::{CaseStatus, Category, Direction, InvalidInput, MediaHash};
 use crate::store::{ReportRow, Tx};
+use crate::wire::{self, OpenedAmendment};
 
 const OK: i32 = 0;
 const NOT_FOUND: i32 = 5;

@@ -90,9 +90,7 @@ async fn make_if_older(core: &Core, min_age_ms: Option<i64>) -> Result<Checkpoin
         extensions: vec![],
     }
     .body();
-    let signature = core
-        .key()
-        .sign_note(&text, &origin)
+    let signature = crate::audit::note::sign_note(&text, &origin, core.key().signing_key())
         .map_err(|e| NodeError::FailedPrecondition(format!("cannot sign the checkpoint: {e}")))?;
     let signed = SignedNote {
         text,
@@ -227,7 +225,7 @@ pub async fn receive_cosignature(
                 origin(core),
                 serde_json::json!({
                     "reason": refusal,
-                    "checkpoint_sha256": hex::encode(crate::report::wire::digest(checkpoint.as_bytes())),
+                    "checkpoint_sha256": hex::encode(crate::wire::digest(checkpoint.as_bytes())),
                 }),
             ),
             now,
@@ -262,9 +260,7 @@ pub async fn receive_cosignature(
     let timestamp = keys
         .iter()
         .find_map(|k| note::verify_cosignature(checkpoint, sig, &name, k).ok())
-        .ok_or_else(|| {
-            NodeError::Wire(crate::report::wire::WireError::BadSignature("cosignature"))
-        })?;
+        .ok_or_else(|| NodeError::Wire(crate::wire::WireError::BadSignature("cosignature")))?;
     let mut tx = core.store.begin().await?;
     let line = signature_line(checkpoint, sig.clone());
     tx.insert_cosignature(cp.size, witness.as_str(), &line, timestamp)

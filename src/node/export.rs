@@ -1,7 +1,7 @@
 //! The law-enforcement export of a case: a bundle signed by this node with
 //! the case, the signed report, receipts and status updates, and every audit
 //! entry about the case with its inclusion proof (format and offline check:
-//! `report::bundle`). The export is an audited read: its own audit entry is
+//! `wire::bundle`). The export is an audited read: its own audit entry is
 //! written first, a checkpoint is signed over it, and it is proved in the
 //! bundle too.
 
@@ -11,7 +11,7 @@ use crate::identity::PeerIdentity;
 use crate::node::{Core, NodeError, cases, checkpoint};
 use crate::pb;
 use crate::report::InvalidInput;
-use crate::report::bundle::{self, BundleKey, ExportAudit, ExportBody, ProvedEntry, b64e};
+use crate::wire::bundle::{self, BundleKey, ExportAudit, ExportBody, ProvedEntry, b64e};
 
 /// The only purpose so far.
 pub const LAW_ENFORCEMENT: &str = "law-enforcement";

@@ -8,9 +8,10 @@ use crate::node::cases::{self, CaseView};
 use crate::node::{Core, NodeError, background};
 use crate::pb;
 use crate::report::validate::{self, Submission, UrlHost, ValidUrl};
-use crate::report::{Direction, Priority, wire};
+use crate::report::{Direction, Priority};
 use crate::routing::{self, RouteDecision, RouteKind};
 use crate::store::NewReport;
+use crate::wire;
 
 pub struct Submitted {
     pub report_id: String,
@@ -169,7 +170,7 @@ pub fn prepare(
         created_at_ms: now,
         urls: draft.urls.clone(),
         category: draft.category.as_str().to_owned(),
-        hosting: Some(crate::api::convert::evidence_to_pb(&route.evidence)),
+        hosting: Some(crate::wire::route::evidence_to_pb(&route.evidence)),
         hashes: draft
             .hashes
             .iter()
@@ -178,9 +179,9 @@ pub fn prepare(
                 value: h.value.clone(),
             })
             .collect(),
-        priority: crate::api::convert::priority_to_pb(draft.priority) as i32,
+        priority: crate::wire::route::priority_to_pb(draft.priority) as i32,
         notes: draft.notes.clone(),
-        route: Some(crate::api::convert::route_to_pb(&route)),
+        route: Some(crate::wire::route::route_to_pb(&route)),
         classification: draft.classification.wire().to_owned(),
     };
     let signed = wire::sign(
@@ -307,6 +308,13 @@ impl GroupCommit {
     }
 }
 
+/// One submission of a bulk intake, as its edge received it: the
+/// submission it carries (borrowed, not copied) and its idempotency key.
+pub trait SubmissionSource: Send + 'static {
+    fn submission(&self) -> Submission<'_>;
+    fn submission_id(&self) -> &str;
+}
+
 pub async fn submit(
     core: &std::sync::Arc<Core>,
     operator: &PeerIdentity,
@@ -351,10 +359,10 @@ pub async fn submit(
 /// threads and committed in one group (one transaction, one statement per
 /// kind of row). Answers in the order given, nothing before the group is on
 /// disk. `Err` when the group could not be stored: none of it was.
-pub async fn submit_many(
+pub async fn submit_many<R: SubmissionSource>(
     core: &std::sync::Arc<Core>,
     operator: &PeerIdentity,
-    requests: Vec<pb::SubmitReportRequest>,
+    requests: Vec<R>,
 ) -> Result<Vec<Result<Stored, NodeError>>, NodeError> {
     let actor = operator.to_string();
     let now = Core::now_ms();
@@ -362,20 +370,13 @@ pub async fn submit_many(
     // priority unless the group holds an urgent report.
     let any_urgent = requests
         .iter()
-        .any(|r| r.priority == pb::Priority::Urgent as i32);
+        .any(|r| r.submission().priority == Priority::Urgent);
     let prepared = {
         let core = core.clone();
         background::run_for(any_urgent, move || {
             requests
                 .iter()
-                .map(|r| {
-                    prepare(
-                        &core,
-                        crate::api::convert::submission(r),
-                        &r.submission_id,
-                        now,
-                    )
-                })
+                .map(|r| prepare(&core, r.submission(), r.submission_id(), now))
                 .collect::<Vec<_>>()
         })
         .await
@@ -664,7 +665,7 @@ async fn store_batch(
             Answer::New(k) => Stored {
                 seq: seqs[*k],
                 report_id: batch[i].report_id.clone(),
-                route: crate::api::convert::route_to_pb(&batch[i].route),
+                route: crate::wire::route::route_to_pb(&batch[i].route),
                 repeat: false,
             },
             Answer::SameBatch(k) => {
@@ -672,7 +673,7 @@ async fn store_batch(
                 Stored {
                     seq: seqs[*k],
                     report_id: batch[first].report_id.clone(),
-                    route: crate::api::convert::route_to_pb(&batch[first].route),
+                    route: crate::wire::route::route_to_pb(&batch[first].route),
                     repeat: true,
                 }
             }

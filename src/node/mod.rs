@@ -43,7 +43,7 @@ pub enum NodeError {
     #[error("{0}")]
     PermissionDenied(String),
     #[error(transparent)]
-    Wire(#[from] crate::report::wire::WireError),
+    Wire(#[from] crate::wire::WireError),
     #[error("storage failed")]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]

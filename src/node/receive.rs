@@ -15,9 +15,9 @@ use crate::identity::NodeId;
 use crate::node::{Core, NodeError, background};
 use crate::pb;
 use crate::report::content;
-use crate::report::wire::{self, OpenedReport, WireError};
 use crate::report::{CaseStatus, Direction, InvalidInput};
 use crate::store::{NewReport, Tx};
+use crate::wire::{self, OpenedReport, WireError};
 
 /// At most this many envelopes or status updates per call.
 pub const MAX_BATCH: usize = 256;

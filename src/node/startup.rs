@@ -12,7 +12,7 @@ use super::Core;
 /// The SHA-256 of a file, hex; empty when it cannot be read.
 pub fn file_sha256(path: &std::path::Path) -> String {
     std::fs::read(path)
-        .map(|b| hex::encode(crate::report::wire::digest(&b)))
+        .map(|b| hex::encode(crate::wire::digest(&b)))
         .unwrap_or_default()
 }
 

@@ -332,7 +332,7 @@ impl Core {
             serde_json::json!({
                 "reason_code": code,
                 "reason": message,
-                "sha256": hex::encode(crate::report::wire::digest(bytes)),
+                "sha256": hex::encode(crate::wire::digest(bytes)),
                 "bytes": bytes.len(),
             }),
         );

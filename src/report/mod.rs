@@ -1,11 +1,15 @@
-//! The domain of a report: categories, priorities, case statuses and their
-//! transitions, and the strict validation of what an analyst submits.
-//! `wire` is the signed payload codec (envelopes, receipts, status updates).
+//! The vocabulary of a report: categories, priorities, classifications,
+//! case statuses and their transitions, the strict validation of what an
+//! analyst submits (`validate`), what identifies a report's content
+//! (`content`), and how a case looks to its readers (`view`). The signed
+//! payloads built from these are the `wire` room's.
 
-pub mod bundle;
 pub mod content;
 pub mod validate;
-pub mod wire;
+pub mod view;
+
+/// A report may pass through at most this many relays.
+pub const MAX_HOPS: usize = 8;
 
 use serde::Serialize;
 

@@ -18,8 +18,8 @@ use crate::audit::note::{self, Checkpoint, SignedNote};
 use crate::audit::proof::{ExportedEntry, ProofError};
 use crate::audit::{leaf_hash, log_origin};
 use crate::crypto::signing::{Purpose, key_id_of, parse_public_key, verify};
-use crate::node::cases::CaseView;
 use crate::pb;
+use crate::report::view::CaseView;
 
 pub const FORMAT: &str = "alertrelay-case-export/v1";
 
@@ -190,7 +190,7 @@ pub fn verify_export(
             "the signed body names another format or exporter".into(),
         ));
     }
-    let subject = crate::node::cases::subject(&body.case);
+    let subject = crate::report::view::subject(&body.case);
 
     // The origin's signed report, and that the case shows what it signed.
     let signed_obj = |s: &str, what: &str| -> Result<pb::Signed, ProofError> {
@@ -206,7 +206,7 @@ pub fn verify_export(
                 s.key_id, s.signer
             ))
         })?;
-        crate::report::wire::verify_signed(&key, purpose, s, None).map_err(|_| {
+        crate::wire::verify_signed(&key, purpose, s, None).map_err(|_| {
             ProofError::Invalid(format!(
                 "{what}: the signature of {} does not verify",
                 s.signer

@@ -1,8 +1,14 @@
-//! The signed payload codec. Builds and signs report payloads, hops,
+//! The signed payloads and their codec: report payloads, envelopes, hops,
+//! receipts, status updates, returned items and amendments (this file), the
+//! route as signed (`route`), and the law-enforcement export (`bundle`).
+//! Builds and signs report payloads, hops,
 //! receipts and status updates, and opens them again: signature first (over
 //! the exact received bytes, under the purpose's domain tag), then decode,
 //! then check the decoded message is byte-for-byte canonical (so no unknown
 //! fields ride along inside a signed payload), then check who claims what.
+
+pub mod bundle;
+pub mod route;
 
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -14,8 +20,7 @@ use crate::pb;
 use crate::report::InvalidInput;
 use crate::report::validate::shown;
 
-/// Reports may pass through at most this many relays.
-pub const MAX_HOPS: usize = 8;
+pub use crate::report::MAX_HOPS;
 
 /// Why something from a peer was refused. `api::status` maps each to a gRPC
 /// code.
@@ -161,8 +166,8 @@ pub fn open_envelope(
         }
     }
     let relays = hops.into_iter().map(|(by, _)| by).collect();
-    super::validate::report_id(&payload.report_id)?;
-    super::validate::urls(&payload.urls)?;
+    crate::report::validate::report_id(&payload.report_id)?;
+    crate::report::validate::urls(&payload.urls)?;
     crate::report::Category::parse(&payload.category)
         .map_err(|_| InvalidInput::new("bad-category", "category", shown(&payload.category)))?;
     let hashes: Vec<crate::report::MediaHash> = payload
@@ -173,7 +178,7 @@ pub fn open_envelope(
             value: h.value.clone(),
         })
         .collect();
-    super::validate::peer_fields(&payload.notes, &hashes)?;
+    crate::report::validate::peer_fields(&payload.notes, &hashes)?;
     check_evidence_text(payload.hosting.as_ref(), payload.route.as_ref())?;
     Ok(OpenedReport {
         origin,
@@ -296,8 +301,8 @@ pub fn open_returned(
                     actual: maker.to_string(),
                 });
             }
-            super::validate::single_line("receipt.reason", &r.reason, 4096)?;
-            super::validate::single_line("receipt.reason_code", &r.reason_code, 64)?;
+            crate::report::validate::single_line("receipt.reason", &r.reason, 4096)?;
+            crate::report::validate::single_line("receipt.reason_code", &r.reason_code, 64)?;
             let (id, o) = (r.report_id.clone(), r.origin.clone());
             (maker, ReturnedItem::Receipt(r), id, o)
         }
@@ -321,7 +326,7 @@ pub fn open_returned(
             )));
         }
     };
-    super::validate::report_id(&report_id)?;
+    crate::report::validate::report_id(&report_id)?;
     let item_digest = digest(&signed.payload);
     let chain = HopChain {
         purpose: Purpose::ReturnHop,
@@ -416,7 +421,7 @@ impl HopChain<'_> {
                 return Err(WireError::BadHopChain(format!("hop {i} by {by}")));
             }
             if hop.handoff {
-                super::validate::single_line("hop.reason", &hop.reason, 1024)?;
+                crate::report::validate::single_line("hop.reason", &hop.reason, 1024)?;
             } else if !hop.reason.is_empty() {
                 return Err(WireError::BadHopChain(format!(
                     "hop {i} by {by} has a reason but is no handoff"
@@ -444,7 +449,7 @@ fn check_evidence_text(
     hosting: Option<&pb::HostingEvidence>,
     route: Option<&pb::RouteDecision>,
 ) -> Result<(), InvalidInput> {
-    use super::validate::single_line;
+    use crate::report::validate::single_line;
     const SHORT: usize = 1024;
     const LONG: usize = 4096;
     let many = |field: &str, n: usize, max: usize| {
@@ -801,8 +806,8 @@ pub fn open_receipt_cached(
         )));
     }
     // The receiver's reason is shown to the origin's analysts.
-    super::validate::single_line("receipt.reason", &r.reason, 4096)?;
-    super::validate::single_line("receipt.reason_code", &r.reason_code, 64)?;
+    crate::report::validate::single_line("receipt.reason", &r.reason, 4096)?;
+    crate::report::validate::single_line("receipt.reason_code", &r.reason_code, 64)?;
     if r.relayed_to.len() > 16 {
         return Err(WireError::Invalid(InvalidInput::new(
             "too-many",
@@ -863,12 +868,12 @@ pub fn open_amendment(
         .into_iter()
         .map(|(by, _)| by)
         .collect();
-    super::validate::report_id(&a.report_id)?;
-    super::validate::report_id(&a.amendment_id).map_err(|mut e| {
+    crate::report::validate::report_id(&a.report_id)?;
+    crate::report::validate::report_id(&a.amendment_id).map_err(|mut e| {
         e.field = "amendment_id".into();
         e
     })?;
-    super::validate::single_line("reason", &a.reason, 1024)?;
+    crate::report::validate::single_line("reason", &a.reason, 1024)?;
     match pb::AmendmentKind::try_from(a.kind) {
         Ok(pb::AmendmentKind::Retract) => {}
         Ok(pb::AmendmentKind::Correct) => {
@@ -885,7 +890,7 @@ pub fn open_amendment(
                     value: h.value.clone(),
                 })
                 .collect();
-            super::validate::peer_fields(&a.notes, &hashes)?;
+            crate::report::validate::peer_fields(&a.notes, &hashes)?;
         }
         _ => {
             return Err(WireError::Invalid(InvalidInput::new(
