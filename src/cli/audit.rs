@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::args::AuditCommand;
+use super::print::emit;
 use super::{EXIT_INVALID, Failure, load_config};
 use crate::audit::verify::Verified;
 use crate::audit::{AuditError, VerifyContext};
@@ -217,10 +218,10 @@ fn print_verified(cfg: &NodeConfig, verified: &Verified, witnessed: &Witnessed, 
 async fn prove(config: PathBuf, entry: i64, json: bool) -> Result<ExitCode, Failure> {
     let cfg = load_config(&config)?;
     let bundle = crate::audit::proof::prove(&cfg, entry).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&bundle)?);
-        return Ok(ExitCode::SUCCESS);
-    }
+    emit(&bundle, json, |bundle| print_proof(&cfg, bundle))
+}
+
+fn print_proof(cfg: &NodeConfig, bundle: &crate::audit::proof::ProofBundle) {
     let witnesses: Vec<&str> = bundle
         .keys
         .iter()
@@ -242,7 +243,6 @@ async fn prove(config: PathBuf, entry: i64, json: bool) -> Result<ExitCode, Fail
         }
     );
     println!("save it with --json and check it with `alertrelay audit verify-proof FILE`");
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `audit verify-proof FILE`: exit 0 valid, 2 invalid.

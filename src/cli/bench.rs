@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use super::Failure;
 use super::args::BenchArgs;
+use super::print::emit;
 
 pub(crate) async fn run(a: BenchArgs) -> Result<ExitCode, Failure> {
     let opts = crate::bench::Options {
@@ -26,11 +27,6 @@ pub(crate) async fn run(a: BenchArgs) -> Result<ExitCode, Failure> {
         json: a.json,
         dir: std::env::temp_dir(),
     };
-    let r = crate::bench::run(&opts).await?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    } else {
-        crate::bench::print(&r);
-    }
-    Ok(ExitCode::SUCCESS)
+    let results = crate::bench::run(&opts).await?;
+    emit(&results, a.json, crate::bench::print)
 }

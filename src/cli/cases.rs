@@ -11,8 +11,9 @@ use anyhow::{Context, anyhow};
 use super::args::{
     CasesCommand, CasesCorrectArgs, CasesHandoffArgs, CasesListArgs, CasesUpdateArgs,
 };
-use super::client::{connect, emit, parse_hashes, rpc};
-use super::{Failure, load_config, print};
+use super::client::{connect, parse_hashes, rpc};
+use super::print::{self, emit};
+use super::{Failure, load_config};
 use crate::api::convert::case_from_pb;
 use crate::pb;
 
@@ -141,12 +142,9 @@ async fn update(a: CasesUpdateArgs) -> Result<ExitCode, Failure> {
         .map_err(rpc)?
         .into_inner();
     let case = case_from_pb(case);
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&case)?);
-    } else {
+    emit(&case, a.json, |case| {
         println!("case {} is now {}", case.id, case.status);
-    }
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// `--referred-at` (RFC 3339) in milliseconds; empty means now (0: the
@@ -217,13 +215,10 @@ async fn amend(
     }
     .into_inner();
     let case = case_from_pb(case);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&case)?);
-    } else {
+    emit(&case, json, |case| {
         let last = case.history.last().map(|h| h.status.as_str()).unwrap_or("");
         println!("report {} {last}; status {}", case.id, case.status);
-    }
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 async fn handoff(a: CasesHandoffArgs) -> Result<ExitCode, Failure> {
@@ -237,9 +232,7 @@ async fn handoff(a: CasesHandoffArgs) -> Result<ExitCode, Failure> {
     };
     let case = client.hand_off_case(req).await.map_err(rpc)?.into_inner();
     let case = case_from_pb(case);
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&case)?);
-    } else {
+    emit(&case, a.json, |case| {
         let to: Vec<&str> = case
             .deliveries
             .iter()
@@ -251,8 +244,7 @@ async fn handoff(a: CasesHandoffArgs) -> Result<ExitCode, Failure> {
             case.status,
             to.join(", ")
         );
-    }
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// `cases export CASE --for-law-enforcement --out FILE`: the signed bundle,

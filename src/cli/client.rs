@@ -1,9 +1,7 @@
 //! Talking to the node named by `--config`: a mutual-TLS connection with
 //! its operator (or admin) certificate, and what every client command
-//! shares: the error an RPC failure becomes, JSON-or-human output, and the
-//! `--hash ALGORITHM:VALUE` arguments.
-
-use std::process::ExitCode;
+//! shares: the error an RPC failure becomes and the `--hash
+//! ALGORITHM:VALUE` arguments.
 
 use anyhow::{Context, anyhow};
 use tonic::transport::Channel;
@@ -13,6 +11,7 @@ use crate::config::NodeConfig;
 use crate::pb;
 use crate::pb::operator_client::OperatorClient;
 
+/// Connects with the `[operator]` identity, as the client commands do.
 pub(crate) async fn connect(cfg: &NodeConfig) -> Result<OperatorClient<Channel>, Failure> {
     let op = cfg.operator.as_ref().ok_or_else(|| {
         Failure::usage(anyhow!(
@@ -51,20 +50,6 @@ async fn connect_as(
         std::time::Duration::from_secs(30),
     )?;
     Ok(OperatorClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
-}
-
-/// Prints `value` as JSON for scripts, or for humans with `human`.
-pub(crate) fn emit<T: serde::Serialize>(
-    value: &T,
-    json: bool,
-    human: impl FnOnce(&T),
-) -> Result<ExitCode, Failure> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(value)?);
-    } else {
-        human(value);
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// A refused or failed call: exit code 1, naming the gRPC code and the

@@ -7,6 +7,7 @@ use anyhow::anyhow;
 
 use super::Failure;
 use super::args::GeoCommand;
+use super::print::emit;
 
 pub(crate) fn run(command: GeoCommand) -> Result<ExitCode, Failure> {
     match command {
@@ -19,9 +20,7 @@ fn lookup(ip: &str, json: bool) -> Result<ExitCode, Failure> {
         .parse()
         .map_err(|_| Failure::usage(anyhow!("{ip:?} is not an IPv4 or IPv6 address")))?;
     let answer = crate::geo::GeoDb::embedded()?.lookup(addr);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-    } else {
+    emit(&answer, json, |answer| {
         println!(
             "{addr}: {} (raw {:?}; {} {}, {})",
             answer.country.as_deref().unwrap_or("unknown"),
@@ -30,6 +29,5 @@ fn lookup(ip: &str, json: bool) -> Result<ExitCode, Failure> {
             answer.dataset_date,
             answer.method
         );
-    }
-    Ok(ExitCode::SUCCESS)
+    })
 }

@@ -5,8 +5,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::client::{connect, emit, rpc};
-use super::{Failure, load_config, print};
+use super::client::{connect, rpc};
+use super::print::{self, emit};
+use super::{Failure, load_config};
 use crate::pb;
 
 pub(crate) async fn status(config: PathBuf, json: bool) -> Result<ExitCode, Failure> {

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow};
 
 use super::args::RetentionCommand;
+use super::print::emit;
 use super::{Failure, load_config};
 use crate::config::NodeConfig;
 use crate::node::retention::RetentionRun;
@@ -60,12 +61,7 @@ async fn purge_expired(config: PathBuf, dry_run: bool, json: bool) -> Result<Exi
     .await;
     store.close().await;
     let run = result.context("retention run failed")?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&run)?);
-    } else {
-        print_run(&run, dry_run);
-    }
-    Ok(ExitCode::SUCCESS)
+    emit(&run, json, |run| print_run(run, dry_run))
 }
 
 fn print_run(run: &RetentionRun, dry_run: bool) {

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use anyhow::anyhow;
 
 use super::args::{RouteArgs, SubmitArgs};
-use super::client::{connect, emit, parse_hashes, rpc};
-use super::{Failure, load_config, print};
+use super::client::{connect, parse_hashes, rpc};
+use super::print::{self, emit};
+use super::{Failure, load_config};
 use crate::api::convert::{case_from_pb, route_view_from_pb};
 use crate::pb;
 use crate::pb::operator_client::OperatorClient;
