@@ -1,6 +1,12 @@
 //! The command line's grammar: the clap types for `alertrelay` and every
 //! subcommand, and nothing else. What each command does lives in the file
 //! named after its group (`cases.rs`, `audit.rs`, …); `mod.rs` dispatches.
+//!
+//! Commands with many flags take them as one `…Args` struct, handed whole
+//! to the command's function. Those structs carry no `///` comment on
+//! purpose: the variant's comment is the subcommand's help, and a doc
+//! comment on a flattened struct has been known to take its place
+//! (clap-rs/clap#3127).
 
 use std::path::PathBuf;
 
