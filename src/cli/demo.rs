@@ -2,7 +2,7 @@
 //! law-enforcement fallback on loopback, with freshly minted certificates,
 //! walking three reports through it and verifying every audit log.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -28,8 +28,37 @@ pub(crate) async fn run(keep: Option<PathBuf>) -> Result<ExitCode, Failure> {
     let started = Instant::now();
     let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
     let dir = keep.unwrap_or_else(|| tmp.path().to_path_buf());
+    let (paths, listeners) = provision_federation(&dir).await?;
+    print_federation(&dir);
+    let mut configs = Vec::new();
+    let mut nodes = Vec::new();
+    for (path, listener) in paths.iter().zip(listeners) {
+        let cfg = NodeConfig::load(path)?;
+        configs.push(cfg.clone());
+        nodes.push(crate::runtime::start_with_listener(cfg, listener).await?);
+    }
+    let result = match walk(&configs).await {
+        Ok(()) => witnessing(&configs).await,
+        Err(e) => Err(e),
+    };
+    for n in nodes {
+        n.shutdown().await;
+    }
+    result?;
+    verify_audit_logs(&configs).await?;
+    println!(
+        "\ndemo finished in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
 
-    // Bind every listener first so the directory names real, free ports.
+/// Writes the federation into `dir`: the paths of the nodes' configs, and
+/// their loopback listeners, bound first so the directory names real, free
+/// ports.
+async fn provision_federation(
+    dir: &Path,
+) -> anyhow::Result<(Vec<PathBuf>, Vec<tokio::net::TcpListener>)> {
     let mut listeners = Vec::new();
     let mut specs = Vec::new();
     for (id, countries) in NODES {
@@ -43,7 +72,7 @@ pub(crate) async fn run(keep: Option<PathBuf>) -> Result<ExitCode, Failure> {
         listeners.push(l);
     }
     let done = provision::init(
-        &dir,
+        dir,
         "alertrelay-demo",
         &specs,
         &provision::Options {
@@ -63,6 +92,10 @@ pub(crate) async fn run(keep: Option<PathBuf>) -> Result<ExitCode, Failure> {
             relays: vec![],
         },
     )?;
+    Ok((done.configs, listeners))
+}
+
+fn print_federation(dir: &Path) {
     println!(
         "== a federation of {} nodes in {}",
         NODES.len(),
@@ -76,24 +109,12 @@ pub(crate) async fn run(keep: Option<PathBuf>) -> Result<ExitCode, Failure> {
         };
         println!("   {id:<12} {serves}");
     }
-    let mut configs = Vec::new();
-    let mut nodes = Vec::new();
-    for (path, listener) in done.configs.iter().zip(listeners) {
-        let cfg = NodeConfig::load(path)?;
-        configs.push(cfg.clone());
-        nodes.push(crate::runtime::start_with_listener(cfg, listener).await?);
-    }
-    let result = match walk(&configs).await {
-        Ok(()) => witnessing(&configs).await,
-        Err(e) => Err(e),
-    };
-    for n in nodes {
-        n.shutdown().await;
-    }
-    result?;
+}
 
+/// Every node's audit log, recomputed from its database file.
+async fn verify_audit_logs(configs: &[NodeConfig]) -> anyhow::Result<()> {
     println!("\n== every node's audit log, recomputed from its database file");
-    for cfg in &configs {
+    for cfg in configs {
         let v = crate::audit::verify(
             &cfg.database,
             &crate::audit::VerifyContext::from_config(cfg),
@@ -109,19 +130,30 @@ pub(crate) async fn run(keep: Option<PathBuf>) -> Result<ExitCode, Failure> {
             v.root.get(..16).unwrap_or_default()
         );
     }
-    println!(
-        "\ndemo finished in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
+type Client = pb::operator_client::OperatorClient<tonic::transport::Channel>;
+
+/// FR-PDC's analyst submits three reports; DE-ECO works the one it
+/// receives, and FR-PDC sees each change.
 async fn walk(configs: &[NodeConfig]) -> anyhow::Result<()> {
-    let fr = &configs[0];
-    let de = &configs[1];
+    let (Some(fr), Some(de)) = (configs.first(), configs.get(1)) else {
+        bail!("the demo federation has no FR-PDC and DE-ECO");
+    };
     let mut fr_client = client::connect(fr).await.map_err(|f| f.error)?;
     let mut de_client = client::connect(de).await.map_err(|f| f.error)?;
+    let ids = submit_reports(&mut fr_client).await?;
+    let [abroad, no_hotline, home] = ids.as_slice() else {
+        bail!("expected three reports, got {}", ids.len());
+    };
+    show_deliveries(&mut fr_client, &[abroad, no_hotline], home).await?;
+    work_the_case(&mut de_client, &mut fr_client, abroad).await
+}
 
+/// The three reports: hosted abroad, in a country with no hotline, at
+/// home. Returns their ids.
+async fn submit_reports(fr_client: &mut Client) -> anyhow::Result<Vec<String>> {
     let reports = [
         (
             "hosted abroad (85.214.132.117 is in Germany)",
@@ -164,10 +196,19 @@ async fn walk(configs: &[NodeConfig]) -> anyhow::Result<()> {
         }
         ids.push(resp.report_id);
     }
+    Ok(ids)
+}
 
+/// Waits for the `sent` reports' signed receipts, and shows the `local`
+/// one kept here.
+async fn show_deliveries(
+    fr_client: &mut Client,
+    sent: &[&String],
+    local: &str,
+) -> anyhow::Result<()> {
     println!("\n== delivery: each peer stores the report and signs a receipt");
-    for id in &ids[..2] {
-        let case = wait_for(&mut fr_client, id, |c| {
+    for id in sent {
+        let case = wait_for(fr_client, id, |c| {
             c.deliveries.iter().all(|d| d.state == "delivered")
         })
         .await?;
@@ -180,12 +221,21 @@ async fn walk(configs: &[NodeConfig]) -> anyhow::Result<()> {
             );
         }
     }
-    let local = wait_for(&mut fr_client, &ids[2], |_| true).await?;
+    let local = wait_for(fr_client, local, |_| true).await?;
     println!(
         "   {} stays at FR-PDC as a local case: {}",
         local.id, local.status
     );
+    Ok(())
+}
 
+/// DE-ECO takes report `id` through review to removal; FR-PDC sees the
+/// signed history.
+async fn work_the_case(
+    de_client: &mut Client,
+    fr_client: &mut Client,
+    id: &str,
+) -> anyhow::Result<()> {
     println!("\n== DE-ECO works the case; each change flows back to FR-PDC, signed");
     for (status, reason) in [
         ("in-review", "analyst assigned"),
@@ -195,7 +245,7 @@ async fn walk(configs: &[NodeConfig]) -> anyhow::Result<()> {
     ] {
         de_client
             .update_case(pb::UpdateCaseRequest {
-                id: ids[0].clone(),
+                id: id.to_owned(),
                 status: status.into(),
                 reason: reason.into(),
                 agency: String::new(),
@@ -205,7 +255,7 @@ async fn walk(configs: &[NodeConfig]) -> anyhow::Result<()> {
             .await?;
         println!("   DE-ECO: {status} ({reason})");
     }
-    let case = wait_for(&mut fr_client, &ids[0], |c| c.status == "removed").await?;
+    let case = wait_for(fr_client, id, |c| c.status == "removed").await?;
     println!("   FR-PDC now sees report {} as {}:", case.id, case.status);
     for h in &case.history {
         println!(
@@ -263,7 +313,7 @@ async fn witnessing(configs: &[NodeConfig]) -> anyhow::Result<()> {
 }
 
 async fn wait_for(
-    client: &mut pb::operator_client::OperatorClient<tonic::transport::Channel>,
+    client: &mut Client,
     id: &str,
     done: impl Fn(&CaseView) -> bool,
 ) -> anyhow::Result<CaseView> {

@@ -524,52 +524,7 @@ async fn peers(report: &mut Report, cfg: &NodeConfig) {
     let calls = peers.into_iter().map(|peer| {
         let tls = tls.clone();
         let federation = cfg.directory.federation.clone();
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let sent_ms = Core::now_ms();
-            let result = async {
-                let channel = crate::crypto::tls::channel(
-                    &peer.endpoint,
-                    Some(peer.id.clone()),
-                    &federation,
-                    tls,
-                    Duration::from_secs(5),
-                )
-                .map_err(|e| (Level::Fail, format!("endpoint {}: {e}", peer.endpoint)))?;
-                pb::federation_client::FederationClient::new(channel)
-                    .node_info(pb::NodeInfoRequest {})
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(|s| {
-                        let detail = format!(
-                            "{}: {:?}: {}{}",
-                            peer.endpoint,
-                            s.code(),
-                            s.message(),
-                            source_chain(&s)
-                        );
-                        // Down or unreachable is a warning (reports queue
-                        // until it is back); anything else (a refused
-                        // certificate, the wrong node answering, a refusal
-                        // by the peer) is a configuration problem.
-                        let down = s.code() == tonic::Code::Unavailable
-                            && [
-                                "Connection refused",
-                                "timed out",
-                                "No route to host",
-                                "Network is unreachable",
-                                "Connection reset",
-                                "deadline has elapsed",
-                                "Timeout expired",
-                            ]
-                            .iter()
-                            .any(|m| detail.contains(m));
-                        (if down { Level::Warn } else { Level::Fail }, detail)
-                    })
-            }
-            .await;
-            (peer, result, started.elapsed(), sent_ms)
-        })
+        tokio::spawn(ask(peer, tls, federation))
     });
     let mut answers = Vec::new();
     for c in calls.collect::<Vec<_>>() {
@@ -577,42 +532,121 @@ async fn peers(report: &mut Report, cfg: &NodeConfig) {
             answers.push(a);
         }
     }
-    for (peer, result, rtt, sent_ms) in answers {
-        let check = format!("peer {}", peer.id);
-        match result {
-            Err((level, detail)) => report.add(check, level, detail),
-            Ok(info) if info.node_id != peer.id.as_str() => report.fail(
+    for answer in answers {
+        judge(report, answer, skew_limit);
+    }
+}
+
+/// What one peer answered (or why it did not, with how bad that is), the
+/// round trip, and our clock when the question left.
+struct Answer {
+    peer: crate::directory::DirectoryNode,
+    result: Result<pb::NodeInfoResponse, (Level, String)>,
+    rtt: Duration,
+    sent_ms: i64,
+}
+
+/// Asks `peer` for its `NodeInfo`, as this node.
+async fn ask(
+    peer: crate::directory::DirectoryNode,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    federation: String,
+) -> Answer {
+    let started = std::time::Instant::now();
+    let sent_ms = Core::now_ms();
+    let result = async {
+        let channel = crate::crypto::tls::channel(
+            &peer.endpoint,
+            Some(peer.id.clone()),
+            &federation,
+            tls,
+            Duration::from_secs(5),
+        )
+        .map_err(|e| (Level::Fail, format!("endpoint {}: {e}", peer.endpoint)))?;
+        pb::federation_client::FederationClient::new(channel)
+            .node_info(pb::NodeInfoRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| refusal(&peer.endpoint, &s))
+    }
+    .await;
+    Answer {
+        peer,
+        result,
+        rtt: started.elapsed(),
+        sent_ms,
+    }
+}
+
+/// A failed `NodeInfo` call: down or unreachable is a warning (reports
+/// queue until it is back); anything else (a refused certificate, the
+/// wrong node answering, a refusal by the peer) is a configuration
+/// problem.
+fn refusal(endpoint: &str, s: &tonic::Status) -> (Level, String) {
+    let detail = format!(
+        "{}: {:?}: {}{}",
+        endpoint,
+        s.code(),
+        s.message(),
+        source_chain(s)
+    );
+    let down = s.code() == tonic::Code::Unavailable
+        && [
+            "Connection refused",
+            "timed out",
+            "No route to host",
+            "Network is unreachable",
+            "Connection reset",
+            "deadline has elapsed",
+            "Timeout expired",
+        ]
+        .iter()
+        .any(|m| detail.contains(m));
+    (if down { Level::Warn } else { Level::Fail }, detail)
+}
+
+/// The checks of one peer's answer: that it is the peer, and its clock.
+fn judge(report: &mut Report, answer: Answer, skew_limit: i64) {
+    let Answer {
+        peer,
+        result,
+        rtt,
+        sent_ms,
+    } = answer;
+    let check = format!("peer {}", peer.id);
+    let info = match result {
+        Err((level, detail)) => return report.add(check, level, detail),
+        Ok(info) if info.node_id != peer.id.as_str() => {
+            return report.fail(
                 check,
                 format!("answered as {}, not {}", info.node_id, peer.id),
-            ),
-            Ok(info) => {
-                report.ok(
-                    check,
-                    format!(
-                        "{} reached in {} ms (version {})",
-                        peer.endpoint,
-                        rtt.as_millis(),
-                        info.version
-                    ),
-                );
-                let check = format!("clock vs {}", peer.id);
-                if info.time_unix_ms == 0 {
-                    report.warn(check, "the peer does not tell its time (older version)");
-                    continue;
-                }
-                let rtt_ms = i64::try_from(rtt.as_millis()).unwrap_or(i64::MAX);
-                let (level, skew) = clock(info.time_unix_ms, sent_ms, rtt_ms, skew_limit);
-                let detail = match level {
-                    Level::Fail => format!(
-                        "clocks differ by {skew} ms, beyond limits.max_clock_skew_secs: reports will be refused; check NTP"
-                    ),
-                    Level::Warn => format!("clocks differ by {skew} ms; check NTP"),
-                    Level::Ok => format!("clocks agree within {} ms", skew.abs().max(rtt_ms)),
-                };
-                report.add(check, level, detail);
-            }
+            );
         }
+        Ok(info) => info,
+    };
+    report.ok(
+        check,
+        format!(
+            "{} reached in {} ms (version {})",
+            peer.endpoint,
+            rtt.as_millis(),
+            info.version
+        ),
+    );
+    let check = format!("clock vs {}", peer.id);
+    if info.time_unix_ms == 0 {
+        return report.warn(check, "the peer does not tell its time (older version)");
     }
+    let rtt_ms = i64::try_from(rtt.as_millis()).unwrap_or(i64::MAX);
+    let (level, skew) = clock(info.time_unix_ms, sent_ms, rtt_ms, skew_limit);
+    let detail = match level {
+        Level::Fail => format!(
+            "clocks differ by {skew} ms, beyond limits.max_clock_skew_secs: reports will be refused; check NTP"
+        ),
+        Level::Warn => format!("clocks differ by {skew} ms; check NTP"),
+        Level::Ok => format!("clocks agree within {} ms", skew.abs().max(rtt_ms)),
+    };
+    report.add(check, level, detail);
 }
 
 /// Compares a peer's clock reading (`peer_ms`, taken somewhere within a

@@ -10,8 +10,9 @@ use std::process::ExitCode;
 use anyhow::anyhow;
 use serde_json::{Value, json};
 
-use super::client::{ListArgs, connect};
-use super::{EXIT_CONFIG, Failure, load_config};
+use super::args::StixArgs;
+use super::client::{connect, rpc};
+use super::{Failure, load_config};
 use crate::api::convert::case_from_pb;
 use crate::config::NodeConfig;
 use crate::node::cases::CaseView;
@@ -20,10 +21,6 @@ use crate::pb;
 /// The X-ARF version the notices follow.
 pub const XARF_VERSION: &str = "4.0.0";
 
-fn rpc(status: tonic::Status) -> Failure {
-    anyhow!("{:?}: {}", status.code(), status.message()).into()
-}
-
 pub(crate) async fn notice(
     config: PathBuf,
     case: String,
@@ -31,10 +28,9 @@ pub(crate) async fn notice(
 ) -> Result<ExitCode, Failure> {
     let cfg = load_config(&config)?;
     if format != "xarf" {
-        return Err(Failure {
-            code: EXIT_CONFIG,
-            error: anyhow!("--format {format:?}: the supported format is xarf (X-ARF v4)"),
-        });
+        return Err(Failure::usage(anyhow!(
+            "--format {format:?}: the supported format is xarf (X-ARF v4)"
+        )));
     }
     let sender = notice_sender(&cfg)?;
     let mut client = connect(&cfg).await?;
@@ -64,22 +60,24 @@ pub struct Sender {
     pub node: String,
 }
 
-fn notice_sender(cfg: &NodeConfig) -> Result<Sender, Failure> {
-    let n = cfg.notice.as_ref().ok_or_else(|| Failure {
-        code: EXIT_CONFIG,
-        error: anyhow!(
-            "{}: key `notice`: notices need a [notice] section with `contact` (e-mail) and `domain`",
-            cfg.path.display()
-        ),
-    })?;
-    let name = cfg
-        .directory
+/// The hotline's name in the directory, or its node id.
+fn hotline_name(cfg: &NodeConfig) -> String {
+    cfg.directory
         .node(&cfg.node_id)
         .map(|n| n.name.clone())
         .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| cfg.node_id.to_string());
+        .unwrap_or_else(|| cfg.node_id.to_string())
+}
+
+fn notice_sender(cfg: &NodeConfig) -> Result<Sender, Failure> {
+    let n = cfg.notice.as_ref().ok_or_else(|| {
+        Failure::usage(anyhow!(
+            "{}: key `notice`: notices need a [notice] section with `contact` (e-mail) and `domain`",
+            cfg.path.display()
+        ))
+    })?;
     Ok(Sender {
-        org: n.org.clone().unwrap_or(name),
+        org: n.org.clone().unwrap_or_else(|| hotline_name(cfg)),
         contact: n.contact.clone(),
         domain: n.domain.clone(),
         node: cfg.node_id.to_string(),
@@ -114,7 +112,19 @@ pub fn xarf_notices(case: &CaseView, sender: &Sender) -> Result<Vec<Value>, Stri
             );
         }
     };
-    let (xarf_type, extra) = match (case.category.as_str(), assessment(case)) {
+    let kind = xarf_type(case)?;
+    let common = XarfCommon::of(case, sender);
+    Ok(case
+        .urls
+        .iter()
+        .map(|url| xarf_notice(case, sender, &common, url, &kind, assessed))
+        .collect())
+}
+
+/// The X-ARF content type for the case's category and assessment, with
+/// the properties that type requires.
+fn xarf_type(case: &CaseView) -> Result<(&'static str, Value), String> {
+    Ok(match (case.category.as_str(), assessment(case)) {
         ("csam", Some("illegal-baseline")) => (
             "csam",
             json!({"classification": "baseline", "detection_method": "manual_review"}),
@@ -137,76 +147,102 @@ pub fn xarf_notices(case: &CaseView, sender: &Sender) -> Result<Vec<Value>, Stri
             json!({"exploitation_type": "trafficking", "detection_method": "manual_review"}),
         ),
         (other, _) => return Err(format!("X-ARF v4 has no content type for category {other}")),
-    };
-    let route = case.route.as_ref();
-    let address = route.map(|r| r.ip.clone()).filter(|ip| !ip.is_empty());
-    let asn = route.map(|r| r.asn).filter(|a| *a > 0);
-    let country = case
-        .hosting_country
+    })
+}
+
+/// What every notice about one case shares.
+struct XarfCommon {
+    address: Option<String>,
+    asn: Option<u32>,
+    country: Option<String>,
+    contact: Value,
+    /// The media hashes X-ARF knows, well-formed, by its names.
+    hashes: serde_json::Map<String, Value>,
+}
+
+impl XarfCommon {
+    fn of(case: &CaseView, sender: &Sender) -> Self {
+        let route = case.route.as_ref();
+        let mut hashes = serde_json::Map::new();
+        for h in &case.hashes {
+            let (name, len) = match h.algorithm.to_ascii_lowercase().as_str() {
+                "md5" => ("md5", 32),
+                "sha1" => ("sha1", 40),
+                "sha256" => ("sha256", 64),
+                _ => continue,
+            };
+            if h.value.len() == len && h.value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                hashes.insert(name.into(), Value::String(h.value.to_ascii_lowercase()));
+            }
+        }
+        XarfCommon {
+            address: route.map(|r| r.ip.clone()).filter(|ip| !ip.is_empty()),
+            asn: route.map(|r| r.asn).filter(|a| *a > 0),
+            country: case
+                .hosting_country
+                .clone()
+                .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase())),
+            contact: json!({"org": sender.org, "contact": sender.contact, "domain": sender.domain}),
+            hashes,
+        }
+    }
+}
+
+/// The notice about one URL.
+fn xarf_notice(
+    case: &CaseView,
+    sender: &Sender,
+    common: &XarfCommon,
+    url: &str,
+    (xarf_type, extra): &(&str, Value),
+    assessed: &str,
+) -> Value {
+    let parsed = url::Url::parse(url).ok();
+    let host = parsed
+        .as_ref()
+        .and_then(|u| u.host_str().map(str::to_owned));
+    let domain = parsed.as_ref().and_then(|u| match u.host() {
+        Some(url::Host::Domain(d)) if d.contains('.') => Some(d.to_owned()),
+        _ => None,
+    });
+    let source = common
+        .address
         .clone()
-        .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()));
-    let contact = json!({"org": sender.org, "contact": sender.contact, "domain": sender.domain});
-    let mut hashes = serde_json::Map::new();
-    for h in &case.hashes {
-        let (name, len) = match h.algorithm.to_ascii_lowercase().as_str() {
-            "md5" => ("md5", 32),
-            "sha1" => ("sha1", 40),
-            "sha256" => ("sha256", 64),
-            _ => continue,
-        };
-        if h.value.len() == len && h.value.bytes().all(|b| b.is_ascii_hexdigit()) {
-            hashes.insert(name.into(), Value::String(h.value.to_ascii_lowercase()));
-        }
+        .or(host)
+        .unwrap_or_else(|| "unknown".to_owned());
+    let mut n = json!({
+        "xarf_version": XARF_VERSION,
+        "report_id": derived_uuid(&format!("xarf|{}|{}|{url}", case.origin, case.id)),
+        "timestamp": rfc3339_ms(case.created_at_ms),
+        "reporter": common.contact,
+        "sender": common.contact,
+        "source_identifier": source,
+        "category": "content",
+        "type": xarf_type,
+        "url": url,
+        "evidence_source": "user_report",
+        "description": format!(
+            "Reported to {} and assessed {assessed}. Please remove the content and preserve it for law enforcement. Reference {} (case {}).",
+            sender.org, sender.node, case.id
+        ),
+    });
+    let obj = n.as_object_mut().expect("an object");
+    for (k, v) in extra.as_object().expect("an object") {
+        obj.insert(k.clone(), v.clone());
     }
-    let mut out = Vec::new();
-    for url in &case.urls {
-        let parsed = url::Url::parse(url).ok();
-        let host = parsed
-            .as_ref()
-            .and_then(|u| u.host_str().map(str::to_owned));
-        let domain = parsed.as_ref().and_then(|u| match u.host() {
-            Some(url::Host::Domain(d)) if d.contains('.') => Some(d.to_owned()),
-            _ => None,
-        });
-        let source = address
-            .clone()
-            .or(host)
-            .unwrap_or_else(|| "unknown".to_owned());
-        let mut n = json!({
-            "xarf_version": XARF_VERSION,
-            "report_id": derived_uuid(&format!("xarf|{}|{}|{url}", case.origin, case.id)),
-            "timestamp": rfc3339_ms(case.created_at_ms),
-            "reporter": contact,
-            "sender": contact,
-            "source_identifier": source,
-            "category": "content",
-            "type": xarf_type,
-            "url": url,
-            "evidence_source": "user_report",
-            "description": format!(
-                "Reported to {} and assessed {assessed}. Please remove the content and preserve it for law enforcement. Reference {} (case {}).",
-                sender.org, sender.node, case.id
-            ),
-        });
-        let obj = n.as_object_mut().expect("an object");
-        for (k, v) in extra.as_object().expect("an object") {
-            obj.insert(k.clone(), v.clone());
-        }
-        if let Some(d) = domain {
-            obj.insert("domain".into(), d.into());
-        }
-        if let Some(a) = asn {
-            obj.insert("asn".into(), a.into());
-        }
-        if let Some(c) = &country {
-            obj.insert("country_code".into(), c.clone().into());
-        }
-        if xarf_type == "csam" && !hashes.is_empty() {
-            obj.insert("hash_values".into(), Value::Object(hashes.clone()));
-        }
-        out.push(n);
+    if let Some(d) = domain {
+        obj.insert("domain".into(), d.into());
     }
-    Ok(out)
+    if let Some(a) = common.asn {
+        obj.insert("asn".into(), a.into());
+    }
+    if let Some(c) = &common.country {
+        obj.insert("country_code".into(), c.clone().into());
+    }
+    if *xarf_type == "csam" && !common.hashes.is_empty() {
+        obj.insert("hash_values".into(), Value::Object(common.hashes.clone()));
+    }
+    n
 }
 
 /// A UUID (version 4 layout) derived from `name`, so the same notice or
@@ -229,69 +265,74 @@ pub fn rfc3339_ms(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-pub(crate) async fn export_stix(
-    config: PathBuf,
-    ids: Vec<String>,
-    filter: ListArgs,
-) -> Result<ExitCode, Failure> {
-    let cfg = load_config(&config)?;
+pub(crate) async fn export_stix(a: StixArgs) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&a.config)?;
     let mut client = connect(&cfg).await?;
-    let mut cases = Vec::new();
-    if ids.is_empty() {
-        let list = client
-            .list_cases(pb::ListCasesRequest {
-                direction: filter.direction.unwrap_or_default(),
-                limit: filter.limit,
-                status: filter.status.unwrap_or_default(),
-                category: filter.category.unwrap_or_default(),
-                peer: String::new(),
-                priority: 0,
-                max_age_secs: filter.max_age_secs.unwrap_or(0),
-            })
-            .await
-            .map_err(rpc)?
-            .into_inner();
-        for c in list.cases {
-            // The list view is enough for ids; the full case has the route.
-            let full = client
-                .get_case(pb::GetCaseRequest {
-                    id: format!("{}/{}", c.origin, c.id),
-                })
-                .await
-                .map_err(rpc)?
-                .into_inner();
-            cases.push(case_from_pb(full));
-        }
+    let cases = if a.cases.is_empty() {
+        let filter = pb::ListCasesRequest {
+            direction: a.direction.unwrap_or_default(),
+            limit: a.limit,
+            status: a.status.unwrap_or_default(),
+            category: a.category.unwrap_or_default(),
+            peer: String::new(),
+            priority: 0,
+            max_age_secs: a.max_age_secs.unwrap_or(0),
+        };
+        matching_cases(&mut client, filter).await?
     } else {
-        for id in ids {
-            let c = client
-                .get_case(pb::GetCaseRequest { id })
-                .await
-                .map_err(rpc)?
-                .into_inner();
-            cases.push(case_from_pb(c));
-        }
-    }
-    let name = cfg
-        .directory
-        .node(&cfg.node_id)
-        .map(|n| n.name.clone())
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| cfg.node_id.to_string());
-    // The identity object must keep its `created` across exports: the
-    // start of this node's certificate is as stable as it gets.
-    let since_ms = crate::crypto::tls::load_certs(&cfg.tls.cert)
-        .ok()
-        .and_then(|c| {
-            x509_parser::parse_x509_certificate(&c[0])
-                .ok()
-                .map(|(_, x)| x.validity().not_before.timestamp() * 1000)
-        })
-        .unwrap_or(0);
-    let bundle = stix_bundle(&cfg.node_id.to_string(), &name, &cases, since_ms);
+        named_cases(&mut client, a.cases).await?
+    };
+    let bundle = stix_bundle(
+        &cfg.node_id.to_string(),
+        &hotline_name(&cfg),
+        &cases,
+        identity_since_ms(&cfg),
+    );
     println!("{}", serde_json::to_string_pretty(&bundle)?);
     eprintln!("{} case(s) exported", cases.len());
     Ok(ExitCode::SUCCESS)
+}
+
+type Client = pb::operator_client::OperatorClient<tonic::transport::Channel>;
+
+/// Every case `filter` lists, in full.
+async fn matching_cases(
+    client: &mut Client,
+    filter: pb::ListCasesRequest,
+) -> Result<Vec<CaseView>, Failure> {
+    let list = client.list_cases(filter).await.map_err(rpc)?.into_inner();
+    // The list view is enough for ids; the full case has the route.
+    let ids = list
+        .cases
+        .into_iter()
+        .map(|c| format!("{}/{}", c.origin, c.id))
+        .collect();
+    named_cases(client, ids).await
+}
+
+async fn named_cases(client: &mut Client, ids: Vec<String>) -> Result<Vec<CaseView>, Failure> {
+    let mut cases = Vec::new();
+    for id in ids {
+        let c = client
+            .get_case(pb::GetCaseRequest { id })
+            .await
+            .map_err(rpc)?
+            .into_inner();
+        cases.push(case_from_pb(c));
+    }
+    Ok(cases)
+}
+
+/// The identity object must keep its `created` across exports: the start
+/// of this node's certificate is as stable as it gets.
+fn identity_since_ms(cfg: &NodeConfig) -> i64 {
+    crate::crypto::tls::load_certs(&cfg.tls.cert)
+        .ok()
+        .and_then(|certs| {
+            let (_, x) = x509_parser::parse_x509_certificate(certs.first()?).ok()?;
+            Some(x.validity().not_before.timestamp() * 1000)
+        })
+        .unwrap_or(0)
 }
 
 /// STIX's namespace for deterministic (v5) ids of cyber-observables.
@@ -332,101 +373,106 @@ pub fn stix_bundle(node: &str, name: &str, cases: &[CaseView], identity_since_ms
         "x_alertrelay_node": node,
     })];
     let mut seen = std::collections::BTreeSet::new();
-    let mut push_sco = |objects: &mut Vec<Value>, obj: Value| -> String {
-        let id = obj["id"].as_str().unwrap_or_default().to_owned();
-        if seen.insert(id.clone()) {
-            objects.push(obj);
-        }
-        id
-    };
     for case in cases {
         let mut refs = Vec::new();
-        for url in &case.urls {
-            let id = sco_id("url", &json!({"value": url}));
-            refs.push(push_sco(
-                &mut objects,
-                json!({"type": "url", "spec_version": "2.1", "id": id, "value": url}),
-            ));
-        }
-        if let Some(r) = &case.route
-            && let Ok(ip) = r.ip.parse::<std::net::IpAddr>()
-        {
-            let kind = if ip.is_ipv4() {
-                "ipv4-addr"
-            } else {
-                "ipv6-addr"
-            };
-            let value = ip.to_string();
-            let id = sco_id(kind, &json!({"value": value}));
-            refs.push(push_sco(
-                &mut objects,
-                json!({"type": kind, "spec_version": "2.1", "id": id, "value": value}),
-            ));
-        }
-        for h in &case.hashes {
-            let algo = match h.algorithm.to_ascii_lowercase().as_str() {
-                "md5" => "MD5",
-                "sha1" => "SHA-1",
-                "sha256" => "SHA-256",
-                "sha512" => "SHA-512",
-                _ => continue,
-            };
-            let hashes = json!({ algo: h.value.to_ascii_lowercase() });
-            let id = sco_id("file", &json!({ "hashes": hashes }));
-            refs.push(push_sco(
-                &mut objects,
-                json!({"type": "file", "spec_version": "2.1", "id": id, "hashes": hashes}),
-            ));
+        for obj in observables(case) {
+            let id = obj["id"].as_str().unwrap_or_default().to_owned();
+            if seen.insert(id.clone()) {
+                objects.push(obj);
+            }
+            refs.push(id);
         }
         if refs.is_empty() {
             // object_refs must not be empty: refer to the hotline itself.
             refs.push(identity_id.clone());
         }
-        let modified_ms = case
-            .history
-            .iter()
-            .filter_map(|h| {
-                time::OffsetDateTime::parse(&h.at, &time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-            .max()
-            .unwrap_or(case.created_at_ms)
-            .max(case.created_at_ms);
-        let mut report = json!({
-            "type": "report",
-            "spec_version": "2.1",
-            "id": sdo_id("report", &format!("{}/{}", case.origin, case.id)),
-            "created_by_ref": identity_id,
-            "created": rfc3339_ms(case.created_at_ms),
-            "modified": rfc3339_ms(modified_ms),
-            "name": format!("{} report {} from {}", case.category, case.id, case.origin),
-            "report_types": ["indicator"],
-            "published": rfc3339_ms(case.created_at_ms),
-            "object_refs": refs,
-            "labels": [case.category.clone()],
-            "x_alertrelay_case_id": case.id,
-            "x_alertrelay_origin": case.origin,
-            "x_alertrelay_direction": case.direction,
-            "x_alertrelay_status": case.status,
-            "x_alertrelay_priority": case.priority,
-            "x_alertrelay_status_history": case.history.iter().map(|h| json!({"status": h.status, "at": h.at, "signer": h.signer})).collect::<Vec<_>>(),
-        });
-        let obj = report.as_object_mut().expect("an object");
-        if let Some(c) = &case.hosting_country {
-            obj.insert("x_alertrelay_hosting_country".into(), c.clone().into());
-        }
-        if let Some(r) = &case.route {
-            obj.insert("x_alertrelay_route_reason".into(), r.reason.clone().into());
-            if r.asn > 0 {
-                obj.insert("x_alertrelay_asn".into(), r.asn.into());
-            }
-        }
-        objects.push(report);
+        objects.push(stix_report(case, &identity_id, refs));
     }
     json!({
         "type": "bundle",
         "id": format!("bundle--{}", uuid::Uuid::new_v4()),
         "objects": objects,
     })
+}
+
+/// A case's cyber-observables: its `url`s, the hosting address, the media
+/// `file` hashes STIX names.
+fn observables(case: &CaseView) -> Vec<Value> {
+    let mut out = Vec::new();
+    for url in &case.urls {
+        let id = sco_id("url", &json!({"value": url}));
+        out.push(json!({"type": "url", "spec_version": "2.1", "id": id, "value": url}));
+    }
+    if let Some(r) = &case.route
+        && let Ok(ip) = r.ip.parse::<std::net::IpAddr>()
+    {
+        let kind = if ip.is_ipv4() {
+            "ipv4-addr"
+        } else {
+            "ipv6-addr"
+        };
+        let value = ip.to_string();
+        let id = sco_id(kind, &json!({"value": value}));
+        out.push(json!({"type": kind, "spec_version": "2.1", "id": id, "value": value}));
+    }
+    for h in &case.hashes {
+        let algo = match h.algorithm.to_ascii_lowercase().as_str() {
+            "md5" => "MD5",
+            "sha1" => "SHA-1",
+            "sha256" => "SHA-256",
+            "sha512" => "SHA-512",
+            _ => continue,
+        };
+        let hashes = json!({ algo: h.value.to_ascii_lowercase() });
+        let id = sco_id("file", &json!({ "hashes": hashes }));
+        out.push(json!({"type": "file", "spec_version": "2.1", "id": id, "hashes": hashes}));
+    }
+    out
+}
+
+/// The STIX `report` of one case, referring to `refs`.
+fn stix_report(case: &CaseView, identity_id: &str, refs: Vec<String>) -> Value {
+    let mut report = json!({
+        "type": "report",
+        "spec_version": "2.1",
+        "id": sdo_id("report", &format!("{}/{}", case.origin, case.id)),
+        "created_by_ref": identity_id,
+        "created": rfc3339_ms(case.created_at_ms),
+        "modified": rfc3339_ms(last_change_ms(case)),
+        "name": format!("{} report {} from {}", case.category, case.id, case.origin),
+        "report_types": ["indicator"],
+        "published": rfc3339_ms(case.created_at_ms),
+        "object_refs": refs,
+        "labels": [case.category.clone()],
+        "x_alertrelay_case_id": case.id,
+        "x_alertrelay_origin": case.origin,
+        "x_alertrelay_direction": case.direction,
+        "x_alertrelay_status": case.status,
+        "x_alertrelay_priority": case.priority,
+        "x_alertrelay_status_history": case.history.iter().map(|h| json!({"status": h.status, "at": h.at, "signer": h.signer})).collect::<Vec<_>>(),
+    });
+    let obj = report.as_object_mut().expect("an object");
+    if let Some(c) = &case.hosting_country {
+        obj.insert("x_alertrelay_hosting_country".into(), c.clone().into());
+    }
+    if let Some(r) = &case.route {
+        obj.insert("x_alertrelay_route_reason".into(), r.reason.clone().into());
+        if r.asn > 0 {
+            obj.insert("x_alertrelay_asn".into(), r.asn.into());
+        }
+    }
+    report
+}
+
+/// The case's latest change (its history), never before its creation.
+fn last_change_ms(case: &CaseView) -> i64 {
+    case.history
+        .iter()
+        .filter_map(|h| {
+            time::OffsetDateTime::parse(&h.at, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .max()
+        .unwrap_or(case.created_at_ms)
+        .max(case.created_at_ms)
 }

@@ -18,10 +18,12 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 use serde::Serialize;
+use tonic::transport::Channel;
 
 use super::client::connect;
-use super::{EXIT_CONFIG, Failure, load_config};
+use super::{Failure, load_config};
 use crate::pb;
+use crate::pb::operator_client::OperatorClient;
 use crate::report::validate::{Submission, draft};
 use crate::report::{MediaHash, Priority};
 
@@ -73,21 +75,57 @@ pub(crate) async fn run(
     json: bool,
 ) -> Result<ExitCode, Failure> {
     let cfg = load_config(&config)?;
-    let usage = |e: anyhow::Error| Failure {
-        code: EXIT_CONFIG,
-        error: e,
-    };
     let bytes = std::fs::read(&csv_path)
-        .map_err(|e| usage(anyhow!("cannot read --csv {}: {e}", csv_path.display())))?;
+        .map_err(|e| Failure::usage(anyhow!("cannot read --csv {}: {e}", csv_path.display())))?;
     let file_hash = hex::encode(crate::wire::digest(&bytes));
-    let (rows, mut results) =
-        parse(&bytes, &file_hash).map_err(|e| usage(anyhow!("{}: {e}", csv_path.display())))?;
+    let (rows, mut results) = parse(&bytes, &file_hash)
+        .map_err(|e| Failure::usage(anyhow!("{}: {e}", csv_path.display())))?;
     let client = connect(&cfg).await?;
+    let bar = progress_bar(rows.len(), json);
+    results.extend(send_all(client, rows, concurrency.max(1), &bar).await);
+    bar.finish_and_clear();
+    results.sort_by_key(|r| r.row);
 
+    let count = |s: &str| results.iter().filter(|r| r.status == s).count();
+    let summary = Summary {
+        file: csv_path.display().to_string(),
+        sha256: file_hash,
+        rows: results.len(),
+        accepted: count("accepted"),
+        already_imported: count("already-imported"),
+        refused: count("refused"),
+        results: &results,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        summary.print();
+    }
+    Ok(if summary.refused > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+impl Summary<'_> {
+    fn print(&self) {
+        for r in self.results.iter().filter(|r| r.status == "refused") {
+            println!("row {}: refused: {}", r.row, r.reason);
+        }
+        println!(
+            "{}: {} rows: {} accepted, {} already imported (not submitted again), {} refused",
+            self.file, self.rows, self.accepted, self.already_imported, self.refused
+        );
+    }
+}
+
+/// Rows sent, on a terminal.
+fn progress_bar(rows: usize, json: bool) -> indicatif::ProgressBar {
     let bar = if json || !std::io::stderr().is_terminal() {
         indicatif::ProgressBar::hidden()
     } else {
-        indicatif::ProgressBar::new(rows.len() as u64)
+        indicatif::ProgressBar::new(rows as u64)
     };
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -95,14 +133,25 @@ pub(crate) async fn run(
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    // One stream; rows it did not answer (the stream broke off) are sent
-    // again on a new one: their submission ids make that safe.
+    bar
+}
+
+/// Sends every row, each answered once: on one stream; rows it did not
+/// answer (the stream broke off) are sent again on a new one, which their
+/// submission ids make safe. After five attempts, or an error that is not
+/// worth retrying, the rows left are refused with it.
+async fn send_all(
+    client: OperatorClient<Channel>,
+    rows: Vec<Row>,
+    window: usize,
+    bar: &indicatif::ProgressBar,
+) -> Vec<RowResult> {
+    let mut results = Vec::new();
     let mut pending = rows;
     let mut attempt = 0u64;
     while !pending.is_empty() {
         attempt += 1;
-        let (answered, left, error) =
-            stream(&mut client.clone(), pending, concurrency.max(1), &bar).await;
+        let (answered, left, error) = stream(&mut client.clone(), pending, window, bar).await;
         results.extend(answered);
         pending = left;
         let error = match error {
@@ -133,35 +182,7 @@ pub(crate) async fn run(
             }
         }
     }
-    bar.finish_and_clear();
-    results.sort_by_key(|r| r.row);
-
-    let count = |s: &str| results.iter().filter(|r| r.status == s).count();
-    let summary = Summary {
-        file: csv_path.display().to_string(),
-        sha256: file_hash,
-        rows: results.len(),
-        accepted: count("accepted"),
-        already_imported: count("already-imported"),
-        refused: count("refused"),
-        results: &results,
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        for r in results.iter().filter(|r| r.status == "refused") {
-            println!("row {}: refused: {}", r.row, r.reason);
-        }
-        println!(
-            "{}: {} rows: {} accepted, {} already imported (not submitted again), {} refused",
-            summary.file, summary.rows, summary.accepted, summary.already_imported, summary.refused
-        );
-    }
-    Ok(if summary.refused > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    results
 }
 
 /// Reads and checks every row. Rows that fail the checks are returned as
@@ -311,7 +332,7 @@ pub fn submission_id(file_hash: &str, line: u64) -> String {
 /// unanswered; returns the answered rows, the rows left unanswered, and the
 /// status the stream ended with, if it broke off.
 async fn stream(
-    client: &mut crate::pb::operator_client::OperatorClient<tonic::transport::Channel>,
+    client: &mut OperatorClient<Channel>,
     rows: Vec<Row>,
     window: usize,
     bar: &indicatif::ProgressBar,
@@ -353,27 +374,7 @@ async fn stream(
                             ));
                         };
                         done[a.index as usize] = true;
-                        answered.push(if a.code == 0 {
-                            RowResult {
-                                row: row.line,
-                                // A repeated key is answered with the
-                                // original report.
-                                status: if a.repeat {
-                                    "already-imported"
-                                } else {
-                                    "accepted"
-                                },
-                                report_id: a.report_id,
-                                reason: String::new(),
-                            }
-                        } else {
-                            RowResult {
-                                row: row.line,
-                                status: "refused",
-                                report_id: String::new(),
-                                reason: format!("{:?}: {}", tonic::Code::from(a.code), a.message),
-                            }
-                        });
+                        answered.push(row_result(row, a));
                     }
                     Ok(None) => break None,
                     Err(s) => break Some(s),
@@ -390,4 +391,28 @@ async fn stream(
         .map(|(r, _)| r)
         .collect();
     (answered, left, error)
+}
+
+/// The node's answer to one row.
+fn row_result(row: &Row, a: pb::SubmitReportsResponse) -> RowResult {
+    if a.code == 0 {
+        RowResult {
+            row: row.line,
+            // A repeated key is answered with the original report.
+            status: if a.repeat {
+                "already-imported"
+            } else {
+                "accepted"
+            },
+            report_id: a.report_id,
+            reason: String::new(),
+        }
+    } else {
+        RowResult {
+            row: row.line,
+            status: "refused",
+            report_id: String::new(),
+            reason: format!("{:?}: {}", tonic::Code::from(a.code), a.message),
+        }
+    }
 }

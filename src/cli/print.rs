@@ -1,7 +1,25 @@
-//! Human-readable output.
+//! What commands print: [`emit`] (JSON for scripts, or text for humans)
+//! and the human-readable views several commands share.
 
+use std::process::ExitCode;
+
+use super::Failure;
 use crate::node::cases::{CaseView, RouteView, rfc3339};
 use crate::node::overview::{NodeSummary, PeerView};
+
+/// Prints `value` as JSON for scripts, or for humans with `human`.
+pub(crate) fn emit<T: serde::Serialize>(
+    value: &T,
+    json: bool,
+    human: impl FnOnce(&T),
+) -> Result<ExitCode, Failure> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        human(value);
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 /// Control and bidirectional characters shown escaped: what is printed
 /// comes partly from other hotlines and must not drive the terminal.

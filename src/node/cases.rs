@@ -188,8 +188,6 @@ pub async fn audit_read(
     Ok(())
 }
 
-/// `ORIGIN/REPORT-ID` of a case: how audit entries name it.
-
 /// Finds a case by report id, or by `ORIGIN/REPORT-ID`.
 pub(crate) async fn find(core: &Core, id: &str) -> Result<ReportRow, NodeError> {
     let (origin, report_id) = match id.split_once('/') {

@@ -1,0 +1,32 @@
+//! `alertrelay bench`: the command's options turned into
+//! `crate::bench::Options`, and the results printed. The measuring is in
+//! `crate::bench`.
+
+use std::process::ExitCode;
+
+use super::Failure;
+use super::args::BenchArgs;
+use super::print::emit;
+
+pub(crate) async fn run(a: BenchArgs) -> Result<ExitCode, Failure> {
+    let opts = crate::bench::Options {
+        scenarios: if a.scenario.is_empty() {
+            crate::bench::Scenario::ALL.to_vec()
+        } else {
+            a.scenario
+        },
+        duration: std::time::Duration::from_secs_f64(a.duration.max(0.5)),
+        concurrency: a.concurrency,
+        streams: a.streams,
+        nodes: a.nodes,
+        backlog: a.backlog,
+        urgent: a.urgent,
+        drain: a.drain,
+        scale_nodes: a.scale_nodes,
+        scale_reports: a.reports,
+        json: a.json,
+        dir: std::env::temp_dir(),
+    };
+    let results = crate::bench::run(&opts).await?;
+    emit(&results, a.json, crate::bench::print)
+}
