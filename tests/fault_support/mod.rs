@@ -882,7 +882,7 @@ fn check_receipt(
     };
     let receiver_id = NodeId::new(receiver).expect("node id");
     let digest = hex::decode(digest_hex).unwrap_or_default();
-    if let Err(e) = alertrelay::report::wire::open_receipt(
+    if let Err(e) = alertrelay::wire::open_receipt(
         &signed,
         &receiver_id,
         report_id,
