@@ -605,7 +605,7 @@ hosts = {{ "files.example" = ["85.214.132.117", "130.59.1.1"] }}
         .unwrap();
     let preview = |urls: &[&str], ip: &str, cat: &str| {
         let urls: Vec<String> = urls.iter().map(|u| (*u).to_owned()).collect();
-        alertrelay::node::intake::route_preview(&node.core, &urls, ip, cat, "").unwrap()
+        alertrelay::node::route::route_preview(&node.core, &urls, ip, cat, "").unwrap()
     };
     // DNS names two countries: DE (a peer) and CH (no hotline: fallback LE).
     let r = preview(&["https://FILES.example/a"], "", "csam");

@@ -340,3 +340,42 @@ impl crate::node::intake::SubmissionSource for pb::SubmitReportRequest {
         &self.submission_id
     }
 }
+
+/// A `Forward` batch's answers, one result per envelope in order.
+pub fn forward_response(answers: Vec<crate::node::receive::ForwardAnswer>) -> pb::ForwardResponse {
+    pb::ForwardResponse {
+        results: answers
+            .into_iter()
+            .map(|a| pb::ForwardResult {
+                code: crate::api::status::verdict_code(a.verdict),
+                message: a.message,
+                receipt: a.receipt,
+            })
+            .collect(),
+    }
+}
+
+/// A `PushStatus` batch's answers, in the list for the kind of item it
+/// carried.
+pub fn push_status_response(answers: crate::node::receive::PushAnswers) -> pb::PushStatusResponse {
+    use crate::node::receive::PushAnswers;
+    let codes = |v: Vec<crate::node::inbound::Verdict>| {
+        v.into_iter()
+            .map(crate::api::status::verdict_code)
+            .collect::<Vec<_>>()
+    };
+    match answers {
+        PushAnswers::Updates(v) => pb::PushStatusResponse {
+            codes: codes(v),
+            ..Default::default()
+        },
+        PushAnswers::Returned(v) => pb::PushStatusResponse {
+            returned_codes: codes(v),
+            ..Default::default()
+        },
+        PushAnswers::Amendments(v) => pb::PushStatusResponse {
+            amendment_codes: codes(v),
+            ..Default::default()
+        },
+    }
+}

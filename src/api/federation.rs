@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::api::{auth, status::to_status};
+use crate::api::{auth, convert, status::to_status};
 use crate::node::{Core, checkpoint, receive};
 use crate::pb;
 
@@ -40,7 +40,7 @@ impl pb::federation_server::Federation for FederationService {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         receive::forward(&self.core, &sender, request.into_inner())
             .await
-            .map(Response::new)
+            .map(|answers| Response::new(convert::forward_response(answers)))
             .map_err(to_status)
     }
 
@@ -106,6 +106,7 @@ impl pb::federation_server::Federation for FederationService {
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         receive::forward(&core, &sender, batch)
                             .await
+                            .map(convert::forward_response)
                             .map_err(to_status)
                     }
                     Err(refused) => Err(refused),
@@ -133,9 +134,9 @@ impl pb::federation_server::Federation for FederationService {
         request: Request<pb::PushStatusRequest>,
     ) -> Result<Response<pb::PushStatusResponse>, Status> {
         let (sender, _permit) = auth::node(&self.core, &request).await?;
-        receive::push_status(&self.core, &sender, request.get_ref())
+        receive::push_status(&self.core, &sender, request.into_inner())
             .await
-            .map(Response::new)
+            .map(|answers| Response::new(convert::push_status_response(answers)))
             .map_err(to_status)
     }
 

@@ -193,7 +193,7 @@ impl pb::operator_server::Operator for OperatorService {
     ) -> Result<Response<pb::RouteDecision>, Status> {
         let _permit = auth::operator(&self.core, &request).await?;
         let r = request.get_ref();
-        intake::route_preview(
+        crate::node::route::route_preview(
             &self.core,
             &r.urls,
             &r.hosting_ip,

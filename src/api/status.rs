@@ -56,3 +56,16 @@ pub fn overloaded(e: Overloaded) -> Status {
         other => Status::resource_exhausted(other.to_string()),
     }
 }
+
+/// The gRPC code of one item's answer in a batch (`ForwardResult.code`,
+/// `PushStatusResponse.*_codes`).
+pub fn verdict_code(v: crate::node::inbound::Verdict) -> i32 {
+    use crate::node::inbound::Verdict;
+    let code = match v {
+        Verdict::Accepted => tonic::Code::Ok,
+        Verdict::NotFound => tonic::Code::NotFound,
+        Verdict::Conflict => tonic::Code::AlreadyExists,
+        Verdict::Refused => tonic::Code::FailedPrecondition,
+    };
+    code as i32
+}

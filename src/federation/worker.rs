@@ -648,7 +648,7 @@ async fn send_reports(
     let step = if urgent {
         items.len().max(1)
     } else {
-        core.urgent.bulk_chunk(crate::node::receive::BULK_CHUNK)
+        core.urgent.bulk_chunk(crate::node::inbound::BULK_CHUNK)
     };
     let mut handled = std::collections::HashSet::new();
     let (mut start, mut yielded) = (0, false);
@@ -693,7 +693,7 @@ async fn send_reports(
         if handled.contains(&i) {
             continue;
         }
-        if in_tx == crate::node::receive::BULK_CHUNK {
+        if in_tx == crate::node::inbound::BULK_CHUNK {
             tx.commit().await?;
             tx = begin().await?;
             in_tx = 0;
@@ -776,7 +776,7 @@ async fn send_reports(
                 item: Some(signed.clone()),
                 hops: vec![],
             };
-            crate::node::receive::pass_back(core, &mut tx, &current, &ret, peer.as_str(), now)
+            crate::node::relay::pass_back(core, &mut tx, &current, &ret, peer.as_str(), now)
                 .await
                 .map_err(|_| DeliveryError::Rpc("cannot queue a receipt back".into()))?;
             if let Some(prev) = &current.received_from {

@@ -8,17 +8,13 @@
 use prost::Message;
 
 use crate::audit;
-use crate::identity::{NodeId, PeerIdentity};
+use crate::identity::PeerIdentity;
 use crate::node::cases::{self, CaseView};
 use crate::node::{Core, NodeError};
 use crate::pb;
-use crate::report::{CaseStatus, Category, Direction, InvalidInput, MediaHash};
+use crate::report::{Category, InvalidInput, MediaHash};
 use crate::store::{ReportRow, Tx};
-use crate::wire::{self, OpenedAmendment};
-
-const OK: i32 = 0;
-const NOT_FOUND: i32 = 5;
-const FAILED_PRECONDITION: i32 = 9;
+use crate::wire;
 
 /// What the origin changes.
 #[derive(Debug, Clone)]
@@ -40,7 +36,7 @@ impl Change {
     }
 }
 
-fn history_status(kind: i32) -> &'static str {
+pub(crate) fn history_status(kind: i32) -> &'static str {
     if kind == pb::AmendmentKind::Retract as i32 {
         "retracted"
     } else {
@@ -227,7 +223,7 @@ async fn apply(
 /// this one gave the report to, with this node's hop when it is not the
 /// origin. Returns the nodes it was queued for.
 #[allow(clippy::too_many_arguments)]
-async fn record(
+pub(crate) async fn record(
     core: &Core,
     tx: &mut Tx,
     row: &ReportRow,
@@ -299,180 +295,4 @@ async fn record(
         .await?;
     }
     Ok(next)
-}
-
-/// Amendments from a report's origin (directly or through relays).
-pub async fn receive(
-    core: &Core,
-    sender: &NodeId,
-    req: &pb::PushStatusRequest,
-    now: i64,
-) -> Result<pb::PushStatusResponse, NodeError> {
-    let actor = format!("node:{sender}");
-    let opened = match open_all(core, sender, req, now) {
-        Ok(o) => o,
-        Err(e) => {
-            let (code, message) = super::receive::refusal_code(&e);
-            core.audit_refusal(&actor, code, &message, &req.encode_to_vec())
-                .await;
-            return Err(e);
-        }
-    };
-    let mut tx = core.store.begin().await?;
-    let mut codes = Vec::with_capacity(opened.len());
-    let mut changed = Vec::new();
-    let mut wake = Vec::new();
-    for (o, env) in opened.iter().zip(&req.amendments) {
-        let code = apply_received(core, &mut tx, sender, o, env, now, &mut wake).await?;
-        if let Some(seq) = code.1 {
-            changed.push(seq);
-        }
-        codes.push(code.0);
-    }
-    tx.commit().await?;
-    for seq in changed {
-        core.case_changed(seq);
-    }
-    wake.sort();
-    wake.dedup();
-    for peer in wake {
-        core.wake(&peer);
-    }
-    Ok(pb::PushStatusResponse {
-        amendment_codes: codes,
-        ..Default::default()
-    })
-}
-
-fn open_all(
-    core: &Core,
-    sender: &NodeId,
-    req: &pb::PushStatusRequest,
-    now: i64,
-) -> Result<Vec<OpenedAmendment>, NodeError> {
-    if req.amendments.len() > super::receive::MAX_BATCH {
-        return Err(InvalidInput::new(
-            "batch-size",
-            "amendments",
-            format!(
-                "1 to {} amendments, got {}",
-                super::receive::MAX_BATCH,
-                req.amendments.len()
-            ),
-        )
-        .into());
-    }
-    let directory = core.directory();
-    req.amendments
-        .iter()
-        .map(|env| {
-            wire::open_amendment(env, sender, &core.me, &directory, now).map_err(NodeError::from)
-        })
-        .collect()
-}
-
-/// One amendment: (code, the case it changed).
-async fn apply_received(
-    core: &Core,
-    tx: &mut Tx,
-    sender: &NodeId,
-    o: &OpenedAmendment,
-    env: &pb::AmendEnvelope,
-    now: i64,
-    wake: &mut Vec<String>,
-) -> Result<(i32, Option<i64>), NodeError> {
-    let a = &o.amendment;
-    let actor = format!("node:{sender}");
-    let subject = format!("{}/{}", a.origin, a.report_id);
-    let row = tx.find_report(&a.origin, &a.report_id).await?;
-    let refusal = match &row {
-        None => Some((NOT_FOUND, "unknown-report")),
-        Some(r) if r.payload_digest != a.report_digest => {
-            Some((FAILED_PRECONDITION, "digest-mismatch"))
-        }
-        Some(_) => None,
-    };
-    let (Some(row), None) = (row, refusal) else {
-        let (code, reason) = refusal.unwrap_or((NOT_FOUND, "unknown-report"));
-        tx.audit(
-            &audit::Entry::new(
-                "amendment.refused",
-                actor,
-                subject,
-                serde_json::json!({"reason_code": reason, "amendment_id": a.amendment_id}),
-            ),
-            now,
-        )
-        .await?;
-        return Ok((code, None));
-    };
-    if tx.status_recorded(row.seq, &a.amendment_id).await? {
-        return Ok((OK, None)); // a repeat
-    }
-    let passed_on = record(core, tx, &row, a, &o.signed, &env.hops, &actor, now).await?;
-    wake.extend(passed_on.iter().cloned());
-    // The case worked here stops on a retraction, unless it is already
-    // final or other hotlines reported the same content (it goes on for
-    // them).
-    let mut effect = "recorded";
-    let retract = a.kind == pb::AmendmentKind::Retract as i32;
-    let worked_here = row.relay == 0 && row.direction == Direction::Incoming.as_str();
-    if retract && worked_here {
-        if row.joined_to.is_some() {
-            tx.set_status(row.seq, "retracted", now).await?;
-            effect = "left the case it had joined";
-        } else if !tx.joined(row.seq).await?.is_empty() {
-            effect = "case goes on for the other origins";
-        } else {
-            let from = CaseStatus::parse(&row.status).ok();
-            let final_ = matches!(
-                from,
-                Some(
-                    CaseStatus::NotIllegal
-                        | CaseStatus::Removed
-                        | CaseStatus::Moved
-                        | CaseStatus::Retracted
-                ) | None
-            );
-            if let (Some(from), false) = (from, final_) {
-                let why = format!("retracted by the origin: {}", a.reason);
-                let next = cases::change_status(
-                    core,
-                    tx,
-                    &row,
-                    from,
-                    CaseStatus::Retracted,
-                    &why,
-                    &actor,
-                    now,
-                    None,
-                )
-                .await?;
-                wake.extend(next);
-                effect = "case retracted";
-            } else {
-                effect = "case already final";
-            }
-        }
-    }
-    tx.audit(
-        &audit::Entry::new(
-            "report.amended",
-            actor,
-            subject,
-            serde_json::json!({
-                "kind": history_status(a.kind),
-                "amendment_id": a.amendment_id,
-                "signature": hex::encode(&o.signed.signature),
-                "relays": o.relays.iter().map(NodeId::as_str).collect::<Vec<_>>(),
-                "passed_on": passed_on,
-                "effect": effect,
-            }),
-        ),
-        now,
-    )
-    .await?;
-    tracing::info!(peer = %sender, origin = %a.origin, report_id = %a.report_id,
-        kind = history_status(a.kind), effect, "amendment applied");
-    Ok((OK, Some(row.seq)))
 }

@@ -398,7 +398,7 @@ async fn apply_hand_off(
         (false, true) => crate::identity::NodeId::new(to)
             .map_err(|_| InvalidInput::new("bad-node", "to", crate::report::validate::shown(to)))?,
         (true, false) => {
-            let route = crate::node::intake::route_preview(
+            let route = crate::node::route::route_preview(
                 core,
                 &payload.urls,
                 hosting_ip,

@@ -74,6 +74,9 @@ impl Histogram {
 pub struct Metrics {
     pub reports_submitted: AtomicU64,
     pub reports_received: AtomicU64,
+    /// Reports refused because their origin had sent other content under
+    /// the same report id (equivocation: a broken or dishonest peer).
+    pub equivocations: AtomicU64,
     /// Bulk transactions undone because urgent work arrived while they
     /// were written (each written again after it).
     pub bulk_yielded: AtomicU64,
@@ -183,6 +186,12 @@ pub async fn render(core: &Core) -> String {
         "alertrelay_reports_received_total",
         "Reports received from peers and stored.",
         m.reports_received.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "alertrelay_equivocations_total",
+        "Reports refused because their origin sent different content under a report id it had used (an alert: a broken or dishonest peer).",
+        m.equivocations.load(Ordering::Relaxed),
     );
     counter(
         &mut out,

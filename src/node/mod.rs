@@ -2,7 +2,7 @@
 //! analysts' reports, receiving envelopes and status updates from peers,
 //! working cases, amendments, checkpoints, exports, retention, health.
 //! Its functions take domain values and return typed outcomes
-//! (`NodeError`, `receive::Outcome`, …); `api::status` alone turns them
+//! (`NodeError`, `inbound::Verdict`, …); `api::status` alone turns them
 //! into gRPC statuses. `Core` (`state.rs`) is the shared state that
 //! `runtime` builds at start-up.
 
@@ -13,12 +13,15 @@ pub mod cases;
 pub mod checkpoint;
 pub mod export;
 pub mod health;
+pub mod inbound;
 pub mod intake;
 pub mod metrics;
 pub mod overview;
 pub mod peers;
 pub mod receive;
+pub mod relay;
 pub mod retention;
+pub mod route;
 pub mod startup;
 pub mod state;
 pub mod stats;

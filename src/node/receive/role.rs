@@ -1,0 +1,96 @@
+//! Who may take a report over here: the hotline(s) the origin chose in
+//! the route it signed, a hotline one of them handed the case to, or a
+//! relay the directory puts in front of a destination (it only passes the
+//! report on); and whether this hotline's own directory entry (its law)
+//! covers the report's classification.
+
+use crate::identity::NodeId;
+use crate::node::Core;
+use crate::pb;
+use crate::wire::OpenedReport;
+
+/// What this node does with a report: work it as a case, pass it on to the
+/// destinations behind it, or both.
+pub(super) struct Role {
+    pub case: bool,
+    pub relay_for: Vec<NodeId>,
+}
+
+/// Decides from the origin's signed route, the handoffs in the hop chain
+/// and the directory's relays whether this node may take the report.
+pub(super) fn takes_over(
+    core: &Core,
+    r: &OpenedReport,
+) -> Result<Role, (&'static str, &'static str)> {
+    let route: Vec<&str> = r
+        .payload
+        .route
+        .as_ref()
+        .map(|route| route.destinations.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    // Each handoff must come from a node holding the case: a destination
+    // the origin chose, or the target of an earlier handoff.
+    let mut holders: Vec<&str> = route.clone();
+    for (by, to, _) in &r.handoffs {
+        if !holders.contains(&by.as_str()) {
+            return Err((
+                "bad-handoff",
+                "a node that did not hold the case handed it over",
+            ));
+        }
+        holders.push(to.as_str());
+    }
+    if r.handed_off_here {
+        let accepts = crate::report::Category::parse(&r.payload.category)
+            .ok()
+            .zip(core.directory().node(&core.me).cloned())
+            .is_some_and(|(c, me)| me.accepts(c));
+        if !accepts {
+            return Err((
+                "declined",
+                "this hotline does not take reports of this category",
+            ));
+        }
+        return Ok(Role {
+            case: true,
+            relay_for: vec![],
+        });
+    }
+    if !r.handoffs.is_empty() {
+        return Err((
+            "bad-handoff",
+            "a handed-over case must come straight from the node that handed it over",
+        ));
+    }
+    let directory = core.directory();
+    let case = route.contains(&core.me.as_str());
+    let relay_for: Vec<NodeId> = route
+        .iter()
+        .filter(|d| **d != core.me.as_str())
+        .filter_map(|d| NodeId::new(d).ok())
+        .filter(|d| directory.relays_of(d).contains(&core.me))
+        .collect();
+    if !case && relay_for.is_empty() {
+        return Err((
+            "not-a-destination",
+            "the origin's signed route does not name this node, nor a node it relays for",
+        ));
+    }
+    Ok(Role { case, relay_for })
+}
+
+/// Why this node may not take `p` over under its own directory entry
+/// (`national_categories`), or `None`.
+pub(super) fn outside_jurisdiction(core: &Core, p: &pb::ReportPayload) -> Option<String> {
+    let class = match crate::report::Classification::parse_or_baseline(&p.classification) {
+        Ok(c) => c,
+        Err(_) => return Some("unknown classification".into()),
+    };
+    let category = crate::report::Category::parse(&p.category).ok()?;
+    let directory = core.directory();
+    let me = directory.node(&core.me)?;
+    let covered =
+        class == crate::report::Classification::Baseline || me.national.contains(&category);
+    (!covered)
+        .then(|| format!("this hotline does not take {class} {category} (see its directory entry)"))
+}
