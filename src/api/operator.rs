@@ -395,7 +395,7 @@ impl pb::operator_server::Operator for OperatorService {
     ) -> Result<Response<pb::Case>, Status> {
         let (operator, _permit) = auth::operator(&self.core, &request).await?;
         let r = request.get_ref();
-        cases::hand_off(
+        crate::node::handoff::hand_off(
             &self.core,
             &operator,
             &r.id,

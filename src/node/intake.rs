@@ -3,7 +3,7 @@
 //! before the analyst gets an answer.
 
 use crate::audit;
-use crate::identity::PeerIdentity;
+use crate::identity::{NodeId, PeerIdentity};
 use crate::node::cases::{self, CaseView};
 use crate::node::route::{decide, valid_urls};
 use crate::node::{Core, NodeError, background};
@@ -11,7 +11,7 @@ use crate::pb;
 use crate::report::validate::{self, Submission};
 use crate::report::{Direction, Priority};
 use crate::routing::{RouteDecision, RouteKind};
-use crate::store::NewReport;
+use crate::store::{NewReport, Tx};
 use crate::wire;
 
 pub struct Submitted {
@@ -386,8 +386,38 @@ async fn store_batch(
     } else {
         core.begin_bulk().await?
     };
-    // Checked inside the write transaction, so two concurrent retries of
-    // one submission create one report.
+    let plan = plan(&mut tx, actor, &batch).await?;
+    let seqs = insert_fresh(core, &mut tx, &batch, &plan.fresh).await?;
+    let next_hops = queue_and_audit(core, &mut tx, actor, &batch, &plan.fresh, &seqs).await?;
+    crate::faults::crash_point("intake-before-commit");
+    tx.commit().await?;
+    announce(core, &batch, &plan.fresh, &seqs, &next_hops);
+    answers(&batch, &plan, &seqs)
+}
+
+/// How each submission of a batch is answered.
+enum Answer {
+    /// A new report: the `k`th of `Plan::fresh`.
+    New(usize),
+    /// A repeat of a submission stored earlier (same key): that report.
+    Earlier(i64),
+    /// A repeat of the `k`th new report of this very batch.
+    SameBatch(usize),
+}
+
+struct Plan {
+    answers: Vec<Answer>,
+    /// Indices into the batch of the new reports, in order.
+    fresh: Vec<usize>,
+    /// The reports earlier submissions stored, by sequence number.
+    repeated: std::collections::HashMap<i64, crate::store::ReportRow>,
+}
+
+/// Which submissions are new: those whose key was not seen before, in the
+/// database or earlier in this batch. Checked inside the write
+/// transaction, so two concurrent retries of one submission create one
+/// report.
+async fn plan(tx: &mut Tx, actor: &str, batch: &[Prepared]) -> Result<Plan, NodeError> {
     let keys: Vec<&str> = batch
         .iter()
         .map(|p| p.submission_id.as_str())
@@ -402,7 +432,7 @@ async fn store_batch(
             .collect()
     };
     let repeats: Vec<i64> = earlier.values().copied().collect();
-    let repeated: std::collections::HashMap<i64, crate::store::ReportRow> = if repeats.is_empty() {
+    let repeated = if repeats.is_empty() {
         Default::default()
     } else {
         tx.reports_by_seqs(&repeats)
@@ -411,38 +441,48 @@ async fn store_batch(
             .map(|r| (r.seq, r))
             .collect()
     };
-    // New reports: those whose key was not seen before (in the database or
-    // earlier in this batch).
     let mut fresh = Vec::with_capacity(batch.len());
-    let mut route_json = Vec::with_capacity(batch.len());
     let mut first_in_batch: std::collections::HashMap<&str, usize> = Default::default();
-    enum Answer {
-        New(usize),
-        Earlier(i64),
-        SameBatch(usize),
-    }
-    let mut plan = Vec::with_capacity(batch.len());
+    let mut answers = Vec::with_capacity(batch.len());
     for (i, p) in batch.iter().enumerate() {
         if !p.submission_id.is_empty() {
             if let Some(seq) = earlier.get(&p.submission_id) {
-                plan.push(Answer::Earlier(*seq));
+                answers.push(Answer::Earlier(*seq));
                 continue;
             }
             if let Some(first) = first_in_batch.get(p.submission_id.as_str()) {
-                plan.push(Answer::SameBatch(*first));
+                answers.push(Answer::SameBatch(*first));
                 continue;
             }
             first_in_batch.insert(&p.submission_id, fresh.len());
         }
-        plan.push(Answer::New(fresh.len()));
+        answers.push(Answer::New(fresh.len()));
         fresh.push(i);
-        route_json.push(serde_json::to_string(&p.route).unwrap_or_default());
     }
-    let rows: Vec<NewReport> = fresh
+    Ok(Plan {
+        answers,
+        fresh,
+        repeated,
+    })
+}
+
+/// Inserts the new reports, one statement; returns their sequence
+/// numbers, in order.
+async fn insert_fresh(
+    core: &Core,
+    tx: &mut Tx,
+    batch: &[Prepared],
+    fresh: &[usize],
+) -> Result<Vec<i64>, NodeError> {
+    let new: Vec<&Prepared> = fresh.iter().filter_map(|&i| batch.get(i)).collect();
+    let route_json: Vec<String> = new
+        .iter()
+        .map(|p| serde_json::to_string(&p.route).unwrap_or_default())
+        .collect();
+    let rows: Vec<NewReport> = new
         .iter()
         .zip(&route_json)
-        .map(|(&i, route)| {
-            let p = &batch[i];
+        .map(|(p, route)| {
             let (direction, status) = placement(p.route.kind);
             NewReport {
                 report_id: &p.report_id,
@@ -466,21 +506,36 @@ async fn store_batch(
         })
         .collect();
     let seqs = tx.insert_reports(&rows).await?;
-    // A destination reached through relays is handed to the outermost one;
-    // one envelope per next hop carries the report to every destination
-    // behind it.
+    if seqs.len() != rows.len() {
+        return Err(NodeError::Internal("a report was not inserted"));
+    }
+    Ok(seqs)
+}
+
+/// For each new report: its deliveries (a destination reached through
+/// relays is handed to the outermost one), one outbox entry per next hop
+/// (its envelope carries the report to every destination behind it), for
+/// a case worked here its content keys and first history entry, its audit
+/// entry, and its submission key. Returns each report's next hops.
+async fn queue_and_audit(
+    core: &Core,
+    tx: &mut Tx,
+    actor: &str,
+    batch: &[Prepared],
+    fresh: &[usize],
+    seqs: &[i64],
+) -> Result<Vec<Vec<NodeId>>, NodeError> {
     let directory = core.directory();
     let now = Core::now_ms();
     let mut deliveries = Vec::new();
-    let mut outbox = Vec::new();
     let mut keys_rows: Vec<(i64, String)> = Vec::new();
     let mut statuses = Vec::new();
     let mut entries = Vec::with_capacity(fresh.len());
     let mut next_hops_of = Vec::with_capacity(fresh.len());
-    for (&i, &seq) in fresh.iter().zip(&seqs) {
-        let p = &batch[i];
+    let new = fresh.iter().filter_map(|&i| batch.get(i));
+    for (p, &seq) in new.clone().zip(seqs) {
         let route = &p.route;
-        let mut next_hops: Vec<crate::identity::NodeId> = Vec::new();
+        let mut next_hops: Vec<NodeId> = Vec::new();
         for dest in &route.destinations {
             let hop = directory.next_hop(&core.me, dest);
             deliveries.push((seq, dest.as_str(), hop.clone()));
@@ -488,18 +543,10 @@ async fn store_batch(
                 next_hops.push(hop);
             }
         }
-        let (direction, _) = placement(route.kind);
-        if direction == Direction::Local {
+        if placement(route.kind).0 == Direction::Local {
             // A case worked here: reports of the same content from other
             // hotlines join it.
-            let (keys, _) = crate::report::content::keys(
-                &p.draft.urls,
-                p.draft
-                    .hashes
-                    .iter()
-                    .map(|h| (h.algorithm.as_str(), h.value.as_str())),
-            );
-            keys_rows.extend(keys.into_iter().map(|k| (seq, k)));
+            keys_rows.extend(case_keys(p).into_iter().map(|k| (seq, k)));
             statuses.push(crate::store::NewStatus {
                 seq,
                 update_id: uuid::Uuid::now_v7().to_string(),
@@ -508,26 +555,7 @@ async fn store_batch(
                 actor,
             });
         }
-        entries.push(audit::Entry::new(
-            "report.submitted",
-            actor.to_owned(),
-            format!("{}/{}", core.me, p.report_id),
-            serde_json::json!({
-                "category": p.draft.category.as_str(),
-                "classification": p.draft.classification.as_str(),
-                "priority": p.draft.priority.as_str(),
-                "urls": p.draft.urls.len(),
-                "payload_sha256": hex::encode(p.digest),
-                "route": route.kind.as_str(),
-                "destinations": route.destinations.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
-                "next_hops": next_hops.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
-                "country": route.evidence.country,
-                "dataset": route.evidence.dataset,
-                "dataset_date": route.evidence.dataset_date,
-                "reason": route.reason,
-                "withheld": route.withheld,
-            }),
-        ));
+        entries.push(submitted_entry(core, actor, p, &next_hops));
         next_hops_of.push(next_hops);
     }
     let delivery_rows: Vec<crate::store::NewDelivery> = deliveries
@@ -539,8 +567,8 @@ async fn store_batch(
         })
         .collect();
     tx.insert_deliveries(&delivery_rows).await?;
-    for ((&i, &seq), hops) in fresh.iter().zip(&seqs).zip(&next_hops_of) {
-        let p = &batch[i];
+    let mut outbox = Vec::new();
+    for ((p, &seq), hops) in new.clone().zip(seqs).zip(&next_hops_of) {
         for hop in hops {
             outbox.push(crate::store::NewOutbox {
                 peer: hop.as_str(),
@@ -560,72 +588,122 @@ async fn store_batch(
     }
     tx.insert_statuses(&statuses, now).await?;
     tx.audit_many(&entries, now).await?;
-    let submissions: Vec<(&str, i64)> = fresh
-        .iter()
-        .zip(&seqs)
-        .filter(|(i, _)| !batch[**i].submission_id.is_empty())
-        .map(|(i, seq)| (batch[*i].submission_id.as_str(), *seq))
+    let submissions: Vec<(&str, i64)> = new
+        .zip(seqs)
+        .filter(|(p, _)| !p.submission_id.is_empty())
+        .map(|(p, seq)| (p.submission_id.as_str(), *seq))
         .collect();
     if !submissions.is_empty() {
         tx.insert_submissions(actor, &submissions).await?;
     }
-    crate::faults::crash_point("intake-before-commit");
-    tx.commit().await?;
-    for &seq in &seqs {
+    Ok(next_hops_of)
+}
+
+/// The content keys of a report (normalised URLs, exact hashes).
+fn case_keys(p: &Prepared) -> Vec<String> {
+    crate::report::content::keys(
+        &p.draft.urls,
+        p.draft
+            .hashes
+            .iter()
+            .map(|h| (h.algorithm.as_str(), h.value.as_str())),
+    )
+    .0
+}
+
+/// The audit entry of a submitted report: what it is, where it goes and
+/// why (never its URLs).
+fn submitted_entry(core: &Core, actor: &str, p: &Prepared, next_hops: &[NodeId]) -> audit::Entry {
+    let route = &p.route;
+    audit::Entry::new(
+        "report.submitted",
+        actor.to_owned(),
+        format!("{}/{}", core.me, p.report_id),
+        serde_json::json!({
+            "category": p.draft.category.as_str(),
+            "classification": p.draft.classification.as_str(),
+            "priority": p.draft.priority.as_str(),
+            "urls": p.draft.urls.len(),
+            "payload_sha256": hex::encode(p.digest),
+            "route": route.kind.as_str(),
+            "destinations": route.destinations.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
+            "next_hops": next_hops.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
+            "country": route.evidence.country,
+            "dataset": route.evidence.dataset,
+            "dataset_date": route.evidence.dataset_date,
+            "reason": route.reason,
+            "withheld": route.withheld,
+        }),
+    )
+}
+
+/// After the commit: watchers hear of the new cases, and each next hop's
+/// worker is woken on the lane of the work queued for it.
+fn announce(
+    core: &Core,
+    batch: &[Prepared],
+    fresh: &[usize],
+    seqs: &[i64],
+    next_hops: &[Vec<NodeId>],
+) {
+    for &seq in seqs {
         core.case_changed(seq);
     }
     core.metrics
         .reports_submitted
         .fetch_add(fresh.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let mut woken: Vec<(&str, bool)> = Vec::new();
-    for (&i, hops) in fresh.iter().zip(&next_hops_of) {
-        let urgent = batch[i].draft.priority == Priority::Urgent;
+    for (p, hops) in fresh.iter().filter_map(|&i| batch.get(i)).zip(next_hops) {
+        let urgent = p.draft.priority == Priority::Urgent;
         for hop in hops {
             if !woken.contains(&(hop.as_str(), urgent)) {
                 woken.push((hop.as_str(), urgent));
             }
         }
-        tracing::info!(report_id = %batch[i].report_id, route = batch[i].route.kind.as_str(), "report submitted");
+        tracing::info!(report_id = %p.report_id, route = p.route.kind.as_str(), "report submitted");
     }
     for (hop, urgent) in woken {
         core.wake_lane(hop, urgent);
     }
-    // Answers in the order given.
-    let mut out: Vec<Stored> = Vec::with_capacity(batch.len());
-    for (i, a) in plan.iter().enumerate() {
-        let stored = match a {
-            Answer::New(k) => Stored {
-                seq: seqs[*k],
-                report_id: batch[i].report_id.clone(),
-                route: crate::wire::route::route_to_pb(&batch[i].route),
-                repeat: false,
-            },
-            Answer::SameBatch(k) => {
-                let first = fresh[*k];
-                Stored {
-                    seq: seqs[*k],
-                    report_id: batch[first].report_id.clone(),
-                    route: crate::wire::route::route_to_pb(&batch[first].route),
-                    repeat: true,
-                }
-            }
+}
+
+/// The answers, in the order the submissions were given.
+fn answers(batch: &[Prepared], plan: &Plan, seqs: &[i64]) -> Result<Vec<Stored>, NodeError> {
+    let missing = || NodeError::Internal("a submission's answer is missing");
+    let new_one = |k: usize, repeat: bool| -> Result<Stored, NodeError> {
+        let p = plan
+            .fresh
+            .get(k)
+            .and_then(|&i| batch.get(i))
+            .ok_or_else(missing)?;
+        Ok(Stored {
+            seq: *seqs.get(k).ok_or_else(missing)?,
+            report_id: p.report_id.clone(),
+            route: crate::wire::route::route_to_pb(&p.route),
+            repeat,
+        })
+    };
+    plan.answers
+        .iter()
+        .map(|a| match a {
+            Answer::New(k) => new_one(*k, false),
+            Answer::SameBatch(k) => new_one(*k, true),
             Answer::Earlier(seq) => {
-                let row = repeated
+                let row = plan
+                    .repeated
                     .get(seq)
                     .ok_or(NodeError::Internal("a submission names a missing report"))?;
                 let payload = <pb::ReportPayload as prost::Message>::decode(row.payload())
                     .map_err(|_| NodeError::Internal("a stored report payload does not decode"))?;
-                Stored {
+                Ok(Stored {
                     seq: *seq,
                     report_id: row.report_id.clone(),
                     route: payload.route.unwrap_or_default(),
                     repeat: true,
-                }
+                })
             }
-        };
-        out.push(stored);
-    }
-    Ok(out)
+        })
+        .collect()
 }
 
 /// Where a report of this route kind lives here, and its first status.

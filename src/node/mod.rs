@@ -12,6 +12,7 @@ pub mod background;
 pub mod cases;
 pub mod checkpoint;
 pub mod export;
+pub mod handoff;
 pub mod health;
 pub mod inbound;
 pub mod intake;
