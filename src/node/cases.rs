@@ -66,19 +66,7 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
         .as_ref()
         .map(crate::wire::route::route_view_from_pb);
     let relay = row.relay == 1;
-    let destinations: Vec<String> = if relay {
-        deliveries.iter().map(|d| d.destination.clone()).collect()
-    } else if row.direction == Direction::Incoming.as_str() {
-        vec![core.me.to_string()]
-    } else if let Some(r) = &route {
-        r.destinations.clone()
-    } else {
-        // Purged: the tombstone's route keeps the destinations.
-        serde_json::from_str::<serde_json::Value>(&row.route)
-            .ok()
-            .and_then(|v| serde_json::from_value(v["destinations"].clone()).ok())
-            .unwrap_or_default()
-    };
+    let destinations = destinations(core, &row, route.as_ref(), &deliveries);
     Ok(CaseView {
         id: row.report_id,
         origin: row.origin,
@@ -119,52 +107,78 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
             .collect(),
         joined_to,
         route,
-        deliveries: deliveries
-            .into_iter()
-            .map(|d| DeliveryView {
-                destination: d.destination,
-                state: d.state,
-                reason: d.reason.unwrap_or_default(),
-                delivered_at: d.delivered_at_ms.map(rfc3339),
-                attempts: u32::try_from(d.attempts).unwrap_or(u32::MAX),
-                last_error: d.last_error.unwrap_or_default(),
-                receipt: d.receipt.as_deref().map(b64),
-                next_hop: d.next_hop,
-                relayed_at: d.relayed_at_ms.map(rfc3339),
-                via: d
-                    .via
-                    .map(|v| {
-                        v.split(',')
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_owned)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                handed_off_by: d.handed_off_by,
-            })
-            .collect(),
-        history: history
-            .into_iter()
-            .map(|h| HistoryView {
-                status: h.status,
-                reason: h.reason,
-                actor: h.actor,
-                signer: h.signer.unwrap_or_default(),
-                at: rfc3339(h.at_ms),
-            })
-            .collect(),
-        referrals: referrals
-            .into_iter()
-            .map(|r| ReferralView {
-                agency: r.agency,
-                reference: r.reference,
-                referred_at: rfc3339(r.referred_at_ms),
-                actor: r.actor,
-            })
-            .collect(),
+        deliveries: deliveries.into_iter().map(delivery_view).collect(),
+        history: history.into_iter().map(history_view).collect(),
+        referrals: referrals.into_iter().map(referral_view).collect(),
         purged_at: row.purged_at_ms.map(rfc3339),
         classification: payload.classification,
     })
+}
+
+/// Where a case went: a relay's destinations behind it, this node for an
+/// incoming case, the signed route's destinations for an outgoing one (a
+/// purged report's tombstone route keeps them).
+fn destinations(
+    core: &Core,
+    row: &ReportRow,
+    route: Option<&RouteView>,
+    deliveries: &[crate::store::DeliveryRow],
+) -> Vec<String> {
+    if row.relay == 1 {
+        deliveries.iter().map(|d| d.destination.clone()).collect()
+    } else if row.direction == Direction::Incoming.as_str() {
+        vec![core.me.to_string()]
+    } else if let Some(r) = route {
+        r.destinations.clone()
+    } else {
+        serde_json::from_str::<serde_json::Value>(&row.route)
+            .ok()
+            .and_then(|v| serde_json::from_value(v["destinations"].clone()).ok())
+            .unwrap_or_default()
+    }
+}
+
+fn delivery_view(d: crate::store::DeliveryRow) -> DeliveryView {
+    DeliveryView {
+        destination: d.destination,
+        state: d.state,
+        reason: d.reason.unwrap_or_default(),
+        delivered_at: d.delivered_at_ms.map(rfc3339),
+        attempts: u32::try_from(d.attempts).unwrap_or(u32::MAX),
+        last_error: d.last_error.unwrap_or_default(),
+        receipt: d.receipt.as_deref().map(b64),
+        next_hop: d.next_hop,
+        relayed_at: d.relayed_at_ms.map(rfc3339),
+        via: d
+            .via
+            .map(|v| {
+                v.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        handed_off_by: d.handed_off_by,
+    }
+}
+
+fn history_view(h: crate::store::HistoryRow) -> HistoryView {
+    HistoryView {
+        status: h.status,
+        reason: h.reason,
+        actor: h.actor,
+        signer: h.signer.unwrap_or_default(),
+        at: rfc3339(h.at_ms),
+    }
+}
+
+fn referral_view(r: crate::store::ReferralRow) -> ReferralView {
+    ReferralView {
+        agency: r.agency,
+        reference: r.reference,
+        referred_at: rfc3339(r.referred_at_ms),
+        actor: r.actor,
+    }
 }
 
 /// Records a read of cases through the Operator service: who (from the
