@@ -202,12 +202,31 @@ pub async fn audit_read(
     Ok(())
 }
 
-/// Finds a case by report id, or by `ORIGIN/REPORT-ID`.
-pub(crate) async fn find(core: &Core, id: &str) -> Result<ReportRow, NodeError> {
+/// A case id as given: `REPORT-ID` or `ORIGIN/REPORT-ID`, each part of its
+/// grammar (so it can be named in answers and the audit log: it is never a
+/// URL, nor longer than 97 bytes).
+fn case_id(id: &str) -> Result<(Option<&str>, &str), NodeError> {
+    let bad = || {
+        crate::report::InvalidInput::new(
+            "bad-case-id",
+            "id",
+            "expected REPORT-ID or ORIGIN/REPORT-ID (a node id, '/', 1-64 of A-Z, a-z, 0-9, '.', '_', '-')",
+        )
+    };
     let (origin, report_id) = match id.split_once('/') {
-        Some((o, r)) => (Some(o), r),
+        Some((o, r)) => {
+            crate::identity::NodeId::new(o).map_err(|_| bad())?;
+            (Some(o), r)
+        }
         None => (None, id),
     };
+    crate::report::validate::report_id(report_id).map_err(|_| bad())?;
+    Ok((origin, report_id))
+}
+
+/// Finds a case by report id, or by `ORIGIN/REPORT-ID`.
+pub(crate) async fn find(core: &Core, id: &str) -> Result<ReportRow, NodeError> {
+    let (origin, report_id) = case_id(id)?;
     let mut rows = core.store.reports_by_id(origin, report_id).await?;
     match rows.len() {
         0 => Err(NodeError::NotFound(format!("no case {id:?}"))),
