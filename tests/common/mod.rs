@@ -248,7 +248,7 @@ impl Federation {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = self.nodes[i].as_ref().unwrap().metrics_addr.unwrap();
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .await
             .unwrap();
         let mut out = String::new();
