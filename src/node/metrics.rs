@@ -161,53 +161,66 @@ pub async fn render(core: &Core) -> String {
     let mut out = String::new();
     node_info(&mut out, core);
     totals(&mut out, m);
-    labelled(
+    family(
         &mut out,
         "alertrelay_refusals_total",
+        "counter",
         "Refused inputs by reason code.",
         &m.refusals,
-        |reason| format!("reason=\"{}\"", esc(reason)),
+        |out, name, reason, v| sample(out, name, &format!("reason=\"{}\"", esc(reason)), v),
     );
-    labelled(
+    family(
         &mut out,
         "alertrelay_deliveries_total",
+        "counter",
         "Reports settled with a peer by outcome.",
         &m.deliveries,
-        |(peer, outcome)| format!("peer=\"{}\",outcome=\"{}\"", esc(peer), esc(outcome)),
+        |out, name, (peer, outcome), v| {
+            let labels = format!("peer=\"{}\",outcome=\"{}\"", esc(peer), esc(outcome));
+            sample(out, name, &labels, v);
+        },
     );
-    labelled(
+    family(
         &mut out,
         "alertrelay_delivery_failures_total",
+        "counter",
         "Failed delivery attempts (retried).",
         &m.delivery_failures,
-        |peer| format!("peer=\"{}\"", esc(peer)),
+        |out, name, peer, v| sample(out, name, &format!("peer=\"{}\"", esc(peer)), v),
     );
-    histograms(
+    family(
         &mut out,
         "alertrelay_delivery_latency_seconds",
+        "histogram",
         "Time for a peer to answer a delivered batch.",
         &m.latency,
-        |peer| format!("peer=\"{}\",", esc(peer)),
+        |out, name, peer, h| h.write(out, name, &format!("peer=\"{}\",", esc(peer))),
     );
-    histograms(
+    family(
         &mut out,
         "alertrelay_time_to_takedown_seconds",
+        "histogram",
         "Time from a report this node sent to each milestone at the destination (receipt, assessment, notice, removal), as recorded when it happened.",
         &m.takedown,
-        |(milestone, dest)| {
-            format!(
+        |out, name, (milestone, dest), h| {
+            let labels = format!(
                 "milestone=\"{}\",destination=\"{}\",",
                 esc(milestone),
                 esc(dest)
-            )
+            );
+            h.write(out, name, &labels);
         },
     );
-    labelled(
+    family(
         &mut out,
         "alertrelay_witness_events_total",
+        "counter",
         "Audit-log witnessing: cosigned, refused (a peer's checkpoint), refused_us (ours, by a peer).",
         &m.witness,
-        |(peer, event)| format!("peer=\"{}\",event=\"{}\"", esc(peer), esc(event)),
+        |out, name, (peer, event), v| {
+            let labels = format!("peer=\"{}\",event=\"{}\"", esc(peer), esc(event));
+            sample(out, name, &labels, v);
+        },
     );
     process(&mut out, core);
     header(
@@ -232,20 +245,40 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// One series: `labels` are `k="v"` pairs, escaped.
+fn sample(out: &mut String, name: &str, labels: &str, v: impl std::fmt::Display) {
+    let _ = writeln!(out, "{name}{{{labels}}} {v}");
+}
+
+/// A metric of `kind` with the series `write` writes for each key
+/// of `series` and its value. The header is written even when there is
+/// no series, so the metric is always described.
+fn family<K: Ord, V>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    series: &Mutex<BTreeMap<K, V>>,
+    write: impl Fn(&mut String, &str, &K, &V),
+) {
+    header(out, name, kind, help);
+    if let Ok(g) = series.lock() {
+        for (k, v) in g.iter() {
+            write(out, name, k, v);
+        }
+    }
+}
+
 /// `alertrelay_node_info`: which node this is and its version, as labels.
 fn node_info(out: &mut String, core: &Core) {
-    header(
-        out,
-        "alertrelay_node_info",
-        "gauge",
-        "The node and its version.",
-    );
-    let _ = writeln!(
-        out,
-        "alertrelay_node_info{{node=\"{}\",version=\"{}\"}} 1",
+    let name = "alertrelay_node_info";
+    header(out, name, "gauge", "The node and its version.");
+    let labels = format!(
+        "node=\"{}\",version=\"{}\"",
         esc(core.me.as_str()),
         env!("CARGO_PKG_VERSION")
     );
+    sample(out, name, &labels, 1);
 }
 
 /// The counters without labels, and the batches received by call.
@@ -285,47 +318,18 @@ fn totals(out: &mut String, m: &Metrics) {
         "counter",
         "Batches of envelopes received from peers, by call (ForwardStream or unary Forward).",
     );
-    let _ = writeln!(
+    sample(
         out,
-        "{name}{{call=\"stream\"}} {}\n{name}{{call=\"unary\"}} {}",
+        name,
+        "call=\"stream\"",
         m.batches_streamed.load(Ordering::Relaxed),
+    );
+    sample(
+        out,
+        name,
+        "call=\"unary\"",
         m.batches_unary.load(Ordering::Relaxed),
     );
-}
-
-/// A counter with one series per key of `series`; `labels` gives a key's
-/// labels (`k="v"` pairs, escaped). The header is written even when no
-/// series is, so the metric is always described.
-fn labelled<K: Ord>(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    series: &Mutex<BTreeMap<K, u64>>,
-    labels: impl Fn(&K) -> String,
-) {
-    header(out, name, "counter", help);
-    if let Ok(g) = series.lock() {
-        for (k, v) in g.iter() {
-            let _ = writeln!(out, "{name}{{{}}} {v}", labels(k));
-        }
-    }
-}
-
-/// A histogram with one set of series per key of `series`; `labels` gives
-/// a key's labels as `Histogram::write` takes them (`k="v",` pairs).
-fn histograms<K: Ord>(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    series: &Mutex<BTreeMap<K, Histogram>>,
-    labels: impl Fn(&K) -> String,
-) {
-    header(out, name, "histogram", help);
-    if let Ok(g) = series.lock() {
-        for (k, h) in g.iter() {
-            h.write(out, name, &labels(k));
-        }
-    }
 }
 
 /// Outbox depth and oldest item's age per peer, read from the database;
@@ -346,31 +350,20 @@ async fn outbox(out: &mut String, core: &Core) {
         let age = (now - q.oldest_ms).max(0) as f64 / 1000.0;
         per_peer.insert(q.peer.clone(), (q.depth, age));
     }
-    header(
-        out,
-        "alertrelay_outbox_depth",
-        "gauge",
-        "Undelivered items per peer.",
-    );
+    let name = "alertrelay_outbox_depth";
+    header(out, name, "gauge", "Undelivered items per peer.");
     for (peer, (depth, _)) in &per_peer {
-        let _ = writeln!(
-            out,
-            "alertrelay_outbox_depth{{peer=\"{}\"}} {depth}",
-            esc(peer)
-        );
+        sample(out, name, &format!("peer=\"{}\"", esc(peer)), depth);
     }
+    let name = "alertrelay_outbox_oldest_age_seconds";
     header(
         out,
-        "alertrelay_outbox_oldest_age_seconds",
+        name,
         "gauge",
         "Age of the oldest undelivered item per peer (0 when none).",
     );
     for (peer, (_, age)) in &per_peer {
-        let _ = writeln!(
-            out,
-            "alertrelay_outbox_oldest_age_seconds{{peer=\"{}\"}} {age}",
-            esc(peer)
-        );
+        sample(out, name, &format!("peer=\"{}\"", esc(peer)), age);
     }
 }
 
@@ -380,19 +373,15 @@ async fn cases(out: &mut String, core: &Core) {
     let Ok(counts) = core.store.case_counts().await else {
         return;
     };
-    header(
-        out,
-        "alertrelay_cases",
-        "gauge",
-        "Cases by direction and status.",
-    );
+    let name = "alertrelay_cases";
+    header(out, name, "gauge", "Cases by direction and status.");
     for (direction, status, n) in counts {
-        let _ = writeln!(
-            out,
-            "alertrelay_cases{{direction=\"{}\",status=\"{}\"}} {n}",
+        let labels = format!(
+            "direction=\"{}\",status=\"{}\"",
             esc(&direction),
             esc(&status)
         );
+        sample(out, name, &labels, n);
     }
 }
 
