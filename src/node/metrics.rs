@@ -167,7 +167,7 @@ pub async fn render(core: &Core) -> String {
         "counter",
         "Refused inputs by reason code.",
         &m.refusals,
-        |out, name, reason, v| sample(out, name, &format!("reason=\"{}\"", esc(reason)), v),
+        by("reason"),
     );
     family(
         &mut out,
@@ -175,10 +175,7 @@ pub async fn render(core: &Core) -> String {
         "counter",
         "Reports settled with a peer by outcome.",
         &m.deliveries,
-        |out, name, (peer, outcome), v| {
-            let labels = format!("peer=\"{}\",outcome=\"{}\"", esc(peer), esc(outcome));
-            sample(out, name, &labels, v);
-        },
+        by_pair("peer", "outcome"),
     );
     family(
         &mut out,
@@ -186,7 +183,7 @@ pub async fn render(core: &Core) -> String {
         "counter",
         "Failed delivery attempts (retried).",
         &m.delivery_failures,
-        |out, name, peer, v| sample(out, name, &format!("peer=\"{}\"", esc(peer)), v),
+        by("peer"),
     );
     family(
         &mut out,
@@ -217,10 +214,7 @@ pub async fn render(core: &Core) -> String {
         "counter",
         "Audit-log witnessing: cosigned, refused (a peer's checkpoint), refused_us (ours, by a peer).",
         &m.witness,
-        |out, name, (peer, event), v| {
-            let labels = format!("peer=\"{}\",event=\"{}\"", esc(peer), esc(event));
-            sample(out, name, &labels, v);
-        },
+        by_pair("peer", "event"),
     );
     process(&mut out, core);
     header(
@@ -266,6 +260,24 @@ fn family<K: Ord, V>(
         for (k, v) in g.iter() {
             write(out, name, k, v);
         }
+    }
+}
+
+/// Writes a counter's series for `family`, labelled `label="KEY"`.
+fn by(label: &str) -> impl Fn(&mut String, &str, &String, &u64) + '_ {
+    move |out, name, k, v| sample(out, name, &format!("{label}=\"{}\"", esc(k)), v)
+}
+
+/// Writes a counter's series for `family`, labelled `a="K1",b="K2"` by
+/// the two parts of its key.
+fn by_pair<'a>(a: &'a str, b: &'a str) -> impl Fn(&mut String, &str, &(String, String), &u64) + 'a {
+    move |out, name, (k1, k2), v| {
+        sample(
+            out,
+            name,
+            &format!("{a}=\"{}\",{b}=\"{}\"", esc(k1), esc(k2)),
+            v,
+        );
     }
 }
 
