@@ -10,6 +10,7 @@ use crate::crypto::signing::Purpose;
 use crate::identity::PeerIdentity;
 use crate::node::{Core, NodeError};
 use crate::pb;
+use crate::report::stored::StoredPayload;
 use crate::report::{CaseStatus, Direction, MediaHash, wire};
 use crate::store::{CaseFilter, ReportRow};
 

@@ -7,6 +7,7 @@ use crate::identity::PeerIdentity;
 use crate::node::cases::{self, CaseView};
 use crate::node::{Core, NodeError, background};
 use crate::pb;
+use crate::report::stored::{StoredPayload, payload_column};
 use crate::report::validate::{self, Submission, UrlHost, ValidUrl};
 use crate::report::{Direction, Priority, wire};
 use crate::routing::{self, RouteDecision, RouteKind};
@@ -520,7 +521,7 @@ async fn store_batch(
                 status,
                 hosting_country: p.route.evidence.country.as_deref(),
                 route,
-                payload: &p.payload,
+                payload: payload_column(&p.payload, &p.envelope),
                 payload_digest: &p.digest,
                 envelope: &p.envelope,
                 received_from: None,

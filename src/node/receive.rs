@@ -15,6 +15,7 @@ use crate::identity::NodeId;
 use crate::node::{Core, NodeError, background};
 use crate::pb;
 use crate::report::content;
+use crate::report::stored::payload_column;
 use crate::report::wire::{self, OpenedReport, WireError};
 use crate::report::{CaseStatus, Direction, InvalidInput};
 use crate::store::{NewReport, Tx};
@@ -369,7 +370,7 @@ async fn store_plain(
                     .map(|h| h.country.as_str())
                     .filter(|c| !c.is_empty()),
                 route: &routes[i],
-                payload: &b.r.payload_bytes,
+                payload: payload_column(&b.r.payload_bytes, &envelopes[i]),
                 payload_digest: &b.r.digest,
                 envelope: &envelopes[i],
                 received_from: Some(sender.as_str()),
@@ -652,6 +653,7 @@ async fn store_one(
         now,
     );
     let receipt_bytes = receipt.encode_to_vec();
+    let envelope_bytes = envelope.encode_to_vec();
     let seq = tx
         .insert_report(&NewReport {
             report_id: &p.report_id,
@@ -666,9 +668,9 @@ async fn store_one(
             },
             hosting_country: country,
             route: &route_json,
-            payload: &r.payload_bytes,
+            payload: payload_column(&r.payload_bytes, &envelope_bytes),
             payload_digest: &r.digest,
-            envelope: &envelope.encode_to_vec(),
+            envelope: &envelope_bytes,
             received_from: Some(sender.as_str()),
             created_at_ms: p.created_at_ms,
             now_ms: now,

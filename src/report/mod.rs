@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod content;
+pub mod stored;
 pub mod validate;
 pub mod wire;
 
