@@ -16,15 +16,16 @@
 //! same conformance suite (`tests/store_conformance.rs`).
 //!
 //! Every write transaction that changes state also appends its audit entry
-//! (`log.rs`) before it commits. This module holds SQL only and depends on
-//! no other part of the crate; the decisions are in `node/`.
+//! (`log.rs`) before it commits. This module holds SQL only and names no
+//! other room of the crate (only `faults`' crash point, a leaf); the
+//! decisions are in `node/`.
 
 use std::path::Path;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection};
 
-/// Runs `$body` on whichever backend `$conn` (a [`Conn`]) is: `$c` is the
+/// Runs `$body` on whichever backend `$conn` (a `Conn`) is: `$c` is the
 /// connection (`&mut SqliteConnection` or `&mut PgConnection`) and `$db`
 /// names its sqlx database type. The body is written once and compiled
 /// once per backend.
@@ -65,7 +66,7 @@ macro_rules! sql {
 /// list): `$build` pushes its text and arguments onto `$q`, a
 /// `QueryBuilder` of the backend's type, which writes that backend's
 /// placeholders. `=> execute`, `=> scalar.fetch_all` or `=> fetch_all` as
-/// in [`sql!`].
+/// in `sql!`.
 macro_rules! built {
     ($conn:expr, |$q:ident| $build:expr => execute) => {
         on!($conn, |c, Db| {
@@ -158,7 +159,7 @@ enum TxOn {
     Postgres(postgres::Tx),
 }
 
-/// A connection shared SQL runs on (see [`on!`]): a write transaction's,
+/// A connection shared SQL runs on (see `on!`): a write transaction's,
 /// or one from the read pool.
 pub(crate) enum Conn<'c> {
     Sqlite(&'c mut SqliteConnection),
@@ -176,7 +177,7 @@ impl Conn<'_> {
 }
 
 /// Binds `items` separated by commas: the inside of an `IN (…)` list, in
-/// a statement built at run time ([`built!`]).
+/// a statement built at run time (`built!`).
 trait PushList<DB: sqlx::Database> {
     fn push_list<T>(&mut self, items: &[T]) -> &mut Self
     where

@@ -1,6 +1,6 @@
 //! Queries on the read pool ([`Store`]'s reads), written once for both
 //! backends, and the few statements that also run inside a write
-//! transaction (functions on a [`Conn`]).
+//! transaction (functions on a `Conn`).
 
 use super::log::Hash;
 use super::*;

@@ -1,7 +1,7 @@
 //! The SQLite backend, what differs from PostgreSQL: one writer
 //! connection for transactions ([`Tx`]), a pool of read-only connections
 //! for queries, a connection that checkpoints the WAL beside the writer,
-//! outbox claims kept in memory ([`Claims`]), `secure_delete`, and
+//! outbox claims kept in memory (`Claims`), `secure_delete`, and
 //! [`backup`]. WAL with `synchronous=FULL`: nothing is acknowledged before
 //! it is on disk. The file is created mode 0600. The SQL both backends
 //! share is in `read.rs`, `write.rs` and `batch.rs`.
