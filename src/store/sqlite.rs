@@ -270,10 +270,11 @@ impl Store {
         let mut claims = self.claims.lock().await;
         let held = claims.per_lane.get(&lane).copied().unwrap_or(0);
         let read_limit = limit.saturating_add(i64::try_from(held).unwrap_or(i64::MAX));
-        let mut conn = self.reader.acquire().await?;
         let (peer, kind, urgent) = (ask.peer, ask.kind, Some(ask.urgent));
-        let rows =
-            read::outbox_rows(Conn::Sqlite(&mut conn), peer, kind, urgent, read_limit).await?;
+        let rows = {
+            let mut conn = self.reader.acquire().await?;
+            read::outbox_rows(Conn::Sqlite(&mut conn), peer, kind, urgent, read_limit).await?
+        };
         let settling = self.settling.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::with_capacity(rows.len().min(usize::try_from(limit).unwrap_or(0)));
         for mut row in rows {
