@@ -188,8 +188,7 @@ pub fn valid_operator_name(name: &str) -> bool {
 /// name with a path, or an escape sequence), otherwise only its length.
 pub fn shown(s: &str) -> String {
     let id_shaped = (1..=64).contains(&s.len())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if id_shaped {
         format!("{s:?}")

@@ -188,7 +188,9 @@ pub fn case_from_pb(c: pb::Case) -> CaseView {
         destinations: c.destinations,
         status: c.status,
         category: c.category,
-        priority: priority_from_pb(c.priority).map_or("unknown", Priority::as_str).to_owned(),
+        priority: priority_from_pb(c.priority)
+            .map_or("unknown", Priority::as_str)
+            .to_owned(),
         urls: c.urls,
         hosting_country: nonempty(c.hosting_country),
         created_at: rfc3339(c.created_at_ms),

@@ -62,7 +62,9 @@ fn list_filter(r: &pb::ListCasesRequest) -> Result<Filter, crate::report::Invali
         0 => None,
         p => Some(
             crate::api::convert::priority_from_pb(p)
-                .ok_or_else(|| InvalidInput::new("bad-filter", "priority", "not one of: bulk, urgent"))?
+                .ok_or_else(|| {
+                    InvalidInput::new("bad-filter", "priority", "not one of: bulk, urgent")
+                })?
                 .as_str(),
         ),
     };

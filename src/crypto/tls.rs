@@ -267,11 +267,17 @@ pub fn channel(
 pub enum ConnectError {
     #[error("{addr}: connection refused (is the node running and listening there?)")]
     Refused { addr: String },
-    #[error("{addr}: no answer within {secs} s (check the address, a firewall, or raise --connect-timeout)")]
+    #[error(
+        "{addr}: no answer within {secs} s (check the address, a firewall, or raise --connect-timeout)"
+    )]
     TimedOut { addr: String, secs: u64 },
-    #[error("{addr}: the node's certificate was rejected: {why} (is this the node of this federation?)")]
+    #[error(
+        "{addr}: the node's certificate was rejected: {why} (is this the node of this federation?)"
+    )]
     CertificateRejected { addr: String, why: String },
-    #[error("{addr}: the TLS handshake failed: {why} (the node may not accept this certificate: expired, revoked, or of another federation)")]
+    #[error(
+        "{addr}: the TLS handshake failed: {why} (the node may not accept this certificate: expired, revoked, or of another federation)"
+    )]
     Tls { addr: String, why: String },
     #[error("{addr}: cannot connect: {why}")]
     Other { addr: String, why: String },

@@ -12,6 +12,7 @@ use crate::pb;
 use crate::report::{CaseStatus, Direction};
 use crate::store::{CaseFilter, ReportRow};
 use crate::wire;
+use crate::wire::stored::StoredPayload;
 
 pub use crate::report::view::{
     AddressView, CaseView, DeliveryView, HistoryView, MediaHashView, ReferralView, RouteView,

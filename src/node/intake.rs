@@ -13,6 +13,7 @@ use crate::report::{Direction, Priority};
 use crate::routing::{RouteDecision, RouteKind};
 use crate::store::{NewReport, Tx};
 use crate::wire;
+use crate::wire::stored::{StoredPayload, payload_column};
 
 pub struct Submitted {
     pub report_id: String,
@@ -482,7 +483,7 @@ async fn insert_fresh(
                 status,
                 hosting_country: p.route.evidence.country.as_deref(),
                 route,
-                payload: &p.payload,
+                payload: payload_column(&p.payload, &p.envelope),
                 payload_digest: &p.digest,
                 envelope: &p.envelope,
                 received_from: None,

@@ -106,9 +106,9 @@ impl Submission<'_> {
 }
 
 pub fn draft(s: &Submission<'_>) -> Result<ReportDraft, InvalidInput> {
-    let priority = s.priority.ok_or_else(|| {
-        InvalidInput::new("bad-priority", "priority", "not one of: bulk, urgent")
-    })?;
+    let priority = s
+        .priority
+        .ok_or_else(|| InvalidInput::new("bad-priority", "priority", "not one of: bulk, urgent"))?;
     let urls = urls(s.urls)?;
     let category = Category::parse(s.category).map_err(|mut e| {
         e.field = "category".into();
@@ -580,7 +580,11 @@ mod tests {
         ];
         for h in &bad {
             let e = media_hash(3, h).unwrap_err();
-            assert_eq!((e.code, e.field.as_str()), ("bad-hash", "hashes[3]"), "{h:?}");
+            assert_eq!(
+                (e.code, e.field.as_str()),
+                ("bad-hash", "hashes[3]"),
+                "{h:?}"
+            );
         }
     }
 

@@ -9,6 +9,7 @@
 
 pub mod bundle;
 pub mod route;
+pub mod stored;
 
 use prost::Message;
 use sha2::{Digest, Sha256};
