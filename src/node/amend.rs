@@ -53,21 +53,24 @@ pub async fn amend(
     reason: &str,
 ) -> Result<CaseView, NodeError> {
     let result = apply(core, operator, id, &change, reason).await;
-    if let Err(e @ (NodeError::Invalid(_) | NodeError::FailedPrecondition(_))) = &result {
-        let code = match e {
-            NodeError::Invalid(i) => i.code,
-            _ => "invalid-amendment",
-        };
-        let refused = format!("{id}\0{}", change.kind().as_str_name());
-        core.audit_refusal(
-            &operator.to_string(),
-            code,
-            &e.to_string(),
-            refused.as_bytes(),
-        )
-        .await;
+    let kind = change.kind().as_str_name().as_bytes();
+    let mut fields: Vec<&[u8]> = vec![kind, id.as_bytes(), reason.as_bytes()];
+    let hashes: Vec<String>;
+    if let Change::Correct {
+        category,
+        hashes: h,
+        notes,
+    } = &change
+    {
+        hashes = h
+            .iter()
+            .map(|h| format!("{}:{}", h.algorithm, h.value))
+            .collect();
+        fields.extend([category.as_bytes(), notes.as_bytes()]);
+        fields.extend(hashes.iter().map(|h| h.as_bytes()));
     }
-    result
+    core.audit_if_refused(operator, "invalid-amendment", &fields, result)
+        .await
 }
 
 async fn apply(

@@ -270,21 +270,17 @@ pub async fn update(
     referral: &Referral<'_>,
 ) -> Result<CaseView, NodeError> {
     let result = apply_update(core, operator, id, status, reason, referral).await;
-    if let Err(e @ (NodeError::Invalid(_) | NodeError::FailedPrecondition(_))) = &result {
-        let code = match e {
-            NodeError::Invalid(i) => i.code,
-            _ => "invalid-transition",
-        };
-        let refused = format!("{id}\0{status}");
-        core.audit_refusal(
-            &operator.to_string(),
-            code,
-            &e.to_string(),
-            refused.as_bytes(),
-        )
-        .await;
-    }
-    result
+    let at = referral.referred_at_ms.to_be_bytes();
+    let fields: [&[u8]; 6] = [
+        id.as_bytes(),
+        status.as_bytes(),
+        reason.as_bytes(),
+        referral.agency.as_bytes(),
+        referral.reference.as_bytes(),
+        &at,
+    ];
+    core.audit_if_refused(operator, "invalid-transition", &fields, result)
+        .await
 }
 
 async fn apply_update(

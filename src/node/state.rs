@@ -319,6 +319,34 @@ impl Core {
         }
     }
 
+    /// Passes `result` on; when it refuses an operator's request as bad
+    /// input or an impossible change, first writes the refusal's audit
+    /// entry, with a digest of every field the request carried (`fields`,
+    /// length-prefixed) and the input's reason code (or `code`).
+    pub async fn audit_if_refused<T>(
+        &self,
+        operator: &crate::identity::PeerIdentity,
+        code: &'static str,
+        fields: &[&[u8]],
+        result: Result<T, super::NodeError>,
+    ) -> Result<T, super::NodeError> {
+        use super::NodeError;
+        if let Err(e @ (NodeError::Invalid(_) | NodeError::FailedPrecondition(_))) = &result {
+            let code = match e {
+                NodeError::Invalid(i) => i.code,
+                _ => code,
+            };
+            let mut request = Vec::new();
+            for field in fields {
+                request.extend_from_slice(&(field.len() as u64).to_be_bytes());
+                request.extend_from_slice(field);
+            }
+            self.audit_refusal(&operator.to_string(), code, &e.to_string(), &request)
+                .await;
+        }
+        result
+    }
+
     /// Writes the audit entry of a refused input (and nothing else).
     pub async fn audit_refusal(&self, actor: &str, code: &str, message: &str, bytes: &[u8]) {
         self.metrics.refusal(code);
