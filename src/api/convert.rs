@@ -264,6 +264,7 @@ pub fn peer_to_pb(p: &PeerView) -> pb::PeerState {
         next_attempt_ms: p.next_attempt_ms,
         last_success_ms: p.last_success_ms,
         active: p.active,
+        last_seen_ms: p.last_seen_ms,
     }
 }
 
@@ -280,6 +281,7 @@ pub fn peer_from_pb(p: pb::PeerState) -> PeerView {
         consecutive_failures: p.consecutive_failures,
         next_attempt_ms: p.next_attempt_ms,
         last_success_ms: p.last_success_ms,
+        last_seen_ms: p.last_seen_ms,
     }
 }
 

@@ -32,7 +32,13 @@ pub async fn run(
             _ = tokio::time::sleep(core.config.witness_interval) => {}
             _ = shutdown.changed() => return,
         }
-        match witness_once(&core, &peer, &mut client).await {
+        let outcome = witness_once(&core, &peer, &mut client).await;
+        // An answer, whatever it says, shows the peer is reachable: the
+        // node's one view of it (`peers`, `status`, health) says so.
+        if outcome.is_ok() {
+            core.peer_reachable(&peer, true);
+        }
+        match outcome {
             Ok(Outcome::Cosigned(_)) => core.metrics.witness(peer.as_str(), "cosigned"),
             Ok(Outcome::Refused(reason, checkpoint)) => {
                 core.metrics.witness(peer.as_str(), "refused");

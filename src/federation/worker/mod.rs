@@ -178,9 +178,11 @@ async fn lane(
         match result {
             Ok(n) => {
                 let now = Core::now_ms();
+                if n > 0 {
+                    core.peer_reachable(&peer, true);
+                }
                 link.update(|s| {
                     if n > 0 {
-                        s.reachable = Some(true);
                         s.last_success_ms = Some(now);
                     }
                     s.failures = 0;
@@ -206,8 +208,12 @@ async fn lane(
                 let now = Core::now_ms();
                 let shown = e.to_string();
                 core.metrics.delivery_failed(peer.as_str());
+                // A failed call says the peer cannot be reached; a failure
+                // of this node's own database says nothing about it.
+                if matches!(e, DeliveryError::Rpc(_)) {
+                    core.peer_reachable(&peer, false);
+                }
                 link.update(|s| {
-                    s.reachable = Some(false);
                     s.last_failure_ms = Some(now);
                     s.last_error = shown.chars().take(500).collect();
                     s.failures = backoff.failures();
