@@ -385,3 +385,48 @@ pub fn push_status_response(answers: crate::node::receive::PushAnswers) -> pb::P
         },
     }
 }
+
+pub fn retention_to_pb(r: &crate::node::retention::RetentionRun) -> pb::RunRetentionResponse {
+    pb::RunRetentionResponse {
+        dry_run: r.dry_run,
+        at_ms: r.at_ms,
+        closed: r.closed,
+        refused: r.refused,
+        delivered: r.delivered,
+        reports: r
+            .reports
+            .iter()
+            .map(|p| pb::PurgedReport {
+                report: p.report.clone(),
+                kind: p.kind.to_owned(),
+                direction: p.direction.clone(),
+                status: p.status.clone(),
+            })
+            .collect(),
+        audit_entry: r.audit_entry.unwrap_or(0),
+        files_clean: r.files_clean,
+    }
+}
+
+pub fn retention_from_pb(r: pb::RunRetentionResponse) -> crate::node::retention::RetentionRun {
+    use crate::node::retention::{PurgedReport, RetentionRun};
+    RetentionRun {
+        dry_run: r.dry_run,
+        at_ms: r.at_ms,
+        closed: r.closed,
+        refused: r.refused,
+        delivered: r.delivered,
+        reports: r
+            .reports
+            .into_iter()
+            .map(|p| PurgedReport {
+                report: p.report,
+                kind: crate::node::retention::kind_name(&p.kind),
+                direction: p.direction,
+                status: p.status,
+            })
+            .collect(),
+        audit_entry: (r.audit_entry > 0).then_some(r.audit_entry),
+        files_clean: r.files_clean,
+    }
+}

@@ -206,7 +206,7 @@ pub async fn audit_read(
 /// A case id as given: `REPORT-ID` or `ORIGIN/REPORT-ID`, each part of its
 /// grammar (so it can be named in answers and the audit log: it is never a
 /// URL, nor longer than 97 bytes).
-fn case_id(id: &str) -> Result<(Option<&str>, &str), NodeError> {
+pub(crate) fn case_id(id: &str) -> Result<(Option<&str>, &str), NodeError> {
     let bad = || {
         crate::report::InvalidInput::new(
             "bad-case-id",

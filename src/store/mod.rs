@@ -401,10 +401,13 @@ impl Store {
     /// After a purge, makes the overwritten data unrecoverable from the
     /// database's own files (SQLite: folds the WAL into the main file and
     /// truncates it; PostgreSQL: vacuums the tables retention rewrites).
-    pub async fn checkpoint_wal(&self) -> Result<(), StoreError> {
+    /// `Ok(false)` when SQLite could not truncate the WAL because another
+    /// connection (another process) kept reading: the old page images are
+    /// then still in the `-wal` file.
+    pub async fn checkpoint_wal(&self) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(s) => s.checkpoint_wal().await,
-            Store::Postgres(s) => s.vacuum_purged().await,
+            Store::Postgres(s) => s.vacuum_purged().await.map(|()| true),
         }
     }
 

@@ -251,11 +251,16 @@ impl Store {
 
     /// Folds the WAL into the main file and truncates it, so overwritten
     /// pages are gone from the WAL too (after a purge).
-    pub(super) async fn checkpoint_wal(&self) -> Result<(), StoreError> {
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+    /// Folds the WAL into the file and truncates it. SQLite answers one
+    /// row `(busy, log, checkpointed)`: `busy` = 1 when a reader kept it
+    /// from finishing (then nothing is truncated). Returns whether it
+    /// finished.
+    pub(super) async fn checkpoint_wal(&self) -> Result<bool, StoreError> {
+        let (busy, _log, _done): (i64, i64, i64) =
+            sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&self.writer)
+                .await?;
+        Ok(busy == 0)
     }
 
     /// Claims rows as `ask` says, in order. In memory (`Claims`); the rows
