@@ -132,6 +132,17 @@ pub enum StoreError {
     Url(String),
     #[error("store invariant broken: {0}")]
     Invariant(String),
+    /// The database server could not be reached or refused the
+    /// connection: the cause (refused, timed out, authentication, no such
+    /// database) is in the source.
+    #[error("cannot connect to {url}: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot connect to {url}: no answer within {secs} s")]
+    ConnectTimedOut { url: String, secs: u64 },
 }
 
 /// The node's store: one backend behind one interface.
