@@ -226,6 +226,12 @@ fn node_keys(n: &RawNode, shown: &str) -> Result<Vec<NodeKeyEntry>, DirectoryErr
             source,
         };
         let key = parse_public_key(&k.public_key).map_err(key_err)?;
+        if keys.iter().any(|e: &NodeKeyEntry| e.id == k.id) {
+            return Err(invalid(format!(
+                "key id {} is listed twice: each key once, revoked or not",
+                k.id
+            )));
+        }
         if key_id_of(&key) != k.id {
             return Err(invalid(format!(
                 "key id {} does not match its public key (expected {})",
