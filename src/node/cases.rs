@@ -416,7 +416,7 @@ async fn change_one(
     let back_to = (row.direction == Direction::Incoming.as_str()).then(|| row.origin.clone());
     let next_node = back_to
         .as_ref()
-        .map(|origin| row.received_from.clone().unwrap_or_else(|| origin.clone()));
+        .map(|origin| super::relay::back_through(core, row).unwrap_or_else(|| origin.clone()));
     if let Some(peer) = &back_to {
         let update = pb::StatusUpdate {
             update_id: update_id.clone(),
@@ -429,10 +429,10 @@ async fn change_one(
         };
         let signed = wire::sign(&core.key(), &core.me, Purpose::Status, &update);
         let bytes = signed.encode_to_vec();
-        match row.received_from.as_deref() {
+        match super::relay::back_through(core, row).as_deref() {
             // Through the relay (or the hotline that handed the case over)
             // it came from, which passes it on towards the origin.
-            Some(prev) if prev != row.origin => {
+            Some(prev) => {
                 let ret = pb::Returned {
                     kind: pb::ReturnedKind::Status as i32,
                     item: Some(signed),

@@ -422,6 +422,15 @@ impl Store {
         }
     }
 
+    /// Whether outbox row `id` is claimed for sending right now (its lease
+    /// not lapsed at `now_ms`): it may be on the wire.
+    pub async fn is_claimed(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => Ok(s.is_claimed(id, now_ms).await),
+            Store::Postgres(s) => s.is_claimed(id, now_ms).await,
+        }
+    }
+
     /// A connection from the read pool, for one query.
     async fn reader(&self) -> Result<Reader, StoreError> {
         Ok(match self {

@@ -164,6 +164,19 @@ impl Store {
         Ok(WorkListener { listener })
     }
 
+    /// Whether row `id` is claimed and its lease has not lapsed.
+    pub(super) async fn is_claimed(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox
+             WHERE id = $1 AND claimed_by IS NOT NULL AND lease_until_ms > $2",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(n != 0)
+    }
+
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;

@@ -263,6 +263,12 @@ impl Store {
         Ok(busy == 0)
     }
 
+    /// Whether row `id` is claimed and its claim has not lapsed.
+    pub(super) async fn is_claimed(&self, id: i64, now_ms: i64) -> bool {
+        let claims = self.claims.lock().await;
+        claims.rows.get(&id).is_some_and(|c| c.until_ms > now_ms)
+    }
+
     /// Claims rows as `ask` says, in order. In memory (`Claims`); the rows
     /// are read on the read-only pool, so a claim never waits for the
     /// writer.
