@@ -83,6 +83,16 @@ pub(super) fn takes_over(
         .filter(|d| relayed_by_me(&directory, &r.origin, d, &core.me, &r.relays))
         .collect();
     if !case && relay_for.is_empty() {
+        let in_a_chain = route
+            .iter()
+            .filter_map(|d| NodeId::new(d).ok())
+            .any(|d| chain(&directory, &r.origin, &d).contains(&core.me));
+        if in_a_chain {
+            return Err((
+                "not-the-relay-chain",
+                "the report came through nodes that are not the directory's relays in front of this one",
+            ));
+        }
         return Err((
             "not-a-destination",
             "the origin's signed route does not name this node, nor a node it relays for",
