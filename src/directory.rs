@@ -129,6 +129,17 @@ pub struct NodeKeyEntry {
     pub not_after_ms: Option<i64>,
 }
 
+impl NodeKeyEntry {
+    /// Whether the key counts for something signed at `at_ms`: not
+    /// revoked (a revoked key verifies nothing, whatever its window), and
+    /// within its window. The one rule every signature check applies.
+    pub fn valid_at(&self, at_ms: i64) -> bool {
+        !self.revoked
+            && self.not_before_ms.is_none_or(|t| at_ms >= t)
+            && self.not_after_ms.is_none_or(|t| at_ms <= t)
+    }
+}
+
 impl DirectoryNode {
     pub fn accepts(&self, category: Category) -> bool {
         self.categories.is_empty() || self.categories.contains(&category)
@@ -145,10 +156,16 @@ impl DirectoryNode {
     pub fn key(&self, key_id: &str, at_ms: i64) -> Option<&VerifyingKey> {
         self.keys
             .iter()
-            .find(|k| k.id == key_id)
-            .filter(|k| !k.revoked)
-            .filter(|k| k.not_before_ms.is_none_or(|t| at_ms >= t))
-            .filter(|k| k.not_after_ms.is_none_or(|t| at_ms <= t))
+            .find(|k| k.id == key_id && k.valid_at(at_ms))
+            .map(|k| &k.key)
+    }
+
+    /// Every key valid at `at_ms` (for signatures that name no key id:
+    /// signed notes).
+    pub fn keys_valid_at(&self, at_ms: i64) -> impl Iterator<Item = &VerifyingKey> {
+        self.keys
+            .iter()
+            .filter(move |k| k.valid_at(at_ms))
             .map(|k| &k.key)
     }
 

@@ -115,10 +115,12 @@ fn checked(
 ) -> Result<Result<(SignedNote, Checkpoint), Outcome>, String> {
     let origin = log_origin(&core.config.directory.federation, peer.as_str());
     let signed = SignedNote::parse(note_text).map_err(|e| format!("unreadable note: {e}"))?;
+    // Keys valid now: not revoked, within their window.
+    let now = Core::now_ms();
     let keys: Vec<_> = core
         .directory()
         .node(peer)
-        .map(|n| n.keys.iter().map(|k| k.key).collect())
+        .map(|n| n.keys_valid_at(now).copied().collect())
         .unwrap_or_default();
     if !keys
         .iter()

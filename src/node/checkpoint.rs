@@ -252,14 +252,19 @@ pub async fn receive_cosignature(
         return Err(bad("exactly one cosignature line expected"));
     };
     let name = witness_name(&core.config.directory.federation, witness.as_str());
-    let keys = core
-        .directory()
+    // A key of the witness valid when it cosigned (the cosignature's own
+    // timestamp, known once it verifies).
+    let directory = core.directory();
+    let timestamp = directory
         .node(witness)
-        .map(|n| n.keys.iter().map(|k| k.key).collect::<Vec<_>>())
-        .unwrap_or_default();
-    let timestamp = keys
-        .iter()
-        .find_map(|k| note::verify_cosignature(checkpoint, sig, &name, k).ok())
+        .into_iter()
+        .flat_map(|n| n.keys.iter())
+        .filter(|k| !k.revoked)
+        .find_map(|k| {
+            let at = note::verify_cosignature(checkpoint, sig, &name, &k.key).ok()?;
+            let at_ms = i64::try_from(at).ok()?.checked_mul(1000)?;
+            k.valid_at(at_ms).then_some(at)
+        })
         .ok_or_else(|| NodeError::Wire(crate::wire::WireError::BadSignature("cosignature")))?;
     let mut tx = core.store.begin().await?;
     let line = signature_line(checkpoint, sig.clone());
