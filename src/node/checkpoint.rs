@@ -204,6 +204,14 @@ pub async fn span_roots(
 
 /// A witness returns its cosignature of one of our checkpoints, or tells us
 /// why it refused.
+/// How often one witness may tell this node it refused to cosign: five at
+/// once, then one every ten minutes.
+const WITNESS_REFUSALS: crate::config::Quota = crate::config::Quota {
+    per_sec: 1.0 / 600.0,
+    burst: 5.0,
+    concurrent: usize::MAX >> 4,
+};
+
 pub async fn receive_cosignature(
     core: &Core,
     witness: &NodeId,
@@ -214,7 +222,15 @@ pub async fn receive_cosignature(
     let actor = format!("node:{witness}");
     let now = Core::now_ms();
     if !refusal.is_empty() {
-        let refusal: String = refusal.chars().take(1000).collect();
+        // Only a node that witnesses this log (an active peer: `auth`
+        // admitted it) may refuse, a few times an hour at most; what it
+        // says is bounded and escaped before it is logged or stored.
+        let key = format!("witness refusal {witness}");
+        if core.limiter.admit(&key, WITNESS_REFUSALS).is_err() {
+            core.metrics.refusal("refusals-throttled");
+            return Ok(());
+        }
+        let refusal = super::state::bounded(refusal);
         tracing::error!(witness = %witness, reason = %refusal, "ALERT: a witness refused to cosign our audit checkpoint");
         core.metrics.witness(witness.as_str(), "refused_us");
         let mut tx = core.store.begin().await?;
