@@ -348,7 +348,7 @@ fn node_channel(fed: &Federation, from: usize, to: usize) -> Channel {
 }
 
 fn channel_to(fed: &Federation, to: usize, cfg: Arc<rustls::ClientConfig>) -> Channel {
-    alertrelay::crypto::tls::channel(
+    alertrelay::federation::channel::channel(
         &fed.endpoint(to),
         Some(fed.id(to)),
         FED,

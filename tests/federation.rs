@@ -282,7 +282,7 @@ async fn node_and_operator_certificates_are_confined_to_their_service() {
 
     // FR's operator certificate calling DE's Federation service.
     let files = fed.configs[0].operator.as_ref().unwrap().files();
-    let ch = alertrelay::crypto::tls::channel(
+    let ch = alertrelay::federation::channel::channel(
         &fed.endpoint(1),
         Some(fed.id(1)),
         "test-federation",
@@ -297,7 +297,7 @@ async fn node_and_operator_certificates_are_confined_to_their_service() {
     assert_eq!(err.code(), Code::PermissionDenied);
 
     // FR's operator may not operate DE's node either.
-    let ch = alertrelay::crypto::tls::channel(
+    let ch = alertrelay::federation::channel::channel(
         &fed.endpoint(1),
         Some(fed.id(1)),
         "test-federation",
@@ -356,7 +356,7 @@ async fn a_client_from_an_untrusted_ca_fails_the_handshake_and_the_node_keeps_se
         crls: &[],
     })
     .unwrap();
-    let ch = alertrelay::crypto::tls::channel(
+    let ch = alertrelay::federation::channel::channel(
         &fed.endpoint(0),
         Some(fed.id(0)),
         "test-federation",
@@ -537,7 +537,7 @@ async fn health_and_reflection_are_served_so_grpcurl_works() {
 
     let fed = Federation::start(AB).await;
     let files = fed.configs[0].operator.as_ref().unwrap().files();
-    let channel = alertrelay::crypto::tls::channel(
+    let channel = alertrelay::federation::channel::channel(
         &fed.endpoint(0),
         Some(fed.id(0)),
         "test-federation",

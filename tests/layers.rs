@@ -331,6 +331,37 @@ fn nothing_imports_upward() {
     );
 }
 
+/// gRPC is the edges' business: below them (the node's behaviour, the
+/// domain, the store) no file names tonic; the node returns typed
+/// outcomes that `api::status` alone turns into statuses. (`pb`, the
+/// generated code, is the one exception: it holds the services' stubs.)
+#[test]
+fn nothing_below_the_edges_speaks_grpc() {
+    let mut found = Vec::new();
+    for f in files() {
+        let room = room(&f.module);
+        let Some(tier) = tier_of(room) else { continue };
+        if tier < 3 || room == "pb" {
+            continue;
+        }
+        for (n, line) in f.code.lines().enumerate() {
+            if line.contains("tonic::") || line.contains("tonic_") {
+                found.push(format!(
+                    "{}:{}: {}",
+                    f.path.strip_prefix(src()).unwrap_or(&f.path).display(),
+                    n + 1,
+                    line.trim()
+                ));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "tonic below the edges:\n{}",
+        found.join("\n")
+    );
+}
+
 #[test]
 fn no_files_name_each_other_in_a_circle() {
     let files = files();

@@ -60,7 +60,7 @@ async fn health(fed: &Federation, i: usize) -> (ServingStatus, ServingStatus) {
     let cfg = &fed.configs[i];
     let tls =
         alertrelay::crypto::tls::client_config(&cfg.operator.as_ref().unwrap().files()).unwrap();
-    let ch = alertrelay::crypto::tls::channel(
+    let ch = alertrelay::federation::channel::channel(
         &fed.endpoint(i),
         Some(cfg.node_id.clone()),
         "test-federation",

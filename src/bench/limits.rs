@@ -245,7 +245,7 @@ async fn tonic_rate(opts: &Options) -> anyhow::Result<f64> {
             .add_service(Sink)
             .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx)),
     );
-    let channel = crate::crypto::tls::channel(
+    let channel = crate::federation::channel::channel(
         &format!("https://{addr}"),
         Some(cfg.node_id.clone()),
         &cfg.directory.federation,

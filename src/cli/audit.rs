@@ -184,7 +184,7 @@ async fn witnessed_by_peers(cfg: &NodeConfig) -> Vec<(String, Result<String, Str
     let mut out = Vec::new();
     for peer in cfg.directory.nodes().iter().filter(|n| n.id != cfg.node_id) {
         let result = async {
-            let channel = crate::crypto::tls::channel(
+            let channel = crate::federation::channel::channel(
                 &peer.endpoint,
                 Some(peer.id.clone()),
                 &cfg.directory.federation,

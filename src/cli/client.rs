@@ -60,7 +60,7 @@ async fn connect_as(
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let connect_timeout = *CONNECT_TIMEOUT.get().unwrap_or(&DEFAULT_CONNECT_TIMEOUT);
-    let channel = crate::crypto::tls::connect_now(
+    let channel = crate::federation::channel::connect_now(
         &format!("https://{addr}"),
         Some(cfg.node_id.clone()),
         &cfg.directory.federation,

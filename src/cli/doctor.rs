@@ -571,7 +571,7 @@ async fn ask(
     let started = std::time::Instant::now();
     let sent_ms = Core::now_ms();
     let result = async {
-        let channel = crate::crypto::tls::channel(
+        let channel = crate::federation::channel::channel(
             &peer.endpoint,
             Some(peer.id.clone()),
             &federation,

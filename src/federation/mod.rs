@@ -8,6 +8,8 @@
 //! work another replica committed.
 
 pub mod backoff;
+pub mod channel;
+pub mod probe;
 pub mod wakeups;
 pub mod witness;
 pub mod worker;

@@ -22,15 +22,26 @@ use crate::store::WitnessedRow;
 pub async fn run(
     core: Arc<Core>,
     peer: NodeId,
-    channel: Channel,
+    channel: std::sync::Arc<super::channel::PeerChannel>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut client = FederationClient::new(channel);
+    let (mut generation, ch) = channel.current(&core);
+    let mut client = FederationClient::new(ch);
     let mut last_alert: Option<String> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(core.config.witness_interval) => {}
             _ = shutdown.changed() => return,
+        }
+        // After a reload, a new channel (new TLS material and CRLs).
+        let (now_generation, ch) = channel.current(&core);
+        if now_generation != generation {
+            generation = now_generation;
+            client = FederationClient::new(ch);
+        }
+        // A peer no longer active is not witnessed (nor told anything).
+        if !core.directory().node(&peer).is_some_and(|n| n.active) {
+            continue;
         }
         let outcome = witness_once(&core, &peer, &mut client).await;
         // An answer, whatever it says, shows the peer is reachable: the

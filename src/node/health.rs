@@ -1,13 +1,12 @@
 //! Readiness, for `grpc.health.v1.Health` and `alertrelay_ready`: the
 //! database answers, the signing key is loaded and listed (not revoked) in
 //! the directory, and at least one peer is reachable (or none is
-//! configured). A probe task checks every `[health] probe_interval_ms`
-//! (each peer's own health service, over mutual TLS) and publishes the
-//! result on `Core::ready`; a peer that calls us counts as reachable at
-//! once, and a reload triggers a probe.
+//! configured). `federation::probe` checks every `[health]
+//! probe_interval_ms` (this node's own half here, `local_checks`; each
+//! peer's health service over mutual TLS there) and publishes the result
+//! on `Core::ready`; a peer that calls us counts as reachable at once.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -73,7 +72,7 @@ impl Core {
     }
 
     /// The peer link's view of the peer (for `peers`), without publishing.
-    fn note_peer(&self, peer: &NodeId, reachable: bool) {
+    pub(crate) fn note_peer(&self, peer: &NodeId, reachable: bool) {
         if let Some(link) = self.peers.get(peer) {
             let now = Core::now_ms();
             link.update(|s| {
@@ -86,37 +85,10 @@ impl Core {
     }
 }
 
-/// Probes every `interval` until shutdown.
-pub async fn run(
-    core: Arc<Core>,
-    channels: Vec<(NodeId, tonic::transport::Channel)>,
-    interval: Duration,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut reloaded = core.generation.subscribe();
-    loop {
-        probe(&core, &channels).await;
-        // While not ready, look again sooner, so recovery shows quickly.
-        let wait = if core.readiness().serving() {
-            interval
-        } else {
-            interval.min(Duration::from_secs(1))
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            // A reload may change the directory or the key: look at once.
-            _ = reloaded.changed() => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
-async fn probe(core: &Core, channels: &[(NodeId, tonic::transport::Channel)]) {
-    let timeout = core
-        .config
-        .delivery
-        .request_timeout
-        .min(Duration::from_secs(5));
+/// This node's own half of readiness: the database answers (within
+/// `timeout`), and its signing key is listed, not revoked, for an active
+/// directory entry.
+pub async fn local_checks(core: &Core, timeout: Duration) -> (bool, bool) {
     let database = matches!(
         tokio::time::timeout(timeout, core.store.ping()).await,
         Ok(Ok(()))
@@ -126,40 +98,17 @@ async fn probe(core: &Core, channels: &[(NodeId, tonic::transport::Channel)]) {
         .directory()
         .node(&core.me)
         .is_some_and(|n| n.active && n.keys.iter().any(|k| k.id == key.key_id() && !k.revoked));
-    let calls = channels.iter().map(|(peer, ch)| {
-        let ch = ch.clone();
-        let peer = peer.clone();
-        async move {
-            // The peer's health service: a mutual-TLS handshake with the
-            // peer's certificate checked to name it (the channel's
-            // connector), and an answer, whatever its status. Unlike a
-            // Federation call it is not a request the peer audits, so a
-            // probe never fills a peer's audit log (nor that of a peer that
-            // suspended us).
-            let mut client = tonic_health::pb::health_client::HealthClient::new(ch);
-            let ok = tokio::time::timeout(
-                timeout,
-                client.check(tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
-                }),
-            )
-            .await
-            .is_ok_and(|r| r.is_ok());
-            (peer.to_string(), ok)
-        }
-    });
-    let peers: BTreeMap<String, bool> = futures_join_all(calls).await.into_iter().collect();
-    for (peer, ok) in &peers {
+    (database, keys)
+}
+
+/// Publishes a probe's readiness (logging a change of SERVING), and
+/// records each peer's answer in the node's one view of it.
+pub fn publish(core: &Core, next: Readiness) {
+    for (peer, ok) in &next.peers {
         if let Ok(id) = NodeId::new(peer) {
             core.note_peer(&id, *ok);
         }
     }
-    let next = Readiness {
-        database: Some(database),
-        keys: Some(keys),
-        peers,
-        peers_configured: channels.len(),
-    };
     let was = core.readiness().serving();
     if was != next.serving() {
         if next.serving() {
@@ -176,20 +125,4 @@ async fn probe(core: &Core, channels: &[(NodeId, tonic::transport::Channel)]) {
             true
         }
     });
-}
-
-/// Runs the futures concurrently and collects their outputs in order.
-async fn futures_join_all<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futs.map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
-    }
-    out
 }

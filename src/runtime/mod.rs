@@ -14,8 +14,9 @@ use crate::config::NodeConfig;
 use crate::crypto::signing::NodeKey;
 use crate::crypto::tls::{self, TlsError};
 use crate::directory::DirectoryNode;
+use crate::federation::channel::PeerChannel;
 use crate::geo::{GeoDb, GeoError};
-use crate::node::{Core, CoreParts, checkpoint, health, retention, startup};
+use crate::node::{Core, CoreParts, checkpoint, retention, startup};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -215,8 +216,9 @@ fn other_nodes(core: &Core) -> Vec<DirectoryNode> {
         .collect()
 }
 
-/// One delivery worker and one witness per peer, over one reloadable
-/// channel each, and the health probe that uses the same channels.
+/// One delivery worker and one witness per peer, over one channel each
+/// (rebuilt after every reload), and the health probe that uses the same
+/// channels.
 fn spawn_peer_tasks(
     core: &Arc<Core>,
     peers: &[DirectoryNode],
@@ -225,17 +227,13 @@ fn spawn_peer_tasks(
 ) -> Result<(), StartError> {
     let mut probes = Vec::new();
     for peer in peers {
-        let channel = tls::channel_reloadable(
-            &peer.endpoint,
-            Some(peer.id.clone()),
-            &core.config.directory.federation,
-            core.client_tls(),
-            core.config.delivery.request_timeout,
-        )
-        .map_err(|source| StartError::Channel {
-            peer: peer.id.to_string(),
-            source,
-        })?;
+        let channel =
+            Arc::new(
+                PeerChannel::new(core, &peer.id).map_err(|source| StartError::Channel {
+                    peer: peer.id.to_string(),
+                    source,
+                })?,
+            );
         tasks.spawn(crate::federation::worker::run(
             core.clone(),
             peer.id.clone(),
@@ -250,7 +248,7 @@ fn spawn_peer_tasks(
         ));
         probes.push((peer.id.clone(), channel));
     }
-    tasks.spawn(health::run(
+    tasks.spawn(crate::federation::probe::run(
         core.clone(),
         probes,
         core.config.health_probe_interval,

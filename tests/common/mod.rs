@@ -180,7 +180,7 @@ impl Federation {
         let cfg = &self.configs[i];
         let files = cfg.operator.as_ref().unwrap().files();
         let tls = tls::client_config(&files).unwrap();
-        let ch = tls::channel(
+        let ch = alertrelay::federation::channel::channel(
             &self.endpoint(i),
             Some(cfg.node_id.clone()),
             "test-federation",
@@ -196,7 +196,7 @@ impl Federation {
         let cfg = &self.configs[i];
         let files = cfg.admin.as_ref().unwrap().files();
         let tls = tls::client_config(&files).unwrap();
-        let ch = tls::channel(
+        let ch = alertrelay::federation::channel::channel(
             &self.endpoint(i),
             Some(cfg.node_id.clone()),
             "test-federation",
@@ -214,7 +214,7 @@ impl Federation {
 
     /// A Federation client that connects to node `to` as node `from`.
     pub fn federation_as(&self, from: usize, to: usize) -> FederationClient<Channel> {
-        let ch = tls::channel(
+        let ch = alertrelay::federation::channel::channel(
             &self.endpoint(to),
             Some(self.id(to)),
             "test-federation",
@@ -228,7 +228,7 @@ impl Federation {
     /// An Operator client that connects to node `to` with node `from`'s
     /// NODE certificate (which must be refused).
     pub fn operator_with_node_cert(&self, from: usize, to: usize) -> OperatorClient<Channel> {
-        let ch = tls::channel(
+        let ch = alertrelay::federation::channel::channel(
             &self.endpoint(to),
             Some(self.id(to)),
             "test-federation",

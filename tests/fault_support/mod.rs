@@ -524,7 +524,7 @@ fn operator_client(cfg: &NodeConfig) -> OperatorClient<Channel> {
         .expect("federation init writes an [operator] section")
         .files();
     let tls = tls::client_config(&files).expect("operator TLS config");
-    let channel = tls::channel(
+    let channel = alertrelay::federation::channel::channel(
         &format!("https://{}", cfg.listen),
         Some(cfg.node_id.clone()),
         &cfg.directory.federation,

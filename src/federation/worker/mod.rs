@@ -20,6 +20,8 @@ use crate::node::Core;
 use crate::pb::federation_client::FederationClient;
 use crate::store::{OutboxRow, StoreError};
 
+use super::channel::PeerChannel;
+
 use reports::send_reports;
 use settle::refuse_row;
 use statuses::send_statuses;
@@ -48,26 +50,90 @@ pub(super) enum DeliveryError {
 
 /// Two lanes per peer over one connection: urgent reports and status
 /// updates never wait behind a bulk batch in flight.
-pub async fn run(core: Arc<Core>, peer: NodeId, channel: Channel, shutdown: watch::Receiver<bool>) {
-    let client = FederationClient::new(channel)
-        .max_decoding_message_size(16 * 1024 * 1024)
-        .max_encoding_message_size(16 * 1024 * 1024);
+pub async fn run(
+    core: Arc<Core>,
+    peer: NodeId,
+    channel: Arc<PeerChannel>,
+    shutdown: watch::Receiver<bool>,
+) {
     let urgent = tokio::spawn(lane(
         core.clone(),
         peer.clone(),
-        client.clone(),
+        channel.clone(),
         shutdown.clone(),
         true,
     ));
     let second = tokio::spawn(second_sender(
         core.clone(),
         peer.clone(),
-        client.clone(),
+        channel.clone(),
         shutdown.clone(),
     ));
-    lane(core, peer, client, shutdown, false).await;
+    lane(core, peer, channel, shutdown, false).await;
     let _ = urgent.await;
     let _ = second.await;
+}
+
+/// A lane's way to its peer, kept current: after a reload it is built
+/// again on the new channel (`PeerChannel`), dropping the old one's
+/// stream and connections.
+struct Way {
+    channel: Arc<PeerChannel>,
+    generation: u64,
+    streamed: bool,
+    out: Transport,
+}
+
+impl Way {
+    fn new(core: &Core, channel: Arc<PeerChannel>, streamed: bool) -> Way {
+        let (generation, ch) = channel.current(core);
+        let out = Transport::new(client(ch), streamed, core.config.delivery.request_timeout);
+        Way {
+            channel,
+            generation,
+            streamed,
+            out,
+        }
+    }
+
+    /// The transport, rebuilt first if the node reloaded since.
+    fn current(&mut self, core: &Core) -> &mut Transport {
+        let (generation, ch) = self.channel.current(core);
+        if generation != self.generation {
+            self.generation = generation;
+            self.out = Transport::new(
+                client(ch),
+                self.streamed,
+                core.config.delivery.request_timeout,
+            );
+        }
+        &mut self.out
+    }
+}
+
+fn client(channel: Channel) -> FederationClient<Channel> {
+    FederationClient::new(channel)
+        .max_decoding_message_size(16 * 1024 * 1024)
+        .max_encoding_message_size(16 * 1024 * 1024)
+}
+
+/// A peer the directory no longer lists as active (suspended, or gone)
+/// gets nothing: its reports wait, queued, until it is reinstated. Waits
+/// while that is so; false when the node is shutting down.
+async fn wait_while_inactive(
+    core: &Core,
+    peer: &NodeId,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut reloaded = core.generation.subscribe();
+    while !core.directory().node(peer).is_some_and(|n| n.active) {
+        tracing::debug!(peer = %peer, "peer not active in the directory: nothing sent to it");
+        tokio::select! {
+            _ = reloaded.changed() => {}
+            _ = shutdown.changed() => return false,
+        }
+    }
+    !*shutdown.borrow()
 }
 
 /// A second sender of bulk reports, active while the bulk lane finds a
@@ -79,17 +145,17 @@ pub async fn run(core: Arc<Core>, peer: NodeId, channel: Channel, shutdown: watc
 async fn second_sender(
     core: Arc<Core>,
     peer: NodeId,
-    client: FederationClient<Channel>,
+    channel: Arc<PeerChannel>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Some(link) = core.peers.get(&peer).cloned() else {
         return;
     };
     let limit = core.config.delivery.batch_size;
-    let mut out = Transport::new(client, true, core.config.delivery.request_timeout);
+    let mut way = Way::new(&core, channel, true);
     loop {
         // Idle: no stream held open to the peer.
-        out.close();
+        way.out.close();
         tokio::select! {
             _ = link.backlog.notified() => {}
             _ = shutdown.changed() => return,
@@ -98,11 +164,15 @@ async fn second_sender(
             if *shutdown.borrow() {
                 return;
             }
-            // Urgent reports still waiting: the bulk lane sends them first.
-            if yield_to_urgent(&core, &peer).await {
+            // Urgent reports still waiting: the bulk lane sends them first;
+            // a peer no longer active gets nothing (the bulk lane waits).
+            if yield_to_urgent(&core, &peer).await
+                || !core.directory().node(&peer).is_some_and(|n| n.active)
+            {
                 break;
             }
-            match deliver_reports(&core, &peer, &mut out, limit, false).await {
+            let out = way.current(&core);
+            match deliver_reports(&core, &peer, out, limit, false).await {
                 Ok(n) if n == limit => continue,
                 Ok(_) => break,
                 Err(e) => {
@@ -117,7 +187,7 @@ async fn second_sender(
 async fn lane(
     core: Arc<Core>,
     peer: NodeId,
-    client: FederationClient<Channel>,
+    channel: Arc<PeerChannel>,
     mut shutdown: watch::Receiver<bool>,
     urgent: bool,
 ) {
@@ -126,7 +196,7 @@ async fn lane(
     };
     // The urgent lane sends a few envelopes at a time, each as soon as it
     // can: one call each. The bulk lane streams its batches.
-    let mut out = Transport::new(client, !urgent, core.config.delivery.request_timeout);
+    let mut way = Way::new(&core, channel, !urgent);
     let (wake, contact) = if urgent {
         (&link.wake_urgent, &link.contact_urgent)
     } else {
@@ -139,19 +209,20 @@ async fn lane(
     let mut limit = d.batch_size;
     let idle_poll = IDLE_POLL.min(d.lease / 2);
     loop {
-        if *shutdown.borrow() {
+        if *shutdown.borrow() || !wait_while_inactive(&core, &peer, &mut shutdown).await {
             return;
         }
+        let out = way.current(&core);
         // Urgent reports the urgent lane has not sent after the wait go
         // out on this lane, before any bulk one.
         let urgent_left = !urgent && yield_to_urgent(&core, &peer).await;
         let result = if urgent_left {
-            match deliver_reports(&core, &peer, &mut out, limit, true).await {
-                Ok(0) => deliver_once(&core, &peer, &mut out, limit, urgent).await,
+            match deliver_reports(&core, &peer, out, limit, true).await {
+                Ok(0) => deliver_once(&core, &peer, out, limit, urgent).await,
                 other => other,
             }
         } else {
-            deliver_once(&core, &peer, &mut out, limit, urgent).await
+            deliver_once(&core, &peer, out, limit, urgent).await
         };
         // Nothing more to send urgently, or the peer cannot take it now:
         // bulk work need not wait for this lane any longer.
@@ -194,7 +265,7 @@ async fn lane(
                 }
                 if n == 0 {
                     // Idle: no stream held open to the peer.
-                    out.close();
+                    way.out.close();
                     tokio::select! {
                         _ = wake.notified() => {}
                         _ = contact.notified() => {}
