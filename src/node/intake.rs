@@ -589,16 +589,17 @@ async fn queue_and_audit(
     Ok(next_hops_of)
 }
 
-/// The content keys of a report (normalised URLs, exact hashes).
+/// What a case stores to be found again: its exact content keys
+/// (normalised URLs, exact hashes) and its PDQ hashes' index keys.
 fn case_keys(p: &Prepared) -> Vec<String> {
-    crate::report::content::keys(
+    let (exact, pdq) = crate::report::content::keys(
         &p.draft.urls,
         p.draft
             .hashes
             .iter()
             .map(|h| (h.algorithm.as_str(), h.value.as_str())),
-    )
-    .0
+    );
+    crate::report::content::stored_keys(&exact, &pdq)
 }
 
 /// The audit entry of a submitted report: what it is, where it goes and

@@ -19,6 +19,8 @@ pub const MAX_URLS: usize = 100;
 pub const MAX_URL_BYTES: usize = 8 * 1024;
 pub const MAX_NOTES_BYTES: usize = 4 * 1024;
 pub const MAX_HASHES: usize = 32;
+/// PDQ hashes per report, at most (see `content::pdq_probe_keys`).
+pub const MAX_PDQ_HASHES: usize = 4;
 const MAX_HASH_VALUE: usize = 256;
 
 /// Schemes a reported URL may have.
@@ -118,16 +120,7 @@ pub fn draft(s: &Submission<'_>) -> Result<ReportDraft, InvalidInput> {
     let hosting_ip = hosting_ip(s.hosting_ip)?;
     let classification = super::Classification::parse_or_baseline(s.classification)?;
     text("notes", s.notes, MAX_NOTES_BYTES, true)?;
-    if s.hashes.len() > MAX_HASHES {
-        return Err(InvalidInput::new(
-            "too-many-hashes",
-            "hashes",
-            format!("at most {MAX_HASHES} hashes, got {}", s.hashes.len()),
-        ));
-    }
-    for (i, h) in s.hashes.iter().enumerate() {
-        media_hash(i, h)?;
-    }
+    hashes(&s.hashes)?;
     Ok(ReportDraft {
         urls,
         category,
@@ -274,11 +267,26 @@ pub fn report_id(id: &str) -> Result<(), InvalidInput> {
 /// to the same rules as an analyst's submission.
 pub fn peer_fields(notes: &str, hashes: &[MediaHash]) -> Result<(), InvalidInput> {
     text("notes", notes, MAX_NOTES_BYTES, true)?;
+    self::hashes(hashes)
+}
+
+/// A report's media hashes: at most `MAX_HASHES`, of them at most
+/// `MAX_PDQ_HASHES` PDQ hashes (each costs an index lookup when it
+/// arrives), each of its algorithm's form.
+fn hashes(hashes: &[MediaHash]) -> Result<(), InvalidInput> {
     if hashes.len() > MAX_HASHES {
         return Err(InvalidInput::new(
             "too-many-hashes",
             "hashes",
             format!("at most {MAX_HASHES} hashes, got {}", hashes.len()),
+        ));
+    }
+    let pdq = hashes.iter().filter(|h| h.algorithm == "pdq").count();
+    if pdq > MAX_PDQ_HASHES {
+        return Err(InvalidInput::new(
+            "too-many-hashes",
+            "hashes",
+            format!("at most {MAX_PDQ_HASHES} PDQ hashes, got {pdq}"),
         ));
     }
     for (i, h) in hashes.iter().enumerate() {

@@ -162,7 +162,13 @@ async fn plain_ones(
         .into_iter()
         .map(|row| (row.origin, row.report_id))
         .collect();
-    let keys: Vec<(Vec<String>, bool)> = chunk.iter().map(|(r, _)| content_keys(r)).collect();
+    let keys: Vec<(Vec<String>, bool)> = chunk
+        .iter()
+        .map(|(r, _)| {
+            let (k, pdq) = content_keys(r);
+            (k, !pdq.is_empty())
+        })
+        .collect();
     let all_keys: Vec<&str> = keys
         .iter()
         .flat_map(|(k, _)| k.iter().map(String::as_str))
@@ -197,17 +203,16 @@ async fn plain_ones(
     Ok(plain)
 }
 
-/// A report's content keys (normalised URLs, exact hashes), and whether it
-/// carries PDQ hashes (matched by distance, not by key).
-fn content_keys(r: &OpenedReport) -> (Vec<String>, bool) {
-    let (keys, pdq) = content::keys(
+/// A report's exact content keys (normalised URLs, exact hashes) and its
+/// PDQ hashes (matched by distance, not by key).
+fn content_keys(r: &OpenedReport) -> (Vec<String>, Vec<[u8; 32]>) {
+    content::keys(
         &r.payload.urls,
         r.payload
             .hashes
             .iter()
             .map(|h| (h.algorithm.as_str(), h.value.as_str())),
-    );
-    (keys, !pdq.is_empty())
+    )
 }
 
 /// The plain reports' receipts, signed together with one signature (each
@@ -592,29 +597,32 @@ async fn repeat_or_equivocation(
     .await
 }
 
+/// At most this many open cases are compared with a report's PDQ hashes
+/// (those sharing an index key with them): the work per report is
+/// bounded, whatever a peer stored before.
+const PDQ_CANDIDATES: i64 = 4096;
+
 /// A case already open here with the same content (another hotline
-/// reported the same URL or media): the report joins it.
+/// reported the same URL or media): the report joins it. PDQ hashes are
+/// matched through their index keys (`content::pdq_probe_keys`): indexed
+/// lookups, never a scan of every stored hash.
 async fn find_joined(tx: &mut Tx, r: &OpenedReport) -> Result<Option<ReportRow>, NodeError> {
-    let p = &r.payload;
-    let (content_keys, pdq) = content::keys(
-        &p.urls,
-        p.hashes
-            .iter()
-            .map(|h| (h.algorithm.as_str(), h.value.as_str())),
-    );
+    let (content_keys, pdq) = content_keys(r);
     let mut found = tx.open_case_with_keys(&content_keys).await?;
     if found.is_none() && !pdq.is_empty() {
+        let probes: Vec<String> = pdq.iter().flat_map(content::pdq_probe_keys).collect();
+        let probes: Vec<&str> = probes.iter().map(String::as_str).collect();
         found = tx
-            .open_pdq_keys()
+            .pdq_candidates(&probes, PDQ_CANDIDATES)
             .await?
             .into_iter()
-            .find(|(hex, _)| {
+            .find(|(_, hex)| {
                 content::parse_pdq(hex).is_some_and(|h| {
                     pdq.iter()
                         .any(|p| content::pdq_distance(p, &h) <= content::PDQ_MATCH_DISTANCE)
                 })
             })
-            .map(|(_, seq)| seq);
+            .map(|(seq, _)| seq);
     }
     match found {
         Some(seq) => Ok(tx.report_by_seq(seq).await?),
@@ -745,7 +753,11 @@ async fn open_case(
                 case.origin, case.report_id
             ));
         }
-        None => tx.insert_case_keys(seq, &content_keys(r).0).await?,
+        None => {
+            let (exact, pdq) = content_keys(r);
+            tx.insert_case_keys(seq, &content::stored_keys(&exact, &pdq))
+                .await?
+        }
     }
     tx.insert_status(
         seq,
