@@ -1,7 +1,7 @@
-//! SPEC.md "Bad input: what it gets", class by class, spoken to real nodes
-//! the way an attacker would: certificates minted for the attack by a CA
-//! the test holds, hand-built and hand-corrupted envelopes, and raw gRPC
-//! frames that no generated client would send.
+//! docs/contract.md "Bad input: what it gets", class by class, spoken to
+//! real nodes the way an attacker would: certificates minted for the attack
+//! by a CA the test holds, hand-built and hand-corrupted envelopes, and raw
+//! gRPC frames that no generated client would send.
 //!
 //! Each test asserts the exact answer (a gRPC status code, or the TLS alert
 //! that ends the handshake), that nothing was stored at the receiver but
@@ -34,8 +34,9 @@
 //! - The database (edited, deleted, reordered rows, truncation, an old
 //!   backup): tests/audit.rs and tests/witness.rs.
 //!
-//! Tests marked `#[ignore = "needs ..."]` state behaviour SPEC.md asks for
-//! that the node does not have yet; SECURITY.md lists them.
+//! Where the node differs from what the product is meant to do (a weak key
+//! stops the node from starting rather than being refused per signature),
+//! the test says what it found, and docs/contract.md "Known gaps" lists it.
 
 mod common;
 
@@ -1196,7 +1197,7 @@ async fn shape_a_message_over_the_size_limit_is_refused_before_it_is_read() {
         .await
         .expect_err("refused");
     // tonic refuses a frame whose declared length is over the limit before
-    // buffering it; the node answers RESOURCE_EXHAUSTED, as SPEC.md says.
+    // buffering it; the node answers RESOURCE_EXHAUSTED, as docs/contract.md says.
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("size limit"), "{err:?}");
     // A message within the limit is read and refused for what it is (an

@@ -686,14 +686,17 @@ async fn misrouted_looping_and_malformed_reports_are_refused_and_not_stored() {
     assert_eq!(r.code, Code::FailedPrecondition as i32);
     assert_eq!(refusal_reason(&r, &fed), "loop");
 
-    // Far in the future, or too old.
+    // Far in the future, or too old: per envelope FAILED_PRECONDITION,
+    // with a signed refusal receipt that says which.
     let mut future = report_to("FR-PDC", "future", &["DE-ECO"]);
     future.created_at_ms += 3_600_000;
     let r = forward_one(&fed, 0, 0, 1, &future).await.unwrap();
+    assert_eq!(r.code, Code::FailedPrecondition as i32, "{r:?}");
     assert_eq!(refusal_reason(&r, &fed), "future");
     let mut old = report_to("FR-PDC", "old", &["DE-ECO"]);
     old.created_at_ms -= 90 * 86_400_000;
     let r = forward_one(&fed, 0, 0, 1, &old).await.unwrap();
+    assert_eq!(r.code, Code::FailedPrecondition as i32, "{r:?}");
     assert_eq!(refusal_reason(&r, &fed), "stale");
 
     // Fields a peer controls are held to the analyst's rules.

@@ -263,13 +263,16 @@ impl Cluster {
         }
     }
 
-    /// SIGKILLs node `i` and reaps it.
-    pub async fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.nodes[i].child.take() {
-            // On Unix `kill` is SIGKILL: no shutdown, no flush.
-            let _ = child.kill().await;
-        }
+    /// SIGKILLs node `i` and reaps it. Returns how the process ended: by
+    /// the SIGKILL, or (if it died by itself just before) otherwise; None
+    /// if it was not running.
+    pub async fn kill(&mut self, i: usize) -> Option<ExitStatus> {
         self.nodes[i].armed = None;
+        let mut child = self.nodes[i].child.take()?;
+        // On Unix `start_kill` is SIGKILL: no shutdown, no flush. Sending
+        // it to a process that already exited (not yet reaped) is harmless.
+        let _ = child.start_kill();
+        Some(child.wait().await.expect("reap the killed node"))
     }
 
     /// Reaps node `i` if its process has exited, returning how.
