@@ -178,7 +178,7 @@ async fn an_origin_retracts_and_the_receiving_case_stops() {
         .await
         .unwrap();
 
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_alertrelay"))
+    let out = tokio::process::Command::new(BIN)
         .args([
             "cases",
             "retract",
@@ -295,7 +295,7 @@ async fn an_origin_corrects_category_and_notes_and_the_receiver_shows_it() {
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
 
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_alertrelay"))
+    let out = tokio::process::Command::new(BIN)
         .args([
             "cases",
             "correct",
@@ -365,7 +365,7 @@ async fn time_to_takedown_is_reported_per_destination_category_and_country() {
         wait_case(&nl, id, 20, |c| c.status == "removed").await;
     }
 
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_alertrelay"))
+    let out = tokio::process::Command::new(BIN)
         .args(["stats", "--json", "--window-days", "1", "--config"])
         .arg(fed.config_path(NL))
         .output()
@@ -406,7 +406,10 @@ async fn time_to_takedown_is_reported_per_destination_category_and_country() {
     let bound = started.elapsed().as_secs_f64();
     for q in ["p50_secs", "p90_secs"] {
         let removal = row("all", "", "removal")[q].as_f64().unwrap();
-        assert!(removal <= bound, "removal {q} {removal} s > the test's {bound} s");
+        assert!(
+            removal <= bound,
+            "removal {q} {removal} s > the test's {bound} s"
+        );
     }
 
     // The receiving hotline sees its own side: from receipt to removal.

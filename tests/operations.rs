@@ -100,7 +100,7 @@ async fn backoff_ends_as_soon_as_the_peer_that_was_down_contacts_us() {
         retry_max_ms: 30_000,
         ..fast_delivery()
     };
-    let mut fed = Federation::start_opts(AB, None, slow).await;
+    let mut fed = Federation::builder(AB).delivery(slow).start().await;
     fed.stop(1).await;
     let mut fr = fed.operator(0);
     let id = submit(&mut fr, &format!("http://{DE_IP}/x"), "")
@@ -116,24 +116,23 @@ async fn backoff_ends_as_soon_as_the_peer_that_was_down_contacts_us() {
 }
 
 /// FR, DE and NL, each admitting a peer `per_sec` calls a second (bursts
-/// of `burst`, 8 at a time).
+/// of `burst`, 8 at a time). No witnessing or checkpoints during the test
+/// (the five-minute schedule): the nodes' own calls to each other would
+/// spend the quotas under test, so only what the test sends counts.
 async fn three_nodes_with_peer_quota(per_sec: f64, burst: u32) -> Federation {
-    let limits = alertrelay::config::RawLimits {
+    Federation::builder(&[
+        ("FR-PDC", &["FR"]),
+        ("DE-ECO", &["DE"]),
+        ("NL-EOKM", &["NL"]),
+    ])
+    .limits(alertrelay::config::RawLimits {
         peer_requests_per_sec: per_sec,
         peer_burst: burst,
         peer_concurrent: 8,
         ..Default::default()
-    };
-    Federation::start_full(
-        &[
-            ("FR-PDC", &["FR"]),
-            ("DE-ECO", &["DE"]),
-            ("NL-EOKM", &["NL"]),
-        ],
-        None,
-        fast_delivery(),
-        Some(limits),
-    )
+    })
+    .quiet_audit()
+    .start()
     .await
 }
 
@@ -239,7 +238,7 @@ async fn batches_on_a_stream_are_held_to_the_senders_quota() {
     assert!(throttled, "NL's calls are throttled");
     // ...and its next stream is refused by the same quota (opening one
     // costs a call), and audited.
-    let store = &fed.nodes[1].as_ref().unwrap().core.store;
+    let store = &fed.core(1).store;
     let last_refusal = || async {
         store
             .last_audit_of_kind("input.refused")
@@ -277,7 +276,7 @@ async fn a_full_disk_refuses_with_unavailable_stores_nothing_and_recovers() {
         category: "csam".into(),
         ..Default::default()
     };
-    let store = &fed.nodes[0].as_ref().unwrap().core.store;
+    let store = &fed.core(0).store;
     let entries_before = store.audit_entries_count().await.unwrap();
     store.danger_limit_database().await.unwrap();
     let err = fr.submit_report(big()).await.unwrap_err();
@@ -500,9 +499,7 @@ async fn a_second_node_on_the_same_sqlite_file_is_refused_while_the_first_runs()
         .report_id;
     wait_case(&fr, &id, 10, |c| c.status == "delivered").await;
 
-    let cfg = fed.configs[0].clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = match alertrelay::runtime::start_with_listener(cfg.clone(), listener).await {
+    let err = match fed.start_second_instance(0).await {
         Ok(_) => panic!("a second node on the same database started"),
         Err(e) => e,
     };
