@@ -33,7 +33,7 @@
 //!   `signing_keys_rotate_without_downtime_and_a_revoked_key_verifies_nothing`,
 //!   `a_revoked_peer_is_cut_off_by_a_reload_without_a_restart`,
 //!   `an_expired_crl_fails_closed`.
-//! - Load, one peer flooding: tests/operations.rs
+//! - Load, one peer flooding: tests/load.rs
 //!   `a_flooding_peer_is_throttled_without_hurting_the_others`.
 //! - The database (edited, deleted, reordered rows, truncation, an old
 //!   backup): tests/audit.rs and tests/witness.rs.
@@ -1701,7 +1701,7 @@ async fn routing_more_than_eight_hops_is_refused_and_not_stored() {
 }
 
 // ===========================================================================
-// Load (the flood of one peer is tests/operations.rs).
+// Load (the flood of one peer is tests/load.rs).
 // ===========================================================================
 
 #[tokio::test]
