@@ -2,13 +2,11 @@
 //! happen; `ListCases` filters by status, direction, category, peer,
 //! priority and age.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use alertrelay::node::cases::CaseView;
 use alertrelay::pb;
-use common::*;
 
 const AB: &[(&str, &[&str])] = &[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])];
 

@@ -3,19 +3,17 @@
 //! import, standard formats (X-ARF, STIX) and online backups. Real nodes,
 //! real mutual TLS, real SQLite files; the CLI is the built binary.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::common::*;
 use alertrelay::config::{
     RawAudit, RawDelivery, RawDns, RawFallbackFor, RawGeo, RawGeoSource, RawHealth, RawLimits,
     RawMetrics, RawNodeConfig, RawNotice, RawSigning, RawTls,
 };
 use alertrelay::pb;
-use common::*;
 use tokio::process::Command;
 use tonic_health::pb::health_check_response::ServingStatus;
 

@@ -3,13 +3,11 @@
 //! (naively, or re-hashed by an insider who holds the database), a
 //! truncated tail; and inclusion proofs round-trip through the CLI.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
+use crate::common::*;
 use alertrelay::audit::{GENESIS, entry_hash, leaf_hash};
 use alertrelay::pb;
-use common::*;
 use sqlx::Connection;
 
 async fn connect(db: &Path) -> sqlx::SqliteConnection {

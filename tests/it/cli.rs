@@ -1,8 +1,6 @@
 //! The command line as users run it: the built binary.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn the_demo_walks_reports_through_a_federation_and_verifies_every_audit_log() {

@@ -1,14 +1,12 @@
 //! What an operator watches: per-peer delivery state, Prometheus metrics,
 //! and a backlog that drains as soon as a peer that was down contacts us.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use alertrelay::api::convert::{peer_from_pb, summary_from_pb};
 use alertrelay::config::RawDelivery;
 use alertrelay::pb;
-use common::*;
 
 const AB: &[(&str, &[&str])] = &[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])];
 

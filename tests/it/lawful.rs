@@ -5,14 +5,12 @@
 //! passes), audited reads (`audit export --who`), law-enforcement
 //! referrals and the signed, offline-verifiable export.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::*;
 use alertrelay::directory::RawDirectory;
 use alertrelay::node::cases::CaseView;
 use alertrelay::pb;
-use common::*;
 use prost::Message;
 use sqlx::Connection;
 

@@ -13,8 +13,6 @@
 //! The fuzz targets in `fuzz/` explore the same functions with coverage
 //! guidance; these run on every `cargo test`.
 
-mod common;
-
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use alertrelay::crypto::signing::{NodeKey, Purpose, encode_public_key};
@@ -418,7 +416,7 @@ fn mutated_valid_urls_never_panic() {
 /// by `federation init`.
 fn provisioned() -> (tempfile::TempDir, std::path::PathBuf, String, String) {
     let files =
-        common::Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])]).provision();
+        crate::common::Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])]).provision();
     let config = files.configs[0].clone();
     let node = std::fs::read_to_string(&config).unwrap();
     let directory =

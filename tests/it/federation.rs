@@ -1,11 +1,9 @@
 //! End-to-end behaviour of real nodes on loopback over mutual TLS.
 
-mod common;
-
+use crate::common::*;
 use alertrelay::crypto::signing::Purpose;
 use alertrelay::pb;
 use alertrelay::wire;
-use common::*;
 use prost::Message;
 use tonic::Code;
 

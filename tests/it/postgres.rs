@@ -3,14 +3,12 @@
 //! reached), and moving an existing SQLite node there with
 //! `alertrelay db migrate-to`.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::pg::TestDb;
+use crate::common::*;
 use alertrelay::pb;
 use alertrelay::store::{Database, Store};
-use common::pg::TestDb;
-use common::*;
 
 const AB: &[(&str, &[&str])] = &[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])];
 

@@ -2,13 +2,11 @@
 //! by every peer, and a node restored from an old backup refused by its
 //! witnesses and caught by `audit verify`.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::*;
 use alertrelay::audit::note::{Checkpoint, SignedNote};
 use alertrelay::pb;
-use common::*;
 
 const ABC: &[(&str, &[&str])] = &[
     ("FR-PDC", &["FR"]),

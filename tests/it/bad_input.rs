@@ -42,16 +42,14 @@
 //! stops the node from starting rather than being refused per signature),
 //! the test says what it found, and docs/contract.md "Known gaps" lists it.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use alertrelay::crypto::signing::Purpose;
 use alertrelay::pb;
 use alertrelay::wire;
-use common::*;
 use prost::Message;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,

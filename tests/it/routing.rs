@@ -7,19 +7,17 @@
 //! The raw files are read here with a reader of their own (not the
 //! library's), so that a parsing bug cannot hide itself.
 
-mod common;
-
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
+use crate::common::{Builder, Federation, error_chain};
 use alertrelay::directory::{Directory, RawDirectory, RawNode};
 use alertrelay::geo::{GeoDb, SourceKind, SourceSpec, Sources};
 use alertrelay::identity::NodeId;
 use alertrelay::report::Category;
 use alertrelay::report::validate;
 use alertrelay::routing::{self, RouteDecision, RouteKind};
-use common::{Builder, Federation, error_chain};
 use rand::{Rng, SeedableRng};
 
 fn manifest(path: &str) -> PathBuf {

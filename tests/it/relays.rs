@@ -4,15 +4,13 @@
 //! a signed return hop. Loops built from disagreeing directories are
 //! refused without a duplicate case, and the origin hears of it.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::*;
 use alertrelay::directory::{Directory, RawDirectory, RawNode};
 use alertrelay::pb;
 use alertrelay::store::Store;
 use alertrelay::wire;
-use common::*;
 use prost::Message;
 
 const CHAIN: &[(&str, &[&str])] = &[

@@ -2,10 +2,8 @@
 //! hotlines is one case at the receiver and both origins hear of it;
 //! origins retract and correct what they sent, and it propagates signed.
 
-mod common;
-
+use crate::common::*;
 use alertrelay::pb;
-use common::*;
 use prost::Message;
 
 const FED: &[(&str, &[&str])] = &[
