@@ -468,13 +468,27 @@ impl Federation {
             "try_restart: nodes in this process"
         );
         assert!(!self.is_running(i), "{} is already running", self.id(i));
-        let listener = match self.nodes[i].listener.take() {
-            Some(l) => tokio::net::TcpListener::from_std(l).expect("adopt the listener"),
-            None => rebind(self.configs[i].listen).await,
-        };
-        let handle = runtime::start_with_listener(self.configs[i].clone(), listener).await?;
-        self.nodes[i].state = State::InProcess(handle);
-        Ok(())
+        // The SQLite lock of a node just stopped (an flock, held by an
+        // open file) can outlive it for a moment: a process that another
+        // test of this binary spawns at that instant holds a copy of every
+        // open file until it execs. Only a lock that stays held is an error.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let listener = match self.nodes[i].listener.take() {
+                Some(l) => tokio::net::TcpListener::from_std(l).expect("adopt the listener"),
+                None => rebind(self.configs[i].listen).await,
+            };
+            match runtime::start_with_listener(self.configs[i].clone(), listener).await {
+                Ok(handle) => {
+                    self.nodes[i].state = State::InProcess(handle);
+                    return Ok(());
+                }
+                Err(StartError::AlreadyRunning { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(POLL).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Starts node `i` once more, beside itself, on a port of its own: what
