@@ -421,200 +421,38 @@ impl NodeConfig {
 
     fn from_raw(raw: RawNodeConfig, path: &Path, base: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+        let invalid = |(key, message): Invalid| ConfigError::Invalid {
             path: shown.clone(),
             key,
             message,
         };
-        let node_id = NodeId::new(&raw.node_id).map_err(|e| invalid("node_id", e.to_string()))?;
-        let listen: SocketAddr = raw.listen.parse().map_err(|_| {
-            invalid(
-                "listen",
-                format!(
-                    "expected host:port such as 127.0.0.1:7001, got {:?}",
-                    raw.listen
-                ),
-            )
-        })?;
         let resolve = |p: &str| base.join(p);
+        let (node_id, listen) = identity(&raw).map_err(invalid)?;
         let directory_path = resolve(&raw.directory);
         let database = crate::store::Database::parse(&raw.database, resolve)
-            .map_err(|m| invalid("database", m))?;
+            .map_err(|m| invalid(("database", m)))?;
         let directory =
             Directory::load(&directory_path).map_err(|source| ConfigError::Directory {
                 path: shown.clone(),
                 source: Box::new(source),
             })?;
-        if directory.node(&node_id).is_none() {
-            return Err(invalid(
-                "node_id",
-                format!(
-                    "{node_id} is not in the directory {}",
-                    directory_path.display()
-                ),
-            ));
-        }
-        let fallback = match raw.fallback.as_deref() {
-            None | Some("") => None,
-            Some(f) => {
-                let id = NodeId::new(f).map_err(|e| invalid("fallback", e.to_string()))?;
-                if directory.node(&id).is_none() {
-                    return Err(invalid("fallback", format!("{id} is not in the directory")));
-                }
-                Some(id)
-            }
-        };
-        let ca = resolve(
-            raw.tls
-                .ca
-                .as_deref()
-                .ok_or_else(|| invalid("tls.ca", "the federation CA file is required".into()))?,
-        );
-        let crls: Vec<PathBuf> = raw.tls.crls.iter().map(|c| resolve(c)).collect();
-        let tls = TlsPaths {
-            ca: ca.clone(),
-            cert: resolve(&raw.tls.cert),
-            key: resolve(&raw.tls.key),
-            crls: crls.clone(),
-        };
-        let client_paths = |o: &RawTls| TlsPaths {
-            ca: o.ca.as_deref().map(resolve).unwrap_or_else(|| ca.clone()),
-            cert: resolve(&o.cert),
-            key: resolve(&o.key),
-            crls: if o.crls.is_empty() {
-                crls.clone()
-            } else {
-                o.crls.iter().map(|c| resolve(c)).collect()
-            },
-        };
-        let admin = raw.admin.as_ref().map(client_paths);
-        let operator = raw.operator.as_ref().map(|o| TlsPaths {
-            ca: o.ca.as_deref().map(resolve).unwrap_or_else(|| ca.clone()),
-            cert: resolve(&o.cert),
-            key: resolve(&o.key),
-            crls: if o.crls.is_empty() {
-                crls.clone()
-            } else {
-                o.crls.iter().map(|c| resolve(c)).collect()
-            },
-        });
-        let d = &raw.delivery;
-        if d.retry_initial_ms == 0 || d.retry_max_ms < d.retry_initial_ms {
-            return Err(invalid(
-                "delivery.retry_max_ms",
-                "must be at least delivery.retry_initial_ms, which must be > 0".into(),
-            ));
-        }
-        if !(1..=256).contains(&d.batch_size) {
-            return Err(invalid("delivery.batch_size", "must be 1..=256".into()));
-        }
-        if !(100..=3_600_000).contains(&d.lease_ms) {
-            return Err(invalid(
-                "delivery.lease_ms",
-                "must be 100..=3600000 (ms)".into(),
-            ));
-        }
-        if d.replica.len() > 64
-            || !d
-                .replica
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        {
-            return Err(invalid(
-                "delivery.replica",
-                "at most 64 of A-Z a-z 0-9 . - _ (or empty: generated)".into(),
-            ));
-        }
-        if raw.audit.checkpoint_interval_ms < 10 || raw.audit.witness_interval_ms < 10 {
-            return Err(invalid(
-                "audit.checkpoint_interval_ms",
-                "audit intervals must be at least 10 ms".into(),
-            ));
-        }
-        if raw.health.probe_interval_ms < 10 {
-            return Err(invalid(
-                "health.probe_interval_ms",
-                "must be at least 10 ms".into(),
-            ));
-        }
+        let fallback =
+            place_in_directory(&raw, &node_id, &directory, &directory_path).map_err(invalid)?;
+        let (tls, operator, admin) = tls_paths(&raw, &resolve).map_err(invalid)?;
+        let delivery = delivery(&raw.delivery).map_err(invalid)?;
+        check_intervals(&raw.audit, &raw.health).map_err(invalid)?;
         if let Some(n) = &raw.notice {
-            let (local, domain) = n.contact.split_once('@').unwrap_or(("", ""));
-            if local.is_empty() || domain.is_empty() || n.contact.chars().any(char::is_whitespace) {
-                return Err(invalid(
-                    "notice.contact",
-                    format!("expected an e-mail address, got {:?}", n.contact),
-                ));
-            }
-            let labels_ok = !n.domain.is_empty()
-                && n.domain.len() <= 253
-                && n.domain.split('.').all(|l| {
-                    !l.is_empty()
-                        && l.len() <= 63
-                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                        && !l.starts_with('-')
-                        && !l.ends_with('-')
-                });
-            if !labels_ok {
-                return Err(invalid(
-                    "notice.domain",
-                    format!(
-                        "expected a DNS name such as hotline.example, got {:?}",
-                        n.domain
-                    ),
-                ));
-            }
+            check_notice(n).map_err(invalid)?;
         }
-        let l = &raw.limits;
-        let quota = |key: &'static str, per_sec: f64, burst: u32, concurrent: u32| {
-            if !(per_sec > 0.0 && per_sec.is_finite()) || burst == 0 || concurrent == 0 {
-                return Err(invalid(
-                    key,
-                    "rate, burst and concurrency must be > 0".into(),
-                ));
-            }
-            Ok(Quota {
-                per_sec,
-                burst: f64::from(burst),
-                concurrent: concurrent as usize,
-            })
-        };
-        let peer_quota = quota(
-            "limits.peer_requests_per_sec",
-            l.peer_requests_per_sec,
-            l.peer_burst,
-            l.peer_concurrent,
-        )?;
-        let operator_quota = quota(
-            "limits.operator_requests_per_sec",
-            l.operator_requests_per_sec,
-            l.operator_burst,
-            l.operator_concurrent,
-        )?;
-        let metrics_listen = match raw.metrics.listen.as_deref() {
-            None | Some("") => None,
-            Some(a) => Some(a.parse().map_err(|_| {
-                invalid(
-                    "metrics.listen",
-                    format!("expected host:port such as 127.0.0.1:9464, got {a:?}"),
-                )
-            })?),
-        };
+        let (peer_quota, operator_quota) = quotas(&raw.limits).map_err(invalid)?;
+        let metrics_listen = metrics_listen(raw.metrics.listen.as_deref()).map_err(invalid)?;
         let fallback_for = fallbacks_by_category(&raw.fallback_for, &directory)
-            .map_err(|m| invalid("fallback_for", m))?;
+            .map_err(|m| invalid(("fallback_for", m)))?;
         let geo = std::sync::Arc::new(geo_sources(&raw.geo, &shown, &resolve)?);
-        let dns = raw.dns.validate().map_err(|(key, m)| invalid(key, m))?;
-        let jurisdiction = jurisdiction(&raw.jurisdiction, &directory, &node_id)
-            .map_err(|(key, m)| invalid(key, m))?;
-        let r = &raw.retention;
-        if r.interval_secs == Some(0) {
-            return Err(invalid("retention.interval_secs", "must be > 0".into()));
-        }
-        let retention = Retention {
-            closed_cases_days: r.closed_cases_days,
-            refused_reports_days: r.refused_reports_days,
-            delivered_reports_days: r.delivered_reports_days,
-            interval: Duration::from_secs(r.interval_secs.unwrap_or(3600)),
-        };
+        let dns = raw.dns.validate().map_err(invalid)?;
+        let jurisdiction =
+            jurisdiction(&raw.jurisdiction, &directory, &node_id).map_err(invalid)?;
+        let retention = retention(&raw.retention).map_err(invalid)?;
         Ok(NodeConfig {
             jurisdiction,
             retention,
@@ -632,14 +470,7 @@ impl NodeConfig {
             signing_key: resolve(&raw.signing.key),
             operator,
             admin,
-            delivery: Delivery {
-                retry_initial: Duration::from_millis(d.retry_initial_ms),
-                retry_max: Duration::from_millis(d.retry_max_ms),
-                batch_size: d.batch_size as usize,
-                request_timeout: Duration::from_millis(d.request_timeout_ms.max(100)),
-                lease: Duration::from_millis(d.lease_ms),
-                replica: (!d.replica.is_empty()).then(|| d.replica.clone()),
-            },
+            delivery,
             max_report_age: Duration::from_secs(u64::from(raw.limits.max_report_age_days) * 86_400),
             max_clock_skew: Duration::from_secs(u64::from(raw.limits.max_clock_skew_secs)),
             checkpoint_interval: Duration::from_millis(raw.audit.checkpoint_interval_ms),
@@ -651,6 +482,225 @@ impl NodeConfig {
             operator_quota,
         })
     }
+}
+
+/// A configuration error without its file: the key and what is wrong
+/// (`NodeConfig::from_raw` adds the file).
+type Invalid = (&'static str, String);
+
+/// `node_id` and `listen`: who this node is and where it listens.
+fn identity(raw: &RawNodeConfig) -> Result<(NodeId, SocketAddr), Invalid> {
+    let node_id = NodeId::new(&raw.node_id).map_err(|e| ("node_id", e.to_string()))?;
+    let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+        (
+            "listen",
+            format!(
+                "expected host:port such as 127.0.0.1:7001, got {:?}",
+                raw.listen
+            ),
+        )
+    })?;
+    Ok((node_id, listen))
+}
+
+/// Checks that this node is in the directory it was given, and returns
+/// its `fallback` (none when absent or empty), which must be there too.
+fn place_in_directory(
+    raw: &RawNodeConfig,
+    node_id: &NodeId,
+    directory: &Directory,
+    directory_path: &Path,
+) -> Result<Option<NodeId>, Invalid> {
+    if directory.node(node_id).is_none() {
+        return Err((
+            "node_id",
+            format!(
+                "{node_id} is not in the directory {}",
+                directory_path.display()
+            ),
+        ));
+    }
+    match raw.fallback.as_deref() {
+        None | Some("") => Ok(None),
+        Some(f) => {
+            let id = NodeId::new(f).map_err(|e| ("fallback", e.to_string()))?;
+            if directory.node(&id).is_none() {
+                return Err(("fallback", format!("{id} is not in the directory")));
+            }
+            Ok(Some(id))
+        }
+    }
+}
+
+/// `[tls]`, `[operator]` and `[admin]`: the node's own TLS files, then the
+/// operator's and the admin's, which use the node's CA and CRLs unless
+/// they name their own.
+fn tls_paths(
+    raw: &RawNodeConfig,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<(TlsPaths, Option<TlsPaths>, Option<TlsPaths>), Invalid> {
+    let ca = resolve(
+        raw.tls
+            .ca
+            .as_deref()
+            .ok_or_else(|| ("tls.ca", "the federation CA file is required".into()))?,
+    );
+    let crls: Vec<PathBuf> = raw.tls.crls.iter().map(|c| resolve(c)).collect();
+    let client_paths = |o: &RawTls| TlsPaths {
+        ca: o.ca.as_deref().map(resolve).unwrap_or_else(|| ca.clone()),
+        cert: resolve(&o.cert),
+        key: resolve(&o.key),
+        crls: if o.crls.is_empty() {
+            crls.clone()
+        } else {
+            o.crls.iter().map(|c| resolve(c)).collect()
+        },
+    };
+    let operator = raw.operator.as_ref().map(client_paths);
+    let admin = raw.admin.as_ref().map(client_paths);
+    let tls = TlsPaths {
+        ca,
+        cert: resolve(&raw.tls.cert),
+        key: resolve(&raw.tls.key),
+        crls,
+    };
+    Ok((tls, operator, admin))
+}
+
+/// `[delivery]`, checked.
+fn delivery(d: &RawDelivery) -> Result<Delivery, Invalid> {
+    if d.retry_initial_ms == 0 || d.retry_max_ms < d.retry_initial_ms {
+        return Err((
+            "delivery.retry_max_ms",
+            "must be at least delivery.retry_initial_ms, which must be > 0".into(),
+        ));
+    }
+    if !(1..=256).contains(&d.batch_size) {
+        return Err(("delivery.batch_size", "must be 1..=256".into()));
+    }
+    if !(100..=3_600_000).contains(&d.lease_ms) {
+        return Err(("delivery.lease_ms", "must be 100..=3600000 (ms)".into()));
+    }
+    if d.replica.len() > 64
+        || !d
+            .replica
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        return Err((
+            "delivery.replica",
+            "at most 64 of A-Z a-z 0-9 . - _ (or empty: generated)".into(),
+        ));
+    }
+    Ok(Delivery {
+        retry_initial: Duration::from_millis(d.retry_initial_ms),
+        retry_max: Duration::from_millis(d.retry_max_ms),
+        batch_size: d.batch_size as usize,
+        request_timeout: Duration::from_millis(d.request_timeout_ms.max(100)),
+        lease: Duration::from_millis(d.lease_ms),
+        replica: (!d.replica.is_empty()).then(|| d.replica.clone()),
+    })
+}
+
+/// `[audit]` and `[health]` intervals: at least 10 ms, so that the loops
+/// they pace do not spin.
+fn check_intervals(audit: &RawAudit, health: &RawHealth) -> Result<(), Invalid> {
+    if audit.checkpoint_interval_ms < 10 || audit.witness_interval_ms < 10 {
+        return Err((
+            "audit.checkpoint_interval_ms",
+            "audit intervals must be at least 10 ms".into(),
+        ));
+    }
+    if health.probe_interval_ms < 10 {
+        return Err(("health.probe_interval_ms", "must be at least 10 ms".into()));
+    }
+    Ok(())
+}
+
+/// `[notice]`: its contact must look like an e-mail address and its
+/// domain like a DNS name, since both go into every notice sent.
+fn check_notice(n: &RawNotice) -> Result<(), Invalid> {
+    let (local, domain) = n.contact.split_once('@').unwrap_or(("", ""));
+    if local.is_empty() || domain.is_empty() || n.contact.chars().any(char::is_whitespace) {
+        return Err((
+            "notice.contact",
+            format!("expected an e-mail address, got {:?}", n.contact),
+        ));
+    }
+    let labels_ok = !n.domain.is_empty()
+        && n.domain.len() <= 253
+        && n.domain.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    if !labels_ok {
+        return Err((
+            "notice.domain",
+            format!(
+                "expected a DNS name such as hotline.example, got {:?}",
+                n.domain
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `[limits]`: the peers' quota, then the operators'.
+fn quotas(l: &RawLimits) -> Result<(Quota, Quota), Invalid> {
+    let peer = quota(
+        "limits.peer_requests_per_sec",
+        l.peer_requests_per_sec,
+        l.peer_burst,
+        l.peer_concurrent,
+    )?;
+    let operator = quota(
+        "limits.operator_requests_per_sec",
+        l.operator_requests_per_sec,
+        l.operator_burst,
+        l.operator_concurrent,
+    )?;
+    Ok((peer, operator))
+}
+
+/// One kind of caller's quota; `key` names it in the error.
+fn quota(key: &'static str, per_sec: f64, burst: u32, concurrent: u32) -> Result<Quota, Invalid> {
+    if !(per_sec > 0.0 && per_sec.is_finite()) || burst == 0 || concurrent == 0 {
+        return Err((key, "rate, burst and concurrency must be > 0".into()));
+    }
+    Ok(Quota {
+        per_sec,
+        burst: f64::from(burst),
+        concurrent: concurrent as usize,
+    })
+}
+
+/// `[metrics] listen`: none when absent or empty.
+fn metrics_listen(listen: Option<&str>) -> Result<Option<SocketAddr>, Invalid> {
+    match listen {
+        None | Some("") => Ok(None),
+        Some(a) => Ok(Some(a.parse().map_err(|_| {
+            (
+                "metrics.listen",
+                format!("expected host:port such as 127.0.0.1:9464, got {a:?}"),
+            )
+        })?)),
+    }
+}
+
+/// `[retention]`, checked; the purge runs hourly unless told otherwise.
+fn retention(r: &RawRetention) -> Result<Retention, Invalid> {
+    if r.interval_secs == Some(0) {
+        return Err(("retention.interval_secs", "must be > 0".into()));
+    }
+    Ok(Retention {
+        closed_cases_days: r.closed_cases_days,
+        refused_reports_days: r.refused_reports_days,
+        delivered_reports_days: r.delivered_reports_days,
+        interval: Duration::from_secs(r.interval_secs.unwrap_or(3600)),
+    })
 }
 
 /// A TOML error as "key `a.b`: what was expected (line N, column M)": the
@@ -763,7 +813,7 @@ impl RawDns {
         self == &RawDns::default()
     }
 
-    fn validate(&self) -> Result<geo::dns::Dns, (&'static str, String)> {
+    fn validate(&self) -> Result<geo::dns::Dns, Invalid> {
         match self.mode.as_str() {
             "off" if self.hosts.is_empty() => Ok(geo::dns::Dns::Off),
             "off" => Err(("dns.hosts", "only used with mode = \"static\"".into())),
@@ -794,7 +844,7 @@ fn jurisdiction(
     raw: &RawJurisdiction,
     directory: &Directory,
     me: &NodeId,
-) -> Result<crate::routing::policy::Policy, (&'static str, String)> {
+) -> Result<crate::routing::policy::Policy, Invalid> {
     use crate::report::{Category, Classification};
     use crate::routing::policy::{Alternative, Policy, Rule, Target};
     let alternative = match raw.alternative.as_deref() {

@@ -151,6 +151,107 @@ impl DirectoryNode {
             .filter(|k| k.not_after_ms.is_none_or(|t| at_ms <= t))
             .map(|k| &k.key)
     }
+
+    /// One `[[node]]` entry, checked; `earlier` are the entries before it
+    /// (an id may be listed once). Its relay is checked once every node is
+    /// known (`Directory::check_relay`).
+    fn from_raw(
+        n: RawNode,
+        shown: &str,
+        earlier: &[DirectoryNode],
+    ) -> Result<Self, DirectoryError> {
+        let invalid = invalid_node(shown, &n.id);
+        let id = NodeId::new(&n.id).map_err(|e| invalid(e.to_string()))?;
+        if earlier.iter().any(|m| m.id == id) {
+            return Err(invalid("listed twice".into()));
+        }
+        let mut countries = Vec::new();
+        for c in &n.countries {
+            if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(invalid(format!(
+                    "country {c:?} is not an upper-case ISO 3166-1 alpha-2 code"
+                )));
+            }
+            countries.push(c.clone());
+        }
+        if !(n.endpoint.starts_with("https://")) {
+            return Err(invalid(format!(
+                "endpoint {:?} must be https://host:port",
+                n.endpoint
+            )));
+        }
+        let mut categories = Vec::new();
+        for c in &n.categories {
+            categories
+                .push(Category::parse(c).map_err(|_| invalid(format!("unknown category {c:?}")))?);
+        }
+        let mut national = Vec::new();
+        for c in &n.national_categories {
+            national
+                .push(Category::parse(c).map_err(|_| {
+                    invalid(format!("national_categories: unknown category {c:?}"))
+                })?);
+        }
+        let keys = node_keys(&n, shown)?;
+        let relay = n
+            .relay
+            .as_deref()
+            .map(NodeId::new)
+            .transpose()
+            .map_err(|e| invalid(format!("relay: {e}")))?;
+        Ok(DirectoryNode {
+            id,
+            name: n.name,
+            countries,
+            endpoint: n.endpoint,
+            categories,
+            active: n.active,
+            relay,
+            keys,
+            national,
+        })
+    }
+}
+
+/// A node's `[[node.key]]` entries, checked: each public key must parse
+/// and match its key id, and its validity window must be RFC 3339.
+fn node_keys(n: &RawNode, shown: &str) -> Result<Vec<NodeKeyEntry>, DirectoryError> {
+    let invalid = invalid_node(shown, &n.id);
+    let mut keys = Vec::new();
+    for k in &n.keys {
+        let key_err = |source| DirectoryError::Key {
+            path: shown.to_owned(),
+            node: n.id.clone(),
+            key_id: k.id.clone(),
+            source,
+        };
+        let key = parse_public_key(&k.public_key).map_err(key_err)?;
+        if key_id_of(&key) != k.id {
+            return Err(invalid(format!(
+                "key id {} does not match its public key (expected {})",
+                k.id,
+                key_id_of(&key)
+            )));
+        }
+        keys.push(NodeKeyEntry {
+            id: k.id.clone(),
+            key,
+            revoked: k.revoked,
+            not_before_ms: parse_time(k.not_before.as_deref()).map_err(&invalid)?,
+            not_after_ms: parse_time(k.not_after.as_deref()).map_err(&invalid)?,
+        });
+    }
+    Ok(keys)
+}
+
+/// Builds the error for a message about `node` in the directory file
+/// `shown`.
+fn invalid_node<'a>(shown: &'a str, node: &'a str) -> impl Fn(String) -> DirectoryError + 'a {
+    move |message| DirectoryError::Invalid {
+        path: shown.to_owned(),
+        node: node.to_owned(),
+        message,
+    }
 }
 
 impl Directory {
@@ -170,116 +271,46 @@ impl Directory {
     pub fn from_raw(raw: RawDirectory, shown: &str) -> Result<Self, DirectoryError> {
         let mut nodes: Vec<DirectoryNode> = Vec::with_capacity(raw.nodes.len());
         for n in raw.nodes {
-            let invalid = |message: String| DirectoryError::Invalid {
-                path: shown.to_owned(),
-                node: n.id.clone(),
-                message,
-            };
-            let id = NodeId::new(&n.id).map_err(|e| invalid(e.to_string()))?;
-            if nodes.iter().any(|m| m.id == id) {
-                return Err(invalid("listed twice".into()));
-            }
-            let mut countries = Vec::new();
-            for c in &n.countries {
-                if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
-                    return Err(invalid(format!(
-                        "country {c:?} is not an upper-case ISO 3166-1 alpha-2 code"
-                    )));
-                }
-                countries.push(c.clone());
-            }
-            if !(n.endpoint.starts_with("https://")) {
-                return Err(invalid(format!(
-                    "endpoint {:?} must be https://host:port",
-                    n.endpoint
-                )));
-            }
-            let mut categories = Vec::new();
-            for c in &n.categories {
-                categories.push(
-                    Category::parse(c).map_err(|_| invalid(format!("unknown category {c:?}")))?,
-                );
-            }
-            let mut national = Vec::new();
-            for c in &n.national_categories {
-                national.push(Category::parse(c).map_err(|_| {
-                    invalid(format!("national_categories: unknown category {c:?}"))
-                })?);
-            }
-            let mut keys = Vec::new();
-            for k in &n.keys {
-                let key_err = |source| DirectoryError::Key {
-                    path: shown.to_owned(),
-                    node: n.id.clone(),
-                    key_id: k.id.clone(),
-                    source,
-                };
-                let key = parse_public_key(&k.public_key).map_err(key_err)?;
-                if key_id_of(&key) != k.id {
-                    return Err(invalid(format!(
-                        "key id {} does not match its public key (expected {})",
-                        k.id,
-                        key_id_of(&key)
-                    )));
-                }
-                keys.push(NodeKeyEntry {
-                    id: k.id.clone(),
-                    key,
-                    revoked: k.revoked,
-                    not_before_ms: parse_time(k.not_before.as_deref()).map_err(&invalid)?,
-                    not_after_ms: parse_time(k.not_after.as_deref()).map_err(&invalid)?,
-                });
-            }
-            nodes.push(DirectoryNode {
-                id,
-                name: n.name,
-                countries,
-                endpoint: n.endpoint,
-                categories,
-                active: n.active,
-                relay: n
-                    .relay
-                    .as_deref()
-                    .map(NodeId::new)
-                    .transpose()
-                    .map_err(|e| invalid(format!("relay: {e}")))?,
-                keys,
-                national,
-            });
+            let node = DirectoryNode::from_raw(n, shown, &nodes)?;
+            nodes.push(node);
         }
         let dir = Directory {
             federation: raw.federation,
             nodes,
         };
         for n in &dir.nodes {
-            let invalid = |message: String| DirectoryError::Invalid {
-                path: shown.to_owned(),
-                node: n.id.to_string(),
-                message,
-            };
-            let Some(relay) = &n.relay else { continue };
-            if dir.node(relay).is_none() {
-                return Err(invalid(format!("relay {relay} is not in the directory")));
-            }
-            // Following relays from any node must end within the hop limit
-            // without coming back: a cycle would be a routing loop.
-            let mut seen = vec![n.id.clone()];
-            let mut at = dir.node(relay);
-            while let Some(r) = at {
-                if seen.contains(&r.id) {
-                    return Err(invalid(format!("relay chain comes back to {}", r.id)));
-                }
-                seen.push(r.id.clone());
-                if seen.len() > crate::report::MAX_HOPS + 1 {
-                    return Err(invalid(format!(
-                        "relay chain longer than {} hops",
-                        crate::report::MAX_HOPS
-                    )));
-                }
-                at = r.relay.as_ref().and_then(|id| dir.node(id));
-            }
+            dir.check_relay(n)
+                .map_err(invalid_node(shown, n.id.as_str()))?;
         }
         Ok(dir)
+    }
+
+    /// Checks `n`'s relay, if it has one: it must be in the directory, and
+    /// following relays from `n` must end within the hop limit without
+    /// coming back (a cycle would be a routing loop).
+    fn check_relay(&self, n: &DirectoryNode) -> Result<(), String> {
+        let Some(relay) = &n.relay else {
+            return Ok(());
+        };
+        if self.node(relay).is_none() {
+            return Err(format!("relay {relay} is not in the directory"));
+        }
+        let mut seen = vec![n.id.clone()];
+        let mut at = self.node(relay);
+        while let Some(r) = at {
+            if seen.contains(&r.id) {
+                return Err(format!("relay chain comes back to {}", r.id));
+            }
+            seen.push(r.id.clone());
+            if seen.len() > crate::report::MAX_HOPS + 1 {
+                return Err(format!(
+                    "relay chain longer than {} hops",
+                    crate::report::MAX_HOPS
+                ));
+            }
+            at = r.relay.as_ref().and_then(|id| self.node(id));
+        }
+        Ok(())
     }
 
     /// The relays `dest` is reached through, nearest to it first.

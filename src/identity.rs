@@ -19,7 +19,7 @@ pub struct NodeId(String);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
     #[error(
-        "node id {0:?} must be 2-32 characters of A-Z, 0-9 and '-', starting with a letter or digit"
+        "node id {0} must be 2-32 characters of A-Z, 0-9 and '-', starting with a letter or digit"
     )]
     BadNodeId(String),
     #[error("certificate could not be parsed")]
@@ -43,7 +43,7 @@ impl NodeId {
         if ok {
             Ok(NodeId(s.to_owned()))
         } else {
-            Err(IdentityError::BadNodeId(s.to_owned()))
+            Err(IdentityError::BadNodeId(shown(s)))
         }
     }
 
@@ -180,6 +180,21 @@ pub fn valid_operator_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// How an untrusted identifier (a node id, a key id, a report id) appears
+/// in error messages, logs and audit entries: quoted when it has an
+/// identifier's shape (1-64 of `A-Z a-z 0-9 . _ -`, so never a URL, a host
+/// name with a path, or an escape sequence), otherwise only its length.
+pub fn shown(s: &str) -> String {
+    let id_shaped = (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if id_shaped {
+        format!("{s:?}")
+    } else {
+        format!("(a value of {} bytes, not shown)", s.len())
+    }
 }
 
 #[cfg(test)]

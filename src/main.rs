@@ -5,7 +5,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = alertrelay::cli::Cli::parse();
+    let cli = match alertrelay::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage(e),
+    };
     let default = match cli.command {
         alertrelay::cli::Command::Serve { .. } => "info",
         // The benchmark stops destinations on purpose: their delivery
@@ -36,5 +39,18 @@ fn main() -> ExitCode {
             eprintln!("error: {:#}", f.error);
             ExitCode::from(f.code)
         }
+    }
+}
+
+/// A command line clap could not take: `--help` and `--version` print and
+/// succeed; anything else is a usage error, exit 64 (clap's own 2 means
+/// "verification failed" here).
+fn usage(e: clap::Error) -> ExitCode {
+    let _ = e.print();
+    match e.kind() {
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+            ExitCode::SUCCESS
+        }
+        _ => ExitCode::from(alertrelay::cli::EXIT_CONFIG),
     }
 }

@@ -101,12 +101,49 @@ pub struct Options {
     pub relays: Vec<(NodeId, NodeId)>,
 }
 
+/// Writes a federation of `nodes` into `dir`: the CA and its CRL, the
+/// shared directory, and a folder per node with everything it needs to
+/// start. Nothing is written when the nodes or options do not agree.
 pub fn init(
     dir: &Path,
     federation: &str,
     nodes: &[NodeSpec],
     options: &Options,
 ) -> Result<Provisioned, ProvisionError> {
+    check_nodes(nodes, options)?;
+    mkdir(dir)?;
+    let (ca, crl) = write_ca(dir, federation)?;
+    let mut ports = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        ports.push(match n.port {
+            Some(p) => p,
+            None => free_port()?,
+        });
+    }
+    let keys: Vec<NodeKey> = nodes.iter().map(|_| NodeKey::generate()).collect();
+    let directory_toml = directory_toml(federation, nodes, &ports, &keys, options)?;
+    write(&dir.join("directory.toml"), directory_toml.as_bytes())?;
+
+    let mut configs = Vec::with_capacity(nodes.len());
+    for ((n, port), key) in nodes.iter().zip(&ports).zip(&keys) {
+        let nd = dir.join(n.id.as_str());
+        mkdir(&nd)?;
+        write(&nd.join("ca.pem"), ca.cert_pem.as_bytes())?;
+        write(&nd.join("crl.pem"), crl.as_bytes())?;
+        write(&nd.join("directory.toml"), directory_toml.as_bytes())?;
+        write_certificates(&nd, &n.id, &ca)?;
+        key.save(&nd.join("signing.key"))?;
+        let text = node_toml(n, *port, options)?;
+        let path = nd.join("node.toml");
+        write(&path, text.as_bytes())?;
+        configs.push(path);
+    }
+    Ok(Provisioned { configs })
+}
+
+/// Refuses, before anything is written, a node listed twice and a
+/// fallback or relay that is not one of the nodes.
+fn check_nodes(nodes: &[NodeSpec], options: &Options) -> Result<(), ProvisionError> {
     for (i, n) in nodes.iter().enumerate() {
         if nodes[..i].iter().any(|m| m.id == n.id) {
             return Err(ProvisionError::Duplicate(n.id.to_string()));
@@ -124,7 +161,13 @@ pub fn init(
             }
         }
     }
-    mkdir(dir)?;
+    Ok(())
+}
+
+/// Makes the federation's CA and writes `DIR/ca.pem`, `DIR/ca.key` and an
+/// empty CRL `DIR/crl.pem`; returns the CA and the CRL, which every node
+/// gets a copy of.
+fn write_ca(dir: &Path, federation: &str) -> Result<(FederationCa, String), ProvisionError> {
     let ca = FederationCa::generate(federation)?;
     write(&dir.join("ca.pem"), ca.cert_pem.as_bytes())?;
     // The CA key stays with whoever runs the federation's CA (`federation
@@ -132,21 +175,24 @@ pub fn init(
     write_secret(&dir.join("ca.key"), ca.key_pem().as_bytes())?;
     let crl = ca.crl(&[], 1, CRL_VALIDITY)?;
     write(&dir.join("crl.pem"), crl.as_bytes())?;
+    Ok((ca, crl))
+}
 
-    let mut ports = Vec::with_capacity(nodes.len());
-    for n in nodes {
-        ports.push(match n.port {
-            Some(p) => p,
-            None => free_port()?,
-        });
-    }
-    let keys: Vec<NodeKey> = nodes.iter().map(|_| NodeKey::generate()).collect();
+/// The shared `directory.toml`: each node on its loopback port with its
+/// signing key, and its relay if it has one.
+fn directory_toml(
+    federation: &str,
+    nodes: &[NodeSpec],
+    ports: &[u16],
+    keys: &[NodeKey],
+    options: &Options,
+) -> Result<String, ProvisionError> {
     let directory = RawDirectory {
         federation: federation.to_owned(),
         nodes: nodes
             .iter()
-            .zip(&ports)
-            .zip(&keys)
+            .zip(ports)
+            .zip(keys)
             .map(|((n, port), key)| RawNode {
                 relay: options
                     .relays
@@ -170,86 +216,78 @@ pub fn init(
             })
             .collect(),
     };
-    let directory_toml = format!(
+    Ok(format!(
         "# The federation directory: every node, its countries, endpoint and signing keys.\n\
          # Give the same file to every node.\n{}",
         toml::to_string_pretty(&directory)?
-    );
-    write(&dir.join("directory.toml"), directory_toml.as_bytes())?;
+    ))
+}
 
-    let mut configs = Vec::with_capacity(nodes.len());
-    for ((n, port), key) in nodes.iter().zip(&ports).zip(&keys) {
-        let nd = dir.join(n.id.as_str());
-        mkdir(&nd)?;
-        write(&nd.join("ca.pem"), ca.cert_pem.as_bytes())?;
-        write(&nd.join("crl.pem"), crl.as_bytes())?;
-        write(&nd.join("directory.toml"), directory_toml.as_bytes())?;
-        let tls = ca.node_cert(&n.id, &["localhost".to_owned()])?;
-        write(&nd.join("node.pem"), tls.cert_pem.as_bytes())?;
-        write_secret(&nd.join("node.key"), tls.key_pem.as_bytes())?;
-        let op = ca.operator_cert(&n.id, "analyst")?;
-        write(&nd.join("operator.pem"), op.cert_pem.as_bytes())?;
-        write_secret(&nd.join("operator.key"), op.key_pem.as_bytes())?;
-        let admin = ca.operator_cert_with_role(&n.id, "admin", crate::identity::Role::Admin)?;
-        write(&nd.join("admin.pem"), admin.cert_pem.as_bytes())?;
-        write_secret(&nd.join("admin.key"), admin.key_pem.as_bytes())?;
-        key.save(&nd.join("signing.key"))?;
-        let raw = RawNodeConfig {
-            node_id: n.id.to_string(),
-            listen: format!("127.0.0.1:{port}"),
-            database: "node.db".into(),
-            directory: "directory.toml".into(),
-            fallback: options
-                .fallback
-                .as_ref()
-                .filter(|f| *f != &n.id)
-                .map(|f| f.to_string()),
-            tls: RawTls {
-                ca: Some("ca.pem".into()),
-                cert: "node.pem".into(),
-                key: "node.key".into(),
-                crls: vec!["crl.pem".into()],
-            },
-            signing: RawSigning {
-                key: "signing.key".into(),
-            },
-            operator: Some(RawTls {
-                ca: None,
-                cert: "operator.pem".into(),
-                key: "operator.key".into(),
-                crls: Vec::new(),
-            }),
-            admin: Some(RawTls {
-                ca: None,
-                cert: "admin.pem".into(),
-                key: "admin.key".into(),
-                crls: Vec::new(),
-            }),
-            delivery: options.delivery.clone().unwrap_or_default(),
-            limits: options.limits.clone().unwrap_or_default(),
-            audit: options.audit.clone().unwrap_or_default(),
-            metrics: RawMetrics {
-                listen: options.metrics_listen.clone(),
-            },
-            health: Default::default(),
-            notice: None,
-            fallback_for: Vec::new(),
-            geo: Default::default(),
-            dns: Default::default(),
-            jurisdiction: Default::default(),
-            retention: Default::default(),
-        };
-        let text = format!(
-            "# alertrelay node {} (written by `alertrelay federation init`).\n\
-             # Paths are relative to this file. See README.md for every key.\n{}",
-            n.id,
-            toml::to_string_pretty(&raw)?
-        );
-        let path = nd.join("node.toml");
-        write(&path, text.as_bytes())?;
-        configs.push(path);
-    }
-    Ok(Provisioned { configs })
+/// A node's certificates from the CA, each beside its private key: its TLS
+/// identity (`node`), its analyst's (`operator`) and its admin's (`admin`).
+fn write_certificates(nd: &Path, id: &NodeId, ca: &FederationCa) -> Result<(), ProvisionError> {
+    let tls = ca.node_cert(id, &["localhost".to_owned()])?;
+    write(&nd.join("node.pem"), tls.cert_pem.as_bytes())?;
+    write_secret(&nd.join("node.key"), tls.key_pem.as_bytes())?;
+    let op = ca.operator_cert(id, "analyst")?;
+    write(&nd.join("operator.pem"), op.cert_pem.as_bytes())?;
+    write_secret(&nd.join("operator.key"), op.key_pem.as_bytes())?;
+    let admin = ca.operator_cert_with_role(id, "admin", crate::identity::Role::Admin)?;
+    write(&nd.join("admin.pem"), admin.cert_pem.as_bytes())?;
+    write_secret(&nd.join("admin.key"), admin.key_pem.as_bytes())?;
+    Ok(())
+}
+
+/// A node's `node.toml`, with paths relative to its folder (the files
+/// `init` writes there) and the fallback unless the node is it.
+fn node_toml(n: &NodeSpec, port: u16, options: &Options) -> Result<String, ProvisionError> {
+    let client = |name: &str| RawTls {
+        ca: None,
+        cert: format!("{name}.pem"),
+        key: format!("{name}.key"),
+        crls: Vec::new(),
+    };
+    let raw = RawNodeConfig {
+        node_id: n.id.to_string(),
+        listen: format!("127.0.0.1:{port}"),
+        database: "node.db".into(),
+        directory: "directory.toml".into(),
+        fallback: options
+            .fallback
+            .as_ref()
+            .filter(|f| *f != &n.id)
+            .map(|f| f.to_string()),
+        tls: RawTls {
+            ca: Some("ca.pem".into()),
+            cert: "node.pem".into(),
+            key: "node.key".into(),
+            crls: vec!["crl.pem".into()],
+        },
+        signing: RawSigning {
+            key: "signing.key".into(),
+        },
+        operator: Some(client("operator")),
+        admin: Some(client("admin")),
+        delivery: options.delivery.clone().unwrap_or_default(),
+        limits: options.limits.clone().unwrap_or_default(),
+        audit: options.audit.clone().unwrap_or_default(),
+        metrics: RawMetrics {
+            listen: options.metrics_listen.clone(),
+        },
+        health: Default::default(),
+        notice: None,
+        fallback_for: Vec::new(),
+        geo: Default::default(),
+        dns: Default::default(),
+        jurisdiction: Default::default(),
+        retention: Default::default(),
+    };
+    Ok(format!(
+        "# alertrelay node {} (written by `alertrelay federation init`).\n\
+         # Paths are relative to this file. See README.md for every key.\n{}",
+        n.id,
+        toml::to_string_pretty(&raw)?
+    ))
 }
 
 fn free_port() -> Result<u16, ProvisionError> {

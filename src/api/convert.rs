@@ -27,11 +27,13 @@ pub fn submission(r: &pb::SubmitReportRequest) -> crate::report::validate::Submi
     }
 }
 
-pub fn priority_from_pb(p: i32) -> Priority {
-    if p == pb::Priority::Urgent as i32 {
-        Priority::Urgent
-    } else {
-        Priority::Bulk
+/// The priority a message carries: unspecified (0) is bulk; a number that
+/// is no priority is `None`, and refused where it is input.
+pub fn priority_from_pb(p: i32) -> Option<Priority> {
+    match pb::Priority::try_from(p) {
+        Ok(pb::Priority::Urgent) => Some(Priority::Urgent),
+        Ok(pb::Priority::Bulk | pb::Priority::Unspecified) => Some(Priority::Bulk),
+        Err(_) => None,
     }
 }
 
@@ -186,7 +188,9 @@ pub fn case_from_pb(c: pb::Case) -> CaseView {
         destinations: c.destinations,
         status: c.status,
         category: c.category,
-        priority: priority_from_pb(c.priority).as_str().to_owned(),
+        priority: priority_from_pb(c.priority)
+            .map_or("unknown", Priority::as_str)
+            .to_owned(),
         urls: c.urls,
         hosting_country: nonempty(c.hosting_country),
         created_at: rfc3339(c.created_at_ms),

@@ -15,9 +15,11 @@ type Filter = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<&'static str>,
 );
 
-/// The case-list filters, checked: direction, status, category, peer.
+/// The case-list filters, checked: direction, status, category, peer,
+/// priority.
 fn list_filter(r: &pb::ListCasesRequest) -> Result<Filter, crate::report::InvalidInput> {
     use crate::report::InvalidInput;
     let direction = match r.direction.as_str() {
@@ -56,7 +58,17 @@ fn list_filter(r: &pb::ListCasesRequest) -> Result<Filter, crate::report::Invali
         crate::identity::NodeId::new(p)
             .map_err(|e| InvalidInput::new("bad-filter", "peer", e.to_string()))?;
     }
-    Ok((direction, status, category, peer))
+    let priority = match r.priority {
+        0 => None,
+        p => Some(
+            crate::api::convert::priority_from_pb(p)
+                .ok_or_else(|| {
+                    InvalidInput::new("bad-filter", "priority", "not one of: bulk, urgent")
+                })?
+                .as_str(),
+        ),
+    };
+    Ok((direction, status, category, peer, priority))
 }
 
 pub struct OperatorService {
@@ -234,7 +246,7 @@ impl pb::operator_server::Operator for OperatorService {
         let r = request.get_ref();
         // A bad filter is refused like any bad input: INVALID_ARGUMENT
         // naming the field, and an audit entry with its reason code.
-        let (direction, status, category, peer) = match list_filter(r) {
+        let (direction, status, category, peer, priority) = match list_filter(r) {
             Ok(f) => f,
             Err(e) => {
                 use prost::Message;
@@ -248,10 +260,6 @@ impl pb::operator_server::Operator for OperatorService {
                     .await;
                 return Err(to_status(e.into()));
             }
-        };
-        let priority = match r.priority {
-            0 => None,
-            p => Some(crate::api::convert::priority_from_pb(p).as_str()),
         };
         let created_after_ms = (r.max_age_secs > 0).then(|| {
             crate::node::Core::now_ms().saturating_sub(

@@ -1,5 +1,5 @@
 //! Rescues the two refusals tonic makes before any handler runs, so they
-//! get the codes SPEC.md names and an audit entry like every other refused
+//! get the codes docs/contract.md names and an audit entry like every other refused
 //! input: a request body that does not decode (tonic: INTERNAL) becomes
 //! INVALID_ARGUMENT, and one over the size limit (tonic: OUT_OF_RANGE,
 //! before the body is read) becomes RESOURCE_EXHAUSTED. Both arrive as

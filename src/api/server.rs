@@ -3,6 +3,7 @@
 //! certificate fails here), reads the client's identity once per
 //! connection, and serves the gRPC services, health and reflection.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -130,141 +131,17 @@ impl AsyncWrite for TlsConn {
     }
 }
 
+/// Serves the gRPC services on `listener` until `shutdown`: TLS handshakes
+/// off the accept loop, one identity per connection, health and
+/// reflection beside the two services.
 pub async fn serve(core: Arc<Core>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
     let (conn_tx, conn_rx) = tokio::sync::mpsc::channel::<Result<TlsConn, std::io::Error>>(64);
-    let accept_core = core.clone();
-    let federation = core.config.directory.federation.clone();
-    let mut accept_shutdown = shutdown.clone();
-    let handshakes = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-    let per_ip = std::sync::Arc::new(PerIp::default());
-    let accept_loop = tokio::spawn(async move {
-        loop {
-            let (tcp, remote) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = accept_shutdown.changed() => return,
-            };
-            let Some(ip_slot) = per_ip.take(remote.ip()) else {
-                tracing::warn!(%remote, "too many TLS handshakes in progress from this address; connection closed");
-                continue;
-            };
-            let Ok(slot) = handshakes.clone().try_acquire_owned() else {
-                tracing::warn!(%remote, "too many TLS handshakes in progress; connection closed");
-                continue;
-            };
-            // Without TCP_NODELAY, Nagle and delayed ACKs stall each
-            // exchange by ~40 ms.
-            let _ = tcp.set_nodelay(true);
-            // The current TLS configuration: a reload applies to every new
-            // handshake.
-            let acceptor = tokio_rustls::TlsAcceptor::from(accept_core.server_tls());
-            let mut generation = accept_core.generation.subscribe();
-            let conn_core = accept_core.clone();
-            let conn_tx = conn_tx.clone();
-            let federation = federation.clone();
-            tokio::spawn(async move {
-                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-                drop(slot);
-                drop(ip_slot);
-                match handshake {
-                    Ok(Ok(stream)) => {
-                        let identity = stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|c| c.first())
-                            .map_or(Err(IdentityError::Unparsable), |leaf| {
-                                identity_from_cert(leaf, &federation)
-                            });
-                        let info = ConnInfo {
-                            remote: Some(remote),
-                            identity,
-                        };
-                        // Subscribed before the handshake, so a reload during
-                        // it is seen. After each reload the client must
-                        // still be trusted (not revoked, not suspended), or
-                        // the connection closes.
-                        let chain: Vec<_> = stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
-                            .unwrap_or_default();
-                        let checked_identity = info.identity.clone();
-                        let core = conn_core.clone();
-                        let reloaded = Box::pin(async move {
-                            loop {
-                                if generation.changed().await.is_err() {
-                                    return;
-                                }
-                                if !core.still_trusted(&chain, &checked_identity) {
-                                    tracing::warn!(
-                                        "closing a connection whose client is no longer trusted"
-                                    );
-                                    return;
-                                }
-                            }
-                        });
-                        let _ = conn_tx
-                            .send(Ok(TlsConn {
-                                inner: stream,
-                                info,
-                                reloaded,
-                            }))
-                            .await;
-                    }
-                    Ok(Err(e)) => tracing::info!(%remote, error = %e, "TLS handshake refused"),
-                    Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-
+    let accept_loop = tokio::spawn(accept(core.clone(), listener, conn_tx, shutdown.clone()));
     let (health, health_service) = tonic_health::server::health_reporter();
-    // The overall status ("") and both services follow the node's
-    // readiness (`node::health`), updated whenever it changes.
-    let mut ready = core.ready.subscribe();
-    let mut health_shutdown = shutdown.clone();
-    let health_task = tokio::spawn(async move {
-        loop {
-            let status = if ready.borrow_and_update().serving() {
-                tonic_health::ServingStatus::Serving
-            } else {
-                tonic_health::ServingStatus::NotServing
-            };
-            health.set_service_status("", status).await;
-            for name in [
-                <pb::federation_server::FederationServer<FederationService> as tonic::server::NamedService>::NAME,
-                <pb::operator_server::OperatorServer<OperatorService> as tonic::server::NamedService>::NAME,
-            ] {
-                health.set_service_status(name, status).await;
-            }
-            tokio::select! {
-                r = ready.changed() => if r.is_err() { return },
-                _ = health_shutdown.changed() => return,
-            }
-        }
-    });
-    // Both reflection versions: grpcurl and other tools still ask v1alpha.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let health_task = tokio::spawn(follow_readiness(core.clone(), health, shutdown.clone()));
+    let Some((reflection, reflection_alpha)) = reflection() else {
+        return;
     };
-    let (reflection, reflection_alpha) =
-        match (reflection().build_v1(), reflection().build_v1alpha()) {
-            (Ok(v1), Ok(v1alpha)) => (v1, v1alpha),
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::error!(error = %e, "reflection service could not be built");
-                return;
-            }
-        };
     let federation_svc = pb::federation_server::FederationServer::new(FederationService {
         core: core.clone(),
         shutdown: shutdown.clone(),
@@ -302,5 +179,165 @@ pub async fn serve(core: Arc<Core>, listener: TcpListener, mut shutdown: watch::
     health_task.abort();
     if let Err(e) = result {
         tracing::error!(error = %e, "gRPC server stopped");
+    }
+}
+
+/// The accept loop: a bounded number of TLS handshakes at once (in total
+/// and per address), each on a task of its own; established connections
+/// go to the server through `conn_tx`.
+async fn accept(
+    core: Arc<Core>,
+    listener: TcpListener,
+    conn_tx: tokio::sync::mpsc::Sender<Result<TlsConn, std::io::Error>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let per_ip = Arc::new(PerIp::default());
+    loop {
+        let (tcp, remote) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let Some(ip_slot) = per_ip.take(remote.ip()) else {
+            tracing::warn!(%remote, "too many TLS handshakes in progress from this address; connection closed");
+            continue;
+        };
+        let Ok(slot) = handshakes.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, "too many TLS handshakes in progress; connection closed");
+            continue;
+        };
+        // Without TCP_NODELAY, Nagle and delayed ACKs stall each exchange
+        // by ~40 ms.
+        let _ = tcp.set_nodelay(true);
+        let (core, conn_tx) = (core.clone(), conn_tx.clone());
+        tokio::spawn(async move {
+            let conn = handshake(&core, tcp, remote).await;
+            drop(slot);
+            drop(ip_slot);
+            if let Some(conn) = conn {
+                let _ = conn_tx.send(Ok(conn)).await;
+            }
+        });
+    }
+}
+
+/// One TLS handshake under the current configuration (a reload applies to
+/// every new handshake), within `HANDSHAKE_TIMEOUT`; the connection with
+/// its client's identity, or `None` when refused.
+async fn handshake(core: &Arc<Core>, tcp: TcpStream, remote: SocketAddr) -> Option<TlsConn> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(core.server_tls());
+    // Subscribed before the handshake, so a reload during it is seen.
+    let generation = core.generation.subscribe();
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::info!(%remote, error = %e, "TLS handshake refused");
+            return None;
+        }
+        Err(_) => {
+            tracing::info!(%remote, "TLS handshake timed out");
+            return None;
+        }
+    };
+    let certificates = stream.get_ref().1.peer_certificates();
+    let identity = certificates
+        .and_then(|c| c.first())
+        .map_or(Err(IdentityError::Unparsable), |leaf| {
+            identity_from_cert(leaf, &core.config.directory.federation)
+        });
+    let chain: Vec<_> = certificates
+        .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+        .unwrap_or_default();
+    let info = ConnInfo {
+        remote: Some(remote),
+        identity,
+    };
+    let reloaded = Box::pin(until_untrusted(
+        core.clone(),
+        generation,
+        chain,
+        info.identity.clone(),
+    ));
+    Some(TlsConn {
+        inner: stream,
+        info,
+        reloaded,
+    })
+}
+
+/// Resolves when, after a reload, the connection's client is no longer
+/// trusted (revoked, suspended): the connection then closes.
+async fn until_untrusted(
+    core: Arc<Core>,
+    mut generation: watch::Receiver<u64>,
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    identity: Result<crate::identity::PeerIdentity, IdentityError>,
+) {
+    loop {
+        if generation.changed().await.is_err() {
+            return;
+        }
+        if !core.still_trusted(&chain, &identity) {
+            tracing::warn!("closing a connection whose client is no longer trusted");
+            return;
+        }
+    }
+}
+
+/// The overall health status ("") and both services follow the node's
+/// readiness (`node::health`), updated whenever it changes.
+async fn follow_readiness(
+    core: Arc<Core>,
+    health: tonic_health::server::HealthReporter,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ready = core.ready.subscribe();
+    loop {
+        let status = if ready.borrow_and_update().serving() {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        health.set_service_status("", status).await;
+        for name in [
+            <pb::federation_server::FederationServer<FederationService> as tonic::server::NamedService>::NAME,
+            <pb::operator_server::OperatorServer<OperatorService> as tonic::server::NamedService>::NAME,
+        ] {
+            health.set_service_status(name, status).await;
+        }
+        tokio::select! {
+            r = ready.changed() => if r.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+type Reflection<T> = tonic_reflection::server::v1::ServerReflectionServer<T>;
+type ReflectionAlpha<T> = tonic_reflection::server::v1alpha::ServerReflectionServer<T>;
+
+/// Both reflection versions: grpcurl and other tools still ask v1alpha.
+#[allow(clippy::type_complexity)]
+fn reflection() -> Option<(
+    Reflection<impl tonic_reflection::server::v1::ServerReflection>,
+    ReflectionAlpha<impl tonic_reflection::server::v1alpha::ServerReflection>,
+)> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    match (builder().build_v1(), builder().build_v1alpha()) {
+        (Ok(v1), Ok(v1alpha)) => Some((v1, v1alpha)),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "reflection service could not be built");
+            None
+        }
     }
 }

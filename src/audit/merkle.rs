@@ -18,8 +18,9 @@
 
 use sha2::{Digest, Sha256};
 
-/// A SHA-256 hash: of a leaf, of an interior node, or a tree head.
-pub type Hash = [u8; 32];
+/// A SHA-256 hash: of a leaf, of an interior node, or a tree head (the
+/// store's type, so stored leaf hashes are these without conversion).
+pub use crate::store::log::Hash;
 
 /// RFC 6962 §2.1 domain separation: a leaf can never be read as a node.
 const LEAF_PREFIX: u8 = 0x00;

@@ -776,7 +776,33 @@ mod tests {
             .unwrap()
             .strip_suffix('\n')
             .unwrap();
-        let cases: Vec<(String, NoteError)> = vec![
+        let cases = block_refusals(&good, line)
+            .into_iter()
+            .chain(signature_line_refusals(b64))
+            .chain(content_refusals(&good, line));
+        for (s, want) in cases {
+            assert_eq!(SignedNote::parse(&s), Err(want), "{s:?}");
+        }
+        // Exactly the limit is fine; five bytes is the shortest signature.
+        let many = format!("hello\n\n{}", line.repeat(MAX_SIGNATURES));
+        assert_eq!(
+            SignedNote::parse(&many).unwrap().signatures.len(),
+            MAX_SIGNATURES
+        );
+        assert_eq!(
+            SignedNote::parse("hello\n\n\u{2014} k AAAAAAE=\n")
+                .unwrap()
+                .signatures[0]
+                .signature,
+            vec![1]
+        );
+    }
+
+    /// Notes of `parse_refusals` without the blank line after the text or
+    /// without a well-formed signature block; `good` is a signed "hello\n"
+    /// and `line` its signature line.
+    fn block_refusals(good: &str, line: &str) -> Vec<(String, NoteError)> {
+        vec![
             ("hello\n".into(), NoteError::MissingBlankLine),
             (format!("hello\n{line}"), NoteError::MissingBlankLine),
             ("hello\n\n".into(), NoteError::BadSignatureBlock),
@@ -784,6 +810,13 @@ mod tests {
                 good.strip_suffix('\n').unwrap().into(),
                 NoteError::BadSignatureBlock,
             ),
+        ]
+    }
+
+    /// Notes of `parse_refusals` whose one signature line is malformed:
+    /// its prefix, key name, base64 or length; `b64` is a good signature.
+    fn signature_line_refusals(b64: &str) -> Vec<(String, NoteError)> {
+        vec![
             (
                 format!("hello\n\n- k {b64}\n"),
                 NoteError::BadSignaturePrefix { line: 1 },
@@ -836,6 +869,14 @@ mod tests {
                 "hello\n\n\u{2014} k AAA=\n".into(),
                 NoteError::SignatureTooShort { line: 1 },
             ),
+        ]
+    }
+
+    /// Notes of `parse_refusals` that are well-formed but for what they
+    /// carry: a stray line after the signatures, control characters, more
+    /// signatures than allowed.
+    fn content_refusals(good: &str, line: &str) -> Vec<(String, NoteError)> {
+        vec![
             (
                 format!("{good}unexpected line\n"),
                 NoteError::BadSignaturePrefix { line: 2 },
@@ -853,23 +894,7 @@ mod tests {
                 format!("hello\n\n{}", line.repeat(MAX_SIGNATURES + 1)),
                 NoteError::TooManySignatures,
             ),
-        ];
-        for (s, want) in cases {
-            assert_eq!(SignedNote::parse(&s), Err(want), "{s:?}");
-        }
-        // Exactly the limit is fine; five bytes is the shortest signature.
-        let many = format!("hello\n\n{}", line.repeat(MAX_SIGNATURES));
-        assert_eq!(
-            SignedNote::parse(&many).unwrap().signatures.len(),
-            MAX_SIGNATURES
-        );
-        assert_eq!(
-            SignedNote::parse("hello\n\n\u{2014} k AAAAAAE=\n")
-                .unwrap()
-                .signatures[0]
-                .signature,
-            vec![1]
-        );
+        ]
     }
 
     #[test]

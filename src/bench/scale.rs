@@ -21,10 +21,12 @@ use prost::Message;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use tonic::transport::Channel;
 
 use super::Options;
 use super::cluster::{self, Cluster, Spec};
 use crate::pb;
+use crate::pb::operator_client::OperatorClient;
 
 const CSV: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -114,10 +116,58 @@ async fn read_pool(db: &crate::store::Database) -> anyhow::Result<sqlx::SqlitePo
         .await?)
 }
 
+/// A report to submit: `(hosting address, where it belongs)`, the node id
+/// of its destination, or `None` when it is kept at the origin.
+type Placed = (String, Option<String>);
+
 pub async fn run(opts: &Options) -> anyhow::Result<Scale> {
     super::reset_peak_rss();
-    // The hotlines started: France (the origin) first, then the others in
-    // file order, up to `scale_nodes - 1`; the fallback last.
+    let chosen = choose_hotlines(opts.scale_nodes)?;
+    let specs = specs(&chosen);
+    let first = first_hotlines(&chosen);
+    let relays = relays(&first);
+    let hotlines_started = chosen.len();
+    let countries: BTreeSet<&String> = chosen.iter().map(|(cc, _)| cc).collect();
+    let countries = countries.len();
+
+    let bar = super::bar(opts.json, specs.len() as u64, "scale: starting nodes");
+    let started = Instant::now();
+    let c = Cluster::start(&opts.dir, &specs, Some(FALLBACK), &relays).await?;
+    bar.finish_and_clear();
+    let start_secs = started.elapsed().as_secs_f64();
+
+    let plan = Arc::new(plan(&first, opts.scale_reports)?);
+    let client = c.client(0).await?;
+    let t0 = Instant::now();
+    let ids = submit_all(client, &plan, opts).await?;
+    wait_delivered(&c, plan.len(), t0, opts.json).await?;
+    let secs = t0.elapsed().as_secs_f64();
+    let rss_peak = super::rss_mib().1;
+
+    let tally = check(&c, &plan, &ids).await?;
+    let nodes = c.configs.len();
+    c.shutdown().await;
+    Ok(Scale {
+        nodes,
+        hotlines: hotlines_started,
+        countries,
+        reports: plan.len(),
+        start_secs,
+        secs,
+        per_sec: plan.len() as f64 / secs,
+        routes: tally.routes,
+        hops: tally.hops,
+        correct: tally.correct,
+        wrong: tally.wrong,
+        destinations_reached: tally.reached.len(),
+        rss_peak_mib: rss_peak,
+    })
+}
+
+/// The hotlines started, `(country, node id)`: France (the origin) first,
+/// then the others in file order, up to `scale_nodes - 1` (the fallback
+/// is the last node).
+fn choose_hotlines(scale_nodes: usize) -> anyhow::Result<Vec<(String, String)>> {
     let all = hotlines();
     let mut taken = BTreeSet::new();
     let mut named: Vec<(String, String)> = Vec::new(); // (country, id)
@@ -130,7 +180,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Scale> {
         .iter()
         .position(|(cc, _)| cc == "FR")
         .ok_or_else(|| anyhow::anyhow!("the directory has no French hotline"))?;
-    let want = opts.scale_nodes.clamp(2, named.len() + 1) - 1;
+    let want = scale_nodes.clamp(2, named.len() + 1) - 1;
     let mut chosen = vec![named[fr].clone()];
     for (i, n) in named.iter().enumerate() {
         if chosen.len() >= want {
@@ -140,9 +190,14 @@ pub async fn run(opts: &Options) -> anyhow::Result<Scale> {
             chosen.push(n.clone());
         }
     }
-    // Directory order is file order (it decides between a country's
-    // hotlines), with the origin moved first: the same for every country
-    // but France, which has one hotline.
+    Ok(chosen)
+}
+
+/// The nodes to provision: the chosen hotlines, then the fallback.
+/// Directory order is file order (it decides between a country's
+/// hotlines), with the origin moved first: the same for every country
+/// but France, which has one hotline.
+fn specs(chosen: &[(String, String)]) -> Vec<Spec> {
     let mut specs: Vec<Spec> = chosen
         .iter()
         .map(|(cc, id)| Spec {
@@ -154,48 +209,38 @@ pub async fn run(opts: &Options) -> anyhow::Result<Scale> {
         id: FALLBACK.into(),
         countries: vec![],
     });
-    // Country → its first hotline started.
+    specs
+}
+
+/// Country → its first hotline started: where its reports belong.
+fn first_hotlines(chosen: &[(String, String)]) -> HashMap<String, String> {
     let mut first: HashMap<String, String> = HashMap::new();
-    for (cc, id) in &chosen {
+    for (cc, id) in chosen {
         first.entry(cc.clone()).or_insert_with(|| id.clone());
     }
-    let relays: Vec<(String, String)> = RELAYED
+    first
+}
+
+/// `(node, reached through)` for the pairs of [`RELAYED`] whose two
+/// countries both have a hotline started.
+fn relays(first: &HashMap<String, String>) -> Vec<(String, String)> {
+    RELAYED
         .iter()
         .filter_map(|(cc, via)| Some((first.get(*cc)?.clone(), first.get(*via)?.clone())))
-        .collect();
-    let hotlines_started = chosen.len();
-    let countries: BTreeSet<&String> = chosen.iter().map(|(cc, _)| cc).collect();
-    let countries = countries.len();
+        .collect()
+}
 
-    let bar = super::bar(opts.json, specs.len() as u64, "scale: starting nodes");
-    let started = Instant::now();
-    let c = Cluster::start(&opts.dir, &specs, Some(FALLBACK), &relays).await?;
-    bar.finish_and_clear();
-    let start_secs = started.elapsed().as_secs_f64();
-    let index: HashMap<String, usize> = c
-        .configs
-        .iter()
-        .enumerate()
-        .map(|(i, cfg)| (cfg.node_id.to_string(), i))
-        .collect();
-
-    // Addresses, and where each report belongs.
+/// `n` reports' hosting addresses, drawn from the public IPv4 space with a
+/// fixed seed (the same every run), each with where it belongs by the
+/// shipped data: kept at the origin when the country is France or
+/// unknown, else the country's first hotline, else the fallback.
+fn plan(first: &HashMap<String, String>, n: usize) -> anyhow::Result<Vec<Placed>> {
     let geo = crate::geo::GeoDb::embedded()?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(53);
-    let mut plan: Vec<(String, Option<String>)> = Vec::with_capacity(opts.scale_reports);
-    while plan.len() < opts.scale_reports {
+    let mut plan: Vec<Placed> = Vec::with_capacity(n);
+    while plan.len() < n {
         let a = Ipv4Addr::from(rng.r#gen::<u32>());
-        if a.is_private()
-            || a.is_loopback()
-            || a.is_link_local()
-            || a.is_multicast()
-            || a.is_broadcast()
-            || a.is_unspecified()
-            || a.is_documentation()
-            || a.octets()[0] >= 240
-            || a.octets()[0] == 0
-            || (a.octets()[0] == 100 && (a.octets()[1] & 0xc0) == 64)
-        {
+        if !is_public(a) {
             continue;
         }
         let want = match geo.lookup(a.into()).country {
@@ -210,16 +255,38 @@ pub async fn run(opts: &Options) -> anyhow::Result<Scale> {
         };
         plan.push((a.to_string(), want));
     }
+    Ok(plan)
+}
 
-    let client = c.client(0).await?;
+/// Whether content could be hosted at `a`: not a private, loopback,
+/// link-local, multicast, broadcast, unspecified, documentation, reserved
+/// (240/4), "this network" (0/8) or shared (100.64/10) address.
+fn is_public(a: Ipv4Addr) -> bool {
+    !(a.is_private()
+        || a.is_loopback()
+        || a.is_link_local()
+        || a.is_multicast()
+        || a.is_broadcast()
+        || a.is_unspecified()
+        || a.is_documentation()
+        || a.octets()[0] >= 240
+        || a.octets()[0] == 0
+        || (a.octets()[0] == 100 && (a.octets()[1] & 0xc0) == 64))
+}
+
+/// Submits every report of `plan` at the origin, `concurrency` at a time;
+/// returns their report ids, in plan order.
+async fn submit_all(
+    client: OperatorClient<Channel>,
+    plan: &Arc<Vec<Placed>>,
+    opts: &Options,
+) -> anyhow::Result<Vec<String>> {
     let bar = super::bar(
         opts.json,
         plan.len() as u64,
         "scale: submitting at the origin",
     );
-    let t0 = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
-    let plan = Arc::new(plan);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..opts.concurrency.max(1) {
         let mut cl = client.clone();
@@ -244,9 +311,19 @@ pub async fn run(opts: &Options) -> anyhow::Result<Scale> {
         }
     }
     bar.finish_and_clear();
-    // Delivered when no node has anything left to send (reports, and
-    // receipts travelling back through relays).
-    let bar = super::bar(opts.json, plan.len() as u64, "scale: delivering");
+    Ok(ids)
+}
+
+/// Waits until no node has anything left to send (reports, and receipts
+/// travelling back through relays): then every report is delivered.
+/// Gives up four hours after `t0`.
+async fn wait_delivered(
+    c: &Cluster,
+    reports: usize,
+    t0: Instant,
+    json: bool,
+) -> anyhow::Result<()> {
+    let bar = super::bar(json, reports as u64, "scale: delivering");
     loop {
         let mut left = 0i64;
         for n in c.nodes.iter().flatten() {
@@ -259,7 +336,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Scale> {
                 .map(|q| q.depth)
                 .sum::<i64>();
         }
-        bar.set_position(plan.len().saturating_sub(left as usize) as u64);
+        bar.set_position(reports.saturating_sub(left as usize) as u64);
         if left == 0 {
             break;
         }
@@ -268,11 +345,26 @@ pub async fn run(opts: &Options) -> anyhow::Result<Scale> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let secs = t0.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let rss_peak = super::rss_mib().1;
+    Ok(())
+}
 
-    // Checks, one query per node.
+/// What the checks found.
+#[derive(Default)]
+struct Tally {
+    /// Reports by where they were meant to go: `peer`, `fallback`, `local`.
+    routes: BTreeMap<String, usize>,
+    /// Reports found where they belong, by hops (0 = kept at the origin).
+    hops: BTreeMap<usize, usize>,
+    /// Destinations that hold at least one report where it belongs.
+    reached: BTreeSet<String>,
+    correct: usize,
+    wrong: usize,
+}
+
+/// Looks every report of `plan` (report ids `ids`) up where it should
+/// be, with one query per node.
+async fn check(c: &Cluster, plan: &[Placed], ids: &[String]) -> anyhow::Result<Tally> {
     let origin = c.configs[0].node_id.to_string();
     let pool = read_pool(&c.configs[0].database).await?;
     let local: BTreeSet<String> = sqlx::query_scalar(
@@ -293,14 +385,23 @@ pub async fn run(opts: &Options) -> anyhow::Result<Scale> {
     .map(|(id, d, s)| (id, (d, s)))
     .collect();
     pool.close().await;
-    // At each destination: report id → hops in the stored envelope.
+    let at = stored_hops(&c.configs[1..], &origin).await?;
+    Ok(tally(plan, ids, &local, &delivered, &at))
+}
+
+/// At each node of `configs`: report id → hops in the envelope it stored,
+/// for `origin`'s reports (1 = direct).
+async fn stored_hops(
+    configs: &[crate::config::NodeConfig],
+    origin: &str,
+) -> anyhow::Result<HashMap<String, HashMap<String, usize>>> {
     let mut at: HashMap<String, HashMap<String, usize>> = HashMap::new();
-    for cfg in &c.configs[1..] {
+    for cfg in configs {
         let pool = read_pool(&cfg.database).await?;
         let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
             "SELECT report_id, envelope FROM reports WHERE origin = ?1 AND relay = 0",
         )
-        .bind(&origin)
+        .bind(origin)
         .fetch_all(&pool)
         .await?;
         pool.close().await;
@@ -313,56 +414,49 @@ pub async fn run(opts: &Options) -> anyhow::Result<Scale> {
             .collect();
         at.insert(cfg.node_id.to_string(), m);
     }
-    let mut routes: BTreeMap<String, usize> = BTreeMap::new();
-    let mut hops: BTreeMap<usize, usize> = BTreeMap::new();
-    let mut reached = BTreeSet::new();
-    let (mut correct, mut wrong) = (0, 0);
-    for ((_, want), id) in plan.iter().zip(&ids) {
+    Ok(at)
+}
+
+/// Counts each report as correct or wrong: one kept at the origin must be
+/// there with no delivery; one for a destination must be stored there,
+/// with its receipt (`delivered`) stored at the origin.
+fn tally(
+    plan: &[Placed],
+    ids: &[String],
+    local: &BTreeSet<String>,
+    delivered: &HashMap<String, (String, String)>,
+    at: &HashMap<String, HashMap<String, usize>>,
+) -> Tally {
+    let mut t = Tally::default();
+    for ((_, want), id) in plan.iter().zip(ids) {
         match want {
             None => {
-                *routes.entry("local".into()).or_default() += 1;
+                *t.routes.entry("local".into()).or_default() += 1;
                 if local.contains(id) && !delivered.contains_key(id) {
-                    correct += 1;
-                    *hops.entry(0).or_default() += 1;
+                    t.correct += 1;
+                    *t.hops.entry(0).or_default() += 1;
                 } else {
-                    wrong += 1;
+                    t.wrong += 1;
                 }
             }
             Some(dest) => {
                 let kind = if dest == FALLBACK { "fallback" } else { "peer" };
-                *routes.entry(kind.into()).or_default() += 1;
+                *t.routes.entry(kind.into()).or_default() += 1;
                 let receipt = delivered
                     .get(id)
                     .is_some_and(|(d, s)| d == dest && s == "delivered");
                 match at.get(dest).and_then(|m| m.get(id)) {
                     Some(h) if receipt => {
-                        correct += 1;
-                        reached.insert(dest.clone());
-                        *hops.entry(*h).or_default() += 1;
+                        t.correct += 1;
+                        t.reached.insert(dest.clone());
+                        *t.hops.entry(*h).or_default() += 1;
                     }
-                    _ => wrong += 1,
+                    _ => t.wrong += 1,
                 }
             }
         }
     }
-    let _ = index;
-    let nodes = c.configs.len();
-    c.shutdown().await;
-    Ok(Scale {
-        nodes,
-        hotlines: hotlines_started,
-        countries,
-        reports: plan.len(),
-        start_secs,
-        secs,
-        per_sec: plan.len() as f64 / secs,
-        routes,
-        hops,
-        correct,
-        wrong,
-        destinations_reached: reached.len(),
-        rss_peak_mib: rss_peak,
-    })
+    t
 }
 
 pub fn print(s: &Scale) {

@@ -22,6 +22,10 @@ pub struct Cli {
     /// Log format: `human` or `json`.
     #[arg(long, global = true, default_value = "human")]
     pub log_format: String,
+    /// How long client commands wait for the node to accept a connection,
+    /// in seconds.
+    #[arg(long, global = true, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub connect_timeout: u64,
     #[command(subcommand)]
     pub command: Command,
 }

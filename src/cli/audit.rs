@@ -253,10 +253,16 @@ fn verify_proof(
 ) -> Result<ExitCode, Failure> {
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read {}", file.display()))?;
-    let bundle: crate::audit::proof::ProofBundle = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a proof bundle", file.display()))?;
     let dir = trusted_directory(directory)?;
-    let r = match crate::audit::proof::verify_bundle(&bundle, dir.as_ref()) {
+    let result = serde_json::from_str::<crate::audit::proof::ProofBundle>(&text)
+        .map_err(|_| {
+            crate::audit::proof::ProofError::Malformed(format!(
+                "{} is not a proof bundle",
+                file.display()
+            ))
+        })
+        .and_then(|b| crate::audit::proof::verify_bundle(&b, dir.as_ref()));
+    let r = match result {
         Ok(r) => r,
         Err(e) => return Ok(invalid(&e, json)),
     };

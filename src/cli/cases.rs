@@ -56,7 +56,11 @@ async fn list(args: CasesListArgs) -> Result<ExitCode, Failure> {
         None => 0,
         Some("urgent") => pb::Priority::Urgent as i32,
         Some("bulk") => pb::Priority::Bulk as i32,
-        Some(other) => return Err(anyhow!("--priority {other:?}: expected urgent or bulk").into()),
+        Some(other) => {
+            return Err(Failure::usage(anyhow!(
+                "--priority {other:?}: expected urgent or bulk"
+            )));
+        }
     };
     let mut client = connect(&cfg).await?;
     let list = client

@@ -3,6 +3,9 @@
 //! shares: the error an RPC failure becomes and the `--hash
 //! ALGORITHM:VALUE` arguments.
 
+use std::sync::OnceLock;
+use std::time::Duration;
+
 use anyhow::{Context, anyhow};
 use tonic::transport::Channel;
 
@@ -33,6 +36,20 @@ pub(crate) async fn connect_admin(cfg: &NodeConfig) -> Result<OperatorClient<Cha
     connect_as(cfg, admin).await
 }
 
+/// How long a client command waits for the node to accept its
+/// connection (`--connect-timeout`); set once, at the start of a command.
+static CONNECT_TIMEOUT: OnceLock<Duration> = OnceLock::new();
+
+/// The default when no command line set it (the demo, the bench).
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one call may take once connected.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) fn set_connect_timeout(timeout: Duration) {
+    let _ = CONNECT_TIMEOUT.set(timeout);
+}
+
 async fn connect_as(
     cfg: &NodeConfig,
     op: &crate::config::TlsPaths,
@@ -42,13 +59,20 @@ async fn connect_as(
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let channel = crate::crypto::tls::channel(
+    let connect_timeout = *CONNECT_TIMEOUT.get().unwrap_or(&DEFAULT_CONNECT_TIMEOUT);
+    let channel = crate::crypto::tls::connect_now(
         &format!("https://{addr}"),
         Some(cfg.node_id.clone()),
         &cfg.directory.federation,
         tls,
-        std::time::Duration::from_secs(30),
-    )?;
+        connect_timeout,
+        CALL_TIMEOUT,
+    )
+    .await
+    .map_err(|e| Failure {
+        code: super::EXIT_UNREACHABLE,
+        error: anyhow!("cannot reach node {}: {e}", cfg.node_id),
+    })?;
     Ok(OperatorClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
 }
 
@@ -64,7 +88,7 @@ pub(crate) fn parse_hashes(args: &[String]) -> Result<Vec<pb::MediaHash>, Failur
     for h in args {
         let (algorithm, value) = h
             .split_once(':')
-            .ok_or_else(|| anyhow!("--hash {h:?}: expected ALGORITHM:VALUE"))?;
+            .ok_or_else(|| Failure::usage(anyhow!("--hash {h:?}: expected ALGORITHM:VALUE")))?;
         hashes.push(pb::MediaHash {
             algorithm: algorithm.to_owned(),
             value: value.to_owned(),

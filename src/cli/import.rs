@@ -290,11 +290,11 @@ fn check(
         });
     }
     // The node's own checks, so a bad row is named before anything is sent.
-    draft(Submission {
+    draft(&Submission {
         urls: &urls,
         category: &category,
         hosting_ip: &hosting_ip,
-        priority,
+        priority: Some(priority),
         notes: &notes,
         hashes: hashes.clone(),
         classification: &classification,

@@ -56,6 +56,10 @@ pub const EXIT_CONFIG: u8 = 64;
 /// export that does not check out.
 pub const EXIT_INVALID: u8 = 2;
 
+/// Exit code for a node that could not be reached (EX_UNAVAILABLE): the
+/// message names the address and why.
+pub const EXIT_UNREACHABLE: u8 = 69;
+
 /// A failure with the exit code it deserves.
 #[derive(Debug)]
 pub struct Failure {
@@ -88,6 +92,7 @@ pub(crate) fn load_config(path: &Path) -> Result<NodeConfig, Failure> {
 
 /// Runs one command: each goes to the file of its group.
 pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    client::set_connect_timeout(std::time::Duration::from_secs(cli.connect_timeout));
     match cli.command {
         Command::Demo { keep } => demo::run(keep).await,
         Command::Federation { command } => federation::run(command),

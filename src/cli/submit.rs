@@ -19,7 +19,11 @@ pub(crate) async fn submit(a: SubmitArgs) -> Result<ExitCode, Failure> {
     let priority = match a.priority.as_str() {
         "urgent" => pb::Priority::Urgent,
         "bulk" => pb::Priority::Bulk,
-        other => return Err(anyhow!("--priority {other:?}: expected urgent or bulk").into()),
+        other => {
+            return Err(Failure::usage(anyhow!(
+                "--priority {other:?}: expected urgent or bulk"
+            )));
+        }
     };
     let hashes = parse_hashes(&a.hashes)?;
     let mut client = connect(&cfg).await?;

@@ -261,6 +261,124 @@ pub fn channel(
     )
 }
 
+/// Why a connection to a node could not be made, in words an operator
+/// can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{addr}: connection refused (is the node running and listening there?)")]
+    Refused { addr: String },
+    #[error(
+        "{addr}: no answer within {secs} s (check the address, a firewall, or raise --connect-timeout)"
+    )]
+    TimedOut { addr: String, secs: u64 },
+    #[error(
+        "{addr}: the node's certificate was rejected: {why} (is this the node of this federation?)"
+    )]
+    CertificateRejected { addr: String, why: String },
+    #[error(
+        "{addr}: the TLS handshake failed: {why} (the node may not accept this certificate: expired, revoked, or of another federation)"
+    )]
+    Tls { addr: String, why: String },
+    #[error("{addr}: cannot connect: {why}")]
+    Other { addr: String, why: String },
+    #[error("{addr}: bad address: {why}")]
+    Address { addr: String, why: String },
+}
+
+/// Connects now (not at the first call), within `connect_timeout`, and
+/// says where and why when it cannot. Calls on the channel then have
+/// `timeout` each.
+pub async fn connect_now(
+    endpoint: &str,
+    expected: Option<NodeId>,
+    federation: &str,
+    tls: Arc<ClientConfig>,
+    connect_timeout: std::time::Duration,
+    timeout: std::time::Duration,
+) -> Result<tonic::transport::Channel, ConnectError> {
+    let addr = endpoint.trim_start_matches("https://").to_owned();
+    let plain = endpoint.replacen("https://", "http://", 1);
+    let federation = federation.to_owned();
+    let connector = tower::service_fn(move |uri: http::Uri| {
+        let (tls, expected, federation) = (tls.clone(), expected.clone(), federation.clone());
+        async move { connect(uri, tls, expected, &federation).await }
+    });
+    let endpoint = tonic::transport::Endpoint::from_shared(plain)
+        .map_err(|e| ConnectError::Address {
+            addr: addr.clone(),
+            why: e.to_string(),
+        })?
+        .connect_timeout(connect_timeout)
+        .timeout(timeout)
+        .tcp_nodelay(true);
+    match tokio::time::timeout(connect_timeout, endpoint.connect_with_connector(connector)).await {
+        Ok(Ok(channel)) => Ok(channel),
+        Ok(Err(e)) => Err(classify(&addr, connect_timeout, &e)),
+        Err(_) => Err(ConnectError::TimedOut {
+            addr,
+            secs: connect_timeout.as_secs(),
+        }),
+    }
+}
+
+/// The connect error's cause, found in its chain of sources.
+fn classify(
+    addr: &str,
+    connect_timeout: std::time::Duration,
+    e: &(dyn std::error::Error + 'static),
+) -> ConnectError {
+    let addr = addr.to_owned();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind;
+            match io.kind() {
+                ErrorKind::ConnectionRefused => return ConnectError::Refused { addr },
+                ErrorKind::TimedOut => {
+                    return ConnectError::TimedOut {
+                        addr,
+                        secs: connect_timeout.as_secs(),
+                    };
+                }
+                ErrorKind::PermissionDenied => {
+                    return ConnectError::CertificateRejected {
+                        addr,
+                        why: io.to_string(),
+                    };
+                }
+                _ => {}
+            }
+            if let Some(tls) = io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            {
+                return tls_error(addr, tls);
+            }
+        }
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return tls_error(addr, tls);
+        }
+        source = err.source();
+    }
+    ConnectError::Other {
+        addr,
+        why: e.to_string(),
+    }
+}
+
+fn tls_error(addr: String, e: &rustls::Error) -> ConnectError {
+    match e {
+        rustls::Error::InvalidCertificate(why) => ConnectError::CertificateRejected {
+            addr,
+            why: format!("{why:?}"),
+        },
+        other => ConnectError::Tls {
+            addr,
+            why: other.to_string(),
+        },
+    }
+}
+
 /// Like [`channel`], with a configuration that a reload can swap.
 pub fn channel_reloadable(
     endpoint: &str,

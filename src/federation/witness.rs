@@ -67,8 +67,6 @@ pub async fn witness_once(
     peer: &NodeId,
     client: &mut FederationClient<Channel>,
 ) -> Result<Outcome, String> {
-    let fed = &core.config.directory.federation;
-    let origin = log_origin(fed, peer.as_str());
     let note_text = client
         .get_checkpoint(pb::GetCheckpointRequest {})
         .await
@@ -78,32 +76,10 @@ pub async fn witness_once(
     if note_text.is_empty() {
         return Ok(Outcome::Nothing);
     }
-    let signed = SignedNote::parse(&note_text).map_err(|e| format!("unreadable note: {e}"))?;
-    let keys: Vec<_> = core
-        .directory()
-        .node(peer)
-        .map(|n| n.keys.iter().map(|k| k.key).collect())
-        .unwrap_or_default();
-    if !keys
-        .iter()
-        .any(|k| note::verify_note(&signed, &origin, k).is_ok())
-    {
-        return Ok(refused(
-            &signed.text,
-            "checkpoint not signed by the peer's directory key",
-        ));
-    }
-    let cp =
-        Checkpoint::parse_body(&signed.text).map_err(|e| format!("unreadable checkpoint: {e}"))?;
-    if cp.origin != origin {
-        return Ok(refused(
-            &signed.text,
-            format!(
-                "checkpoint names origin {:?}, expected {origin:?}",
-                cp.origin
-            ),
-        ));
-    }
+    let (signed, cp) = match checked(core, peer, &note_text)? {
+        Ok(checked) => checked,
+        Err(refusal) => return Ok(refusal),
+    };
     let prev = core
         .store
         .witnessed(peer.as_str())
@@ -116,55 +92,112 @@ pub async fn witness_once(
         }
         (u64::try_from(p.size).unwrap_or(0), root)
     });
-    if let Some((size0, root0)) = prev_state {
-        if cp.size < size0 {
-            return Ok(refused(
-                &signed.text,
-                format!(
-                    "rollback: checkpoint of size {} after this node cosigned size {size0}",
-                    cp.size
-                ),
-            ));
-        }
-        if cp.size == size0 {
-            if cp.root != root0 {
-                return Ok(refused(
-                    &signed.text,
-                    format!("fork: a second, different checkpoint of size {size0}"),
-                ));
-            }
-            // Already cosigned: hand the cosignature over again in case the
-            // peer never got it.
-            if let Some(p) = &prev {
-                send(client, &signed.text, &p.cosignature, "").await?;
-            }
-            return Ok(Outcome::Nothing);
-        }
-        let proof = client
-            .get_consistency_proof(pb::ConsistencyProofRequest {
-                old_size: size0,
-                new_size: cp.size,
-            })
-            .await
-            .map_err(|s| format!("GetConsistencyProof: {:?}: {}", s.code(), s.message()))?
-            .into_inner()
-            .hashes;
-        let proof: Vec<Hash> = proof
-            .iter()
-            .map(|h| <Hash>::try_from(h.as_slice()).unwrap_or([0; 32]))
-            .collect();
-        if let Err(e) = merkle::verify_consistency(size0, cp.size, &root0, &cp.root, &proof) {
-            return Ok(refused(
-                &signed.text,
-                format!(
-                    "inconsistent: checkpoint of size {} does not extend the cosigned size {size0} ({e})",
-                    cp.size
-                ),
-            ));
-        }
+    if let (Some(p), Some((size0, root0))) = (&prev, prev_state)
+        && let Some(stop) = extends(client, &signed, &cp, size0, &root0, p).await?
+    {
+        return Ok(stop);
     }
+    cosign(core, peer, client, &signed, &cp, note_text, prev_state).await
+}
+
+/// The peer's checkpoint, signed by one of its keys in the directory, for
+/// its own log; or the refusal that says why not.
+fn checked(
+    core: &Core,
+    peer: &NodeId,
+    note_text: &str,
+) -> Result<Result<(SignedNote, Checkpoint), Outcome>, String> {
+    let origin = log_origin(&core.config.directory.federation, peer.as_str());
+    let signed = SignedNote::parse(note_text).map_err(|e| format!("unreadable note: {e}"))?;
+    let keys: Vec<_> = core
+        .directory()
+        .node(peer)
+        .map(|n| n.keys.iter().map(|k| k.key).collect())
+        .unwrap_or_default();
+    if !keys
+        .iter()
+        .any(|k| note::verify_note(&signed, &origin, k).is_ok())
+    {
+        let why = "checkpoint not signed by the peer's directory key";
+        return Ok(Err(refused(&signed.text, why)));
+    }
+    let cp =
+        Checkpoint::parse_body(&signed.text).map_err(|e| format!("unreadable checkpoint: {e}"))?;
+    if cp.origin != origin {
+        let why = format!(
+            "checkpoint names origin {:?}, expected {origin:?}",
+            cp.origin
+        );
+        return Ok(Err(refused(&signed.text, why)));
+    }
+    Ok(Ok((signed, cp)))
+}
+
+/// Whether the checkpoint extends the one this node cosigned last (size
+/// `size0`, root `root0`): `None` when it does (a consistency proof from
+/// the peer shows it), else what to answer — a rollback, a fork, an
+/// inconsistent log, or nothing new (the cosignature is handed over again
+/// in case the peer never got it).
+async fn extends(
+    client: &mut FederationClient<Channel>,
+    signed: &SignedNote,
+    cp: &Checkpoint,
+    size0: u64,
+    root0: &Hash,
+    prev: &WitnessedRow,
+) -> Result<Option<Outcome>, String> {
+    if cp.size < size0 {
+        let why = format!(
+            "rollback: checkpoint of size {} after this node cosigned size {size0}",
+            cp.size
+        );
+        return Ok(Some(refused(&signed.text, why)));
+    }
+    if cp.size == size0 {
+        if &cp.root != root0 {
+            let why = format!("fork: a second, different checkpoint of size {size0}");
+            return Ok(Some(refused(&signed.text, why)));
+        }
+        send(client, &signed.text, &prev.cosignature, "").await?;
+        return Ok(Some(Outcome::Nothing));
+    }
+    let proof = client
+        .get_consistency_proof(pb::ConsistencyProofRequest {
+            old_size: size0,
+            new_size: cp.size,
+        })
+        .await
+        .map_err(|s| format!("GetConsistencyProof: {:?}: {}", s.code(), s.message()))?
+        .into_inner()
+        .hashes;
+    let proof: Vec<Hash> = proof
+        .iter()
+        .map(|h| <Hash>::try_from(h.as_slice()).unwrap_or([0; 32]))
+        .collect();
+    if let Err(e) = merkle::verify_consistency(size0, cp.size, root0, &cp.root, &proof) {
+        let why = format!(
+            "inconsistent: checkpoint of size {} does not extend the cosigned size {size0} ({e})",
+            cp.size
+        );
+        return Ok(Some(refused(&signed.text, why)));
+    }
+    Ok(None)
+}
+
+/// Cosigns the checkpoint, stores it as this node's view of the peer's log
+/// (only if that view did not move meanwhile: an atomic check-and-store),
+/// and hands the cosignature to the peer.
+async fn cosign(
+    core: &Core,
+    peer: &NodeId,
+    client: &mut FederationClient<Channel>,
+    signed: &SignedNote,
+    cp: &Checkpoint,
+    note_text: String,
+    prev_state: Option<(u64, Hash)>,
+) -> Result<Outcome, String> {
     let now_secs = u64::try_from(Core::now_ms() / 1000).unwrap_or(0);
-    let name = witness_name(fed, core.me.as_str());
+    let name = witness_name(&core.config.directory.federation, core.me.as_str());
     let sig = crate::audit::note::cosign(&signed.text, &name, core.key().signing_key(), now_secs)
         .map_err(|e| format!("cannot cosign: {e}"))?;
     let line = signature_line(&signed.text, sig);
@@ -172,7 +205,7 @@ pub async fn witness_once(
         log: peer.to_string(),
         size: i64::try_from(cp.size).unwrap_or(i64::MAX),
         root: cp.root.to_vec(),
-        note: note_text.clone(),
+        note: note_text,
         cosignature: line.clone(),
         updated_at_ms: Core::now_ms(),
     };

@@ -78,63 +78,8 @@ async fn apply(
     reason: &str,
 ) -> Result<CaseView, NodeError> {
     let actor = operator.to_string();
-    crate::report::validate::single_line("reason", reason, 1024)?;
-    if reason.trim().is_empty() {
-        return Err(InvalidInput::new("missing-reason", "reason", "say why").into());
-    }
-    let row = cases::find(core, id).await?;
-    if row.origin != core.me.as_str() || row.relay == 1 {
-        return Err(NodeError::FailedPrecondition(format!(
-            "only the origin ({}) can retract or correct report {id}",
-            row.origin
-        )));
-    }
-    if row.status == "retracted" {
-        return Err(NodeError::FailedPrecondition(format!(
-            "report {id} is already retracted"
-        )));
-    }
-    let mut a = pb::Amendment {
-        amendment_id: uuid::Uuid::now_v7().to_string(),
-        report_id: row.report_id.clone(),
-        origin: core.me.to_string(),
-        report_digest: row.payload_digest.clone(),
-        kind: change.kind() as i32,
-        reason: reason.to_owned(),
-        at_ms: Core::now_ms(),
-        ..Default::default()
-    };
-    if let Change::Correct {
-        category,
-        hashes,
-        notes,
-    } = change
-    {
-        if category.is_empty() && hashes.is_empty() && notes.is_empty() {
-            return Err(InvalidInput::new(
-                "empty-correction",
-                "category",
-                "give a new category, hashes or notes",
-            )
-            .into());
-        }
-        if !category.is_empty() {
-            Category::parse(category).map_err(|mut e| {
-                e.field = "category".into();
-                e
-            })?;
-        }
-        crate::report::validate::peer_fields(notes, hashes)?;
-        a.category = category.clone();
-        a.notes = notes.clone();
-        a.hashes = hashes
-            .iter()
-            .map(|h| pb::MediaHash {
-                algorithm: h.algorithm.clone(),
-                value: h.value.clone(),
-            })
-            .collect();
-    }
+    let row = amended_report(core, id, reason).await?;
+    let a = amendment(core, &row, change, reason)?;
     let signed = wire::amendment(&core.key(), &core.me, &a);
     let now = a.at_ms;
     let mut tx = core.store.begin().await?;
@@ -151,45 +96,18 @@ async fn apply(
         )));
     }
     let wake = record(core, &mut tx, &row, &a, &signed, &[], &actor, now).await?;
-    // The origin's own view of the report.
-    if a.kind == pb::AmendmentKind::Retract as i32 {
+    let retract = a.kind == pb::AmendmentKind::Retract as i32;
+    let withheld = if retract {
+        // The origin's own view of the report.
         tx.set_status(row.seq, "retracted", now).await?;
-    }
-    // Not yet sent: not sent at all.
-    let mut withheld = Vec::new();
-    if a.kind == pb::AmendmentKind::Retract as i32 {
-        for (dest, hop, state) in tx.delivery_routes(row.seq).await? {
-            if state == "queued"
-                && let Some(outbox) = tx.queued_report(row.seq, &hop).await?
-            {
-                tx.dequeue(outbox).await?;
-                withheld.push(hop.clone());
-                tx.finish_delivery(
-                    row.seq,
-                    &dest,
-                    "refused",
-                    &[],
-                    Some("retracted by the origin before delivery"),
-                    now,
-                )
-                .await?;
-            } else if withheld.contains(&hop) && state == "queued" {
-                tx.finish_delivery(
-                    row.seq,
-                    &dest,
-                    "refused",
-                    &[],
-                    Some("retracted by the origin before delivery"),
-                    now,
-                )
-                .await?;
-            }
-        }
-    }
+        withhold(&mut tx, &row, now).await?
+    } else {
+        Vec::new()
+    };
     let sent_to: Vec<&String> = wake.iter().filter(|h| !withheld.contains(h)).collect();
     tx.audit(
         &audit::Entry::new(
-            if a.kind == pb::AmendmentKind::Retract as i32 {
+            if retract {
                 "report.retracted"
             } else {
                 "report.corrected"
@@ -216,6 +134,103 @@ async fn apply(
         core.wake(peer);
     }
     cases::view_by_seq(core, row.seq).await
+}
+
+/// The report to amend: one this node sent as its origin (not one it only
+/// relays), not already retracted; with a reason.
+async fn amended_report(core: &Core, id: &str, reason: &str) -> Result<ReportRow, NodeError> {
+    crate::report::validate::single_line("reason", reason, 1024)?;
+    if reason.trim().is_empty() {
+        return Err(InvalidInput::new("missing-reason", "reason", "say why").into());
+    }
+    let row = cases::find(core, id).await?;
+    if row.origin != core.me.as_str() || row.relay == 1 {
+        return Err(NodeError::FailedPrecondition(format!(
+            "only the origin ({}) can retract or correct report {id}",
+            row.origin
+        )));
+    }
+    if row.status == "retracted" {
+        return Err(NodeError::FailedPrecondition(format!(
+            "report {id} is already retracted"
+        )));
+    }
+    Ok(row)
+}
+
+/// The amendment to sign: a retraction, or a correction of the category,
+/// hashes or notes (at least one, each valid).
+fn amendment(
+    core: &Core,
+    row: &ReportRow,
+    change: &Change,
+    reason: &str,
+) -> Result<pb::Amendment, NodeError> {
+    let mut a = pb::Amendment {
+        amendment_id: uuid::Uuid::now_v7().to_string(),
+        report_id: row.report_id.clone(),
+        origin: core.me.to_string(),
+        report_digest: row.payload_digest.clone(),
+        kind: change.kind() as i32,
+        reason: reason.to_owned(),
+        at_ms: Core::now_ms(),
+        ..Default::default()
+    };
+    let Change::Correct {
+        category,
+        hashes,
+        notes,
+    } = change
+    else {
+        return Ok(a);
+    };
+    if category.is_empty() && hashes.is_empty() && notes.is_empty() {
+        return Err(InvalidInput::new(
+            "empty-correction",
+            "category",
+            "give a new category, hashes or notes",
+        )
+        .into());
+    }
+    if !category.is_empty() {
+        Category::parse(category).map_err(|mut e| {
+            e.field = "category".into();
+            e
+        })?;
+    }
+    crate::report::validate::peer_fields(notes, hashes)?;
+    a.category = category.clone();
+    a.notes = notes.clone();
+    a.hashes = hashes
+        .iter()
+        .map(|h| pb::MediaHash {
+            algorithm: h.algorithm.clone(),
+            value: h.value.clone(),
+        })
+        .collect();
+    Ok(a)
+}
+
+/// A report retracted before it was sent is not sent at all: its queued
+/// envelopes are taken out of the outbox and their deliveries refused.
+/// Returns the next hops it was withheld from.
+async fn withhold(tx: &mut Tx, row: &ReportRow, now: i64) -> Result<Vec<String>, NodeError> {
+    let why = "retracted by the origin before delivery";
+    let mut withheld = Vec::new();
+    for (dest, hop, state) in tx.delivery_routes(row.seq).await? {
+        if state != "queued" {
+            continue;
+        }
+        if let Some(outbox) = tx.queued_report(row.seq, &hop).await? {
+            tx.dequeue(outbox).await?;
+            withheld.push(hop.clone());
+        } else if !withheld.contains(&hop) {
+            continue;
+        }
+        tx.finish_delivery(row.seq, &dest, "refused", &[], Some(why), now)
+            .await?;
+    }
+    Ok(withheld)
 }
 
 /// Records an amendment at this node (history, correction, and — when

@@ -12,6 +12,7 @@ use crate::pb;
 use crate::report::{CaseStatus, Direction};
 use crate::store::{CaseFilter, ReportRow};
 use crate::wire;
+use crate::wire::stored::StoredPayload;
 
 pub use crate::report::view::{
     AddressView, CaseView, DeliveryView, HistoryView, MediaHashView, ReferralView, RouteView,
@@ -66,19 +67,7 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
         .as_ref()
         .map(crate::wire::route::route_view_from_pb);
     let relay = row.relay == 1;
-    let destinations: Vec<String> = if relay {
-        deliveries.iter().map(|d| d.destination.clone()).collect()
-    } else if row.direction == Direction::Incoming.as_str() {
-        vec![core.me.to_string()]
-    } else if let Some(r) = &route {
-        r.destinations.clone()
-    } else {
-        // Purged: the tombstone's route keeps the destinations.
-        serde_json::from_str::<serde_json::Value>(&row.route)
-            .ok()
-            .and_then(|v| serde_json::from_value(v["destinations"].clone()).ok())
-            .unwrap_or_default()
-    };
+    let destinations = destinations(core, &row, route.as_ref(), &deliveries);
     Ok(CaseView {
         id: row.report_id,
         origin: row.origin,
@@ -119,52 +108,78 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
             .collect(),
         joined_to,
         route,
-        deliveries: deliveries
-            .into_iter()
-            .map(|d| DeliveryView {
-                destination: d.destination,
-                state: d.state,
-                reason: d.reason.unwrap_or_default(),
-                delivered_at: d.delivered_at_ms.map(rfc3339),
-                attempts: u32::try_from(d.attempts).unwrap_or(u32::MAX),
-                last_error: d.last_error.unwrap_or_default(),
-                receipt: d.receipt.as_deref().map(b64),
-                next_hop: d.next_hop,
-                relayed_at: d.relayed_at_ms.map(rfc3339),
-                via: d
-                    .via
-                    .map(|v| {
-                        v.split(',')
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_owned)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                handed_off_by: d.handed_off_by,
-            })
-            .collect(),
-        history: history
-            .into_iter()
-            .map(|h| HistoryView {
-                status: h.status,
-                reason: h.reason,
-                actor: h.actor,
-                signer: h.signer.unwrap_or_default(),
-                at: rfc3339(h.at_ms),
-            })
-            .collect(),
-        referrals: referrals
-            .into_iter()
-            .map(|r| ReferralView {
-                agency: r.agency,
-                reference: r.reference,
-                referred_at: rfc3339(r.referred_at_ms),
-                actor: r.actor,
-            })
-            .collect(),
+        deliveries: deliveries.into_iter().map(delivery_view).collect(),
+        history: history.into_iter().map(history_view).collect(),
+        referrals: referrals.into_iter().map(referral_view).collect(),
         purged_at: row.purged_at_ms.map(rfc3339),
         classification: payload.classification,
     })
+}
+
+/// Where a case went: a relay's destinations behind it, this node for an
+/// incoming case, the signed route's destinations for an outgoing one (a
+/// purged report's tombstone route keeps them).
+fn destinations(
+    core: &Core,
+    row: &ReportRow,
+    route: Option<&RouteView>,
+    deliveries: &[crate::store::DeliveryRow],
+) -> Vec<String> {
+    if row.relay == 1 {
+        deliveries.iter().map(|d| d.destination.clone()).collect()
+    } else if row.direction == Direction::Incoming.as_str() {
+        vec![core.me.to_string()]
+    } else if let Some(r) = route {
+        r.destinations.clone()
+    } else {
+        serde_json::from_str::<serde_json::Value>(&row.route)
+            .ok()
+            .and_then(|v| serde_json::from_value(v["destinations"].clone()).ok())
+            .unwrap_or_default()
+    }
+}
+
+fn delivery_view(d: crate::store::DeliveryRow) -> DeliveryView {
+    DeliveryView {
+        destination: d.destination,
+        state: d.state,
+        reason: d.reason.unwrap_or_default(),
+        delivered_at: d.delivered_at_ms.map(rfc3339),
+        attempts: u32::try_from(d.attempts).unwrap_or(u32::MAX),
+        last_error: d.last_error.unwrap_or_default(),
+        receipt: d.receipt.as_deref().map(b64),
+        next_hop: d.next_hop,
+        relayed_at: d.relayed_at_ms.map(rfc3339),
+        via: d
+            .via
+            .map(|v| {
+                v.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        handed_off_by: d.handed_off_by,
+    }
+}
+
+fn history_view(h: crate::store::HistoryRow) -> HistoryView {
+    HistoryView {
+        status: h.status,
+        reason: h.reason,
+        actor: h.actor,
+        signer: h.signer.unwrap_or_default(),
+        at: rfc3339(h.at_ms),
+    }
+}
+
+fn referral_view(r: crate::store::ReferralRow) -> ReferralView {
+    ReferralView {
+        agency: r.agency,
+        reference: r.reference,
+        referred_at: rfc3339(r.referred_at_ms),
+        actor: r.actor,
+    }
 }
 
 /// Records a read of cases through the Operator service: who (from the
@@ -188,12 +203,31 @@ pub async fn audit_read(
     Ok(())
 }
 
-/// Finds a case by report id, or by `ORIGIN/REPORT-ID`.
-pub(crate) async fn find(core: &Core, id: &str) -> Result<ReportRow, NodeError> {
+/// A case id as given: `REPORT-ID` or `ORIGIN/REPORT-ID`, each part of its
+/// grammar (so it can be named in answers and the audit log: it is never a
+/// URL, nor longer than 97 bytes).
+fn case_id(id: &str) -> Result<(Option<&str>, &str), NodeError> {
+    let bad = || {
+        crate::report::InvalidInput::new(
+            "bad-case-id",
+            "id",
+            "expected REPORT-ID or ORIGIN/REPORT-ID (a node id, '/', 1-64 of A-Z, a-z, 0-9, '.', '_', '-')",
+        )
+    };
     let (origin, report_id) = match id.split_once('/') {
-        Some((o, r)) => (Some(o), r),
+        Some((o, r)) => {
+            crate::identity::NodeId::new(o).map_err(|_| bad())?;
+            (Some(o), r)
+        }
         None => (None, id),
     };
+    crate::report::validate::report_id(report_id).map_err(|_| bad())?;
+    Ok((origin, report_id))
+}
+
+/// Finds a case by report id, or by `ORIGIN/REPORT-ID`.
+pub(crate) async fn find(core: &Core, id: &str) -> Result<ReportRow, NodeError> {
+    let (origin, report_id) = case_id(id)?;
     let mut rows = core.store.reports_by_id(origin, report_id).await?;
     match rows.len() {
         0 => Err(NodeError::NotFound(format!("no case {id:?}"))),

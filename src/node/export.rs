@@ -16,6 +16,8 @@ use crate::wire::bundle::{self, BundleKey, ExportAudit, ExportBody, ProvedEntry,
 /// The only purpose so far.
 pub const LAW_ENFORCEMENT: &str = "law-enforcement";
 
+/// The signed export of case `id` for `purpose`, as JSON. Refusals and
+/// the export itself are audited.
 pub async fn case_bundle(
     core: &Core,
     operator: &PeerIdentity,
@@ -54,9 +56,49 @@ pub async fn case_bundle(
     let cp = checkpoint::make(core).await?;
     let note = checkpoint::with_cosignatures(core, &cp).await?;
     let size = u64::try_from(cp.size).unwrap_or(0);
+    let entries = proved_entries(core, &subject, size).await?;
+    let (report, receipts, status_updates) = signed_objects(core, &row).await?;
+    let directory = core.directory();
+    let body = ExportBody {
+        format: bundle::FORMAT.into(),
+        federation: directory.federation.clone(),
+        exporter: core.me.to_string(),
+        purpose: purpose.to_owned(),
+        exported_at_ms: Core::now_ms(),
+        exported_by: operator.to_string(),
+        case,
+        report,
+        receipts,
+        status_updates,
+        audit: ExportAudit {
+            log: checkpoint::origin(core),
+            checkpoint: note,
+            tree_size: size,
+            entries,
+        },
+    };
+    let sealed = bundle::seal(
+        &core.key(),
+        core.me.as_str(),
+        &body,
+        bundle_keys(&directory),
+    )
+    .map_err(|_| NodeError::Internal("cannot encode the export"))?;
+    serde_json::to_vec_pretty(&sealed).map_err(|_| NodeError::Internal("cannot encode the export"))
+}
+
+/// Every audit entry about the case that the checkpoint of `size` covers,
+/// each with its inclusion proof. Entries about one case are close
+/// together in the log, so their proofs share most subtrees: each subtree
+/// root is read from the log once.
+async fn proved_entries(
+    core: &Core,
+    subject: &str,
+    size: u64,
+) -> Result<Vec<ProvedEntry>, NodeError> {
     let mut entries = Vec::new();
     let mut known = std::collections::HashMap::new();
-    for e in core.store.audit_entries_about(&subject).await? {
+    for e in core.store.audit_entries_about(subject).await? {
         let Ok(index) = u64::try_from(e.seq - 1) else {
             continue;
         };
@@ -65,8 +107,6 @@ pub async fn case_bundle(
         }
         let spans = crate::audit::merkle::inclusion_spans(index, size)
             .map_err(|_| NodeError::Internal("cannot build an inclusion proof"))?;
-        // Entries about one case are close together in the log, so their
-        // proofs share most subtrees: each is read from the log once.
         let missing: Vec<_> = spans
             .iter()
             .filter(|s| !known.contains_key(&(s.start, s.end)))
@@ -95,6 +135,16 @@ pub async fn case_bundle(
             inclusion_proof: proof.iter().map(hex::encode).collect(),
         });
     }
+    Ok(entries)
+}
+
+/// The case's signed objects, base64: the origin's signed report, every
+/// receipt (this node's and the destinations'), and every signed status
+/// update.
+async fn signed_objects(
+    core: &Core,
+    row: &crate::store::ReportRow,
+) -> Result<(Option<String>, Vec<String>, Vec<String>), NodeError> {
     let report = pb::Envelope::decode(row.envelope.as_slice())
         .ok()
         .and_then(|e| e.report)
@@ -113,8 +163,12 @@ pub async fn case_bundle(
         .iter()
         .map(|s| b64e(s))
         .collect();
-    let directory = core.directory();
-    let keys = directory
+    Ok((report, receipts, status_updates))
+}
+
+/// Every key of the directory, for the bundle's keys section.
+fn bundle_keys(directory: &crate::directory::Directory) -> Vec<BundleKey> {
+    directory
         .nodes()
         .iter()
         .flat_map(|n| {
@@ -124,26 +178,5 @@ pub async fn case_bundle(
                 public_key: crate::crypto::signing::encode_public_key(&k.key),
             })
         })
-        .collect();
-    let body = ExportBody {
-        format: bundle::FORMAT.into(),
-        federation: directory.federation.clone(),
-        exporter: core.me.to_string(),
-        purpose: purpose.to_owned(),
-        exported_at_ms: Core::now_ms(),
-        exported_by: operator.to_string(),
-        case,
-        report,
-        receipts,
-        status_updates,
-        audit: ExportAudit {
-            log: checkpoint::origin(core),
-            checkpoint: note,
-            tree_size: size,
-            entries,
-        },
-    };
-    let sealed = bundle::seal(&core.key(), core.me.as_str(), &body, keys)
-        .map_err(|_| NodeError::Internal("cannot encode the export"))?;
-    serde_json::to_vec_pretty(&sealed).map_err(|_| NodeError::Internal("cannot encode the export"))
+        .collect()
 }

@@ -14,6 +14,7 @@ use crate::report::validate::{self, shown};
 use crate::report::{CaseStatus, Category, Direction, InvalidInput};
 use crate::store::{ReportRow, Tx};
 use crate::wire;
+use crate::wire::stored::StoredPayload;
 
 use super::cases::{CaseView, change_status, find, view_by_seq};
 use super::{Core, NodeError};

@@ -5,7 +5,7 @@
 use crate::audit;
 use crate::identity::{NodeId, PeerIdentity};
 use crate::node::cases::{self, CaseView};
-use crate::node::route::{decide, valid_urls};
+use crate::node::route::decide;
 use crate::node::{Core, NodeError, background};
 use crate::pb;
 use crate::report::validate::{self, Submission};
@@ -13,6 +13,7 @@ use crate::report::{Direction, Priority};
 use crate::routing::{RouteDecision, RouteKind};
 use crate::store::{NewReport, Tx};
 use crate::wire;
+use crate::wire::stored::{StoredPayload, payload_column};
 
 pub struct Submitted {
     pub report_id: String,
@@ -66,34 +67,25 @@ pub fn prepare(
     submission_id: &str,
     now: i64,
 ) -> Result<Prepared, Refused> {
+    // A refusal's audit entry records a digest of every field (never the
+    // fields in clear).
+    let refused = |e: crate::report::InvalidInput| Refused {
+        code: e.code,
+        fingerprint: submission.fingerprint(submission_id),
+        error: e.into(),
+    };
     if !submission_id.is_empty() {
         validate::report_id(submission_id).map_err(|mut e| {
             e.field = "submission_id".into();
-            Refused {
-                code: e.code,
-                fingerprint: Vec::new(),
-                error: e.into(),
-            }
+            refused(e)
         })?;
     }
-    // A refusal's audit entry fingerprints the submitted URLs and category
-    // (hashed, never in clear).
-    let (urls, category) = (submission.urls, submission.category);
-    let draft = validate::draft(submission).map_err(|e| {
-        let mut fingerprint = urls.join("\n").into_bytes();
-        fingerprint.push(0);
-        fingerprint.extend_from_slice(category.as_bytes());
-        Refused {
-            code: e.code,
-            fingerprint,
-            error: e.into(),
-        }
-    })?;
-    let urls = valid_urls(&draft.urls).map_err(|error| Refused {
-        code: "",
-        fingerprint: Vec::new(),
-        error,
-    })?;
+    let draft = validate::draft(&submission).map_err(refused)?;
+    let urls = draft
+        .urls
+        .iter()
+        .map(|u| validate::url(u).map_err(refused))
+        .collect::<Result<Vec<_>, _>>()?;
     let route = decide(core, &urls, &draft);
     let report_id = uuid::Uuid::now_v7().to_string();
     let payload = pb::ReportPayload {
@@ -143,10 +135,8 @@ pub fn prepare(
 impl Refused {
     /// Writes the refusal's audit entry and gives the error to answer with.
     pub async fn audit(self, core: &Core, actor: &str) -> NodeError {
-        if !self.code.is_empty() && !self.fingerprint.is_empty() {
-            core.audit_refusal(actor, self.code, &self.error.to_string(), &self.fingerprint)
-                .await;
-        }
+        core.audit_refusal(actor, self.code, &self.error.to_string(), &self.fingerprint)
+            .await;
         self.error
     }
 }
@@ -302,7 +292,7 @@ pub async fn submit_many<R: SubmissionSource>(
     // priority unless the group holds an urgent report.
     let any_urgent = requests
         .iter()
-        .any(|r| r.submission().priority == Priority::Urgent);
+        .any(|r| r.submission().priority == Some(Priority::Urgent));
     let prepared = {
         let core = core.clone();
         background::run_for(any_urgent, move || {
@@ -493,7 +483,7 @@ async fn insert_fresh(
                 status,
                 hosting_country: p.route.evidence.country.as_deref(),
                 route,
-                payload: &p.payload,
+                payload: payload_column(&p.payload, &p.envelope),
                 payload_digest: &p.digest,
                 envelope: &p.envelope,
                 received_from: None,

@@ -159,189 +159,242 @@ fn esc(v: &str) -> String {
 pub async fn render(core: &Core) -> String {
     let m = &core.metrics;
     let mut out = String::new();
-    let node = esc(core.me.as_str());
-    let _ = writeln!(
-        out,
-        "# HELP alertrelay_node_info The node and its version.\n# TYPE alertrelay_node_info gauge"
-    );
-    let _ = writeln!(
-        out,
-        "alertrelay_node_info{{node=\"{node}\",version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
-    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-        );
-    };
-    counter(
+    node_info(&mut out, core);
+    totals(&mut out, m);
+    family(
         &mut out,
-        "alertrelay_reports_submitted_total",
-        "Reports submitted by this hotline's analysts.",
-        m.reports_submitted.load(Ordering::Relaxed),
+        "alertrelay_refusals_total",
+        "counter",
+        "Refused inputs by reason code.",
+        &m.refusals,
+        by("reason"),
     );
-    counter(
+    family(
         &mut out,
-        "alertrelay_reports_received_total",
-        "Reports received from peers and stored.",
-        m.reports_received.load(Ordering::Relaxed),
+        "alertrelay_deliveries_total",
+        "counter",
+        "Reports settled with a peer by outcome.",
+        &m.deliveries,
+        by_pair("peer", "outcome"),
     );
-    counter(
+    family(
         &mut out,
-        "alertrelay_equivocations_total",
-        "Reports refused because their origin sent different content under a report id it had used (an alert: a broken or dishonest peer).",
-        m.equivocations.load(Ordering::Relaxed),
+        "alertrelay_delivery_failures_total",
+        "counter",
+        "Failed delivery attempts (retried).",
+        &m.delivery_failures,
+        by("peer"),
     );
-    counter(
+    family(
         &mut out,
-        "alertrelay_bulk_chunks_yielded_total",
-        "Bulk transactions undone and written again because urgent work arrived while they were written.",
-        m.bulk_yielded.load(Ordering::Relaxed),
+        "alertrelay_delivery_latency_seconds",
+        "histogram",
+        "Time for a peer to answer a delivered batch.",
+        &m.latency,
+        |out, name, peer, h| h.write(out, name, &format!("peer=\"{}\",", esc(peer))),
     );
-    let _ = writeln!(
-        out,
-        "# HELP alertrelay_forward_batches_received_total Batches of envelopes received from peers, by call (ForwardStream or unary Forward).\n# TYPE alertrelay_forward_batches_received_total counter\nalertrelay_forward_batches_received_total{{call=\"stream\"}} {}\nalertrelay_forward_batches_received_total{{call=\"unary\"}} {}",
-        m.batches_streamed.load(Ordering::Relaxed),
-        m.batches_unary.load(Ordering::Relaxed),
-    );
-    let _ = writeln!(
-        out,
-        "# HELP alertrelay_refusals_total Refused inputs by reason code.\n# TYPE alertrelay_refusals_total counter"
-    );
-    if let Ok(g) = m.refusals.lock() {
-        for (reason, v) in g.iter() {
-            let _ = writeln!(
-                out,
-                "alertrelay_refusals_total{{reason=\"{}\"}} {v}",
-                esc(reason)
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP alertrelay_deliveries_total Reports settled with a peer by outcome.\n# TYPE alertrelay_deliveries_total counter"
-    );
-    if let Ok(g) = m.deliveries.lock() {
-        for ((peer, outcome), v) in g.iter() {
-            let _ = writeln!(
-                out,
-                "alertrelay_deliveries_total{{peer=\"{}\",outcome=\"{}\"}} {v}",
-                esc(peer),
-                esc(outcome)
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP alertrelay_delivery_failures_total Failed delivery attempts (retried).\n# TYPE alertrelay_delivery_failures_total counter"
-    );
-    if let Ok(g) = m.delivery_failures.lock() {
-        for (peer, v) in g.iter() {
-            let _ = writeln!(
-                out,
-                "alertrelay_delivery_failures_total{{peer=\"{}\"}} {v}",
-                esc(peer)
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP alertrelay_delivery_latency_seconds Time for a peer to answer a delivered batch.\n# TYPE alertrelay_delivery_latency_seconds histogram"
-    );
-    if let Ok(g) = m.latency.lock() {
-        for (peer, h) in g.iter() {
-            let labels = format!("peer=\"{}\",", esc(peer));
-            h.write(&mut out, "alertrelay_delivery_latency_seconds", &labels);
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP alertrelay_time_to_takedown_seconds Time from a report this node sent to each milestone at the destination (receipt, assessment, notice, removal), as recorded when it happened.\n# TYPE alertrelay_time_to_takedown_seconds histogram"
-    );
-    if let Ok(g) = m.takedown.lock() {
-        for ((milestone, dest), h) in g.iter() {
+    family(
+        &mut out,
+        "alertrelay_time_to_takedown_seconds",
+        "histogram",
+        "Time from a report this node sent to each milestone at the destination (receipt, assessment, notice, removal), as recorded when it happened.",
+        &m.takedown,
+        |out, name, (milestone, dest), h| {
             let labels = format!(
                 "milestone=\"{}\",destination=\"{}\",",
                 esc(milestone),
                 esc(dest)
             );
-            h.write(&mut out, "alertrelay_time_to_takedown_seconds", &labels);
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP alertrelay_witness_events_total Audit-log witnessing: cosigned, refused (a peer's checkpoint), refused_us (ours, by a peer).\n# TYPE alertrelay_witness_events_total counter"
+            h.write(out, name, &labels);
+        },
     );
-    if let Ok(g) = m.witness.lock() {
-        for ((peer, event), v) in g.iter() {
-            let _ = writeln!(
-                out,
-                "alertrelay_witness_events_total{{peer=\"{}\",event=\"{}\"}} {v}",
-                esc(peer),
-                esc(event)
-            );
-        }
-    }
+    family(
+        &mut out,
+        "alertrelay_witness_events_total",
+        "counter",
+        "Audit-log witnessing: cosigned, refused (a peer's checkpoint), refused_us (ours, by a peer).",
+        &m.witness,
+        by_pair("peer", "event"),
+    );
     process(&mut out, core);
-    let ready = core.readiness();
+    header(
+        &mut out,
+        "alertrelay_ready",
+        "gauge",
+        "Whether the node reports SERVING on grpc.health.v1 (database reachable, keys loaded, a peer reachable or none configured).",
+    );
     let _ = writeln!(
         out,
-        "# HELP alertrelay_ready Whether the node reports SERVING on grpc.health.v1 (database reachable, keys loaded, a peer reachable or none configured).\n# TYPE alertrelay_ready gauge\nalertrelay_ready {}",
-        u8::from(ready.serving())
+        "alertrelay_ready {}",
+        u8::from(core.readiness().serving())
     );
     // Gauges from the database.
-    if let Ok(queues) = core.store.outbox_summary().await {
-        let now = Core::now_ms();
-        // Every peer, with 0 for an empty queue, so a dashboard shows the
-        // queue drained rather than no data.
-        let mut per_peer: BTreeMap<String, (i64, f64)> = core
-            .peers
-            .keys()
-            .map(|p| (p.to_string(), (0, 0.0)))
-            .collect();
-        for q in &queues {
-            let age = (now - q.oldest_ms).max(0) as f64 / 1000.0;
-            per_peer.insert(q.peer.clone(), (q.depth, age));
-        }
-        let _ = writeln!(
-            out,
-            "# HELP alertrelay_outbox_depth Undelivered items per peer.\n# TYPE alertrelay_outbox_depth gauge"
-        );
-        for (peer, (depth, _)) in &per_peer {
-            let _ = writeln!(
-                out,
-                "alertrelay_outbox_depth{{peer=\"{}\"}} {depth}",
-                esc(peer)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP alertrelay_outbox_oldest_age_seconds Age of the oldest undelivered item per peer (0 when none).\n# TYPE alertrelay_outbox_oldest_age_seconds gauge"
-        );
-        for (peer, (_, age)) in &per_peer {
-            let _ = writeln!(
-                out,
-                "alertrelay_outbox_oldest_age_seconds{{peer=\"{}\"}} {age}",
-                esc(peer)
-            );
-        }
-    }
-    if let Ok(counts) = core.store.case_counts().await {
-        let _ = writeln!(
-            out,
-            "# HELP alertrelay_cases Cases by direction and status.\n# TYPE alertrelay_cases gauge"
-        );
-        for (direction, status, n) in counts {
-            let _ = writeln!(
-                out,
-                "alertrelay_cases{{direction=\"{}\",status=\"{}\"}} {n}",
-                esc(&direction),
-                esc(&status)
-            );
-        }
-    }
+    outbox(&mut out, core).await;
+    cases(&mut out, core).await;
     out
+}
+
+/// A metric's `# HELP` and `# TYPE` lines; `kind` is its Prometheus type.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// One series: `labels` are `k="v"` pairs, escaped.
+fn sample(out: &mut String, name: &str, labels: &str, v: impl std::fmt::Display) {
+    let _ = writeln!(out, "{name}{{{labels}}} {v}");
+}
+
+/// A metric of `kind` with the series `write` writes for each key
+/// of `series` and its value. The header is written even when there is
+/// no series, so the metric is always described.
+fn family<K: Ord, V>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    series: &Mutex<BTreeMap<K, V>>,
+    write: impl Fn(&mut String, &str, &K, &V),
+) {
+    header(out, name, kind, help);
+    if let Ok(g) = series.lock() {
+        for (k, v) in g.iter() {
+            write(out, name, k, v);
+        }
+    }
+}
+
+/// Writes a counter's series for `family`, labelled `label="KEY"`.
+fn by(label: &str) -> impl Fn(&mut String, &str, &String, &u64) + '_ {
+    move |out, name, k, v| sample(out, name, &format!("{label}=\"{}\"", esc(k)), v)
+}
+
+/// Writes a counter's series for `family`, labelled `a="K1",b="K2"` by
+/// the two parts of its key.
+fn by_pair<'a>(a: &'a str, b: &'a str) -> impl Fn(&mut String, &str, &(String, String), &u64) + 'a {
+    move |out, name, (k1, k2), v| {
+        sample(
+            out,
+            name,
+            &format!("{a}=\"{}\",{b}=\"{}\"", esc(k1), esc(k2)),
+            v,
+        );
+    }
+}
+
+/// `alertrelay_node_info`: which node this is and its version, as labels.
+fn node_info(out: &mut String, core: &Core) {
+    let name = "alertrelay_node_info";
+    header(out, name, "gauge", "The node and its version.");
+    let labels = format!(
+        "node=\"{}\",version=\"{}\"",
+        esc(core.me.as_str()),
+        env!("CARGO_PKG_VERSION")
+    );
+    sample(out, name, &labels, 1);
+}
+
+/// The counters without labels, and the batches received by call.
+fn totals(out: &mut String, m: &Metrics) {
+    let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+    };
+    counter(
+        out,
+        "alertrelay_reports_submitted_total",
+        "Reports submitted by this hotline's analysts.",
+        &m.reports_submitted,
+    );
+    counter(
+        out,
+        "alertrelay_reports_received_total",
+        "Reports received from peers and stored.",
+        &m.reports_received,
+    );
+    counter(
+        out,
+        "alertrelay_equivocations_total",
+        "Reports refused because their origin sent different content under a report id it had used (an alert: a broken or dishonest peer).",
+        &m.equivocations,
+    );
+    counter(
+        out,
+        "alertrelay_bulk_chunks_yielded_total",
+        "Bulk transactions undone and written again because urgent work arrived while they were written.",
+        &m.bulk_yielded,
+    );
+    let name = "alertrelay_forward_batches_received_total";
+    header(
+        out,
+        name,
+        "counter",
+        "Batches of envelopes received from peers, by call (ForwardStream or unary Forward).",
+    );
+    sample(
+        out,
+        name,
+        "call=\"stream\"",
+        m.batches_streamed.load(Ordering::Relaxed),
+    );
+    sample(
+        out,
+        name,
+        "call=\"unary\"",
+        m.batches_unary.load(Ordering::Relaxed),
+    );
+}
+
+/// Outbox depth and oldest item's age per peer, read from the database;
+/// nothing when it cannot be read. Every peer is listed, with 0 for an
+/// empty queue, so a dashboard shows the queue drained rather than no
+/// data.
+async fn outbox(out: &mut String, core: &Core) {
+    let Ok(queues) = core.store.outbox_summary().await else {
+        return;
+    };
+    let now = Core::now_ms();
+    let mut per_peer: BTreeMap<String, (i64, f64)> = core
+        .peers
+        .keys()
+        .map(|p| (p.to_string(), (0, 0.0)))
+        .collect();
+    for q in &queues {
+        let age = (now - q.oldest_ms).max(0) as f64 / 1000.0;
+        per_peer.insert(q.peer.clone(), (q.depth, age));
+    }
+    let name = "alertrelay_outbox_depth";
+    header(out, name, "gauge", "Undelivered items per peer.");
+    for (peer, (depth, _)) in &per_peer {
+        sample(out, name, &format!("peer=\"{}\"", esc(peer)), depth);
+    }
+    let name = "alertrelay_outbox_oldest_age_seconds";
+    header(
+        out,
+        name,
+        "gauge",
+        "Age of the oldest undelivered item per peer (0 when none).",
+    );
+    for (peer, (_, age)) in &per_peer {
+        sample(out, name, &format!("peer=\"{}\"", esc(peer)), age);
+    }
+}
+
+/// Cases by direction and status, read from the database; nothing when
+/// it cannot be read.
+async fn cases(out: &mut String, core: &Core) {
+    let Ok(counts) = core.store.case_counts().await else {
+        return;
+    };
+    let name = "alertrelay_cases";
+    header(out, name, "gauge", "Cases by direction and status.");
+    for (direction, status, n) in counts {
+        let labels = format!(
+            "direction=\"{}\",status=\"{}\"",
+            esc(&direction),
+            esc(&status)
+        );
+        sample(out, name, &labels, n);
+    }
 }
 
 /// The standard process figures (Prometheus client conventions), read

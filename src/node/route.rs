@@ -18,7 +18,7 @@ pub fn route_preview(
     category: &str,
     classification: &str,
 ) -> Result<RouteDecision, NodeError> {
-    let draft = validate::draft(Submission {
+    let draft = validate::draft(&Submission {
         urls,
         category: if category.is_empty() {
             "other"
@@ -26,7 +26,7 @@ pub fn route_preview(
             category
         },
         hosting_ip,
-        priority: Priority::Bulk,
+        priority: Some(Priority::Bulk),
         notes: "",
         hashes: Vec::new(),
         classification,

@@ -52,11 +52,11 @@ macro_rules! string_enum {
                     _ => Err(InvalidInput::new(
                         concat!("bad-", stringify!($name)),
                         stringify!($name),
-                        format!(
-                            "{:?} is not one of: {}",
-                            s,
-                            [$($s),+].join(", ")
-                        ),
+                        // The refused value is never echoed: it may be
+                        // anything (a URL pasted in the wrong field, a
+                        // megabyte), and refusals reach logs and the
+                        // audit log.
+                        format!("not one of: {}", [$($s),+].join(", ")),
                     )),
                 }
             }

@@ -63,18 +63,52 @@ pub struct ValidUrl {
 }
 
 /// The raw fields of a submission, as received.
+#[derive(Debug, Clone)]
 pub struct Submission<'a> {
     pub urls: &'a [String],
     pub category: &'a str,
     pub hosting_ip: &'a str,
-    pub priority: Priority,
+    /// `None` when the value given is not a known priority (refused).
+    pub priority: Option<Priority>,
     pub notes: &'a str,
     pub hashes: Vec<MediaHash>,
     /// `baseline` (or empty) or `national`.
     pub classification: &'a str,
 }
 
-pub fn draft(s: Submission<'_>) -> Result<ReportDraft, InvalidInput> {
+impl Submission<'_> {
+    /// What a refusal's audit entry records of the submission: every field
+    /// (and the idempotency key), length-prefixed so no two submissions
+    /// share it — hashed there, never stored in clear.
+    pub fn fingerprint(&self, submission_id: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut field = |bytes: &[u8]| {
+            out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+            out.extend_from_slice(bytes);
+        };
+        field(&(self.urls.len() as u64).to_be_bytes());
+        for u in self.urls {
+            field(u.as_bytes());
+        }
+        field(self.category.as_bytes());
+        field(self.hosting_ip.as_bytes());
+        field(self.priority.map_or("?", Priority::as_str).as_bytes());
+        field(self.notes.as_bytes());
+        field(&(self.hashes.len() as u64).to_be_bytes());
+        for h in &self.hashes {
+            field(h.algorithm.as_bytes());
+            field(h.value.as_bytes());
+        }
+        field(self.classification.as_bytes());
+        field(submission_id.as_bytes());
+        out
+    }
+}
+
+pub fn draft(s: &Submission<'_>) -> Result<ReportDraft, InvalidInput> {
+    let priority = s
+        .priority
+        .ok_or_else(|| InvalidInput::new("bad-priority", "priority", "not one of: bulk, urgent"))?;
     let urls = urls(s.urls)?;
     let category = Category::parse(s.category).map_err(|mut e| {
         e.field = "category".into();
@@ -98,9 +132,9 @@ pub fn draft(s: Submission<'_>) -> Result<ReportDraft, InvalidInput> {
         urls,
         category,
         hosting_ip,
-        priority: s.priority,
+        priority,
         notes: s.notes.to_owned(),
-        hashes: s.hashes,
+        hashes: s.hashes.clone(),
         classification,
     })
 }
@@ -153,7 +187,7 @@ pub fn url(u: &str) -> Result<ValidUrl, InvalidInput> {
         return Err(InvalidInput::new(
             "url-scheme",
             field,
-            format!("scheme {:?} is not http, https or ftp", parsed.scheme()),
+            "the scheme is not http, https or ftp",
         ));
     }
     let host = match parsed.host() {
@@ -206,7 +240,7 @@ fn hosting_ip(s: &str) -> Result<Option<IpAddr>, InvalidInput> {
         InvalidInput::new(
             "bad-hosting-ip",
             "hosting_ip",
-            format!("{s:?} is not an IPv4 or IPv6 address"),
+            "not an IPv4 or IPv6 address",
         )
     })
 }
@@ -253,15 +287,28 @@ pub fn peer_fields(notes: &str, hashes: &[MediaHash]) -> Result<(), InvalidInput
     Ok(())
 }
 
-/// A short, escaped rendering of an untrusted string for error messages
-/// and logs: at most 64 characters, control characters escaped.
-pub fn shown(s: &str) -> String {
-    let cut: String = s.chars().take(64).collect();
-    let mut out = format!("{cut:?}");
-    if s.chars().count() > 64 {
-        out.push('…');
-    }
-    out
+pub use crate::identity::shown;
+
+/// The media hash algorithms whose form is known: (name, what a value
+/// is). Values of other algorithms are held to the generic rule.
+pub const HASH_FORMS: &[(&str, HashForm)] = &[
+    ("md5", HashForm::Hex(32)),
+    ("sha1", HashForm::Hex(40)),
+    ("sha256", HashForm::Hex(64)),
+    ("sha512", HashForm::Hex(128)),
+    // PDQ: 256 bits as 64 hex digits.
+    ("pdq", HashForm::Hex(64)),
+    // PhotoDNA: 144 bytes, base64 (192 characters, no padding needed).
+    ("photodna", HashForm::Base64(144)),
+];
+
+/// What a media hash value of a known algorithm must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashForm {
+    /// Exactly this many hex digits (either case).
+    Hex(usize),
+    /// Standard base64 of exactly this many bytes.
+    Base64(usize),
 }
 
 fn media_hash(i: usize, h: &MediaHash) -> Result<(), InvalidInput> {
@@ -277,15 +324,36 @@ fn media_hash(i: usize, h: &MediaHash) -> Result<(), InvalidInput> {
             "algorithm must be 1-16 of a-z, 0-9, '-'",
         ));
     }
-    let value_ok = (1..=MAX_HASH_VALUE).contains(&h.value.len())
-        && h.value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'));
-    if !value_ok {
+    let known = HASH_FORMS
+        .iter()
+        .find(|(name, _)| *name == h.algorithm)
+        .map(|(_, form)| *form);
+    let (ok, expected) = match known {
+        Some(HashForm::Hex(n)) => (
+            h.value.len() == n && h.value.bytes().all(|b| b.is_ascii_hexdigit()),
+            format!("{n} hex digits"),
+        ),
+        Some(HashForm::Base64(n)) => {
+            use base64::Engine;
+            let decoded = base64::engine::general_purpose::STANDARD.decode(&h.value);
+            (
+                decoded.is_ok_and(|d| d.len() == n),
+                format!("base64 of {n} bytes"),
+            )
+        }
+        None => (
+            (1..=MAX_HASH_VALUE).contains(&h.value.len())
+                && h.value.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')
+                }),
+            format!("1-{MAX_HASH_VALUE} hex or base64 characters"),
+        ),
+    };
+    if !ok {
         return Err(InvalidInput::new(
             "bad-hash",
             field,
-            format!("value must be 1-{MAX_HASH_VALUE} hex or base64 characters"),
+            format!("a {} value must be {expected}", h.algorithm),
         ));
     }
     Ok(())
@@ -382,7 +450,142 @@ mod tests {
         assert!(url("ftp://192.0.2.1/pub/x.zip").is_ok());
         let e = url_host("gopher://x/").unwrap_err();
         assert_eq!(e.code, "url-scheme");
-        assert_eq!(e.message, "scheme \"gopher\" is not http, https or ftp");
+        assert_eq!(e.message, "the scheme is not http, https or ftp");
+    }
+
+    fn submission<'a>(urls: &'a [String], hosting_ip: &'a str) -> Submission<'a> {
+        Submission {
+            urls,
+            category: "csam",
+            hosting_ip,
+            priority: Some(Priority::Bulk),
+            notes: "",
+            hashes: vec![],
+            classification: "",
+        }
+    }
+
+    /// A refusal names the field and the reason, never the value: a URL
+    /// pasted into another field must not reach logs or the audit log.
+    #[test]
+    fn refusals_never_echo_the_refused_value() {
+        let url = "https://secret-host.example/gallery/123".to_owned();
+        let urls = vec![url.clone()];
+        let refusals = [
+            draft(&submission(&urls, &url)).unwrap_err(),
+            draft(&Submission {
+                category: &url,
+                ..submission(&urls, "")
+            })
+            .unwrap_err(),
+            draft(&Submission {
+                classification: &url,
+                ..submission(&urls, "")
+            })
+            .unwrap_err(),
+            super::super::CaseStatus::parse(&"x".repeat(1 << 20)).unwrap_err(),
+        ];
+        for e in &refusals {
+            let text = e.to_string();
+            assert!(!text.contains("secret-host"), "{text}");
+            assert!(text.len() < 200, "{} bytes: {text:.80}", text.len());
+        }
+        assert_eq!(refusals[0].field, "hosting_ip");
+        assert_eq!(refusals[0].code, "bad-hosting-ip");
+        assert_eq!(refusals[1].field, "category");
+        // An identifier is shown only when it has an identifier's shape.
+        assert_eq!(shown("DE-ECO"), "\"DE-ECO\"");
+        assert_eq!(shown(&url), "(a value of 39 bytes, not shown)");
+        assert_eq!(shown("a\x1b[2Jb"), "(a value of 6 bytes, not shown)");
+    }
+
+    /// Two submissions that differ in any one field have different
+    /// fingerprints (the digest in a refusal's audit entry).
+    #[test]
+    fn a_refusal_fingerprint_covers_every_field() {
+        let urls = vec!["http://192.0.2.1/x".to_owned()];
+        let base = submission(&urls, "192.0.2.7");
+        let variants = [
+            Submission {
+                hosting_ip: "192.0.2.8",
+                ..base.clone()
+            },
+            Submission {
+                category: "other",
+                ..base.clone()
+            },
+            Submission {
+                priority: Some(Priority::Urgent),
+                ..base.clone()
+            },
+            Submission {
+                notes: "n",
+                ..base.clone()
+            },
+            Submission {
+                classification: "national",
+                ..base.clone()
+            },
+            Submission {
+                hashes: vec![MediaHash {
+                    algorithm: "md5".into(),
+                    value: "0".repeat(32),
+                }],
+                ..base.clone()
+            },
+        ];
+        let print = base.fingerprint("k1");
+        assert_ne!(print, base.fingerprint("k2"));
+        for v in &variants {
+            assert_ne!(v.fingerprint("k1"), print);
+        }
+    }
+
+    #[test]
+    fn an_unknown_priority_is_refused_not_taken_as_bulk() {
+        let urls = vec!["http://192.0.2.1/x".to_owned()];
+        let e = draft(&Submission {
+            priority: None,
+            ..submission(&urls, "")
+        })
+        .unwrap_err();
+        assert_eq!((e.code, e.field.as_str()), ("bad-priority", "priority"));
+    }
+
+    /// Known algorithms are held to their form; others to the generic rule.
+    #[test]
+    fn media_hashes_are_checked_per_algorithm() {
+        let hash = |algorithm: &str, value: &str| MediaHash {
+            algorithm: algorithm.into(),
+            value: value.into(),
+        };
+        let good = [
+            hash("sha256", &"aB".repeat(32)),
+            hash("md5", &"0".repeat(32)),
+            hash("sha1", &"f".repeat(40)),
+            hash("pdq", &"9".repeat(64)),
+            hash("photodna", &"A".repeat(192)),
+            hash("some-other", "abc+/="),
+        ];
+        for h in &good {
+            assert!(media_hash(0, h).is_ok(), "{h:?}");
+        }
+        let bad = [
+            hash("sha256", "abc"),
+            hash("sha256", &"g".repeat(64)),
+            hash("md5", &"0".repeat(31)),
+            hash("pdq", &"0".repeat(63)),
+            hash("photodna", &"A".repeat(190)),
+            hash("SHA256", &"0".repeat(64)),
+        ];
+        for h in &bad {
+            let e = media_hash(3, h).unwrap_err();
+            assert_eq!(
+                (e.code, e.field.as_str()),
+                ("bad-hash", "hashes[3]"),
+                "{h:?}"
+            );
+        }
     }
 
     #[test]

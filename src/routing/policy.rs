@@ -124,6 +124,14 @@ impl Policy {
         }
         None
     }
+
+    /// The node named by `[jurisdiction] alternative`, or `None` for `held`.
+    fn alternative_node(&self) -> Option<&NodeId> {
+        match &self.alternative {
+            Alternative::Node(a) => Some(a),
+            Alternative::Held => None,
+        }
+    }
 }
 
 fn join<T: std::fmt::Display>(items: &[T]) -> String {
@@ -148,10 +156,50 @@ pub fn apply(
     if decision.destinations.is_empty() {
         return decision;
     }
-    let alternative = match &policy.alternative {
-        Alternative::Node(a) => Some(a),
-        Alternative::Held => None,
-    };
+    let alternative = policy.alternative_node();
+    let mut kept = withhold_forbidden(&mut decision, category, class, policy, directory);
+    if decision.withheld.is_empty() {
+        decision.destinations = kept;
+        decision.steps.push(format!(
+            "jurisdiction: {class} {category} may go to {}",
+            join(&decision.destinations)
+        ));
+        return decision;
+    }
+    let withheld_from = join(
+        &decision
+            .withheld
+            .iter()
+            .map(|w| w.node.clone())
+            .collect::<Vec<_>>(),
+    );
+    let usable = usable_alternative(alternative, directory, me, category, class);
+    let (step, outcome) = instead(
+        alternative,
+        usable,
+        &mut kept,
+        &withheld_from,
+        category,
+        class,
+    );
+    decision.steps.push(step);
+    decision.reason.push_str(&format!(
+        "; jurisdiction policy: {class} {category} may not go to {withheld_from}: {outcome}"
+    ));
+    settle(decision, kept, alternative)
+}
+
+/// Takes the destinations out of `decision` and returns those the policy
+/// lets through; each one it forbids goes into `withheld`, with a step
+/// saying why.
+fn withhold_forbidden(
+    decision: &mut RouteDecision,
+    category: Category,
+    class: Classification,
+    policy: &Policy,
+    directory: &Directory,
+) -> Vec<NodeId> {
+    let alternative = policy.alternative_node();
     let mut kept = Vec::new();
     for d in std::mem::take(&mut decision.destinations) {
         // The alternative is the channel the policy itself designates.
@@ -172,55 +220,71 @@ pub fn apply(
             }
         }
     }
-    if decision.withheld.is_empty() {
-        decision.destinations = kept;
-        decision.steps.push(format!(
-            "jurisdiction: {class} {category} may go to {}",
-            join(&decision.destinations)
-        ));
-        return decision;
-    }
-    let withheld_from = join(
-        &decision
-            .withheld
-            .iter()
-            .map(|w| w.node.clone())
-            .collect::<Vec<_>>(),
-    );
-    // The alternative's own directory entry must take it (or it would
-    // refuse it): otherwise the report is held here.
-    let usable = alternative.filter(|a| {
+    kept
+}
+
+/// The alternative, if it can take the report. Its own directory entry
+/// must take it (or it would refuse it), and it must be active and not
+/// this node: otherwise the report is held here.
+fn usable_alternative<'a>(
+    alternative: Option<&'a NodeId>,
+    directory: &Directory,
+    me: &NodeId,
+    category: Category,
+    class: Classification,
+) -> Option<&'a NodeId> {
+    alternative.filter(|a| {
         *a != me
             && directory
                 .node(a)
                 .is_some_and(|n| n.active && n.accepts_classified(category, class))
-    });
-    let outcome = match (alternative, usable) {
+    })
+}
+
+/// Where a withheld report goes instead: the usable alternative (added to
+/// `kept`), or nowhere (held here). Returns the step to record and the
+/// outcome for the decision's reason.
+fn instead(
+    alternative: Option<&NodeId>,
+    usable: Option<&NodeId>,
+    kept: &mut Vec<NodeId>,
+    withheld_from: &str,
+    category: Category,
+    class: Classification,
+) -> (String, String) {
+    match (alternative, usable) {
         (_, Some(a)) => {
             if !kept.contains(a) {
                 kept.push(a.clone());
             }
-            decision.steps.push(format!(
-                "jurisdiction: to the alternative {a} (`jurisdiction.alternative`) instead of {withheld_from}"
-            ));
-            format!("to the alternative {a}")
+            (
+                format!(
+                    "jurisdiction: to the alternative {a} (`jurisdiction.alternative`) instead of {withheld_from}"
+                ),
+                format!("to the alternative {a}"),
+            )
         }
-        (Some(a), None) => {
-            decision.steps.push(format!(
+        (Some(a), None) => (
+            format!(
                 "jurisdiction: the alternative {a} cannot take it (suspended, unknown, or its directory entry does not take {class} {category}): held here for an analyst"
-            ));
-            "held here for an analyst".to_owned()
-        }
-        (None, None) => {
-            decision
-                .steps
-                .push("jurisdiction: held here for an analyst (delivery `held`)".to_owned());
-            "held here for an analyst".to_owned()
-        }
-    };
-    decision.reason.push_str(&format!(
-        "; jurisdiction policy: {class} {category} may not go to {withheld_from}: {outcome}"
-    ));
+            ),
+            "held here for an analyst".to_owned(),
+        ),
+        (None, None) => (
+            "jurisdiction: held here for an analyst (delivery `held`)".to_owned(),
+            "held here for an analyst".to_owned(),
+        ),
+    }
+}
+
+/// Sets the decision's destinations to `kept` and its kind to what they
+/// amount to: held when none is left, fallback when only the alternative
+/// is, unchanged otherwise; then records the final decision as a step.
+fn settle(
+    mut decision: RouteDecision,
+    kept: Vec<NodeId>,
+    alternative: Option<&NodeId>,
+) -> RouteDecision {
     let all_withheld = kept.iter().all(|k| Some(k) == alternative);
     decision.kind = if kept.is_empty() {
         RouteKind::Held

@@ -1,13 +1,20 @@
 //! The `/metrics` endpoint: Prometheus text from `node::metrics::render`
-//! on its own listener (`[metrics] listen`), off the gRPC port.
+//! on its own listener (`[metrics] listen`), off the gRPC port, served by
+//! a real HTTP server (axum on hyper): `GET` and `HEAD`, query strings
+//! ignored as Prometheus expects, requests in any number of TCP segments.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 
 use crate::node::Core;
 
 use super::StartError;
+
+/// The content type of the Prometheus text exposition format.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Binds `listen` and serves the metrics there until shutdown; returns the
 /// bound address.
@@ -25,42 +32,32 @@ pub(super) async fn spawn(
         .await
         .map_err(bind_error)?;
     let addr = listener.local_addr().map_err(bind_error)?;
-    tasks.spawn(serve(core.clone(), listener, watch.clone()));
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .fallback(not_found)
+        .with_state(core.clone());
+    let mut shutdown = watch.clone();
+    tasks.spawn(async move {
+        let stopped = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::error!(error = %e, "the metrics endpoint stopped");
+        }
+    });
     Ok(addr)
 }
 
-/// Serves `GET /metrics` over plain HTTP/1.1 on `listener` until shutdown.
-async fn serve(
-    core: Arc<Core>,
-    listener: tokio::net::TcpListener,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    loop {
-        let (mut sock, _) = tokio::select! {
-            r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
-            _ = shutdown.changed() => return,
-        };
-        let core = core.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let n = match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if request.starts_with("GET /metrics ") {
-                ("200 OK", crate::node::metrics::render(&core).await)
-            } else {
-                ("404 Not Found", "try /metrics\n".to_owned())
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body.as_bytes()).await;
-            let _ = sock.shutdown().await;
-        });
-    }
+/// `GET /metrics` (and `HEAD`, which axum answers from the same handler
+/// without the body).
+async fn metrics(axum::extract::State(core): axum::extract::State<Arc<Core>>) -> impl IntoResponse {
+    let body = crate::node::metrics::render(&core).await;
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body)
+}
+
+async fn not_found() -> impl IntoResponse {
+    (StatusCode::NOT_FOUND, "try /metrics\n")
 }

@@ -144,27 +144,86 @@ pub fn verify_export(
     b: &ExportBundle,
     trusted: Option<&crate::directory::Directory>,
 ) -> Result<ExportReport, ProofError> {
-    let malformed = |m: &str| ProofError::Malformed(m.to_owned());
-    let invalid = |m: String| ProofError::Invalid(m);
     if b.format != FORMAT {
         return Err(malformed("not an alertrelay case export"));
     }
-    let key_of = |node: &str, key_id: &str| -> Option<VerifyingKey> {
-        b.keys
+    let keys = Keys {
+        keys: &b.keys,
+        trusted,
+    };
+    let (body, exporter_key) = open(b, &keys)?;
+    let subject = crate::report::view::subject(&body.case);
+    let report_signed_by = check_report(&body, &keys)?;
+    check_about_case(
+        &body.receipts,
+        "receipt",
+        Purpose::Receipt,
+        &body.case,
+        &keys,
+        |rc: &pb::Receipt| (&rc.report_id, &rc.origin),
+    )?;
+    check_about_case(
+        &body.status_updates,
+        "status update",
+        Purpose::Status,
+        &body.case,
+        &keys,
+        |su: &pb::StatusUpdate| (&su.report_id, &su.origin),
+    )?;
+    let root = check_audit(&body, &exporter_key, &subject)?;
+    Ok(ExportReport {
+        case: subject,
+        status: body.case.status.clone(),
+        exporter: body.exporter.clone(),
+        exported_by: body.exported_by.clone(),
+        exported_at_ms: body.exported_at_ms,
+        signed_by: format!("{} (key {})", b.exporter, b.key_id),
+        report_signed_by,
+        receipts: body.receipts.len(),
+        status_updates: body.status_updates.len(),
+        referrals: body.case.referrals.len(),
+        audit_entries: body.audit.entries.len(),
+        tree_size: body.audit.tree_size,
+        root: hex::encode(root),
+    })
+}
+
+fn malformed(m: &str) -> ProofError {
+    ProofError::Malformed(m.to_owned())
+}
+
+/// The keys a bundle's signatures are checked with: those it carries,
+/// each also in the directory when one is `trusted`.
+struct Keys<'a> {
+    keys: &'a [BundleKey],
+    trusted: Option<&'a crate::directory::Directory>,
+}
+
+impl Keys<'_> {
+    /// `node`'s key `key_id`, if the bundle carries it (under its true key
+    /// id) and the trusted directory, if any, lists it for `node`.
+    fn of(&self, node: &str, key_id: &str) -> Option<VerifyingKey> {
+        self.keys
             .iter()
             .filter(|k| k.node == node && k.key_id == key_id)
             .filter_map(|k| parse_public_key(&k.public_key).ok())
             .filter(|v| key_id_of(v) == key_id)
-            .find(|v| match trusted {
+            .find(|v| match self.trusted {
                 None => true,
                 Some(dir) => crate::identity::NodeId::new(node)
                     .ok()
                     .and_then(|id| dir.node(&id).map(|n| n.keys.iter().any(|dk| dk.key == *v)))
                     .unwrap_or(false),
             })
-    };
-    let exporter_key = key_of(&b.exporter, &b.key_id).ok_or_else(|| {
-        invalid(format!(
+    }
+}
+
+/// Verifies the exporter's signature over the body and only then reads
+/// the body, which must name the same format and exporter. Returns the
+/// body and the exporter's key (its checkpoint is checked with it too).
+fn open(b: &ExportBundle, keys: &Keys) -> Result<(ExportBody, VerifyingKey), ProofError> {
+    let exporter_key = keys.of(&b.exporter, &b.key_id).ok_or_else(|| {
+        ProofError::Invalid(format!(
             "no trusted key {} of {} to check the bundle's signature with",
             b.key_id, b.exporter
         ))
@@ -177,7 +236,7 @@ pub fn verify_export(
         &signature,
     )
     .map_err(|_| {
-        invalid(format!(
+        ProofError::Invalid(format!(
             "the bundle's signature by {} does not verify: it was altered",
             b.exporter
         ))
@@ -186,128 +245,154 @@ pub fn verify_export(
     let body: ExportBody =
         serde_json::from_str(&b.body).map_err(|_| malformed("the signed body is not readable"))?;
     if body.format != FORMAT || body.exporter != b.exporter {
-        return Err(invalid(
+        return Err(ProofError::Invalid(
             "the signed body names another format or exporter".into(),
         ));
     }
-    let subject = crate::report::view::subject(&body.case);
+    Ok((body, exporter_key))
+}
 
-    // The origin's signed report, and that the case shows what it signed.
-    let signed_obj = |s: &str, what: &str| -> Result<pb::Signed, ProofError> {
-        let bytes =
-            b64d(s).ok_or_else(|| ProofError::Malformed(format!("{what} is not base64")))?;
-        <pb::Signed as prost::Message>::decode(bytes.as_slice())
-            .map_err(|_| ProofError::Malformed(format!("{what} is not a signed message")))
-    };
-    let check = |s: &pb::Signed, purpose: Purpose, what: &str| -> Result<(), ProofError> {
-        let key = key_of(&s.signer, &s.key_id).ok_or_else(|| {
-            ProofError::Invalid(format!(
-                "{what}: no trusted key {} of {}",
-                s.key_id, s.signer
-            ))
-        })?;
-        crate::wire::verify_signed(&key, purpose, s, None).map_err(|_| {
-            ProofError::Invalid(format!(
-                "{what}: the signature of {} does not verify",
-                s.signer
-            ))
-        })
-    };
-    let mut report_signed_by = String::new();
-    if let Some(r) = &body.report {
-        let s = signed_obj(r, "the report")?;
-        check(&s, Purpose::Report, "the report")?;
-        let p = <pb::ReportPayload as prost::Message>::decode(s.payload.as_slice())
-            .map_err(|_| malformed("the signed report does not decode"))?;
-        if p.report_id != body.case.id || p.origin != body.case.origin || s.signer != p.origin {
-            return Err(invalid("the signed report is not this case's".into()));
-        }
-        if body.case.purged_at.is_none() && p.urls != body.case.urls {
-            return Err(invalid(
-                "the case's URLs differ from those the origin signed".into(),
-            ));
-        }
-        report_signed_by = s.signer.clone();
-    }
-    for (i, r) in body.receipts.iter().enumerate() {
-        let what = format!("receipt {}", i + 1);
-        let s = signed_obj(r, &what)?;
-        check(&s, Purpose::Receipt, &what)?;
-        let rc = <pb::Receipt as prost::Message>::decode(s.payload.as_slice())
-            .map_err(|_| ProofError::Malformed(format!("{what} does not decode")))?;
-        if rc.report_id != body.case.id || rc.origin != body.case.origin {
-            return Err(invalid(format!("{what} is about another report")));
-        }
-    }
-    for (i, u) in body.status_updates.iter().enumerate() {
-        let what = format!("status update {}", i + 1);
-        let s = signed_obj(u, &what)?;
-        check(&s, Purpose::Status, &what)?;
-        let su = <pb::StatusUpdate as prost::Message>::decode(s.payload.as_slice())
-            .map_err(|_| ProofError::Malformed(format!("{what} does not decode")))?;
-        if su.report_id != body.case.id || su.origin != body.case.origin {
-            return Err(invalid(format!("{what} is about another report")));
-        }
-    }
+/// A signed object of the body (base64 of an encoded `Signed`), decoded
+/// and its signature checked for `purpose`; `what` names it in errors.
+fn signed_obj(
+    s: &str,
+    purpose: Purpose,
+    what: &str,
+    keys: &Keys,
+) -> Result<pb::Signed, ProofError> {
+    let bytes = b64d(s).ok_or_else(|| ProofError::Malformed(format!("{what} is not base64")))?;
+    let s = <pb::Signed as prost::Message>::decode(bytes.as_slice())
+        .map_err(|_| ProofError::Malformed(format!("{what} is not a signed message")))?;
+    let key = keys.of(&s.signer, &s.key_id).ok_or_else(|| {
+        ProofError::Invalid(format!(
+            "{what}: no trusted key {} of {}",
+            s.key_id, s.signer
+        ))
+    })?;
+    crate::wire::verify_signed(&key, purpose, &s, None).map_err(|_| {
+        ProofError::Invalid(format!(
+            "{what}: the signature of {} does not verify",
+            s.signer
+        ))
+    })?;
+    Ok(s)
+}
 
-    // The audit entries: each in the log at the checkpoint the exporter signed.
+/// The origin's signed report, if not purged: it must be this case's, by
+/// its origin, and the case must show the URLs it signed. Returns who
+/// signed it (empty when purged).
+fn check_report(body: &ExportBody, keys: &Keys) -> Result<String, ProofError> {
+    let Some(r) = &body.report else {
+        return Ok(String::new());
+    };
+    let s = signed_obj(r, Purpose::Report, "the report", keys)?;
+    let p = <pb::ReportPayload as prost::Message>::decode(s.payload.as_slice())
+        .map_err(|_| malformed("the signed report does not decode"))?;
+    if p.report_id != body.case.id || p.origin != body.case.origin || s.signer != p.origin {
+        return Err(ProofError::Invalid(
+            "the signed report is not this case's".into(),
+        ));
+    }
+    if body.case.purged_at.is_none() && p.urls != body.case.urls {
+        return Err(ProofError::Invalid(
+            "the case's URLs differ from those the origin signed".into(),
+        ));
+    }
+    Ok(s.signer)
+}
+
+/// Signed receipts or status updates (`label`, numbered from 1 in
+/// errors): each must verify and be about this case's report, whose id
+/// and origin `ids` reads from the decoded payload.
+fn check_about_case<M: prost::Message + Default>(
+    items: &[String],
+    label: &str,
+    purpose: Purpose,
+    case: &CaseView,
+    keys: &Keys,
+    ids: impl Fn(&M) -> (&String, &String),
+) -> Result<(), ProofError> {
+    for (i, item) in items.iter().enumerate() {
+        let what = format!("{label} {}", i + 1);
+        let s = signed_obj(item, purpose, &what, keys)?;
+        let m = M::decode(s.payload.as_slice())
+            .map_err(|_| ProofError::Malformed(format!("{what} does not decode")))?;
+        let (report_id, origin) = ids(&m);
+        if *report_id != case.id || *origin != case.origin {
+            return Err(ProofError::Invalid(format!(
+                "{what} is about another report"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The audit entries: the log must be the exporter's, its checkpoint
+/// signed by the exporter, and each entry about the case and included in
+/// the log at that checkpoint. Returns the checkpoint's root.
+fn check_audit(
+    body: &ExportBody,
+    exporter_key: &VerifyingKey,
+    subject: &str,
+) -> Result<Hash, ProofError> {
     let a = &body.audit;
     if a.log != log_origin(&body.federation, &body.exporter) {
-        return Err(invalid("the audit log is not the exporter's".into()));
+        return Err(ProofError::Invalid(
+            "the audit log is not the exporter's".into(),
+        ));
     }
     let signed =
         SignedNote::parse(&a.checkpoint).map_err(|e| ProofError::Malformed(e.to_string()))?;
-    note::verify_note(&signed, &a.log, &exporter_key)
-        .map_err(|_| invalid("the checkpoint is not signed by the exporter".into()))?;
+    note::verify_note(&signed, &a.log, exporter_key)
+        .map_err(|_| ProofError::Invalid("the checkpoint is not signed by the exporter".into()))?;
     let cp =
         Checkpoint::parse_body(&signed.text).map_err(|e| ProofError::Malformed(e.to_string()))?;
     if cp.origin != a.log || cp.size != a.tree_size {
-        return Err(invalid("the checkpoint is for another log or size".into()));
+        return Err(ProofError::Invalid(
+            "the checkpoint is for another log or size".into(),
+        ));
     }
     if a.entries.is_empty() {
-        return Err(invalid("no audit entry about the case".into()));
+        return Err(ProofError::Invalid("no audit entry about the case".into()));
     }
     for p in &a.entries {
-        let e = &p.entry;
-        if e.subject != subject {
-            return Err(invalid(format!(
-                "audit entry {} is about another case",
-                e.seq
-            )));
-        }
-        if u64::try_from(e.seq - 1).ok() != Some(p.leaf_index) {
-            return Err(invalid(format!(
-                "audit entry {}: its number does not match its leaf index",
-                e.seq
-            )));
-        }
-        let leaf = leaf_hash(e.seq, e.at_ms, &e.kind, &e.actor, &e.subject, &e.detail);
-        let proof: Vec<Hash> = p
-            .inclusion_proof
-            .iter()
-            .map(|h| {
-                hex::decode(h)
-                    .ok()
-                    .and_then(|v| <Hash>::try_from(v.as_slice()).ok())
-                    .ok_or_else(|| malformed("a proof hash is not 32 bytes of hex"))
-            })
-            .collect::<Result<_, _>>()?;
-        merkle::verify_inclusion(&leaf, p.leaf_index, a.tree_size, &proof, &cp.root)
-            .map_err(|e2| invalid(format!("audit entry {}: inclusion: {e2}", e.seq)))?;
+        check_entry(p, subject, a.tree_size, &cp.root)?;
     }
-    Ok(ExportReport {
-        case: subject,
-        status: body.case.status.clone(),
-        exporter: body.exporter.clone(),
-        exported_by: body.exported_by.clone(),
-        exported_at_ms: body.exported_at_ms,
-        signed_by: format!("{} (key {})", b.exporter, b.key_id),
-        report_signed_by,
-        receipts: body.receipts.len(),
-        status_updates: body.status_updates.len(),
-        referrals: body.case.referrals.len(),
-        audit_entries: a.entries.len(),
-        tree_size: a.tree_size,
-        root: hex::encode(cp.root),
-    })
+    Ok(cp.root)
+}
+
+/// One audit entry: about `subject`, numbered as its leaf, and proved
+/// included in the tree of `tree_size` leaves with `root`.
+fn check_entry(
+    p: &ProvedEntry,
+    subject: &str,
+    tree_size: u64,
+    root: &Hash,
+) -> Result<(), ProofError> {
+    let e = &p.entry;
+    if e.subject != subject {
+        return Err(ProofError::Invalid(format!(
+            "audit entry {} is about another case",
+            e.seq
+        )));
+    }
+    if u64::try_from(e.seq - 1).ok() != Some(p.leaf_index) {
+        return Err(ProofError::Invalid(format!(
+            "audit entry {}: its number does not match its leaf index",
+            e.seq
+        )));
+    }
+    let leaf = leaf_hash(e.seq, e.at_ms, &e.kind, &e.actor, &e.subject, &e.detail);
+    let proof: Vec<Hash> = p
+        .inclusion_proof
+        .iter()
+        .map(|h| {
+            hex::decode(h)
+                .ok()
+                .and_then(|v| <Hash>::try_from(v.as_slice()).ok())
+                .ok_or_else(|| malformed("a proof hash is not 32 bytes of hex"))
+        })
+        .collect::<Result<_, _>>()?;
+    merkle::verify_inclusion(&leaf, p.leaf_index, tree_size, &proof, root)
+        .map_err(|e2| ProofError::Invalid(format!("audit entry {}: inclusion: {e2}", e.seq)))
 }

@@ -9,6 +9,7 @@
 
 pub mod bundle;
 pub mod route;
+pub mod stored;
 
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -90,10 +91,10 @@ pub fn open_cached<M: Message + Default>(
     cache: Option<&mut BatchCache>,
 ) -> Result<(NodeId, M), WireError> {
     let signer =
-        NodeId::new(&signed.signer).map_err(|_| WireError::UnknownSigner(signed.signer.clone()))?;
+        NodeId::new(&signed.signer).map_err(|_| WireError::UnknownSigner(shown(&signed.signer)))?;
     let node = directory
         .node(&signer)
-        .ok_or_else(|| WireError::UnknownSigner(signed.signer.clone()))?;
+        .ok_or_else(|| WireError::UnknownSigner(shown(&signed.signer)))?;
     if !node.active {
         return Err(WireError::SuspendedSigner(signer.to_string()));
     }

@@ -763,7 +763,8 @@ async fn a_report_the_peer_calls_malformed_is_marked_refused_without_blocking_th
     fed.stop(0).await;
     // A queued envelope DE will refuse as malformed (as if written by an
     // older or buggy version of FR), ahead of a good one.
-    let bad = report_to("FR-PDC", "bad id with spaces", &["DE-ECO"]);
+    let mut bad = report_to("FR-PDC", "bad-scheme", &["DE-ECO"]);
+    bad.urls = vec!["javascript://85.214.132.117/x".into()];
     let signed = wire::sign(&fed.signing_key(0), &fed.id(0), Purpose::Report, &bad);
     let digest = wire::digest(&signed.payload);
     let envelope = pb::Envelope {
@@ -811,9 +812,9 @@ async fn a_report_the_peer_calls_malformed_is_marked_refused_without_blocking_th
         .await
         .report_id;
     wait_case(&fr, &good, 10, |c| c.status == "delivered").await;
-    let refused = wait_case(&fr, "bad id with spaces", 10, |c| c.status == "refused").await;
+    let refused = wait_case(&fr, "bad-scheme", 10, |c| c.status == "refused").await;
     assert!(
-        refused.deliveries[0].reason.contains("report_id"),
+        refused.deliveries[0].reason.contains("urls[0]"),
         "{:?}",
         refused.deliveries[0]
     );

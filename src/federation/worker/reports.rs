@@ -15,15 +15,8 @@ use crate::store::{OutboxRow, Tx};
 use crate::wire;
 
 use super::DeliveryError;
-use super::settle::{Settled, receipt_entry, settle_stored};
+use super::settle::{Outgoing, Settled, receipt_entry, settle_stored};
 use super::transport::Transport;
-
-/// One envelope of the batch, with what its receipt must name.
-pub(super) struct Outgoing {
-    pub(super) row: OutboxRow,
-    pub(super) report_id: String,
-    pub(super) digest: [u8; 32],
-}
 
 /// What settling a batch did, acted on after its last commit.
 #[derive(Default)]

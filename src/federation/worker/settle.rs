@@ -12,7 +12,13 @@ use crate::pb;
 use crate::store::OutboxRow;
 
 use super::DeliveryError;
-use super::reports::Outgoing;
+
+/// One envelope of a batch, with what its receipt must name.
+pub(super) struct Outgoing {
+    pub(super) row: OutboxRow,
+    pub(super) report_id: String,
+    pub(super) digest: [u8; 32],
+}
 
 /// The audit entry of a peer's receipt for a report sent to it.
 pub(super) fn receipt_entry(

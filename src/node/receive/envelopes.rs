@@ -19,6 +19,7 @@ use crate::pb;
 use crate::report::content;
 use crate::report::{CaseStatus, Direction};
 use crate::store::{NewReport, NewStatus, ReportRow, Tx};
+use crate::wire::stored::payload_column;
 use crate::wire::{self, OpenedReport};
 
 use super::ForwardAnswer;
@@ -370,7 +371,7 @@ fn new_report<'a>(
         },
         hosting_country: hosting_country(p),
         route,
-        payload: &r.payload_bytes,
+        payload: payload_column(&r.payload_bytes, envelope),
         payload_digest: &r.digest,
         envelope,
         received_from: Some(sender.as_str()),
