@@ -10,33 +10,33 @@
 //! request afterwards.
 //!
 //! Classes covered by other files, referenced rather than repeated:
-//! - TLS, no client certificate and an untrusted CA: tests/federation.rs
+//! - TLS, no client certificate and an untrusted CA: tests/it/federation.rs
 //!   `a_client_from_an_untrusted_ca_fails_the_handshake_and_the_node_keeps_serving`.
 //! - Identity, a valid certificate whose payload claims another node, and
 //!   a report signed with one node's key but naming another as signer:
-//!   tests/federation.rs
+//!   tests/it/federation.rs
 //!   `a_valid_certificate_whose_payload_claims_another_node_is_permission_denied`.
 //! - Replays, exact replay (original receipt, no second case):
-//!   tests/federation.rs
+//!   tests/it/federation.rs
 //!   `an_exact_replay_gets_the_original_receipt_and_no_second_case`;
 //!   equivocation (ALREADY_EXISTS, signed refusal, the metric and the
-//!   WARN line): tests/federation.rs
+//!   WARN line): tests/it/federation.rs
 //!   `a_report_id_repeated_with_other_content_is_refused_and_alerted_as_equivocation`;
 //!   `created_at` far in the future or too old (FAILED_PRECONDITION,
 //!   `future`/`stale`), loops, routes that do not
-//!   name the receiver, CRLF and bidi in peer fields: tests/federation.rs
+//!   name the receiver, CRLF and bidi in peer fields: tests/it/federation.rs
 //!   `misrouted_looping_and_malformed_reports_are_refused_and_not_stored`.
 //! - Shape at the Operator service (scheme, CRLF, bidi, category, no URL):
-//!   tests/federation.rs `bad_input_gets_a_precise_error_and_stores_nothing`.
+//!   tests/it/federation.rs `bad_input_gets_a_precise_error_and_stores_nothing`.
 //! - Signatures, a revoked key (and key rotation), and CRLs applied by a
-//!   reload and expired CRLs: tests/security.rs
+//!   reload and expired CRLs: tests/it/security.rs
 //!   `signing_keys_rotate_without_downtime_and_a_revoked_key_verifies_nothing`,
 //!   `a_revoked_peer_is_cut_off_by_a_reload_without_a_restart`,
 //!   `an_expired_crl_fails_closed`.
 //! - Load, one peer flooding: tests/load.rs
 //!   `a_flooding_peer_is_throttled_without_hurting_the_others`.
 //! - The database (edited, deleted, reordered rows, truncation, an old
-//!   backup): tests/audit.rs and tests/witness.rs.
+//!   backup): tests/it/audit.rs and tests/it/witness.rs.
 //!
 //! Where the node differs from what the product is meant to do (a weak key
 //! stops the node from starting rather than being refused per signature),
@@ -1444,7 +1444,7 @@ async fn shape_schemes_control_characters_bidi_and_crlf_in_urls_are_invalid_argu
             "urls[1]",
         );
     }
-    // From an analyst (a few of these are also in tests/federation.rs).
+    // From an analyst (a few of these are also in tests/it/federation.rs).
     let mut fr = fed.operator(FR);
     for (url, code) in &list {
         let r = fr

@@ -593,7 +593,7 @@ async fn health_and_reflection_are_served_so_grpcurl_works() {
     )
     .unwrap();
     // SERVING once the node has seen its peer (readiness: see
-    // tests/operability.rs).
+    // tests/it/operability.rs).
     eventually(
         10,
         || {
