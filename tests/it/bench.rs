@@ -7,10 +7,11 @@
 //! histogram, the order of its own percentiles) are not recomputed here:
 //! that would test the arithmetic with itself.
 
+use crate::common::BIN;
 use serde_json::Value;
 
 fn bench(args: &[&str]) -> Value {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_alertrelay"))
+    let out = std::process::Command::new(BIN)
         .arg("bench")
         .args(args)
         .arg("--json")
@@ -149,7 +150,7 @@ fn one_scenario_runs_alone_and_a_bad_one_is_refused() {
     for other in ["throughput", "latency", "urgent_lane", "drain", "scale"] {
         assert!(v[other].is_null(), "{other} ran");
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_alertrelay"))
+    let out = std::process::Command::new(BIN)
         .args(["bench", "--scenario", "warp-speed"])
         .output()
         .unwrap();
