@@ -46,6 +46,16 @@ fn two_nodes() -> common::Builder<'static> {
     Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])]).processes()
 }
 
+/// Delivery with a 10 s request timeout: a slow answer (a loaded machine,
+/// a receiver just restarted) is waited for, not sent again, so a repeat
+/// at the receiver can only come from what a crash left behind.
+fn patient() -> RawDelivery {
+    RawDelivery {
+        request_timeout_ms: 10_000,
+        ..process_delivery()
+    }
+}
+
 /// Delivery with a 1 s request timeout: a lost reply is retried soon.
 fn short_timeout() -> RawDelivery {
     RawDelivery {
@@ -164,7 +174,7 @@ async fn crash_at_origin_after_commit_before_send() {
         test: "origin-after-commit-before-send",
         ..Figures::default()
     };
-    let mut c = two_nodes().create().await;
+    let mut c = two_nodes().delivery(patient()).create().await;
     c.start_together(&[(DE, None), (FR, Some("origin-after-commit-before-send"))])
         .await;
 
@@ -280,7 +290,7 @@ async fn crash_at_audit_append_on_the_receiver() {
         test: "audit-append (receiver)",
         ..Figures::default()
     };
-    let mut c = two_nodes().create().await;
+    let mut c = two_nodes().delivery(patient()).create().await;
     // Entry 1 is `node.started`; entry 2 is the first `report.received`.
     c.start_together(&[(DE, Some("audit-append:2")), (FR, None)])
         .await;
