@@ -129,6 +129,17 @@ pub struct NodeKeyEntry {
     pub not_after_ms: Option<i64>,
 }
 
+impl NodeKeyEntry {
+    /// Whether the key counts for something signed at `at_ms`: not
+    /// revoked (a revoked key verifies nothing, whatever its window), and
+    /// within its window. The one rule every signature check applies.
+    pub fn valid_at(&self, at_ms: i64) -> bool {
+        !self.revoked
+            && self.not_before_ms.is_none_or(|t| at_ms >= t)
+            && self.not_after_ms.is_none_or(|t| at_ms <= t)
+    }
+}
+
 impl DirectoryNode {
     pub fn accepts(&self, category: Category) -> bool {
         self.categories.is_empty() || self.categories.contains(&category)
@@ -145,10 +156,16 @@ impl DirectoryNode {
     pub fn key(&self, key_id: &str, at_ms: i64) -> Option<&VerifyingKey> {
         self.keys
             .iter()
-            .find(|k| k.id == key_id)
-            .filter(|k| !k.revoked)
-            .filter(|k| k.not_before_ms.is_none_or(|t| at_ms >= t))
-            .filter(|k| k.not_after_ms.is_none_or(|t| at_ms <= t))
+            .find(|k| k.id == key_id && k.valid_at(at_ms))
+            .map(|k| &k.key)
+    }
+
+    /// Every key valid at `at_ms` (for signatures that name no key id:
+    /// signed notes).
+    pub fn keys_valid_at(&self, at_ms: i64) -> impl Iterator<Item = &VerifyingKey> {
+        self.keys
+            .iter()
+            .filter(move |k| k.valid_at(at_ms))
             .map(|k| &k.key)
     }
 
@@ -226,6 +243,12 @@ fn node_keys(n: &RawNode, shown: &str) -> Result<Vec<NodeKeyEntry>, DirectoryErr
             source,
         };
         let key = parse_public_key(&k.public_key).map_err(key_err)?;
+        if keys.iter().any(|e: &NodeKeyEntry| e.id == k.id) {
+            return Err(invalid(format!(
+                "key id {} is listed twice: each key once, revoked or not",
+                k.id
+            )));
+        }
         if key_id_of(&key) != k.id {
             return Err(invalid(format!(
                 "key id {} does not match its public key (expected {})",

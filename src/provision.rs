@@ -284,7 +284,7 @@ fn node_toml(n: &NodeSpec, port: u16, options: &Options) -> Result<String, Provi
     };
     Ok(format!(
         "# alertrelay node {} (written by `alertrelay federation init`).\n\
-         # Paths are relative to this file. See README.md for every key.\n{}",
+         # Paths are relative to this file. docs/node.example.toml explains every key.\n{}",
         n.id,
         toml::to_string_pretty(&raw)?
     ))

@@ -35,42 +35,40 @@ async fn audited<T, R>(
     result: Result<R, Status>,
 ) -> Result<R, Status> {
     if result.is_err() {
-        let who = match req.extensions().get::<ConnInfo>().map(|i| &i.identity) {
+        let info = req.extensions().get::<ConnInfo>();
+        let who = match info.map(|i| &i.identity) {
             Some(Ok(id)) => id.to_string(),
-            Some(Err(e)) => format!("unidentified ({e})"),
+            Some(Err(_)) => "unidentified (certificate refused)".to_owned(),
             None => "unidentified".to_owned(),
         };
-        return audited_as(core, who, result).await;
+        return audited_as(core, info.and_then(|i| i.remote), who, result).await;
     }
     result
 }
 
-/// Audits a refusal of `who` (within the refusal quota) and passes it on.
-async fn audited_as<R>(core: &Core, who: String, result: Result<R, Status>) -> Result<R, Status> {
+/// Audits a refusal of `who` (within the refusal quota of the caller and
+/// of its connection) and passes it on; past the quota the caller is told
+/// to back off.
+async fn audited_as<R>(
+    core: &Core,
+    connection: Option<std::net::SocketAddr>,
+    who: String,
+    result: Result<R, Status>,
+) -> Result<R, Status> {
     if let Err(status) = &result {
-        let Some(suppressed) = core.limiter.refusal(&who) else {
-            // Refused too often: no audit entry of its own (it is counted
-            // into the next one), and the caller is told to back off.
-            core.metrics.refusal("refusals-throttled");
-            tracing::debug!(caller = %who, reason = status.message(), "call refused (throttled, counted into the next audit entry)");
-            return Err(Status::resource_exhausted(
-                "too many refused calls; retry later",
-            ));
-        };
         let code = if status.code() == tonic::Code::ResourceExhausted {
             "rate-limited"
         } else {
             "permission-denied"
         };
-        let message = if suppressed > 0 {
-            format!(
-                "{} (and {suppressed} more refusals of this caller since the last entry)",
-                status.message()
-            )
-        } else {
-            status.message().to_owned()
-        };
-        core.audit_refusal(&who, code, &message, &[]).await;
+        if !core
+            .audit_refusal_on(connection, &who, code, status.message(), &[])
+            .await
+        {
+            return Err(Status::resource_exhausted(
+                "too many refused calls; retry later",
+            ));
+        }
     }
     result
 }
@@ -109,7 +107,13 @@ pub async fn node_message(core: &Core, peer: &NodeId) -> Result<Permit, Status> 
             .admit(&format!("node:{peer}"), core.config.peer_quota)
             .map_err(overloaded)
     });
-    audited_as(core, PeerIdentity::Node(peer.clone()).to_string(), result).await
+    audited_as(
+        core,
+        None,
+        PeerIdentity::Node(peer.clone()).to_string(),
+        result,
+    )
+    .await
 }
 
 /// The calling operator, for the `Operator` service: operator certificates

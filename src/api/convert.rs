@@ -264,6 +264,7 @@ pub fn peer_to_pb(p: &PeerView) -> pb::PeerState {
         next_attempt_ms: p.next_attempt_ms,
         last_success_ms: p.last_success_ms,
         active: p.active,
+        last_seen_ms: p.last_seen_ms,
     }
 }
 
@@ -280,6 +281,7 @@ pub fn peer_from_pb(p: pb::PeerState) -> PeerView {
         consecutive_failures: p.consecutive_failures,
         next_attempt_ms: p.next_attempt_ms,
         last_success_ms: p.last_success_ms,
+        last_seen_ms: p.last_seen_ms,
     }
 }
 
@@ -381,5 +383,50 @@ pub fn push_status_response(answers: crate::node::receive::PushAnswers) -> pb::P
             amendment_codes: codes(v),
             ..Default::default()
         },
+    }
+}
+
+pub fn retention_to_pb(r: &crate::node::retention::RetentionRun) -> pb::RunRetentionResponse {
+    pb::RunRetentionResponse {
+        dry_run: r.dry_run,
+        at_ms: r.at_ms,
+        closed: r.closed,
+        refused: r.refused,
+        delivered: r.delivered,
+        reports: r
+            .reports
+            .iter()
+            .map(|p| pb::PurgedReport {
+                report: p.report.clone(),
+                kind: p.kind.to_owned(),
+                direction: p.direction.clone(),
+                status: p.status.clone(),
+            })
+            .collect(),
+        audit_entry: r.audit_entry.unwrap_or(0),
+        files_clean: r.files_clean,
+    }
+}
+
+pub fn retention_from_pb(r: pb::RunRetentionResponse) -> crate::node::retention::RetentionRun {
+    use crate::node::retention::{PurgedReport, RetentionRun};
+    RetentionRun {
+        dry_run: r.dry_run,
+        at_ms: r.at_ms,
+        closed: r.closed,
+        refused: r.refused,
+        delivered: r.delivered,
+        reports: r
+            .reports
+            .into_iter()
+            .map(|p| PurgedReport {
+                report: p.report,
+                kind: crate::node::retention::kind_name(&p.kind),
+                direction: p.direction,
+                status: p.status,
+            })
+            .collect(),
+        audit_entry: (r.audit_entry > 0).then_some(r.audit_entry),
+        files_clean: r.files_clean,
     }
 }

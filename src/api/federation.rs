@@ -53,6 +53,10 @@ impl pb::federation_server::Federation for FederationService {
         request: Request<tonic::Streaming<pb::ForwardRequest>>,
     ) -> Result<Response<Self::ForwardStreamStream>, Status> {
         let sender = auth::node_stream(&self.core, &request).await?;
+        let connection = request
+            .extensions()
+            .get::<crate::api::auth::ConnInfo>()
+            .and_then(|i| i.remote);
         let mut inbound = request.into_inner();
         let (out_tx, out_rx) = tokio::sync::mpsc::channel(1);
         let core = self.core.clone();
@@ -82,7 +86,8 @@ impl pb::federation_server::Federation for FederationService {
                             crate::api::rescue::rescued(status.code(), status.message())
                         {
                             let detail = format!("{text} (ForwardStream)");
-                            core.audit_refusal(
+                            core.audit_refusal_on(
+                                connection,
                                 &format!("node:{sender}"),
                                 reason_code,
                                 &detail,

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod convert;
+pub mod deadline;
 pub mod federation;
 pub mod operator;
 pub mod rescue;

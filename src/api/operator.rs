@@ -548,4 +548,59 @@ impl pb::operator_server::Operator for OperatorService {
             .map_err(to_status)?;
         Ok(Response::new(pb::CaseExport { bundle }))
     }
+
+    async fn run_retention(
+        &self,
+        request: Request<pb::RunRetentionRequest>,
+    ) -> Result<Response<pb::RunRetentionResponse>, Status> {
+        use crate::node::retention::{self, Writer};
+        let (admin, _permit) = auth::admin(&self.core, &request).await?;
+        let core = &self.core;
+        if !core.config.retention.any() {
+            return Err(Status::failed_precondition(
+                "no [retention] period is configured: nothing can expire",
+            ));
+        }
+        let run = retention::run(
+            Writer::Node(core),
+            &core.config.retention,
+            &admin.to_string(),
+            core.me.as_str(),
+            request.get_ref().dry_run,
+            true,
+            crate::node::Core::now_ms(),
+        )
+        .await
+        .map_err(|e| to_status(e.into()))?;
+        Ok(Response::new(crate::api::convert::retention_to_pb(&run)))
+    }
+
+    async fn erase_case(
+        &self,
+        request: Request<pb::EraseCaseRequest>,
+    ) -> Result<Response<pb::EraseCaseResponse>, Status> {
+        use crate::node::retention::{self, Writer};
+        let (admin, _permit) = auth::admin(&self.core, &request).await?;
+        let r = request.get_ref();
+        let core = &self.core;
+        let now = crate::node::Core::now_ms();
+        let result = retention::erase(
+            Writer::Node(core),
+            &r.id,
+            &admin.to_string(),
+            &r.reason,
+            now,
+        )
+        .await;
+        let fields: [&[u8]; 3] = [b"erase", r.id.as_bytes(), r.reason.as_bytes()];
+        let erased = core
+            .audit_if_refused(&admin, "invalid-erasure", &fields, result)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::EraseCaseResponse {
+            erased: erased.erased,
+            audit_entry: erased.audit_entry,
+            files_clean: erased.files_clean,
+        }))
+    }
 }

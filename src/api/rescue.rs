@@ -78,10 +78,12 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let who = match req.extensions().get::<ConnInfo>().map(|i| &i.identity) {
+        let info = req.extensions().get::<ConnInfo>();
+        let who = match info.map(|i| &i.identity) {
             Some(Ok(id)) => id.to_string(),
             _ => "unidentified".to_owned(),
         };
+        let connection = info.and_then(|i| i.remote);
         let path = req.uri().path().to_owned();
         let core = self.core.clone();
         let fut = self.inner.call(req);
@@ -106,7 +108,8 @@ where
                 headers.insert("grpc-status", HeaderValue::from(code as i32));
                 headers.insert("grpc-message", HeaderValue::from_static(text));
                 let detail = format!("{text} ({path})");
-                core.audit_refusal(&who, reason_code, &detail, &[]).await;
+                core.audit_refusal_on(connection, &who, reason_code, &detail, &[])
+                    .await;
             }
             Ok(resp)
         })

@@ -163,6 +163,7 @@ pub async fn serve(core: Arc<Core>, listener: TcpListener, mut shutdown: watch::
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .layer(crate::api::trace::TraceLayer)
         .layer(rescue)
+        .layer(crate::api::deadline::DeadlineLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

@@ -15,6 +15,7 @@
 pub mod merkle;
 pub mod note;
 pub mod proof;
+pub mod trust;
 pub mod verify;
 
 pub use verify::{AuditError, Verified, VerifyContext, verify};

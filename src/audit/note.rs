@@ -399,8 +399,9 @@ pub fn verify_note(note: &SignedNote, name: &str, key: &VerifyingKey) -> Result<
                 got: sig.signature.len(),
                 want: ED25519_SIGNATURE_LEN,
             })?;
-        key.verify_strict(note.text.as_bytes(), &signature)
-            .map_err(|_| NoteError::InvalidSignature)?;
+        if !crate::crypto::signing::verify_untagged(key, note.text.as_bytes(), &signature) {
+            return Err(NoteError::InvalidSignature);
+        }
         found = true;
     }
     if found {
@@ -480,8 +481,9 @@ pub fn verify_cosignature(
         return Err(NoteError::TimestampOutOfRange);
     }
     let message = cosigned_message(checkpoint_body, timestamp);
-    key.verify_strict(message.as_bytes(), &signature)
-        .map_err(|_| NoteError::InvalidSignature)?;
+    if !crate::crypto::signing::verify_untagged(key, message.as_bytes(), &signature) {
+        return Err(NoteError::InvalidSignature);
+    }
     Ok(timestamp)
 }
 

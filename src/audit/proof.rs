@@ -2,15 +2,15 @@
 //! 9162 inclusion proof, the signed and cosigned checkpoint it is proved
 //! against, and the public keys involved. Also the JSON-lines export.
 
-use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
 use super::merkle::{self, Hash};
 use super::note::{self, Checkpoint, SignedNote};
+use super::trust::Anchor;
 use super::verify::{Conn, with_conn};
 use super::{AuditError, leaf_hash, log_origin, witness_name};
 use crate::config::NodeConfig;
-use crate::crypto::signing::{encode_public_key, key_id_of, parse_public_key};
+use crate::crypto::signing::encode_public_key;
 use crate::store::Database;
 
 pub const FORMAT: &str = "alertrelay-inclusion-proof/v1";
@@ -80,6 +80,9 @@ pub struct ProofReport {
     pub root: String,
     pub signed_by: String,
     pub cosigned_by: Vec<String>,
+    /// What vouched for the keys.
+    #[serde(default)]
+    pub trusted: String,
 }
 
 /// Builds the inclusion proof of entry `seq` against the latest cosigned
@@ -178,13 +181,11 @@ pub async fn prove(cfg: &NodeConfig, seq: i64) -> Result<ProofBundle, ProofError
     })
 }
 
-/// Checks a proof bundle offline. The keys come from the bundle unless
-/// `trusted` (e.g. the federation directory) is given, in which case every
-/// key used must also be in it.
-pub fn verify_bundle(
-    b: &ProofBundle,
-    trusted: Option<&crate::directory::Directory>,
-) -> Result<ProofReport, ProofError> {
+/// Checks a proof bundle offline. Every key must be one the verifier's
+/// `anchor` vouches for (never a key merely carried in the bundle): the
+/// log's at the time of the entry, each witness's at the time of its
+/// cosignature.
+pub fn verify_bundle(b: &ProofBundle, anchor: &Anchor) -> Result<ProofReport, ProofError> {
     let malformed = |m: &str| ProofError::Malformed(m.to_owned());
     let invalid = |m: String| ProofError::Invalid(m);
     if b.format != FORMAT {
@@ -195,7 +196,7 @@ pub fn verify_bundle(
     if hex::encode(leaf) != b.leaf_hash {
         return Err(invalid("the entry does not hash to the stated leaf".into()));
     }
-    if u64::try_from(e.seq - 1).ok() != Some(b.leaf_index) {
+    if e.seq.checked_sub(1).and_then(|i| u64::try_from(i).ok()) != Some(b.leaf_index) {
         return Err(invalid(
             "the entry's number does not match its leaf index".into(),
         ));
@@ -207,32 +208,39 @@ pub fn verify_bundle(
     if cp.origin != b.log || cp.size != b.tree_size {
         return Err(invalid("the checkpoint is for another log or size".into()));
     }
-    let keys: Vec<(&ProofKey, VerifyingKey)> = b
+    let carried = || {
+        b.keys
+            .iter()
+            .map(|k| (k.node.as_str(), k.key_id.as_str(), k.public_key.as_str()))
+    };
+    let signer = b
         .keys
         .iter()
-        .filter_map(|k| parse_public_key(&k.public_key).ok().map(|v| (k, v)))
-        .filter(|(k, v)| key_id_of(v) == k.key_id)
-        .filter(|(k, v)| match trusted {
-            None => true,
-            Some(dir) => crate::identity::NodeId::new(&k.node)
-                .ok()
-                .and_then(|id| dir.node(&id).map(|n| n.keys.iter().any(|dk| dk.key == *v)))
-                .unwrap_or(false),
-        })
-        .collect();
-    let signer = keys
-        .iter()
-        .filter(|(k, _)| k.role == "log" && k.name == b.log)
+        .filter(|k| k.role == "log" && k.name == b.log)
+        .filter_map(|k| Some((k, anchor.key(&k.node, &k.key_id, e.at_ms, carried())?)))
         .find(|(_, v)| note::verify_note(&signed, &b.log, v).is_ok())
         .map(|(k, _)| format!("{} (key {})", k.node, k.key_id))
-        .ok_or_else(|| invalid("the checkpoint is not signed by a known key of the log".into()))?;
+        .ok_or_else(|| {
+            invalid(
+                "the checkpoint is not signed by a key of the log the trust anchor vouches for"
+                    .into(),
+            )
+        })?;
     let mut cosigned_by = Vec::new();
     for sig in &signed.signatures {
-        let witness = keys
+        let witness = b
+            .keys
             .iter()
-            .filter(|(k, _)| k.role == "witness" && k.name == sig.name)
-            .find(|(_, v)| note::verify_cosignature(&signed.text, sig, &sig.name, v).is_ok());
-        if let Some((k, _)) = witness
+            .filter(|k| k.role == "witness" && k.name == sig.name)
+            .find(|k| {
+                anchor
+                    .candidate(&k.node, &k.key_id, carried())
+                    .and_then(|v| note::verify_cosignature(&signed.text, sig, &sig.name, &v).ok())
+                    .and_then(|at| i64::try_from(at.saturating_mul(1000)).ok())
+                    .and_then(|at| anchor.key(&k.node, &k.key_id, at, carried()))
+                    .is_some()
+            });
+        if let Some(k) = witness
             && !cosigned_by.contains(&k.node)
         {
             cosigned_by.push(k.node.clone());
@@ -260,6 +268,7 @@ pub fn verify_bundle(
         root: hex::encode(cp.root),
         signed_by: signer,
         cosigned_by,
+        trusted: anchor.describe(),
     })
 }
 

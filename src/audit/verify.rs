@@ -11,6 +11,7 @@ use super::merkle::{self, CompactRange, Hash};
 use super::note::{self, SignedNote};
 use super::{GENESIS, entry_hash, leaf_hash, log_origin, witness_name};
 use crate::config::NodeConfig;
+use crate::directory::NodeKeyEntry;
 use crate::store::Database;
 
 /// A read-only connection to either backend. The SQL the audit readers use
@@ -74,16 +75,25 @@ impl Conn {
 pub struct VerifyContext {
     pub origin: String,
     pub node: String,
-    /// The log owner's signing keys (any may have signed a checkpoint).
-    pub owner_keys: Vec<VerifyingKey>,
+    /// The log owner's signing keys (any valid when it signed may have
+    /// signed a checkpoint).
+    pub owner_keys: Vec<NodeKeyEntry>,
     /// Each peer's witness key name and keys.
-    pub witnesses: Vec<(String, String, Vec<VerifyingKey>)>,
+    pub witnesses: Vec<(String, String, Vec<NodeKeyEntry>)>,
+}
+
+/// The keys of `keys` that count for something signed at `at_ms` (or,
+/// when the time is not known, that are not revoked).
+fn valid(keys: &[NodeKeyEntry], at_ms: Option<i64>) -> impl Iterator<Item = &VerifyingKey> {
+    keys.iter()
+        .filter(move |k| at_ms.map_or(!k.revoked, |t| k.valid_at(t)))
+        .map(|k| &k.key)
 }
 
 impl VerifyContext {
     pub fn from_config(cfg: &NodeConfig) -> Self {
         let fed = &cfg.directory.federation;
-        let keys = |n: &crate::directory::DirectoryNode| n.keys.iter().map(|k| k.key).collect();
+        let keys = |n: &crate::directory::DirectoryNode| n.keys.clone();
         let me = cfg.directory.node(&cfg.node_id);
         VerifyContext {
             origin: log_origin(fed, cfg.node_id.as_str()),
@@ -173,6 +183,7 @@ struct CheckpointRow {
     size: i64,
     root: Vec<u8>,
     note: String,
+    created_at_ms: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -222,7 +233,7 @@ pub async fn verify_with_progress(
         }
         progress("reading", rows.len() as u64, total);
         let checkpoints: Vec<CheckpointRow> =
-            sqlx::query_as("SELECT size, root, note FROM checkpoints ORDER BY size")
+            sqlx::query_as("SELECT size, root, note, created_at_ms FROM checkpoints ORDER BY size")
                 .fetch_all(&mut *c)
                 .await
                 .map_err(AuditError::Read)?;
@@ -323,13 +334,11 @@ fn check_checkpoints(
         let bad = |problem: String| AuditError::Checkpoint { size, problem };
         let signed =
             SignedNote::parse(&cp.note).map_err(|e| bad(format!("unreadable note: {e}")))?;
-        if !ctx
-            .owner_keys
-            .iter()
+        if !valid(&ctx.owner_keys, Some(cp.created_at_ms))
             .any(|k| note::verify_note(&signed, &ctx.origin, k).is_ok())
         {
             return Err(bad(format!(
-                "not signed by {}'s key in the directory",
+                "not signed by a key of {} that the directory lists as valid when it was signed",
                 ctx.node
             )));
         }
@@ -372,8 +381,12 @@ fn check_checkpoints(
             let parsed = SignedNote::parse(&format!("{}\n{}", signed.text, c.line))
                 .map_err(|_| cosig_err("unreadable cosignature line"))?;
             let ok = parsed.signatures.iter().any(|s| {
-                keys.iter()
-                    .any(|k| note::verify_cosignature(&signed.text, s, name, k).is_ok())
+                keys.iter().filter(|k| !k.revoked).any(|k| {
+                    note::verify_cosignature(&signed.text, s, name, &k.key)
+                        .ok()
+                        .and_then(|at| i64::try_from(at).ok()?.checked_mul(1000))
+                        .is_some_and(|at_ms| k.valid_at(at_ms))
+                })
             });
             if !ok {
                 return Err(cosig_err("does not verify"));
@@ -410,11 +423,7 @@ pub fn check_witnessed(
     };
     let signed = SignedNote::parse(note_text)
         .map_err(|e| rolled(0, format!("unreadable note from the witness: {e}")))?;
-    if !ctx
-        .owner_keys
-        .iter()
-        .any(|k| note::verify_note(&signed, &ctx.origin, k).is_ok())
-    {
+    if !valid(&ctx.owner_keys, None).any(|k| note::verify_note(&signed, &ctx.origin, k).is_ok()) {
         return Err(rolled(
             0,
             "the witness holds a checkpoint this node's key did not sign".into(),

@@ -421,9 +421,15 @@ pub enum CasesCommand {
     /// Check an exported bundle offline: exit 0 valid, 2 invalid.
     VerifyExport {
         file: PathBuf,
-        /// Only trust keys that are also in this directory file.
+        /// The trust anchor: the federation directory file. A key counts
+        /// only if it lists it, not revoked, valid when it signed.
         #[arg(long)]
         directory: Option<PathBuf>,
+        /// Or: a public key you trust (base64, as the directory writes
+        /// it); repeat for several. Without a directory or a key nothing
+        /// can be verified.
+        #[arg(long = "key")]
+        keys: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -549,9 +555,15 @@ pub enum AuditCommand {
     /// Check a proof bundle offline.
     VerifyProof {
         file: PathBuf,
-        /// Only trust keys that are also in this directory file.
+        /// The trust anchor: the federation directory file. A key counts
+        /// only if it lists it, not revoked, valid when it signed.
         #[arg(long)]
         directory: Option<PathBuf>,
+        /// Or: a public key you trust (base64, as the directory writes
+        /// it); repeat for several. Without a directory or a key nothing
+        /// can be verified.
+        #[arg(long = "key")]
+        keys: Vec<String>,
         #[arg(long)]
         json: bool,
     },

@@ -13,6 +13,7 @@ use anyhow::Context;
 use super::args::AuditCommand;
 use super::print::emit;
 use super::{EXIT_INVALID, Failure, load_config};
+use crate::audit::trust::Anchor;
 use crate::audit::verify::Verified;
 use crate::audit::{AuditError, VerifyContext};
 use crate::config::NodeConfig;
@@ -34,19 +35,43 @@ pub(crate) async fn run(command: AuditCommand) -> Result<ExitCode, Failure> {
         AuditCommand::VerifyProof {
             file,
             directory,
+            keys,
             json,
-        } => verify_proof(file, directory, json),
+        } => verify_proof(file, directory, &keys, json),
         AuditCommand::Export { config, after, who } => export(config, after, who).await,
     }
 }
 
 /// `--directory FILE` of the offline checks: only trust keys that are also
 /// in it.
-pub(crate) fn trusted_directory(directory: Option<PathBuf>) -> Result<Option<Directory>, Failure> {
-    directory
-        .map(|d| Directory::load(&d))
-        .transpose()
-        .map_err(Failure::usage)
+/// The verifier's trust anchor: the directory file, or the keys pinned
+/// with `--key`; `None` when neither was given.
+pub(crate) fn trust_anchor(
+    directory: Option<PathBuf>,
+    keys: &[String],
+) -> Result<Option<Anchor>, Failure> {
+    if let Some(d) = directory {
+        if !keys.is_empty() {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "give --directory or --key, not both"
+            )));
+        }
+        let dir = Directory::load(&d).map_err(Failure::usage)?;
+        return Ok(Some(Anchor::Directory(dir)));
+    }
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    Anchor::pinned(keys)
+        .map(Some)
+        .map_err(|e| Failure::usage(anyhow::anyhow!("--key: {e}")))
+}
+
+/// Nothing to check keys against: said plainly, exit code 2 (nothing was
+/// verified).
+pub(crate) fn unverified(json: bool) -> ExitCode {
+    let problem = "nothing was verified: no trust anchor. Keys listed inside a bundle prove nothing (anyone can re-sign it with a key of their own); give --directory FILE (the federation directory) or --key PUBLIC-KEY";
+    refuted(&problem, json, format!("UNVERIFIED: {problem}"))
 }
 
 /// A proof or bundle that does not check out: `{"ok": false, "problem"}`
@@ -249,11 +274,14 @@ fn print_proof(cfg: &NodeConfig, bundle: &crate::audit::proof::ProofBundle) {
 fn verify_proof(
     file: PathBuf,
     directory: Option<PathBuf>,
+    keys: &[String],
     json: bool,
 ) -> Result<ExitCode, Failure> {
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read {}", file.display()))?;
-    let dir = trusted_directory(directory)?;
+    let Some(anchor) = trust_anchor(directory, keys)? else {
+        return Ok(unverified(json));
+    };
     let result = serde_json::from_str::<crate::audit::proof::ProofBundle>(&text)
         .map_err(|_| {
             crate::audit::proof::ProofError::Malformed(format!(
@@ -261,7 +289,7 @@ fn verify_proof(
                 file.display()
             ))
         })
-        .and_then(|b| crate::audit::proof::verify_bundle(&b, dir.as_ref()));
+        .and_then(|b| crate::audit::proof::verify_bundle(&b, &anchor));
     let r = match result {
         Ok(r) => r,
         Err(e) => return Ok(invalid(&e, json)),

@@ -45,8 +45,9 @@ pub(crate) async fn run(command: CasesCommand) -> Result<ExitCode, Failure> {
         CasesCommand::VerifyExport {
             file,
             directory,
+            keys,
             json,
-        } => verify_export(file, directory, json),
+        } => verify_export(file, directory, &keys, json),
     }
 }
 
@@ -294,11 +295,14 @@ async fn export(
 fn verify_export(
     file: PathBuf,
     directory: Option<PathBuf>,
+    keys: &[String],
     json: bool,
 ) -> Result<ExitCode, Failure> {
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read {}", file.display()))?;
-    let dir = super::audit::trusted_directory(directory)?;
+    let Some(anchor) = super::audit::trust_anchor(directory, keys)? else {
+        return Ok(super::audit::unverified(json));
+    };
     let result = serde_json::from_str::<crate::wire::bundle::ExportBundle>(&text)
         .map_err(|_| {
             crate::audit::proof::ProofError::Malformed(format!(
@@ -306,7 +310,7 @@ fn verify_export(
                 file.display()
             ))
         })
-        .and_then(|b| crate::wire::bundle::verify_export(&b, dir.as_ref()));
+        .and_then(|b| crate::wire::bundle::verify_export(&b, &anchor));
     let r = match result {
         Ok(r) => r,
         Err(e) => return Ok(super::audit::invalid(&e, json)),

@@ -84,6 +84,21 @@ async fn migrate_to(config: PathBuf, url: String, json: bool) -> Result<ExitCode
             cfg.database
         )));
     };
+    // No node may write the file while it is copied: switching to a copy
+    // that missed the node's last writes would look, to `audit verify`
+    // and to the witnesses, like a rollback. The lock is held until the
+    // copy is verified.
+    let _lock = match crate::runtime::lock_sqlite(source) {
+        Ok(lock) => lock,
+        Err(crate::runtime::StartError::AlreadyRunning { .. }) => {
+            return Err(anyhow!(
+                "{} is in use by a running node: stop it first (migrate-to copies a database no node is writing), then start it on the copy",
+                source.display()
+            )
+            .into());
+        }
+        Err(e) => return Err(anyhow!("{e}").into()),
+    };
     let started = Instant::now();
     let copied = crate::store::copy::sqlite_to_postgres(source, target_url)
         .await

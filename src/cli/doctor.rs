@@ -211,28 +211,44 @@ fn files(report: &mut Report, cfg: &NodeConfig) {
     }
 }
 
-/// A PostgreSQL database: it answers and its schema is migrated (the
-/// node's start-up migrations run here too).
+/// A PostgreSQL database: it answers, and what it holds of the schema.
+/// Only reads: a doctor never creates or migrates a schema (the node does,
+/// at its start), whatever database the URL names.
 async fn postgres(report: &mut Report, cfg: &NodeConfig) {
-    if cfg.database.sqlite_path().is_some() {
+    let crate::store::Database::Postgres(url) = &cfg.database else {
         return;
-    }
-    match crate::store::Store::connect(&cfg.database).await {
-        Ok(store) => {
-            let size = store.audit_entries_count().await;
-            store.close().await;
-            match size {
-                Ok(n) => report.ok(
-                    "database",
-                    format!("{} answers ({n} audit entries)", cfg.database),
-                ),
-                Err(e) => report.fail("database", format!("{}: {e}", cfg.database)),
-            }
-        }
-        Err(e) => report.fail(
+    };
+    match crate::store::postgres::schema_state(url).await {
+        Ok(s) if s.applied == 0 => report.warn(
             "database",
-            format!("cannot use {}: {:#}", cfg.database, anyhow::Error::from(e)),
+            format!(
+                "{} answers and holds no alertrelay schema yet: the node creates it at its first start (is this the right database?)",
+                cfg.database
+            ),
         ),
+        Ok(s) if s.applied < s.known => report.warn(
+            "database",
+            format!(
+                "{} answers; its schema is at migration {} of {}: the node migrates it at its next start",
+                cfg.database, s.applied, s.known
+            ),
+        ),
+        Ok(s) if s.applied > s.known => report.fail(
+            "database",
+            format!(
+                "{} holds a schema newer than this version ({} migrations, this version knows {}): upgrade alertrelay",
+                cfg.database, s.applied, s.known
+            ),
+        ),
+        Ok(s) => report.ok(
+            "database",
+            format!(
+                "{} answers ({} audit entries)",
+                cfg.database,
+                s.audit_entries.unwrap_or(0)
+            ),
+        ),
+        Err(e) => report.fail("database", format!("{:#}", anyhow::Error::from(e))),
     }
 }
 

@@ -59,6 +59,8 @@ struct Summary<'a> {
     accepted: usize,
     already_imported: usize,
     refused: usize,
+    /// Sent, but never answered: whether they were stored is unknown.
+    unknown: usize,
     results: &'a [RowResult],
 }
 
@@ -94,6 +96,7 @@ pub(crate) async fn run(
         accepted: count("accepted"),
         already_imported: count("already-imported"),
         refused: count("refused"),
+        unknown: count("unknown"),
         results: &results,
     };
     if json {
@@ -101,7 +104,7 @@ pub(crate) async fn run(
     } else {
         summary.print();
     }
-    Ok(if summary.refused > 0 {
+    Ok(if summary.refused > 0 || summary.unknown > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -110,12 +113,14 @@ pub(crate) async fn run(
 
 impl Summary<'_> {
     fn print(&self) {
-        for r in self.results.iter().filter(|r| r.status == "refused") {
-            println!("row {}: refused: {}", r.row, r.reason);
+        for r in self.results.iter().filter(|r| r.status != "accepted") {
+            if r.status == "refused" || r.status == "unknown" {
+                println!("row {}: {}: {}", r.row, r.status, r.reason);
+            }
         }
         println!(
-            "{}: {} rows: {} accepted, {} already imported (not submitted again), {} refused",
-            self.file, self.rows, self.accepted, self.already_imported, self.refused
+            "{}: {} rows: {} accepted, {} already imported (not submitted again), {} refused, {} unknown (run again)",
+            self.file, self.rows, self.accepted, self.already_imported, self.refused, self.unknown
         );
     }
 }
@@ -137,9 +142,11 @@ fn progress_bar(rows: usize, json: bool) -> indicatif::ProgressBar {
 }
 
 /// Sends every row, each answered once: on one stream; rows it did not
-/// answer (the stream broke off) are sent again on a new one, which their
-/// submission ids make safe. After five attempts, or an error that is not
-/// worth retrying, the rows left are refused with it.
+/// answer (the stream broke off, a replica went away) are sent again on a
+/// new one, which their submission ids make safe. Rows the node refused
+/// are `refused`; rows still unanswered after the last attempt are
+/// `unknown` (nothing says whether they were stored: running the import
+/// again settles it).
 async fn send_all(
     client: OperatorClient<Channel>,
     rows: Vec<Row>,
@@ -160,29 +167,52 @@ async fn send_all(
             )),
             e => e,
         };
-        match error {
-            None => {}
-            Some(s)
-                if attempt < 5
-                    && matches!(
-                        s.code(),
-                        tonic::Code::Unavailable | tonic::Code::ResourceExhausted
-                    ) =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
-            }
-            Some(s) => {
-                let reason = format!("{:?}: {}", s.code(), s.message());
-                results.extend(pending.drain(..).map(|row| RowResult {
-                    row: row.line,
-                    status: "refused",
-                    report_id: String::new(),
-                    reason: reason.clone(),
-                }));
-            }
+        let Some(s) = error else { continue };
+        let unanswered = !refusal(s.code());
+        if unanswered && attempt < SEND_ATTEMPTS {
+            tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            continue;
         }
+        let (status, reason) = if unanswered {
+            (
+                "unknown",
+                format!(
+                    "not answered ({:?}: {}); run the import again: rows already stored are not submitted twice",
+                    s.code(),
+                    s.message()
+                ),
+            )
+        } else {
+            ("refused", format!("{:?}: {}", s.code(), s.message()))
+        };
+        results.extend(pending.drain(..).map(|row| RowResult {
+            row: row.line,
+            status,
+            report_id: String::new(),
+            reason: reason.clone(),
+        }));
     }
     results
+}
+
+/// Streams tried before the rows still unanswered are given up on.
+const SEND_ATTEMPTS: u64 = 8;
+
+/// Whether a stream's error is the node refusing the rows (an answer),
+/// rather than the stream failing before they were answered.
+fn refusal(code: tonic::Code) -> bool {
+    use tonic::Code;
+    matches!(
+        code,
+        Code::InvalidArgument
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::FailedPrecondition
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::OutOfRange
+            | Code::Unimplemented
+    )
 }
 
 /// Reads and checks every row. Rows that fail the checks are returned as

@@ -1,7 +1,10 @@
 //! `alertrelay retention run` (purge what `[retention]` says has expired)
 //! and `alertrelay retention erase` (one case's personal data now, on an
-//! erasure request). Both read and write the database itself, as
-//! `cli:retention`, and leave their audit entries.
+//! erasure request). While the node runs they ask it (an admin call: its
+//! own writer does the work, in short transactions, audited under the
+//! admin); otherwise they work on the database itself, as `cli:retention`,
+//! holding the node's lock meanwhile. Either way the purged data must be
+//! gone from the database's files too, or the command fails and says so.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,10 +12,12 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow};
 
 use super::args::RetentionCommand;
+use super::client::{connect_admin, rpc};
 use super::print::emit;
 use super::{Failure, load_config};
 use crate::config::NodeConfig;
-use crate::node::retention::RetentionRun;
+use crate::node::retention::{Erased, RetentionRun, Writer};
+use crate::pb;
 use crate::store::Store;
 
 /// Who the audit log names for what these commands do.
@@ -34,10 +39,30 @@ pub(crate) async fn run(command: RetentionCommand) -> Result<ExitCode, Failure> 
     }
 }
 
-async fn open(cfg: &NodeConfig) -> Result<Store, Failure> {
-    Ok(Store::connect(&cfg.database)
+/// Where a retention command does its work.
+enum Via {
+    /// The node runs on this database: it does the work with its own
+    /// writer (an admin call), so the command never fights its writer.
+    Node,
+    /// No node runs on it (SQLite: this command holds its lock, so none can
+    /// start meanwhile; PostgreSQL: transactions wait their turn for the
+    /// writer lock as a replica's would).
+    Alone(Store, Option<std::fs::File>),
+}
+
+async fn via(cfg: &NodeConfig) -> Result<Via, Failure> {
+    let lock = match cfg.database.sqlite_path() {
+        Some(path) => match crate::runtime::lock_sqlite(path) {
+            Ok(lock) => Some(lock),
+            Err(crate::runtime::StartError::AlreadyRunning { .. }) => return Ok(Via::Node),
+            Err(e) => return Err(Failure::from(anyhow!("{e}"))),
+        },
+        None => None,
+    };
+    let store = Store::connect(&cfg.database)
         .await
-        .with_context(|| format!("database {}", cfg.database.display()))?)
+        .with_context(|| format!("database {}", cfg.database.display()))?;
+    Ok(Via::Alone(store, lock))
 }
 
 async fn purge_expired(config: PathBuf, dry_run: bool, json: bool) -> Result<ExitCode, Failure> {
@@ -48,20 +73,43 @@ async fn purge_expired(config: PathBuf, dry_run: bool, json: bool) -> Result<Exi
             cfg.path.display()
         )));
     }
-    let store = open(&cfg).await?;
-    let result = crate::node::retention::run(
-        &store,
-        &cfg.retention,
-        ACTOR,
-        cfg.node_id.as_str(),
-        dry_run,
-        true,
-        crate::node::Core::now_ms(),
+    let run = match via(&cfg).await? {
+        Via::Node => {
+            let mut client = connect_admin(&cfg).await?;
+            let answer = client
+                .run_retention(pb::RunRetentionRequest { dry_run })
+                .await
+                .map_err(rpc)?;
+            crate::api::convert::retention_from_pb(answer.into_inner())
+        }
+        Via::Alone(store, _lock) => {
+            let result = crate::node::retention::run(
+                Writer::Alone(&store),
+                &cfg.retention,
+                ACTOR,
+                cfg.node_id.as_str(),
+                dry_run,
+                true,
+                crate::node::Core::now_ms(),
+            )
+            .await;
+            store.close().await;
+            result.context("retention run failed")?
+        }
+    };
+    emit(&run, json, |run| print_run(run, dry_run))?;
+    scrubbed(run.files_clean)
+}
+
+/// Exit 1, loudly, when the purged data is still in the database's files.
+fn scrubbed(files_clean: bool) -> Result<ExitCode, Failure> {
+    if files_clean {
+        return Ok(ExitCode::SUCCESS);
+    }
+    Err(anyhow!(
+        "the purge is committed, but the database's WAL file still holds old pages of the purged reports: another process kept reading the database; close it and run `alertrelay retention run` again (or restart the node)"
     )
-    .await;
-    store.close().await;
-    let run = result.context("retention run failed")?;
-    emit(&run, json, |run| print_run(run, dry_run))
+    .into())
 }
 
 fn print_run(run: &RetentionRun, dry_run: bool) {
@@ -89,21 +137,36 @@ async fn erase(
     json: bool,
 ) -> Result<ExitCode, Failure> {
     let cfg = load_config(&config)?;
-    let store = open(&cfg).await?;
-    let result =
-        crate::node::retention::erase(&store, &id, ACTOR, &reason, crate::node::Core::now_ms())
-            .await;
-    store.close().await;
-    let (subject, seq) = result?;
+    let erased = match via(&cfg).await? {
+        Via::Node => {
+            let mut client = connect_admin(&cfg).await?;
+            let e = client
+                .erase_case(pb::EraseCaseRequest { id, reason })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            Erased {
+                erased: e.erased,
+                audit_entry: e.audit_entry,
+                files_clean: e.files_clean,
+            }
+        }
+        Via::Alone(store, _lock) => {
+            let now = crate::node::Core::now_ms();
+            let result =
+                crate::node::retention::erase(Writer::Alone(&store), &id, ACTOR, &reason, now)
+                    .await;
+            store.close().await;
+            result.map_err(|e| anyhow!("{e}"))?
+        }
+    };
     if json {
-        println!(
-            "{}",
-            serde_json::json!({"erased": subject, "audit_entry": seq})
-        );
+        println!("{}", serde_json::to_string(&erased)?);
     } else {
         println!(
-            "case {subject}: URLs, notes and evidence erased (audit entry {seq}); peers that received it keep their own copies"
+            "case {}: URLs, notes and evidence erased (audit entry {}); peers that received it keep their own copies",
+            erased.erased, erased.audit_entry
         );
     }
-    Ok(ExitCode::SUCCESS)
+    scrubbed(erased.files_clean)
 }

@@ -32,7 +32,13 @@ pub async fn run(
             _ = tokio::time::sleep(core.config.witness_interval) => {}
             _ = shutdown.changed() => return,
         }
-        match witness_once(&core, &peer, &mut client).await {
+        let outcome = witness_once(&core, &peer, &mut client).await;
+        // An answer, whatever it says, shows the peer is reachable: the
+        // node's one view of it (`peers`, `status`, health) says so.
+        if outcome.is_ok() {
+            core.peer_reachable(&peer, true);
+        }
+        match outcome {
             Ok(Outcome::Cosigned(_)) => core.metrics.witness(peer.as_str(), "cosigned"),
             Ok(Outcome::Refused(reason, checkpoint)) => {
                 core.metrics.witness(peer.as_str(), "refused");
@@ -109,10 +115,12 @@ fn checked(
 ) -> Result<Result<(SignedNote, Checkpoint), Outcome>, String> {
     let origin = log_origin(&core.config.directory.federation, peer.as_str());
     let signed = SignedNote::parse(note_text).map_err(|e| format!("unreadable note: {e}"))?;
+    // Keys valid now: not revoked, within their window.
+    let now = Core::now_ms();
     let keys: Vec<_> = core
         .directory()
         .node(peer)
-        .map(|n| n.keys.iter().map(|k| k.key).collect())
+        .map(|n| n.keys_valid_at(now).copied().collect())
         .unwrap_or_default();
     if !keys
         .iter()

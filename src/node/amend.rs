@@ -53,21 +53,24 @@ pub async fn amend(
     reason: &str,
 ) -> Result<CaseView, NodeError> {
     let result = apply(core, operator, id, &change, reason).await;
-    if let Err(e @ (NodeError::Invalid(_) | NodeError::FailedPrecondition(_))) = &result {
-        let code = match e {
-            NodeError::Invalid(i) => i.code,
-            _ => "invalid-amendment",
-        };
-        let refused = format!("{id}\0{}", change.kind().as_str_name());
-        core.audit_refusal(
-            &operator.to_string(),
-            code,
-            &e.to_string(),
-            refused.as_bytes(),
-        )
-        .await;
+    let kind = change.kind().as_str_name().as_bytes();
+    let mut fields: Vec<&[u8]> = vec![kind, id.as_bytes(), reason.as_bytes()];
+    let hashes: Vec<String>;
+    if let Change::Correct {
+        category,
+        hashes: h,
+        notes,
+    } = &change
+    {
+        hashes = h
+            .iter()
+            .map(|h| format!("{}:{}", h.algorithm, h.value))
+            .collect();
+        fields.extend([category.as_bytes(), notes.as_bytes()]);
+        fields.extend(hashes.iter().map(|h| h.as_bytes()));
     }
-    result
+    core.audit_if_refused(operator, "invalid-amendment", &fields, result)
+        .await
 }
 
 async fn apply(
@@ -95,15 +98,17 @@ async fn apply(
             "report {id} is already retracted"
         )));
     }
-    let wake = record(core, &mut tx, &row, &a, &signed, &[], &actor, now).await?;
     let retract = a.kind == pb::AmendmentKind::Retract as i32;
+    // Not yet sent: not sent at all (before the amendment is queued, so
+    // it goes only where the report went or is going).
     let withheld = if retract {
         // The origin's own view of the report.
         tx.set_status(row.seq, "retracted", now).await?;
-        withhold(&mut tx, &row, now).await?
+        withhold(core, &mut tx, &row, now).await?
     } else {
         Vec::new()
     };
+    let wake = record(core, &mut tx, &row, &a, &signed, &[], &actor, now).await?;
     let sent_to: Vec<&String> = wake.iter().filter(|h| !withheld.contains(h)).collect();
     tx.audit(
         &audit::Entry::new(
@@ -214,7 +219,12 @@ fn amendment(
 /// A report retracted before it was sent is not sent at all: its queued
 /// envelopes are taken out of the outbox and their deliveries refused.
 /// Returns the next hops it was withheld from.
-async fn withhold(tx: &mut Tx, row: &ReportRow, now: i64) -> Result<Vec<String>, NodeError> {
+pub(crate) async fn withhold(
+    core: &Core,
+    tx: &mut Tx,
+    row: &ReportRow,
+    now: i64,
+) -> Result<Vec<String>, NodeError> {
     let why = "retracted by the origin before delivery";
     let mut withheld = Vec::new();
     for (dest, hop, state) in tx.delivery_routes(row.seq).await? {
@@ -222,6 +232,12 @@ async fn withhold(tx: &mut Tx, row: &ReportRow, now: i64) -> Result<Vec<String>,
             continue;
         }
         if let Some(outbox) = tx.queued_report(row.seq, &hop).await? {
+            // An envelope being sent right now may reach the peer whatever
+            // happens here: it is left to its delivery, and the retraction
+            // follows it there.
+            if core.store.is_claimed(outbox, now).await? {
+                continue;
+            }
             tx.dequeue(outbox).await?;
             withheld.push(hop.clone());
         } else if !withheld.contains(&hop) {

@@ -206,7 +206,7 @@ pub async fn audit_read(
 /// A case id as given: `REPORT-ID` or `ORIGIN/REPORT-ID`, each part of its
 /// grammar (so it can be named in answers and the audit log: it is never a
 /// URL, nor longer than 97 bytes).
-fn case_id(id: &str) -> Result<(Option<&str>, &str), NodeError> {
+pub(crate) fn case_id(id: &str) -> Result<(Option<&str>, &str), NodeError> {
     let bad = || {
         crate::report::InvalidInput::new(
             "bad-case-id",
@@ -270,21 +270,17 @@ pub async fn update(
     referral: &Referral<'_>,
 ) -> Result<CaseView, NodeError> {
     let result = apply_update(core, operator, id, status, reason, referral).await;
-    if let Err(e @ (NodeError::Invalid(_) | NodeError::FailedPrecondition(_))) = &result {
-        let code = match e {
-            NodeError::Invalid(i) => i.code,
-            _ => "invalid-transition",
-        };
-        let refused = format!("{id}\0{status}");
-        core.audit_refusal(
-            &operator.to_string(),
-            code,
-            &e.to_string(),
-            refused.as_bytes(),
-        )
-        .await;
-    }
-    result
+    let at = referral.referred_at_ms.to_be_bytes();
+    let fields: [&[u8]; 6] = [
+        id.as_bytes(),
+        status.as_bytes(),
+        reason.as_bytes(),
+        referral.agency.as_bytes(),
+        referral.reference.as_bytes(),
+        &at,
+    ];
+    core.audit_if_refused(operator, "invalid-transition", &fields, result)
+        .await
 }
 
 async fn apply_update(
@@ -420,7 +416,7 @@ async fn change_one(
     let back_to = (row.direction == Direction::Incoming.as_str()).then(|| row.origin.clone());
     let next_node = back_to
         .as_ref()
-        .map(|origin| row.received_from.clone().unwrap_or_else(|| origin.clone()));
+        .map(|origin| super::relay::back_through(core, row).unwrap_or_else(|| origin.clone()));
     if let Some(peer) = &back_to {
         let update = pb::StatusUpdate {
             update_id: update_id.clone(),
@@ -433,10 +429,10 @@ async fn change_one(
         };
         let signed = wire::sign(&core.key(), &core.me, Purpose::Status, &update);
         let bytes = signed.encode_to_vec();
-        match row.received_from.as_deref() {
+        match super::relay::back_through(core, row).as_deref() {
             // Through the relay (or the hotline that handed the case over)
             // it came from, which passes it on towards the origin.
-            Some(prev) if prev != row.origin => {
+            Some(prev) => {
                 let ret = pb::Returned {
                     kind: pb::ReturnedKind::Status as i32,
                     item: Some(signed),

@@ -204,6 +204,14 @@ pub async fn span_roots(
 
 /// A witness returns its cosignature of one of our checkpoints, or tells us
 /// why it refused.
+/// How often one witness may tell this node it refused to cosign: five at
+/// once, then one every ten minutes.
+const WITNESS_REFUSALS: crate::config::Quota = crate::config::Quota {
+    per_sec: 1.0 / 600.0,
+    burst: 5.0,
+    concurrent: usize::MAX >> 4,
+};
+
 pub async fn receive_cosignature(
     core: &Core,
     witness: &NodeId,
@@ -214,7 +222,15 @@ pub async fn receive_cosignature(
     let actor = format!("node:{witness}");
     let now = Core::now_ms();
     if !refusal.is_empty() {
-        let refusal: String = refusal.chars().take(1000).collect();
+        // Only a node that witnesses this log (an active peer: `auth`
+        // admitted it) may refuse, a few times an hour at most; what it
+        // says is bounded and escaped before it is logged or stored.
+        let key = format!("witness refusal {witness}");
+        if core.limiter.admit(&key, WITNESS_REFUSALS).is_err() {
+            core.metrics.refusal("refusals-throttled");
+            return Ok(());
+        }
+        let refusal = super::state::bounded(refusal);
         tracing::error!(witness = %witness, reason = %refusal, "ALERT: a witness refused to cosign our audit checkpoint");
         core.metrics.witness(witness.as_str(), "refused_us");
         let mut tx = core.store.begin().await?;
@@ -252,14 +268,19 @@ pub async fn receive_cosignature(
         return Err(bad("exactly one cosignature line expected"));
     };
     let name = witness_name(&core.config.directory.federation, witness.as_str());
-    let keys = core
-        .directory()
+    // A key of the witness valid when it cosigned (the cosignature's own
+    // timestamp, known once it verifies).
+    let directory = core.directory();
+    let timestamp = directory
         .node(witness)
-        .map(|n| n.keys.iter().map(|k| k.key).collect::<Vec<_>>())
-        .unwrap_or_default();
-    let timestamp = keys
-        .iter()
-        .find_map(|k| note::verify_cosignature(checkpoint, sig, &name, k).ok())
+        .into_iter()
+        .flat_map(|n| n.keys.iter())
+        .filter(|k| !k.revoked)
+        .find_map(|k| {
+            let at = note::verify_cosignature(checkpoint, sig, &name, &k.key).ok()?;
+            let at_ms = i64::try_from(at).ok()?.checked_mul(1000)?;
+            k.valid_at(at_ms).then_some(at)
+        })
         .ok_or_else(|| NodeError::Wire(crate::wire::WireError::BadSignature("cosignature")))?;
     let mut tx = core.store.begin().await?;
     let line = signature_line(checkpoint, sig.clone());

@@ -30,21 +30,15 @@ pub async fn hand_off(
     reason: &str,
 ) -> Result<CaseView, NodeError> {
     let result = apply(core, operator, id, to, hosting_ip, reason).await;
-    if let Err(e @ (NodeError::Invalid(_) | NodeError::FailedPrecondition(_))) = &result {
-        let code = match e {
-            NodeError::Invalid(i) => i.code,
-            _ => "invalid-handoff",
-        };
-        let refused = format!("{id}\0{to}\0handoff");
-        core.audit_refusal(
-            &operator.to_string(),
-            code,
-            &e.to_string(),
-            refused.as_bytes(),
-        )
-        .await;
-    }
-    result
+    let fields: [&[u8]; 5] = [
+        b"handoff",
+        id.as_bytes(),
+        to.as_bytes(),
+        hosting_ip.as_bytes(),
+        reason.as_bytes(),
+    ];
+    core.audit_if_refused(operator, "invalid-handoff", &fields, result)
+        .await
 }
 
 async fn apply(

@@ -60,12 +60,29 @@ impl Core {
         self.ready.borrow().clone()
     }
 
-    /// Records a peer's reachability; publishes only on change.
+    /// Records what was just seen of a peer — by the health probe, the
+    /// delivery worker, the witness, or the peer calling us — in the one
+    /// place `peers`, `status` and health all read: the latest observation
+    /// wins. Publishes readiness only on change.
     pub fn peer_reachable(&self, peer: &NodeId, reachable: bool) {
+        self.note_peer(peer, reachable);
         self.ready.send_if_modified(|r| {
             let before = r.peers.insert(peer.to_string(), reachable);
             before != Some(reachable)
         });
+    }
+
+    /// The peer link's view of the peer (for `peers`), without publishing.
+    fn note_peer(&self, peer: &NodeId, reachable: bool) {
+        if let Some(link) = self.peers.get(peer) {
+            let now = Core::now_ms();
+            link.update(|s| {
+                s.reachable = Some(reachable);
+                if reachable {
+                    s.last_seen_ms = Some(now);
+                }
+            });
+        }
     }
 }
 
@@ -132,6 +149,11 @@ async fn probe(core: &Core, channels: &[(NodeId, tonic::transport::Channel)]) {
         }
     });
     let peers: BTreeMap<String, bool> = futures_join_all(calls).await.into_iter().collect();
+    for (peer, ok) in &peers {
+        if let Ok(id) = NodeId::new(peer) {
+            core.note_peer(&id, *ok);
+        }
+    }
     let next = Readiness {
         database: Some(database),
         keys: Some(keys),

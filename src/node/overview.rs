@@ -20,6 +20,9 @@ pub struct PeerView {
     /// Unix ms of the next attempt while backing off, else 0.
     pub next_attempt_ms: i64,
     pub last_success_ms: i64,
+    /// When the peer was last seen answering, Unix ms; 0 when never.
+    #[serde(default)]
+    pub last_seen_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +77,7 @@ pub async fn peers(core: &Core) -> Result<Vec<PeerView>, NodeError> {
             consecutive_failures: status.failures,
             next_attempt_ms: status.next_attempt_ms.unwrap_or(0),
             last_success_ms: status.last_success_ms.unwrap_or(0),
+            last_seen_ms: status.last_seen_ms.unwrap_or(0),
         });
     }
     Ok(out)

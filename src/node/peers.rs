@@ -11,9 +11,13 @@ use tokio::sync::Notify;
 /// What the delivery worker last saw of a peer, for `alertrelay peers`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PeerStatus {
-    /// None until the first attempt.
+    /// The latest observation (`Core::peer_reachable`); None until the
+    /// peer was first tried or seen.
     pub reachable: Option<bool>,
     pub last_success_ms: Option<i64>,
+    /// When the peer was last seen answering (a delivery, a health probe,
+    /// a witness exchange, or a call from it).
+    pub last_seen_ms: Option<i64>,
     pub last_failure_ms: Option<i64>,
     pub last_error: String,
     /// Consecutive failures.

@@ -14,6 +14,47 @@ use crate::wire;
 
 use super::{Core, NodeError};
 
+/// The relays a report from `origin` passes on its way to `dest`, in
+/// order: the directory's relays in front of `dest`, outermost first, from
+/// the one after `origin` when the origin is one of them.
+pub fn chain(
+    directory: &crate::directory::Directory,
+    origin: &NodeId,
+    dest: &NodeId,
+) -> Vec<NodeId> {
+    let mut outer_first = directory.relays_of(dest);
+    outer_first.reverse();
+    match outer_first.iter().position(|r| r == origin) {
+        Some(i) => outer_first.split_off(i + 1),
+        None => outer_first,
+    }
+}
+
+/// Where a status update of a case worked here goes first: back through
+/// the node the report came from when that is one of the directory's
+/// relays for this hotline or the hotline that handed the case over —
+/// otherwise straight to the origin, so a node that only posed as a relay
+/// can neither read nor drop the case's statuses.
+pub fn back_through(core: &Core, row: &ReportRow) -> Option<String> {
+    let prev = row.received_from.as_deref()?;
+    if prev == row.origin {
+        return None;
+    }
+    let directory = core.directory();
+    let origin = NodeId::new(&row.origin).ok()?;
+    let prev_id = NodeId::new(prev).ok()?;
+    if chain(&directory, &origin, &core.me).contains(&prev_id) {
+        return Some(prev.to_owned());
+    }
+    let handed_over = pb::Envelope::decode(row.envelope.as_slice())
+        .ok()
+        .and_then(|e| e.hops.last().cloned())
+        .filter(|h| h.signer == prev)
+        .and_then(|h| pb::Hop::decode(h.payload.as_slice()).ok())
+        .is_some_and(|h| h.handoff);
+    handed_over.then(|| prev.to_owned())
+}
+
 /// The report a relay passes on: what its hops sign.
 pub struct Relayed<'a> {
     pub seq: i64,

@@ -16,7 +16,9 @@ use serde::Serialize;
 
 use crate::audit;
 use crate::config::Retention;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Tx};
+
+use super::{Core, NodeError};
 
 /// At most this many reports per run (the next run takes the rest).
 pub const MAX_PER_RUN: i64 = 10_000;
@@ -40,12 +42,32 @@ pub struct RetentionRun {
     pub refused: u64,
     pub delivered: u64,
     pub reports: Vec<PurgedReport>,
-    /// The audit entry that records the purge (none for a dry run, or when
-    /// a scheduled run found nothing).
+    /// The audit entry that records the purge — the last one when it went
+    /// in several transactions (none for a dry run, or when a scheduled
+    /// run found nothing).
     pub audit_entry: Option<i64>,
+    /// Whether the purged data is gone from the database's files too
+    /// (SQLite: the WAL truncated; false when another process kept reading
+    /// and the WAL still holds old page images of the purged rows).
+    pub files_clean: bool,
 }
 
 const KINDS: [&str; 3] = ["closed", "refused", "delivered"];
+
+/// The record kind `name` names (as a node answered it), `delivered` for
+/// anything else.
+pub fn kind_name(name: &str) -> &'static str {
+    KINDS
+        .iter()
+        .find(|k| **k == name)
+        .copied()
+        .unwrap_or("delivered")
+}
+
+/// Reports purged per transaction: a purge is bulk work, in short
+/// transactions that let urgent work take the writer in between (fewer
+/// while urgent work was seen lately: `UrgentGate::bulk_chunk`).
+pub const PURGE_CHUNK: usize = 64;
 
 fn days(r: &Retention, kind: &str) -> Option<u32> {
     match kind {
@@ -56,12 +78,44 @@ fn days(r: &Retention, kind: &str) -> Option<u32> {
     }
 }
 
+/// Where a purge writes: inside the running node (its bulk transactions,
+/// which wait for urgent work), or the database alone (no node runs on it).
+#[derive(Clone, Copy)]
+pub enum Writer<'a> {
+    Node(&'a Core),
+    Alone(&'a Store),
+}
+
+impl Writer<'_> {
+    fn store(&self) -> &Store {
+        match self {
+            Writer::Node(core) => &core.store,
+            Writer::Alone(store) => store,
+        }
+    }
+
+    fn chunk(&self) -> usize {
+        match self {
+            Writer::Node(core) => core.urgent.bulk_chunk(PURGE_CHUNK),
+            Writer::Alone(_) => PURGE_CHUNK,
+        }
+    }
+
+    async fn begin(&self) -> Result<Tx, StoreError> {
+        match self {
+            Writer::Node(core) => core.begin_bulk().await,
+            Writer::Alone(store) => store.begin().await,
+        }
+    }
+}
+
 /// What has expired at `now_ms`, and (unless `dry_run`) purges it. `actor`
 /// is who ran it (`system:retention` on the schedule, `cli:retention` from
 /// the command line); `subject` the node id. `audit_if_empty`: write the
 /// audit entry even when nothing expired (a run asked for by a person).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
-    store: &Store,
+    writer: Writer<'_>,
     retention: &Retention,
     actor: &str,
     subject: &str,
@@ -69,6 +123,66 @@ pub async fn run(
     audit_if_empty: bool,
     now_ms: i64,
 ) -> Result<RetentionRun, StoreError> {
+    let found = expired(writer.store(), retention, now_ms).await?;
+    let mut out = RetentionRun {
+        dry_run,
+        at_ms: now_ms,
+        closed: 0,
+        refused: 0,
+        delivered: 0,
+        reports: Vec::new(),
+        audit_entry: None,
+        files_clean: true,
+    };
+    if dry_run {
+        for (_, p) in found {
+            count(&mut out, p);
+        }
+        return Ok(out);
+    }
+    if found.is_empty() && !audit_if_empty {
+        return Ok(out);
+    }
+    let chunks: Vec<&[(i64, PurgedReport)]> = if found.is_empty() {
+        vec![&[]]
+    } else {
+        found.chunks(writer.chunk().max(1)).collect()
+    };
+    for chunk in chunks {
+        let mut tx = writer.begin().await?;
+        let mut purged = Vec::with_capacity(chunk.len());
+        for (seq, p) in chunk {
+            // Re-checked inside the transaction: a report that got
+            // something to send meanwhile is left for the next run.
+            if tx.purge_report(*seq, now_ms).await? {
+                purged.push(p.clone());
+            }
+        }
+        let entry = purge_entry(actor, subject, retention, &purged);
+        let seq = tx.audit(&entry, now_ms).await?;
+        tx.commit().await?;
+        out.audit_entry = Some(seq);
+        for p in purged {
+            count(&mut out, p);
+        }
+    }
+    if !out.reports.is_empty() {
+        out.files_clean = scrub_files(writer.store()).await;
+        tracing::info!(
+            purged = out.reports.len(),
+            files_clean = out.files_clean,
+            "retention purged expired reports"
+        );
+    }
+    Ok(out)
+}
+
+/// The reports whose period is over, at most `MAX_PER_RUN` per kind.
+async fn expired(
+    store: &Store,
+    retention: &Retention,
+    now_ms: i64,
+) -> Result<Vec<(i64, PurgedReport)>, StoreError> {
     let mut found: Vec<(i64, PurgedReport)> = Vec::new();
     for kind in KINDS {
         let Some(d) = days(retention, kind) else {
@@ -90,67 +204,59 @@ pub async fn run(
             ));
         }
     }
-    let mut out = RetentionRun {
-        dry_run,
-        at_ms: now_ms,
-        closed: 0,
-        refused: 0,
-        delivered: 0,
-        reports: Vec::new(),
-        audit_entry: None,
-    };
-    if dry_run {
-        for (_, p) in found {
-            count(&mut out, p);
+    Ok(found)
+}
+
+/// The audit entry of one purge transaction: counts and ids, no URLs.
+fn purge_entry(
+    actor: &str,
+    subject: &str,
+    retention: &Retention,
+    purged: &[PurgedReport],
+) -> audit::Entry {
+    let of = |kind: &str| purged.iter().filter(|p| p.kind == kind).count();
+    audit::Entry::new(
+        "retention.purged",
+        actor,
+        subject,
+        serde_json::json!({
+            "closed": of("closed"),
+            "refused": of("refused"),
+            "delivered": of("delivered"),
+            "reports": purged.iter().map(|p| &p.report).collect::<Vec<_>>(),
+            "policy_days": {
+                "closed_cases": retention.closed_cases_days,
+                "refused_reports": retention.refused_reports_days,
+                "delivered_reports": retention.delivered_reports_days,
+            },
+        }),
+    )
+}
+
+/// How often, and how long apart, the WAL truncation after a purge is
+/// tried while another connection keeps reading.
+const SCRUB_ATTEMPTS: u32 = 20;
+const SCRUB_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Old page images of the purged rows live on in the WAL until it is
+/// checkpointed and truncated: done now, waiting (about 5 s at most) for
+/// readers to let go. False, loudly, when it could not be done.
+async fn scrub_files(store: &Store) -> bool {
+    for attempt in 0..SCRUB_ATTEMPTS {
+        match store.checkpoint_wal().await {
+            Ok(true) => return true,
+            Ok(false) if attempt + 1 < SCRUB_ATTEMPTS => tokio::time::sleep(SCRUB_WAIT).await,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot truncate the WAL after a purge");
+                return false;
+            }
         }
-        return Ok(out);
     }
-    if found.is_empty() && !audit_if_empty {
-        return Ok(out);
-    }
-    let mut tx = store.begin().await?;
-    for (seq, p) in found {
-        // Re-checked inside the transaction: a report that got something
-        // to send meanwhile is left for the next run.
-        if tx.purge_report(seq, now_ms).await? {
-            count(&mut out, p);
-        }
-    }
-    let seq = tx
-        .audit(
-            &audit::Entry::new(
-                "retention.purged",
-                actor,
-                subject,
-                serde_json::json!({
-                    "closed": out.closed,
-                    "refused": out.refused,
-                    "delivered": out.delivered,
-                    "reports": out.reports.iter().map(|p| &p.report).collect::<Vec<_>>(),
-                    "policy_days": {
-                        "closed_cases": retention.closed_cases_days,
-                        "refused_reports": retention.refused_reports_days,
-                        "delivered_reports": retention.delivered_reports_days,
-                    },
-                }),
-            ),
-            now_ms,
-        )
-        .await?;
-    tx.commit().await?;
-    out.audit_entry = Some(seq);
-    if !out.reports.is_empty() {
-        // Old page images of the purged rows live on in the WAL until it
-        // is checkpointed; fold it back and truncate it.
-        if let Err(e) = store.checkpoint_wal().await {
-            tracing::warn!(error = %e, "WAL checkpoint after a purge failed; the next one will do it");
-        }
-        tracing::info!(
-            purged = out.reports.len(),
-            "retention purged expired reports"
-        );
-    }
-    Ok(out)
+    tracing::error!(
+        "the WAL still holds old pages of purged reports: another process kept reading the database; they go at the next purge or restart"
+    );
+    false
 }
 
 fn count(out: &mut RetentionRun, p: PurgedReport) {
@@ -175,7 +281,7 @@ pub async fn run_schedule(
     loop {
         let now = crate::node::Core::now_ms();
         if let Err(e) = run(
-            &core.store,
+            Writer::Node(&core),
             r,
             "system:retention",
             core.me.as_str(),
@@ -194,23 +300,13 @@ pub async fn run_schedule(
     }
 }
 
-/// Why a case could not be erased.
-#[derive(Debug, thiserror::Error)]
-pub enum EraseError {
-    #[error("no case {0:?}")]
-    NotFound(String),
-    #[error("two origins used report id {0:?}: give ORIGIN/{0}")]
-    Ambiguous(String),
-    #[error("case {0} was already purged")]
-    AlreadyPurged(String),
-    #[error(
-        "case {0} still has something to send to a peer (a report or status update in the outbox); erase it once that is delivered"
-    )]
-    Pending(String),
-    #[error(transparent)]
-    Invalid(#[from] crate::report::InvalidInput),
-    #[error(transparent)]
-    Store(#[from] StoreError),
+/// An erasure done: the case (`ORIGIN/REPORT-ID`), its audit entry, and
+/// whether the erased data is gone from the database's files too.
+#[derive(Debug, Clone, Serialize)]
+pub struct Erased {
+    pub erased: String,
+    pub audit_entry: i64,
+    pub files_clean: bool,
 }
 
 /// Erases one case now (an erasure request), as retention would when its
@@ -218,12 +314,12 @@ pub enum EraseError {
 /// with the reason given, never the URLs). `id` is a report id or
 /// `ORIGIN/REPORT-ID`.
 pub async fn erase(
-    store: &Store,
+    writer: Writer<'_>,
     id: &str,
     actor: &str,
     reason: &str,
     now_ms: i64,
-) -> Result<(String, i64), EraseError> {
+) -> Result<Erased, NodeError> {
     crate::report::validate::single_line("reason", reason, 1024)?;
     if reason.trim().is_empty() {
         return Err(crate::report::InvalidInput::new(
@@ -233,23 +329,28 @@ pub async fn erase(
         )
         .into());
     }
-    let (origin, report_id) = match id.split_once('/') {
-        Some((o, r)) => (Some(o), r),
-        None => (None, id),
-    };
-    let mut rows = store.reports_by_id(origin, report_id).await?;
+    let (origin, report_id) = super::cases::case_id(id)?;
+    let mut rows = writer.store().reports_by_id(origin, report_id).await?;
     let row = match rows.len() {
-        0 => return Err(EraseError::NotFound(id.to_owned())),
+        0 => return Err(NodeError::NotFound(format!("no case {id:?}"))),
         1 => rows.remove(0),
-        _ => return Err(EraseError::Ambiguous(id.to_owned())),
+        _ => {
+            return Err(NodeError::FailedPrecondition(format!(
+                "two origins used report id {id:?}: give ORIGIN/{id}"
+            )));
+        }
     };
     let subject = format!("{}/{}", row.origin, row.report_id);
     if row.purged_at_ms.is_some() {
-        return Err(EraseError::AlreadyPurged(subject));
+        return Err(NodeError::FailedPrecondition(format!(
+            "case {subject} was already purged"
+        )));
     }
-    let mut tx = store.begin().await?;
+    let mut tx = writer.begin().await?;
     if !tx.purge_report(row.seq, now_ms).await? {
-        return Err(EraseError::Pending(subject));
+        return Err(NodeError::FailedPrecondition(format!(
+            "case {subject} still has something to send to a peer (a report or status update in the outbox); erase it once that is delivered"
+        )));
     }
     let seq = tx
         .audit(
@@ -268,8 +369,10 @@ pub async fn erase(
         )
         .await?;
     tx.commit().await?;
-    if let Err(e) = store.checkpoint_wal().await {
-        tracing::warn!(error = %e, "WAL checkpoint after an erasure failed; the next one will do it");
-    }
-    Ok((subject, seq))
+    let files_clean = scrub_files(writer.store()).await;
+    Ok(Erased {
+        erased: subject,
+        audit_entry: seq,
+        files_clean,
+    })
 }

@@ -16,6 +16,30 @@ pub fn file_sha256(path: &std::path::Path) -> String {
         .unwrap_or_default()
 }
 
+/// What in a node's configuration is the node's, not the process's: the
+/// parsed `node.toml` without the keys each replica of a node sets for
+/// itself (`listen`, `[delivery] replica`, `[metrics] listen`), as
+/// canonical JSON, hashed. Replicas of one node, each with its own file,
+/// then agree, and a change of any other key shows. (The file's own hash
+/// when it does not parse.)
+pub fn config_digest(path: &std::path::Path) -> String {
+    let Some(mut value) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+    else {
+        return file_sha256(path);
+    };
+    value.remove("listen");
+    for (section, key) in [("delivery", "replica"), ("metrics", "listen")] {
+        if let Some(toml::Value::Table(t)) = value.get_mut(section) {
+            t.remove(key);
+        }
+    }
+    // A `toml::Table` keeps its keys sorted: the JSON is canonical.
+    let canonical = serde_json::to_string(&value).unwrap_or_default();
+    hex::encode(crate::wire::digest(canonical.as_bytes()))
+}
+
 /// Audits the start-up, and every change of configuration, directory, TLS
 /// certificate or signing key since the previous start.
 pub async fn audit_start(
@@ -27,7 +51,7 @@ pub async fn audit_start(
     let facts = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "key_id": core.key().key_id(),
-        "config_sha256": file_sha256(&cfg.path),
+        "config_digest": config_digest(&cfg.path),
         "directory_sha256": file_sha256(&cfg.directory_path),
         "tls_cert_sha256": file_sha256(&cfg.tls.cert),
         "ca_sha256": file_sha256(&cfg.tls.ca),
@@ -52,13 +76,14 @@ pub async fn audit_start(
     if let Some(prev) = previous {
         for (field, kind) in [
             ("key_id", "key.changed"),
-            ("config_sha256", "config.changed"),
+            ("config_digest", "config.changed"),
             ("directory_sha256", "directory.changed"),
             ("tls_cert_sha256", "certificate.changed"),
             ("ca_sha256", "ca.changed"),
             ("geo_sources", "geo.changed"),
         ] {
-            if prev.get(field) != facts.get(field) {
+            // A fact the previous version did not record is no change.
+            if prev.get(field).is_some() && prev.get(field) != facts.get(field) {
                 tracing::warn!(what = field, "changed since the last start");
                 tx.audit(
                     &audit::Entry::new(

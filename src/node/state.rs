@@ -319,23 +319,73 @@ impl Core {
         }
     }
 
+    /// Passes `result` on; when it refuses an operator's request as bad
+    /// input or an impossible change, first writes the refusal's audit
+    /// entry, with a digest of every field the request carried (`fields`,
+    /// length-prefixed) and the input's reason code (or `code`).
+    pub async fn audit_if_refused<T>(
+        &self,
+        operator: &crate::identity::PeerIdentity,
+        code: &'static str,
+        fields: &[&[u8]],
+        result: Result<T, super::NodeError>,
+    ) -> Result<T, super::NodeError> {
+        use super::NodeError;
+        if let Err(e @ (NodeError::Invalid(_) | NodeError::FailedPrecondition(_))) = &result {
+            let code = match e {
+                NodeError::Invalid(i) => i.code,
+                _ => code,
+            };
+            let mut request = Vec::new();
+            for field in fields {
+                request.extend_from_slice(&(field.len() as u64).to_be_bytes());
+                request.extend_from_slice(field);
+            }
+            self.audit_refusal(&operator.to_string(), code, &e.to_string(), &request)
+                .await;
+        }
+        result
+    }
+
     /// Writes the audit entry of a refused input (and nothing else).
     pub async fn audit_refusal(&self, actor: &str, code: &str, message: &str, bytes: &[u8]) {
+        self.audit_refusal_checked(actor, code, message, bytes)
+            .await;
+    }
+
+    /// Writes the audit entry of a refused input (and nothing else) within
+    /// the refusal quota of its caller (`node::admission::REFUSALS`): past
+    /// it, the refusal is counted into the caller's next entry, so no one
+    /// can grow the audit log (or make the node fsync) without bound.
+    /// Returns whether it got an entry of its own. The message is bounded
+    /// and escaped: no refusal copies its input into logs or the log.
+    pub async fn audit_refusal_checked(
+        &self,
+        actor: &str,
+        code: &str,
+        message: &str,
+        bytes: &[u8],
+    ) -> bool {
         self.metrics.refusal(code);
+        let message = bounded(message);
+        let Some(suppressed) = self.limiter.refusal(actor) else {
+            self.metrics.refusal("refusals-throttled");
+            tracing::debug!(caller = %actor, reason_code = code, "refusal counted into the caller's next audit entry");
+            return false;
+        };
         // Reasons name fields and codes, never a reported URL (they go into
         // the audit log too).
-        tracing::warn!(caller = %actor, reason_code = code, reason = message, "input refused");
-        let entry = audit::Entry::new(
-            "input.refused",
-            actor,
-            "",
-            serde_json::json!({
-                "reason_code": code,
-                "reason": message,
-                "sha256": hex::encode(crate::wire::digest(bytes)),
-                "bytes": bytes.len(),
-            }),
-        );
+        tracing::warn!(caller = %actor, reason_code = code, reason = %message, "input refused");
+        let mut detail = serde_json::json!({
+            "reason_code": code,
+            "reason": message,
+            "sha256": hex::encode(crate::wire::digest(bytes)),
+            "bytes": bytes.len(),
+        });
+        if suppressed > 0 {
+            detail["refusals_not_audited_since_last"] = suppressed.into();
+        }
+        let entry = audit::Entry::new("input.refused", actor, "", detail);
         let result = async {
             let mut tx = self.store.begin().await?;
             tx.audit(&entry, Core::now_ms()).await?;
@@ -345,5 +395,50 @@ impl Core {
         if let Err(e) = result {
             tracing::error!(error = %e, "cannot write the audit entry of a refusal");
         }
+        true
     }
+
+    /// As `audit_refusal_checked`, first within the refusal quota of the
+    /// connection it came on: one connection's flood of refused requests
+    /// cannot use up its identity's entries either.
+    pub async fn audit_refusal_on(
+        &self,
+        connection: Option<std::net::SocketAddr>,
+        actor: &str,
+        code: &str,
+        message: &str,
+        bytes: &[u8],
+    ) -> bool {
+        if let Some(remote) = connection
+            && self
+                .limiter
+                .refusal(&format!("connection {remote}"))
+                .is_none()
+        {
+            self.metrics.refusal(code);
+            self.metrics.refusal("refusals-throttled");
+            return false;
+        }
+        self.audit_refusal_checked(actor, code, message, bytes)
+            .await
+    }
+}
+
+/// At most 512 characters of `message`, control characters escaped: what
+/// a refusal's log line and audit entry may carry of it.
+pub fn bounded(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(520));
+    for (i, c) in message.chars().enumerate() {
+        if i == 512 {
+            out.push('…');
+            break;
+        }
+        let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

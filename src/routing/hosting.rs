@@ -354,17 +354,21 @@ fn unknown_reason(
                 .to_owned(),
         });
     }
-    let parts: Vec<String> = used
+    // Addresses are named by their place in the evidence, never by value:
+    // the reason goes into the audit log, which holds no host of a
+    // reported URL (an IP literal is one).
+    let parts: Vec<String> = addresses
         .iter()
-        .filter(|a| a.country.is_none())
-        .map(|a| {
+        .enumerate()
+        .filter(|(_, a)| a.used && a.country.is_none())
+        .map(|(i, a)| {
             let raw = a
                 .answers
                 .iter()
                 .find(|x| !x.raw_code.is_empty())
                 .map(|x| format!("code {:?}", x.raw_code))
                 .unwrap_or_else(|| "no range".to_owned());
-            format!("hosting country of {} unknown ({raw})", a.ip)
+            format!("hosting country of address {} unknown ({raw})", i + 1)
         })
         .collect();
     if parts.is_empty() {

@@ -225,7 +225,7 @@ fn unknown_hosting_is_said_to_be_unknown() {
     assert_eq!(r.evidence.country, None);
     assert_eq!(
         r.reason,
-        "hosting country of 2.16.0.1 unknown (code \"EU\"); kept here for an analyst"
+        "hosting country of address 1 unknown (code \"EU\"); kept here for an analyst"
     );
     let r = Case::default().route();
     assert_eq!(r.kind, RouteKind::Local);
@@ -348,7 +348,7 @@ fn several_countries_are_all_named_and_each_gets_the_report() {
     assert_eq!(
         r.reason,
         "hosted in FR, served by this node; hosted in NL, served by NL-OFFLIMITS; \
-         also hosting country of 2.16.0.1 unknown (code \"EU\")"
+         also hosting country of address 2 unknown (code \"EU\")"
     );
 }
 

@@ -284,7 +284,7 @@ fn generated_replica_id() -> String {
 /// for the node's life and released by the kernel when the process ends,
 /// however it ends. Commands that only read or maintain the database
 /// (`audit verify`, `db backup`, `retention`, `doctor`) do not take it.
-fn lock_sqlite(db: &std::path::Path) -> Result<std::fs::File, StartError> {
+pub fn lock_sqlite(db: &std::path::Path) -> Result<std::fs::File, StartError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut name = db.as_os_str().to_owned();
     name.push(".lock");

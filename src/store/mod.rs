@@ -132,6 +132,17 @@ pub enum StoreError {
     Url(String),
     #[error("store invariant broken: {0}")]
     Invariant(String),
+    /// The database server could not be reached or refused the
+    /// connection: the cause (refused, timed out, authentication, no such
+    /// database) is in the source.
+    #[error("cannot connect to {url}: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot connect to {url}: no answer within {secs} s")]
+    ConnectTimedOut { url: String, secs: u64 },
 }
 
 /// The node's store: one backend behind one interface.
@@ -401,10 +412,22 @@ impl Store {
     /// After a purge, makes the overwritten data unrecoverable from the
     /// database's own files (SQLite: folds the WAL into the main file and
     /// truncates it; PostgreSQL: vacuums the tables retention rewrites).
-    pub async fn checkpoint_wal(&self) -> Result<(), StoreError> {
+    /// `Ok(false)` when SQLite could not truncate the WAL because another
+    /// connection (another process) kept reading: the old page images are
+    /// then still in the `-wal` file.
+    pub async fn checkpoint_wal(&self) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(s) => s.checkpoint_wal().await,
-            Store::Postgres(s) => s.vacuum_purged().await,
+            Store::Postgres(s) => s.vacuum_purged().await.map(|()| true),
+        }
+    }
+
+    /// Whether outbox row `id` is claimed for sending right now (its lease
+    /// not lapsed at `now_ms`): it may be on the wire.
+    pub async fn is_claimed(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => Ok(s.is_claimed(id, now_ms).await),
+            Store::Postgres(s) => s.is_claimed(id, now_ms).await,
         }
     }
 

@@ -50,11 +50,83 @@ pub struct Store {
     pub(super) bulk_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
+/// How long one connection attempt may take before the node says the
+/// database cannot be reached (and why).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One connection, made at once: an unreachable server, a refused login or
+/// a missing database is reported within `CONNECT_TIMEOUT` with its cause
+/// (a pool would retry until its own timeout and report only that).
+async fn first_connection(
+    url: &str,
+    options: &PgConnectOptions,
+) -> Result<sqlx::PgConnection, StoreError> {
+    use sqlx::Connection;
+    let shown = super::database::redact(url);
+    match tokio::time::timeout(CONNECT_TIMEOUT, sqlx::PgConnection::connect_with(options)).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(source)) => Err(StoreError::Unreachable { url: shown, source }),
+        Err(_) => Err(StoreError::ConnectTimedOut {
+            url: shown,
+            secs: CONNECT_TIMEOUT.as_secs(),
+        }),
+    }
+}
+
+/// What a PostgreSQL database holds of this node's schema, read without
+/// writing anything (`doctor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaState {
+    /// Migrations applied, and how many this version has.
+    pub applied: usize,
+    pub known: usize,
+    /// Audit entries, when the schema exists.
+    pub audit_entries: Option<i64>,
+}
+
+/// Reads the schema state of the database `url` names: connects (with the
+/// cause when it cannot), and only reads.
+pub async fn schema_state(url: &str) -> Result<SchemaState, StoreError> {
+    use sqlx::Connection;
+    let options = connect_options(url)?;
+    let mut conn = first_connection(url, &options).await?;
+    let known = sqlx::migrate!("migrations/postgres").iter().count();
+    let exists: Option<String> =
+        sqlx::query_scalar("SELECT CAST(to_regclass('_sqlx_migrations') AS TEXT)")
+            .fetch_one(&mut conn)
+            .await?;
+    let applied = match exists {
+        Some(_) => {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&mut conn)
+                .await?
+        }
+        None => 0,
+    };
+    let audit_entries = if applied > 0 {
+        Some(
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM audit_log")
+                .fetch_one(&mut conn)
+                .await?,
+        )
+    } else {
+        None
+    };
+    let _ = conn.close().await;
+    Ok(SchemaState {
+        applied: usize::try_from(applied).unwrap_or(0),
+        known,
+        audit_entries,
+    })
+}
+
 impl Store {
     /// Connects and migrates the database (`migrations/postgres`). The
     /// database must exist; the schema is created in it.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let options = connect_options(url)?;
+        // Fails fast, with the cause, when the server cannot be used.
+        drop(first_connection(url, &options).await?);
         let writer = PgPoolOptions::new()
             .max_connections(4)
             .min_connections(1)
@@ -90,6 +162,19 @@ impl Store {
         let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
         listener.listen(WORK_CHANNEL).await?;
         Ok(WorkListener { listener })
+    }
+
+    /// Whether row `id` is claimed and its lease has not lapsed.
+    pub(super) async fn is_claimed(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox
+             WHERE id = $1 AND claimed_by IS NOT NULL AND lease_until_ms > $2",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(n != 0)
     }
 
     pub async fn close(&self) {

@@ -296,6 +296,21 @@ impl Store {
         Ok(n != 0)
     }
 
+    /// Whether report `seq`'s envelope still waits in the outbox for
+    /// `peer` (queued, or being sent).
+    pub async fn report_queued_for(&self, seq: i64, peer: &str) -> Result<bool, StoreError> {
+        let n: i64 = sql!(
+            self.reader().await?.conn(),
+            scalar.fetch_one(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM outbox
+                    WHERE report_seq = $1 AND peer = $2 AND kind = 'report' LIMIT 1) AS q",
+                seq,
+                peer,
+            )
+        );
+        Ok(n != 0)
+    }
+
     /// Records a failed attempt for these outbox rows.
     pub async fn outbox_failed(&self, ids: &[i64], error: &str) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;

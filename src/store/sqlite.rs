@@ -251,11 +251,22 @@ impl Store {
 
     /// Folds the WAL into the main file and truncates it, so overwritten
     /// pages are gone from the WAL too (after a purge).
-    pub(super) async fn checkpoint_wal(&self) -> Result<(), StoreError> {
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+    /// Folds the WAL into the file and truncates it. SQLite answers one
+    /// row `(busy, log, checkpointed)`: `busy` = 1 when a reader kept it
+    /// from finishing (then nothing is truncated). Returns whether it
+    /// finished.
+    pub(super) async fn checkpoint_wal(&self) -> Result<bool, StoreError> {
+        let (busy, _log, _done): (i64, i64, i64) =
+            sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&self.writer)
+                .await?;
+        Ok(busy == 0)
+    }
+
+    /// Whether row `id` is claimed and its claim has not lapsed.
+    pub(super) async fn is_claimed(&self, id: i64, now_ms: i64) -> bool {
+        let claims = self.claims.lock().await;
+        claims.rows.get(&id).is_some_and(|c| c.until_ms > now_ms)
     }
 
     /// Claims rows as `ask` says, in order. In memory (`Claims`); the rows

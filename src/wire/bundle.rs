@@ -16,9 +16,11 @@ use serde::{Deserialize, Serialize};
 use crate::audit::merkle::{self, Hash};
 use crate::audit::note::{self, Checkpoint, SignedNote};
 use crate::audit::proof::{ExportedEntry, ProofError};
+use crate::audit::trust::Anchor;
 use crate::audit::{leaf_hash, log_origin};
-use crate::crypto::signing::{Purpose, key_id_of, parse_public_key, verify};
+use crate::crypto::signing::{Purpose, verify};
 use crate::pb;
+use crate::report::validate::shown;
 use crate::report::view::CaseView;
 
 pub const FORMAT: &str = "alertrelay-case-export/v1";
@@ -105,6 +107,8 @@ pub struct ExportReport {
     pub audit_entries: usize,
     pub tree_size: u64,
     pub root: String,
+    /// What vouched for the keys.
+    pub trusted: String,
 }
 
 fn b64d(s: &str) -> Option<Vec<u8>> {
@@ -137,39 +141,22 @@ pub fn seal(
 }
 
 /// Checks a bundle offline: the exporter's signature first, then every
-/// signed object and every inclusion proof inside. Keys come from the
-/// bundle unless `trusted` (the federation directory) is given, in which
-/// case each key used must also be there.
-pub fn verify_export(
-    b: &ExportBundle,
-    trusted: Option<&crate::directory::Directory>,
-) -> Result<ExportReport, ProofError> {
+/// signed object and every inclusion proof inside. Every key must be one
+/// the verifier's `anchor` vouches for, at the time it signed (never a
+/// key merely carried in the bundle).
+pub fn verify_export(b: &ExportBundle, anchor: &Anchor) -> Result<ExportReport, ProofError> {
     if b.format != FORMAT {
         return Err(malformed("not an alertrelay case export"));
     }
     let keys = Keys {
         keys: &b.keys,
-        trusted,
+        anchor,
     };
     let (body, exporter_key) = open(b, &keys)?;
     let subject = crate::report::view::subject(&body.case);
     let report_signed_by = check_report(&body, &keys)?;
-    check_about_case(
-        &body.receipts,
-        "receipt",
-        Purpose::Receipt,
-        &body.case,
-        &keys,
-        |rc: &pb::Receipt| (&rc.report_id, &rc.origin),
-    )?;
-    check_about_case(
-        &body.status_updates,
-        "status update",
-        Purpose::Status,
-        &body.case,
-        &keys,
-        |su: &pb::StatusUpdate| (&su.report_id, &su.origin),
-    )?;
+    check_receipts(&body, &keys)?;
+    check_history(&body, &keys)?;
     let root = check_audit(&body, &exporter_key, &subject)?;
     Ok(ExportReport {
         case: subject,
@@ -185,6 +172,7 @@ pub fn verify_export(
         audit_entries: body.audit.entries.len(),
         tree_size: body.audit.tree_size,
         root: hex::encode(root),
+        trusted: anchor.describe(),
     })
 }
 
@@ -192,55 +180,65 @@ fn malformed(m: &str) -> ProofError {
     ProofError::Malformed(m.to_owned())
 }
 
-/// The keys a bundle's signatures are checked with: those it carries,
-/// each also in the directory when one is `trusted`.
+/// The keys a bundle's signatures are checked with: only those the
+/// verifier's anchor vouches for.
 struct Keys<'a> {
     keys: &'a [BundleKey],
-    trusted: Option<&'a crate::directory::Directory>,
+    anchor: &'a Anchor,
 }
 
 impl Keys<'_> {
-    /// `node`'s key `key_id`, if the bundle carries it (under its true key
-    /// id) and the trusted directory, if any, lists it for `node`.
-    fn of(&self, node: &str, key_id: &str) -> Option<VerifyingKey> {
-        self.keys
+    /// `node`'s key `key_id`, valid at `at_ms` (the signing time), as the
+    /// anchor vouches for it.
+    fn of(&self, node: &str, key_id: &str, at_ms: i64) -> Option<VerifyingKey> {
+        let carried = self
+            .keys
             .iter()
-            .filter(|k| k.node == node && k.key_id == key_id)
-            .filter_map(|k| parse_public_key(&k.public_key).ok())
-            .filter(|v| key_id_of(v) == key_id)
-            .find(|v| match self.trusted {
-                None => true,
-                Some(dir) => crate::identity::NodeId::new(node)
-                    .ok()
-                    .and_then(|id| dir.node(&id).map(|n| n.keys.iter().any(|dk| dk.key == *v)))
-                    .unwrap_or(false),
-            })
+            .map(|k| (k.node.as_str(), k.key_id.as_str(), k.public_key.as_str()));
+        self.anchor.key(node, key_id, at_ms, carried)
+    }
+
+    /// The key a signed object names, valid at `at_ms`, or why not.
+    fn for_signed(
+        &self,
+        s: &pb::Signed,
+        at_ms: i64,
+        what: &str,
+    ) -> Result<VerifyingKey, ProofError> {
+        self.of(&s.signer, &s.key_id, at_ms).ok_or_else(|| {
+            ProofError::Invalid(format!(
+                "{what}: key {} of {} is not trusted at the time it signed (unknown to the trust anchor, revoked, or outside its validity)",
+                shown(&s.key_id),
+                shown(&s.signer)
+            ))
+        })
     }
 }
 
 /// Verifies the exporter's signature over the body and only then reads
-/// the body, which must name the same format and exporter. Returns the
-/// body and the exporter's key (its checkpoint is checked with it too).
+/// the body, which must name the same format and exporter; the key must
+/// have been valid when the body says it was exported. Returns the body
+/// and the exporter's key (its checkpoint is checked with it too).
 fn open(b: &ExportBundle, keys: &Keys) -> Result<(ExportBody, VerifyingKey), ProofError> {
-    let exporter_key = keys.of(&b.exporter, &b.key_id).ok_or_else(|| {
-        ProofError::Invalid(format!(
-            "no trusted key {} of {} to check the bundle's signature with",
-            b.key_id, b.exporter
-        ))
-    })?;
     let signature = b64d(&b.signature).ok_or_else(|| malformed("signature is not base64"))?;
-    verify(
-        &exporter_key,
-        Purpose::CaseExport,
-        b.body.as_bytes(),
-        &signature,
-    )
-    .map_err(|_| {
-        ProofError::Invalid(format!(
-            "the bundle's signature by {} does not verify: it was altered",
-            b.exporter
-        ))
-    })?;
+    // The body's time is known only once its signature verified: the
+    // anchor's key under that id checks the signature, and its window is
+    // checked against the signed time below.
+    let carried = keys
+        .keys
+        .iter()
+        .map(|k| (k.node.as_str(), k.key_id.as_str(), k.public_key.as_str()));
+    let candidate = keys
+        .anchor
+        .candidate(&b.exporter, &b.key_id, carried)
+        .filter(|k| verify(k, Purpose::CaseExport, b.body.as_bytes(), &signature).is_ok())
+        .ok_or_else(|| {
+            ProofError::Invalid(format!(
+                "the bundle's signature by {} does not verify with its key {} as the trust anchor knows it (it was altered, or re-signed with another key)",
+                shown(&b.exporter),
+                shown(&b.key_id)
+            ))
+        })?;
     // Only now is the body read.
     let body: ExportBody =
         serde_json::from_str(&b.body).map_err(|_| malformed("the signed body is not readable"))?;
@@ -249,33 +247,45 @@ fn open(b: &ExportBundle, keys: &Keys) -> Result<(ExportBody, VerifyingKey), Pro
             "the signed body names another format or exporter".into(),
         ));
     }
-    Ok((body, exporter_key))
+    let trusted = keys.of(&b.exporter, &b.key_id, body.exported_at_ms);
+    if trusted != Some(candidate) {
+        return Err(ProofError::Invalid(format!(
+            "the bundle is signed with key {} of {}, which the trust anchor does not vouch for at the time of the export",
+            shown(&b.key_id),
+            shown(&b.exporter)
+        )));
+    }
+    Ok((body, candidate))
 }
 
-/// A signed object of the body (base64 of an encoded `Signed`), decoded
-/// and its signature checked for `purpose`; `what` names it in errors.
-fn signed_obj(
-    s: &str,
-    purpose: Purpose,
-    what: &str,
-    keys: &Keys,
-) -> Result<pb::Signed, ProofError> {
+/// A signed object of the body (base64 of an encoded `Signed`), decoded;
+/// `what` names it in errors. Its signature is checked by `check`, which
+/// knows its purpose and time.
+fn signed_obj(s: &str, what: &str) -> Result<pb::Signed, ProofError> {
     let bytes = b64d(s).ok_or_else(|| ProofError::Malformed(format!("{what} is not base64")))?;
-    let s = <pb::Signed as prost::Message>::decode(bytes.as_slice())
-        .map_err(|_| ProofError::Malformed(format!("{what} is not a signed message")))?;
-    let key = keys.of(&s.signer, &s.key_id).ok_or_else(|| {
-        ProofError::Invalid(format!(
-            "{what}: no trusted key {} of {}",
-            s.key_id, s.signer
-        ))
-    })?;
-    crate::wire::verify_signed(&key, purpose, &s, None).map_err(|_| {
+    <pb::Signed as prost::Message>::decode(bytes.as_slice())
+        .map_err(|_| ProofError::Malformed(format!("{what} is not a signed message")))
+}
+
+/// Checks a signed object's signature for `purpose` with the key its
+/// signer had at `at_ms`. The time comes from the decoded payload, which
+/// is trusted only once the signature verifies with that very key.
+fn check_signed(
+    s: &pb::Signed,
+    purpose: Purpose,
+    at_ms: impl Fn(&[u8]) -> Option<i64>,
+    keys: &Keys,
+    what: &str,
+) -> Result<(), ProofError> {
+    let at = at_ms(&s.payload)
+        .ok_or_else(|| ProofError::Malformed(format!("{what} does not decode")))?;
+    let key = keys.for_signed(s, at, what)?;
+    crate::wire::verify_signed(&key, purpose, s, None).map_err(|_| {
         ProofError::Invalid(format!(
             "{what}: the signature of {} does not verify",
-            s.signer
+            shown(&s.signer)
         ))
-    })?;
-    Ok(s)
+    })
 }
 
 /// The origin's signed report, if not purged: it must be this case's, by
@@ -285,9 +295,16 @@ fn check_report(body: &ExportBody, keys: &Keys) -> Result<String, ProofError> {
     let Some(r) = &body.report else {
         return Ok(String::new());
     };
-    let s = signed_obj(r, Purpose::Report, "the report", keys)?;
-    let p = <pb::ReportPayload as prost::Message>::decode(s.payload.as_slice())
-        .map_err(|_| malformed("the signed report does not decode"))?;
+    let s = signed_obj(r, "the report")?;
+    let decode = |b: &[u8]| <pb::ReportPayload as prost::Message>::decode(b).ok();
+    check_signed(
+        &s,
+        Purpose::Report,
+        |b| decode(b).map(|p| p.created_at_ms),
+        keys,
+        "the report",
+    )?;
+    let p = decode(&s.payload).ok_or_else(|| malformed("the signed report does not decode"))?;
     if p.report_id != body.case.id || p.origin != body.case.origin || s.signer != p.origin {
         return Err(ProofError::Invalid(
             "the signed report is not this case's".into(),
@@ -301,28 +318,74 @@ fn check_report(body: &ExportBody, keys: &Keys) -> Result<String, ProofError> {
     Ok(s.signer)
 }
 
-/// Signed receipts or status updates (`label`, numbered from 1 in
-/// errors): each must verify and be about this case's report, whose id
-/// and origin `ids` reads from the decoded payload.
-fn check_about_case<M: prost::Message + Default>(
-    items: &[String],
-    label: &str,
-    purpose: Purpose,
-    case: &CaseView,
-    keys: &Keys,
-    ids: impl Fn(&M) -> (&String, &String),
-) -> Result<(), ProofError> {
-    for (i, item) in items.iter().enumerate() {
-        let what = format!("{label} {}", i + 1);
-        let s = signed_obj(item, purpose, &what, keys)?;
-        let m = M::decode(s.payload.as_slice())
-            .map_err(|_| ProofError::Malformed(format!("{what} does not decode")))?;
-        let (report_id, origin) = ids(&m);
-        if *report_id != case.id || *origin != case.origin {
-            return Err(ProofError::Invalid(format!(
-                "{what} is about another report"
-            )));
+/// The signed receipts (numbered from 1 in errors): each verifies and is
+/// about this case's report.
+fn check_receipts(body: &ExportBody, keys: &Keys) -> Result<(), ProofError> {
+    let decode = |b: &[u8]| <pb::Receipt as prost::Message>::decode(b).ok();
+    for (i, item) in body.receipts.iter().enumerate() {
+        let what = format!("receipt {}", i + 1);
+        let s = signed_obj(item, &what)?;
+        check_signed(
+            &s,
+            Purpose::Receipt,
+            |b| decode(b).map(|r| r.at_ms),
+            keys,
+            &what,
+        )?;
+        let r = decode(&s.payload).ok_or_else(|| malformed("a receipt does not decode"))?;
+        about_case(&r.report_id, &r.origin, &body.case, &what)?;
+    }
+    Ok(())
+}
+
+/// The signed history (numbered from 1 in errors): status updates by the
+/// hotlines working the case, and the origin's amendments (retractions
+/// and corrections), each checked as what it is — the domain tag its
+/// signature verifies under says which — and about this case's report.
+fn check_history(body: &ExportBody, keys: &Keys) -> Result<(), ProofError> {
+    let status = |b: &[u8]| <pb::StatusUpdate as prost::Message>::decode(b).ok();
+    let amendment = |b: &[u8]| <pb::Amendment as prost::Message>::decode(b).ok();
+    for (i, item) in body.status_updates.iter().enumerate() {
+        let what = format!("status update {}", i + 1);
+        let s = signed_obj(item, &what)?;
+        let as_status = check_signed(
+            &s,
+            Purpose::Status,
+            |b| status(b).map(|u| u.at_ms),
+            keys,
+            &what,
+        );
+        let (report_id, origin) = match as_status {
+            Ok(()) => status(&s.payload).map(|u| (u.report_id, u.origin)),
+            Err(status_error) => {
+                let what = format!("amendment {}", i + 1);
+                check_signed(
+                    &s,
+                    Purpose::Amendment,
+                    |b| amendment(b).map(|a| a.at_ms),
+                    keys,
+                    &what,
+                )
+                .map_err(|_| status_error)?;
+                amendment(&s.payload).map(|a| (a.report_id, a.origin))
+            }
         }
+        .ok_or_else(|| ProofError::Malformed(format!("{what} does not decode")))?;
+        about_case(&report_id, &origin, &body.case, &what)?;
+    }
+    Ok(())
+}
+
+fn about_case(
+    report_id: &str,
+    origin: &str,
+    case: &CaseView,
+    what: &str,
+) -> Result<(), ProofError> {
+    if report_id != case.id || origin != case.origin {
+        return Err(ProofError::Invalid(format!(
+            "{what} is about another report"
+        )));
     }
     Ok(())
 }

@@ -287,7 +287,8 @@ async fn inclusion_proofs_round_trip_through_the_cli_and_catch_any_change() {
         let mut b = bundle.clone();
         *b.pointer_mut(pointer).unwrap() = value;
         std::fs::write(&file, b.to_string()).unwrap();
-        let (code, out, err) = cli_blocking(&["audit", "verify-proof", file_s]);
+        let (code, out, err) =
+            cli_blocking(&["audit", "verify-proof", file_s, "--directory", &directory]);
         assert_eq!(code, 2, "{pointer}: {out}{err}");
         assert!(err.contains("INVALID"), "{err}");
     }
@@ -295,7 +296,10 @@ async fn inclusion_proofs_round_trip_through_the_cli_and_catch_any_change() {
     let flipped = format!("{}{}", if h.starts_with('0') { "1" } else { "0" }, &h[1..]);
     bundle["inclusion_proof"][0] = serde_json::json!(flipped);
     std::fs::write(&file, bundle.to_string()).unwrap();
-    assert_eq!(cli_blocking(&["audit", "verify-proof", file_s]).0, 2);
+    assert_eq!(
+        cli_blocking(&["audit", "verify-proof", file_s, "--directory", &directory]).0,
+        2
+    );
 
     // The export has every entry, in order, with its leaf hash.
     let (code, out, _) = cli_blocking(&["audit", "export", "--config", config]);

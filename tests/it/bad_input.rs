@@ -1106,8 +1106,13 @@ async fn signatures_made_for_another_purpose_never_pass_as_a_report_signature() 
 
 #[tokio::test]
 async fn signatures_a_tampered_hop_chain_is_unauthenticated() {
-    let mut fed = Federation::start(ABC).await;
-    // FR-PDC's report for DE-ECO, relayed by NL-EOKM.
+    let mut fed = Federation::builder(ABC)
+        .quiet_audit()
+        .relay("DE-ECO", "NL-EOKM")
+        .start()
+        .await;
+    // FR-PDC's report for DE-ECO, relayed by NL-EOKM (the relay the
+    // directory puts in front of DE-ECO).
     let relayed = |id: &str| {
         let p = report("FR-PDC", id, &["DE-ECO"]);
         let s = sign_report(&fed, FR, &p);
@@ -1508,9 +1513,31 @@ async fn shape_control_characters_in_a_peers_evidence_and_route_fields_are_inval
     }
     assert!(incoming(&fed, DE).await.is_empty());
     good_delivery(&fed, FR).await;
+    // Each refusal has its own audit entry up to the caller's refusal
+    // burst; the rest are counted (into the metric, and into the caller's
+    // next entry), so a peer cannot grow the audit log without bound.
+    let metrics = fed.metrics(DE).await;
     let log = audit_log(&mut fed, DE).await;
-    assert_eq!(refusals(&log).len(), n);
+    let audited = refusals(&log).len();
+    assert_eq!(audited, n.min(20), "{audited} of {n} refusals audited");
+    let throttled = metric_value(
+        &metrics,
+        "alertrelay_refusals_total{reason=\"refusals-throttled\"}",
+    );
+    assert_eq!(
+        audited + throttled as usize,
+        n,
+        "every refusal counted: {metrics}"
+    );
     fed.shutdown().await;
+}
+
+/// The value of one series on a Prometheus page (0 when absent).
+fn metric_value(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series).map(str::trim))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 #[tokio::test]
@@ -1641,6 +1668,49 @@ async fn shape_sql_looking_strings_are_stored_byte_for_byte() {
     fed.shutdown().await;
 }
 
+/// Refusals made before any handler runs (an undecodable body) are held
+/// to the caller's refusal quota like every other: a flood of them from
+/// one certificate writes a bounded number of audit entries, and every one
+/// is counted.
+#[tokio::test]
+async fn load_a_flood_of_undecodable_calls_cannot_grow_the_audit_log_without_bound() {
+    let mut fed = Federation::start(AB).await;
+    let before = fed.metrics(DE).await;
+    let calls = 300;
+    let channel = node_channel(&fed, FR, DE);
+    for _ in 0..calls {
+        // A field header with nothing after it: not protobuf.
+        let err = raw_call(channel.clone(), FORWARD, vec![0x0a, 0xff])
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(err.code(), Code::InvalidArgument | Code::ResourceExhausted),
+            "{err:?}"
+        );
+    }
+    let metrics = fed.metrics(DE).await;
+    let malformed =
+        |page: &str| metric_value(page, "alertrelay_refusals_total{reason=\"malformed\"}");
+    assert_eq!(
+        malformed(&metrics) - malformed(&before),
+        calls as f64,
+        "every refusal counted"
+    );
+    good_delivery(&fed, FR).await;
+    let log = audit_log(&mut fed, DE).await;
+    let audited = refusals(&log)
+        .iter()
+        .filter(|(_, _, code)| code == "malformed")
+        .count();
+    // The refusal burst (20) and what the refusal rate (2/s) adds while
+    // the flood lasts, not 300.
+    assert!(
+        (20..=60).contains(&audited),
+        "{audited} audit entries for {calls} refused calls"
+    );
+    fed.shutdown().await;
+}
+
 // ===========================================================================
 // Routing.
 // ===========================================================================
@@ -1673,9 +1743,18 @@ fn relayed(fed: &Federation, n: usize) -> (pb::Envelope, usize) {
 async fn routing_more_than_eight_hops_is_refused_and_not_stored() {
     let mut fed = Federation::start(ABC).await;
     assert_eq!(wire::MAX_HOPS, 8);
+    // Eight signed, well-linked hops open (a directory of three nodes has
+    // no relay chain that long, so the node itself would refuse them as
+    // not its relays; the count is what is checked here).
     let (env, sender) = relayed(&fed, 8);
-    let ok = forward(&fed, sender, DE, env).await.unwrap();
-    assert_eq!(ok.results[0].code, 0, "eight hops are allowed");
+    let opened = wire::open_envelope(
+        &env,
+        &fed.id(sender),
+        &fed.id(DE),
+        &fed.configs[DE].directory,
+        alertrelay::node::Core::now_ms(),
+    );
+    assert!(opened.is_ok(), "eight hops are allowed: {opened:?}");
     let (env, sender) = relayed(&fed, 9);
     assert_refused(
         forward(&fed, sender, DE, env).await,
@@ -1691,7 +1770,7 @@ async fn routing_more_than_eight_hops_is_refused_and_not_stored() {
         Code::FailedPrecondition,
         "more than 8 hops",
     );
-    assert_eq!(incoming(&fed, DE).await.len(), 1);
+    assert!(incoming(&fed, DE).await.is_empty());
     good_delivery(&fed, FR).await;
     let log = audit_log(&mut fed, DE).await;
     assert_eq!(reason_codes(&log), vec!["too-many-hops"; 2]);

@@ -640,10 +640,20 @@ async fn health_and_reflection_are_served_so_grpcurl_works() {
 #[tokio::test]
 async fn configuration_changes_seen_at_start_up_are_audited() {
     let mut fed = Federation::start(AB).await;
-    fed.stop(0).await;
     let path = fed.config_path(0);
     let text = std::fs::read_to_string(&path).unwrap();
+    // A comment, or a listen address of its own (what each replica of a
+    // node sets), changes nothing that matters: no config.changed.
+    fed.stop(0).await;
     std::fs::write(&path, format!("{text}\n# edited by an operator\n")).unwrap();
+    fed.restart(0).await;
+    // A setting that matters does.
+    fed.stop(0).await;
+    std::fs::write(
+        &path,
+        format!("{text}\n[retention]\nclosed_cases_days = 3650\n"),
+    )
+    .unwrap();
     fed.restart(0).await;
     fed.stop(0).await;
     let db = alertrelay::store::Store::open(&fed.database(0))
@@ -654,7 +664,7 @@ async fn configuration_changes_seen_at_start_up_are_audited() {
     let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
         kinds.iter().filter(|k| **k == "node.started").count(),
-        2,
+        3,
         "{kinds:?}"
     );
     let changed: Vec<_> = entries

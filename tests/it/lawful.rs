@@ -651,18 +651,55 @@ async fn a_referral_needs_agency_and_reference_and_the_export_verifies_offline_u
     let (code, out, _) = verify(&tampered).await;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("altered"), "{out}");
-    // So does a key the directory does not know.
-    let mut bundle: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let other = fed.signing_key(0);
-    for k in bundle["keys"].as_array_mut().unwrap() {
-        if k["node"] == "DE-ECO" {
-            k["public_key"] =
-                alertrelay::crypto::signing::encode_public_key(&other.verifying_key()).into();
+    // A forgery: the genuine body with the case "removed", re-signed with
+    // a key of the forger's own (here FR's), and that key listed in the
+    // bundle under the exporter's key id. Refused against the directory;
+    // with no trust anchor nothing is verified at all.
+    let forged = {
+        use base64::Engine;
+        let mut bundle: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let body = bundle["body"]
+            .as_str()
+            .unwrap()
+            .replace("\"referred-to-law-enforcement\"", "\"removed\"");
+        let forger = fed.signing_key(0);
+        let signature = forger.sign(
+            alertrelay::crypto::signing::Purpose::CaseExport,
+            body.as_bytes(),
+        );
+        bundle["body"] = body.into();
+        bundle["signature"] = base64::engine::general_purpose::STANDARD
+            .encode(signature)
+            .into();
+        for k in bundle["keys"].as_array_mut().unwrap() {
+            if k["node"] == "DE-ECO" {
+                k["public_key"] =
+                    alertrelay::crypto::signing::encode_public_key(&forger.verifying_key()).into();
+            }
         }
-    }
-    std::fs::write(&tampered, serde_json::to_vec(&bundle).unwrap()).unwrap();
-    let (code, _, _) = verify(&tampered).await;
-    assert_eq!(code, 2);
+        let path = fed.dir.path().join("forged.json");
+        std::fs::write(&path, serde_json::to_vec(&bundle).unwrap()).unwrap();
+        path
+    };
+    let (code, out, _) = verify(&forged).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("does not verify"), "{out}");
+    let (code, out, _) = cli(&["cases", "verify-export", forged.to_str().unwrap(), "--json"]).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("nothing was verified"), "{out}");
+    // Pinning the forger's own key does not help it pass as DE-ECO's.
+    let pinned =
+        alertrelay::crypto::signing::encode_public_key(&fed.signing_key(0).verifying_key());
+    let (code, out, _) = cli(&[
+        "cases",
+        "verify-export",
+        forged.to_str().unwrap(),
+        "--key",
+        &pinned,
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 2, "{out}");
 
     // The export was an audited read by DE-ECO's analyst.
     let (code, out, err) = cli(&[
@@ -914,4 +951,78 @@ async fn jurisdiction_and_retention_configuration_errors_name_the_key() {
         err.contains("closed_days"),
         "unknown keys are refused: {err}"
     );
+}
+
+/// The trust anchor decides at the time a key signed: an export signed by
+/// a key the directory now lists as revoked, or outside its window, is
+/// refused; a genuine export of a case its origin retracted verifies (its
+/// retraction is checked as an amendment, not as a status update).
+#[tokio::test]
+async fn an_export_verifies_only_with_keys_valid_when_they_signed_and_a_retracted_case_verifies() {
+    let fed = Federation::start(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])]).await;
+    let mut fr = fed.operator(0);
+    let id = submit(&mut fr, &format!("http://{DE_IP}/retracted-4471"), "")
+        .await
+        .report_id;
+    wait_case(&fr, &id, 20, delivered).await;
+    fr.retract_report(pb::RetractReportRequest {
+        id: id.clone(),
+        reason: "sent by mistake".into(),
+    })
+    .await
+    .unwrap();
+    wait_case(&fed.operator(1), &id, 20, |c| c.status == "retracted").await;
+    let de_cfg = fed.config_path(1);
+    let export = fed.dir.path().join("retracted.json");
+    let (code, _, err) = cli(&[
+        "cases",
+        "export",
+        &id,
+        "--for-law-enforcement",
+        "--out",
+        export.to_str().unwrap(),
+        "--config",
+        de_cfg.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let directory = fed.dir.path().join("directory.toml");
+    let verify = |dir: &Path| {
+        let (file, dir) = (export.clone(), dir.to_owned());
+        async move {
+            cli(&[
+                "cases",
+                "verify-export",
+                file.to_str().unwrap(),
+                "--directory",
+                dir.to_str().unwrap(),
+            ])
+            .await
+        }
+    };
+    let (code, out, err) = verify(&directory).await;
+    assert_eq!(code, 0, "a retracted case's export verifies: {out}{err}");
+    assert!(out.starts_with("VALID"), "{out}");
+    // The same export against directories where DE-ECO's key is revoked,
+    // or only valid from tomorrow: refused.
+    let edited = |edit: &dyn Fn(&mut alertrelay::directory::RawKey)| {
+        let mut raw: RawDirectory =
+            toml::from_str(&std::fs::read_to_string(&directory).unwrap()).unwrap();
+        for node in raw.nodes.iter_mut().filter(|n| n.id == "DE-ECO") {
+            for key in &mut node.keys {
+                edit(key);
+            }
+        }
+        let path = fed.dir.path().join("edited-directory.toml");
+        std::fs::write(&path, toml::to_string(&raw).unwrap()).unwrap();
+        path
+    };
+    let revoked = edited(&|k| k.revoked = true);
+    let (code, out, err) = verify(&revoked).await;
+    assert_eq!(code, 2, "a revoked key verifies nothing: {out}{err}");
+    assert!(err.contains("INVALID"), "{err}");
+    let later = edited(&|k| k.not_before = Some("2999-01-01T00:00:00Z".into()));
+    let (code, out, err) = verify(&later).await;
+    assert_eq!(code, 2, "a key not yet valid when it signed: {out}{err}");
+    fed.shutdown().await;
 }

@@ -177,7 +177,15 @@ async fn a_federation_on_postgres_delivers_end_to_end_and_its_audit_logs_verify(
     assert_eq!(code, 0, "{out}{err}");
     let proof = fed.dir.path().join("proof.json");
     std::fs::write(&proof, out).unwrap();
-    let (code, out, err) = cli(&["audit", "verify-proof", arg(&proof)]).await;
+    let directory = fed.dir.path().join("directory.toml");
+    let (code, out, err) = cli(&[
+        "audit",
+        "verify-proof",
+        arg(&proof),
+        "--directory",
+        arg(&directory),
+    ])
+    .await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with("VALID"), "{out}");
 

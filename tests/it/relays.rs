@@ -304,7 +304,9 @@ async fn a_tampered_hop_is_refused_and_stores_nothing() {
 async fn a_loop_through_three_nodes_is_refused_without_a_duplicate_case() {
     // Directories that disagree: NL-HOT sends FR-HOT's reports to BE-HOT,
     // BE-HOT passes them to DE-HOT, and DE-HOT — believing NL-HOT is in
-    // front of FR-HOT — passes them back to NL-HOT.
+    // front of FR-HOT — would pass them back to NL-HOT. DE-HOT refuses
+    // them instead: by its directory they came through a node that is
+    // not a relay in front of it, so the loop never closes.
     let fed = Federation::builder(CHAIN)
         .quiet_audit()
         .prepare(|root| {
@@ -327,20 +329,20 @@ async fn a_loop_through_three_nodes_is_refused_without_a_duplicate_case() {
     let at_origin = wait_case(&nl, &sent.report_id, 20, |c| c.status == "refused").await;
     let d = &at_origin.deliveries[0];
     assert_eq!(d.state, "refused");
-    assert!(d.reason.contains("loop"), "{d:?}");
+    assert!(d.reason.contains("DE-HOT refused it"), "{d:?}");
     assert_eq!(
         d.via,
-        vec!["DE-HOT", "BE-HOT"],
+        vec!["BE-HOT"],
         "the refusal came back the way it went"
     );
 
     // One row per node that saw it, no case anywhere, nothing at FR-HOT.
     let mut fr = fed.operator(FR);
     assert!(cases(&mut fr, "").await.is_empty());
-    for i in [BE, DE] {
+    for (i, relayed) in [(BE, 1), (DE, 0)] {
         let mut op = fed.operator(i);
         assert!(cases(&mut op, "incoming").await.is_empty());
-        assert_eq!(cases(&mut op, "relayed").await.len(), 1);
+        assert_eq!(cases(&mut op, "relayed").await.len(), relayed);
     }
     assert_eq!(cases(&mut nl, "").await.len(), 1);
     for i in [NL, BE, DE] {
@@ -625,5 +627,73 @@ async fn a_relay_purges_its_copy_on_schedule_and_still_passes_statuses_back() {
     .await
     .unwrap();
     wait_case(&nl, &sent.report_id, 20, |c| c.status == "in-review").await;
+    fed.shutdown().await;
+}
+
+/// A co-destination cannot pose as a relay: NL-HOT, which holds a copy of
+/// a report routed to it and to DE-HOT, signs its own hop and hands the
+/// envelope to DE-HOT. DE-HOT has no relay in front of it, so the hop
+/// chain is not its relay chain: refused, nothing stored, and the refusal
+/// audited.
+#[tokio::test]
+async fn a_co_destination_cannot_pose_as_a_relay() {
+    let fed = Federation::start(CHAIN).await;
+    let origin = &fed.id(FR);
+    let payload = pb::ReportPayload {
+        report_id: "posed-relay-1".into(),
+        origin: origin.to_string(),
+        created_at_ms: alertrelay::node::Core::now_ms(),
+        urls: vec!["http://85.214.132.117/x".into()],
+        category: "csam".into(),
+        route: Some(pb::RouteDecision {
+            kind: "peer".into(),
+            destinations: vec!["NL-HOT".into(), "DE-HOT".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let signed = wire::sign(
+        &fed.signing_key(FR),
+        origin,
+        alertrelay::crypto::signing::Purpose::Report,
+        &payload,
+    );
+    let digest = wire::digest(&signed.payload);
+    let posed = wire::hop(
+        &fed.signing_key(NL),
+        &fed.id(NL),
+        &payload.report_id,
+        origin.as_str(),
+        &digest,
+        origin.as_str(),
+        "DE-HOT",
+        None,
+        alertrelay::node::Core::now_ms(),
+    );
+    let envelope = pb::Envelope {
+        report: Some(signed),
+        hops: vec![posed],
+    };
+    let answer = fed
+        .federation_as(NL, DE)
+        .forward(pb::ForwardRequest {
+            envelopes: vec![envelope],
+            urgent: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let result = &answer.results[0];
+    assert_eq!(
+        result.code,
+        tonic::Code::FailedPrecondition as i32,
+        "{result:?}"
+    );
+    assert!(result.message.contains("relays"), "{result:?}");
+    let mut de = fed.operator(DE);
+    assert!(
+        cases(&mut de, "").await.is_empty(),
+        "nothing stored at DE-HOT"
+    );
     fed.shutdown().await;
 }

@@ -178,9 +178,11 @@ async fn lane(
         match result {
             Ok(n) => {
                 let now = Core::now_ms();
+                if n > 0 {
+                    core.peer_reachable(&peer, true);
+                }
                 link.update(|s| {
                     if n > 0 {
-                        s.reachable = Some(true);
                         s.last_success_ms = Some(now);
                     }
                     s.failures = 0;
@@ -204,16 +206,20 @@ async fn lane(
             Err(e) => {
                 let delay = backoff.next_delay(&mut rand::thread_rng());
                 let now = Core::now_ms();
-                let shown = e.to_string();
+                let shown = crate::node::state::bounded(&e.to_string());
                 core.metrics.delivery_failed(peer.as_str());
+                // A failed call says the peer cannot be reached; a failure
+                // of this node's own database says nothing about it.
+                if matches!(e, DeliveryError::Rpc(_)) {
+                    core.peer_reachable(&peer, false);
+                }
                 link.update(|s| {
-                    s.reachable = Some(false);
                     s.last_failure_ms = Some(now);
                     s.last_error = shown.chars().take(500).collect();
                     s.failures = backoff.failures();
                     s.next_attempt_ms = Some(now + delay.as_millis() as i64);
                 });
-                tracing::warn!(peer = %peer, error = %e, failures = backoff.failures(),
+                tracing::warn!(peer = %peer, error = %shown, failures = backoff.failures(),
                     retry_in_ms = delay.as_millis() as u64, "delivery failed");
                 // New work does not cut a backoff short (it would hammer a
                 // peer that is down), but the peer contacting us does: it
@@ -415,7 +421,9 @@ async fn send_claimed(
 /// any replica may retry them (this one after its backoff).
 pub(super) async fn fail(core: &Core, rows: &[OutboxRow], error: String) -> DeliveryError {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let shown: String = error.chars().take(500).collect();
+    // The error may hold the peer's words (a gRPC status message): bounded
+    // and escaped before it is logged, stored and printed by `peers`.
+    let shown = crate::node::state::bounded(&error);
     if let Err(e) = core
         .store
         .release_claims(&ids, &core.replica, Some(&shown))

@@ -106,7 +106,7 @@ fn outgoing(rows: Vec<OutboxRow>) -> (Vec<Outgoing>, Vec<pb::Envelope>) {
 /// malformed (INVALID_ARGUMENT) cannot succeed as it is: the lane then
 /// tries its envelopes one at a time.
 async fn call_failed(core: &Core, rows: &[OutboxRow], status: tonic::Status) -> DeliveryError {
-    let shown = format!("{:?}: {}", status.code(), status.message());
+    let shown = crate::node::state::bounded(&format!("{:?}: {}", status.code(), status.message()));
     let failed = super::fail(core, rows, shown.clone()).await;
     if status.code() == tonic::Code::InvalidArgument {
         let head = match rows {

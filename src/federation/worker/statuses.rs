@@ -14,6 +14,43 @@ use crate::store::{OUTBOX_AMENDMENT, OUTBOX_RETURNED, OUTBOX_SIGNED, OutboxRow};
 use super::DeliveryError;
 use super::transport::Transport;
 
+/// An amendment goes to a peer only once the report it amends has left
+/// the outbox for that peer (delivered, or refused): sent earlier — the
+/// report still queued, or on the wire from the second bulk sender — it
+/// could reach the peer first and be refused as about an unknown report,
+/// and a retraction would be lost. Such amendments wait (a moment here,
+/// then their claims are released and they come round again).
+async fn after_their_reports(
+    core: &Core,
+    peer: &NodeId,
+    rows: Vec<OutboxRow>,
+    kind: i64,
+) -> Result<Vec<OutboxRow>, DeliveryError> {
+    if kind != OUTBOX_AMENDMENT {
+        return Ok(rows);
+    }
+    let mut ready = Vec::with_capacity(rows.len());
+    for row in rows {
+        if core
+            .store
+            .report_queued_for(row.report_seq, peer.as_str())
+            .await?
+        {
+            // Everything after it waits too: amendments keep their order.
+            break;
+        }
+        ready.push(row);
+    }
+    if ready.is_empty() {
+        tokio::time::sleep(AMENDMENT_WAIT).await;
+        core.wake(peer.as_str());
+    }
+    Ok(ready)
+}
+
+/// How long an amendment waiting for its report pauses its lane.
+const AMENDMENT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Sends `rows` (status updates, returned items or amendments) and records
 /// the answers. Returns how many were sent.
 pub(super) async fn send_statuses(
@@ -26,6 +63,10 @@ pub(super) async fn send_statuses(
     // origin's amendments (2) go in separate calls: one kind per batch, in
     // queue order.
     let kind = rows.first().map(|r| r.returned).unwrap_or(OUTBOX_SIGNED);
+    let rows = after_their_reports(core, peer, rows, kind).await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
     let mut updates = Vec::with_capacity(rows.len());
     let mut items = Vec::new();
     let mut amendments = Vec::new();

@@ -9,7 +9,7 @@ use prost::Message;
 
 use crate::audit;
 use crate::identity::NodeId;
-use crate::node::amend::{history_status, record};
+use crate::node::amend::{history_status, record, withhold};
 use crate::node::inbound::{self, Effects, Flow, Verdict};
 use crate::node::{Core, NodeError, cases};
 use crate::pb;
@@ -96,6 +96,12 @@ async fn apply_one(
     };
     if tx.status_recorded(row.seq, &a.amendment_id).await? {
         return Ok(Verdict::Accepted); // a repeat
+    }
+    // A retraction here before this node passed the report on (a relay,
+    // or a hotline that handed the case over): the report is not passed on
+    // at all, so no destination ever holds a live copy of it.
+    if a.kind == pb::AmendmentKind::Retract as i32 {
+        withhold(core, tx, &row, now).await?;
     }
     let passed_on = record(core, tx, &row, a, &o.signed, &env.hops, &actor, now).await?;
     effects.wake.extend(passed_on.iter().cloned());

@@ -6,6 +6,7 @@
 
 use crate::identity::NodeId;
 use crate::node::Core;
+use crate::node::relay::chain;
 use crate::pb;
 use crate::wire::OpenedReport;
 
@@ -28,6 +29,17 @@ pub(super) fn takes_over(
         .as_ref()
         .map(|route| route.destinations.iter().map(String::as_str).collect())
         .unwrap_or_default();
+    // The hops before the first handoff are the report's way from its
+    // origin to the first holder: exactly the directory's relays for it.
+    let before_handoffs = r.relays.len().saturating_sub(r.handoffs.len());
+    if let Some((first, _, _)) = r.handoffs.first()
+        && r.relays.get(..before_handoffs) != Some(&chain(&core.directory(), &r.origin, first)[..])
+    {
+        return Err((
+            "not-the-relay-chain",
+            "the report reached the node that handed it over through nodes that are not its relays",
+        ));
+    }
     // Each handoff must come from a node holding the case: a destination
     // the origin chose, or the target of an earlier handoff.
     let mut holders: Vec<&str> = route.clone();
@@ -68,15 +80,51 @@ pub(super) fn takes_over(
         .iter()
         .filter(|d| **d != core.me.as_str())
         .filter_map(|d| NodeId::new(d).ok())
-        .filter(|d| directory.relays_of(d).contains(&core.me))
+        .filter(|d| relayed_by_me(&directory, &r.origin, d, &core.me, &r.relays))
         .collect();
     if !case && relay_for.is_empty() {
+        let in_a_chain = route
+            .iter()
+            .filter_map(|d| NodeId::new(d).ok())
+            .any(|d| chain(&directory, &r.origin, &d).contains(&core.me));
+        if in_a_chain {
+            return Err((
+                "not-the-relay-chain",
+                "the report came through nodes that are not the directory's relays in front of this one",
+            ));
+        }
         return Err((
             "not-a-destination",
             "the origin's signed route does not name this node, nor a node it relays for",
         ));
     }
+    // Only the relays the directory puts in front of this node may have
+    // passed it on: a node that merely holds a copy (a co-destination)
+    // cannot pose as one.
+    if case && r.relays != chain(&directory, &r.origin, &core.me) {
+        return Err((
+            "not-the-relay-chain",
+            "the report came through nodes that are not the directory's relays for this hotline",
+        ));
+    }
     Ok(Role { case, relay_for })
+}
+
+/// Whether `me` relays a report from `origin` for `dest`: it is in the
+/// directory's chain in front of `dest`, and the report came through
+/// exactly the relays before it in that chain.
+fn relayed_by_me(
+    directory: &crate::directory::Directory,
+    origin: &NodeId,
+    dest: &NodeId,
+    me: &NodeId,
+    came_through: &[NodeId],
+) -> bool {
+    let chain = chain(directory, origin, dest);
+    chain
+        .iter()
+        .position(|r| r == me)
+        .is_some_and(|i| chain.get(..i) == Some(came_through))
 }
 
 /// Why this node may not take `p` over under its own directory entry
