@@ -13,19 +13,19 @@
 //! Skipped, with the reason printed, when PostgreSQL cannot be reached.
 
 mod common;
-mod fault_support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use alertrelay::pb;
+use common::check::{Accepted, Figures, check_delivery};
 use common::pg::TestDb;
-use fault_support::{Accepted, Cluster, DE_IP, Figures, Tuning, check_delivery};
+use common::{DE_IP, Federation, submit_numbered};
 
 const FR: usize = 0;
 const DE: usize = 1;
 /// The claim lease of the replicas: short, so the takeover is quick.
-const LEASE_MS: u64 = 2_000;
+const LEASE_MS: i64 = 2_000;
 const REPORTS: u64 = 150;
 const CRASH: &str = "origin-storing-receipt";
 
@@ -39,21 +39,18 @@ async fn three_replicas_one_killed_mid_delivery_lose_and_duplicate_nothing() {
         return;
     };
     let started = Instant::now();
-    let mut c = Cluster::create(
-        &[("FR-PDC", "FR"), ("DE-ECO", "DE")],
-        &Tuning {
-            checkpoint_interval_ms: 300,
-            ..Tuning::default()
-        },
-    )
-    .await;
-    c.set(FR, "database", &format!("\"{}\"", pg.url));
-    c.set(FR, "lease_ms", &LEASE_MS.to_string());
+    let mut c = Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])])
+        .processes()
+        .audit_every_ms(300, 500)
+        .database(FR, &pg.url)
+        .create()
+        .await;
+    c.set(FR, "delivery.lease_ms", LEASE_MS);
     // Small batches: the backlog is shared among the replicas' workers.
-    c.set(FR, "batch_size", "8");
+    c.set(FR, "delivery.batch_size", 8);
     let r2 = c.add_replica(FR, "fr-2");
     let r3 = c.add_replica(FR, "fr-3");
-    c.set(FR, "replica", "\"fr-1\"");
+    c.set(FR, "delivery.replica", "fr-1");
     let replicas = [FR, r2, r3];
     // The three migrate the empty database at once (sqlx's migration lock).
     c.start_together(&[(DE, None), (FR, None), (r2, Some(CRASH)), (r3, None)])
@@ -65,11 +62,11 @@ async fn three_replicas_one_killed_mid_delivery_lose_and_duplicate_nothing() {
     c.kill(DE).await;
     let mut tasks = Vec::new();
     for (k, &r) in replicas.iter().enumerate() {
-        let client = c.client(r);
+        let client = c.operator(r);
         tasks.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             for n in (k as u64..REPORTS).step_by(replicas.len()) {
-                let id = fault_support::submit(client.clone(), DE_IP, n)
+                let id = submit_numbered(client.clone(), DE_IP, n)
                     .await
                     .expect("a replica accepts the submission");
                 ids.push(Accepted { origin: r, id });
@@ -89,7 +86,7 @@ async fn three_replicas_one_killed_mid_delivery_lose_and_duplicate_nothing() {
             submission_id: format!("retry-{k}"),
             ..Default::default()
         };
-        let (mut a, mut b) = (c.client(FR), c.client(r3));
+        let (mut a, mut b) = (c.operator(FR), c.operator(r3));
         let (x, y) = tokio::join!(a.submit_report(request.clone()), b.submit_report(request));
         let (x, y) = (x.unwrap().into_inner(), y.unwrap().into_inner());
         assert_eq!(x.report_id, y.report_id, "one report per submission id");
@@ -109,7 +106,7 @@ async fn three_replicas_one_killed_mid_delivery_lose_and_duplicate_nothing() {
 
     // The receiver comes back; replica fr-2 dies storing the receipts of
     // the first batch it sent (the receiver has stored that batch).
-    c.start(DE, None).await;
+    c.restart(DE).await;
     let status = c.wait_exit(r2, Duration::from_secs(30)).await;
     c.assert_crashed_at(r2, status, CRASH);
     let crashed = Instant::now();
@@ -149,7 +146,7 @@ async fn three_replicas_one_killed_mid_delivery_lose_and_duplicate_nothing() {
     assert!(said, "no replica logged taking fr-2's claims over");
 
     // fr-2 comes back (the harness reads cases through every process).
-    c.start(r2, None).await;
+    c.restart(r2).await;
     c.wait_settled(Duration::from_secs(30)).await;
     let mut figures = Figures {
         test: "replicas",

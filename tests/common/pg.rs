@@ -1,7 +1,13 @@
 //! A fresh PostgreSQL database per test on the real server (by default
 //! `postgres://postgres@127.0.0.1:5432/test`, or `ALERTRELAY_TEST_POSTGRES`),
-//! dropped afterwards, even when the test panics. When the server cannot be
-//! reached, `TestDb::create` says why and the test skips.
+//! dropped afterwards, even when the test panics.
+//!
+//! When the server cannot be reached, `TestDb::create` prints one line
+//! saying why (`SKIPPED <test>: ...`, past the test harness's output
+//! capture, so it shows in every run) and the test skips. When
+//! `ALERTRELAY_REQUIRE_POSTGRES=1` (`.ci/run` sets it once `pg_isready`
+//! answered), the test fails with the reason instead: on a machine with
+//! the server, a PostgreSQL test that cannot connect is a failure.
 
 use sqlx::Connection;
 
@@ -18,7 +24,8 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// Creates the database, or prints why it cannot and returns None.
+    /// Creates the database; or, when the server cannot be reached, fails
+    /// the test if PostgreSQL is required, else prints why and returns None.
     pub async fn create(test: &str) -> Option<TestDb> {
         let admin = admin_url();
         let connect = tokio::time::timeout(
@@ -29,12 +36,16 @@ impl TestDb {
         let mut conn = match connect {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                eprintln!("SKIPPED {test}: PostgreSQL is not reachable at {admin}: {e}");
-                return None;
+                return skip(
+                    test,
+                    &format!("PostgreSQL is not reachable at {admin}: {e}"),
+                );
             }
             Err(_) => {
-                eprintln!("SKIPPED {test}: PostgreSQL at {admin} did not answer within 5 s");
-                return None;
+                return skip(
+                    test,
+                    &format!("PostgreSQL at {admin} did not answer within 5 s"),
+                );
             }
         };
         let name = format!("alertrelay_test_{}", uuid::Uuid::new_v4().simple());
@@ -50,6 +61,29 @@ impl TestDb {
             url: url.to_string(),
         })
     }
+}
+
+/// Whether the run must have PostgreSQL (`ALERTRELAY_REQUIRE_POSTGRES`
+/// set to anything but empty or `0`).
+pub fn required() -> bool {
+    std::env::var("ALERTRELAY_REQUIRE_POSTGRES").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Fails the test when PostgreSQL is required, or else prints one line
+/// saying why it is skipped.
+fn skip(test: &str, why: &str) -> Option<TestDb> {
+    use std::io::Write;
+    assert!(
+        !required(),
+        "{test}: ALERTRELAY_REQUIRE_POSTGRES is set, but {why}"
+    );
+    // Straight to stderr: `eprintln!` inside a test is captured and only
+    // shown when the test fails, and a skipped test passes.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: {why} (ALERTRELAY_REQUIRE_POSTGRES=1 makes this a failure)"
+    );
+    None
 }
 
 impl Drop for TestDb {

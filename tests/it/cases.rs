@@ -2,13 +2,11 @@
 //! happen; `ListCases` filters by status, direction, category, peer,
 //! priority and age.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use alertrelay::node::cases::CaseView;
 use alertrelay::pb;
-use common::*;
 
 const AB: &[(&str, &[&str])] = &[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])];
 
@@ -17,7 +15,7 @@ async fn an_analyst_watching_sees_new_cases_and_their_changes_as_they_happen() {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let fed = Federation::start(AB).await;
     // `alertrelay cases watch`, as an analyst runs it, against DE-ECO.
-    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_alertrelay"))
+    let mut watch = tokio::process::Command::new(BIN)
         .args([
             "cases",
             "watch",
@@ -86,14 +84,13 @@ async fn an_analyst_watching_sees_new_cases_and_their_changes_as_they_happen() {
 
 #[tokio::test]
 async fn cases_are_listed_by_status_category_peer_priority_and_age() {
-    let fed = Federation::start_with(
-        &[
-            ("FR-PDC", &["FR"]),
-            ("DE-ECO", &["DE"]),
-            ("LE-FALLBACK", &[]),
-        ],
-        Some("LE-FALLBACK"),
-    )
+    let fed = Federation::builder(&[
+        ("FR-PDC", &["FR"]),
+        ("DE-ECO", &["DE"]),
+        ("LE-FALLBACK", &[]),
+    ])
+    .fallback("LE-FALLBACK")
+    .start()
     .await;
     let mut fr = fed.operator(0);
     let to_de = submit(&mut fr, &format!("http://{DE_IP}/a"), "")

@@ -4,15 +4,13 @@
 //! a signed return hop. Loops built from disagreeing directories are
 //! refused without a duplicate case, and the origin hears of it.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::*;
 use alertrelay::directory::{Directory, RawDirectory, RawNode};
 use alertrelay::pb;
 use alertrelay::store::Store;
 use alertrelay::wire;
-use common::*;
 use prost::Message;
 
 const CHAIN: &[(&str, &[&str])] = &[
@@ -46,7 +44,7 @@ fn edit_directory(root: &Path, node: Option<&str>, edit: impl Fn(&mut RawNode)) 
 }
 
 /// Sets `relay` for some nodes in the directory copy of `node` (or in
-/// every copy when `node` is `None`).
+/// every copy when `node` is `None`): directories that disagree.
 fn set_relays(root: &Path, node: Option<&str>, relays: &[(&str, &str)]) {
     edit_directory(root, node, |n| {
         n.relay = relays
@@ -65,7 +63,7 @@ async fn stored_envelope(fed: &Federation, i: usize, report_id: &str) -> pb::Env
 }
 
 async fn audit_verifies(fed: &Federation, i: usize) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_alertrelay"))
+    let out = tokio::process::Command::new(BIN)
         .args(["audit", "verify", "--offline", "--config"])
         .arg(fed.config_path(i))
         .output()
@@ -81,10 +79,12 @@ async fn audit_verifies(fed: &Federation, i: usize) {
 #[tokio::test]
 async fn a_report_crosses_two_relays_and_its_receipt_and_statuses_come_back_signed() {
     // FR-HOT is reached through DE-HOT, which is reached through BE-HOT.
-    let fed = Federation::start_prepared(CHAIN, |root| {
-        set_relays(root, None, &[("FR-HOT", "DE-HOT"), ("DE-HOT", "BE-HOT")]);
-    })
-    .await;
+    let fed = Federation::builder(CHAIN)
+        .quiet_audit()
+        .relay("FR-HOT", "DE-HOT")
+        .relay("DE-HOT", "BE-HOT")
+        .start()
+        .await;
     let mut nl = fed.operator(NL);
     let sent = submit(&mut nl, &format!("http://{FR_IP}/relayed"), "").await;
     assert_eq!(sent.route.as_ref().unwrap().destinations, vec!["FR-HOT"]);
@@ -189,10 +189,11 @@ async fn a_report_crosses_two_relays_and_its_receipt_and_statuses_come_back_sign
 
 #[tokio::test]
 async fn a_retraction_and_a_correction_follow_the_report_through_its_relay() {
-    let fed = Federation::start_prepared(CHAIN, |root| {
-        set_relays(root, None, &[("FR-HOT", "DE-HOT")]);
-    })
-    .await;
+    let fed = Federation::builder(CHAIN)
+        .quiet_audit()
+        .relay("FR-HOT", "DE-HOT")
+        .start()
+        .await;
     let (mut nl, fr) = (fed.operator(NL), fed.operator(FR));
     let sent = submit(&mut nl, &format!("http://{FR_IP}/retracted"), "").await;
     wait_case(&nl, &sent.report_id, 20, |c| c.status == "delivered").await;
@@ -241,10 +242,11 @@ async fn a_retraction_and_a_correction_follow_the_report_through_its_relay() {
 
 #[tokio::test]
 async fn a_tampered_hop_is_refused_and_stores_nothing() {
-    let fed = Federation::start_prepared(&CHAIN[1..], |root| {
-        set_relays(root, None, &[("FR-HOT", "DE-HOT")]);
-    })
-    .await;
+    let fed = Federation::builder(&CHAIN[1..])
+        .quiet_audit()
+        .relay("FR-HOT", "DE-HOT")
+        .start()
+        .await;
     let (be, de, fr) = (0, 1, 2);
     let mut origin = fed.operator(be);
     let sent = submit(&mut origin, &format!("http://{FR_IP}/tampered"), "").await;
@@ -305,20 +307,23 @@ async fn a_loop_through_three_nodes_is_refused_without_a_duplicate_case() {
     // front of FR-HOT — would pass them back to NL-HOT. DE-HOT refuses
     // them instead: by its directory they came through a node that is
     // not a relay in front of it, so the loop never closes.
-    let fed = Federation::start_prepared(CHAIN, |root| {
-        set_relays(root, Some("NL-HOT"), &[("FR-HOT", "BE-HOT")]);
-        set_relays(
-            root,
-            Some("BE-HOT"),
-            &[("FR-HOT", "DE-HOT"), ("DE-HOT", "BE-HOT")],
-        );
-        set_relays(
-            root,
-            Some("DE-HOT"),
-            &[("FR-HOT", "NL-HOT"), ("NL-HOT", "DE-HOT")],
-        );
-    })
-    .await;
+    let fed = Federation::builder(CHAIN)
+        .quiet_audit()
+        .prepare(|root| {
+            set_relays(root, Some("NL-HOT"), &[("FR-HOT", "BE-HOT")]);
+            set_relays(
+                root,
+                Some("BE-HOT"),
+                &[("FR-HOT", "DE-HOT"), ("DE-HOT", "BE-HOT")],
+            );
+            set_relays(
+                root,
+                Some("DE-HOT"),
+                &[("FR-HOT", "NL-HOT"), ("NL-HOT", "DE-HOT")],
+            );
+        })
+        .start()
+        .await;
     let mut nl = fed.operator(NL);
     let sent = submit(&mut nl, &format!("http://{FR_IP}/looping"), "").await;
     let at_origin = wait_case(&nl, &sent.report_id, 20, |c| c.status == "refused").await;
@@ -353,7 +358,7 @@ async fn hand_off(
     target: &[&str],
     reason: &str,
 ) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_alertrelay"))
+    tokio::process::Command::new(BIN)
         .args(["cases", "handoff", id, "--reason", reason])
         .args(target)
         .arg("--config")
@@ -367,14 +372,17 @@ async fn hand_off(
 async fn a_moved_case_is_handed_over_and_the_origin_follows_it() {
     // BE-HOT's own directory entry says it takes only grooming reports;
     // the others do not know yet.
-    let fed = Federation::start_prepared(CHAIN, |root| {
-        edit_directory(root, Some("BE-HOT"), |n| {
-            if n.id == "BE-HOT" {
-                n.categories = vec!["grooming".into()];
-            }
-        });
-    })
-    .await;
+    let fed = Federation::builder(CHAIN)
+        .quiet_audit()
+        .prepare(|root| {
+            edit_directory(root, Some("BE-HOT"), |n| {
+                if n.id == "BE-HOT" {
+                    n.categories = vec!["grooming".into()];
+                }
+            });
+        })
+        .start()
+        .await;
     let mut nl = fed.operator(NL);
     let mut fr = fed.operator(FR);
     let sent = submit(&mut nl, &format!("http://{FR_IP}/moving"), "").await;
@@ -566,14 +574,17 @@ fn base64_decode(s: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_relay_purges_its_copy_on_schedule_and_still_passes_statuses_back() {
-    let mut fed = Federation::start_prepared(CHAIN, |root| {
-        set_relays(root, None, &[("FR-HOT", "DE-HOT")]);
-        let cfg = root.join("DE-HOT").join("node.toml");
-        let mut text = std::fs::read_to_string(&cfg).unwrap();
-        text.push_str("\n[retention]\ndelivered_reports_days = 0\n");
-        std::fs::write(&cfg, text).unwrap();
-    })
-    .await;
+    let mut fed = Federation::builder(CHAIN)
+        .quiet_audit()
+        .relay("FR-HOT", "DE-HOT")
+        .prepare(|root| {
+            let cfg = root.join("DE-HOT").join("node.toml");
+            let mut text = std::fs::read_to_string(&cfg).unwrap();
+            text.push_str("\n[retention]\ndelivered_reports_days = 0\n");
+            std::fs::write(&cfg, text).unwrap();
+        })
+        .start()
+        .await;
     let nl = fed.operator(NL);
     let marker = "zq-relayed-marker-3319";
     let sent = submit(
@@ -586,7 +597,7 @@ async fn a_relay_purges_its_copy_on_schedule_and_still_passes_statuses_back() {
     // The relay's copy is due once the destination answered and the
     // receipt went back (nothing left in its outbox for the report).
     fed.stop(DE).await;
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_alertrelay"))
+    let out = tokio::process::Command::new(BIN)
         .args(["retention", "run", "--json", "--config"])
         .arg(fed.config_path(DE))
         .output()

@@ -1,7 +1,7 @@
-//! SPEC.md "Bad input: what it gets", class by class, spoken to real nodes
-//! the way an attacker would: certificates minted for the attack by a CA
-//! the test holds, hand-built and hand-corrupted envelopes, and raw gRPC
-//! frames that no generated client would send.
+//! docs/contract.md "Bad input: what it gets", class by class, spoken to
+//! real nodes the way an attacker would: certificates minted for the attack
+//! by a CA the test holds, hand-built and hand-corrupted envelopes, and raw
+//! gRPC frames that no generated client would send.
 //!
 //! Each test asserts the exact answer (a gRPC status code, or the TLS alert
 //! that ends the handshake), that nothing was stored at the receiver but
@@ -10,43 +10,46 @@
 //! request afterwards.
 //!
 //! Classes covered by other files, referenced rather than repeated:
-//! - TLS, no client certificate and an untrusted CA: tests/federation.rs
+//! - TLS, no client certificate and an untrusted CA: tests/it/federation.rs
 //!   `a_client_from_an_untrusted_ca_fails_the_handshake_and_the_node_keeps_serving`.
 //! - Identity, a valid certificate whose payload claims another node, and
 //!   a report signed with one node's key but naming another as signer:
-//!   tests/federation.rs
+//!   tests/it/federation.rs
 //!   `a_valid_certificate_whose_payload_claims_another_node_is_permission_denied`.
-//! - Replays, exact replay (original receipt, no second case) and
-//!   equivocation (ALREADY_EXISTS, signed refusal): tests/federation.rs
+//! - Replays, exact replay (original receipt, no second case):
+//!   tests/it/federation.rs
 //!   `an_exact_replay_gets_the_original_receipt_and_no_second_case`;
-//!   `created_at` far in the future or too old, loops, routes that do not
-//!   name the receiver, CRLF and bidi in peer fields: tests/federation.rs
+//!   equivocation (ALREADY_EXISTS, signed refusal, the metric and the
+//!   WARN line): tests/it/federation.rs
+//!   `a_report_id_repeated_with_other_content_is_refused_and_alerted_as_equivocation`;
+//!   `created_at` far in the future or too old (FAILED_PRECONDITION,
+//!   `future`/`stale`), loops, routes that do not
+//!   name the receiver, CRLF and bidi in peer fields: tests/it/federation.rs
 //!   `misrouted_looping_and_malformed_reports_are_refused_and_not_stored`.
 //! - Shape at the Operator service (scheme, CRLF, bidi, category, no URL):
-//!   tests/federation.rs `bad_input_gets_a_precise_error_and_stores_nothing`.
+//!   tests/it/federation.rs `bad_input_gets_a_precise_error_and_stores_nothing`.
 //! - Signatures, a revoked key (and key rotation), and CRLs applied by a
-//!   reload and expired CRLs: tests/security.rs
+//!   reload and expired CRLs: tests/it/security.rs
 //!   `signing_keys_rotate_without_downtime_and_a_revoked_key_verifies_nothing`,
 //!   `a_revoked_peer_is_cut_off_by_a_reload_without_a_restart`,
 //!   `an_expired_crl_fails_closed`.
-//! - Load, one peer flooding: tests/operations.rs
+//! - Load, one peer flooding: tests/load.rs
 //!   `a_flooding_peer_is_throttled_without_hurting_the_others`.
 //! - The database (edited, deleted, reordered rows, truncation, an old
-//!   backup): tests/audit.rs and tests/witness.rs.
+//!   backup): tests/it/audit.rs and tests/it/witness.rs.
 //!
-//! Tests marked `#[ignore = "needs ..."]` state behaviour SPEC.md asks for
-//! that the node does not have yet; SECURITY.md lists them.
-
-mod common;
+//! Where the node differs from what the product is meant to do (a weak key
+//! stops the node from starting rather than being refused per signature),
+//! the test says what it found, and docs/contract.md "Known gaps" lists it.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use alertrelay::crypto::signing::Purpose;
 use alertrelay::pb;
 use alertrelay::wire;
-use common::*;
 use prost::Message;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
@@ -60,7 +63,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-const FED: &str = "test-federation";
+const FED: &str = FEDERATION;
 const AB: &[(&str, &[&str])] = &[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])];
 const ABC: &[(&str, &[&str])] = &[
     ("FR-PDC", &["FR"]),
@@ -251,7 +254,11 @@ async fn start_with_ca(nodes: &[(&str, &[&str])]) -> (Federation, TestCa) {
     let ca = TestCa::new();
     let names = ids(nodes);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let fed = Federation::start_prepared(nodes, |dir| install_ca(dir, &refs, &ca)).await;
+    let fed = Federation::builder(nodes)
+        .quiet_audit()
+        .prepare(|dir| install_ca(dir, &refs, &ca))
+        .start()
+        .await;
     (fed, ca)
 }
 
@@ -694,15 +701,18 @@ async fn tls_a_certificate_revoked_by_the_crl_fails_the_handshake() {
     let revoked = ca.node("NL-EOKM");
     let names = ids(ABC);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let mut fed = Federation::start_prepared(ABC, |dir| {
-        install_ca(dir, &refs, &ca);
-        // DE-ECO's CRL revokes the certificate NL-EOKM is about to use.
-        let de = dir.join("DE-ECO");
-        std::fs::write(de.join("crl.pem"), ca.crl(&[&revoked])).unwrap();
-        let text = std::fs::read_to_string(de.join("node.toml")).unwrap();
-        assert!(text.contains("crl.pem"), "provisioned nodes check a CRL");
-    })
-    .await;
+    let mut fed = Federation::builder(ABC)
+        .quiet_audit()
+        .prepare(|dir| {
+            install_ca(dir, &refs, &ca);
+            // DE-ECO's CRL revokes the certificate NL-EOKM is about to use.
+            let de = dir.join("DE-ECO");
+            std::fs::write(de.join("crl.pem"), ca.crl(&[&revoked])).unwrap();
+            let text = std::fs::read_to_string(de.join("node.toml")).unwrap();
+            assert!(text.contains("crl.pem"), "provisioned nodes check a CRL");
+        })
+        .start()
+        .await;
     let err = handshake(&fed, DE, tls_client(&ca.cert_pem, &revoked, false))
         .await
         .expect_err("a revoked certificate must not complete the handshake");
@@ -815,12 +825,15 @@ async fn identity_a_node_absent_from_the_directory_is_permission_denied() {
 #[tokio::test]
 async fn identity_a_suspended_node_is_permission_denied_even_through_a_relay() {
     // DE-ECO's directory suspends NL-EOKM (`active = false`).
-    let mut fed = Federation::start_prepared(ABC, |dir| {
-        edit_directory(dir, "DE-ECO", |t| {
-            directory_node(t, "NL-EOKM").insert("active".into(), false.into());
-        });
-    })
-    .await;
+    let mut fed = Federation::builder(ABC)
+        .quiet_audit()
+        .prepare(|dir| {
+            edit_directory(dir, "DE-ECO", |t| {
+                directory_node(t, "NL-EOKM").insert("active".into(), false.into());
+            });
+        })
+        .start()
+        .await;
     let p = report("NL-EOKM", &fresh_id("suspended"), &["DE-ECO"]);
     let signed = sign_report(&fed, NL, &p);
     // Directly.
@@ -939,21 +952,24 @@ async fn signatures_an_unknown_key_id_is_unauthenticated() {
 async fn signatures_by_a_key_outside_its_validity_window_are_unauthenticated() {
     // At DE-ECO, FR-PDC's key expired yesterday and NL-EOKM's is valid
     // only from tomorrow; GB-IWF's is fine.
-    let mut fed = Federation::start_prepared(ABCD, |dir| {
-        edit_directory(dir, "DE-ECO", |t| {
-            let day = time::Duration::days(1);
-            let fmt = |t: OffsetDateTime| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .unwrap()
-            };
-            let now = OffsetDateTime::now_utc();
-            first_key(directory_node(t, "FR-PDC"))
-                .insert("not_after".into(), fmt(now - day).into());
-            first_key(directory_node(t, "NL-EOKM"))
-                .insert("not_before".into(), fmt(now + day).into());
-        });
-    })
-    .await;
+    let mut fed = Federation::builder(ABCD)
+        .quiet_audit()
+        .prepare(|dir| {
+            edit_directory(dir, "DE-ECO", |t| {
+                let day = time::Duration::days(1);
+                let fmt = |t: OffsetDateTime| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .unwrap()
+                };
+                let now = OffsetDateTime::now_utc();
+                first_key(directory_node(t, "FR-PDC"))
+                    .insert("not_after".into(), fmt(now - day).into());
+                first_key(directory_node(t, "NL-EOKM"))
+                    .insert("not_before".into(), fmt(now + day).into());
+            });
+        })
+        .start()
+        .await;
     for (who, name) in [(FR, "FR-PDC"), (NL, "NL-EOKM")] {
         let s = sign_report(&fed, who, &report(name, &fresh_id("window"), &["DE-ECO"]));
         assert_refused(
@@ -976,23 +992,6 @@ async fn signatures_a_weak_small_order_key_in_the_directory_stops_the_node_from_
     // load, exit 64), rather than starting and refusing that one key. A
     // small-order key would let anyone forge signatures that verify
     // non-strictly, so a directory carrying one is treated as corrupt.
-    let dir = tempfile::tempdir().unwrap();
-    let specs: Vec<_> = ABC
-        .iter()
-        .map(|(id, cc)| alertrelay::provision::NodeSpec {
-            id: alertrelay::identity::NodeId::new(id).unwrap(),
-            countries: cc.iter().map(|c| (*c).to_owned()).collect(),
-            categories: vec![],
-            port: None,
-        })
-        .collect();
-    let done = alertrelay::provision::init(
-        dir.path(),
-        FED,
-        &specs,
-        &alertrelay::provision::Options::default(),
-    )
-    .unwrap();
     // The identity point (y = 1) has order 1: every signature "verifies"
     // under a lax check.
     let mut weak = [0u8; 32];
@@ -1003,41 +1002,32 @@ async fn signatures_a_weak_small_order_key_in_the_directory_stops_the_node_from_
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(weak)
     };
-    edit_directory(dir.path(), "DE-ECO", |t| {
-        let nl = directory_node(t, "NL-EOKM");
-        let keys = nl.get_mut("key").and_then(|k| k.as_array_mut()).unwrap();
-        let mut k = toml::Table::new();
-        k.insert("id".into(), weak_id.clone().into());
-        k.insert("public_key".into(), weak_b64.clone().into());
-        keys.push(k.into());
-    });
+    let done = Federation::builder(ABC)
+        .prepare(|dir| {
+            edit_directory(dir, "DE-ECO", |t| {
+                let nl = directory_node(t, "NL-EOKM");
+                let keys = nl.get_mut("key").and_then(|k| k.as_array_mut()).unwrap();
+                let mut k = toml::Table::new();
+                k.insert("id".into(), weak_id.clone().into());
+                k.insert("public_key".into(), weak_b64.clone().into());
+                keys.push(k.into());
+            })
+        })
+        .provision();
     let de = &done.configs[1];
     let err = alertrelay::config::NodeConfig::load(de).expect_err("refused at load");
-    let mut chain = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(s) = source {
-        chain.push_str(": ");
-        chain.push_str(&s.to_string());
-        source = s.source();
-    }
+    let chain = error_chain(&err);
     assert!(chain.contains("weak (small order)"), "{chain}");
     assert!(chain.contains("NL-EOKM"), "names the node: {chain}");
 
     // And `alertrelay serve` exits with the configuration error code.
-    let out = tokio::time::timeout(
+    let (code, _, stderr) = tokio::time::timeout(
         Duration::from_secs(30),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_alertrelay"))
-            .arg("serve")
-            .arg("--config")
-            .arg(de)
-            .kill_on_drop(true)
-            .output(),
+        cli(&["serve", "--config", arg(de)]),
     )
     .await
-    .expect("the node must not start and keep running")
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    .expect("the node must not start and keep running");
+    assert_eq!(code, 64, "{stderr}");
     assert!(stderr.contains("weak"), "{stderr}");
     // The unmodified directory of another node still loads.
     alertrelay::config::NodeConfig::load(&done.configs[0]).unwrap();
@@ -1114,26 +1104,13 @@ async fn signatures_made_for_another_purpose_never_pass_as_a_report_signature() 
     fed.shutdown().await;
 }
 
-/// Puts NL-EOKM in front of DE-ECO in every copy of the directory.
-fn nl_relays_for_de(root: &Path) {
-    let files = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().path().join("directory.toml"))
-        .filter(|p| p.exists())
-        .chain([root.join("directory.toml")]);
-    for f in files {
-        let mut raw: alertrelay::directory::RawDirectory =
-            toml::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
-        for n in raw.nodes.iter_mut().filter(|n| n.id == "DE-ECO") {
-            n.relay = Some("NL-EOKM".into());
-        }
-        std::fs::write(&f, toml::to_string_pretty(&raw).unwrap()).unwrap();
-    }
-}
-
 #[tokio::test]
 async fn signatures_a_tampered_hop_chain_is_unauthenticated() {
-    let mut fed = Federation::start_prepared(ABC, nl_relays_for_de).await;
+    let mut fed = Federation::builder(ABC)
+        .quiet_audit()
+        .relay("DE-ECO", "NL-EOKM")
+        .start()
+        .await;
     // FR-PDC's report for DE-ECO, relayed by NL-EOKM (the relay the
     // directory puts in front of DE-ECO).
     let relayed = |id: &str| {
@@ -1214,7 +1191,7 @@ async fn shape_a_message_over_the_size_limit_is_refused_before_it_is_read() {
         .await
         .expect_err("refused");
     // tonic refuses a frame whose declared length is over the limit before
-    // buffering it; the node answers RESOURCE_EXHAUSTED, as SPEC.md says.
+    // buffering it; the node answers RESOURCE_EXHAUSTED, as docs/contract.md says.
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("size limit"), "{err:?}");
     // A message within the limit is read and refused for what it is (an
@@ -1472,7 +1449,7 @@ async fn shape_schemes_control_characters_bidi_and_crlf_in_urls_are_invalid_argu
             "urls[1]",
         );
     }
-    // From an analyst (a few of these are also in tests/federation.rs).
+    // From an analyst (a few of these are also in tests/it/federation.rs).
     let mut fr = fed.operator(FR);
     for (url, code) in &list {
         let r = fr
@@ -1801,7 +1778,7 @@ async fn routing_more_than_eight_hops_is_refused_and_not_stored() {
 }
 
 // ===========================================================================
-// Load (the flood of one peer is tests/operations.rs).
+// Load (the flood of one peer is tests/load.rs).
 // ===========================================================================
 
 #[tokio::test]

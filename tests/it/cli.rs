@@ -1,22 +1,10 @@
 //! The command line as users run it: the built binary.
 
-use std::process::Command;
-
-fn alertrelay(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_alertrelay"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::common::*;
 
 #[test]
 fn the_demo_walks_reports_through_a_federation_and_verifies_every_audit_log() {
-    let (code, out, err) = alertrelay(&["demo"]);
+    let (code, out, err) = cli_blocking(&["demo"]);
     assert_eq!(code, 0, "{out}\n{err}");
     for want in [
         "route:    peer -> DE-ECO",
@@ -40,7 +28,7 @@ fn the_demo_walks_reports_through_a_federation_and_verifies_every_audit_log() {
 fn federation_init_writes_loadable_configs_and_config_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("fed");
-    let (code, out, err) = alertrelay(&[
+    let (code, out, err) = cli_blocking(&[
         "federation",
         "init",
         "--out",
@@ -66,7 +54,7 @@ fn federation_init_writes_loadable_configs_and_config_errors_name_the_key() {
     // An unknown key is refused, naming the file and the key; exit code 64.
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("{text}\nlisten_adress = \"x\"\n")).unwrap();
-    let (code, _, err) = alertrelay(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    let (code, _, err) = cli_blocking(&["audit", "verify", "--config", config.to_str().unwrap()]);
     assert_eq!(code, 64, "{err}");
     assert!(
         err.contains("listen_adress") && err.contains("node.toml"),
@@ -75,89 +63,56 @@ fn federation_init_writes_loadable_configs_and_config_errors_name_the_key() {
 
     // A bad value names its key.
     std::fs::write(&config, text.replace("127.0.0.1:", "localhost-")).unwrap();
-    let (code, _, err) = alertrelay(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    let (code, _, err) = cli_blocking(&["audit", "verify", "--config", config.to_str().unwrap()]);
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("`listen`"), "{err}");
 
     // A malformed --node is a usage error.
-    let (code, _, err) = alertrelay(&["federation", "init", "--out", "x", "--node", "fr=FRA"]);
+    let (code, _, err) = cli_blocking(&["federation", "init", "--out", "x", "--node", "fr=FRA"]);
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("ID=CC"), "{err}");
 }
 
 #[test]
 fn geo_lookup_answers_from_the_shipped_data_with_its_source() {
-    let (code, out, _) = alertrelay(&["geo", "lookup", "130.59.1.1", "--json"]);
+    let (code, out, _) = cli_blocking(&["geo", "lookup", "130.59.1.1", "--json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["country"], "CH");
     assert_eq!(v["dataset_date"], "2026-06-25");
-    let (code, out, _) = alertrelay(&["geo", "lookup", "2.16.0.1", "--json"]);
+    let (code, out, _) = cli_blocking(&["geo", "lookup", "2.16.0.1", "--json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["country"], serde_json::Value::Null, "EU is not a country");
     assert_eq!(v["raw_code"], "EU");
 }
 
-#[test]
-fn sigterm_shuts_a_node_down_cleanly_within_a_bound() {
-    use std::io::{BufRead, BufReader};
-    use std::time::{Duration, Instant};
-    let dir = tempfile::tempdir().unwrap();
-    let out_dir = dir.path().join("fed");
-    let (code, _, err) = alertrelay(&[
-        "federation",
-        "init",
-        "--out",
-        out_dir.to_str().unwrap(),
-        "--node",
-        "FR-PDC=FR",
-        "--node",
-        "DE-ECO=DE",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let config = out_dir.join("FR-PDC/node.toml");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_alertrelay"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Ready when it says where it listens.
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening on"), "{line}");
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "did not exit within 15 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(exit.code(), Some(0));
+#[tokio::test]
+async fn sigterm_shuts_a_node_down_cleanly_within_a_bound() {
+    use std::time::Duration;
+    let mut fed = Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])])
+        .processes()
+        .create()
+        .await;
+    fed.restart(0).await;
+    // It says where it listens.
+    let fed_ref = &fed;
+    eventually(
+        5,
+        || async { fed_ref.stdout(0) },
+        |out| out.contains("listening on"),
+    )
+    .await;
+    let exit = fed.terminate(0, Duration::from_secs(15)).await;
+    assert_eq!(exit.code(), Some(0), "{}", fed.log_tail(0, 20));
     // Flushed: the WAL was folded into the database file.
-    let wal = out_dir.join("FR-PDC/node.db-wal");
+    let mut wal = fed.database(0).into_os_string();
+    wal.push("-wal");
     assert!(
         std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
         "WAL left behind"
     );
-    let (code, out, err) = alertrelay(&[
-        "audit",
-        "verify",
-        "--offline",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let config = fed.config_path(0);
+    let (code, out, err) = cli(&["audit", "verify", "--offline", "--config", arg(&config)]).await;
     assert_eq!(code, 0, "{out}{err}");
 }

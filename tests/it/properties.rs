@@ -415,31 +415,13 @@ fn mutated_valid_urls_never_panic() {
 /// A provisioned federation's `node.toml` and `directory.toml`, as written
 /// by `federation init`.
 fn provisioned() -> (tempfile::TempDir, std::path::PathBuf, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let specs = [("FR-PDC", "FR"), ("DE-ECO", "DE")]
-        .iter()
-        .map(|(id, cc)| alertrelay::provision::NodeSpec {
-            id: NodeId::new(id).unwrap(),
-            countries: vec![(*cc).into()],
-            categories: vec![],
-            port: None,
-        })
-        .collect::<Vec<_>>();
-    let done = alertrelay::provision::init(
-        dir.path(),
-        "prop",
-        &specs,
-        &alertrelay::provision::Options {
-            metrics_listen: Some("127.0.0.1:0".into()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let config = done.configs[0].clone();
+    let files =
+        crate::common::Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])]).provision();
+    let config = files.configs[0].clone();
     let node = std::fs::read_to_string(&config).unwrap();
     let directory =
         std::fs::read_to_string(config.parent().unwrap().join("directory.toml")).unwrap();
-    (dir, config, node, directory)
+    (files.dir, config, node, directory)
 }
 
 /// Text-level mutations that keep TOML almost-valid: bytes, and tokens

@@ -20,7 +20,7 @@ use alertrelay::report::validate;
 use alertrelay::routing::{self, RouteKind};
 use rand::{Rng, SeedableRng};
 
-const CSV: &str = include_str!("data/inhope-directory-example.csv");
+const CSV: &str = include_str!("../data/inhope-directory-example.csv");
 const FALLBACK: &str = "LE-FALLBACK";
 
 /// `country,hotline,operator,confidence` rows, in file order.

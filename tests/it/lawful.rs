@@ -5,33 +5,17 @@
 //! passes), audited reads (`audit export --who`), law-enforcement
 //! referrals and the signed, offline-verifiable export.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::*;
 use alertrelay::directory::RawDirectory;
 use alertrelay::node::cases::CaseView;
 use alertrelay::pb;
-use common::*;
 use prost::Message;
 use sqlx::Connection;
 
 /// A Dutch address in the shipped data.
 const NL_IP: &str = "194.109.6.66";
-
-/// Runs the CLI without blocking the in-process nodes.
-async fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_alertrelay"))
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Every byte of a node's database: the main file and its WAL.
 fn db_bytes(db: &Path) -> Vec<u8> {
@@ -124,7 +108,7 @@ const FOUR: &[(&str, &[&str])] = &[
 
 #[tokio::test]
 async fn a_policy_forbidden_destination_never_receives_the_report_and_the_alternative_does() {
-    let fed = Federation::start_prepared(FOUR, |dir| {
+    let fed = Federation::builder(FOUR).quiet_audit().prepare(|dir| {
         prepare(
             dir,
             // NL's law covers nationally-illegal CSAM too; DE's and FR's
@@ -140,7 +124,7 @@ async fn a_policy_forbidden_destination_never_receives_the_report_and_the_altern
                  [[jurisdiction.rule]]\npeer = \"NL-HOT\"\ncategories = [\"csam\", \"child-exploitation\"]\n",
             )],
         )
-    })
+    }).start()
     .await;
     let mut fr = fed.operator(0);
 
@@ -259,7 +243,11 @@ async fn a_policy_forbidden_destination_never_receives_the_report_and_the_altern
 #[tokio::test]
 async fn with_no_alternative_a_forbidden_report_is_held_for_an_analyst_and_sent_nowhere() {
     // DE-ECO's alternative is the default: held.
-    let fed = Federation::start_prepared(&FOUR[..3], |dir| prepare(dir, &[], &[])).await;
+    let fed = Federation::builder(&FOUR[..3])
+        .quiet_audit()
+        .prepare(|dir| prepare(dir, &[], &[]))
+        .start()
+        .await;
     let mut de = fed.operator(1);
     let held = submit_as(
         &mut de,
@@ -323,7 +311,11 @@ async fn with_no_alternative_a_forbidden_report_is_held_for_an_analyst_and_sent_
 async fn a_receiver_refuses_a_national_report_its_law_does_not_cover() {
     // An origin whose policy would let it through (or a stale directory):
     // the receiver checks its own entry and refuses, storing nothing.
-    let fed = Federation::start_prepared(&FOUR[..2], |dir| prepare(dir, &[], &[])).await;
+    let fed = Federation::builder(&FOUR[..2])
+        .quiet_audit()
+        .prepare(|dir| prepare(dir, &[], &[]))
+        .start()
+        .await;
     let key = fed.signing_key(0);
     let payload = pb::ReportPayload {
         report_id: uuid::Uuid::new_v4().to_string(),
@@ -732,14 +724,17 @@ async fn a_referral_needs_agency_and_reference_and_the_export_verifies_offline_u
 
 #[tokio::test]
 async fn retention_purges_expired_urls_from_the_file_and_the_audit_log_still_verifies() {
-    let mut fed = Federation::start_prepared(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])], |dir| {
-        prepare(
-            dir,
-            &[],
-            &[("DE-ECO", "[retention]\nclosed_cases_days = 0\n")],
-        )
-    })
-    .await;
+    let mut fed = Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])])
+        .quiet_audit()
+        .prepare(|dir| {
+            prepare(
+                dir,
+                &[],
+                &[("DE-ECO", "[retention]\nclosed_cases_days = 0\n")],
+            )
+        })
+        .start()
+        .await;
     let mut fr = fed.operator(0);
     let mut de = fed.operator(1);
     let marker = "zq-retention-marker-7731";
@@ -876,17 +871,20 @@ async fn retention_purges_expired_urls_from_the_file_and_the_audit_log_still_ver
 
 #[tokio::test]
 async fn the_node_purges_on_its_own_schedule() {
-    let fed = Federation::start_prepared(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])], |dir| {
-        prepare(
-            dir,
-            &[],
-            &[(
-                "DE-ECO",
-                "[retention]\nclosed_cases_days = 0\ninterval_secs = 1\n",
-            )],
-        )
-    })
-    .await;
+    let fed = Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])])
+        .quiet_audit()
+        .prepare(|dir| {
+            prepare(
+                dir,
+                &[],
+                &[(
+                    "DE-ECO",
+                    "[retention]\nclosed_cases_days = 0\ninterval_secs = 1\n",
+                )],
+            )
+        })
+        .start()
+        .await;
     let mut fr = fed.operator(0);
     let mut de = fed.operator(1);
     let sent = submit(&mut fr, &format!("http://{DE_IP}/scheduled-9931"), "").await;
@@ -914,13 +912,8 @@ async fn the_node_purges_on_its_own_schedule() {
 
 #[tokio::test]
 async fn jurisdiction_and_retention_configuration_errors_name_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let specs: Vec<alertrelay::provision::NodeSpec> = ["FR-PDC=FR", "DE-ECO=DE"]
-        .iter()
-        .map(|s| alertrelay::provision::NodeSpec::parse(s).unwrap())
-        .collect();
-    let done = alertrelay::provision::init(dir.path(), "t", &specs, &Default::default()).unwrap();
-    let path = &done.configs[0];
+    let files = Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])]).provision();
+    let path = &files.configs[0];
     let original = std::fs::read_to_string(path).unwrap();
     for (extra, key) in [
         (

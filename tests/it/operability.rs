@@ -3,41 +3,21 @@
 //! import, standard formats (X-ARF, STIX) and online backups. Real nodes,
 //! real mutual TLS, real SQLite files; the CLI is the built binary.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::common::*;
 use alertrelay::config::{
     RawAudit, RawDelivery, RawDns, RawFallbackFor, RawGeo, RawGeoSource, RawHealth, RawLimits,
     RawMetrics, RawNodeConfig, RawNotice, RawSigning, RawTls,
 };
 use alertrelay::pb;
-use common::*;
 use tokio::process::Command;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 const AB: &[(&str, &[&str])] = &[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])];
-
-/// Runs the CLI without blocking the in-process nodes.
-async fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_alertrelay"))
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Rewrites every node.toml of a provisioned federation.
 fn edit_configs(dir: &Path, f: impl Fn(&str) -> String) {
@@ -94,7 +74,11 @@ const NOT_SERVING: (ServingStatus, ServingStatus) =
 
 #[tokio::test]
 async fn health_is_serving_only_while_a_peer_is_reachable() {
-    let mut fed = Federation::start_prepared(AB, |dir| edit_configs(dir, fast_health)).await;
+    let mut fed = Federation::builder(AB)
+        .quiet_audit()
+        .prepare(|dir| edit_configs(dir, fast_health))
+        .start()
+        .await;
     eventually(10, || health(&fed, 0), |s| *s == SERVING).await;
     assert!(fed.metrics(0).await.contains("alertrelay_ready 1"));
 
@@ -111,9 +95,11 @@ async fn health_is_serving_only_while_a_peer_is_reachable() {
 
 #[tokio::test]
 async fn health_of_a_node_without_peers_is_serving() {
-    let fed =
-        Federation::start_prepared(&[("FR-PDC", &["FR"])], |dir| edit_configs(dir, fast_health))
-            .await;
+    let fed = Federation::builder(&[("FR-PDC", &["FR"])])
+        .quiet_audit()
+        .prepare(|dir| edit_configs(dir, fast_health))
+        .start()
+        .await;
     eventually(10, || health(&fed, 0), |s| *s == SERVING).await;
     fed.shutdown().await;
 }
@@ -414,7 +400,11 @@ fn the_annotated_example_config_parses_and_names_every_key() {
 
 #[tokio::test]
 async fn config_errors_name_the_file_the_key_and_what_was_expected() {
-    let fed = Federation::start_prepared(&[("FR-PDC", &["FR"])], |_| {}).await;
+    let fed = Federation::builder(&[("FR-PDC", &["FR"])])
+        .quiet_audit()
+        .prepare(|_| {})
+        .start()
+        .await;
     let path = fed.config_path(0);
     let original = std::fs::read_to_string(&path).unwrap();
     let cases: &[(&str, String, &[&str])] = &[
@@ -456,9 +446,9 @@ async fn config_errors_name_the_file_the_key_and_what_was_expected() {
     ];
     for (what, text, needles) in cases {
         std::fs::write(&path, text).unwrap();
-        let (code, out, err) = cli(&["status", "--config", s(&path)]).await;
+        let (code, out, err) = cli(&["status", "--config", arg(&path)]).await;
         assert_eq!(code, 64, "{what}: {out}{err}");
-        assert!(err.contains(s(&path)), "{what}: names the file: {err}");
+        assert!(err.contains(arg(&path)), "{what}: names the file: {err}");
         for n in *needles {
             assert!(err.contains(n), "{what}: {n:?} in {err}");
         }
@@ -489,7 +479,7 @@ async fn doctor_passes_a_good_config_and_names_what_is_wrong_in_broken_ones() {
     let cfg = fed.config_path(0);
     let dir = cfg.parent().unwrap().to_path_buf();
 
-    let (code, out, err) = cli(&["doctor", "--config", s(&cfg), "--json"]).await;
+    let (code, out, err) = cli(&["doctor", "--config", arg(&cfg), "--json"]).await;
     assert_eq!(code, 0, "{out}{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["ok"], true);
@@ -511,7 +501,7 @@ async fn doctor_passes_a_good_config_and_names_what_is_wrong_in_broken_ones() {
     ] {
         assert!(checks.contains(&c), "{c} in {checks:?}");
     }
-    let (code, human, _) = cli(&["doctor", "--config", s(&cfg)]).await;
+    let (code, human, _) = cli(&["doctor", "--config", arg(&cfg)]).await;
     assert_eq!(code, 0);
     assert!(
         human.contains("ok    peer DE-ECO") || human.contains("ok    peer DE-ECO "),
@@ -525,7 +515,7 @@ async fn doctor_passes_a_good_config_and_names_what_is_wrong_in_broken_ones() {
     // A private key readable by others.
     let key = dir.join("node.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (code, out, _) = cli(&["doctor", "--config", s(&cfg), "--json"]).await;
+    let (code, out, _) = cli(&["doctor", "--config", arg(&cfg), "--json"]).await;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(code, 1, "{out}");
     let fails = doctor_failures(&out);
@@ -543,7 +533,7 @@ async fn doctor_passes_a_good_config_and_names_what_is_wrong_in_broken_ones() {
     alertrelay::crypto::signing::NodeKey::generate()
         .save(&signing)
         .unwrap();
-    let (code, out, _) = cli(&["doctor", "--config", s(&cfg), "--json"]).await;
+    let (code, out, _) = cli(&["doctor", "--config", arg(&cfg), "--json"]).await;
     std::fs::remove_file(&signing).unwrap();
     std::fs::write(&signing, &saved).unwrap();
     std::fs::set_permissions(&signing, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -587,7 +577,7 @@ async fn doctor_passes_a_good_config_and_names_what_is_wrong_in_broken_ones() {
         std::fs::write(&key, &c.key_pem).unwrap();
     };
     install(&leaf(now - time::Duration::days(2)));
-    let (code, out, _) = cli(&["doctor", "--config", s(&cfg), "--json"]).await;
+    let (code, out, _) = cli(&["doctor", "--config", arg(&cfg), "--json"]).await;
     assert_eq!(code, 1, "{out}");
     let fails = doctor_failures(&out);
     assert!(
@@ -602,7 +592,7 @@ async fn doctor_passes_a_good_config_and_names_what_is_wrong_in_broken_ones() {
     );
 
     install(&leaf(now + time::Duration::days(10)));
-    let (code, out, _) = cli(&["doctor", "--config", s(&cfg), "--json"]).await;
+    let (code, out, _) = cli(&["doctor", "--config", arg(&cfg), "--json"]).await;
     assert_eq!(code, 0, "a warning is not a failure: {out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let expiry = v["checks"]
@@ -635,7 +625,7 @@ async fn doctor_warns_about_an_unreachable_peer_and_fails_a_peer_that_is_not_who
     let mut fed = Federation::start(AB).await;
     let cfg = fed.config_path(0);
     fed.stop(1).await;
-    let (code, out, _) = cli(&["doctor", "--config", s(&cfg), "--json"]).await;
+    let (code, out, _) = cli(&["doctor", "--config", arg(&cfg), "--json"]).await;
     assert_eq!(code, 0, "a peer that is down is a warning: {out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let peer = v["checks"]
@@ -663,7 +653,7 @@ async fn doctor_warns_about_an_unreachable_peer_and_fails_a_peer_that_is_not_who
     let nl = format!("endpoint = \"{}\"", fed.endpoint(2));
     assert!(text.contains(&de), "{text}");
     std::fs::write(&directory, text.replace(&de, &nl)).unwrap();
-    let (code, out, _) = cli(&["doctor", "--config", s(&cfg), "--json"]).await;
+    let (code, out, _) = cli(&["doctor", "--config", arg(&cfg), "--json"]).await;
     assert_eq!(code, 1, "{out}");
     let fails = doctor_failures(&out);
     assert!(
@@ -704,7 +694,15 @@ async fn import_submits_good_rows_refuses_bad_ones_with_reasons_and_a_rerun_adds
     )); // 27: good, two URLs
     let csv = write_csv(fed.dir.path(), "batch.csv", &text);
 
-    let (code, out, err) = cli(&["import", "--config", s(&cfg), "--csv", s(&csv), "--json"]).await;
+    let (code, out, err) = cli(&[
+        "import",
+        "--config",
+        arg(&cfg),
+        "--csv",
+        arg(&csv),
+        "--json",
+    ])
+    .await;
     assert_eq!(code, 1, "some rows were refused: {out}{err}");
     assert!(
         !err.contains("rows"),
@@ -748,7 +746,15 @@ async fn import_submits_good_rows_refuses_bad_ones_with_reasons_and_a_rerun_adds
     }
 
     // The same file again: nothing new, every good row already imported.
-    let (code, out, _) = cli(&["import", "--config", s(&cfg), "--csv", s(&csv), "--json"]).await;
+    let (code, out, _) = cli(&[
+        "import",
+        "--config",
+        arg(&cfg),
+        "--csv",
+        arg(&csv),
+        "--json",
+    ])
+    .await;
     assert_eq!(code, 1);
     let again: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(again["accepted"], 0, "{again}");
@@ -760,7 +766,7 @@ async fn import_submits_good_rows_refuses_bad_ones_with_reasons_and_a_rerun_adds
 
     // A file whose header is wrong is a usage error.
     let bad = write_csv(fed.dir.path(), "bad.csv", "link,category\nhttp://x/,csam\n");
-    let (code, _, err) = cli(&["import", "--config", s(&cfg), "--csv", s(&bad)]).await;
+    let (code, _, err) = cli(&["import", "--config", arg(&cfg), "--csv", arg(&bad)]).await;
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("unknown column \"link\""), "{err}");
     fed.shutdown().await;
@@ -782,18 +788,21 @@ fn assert_valid(v: &jsonschema::Validator, doc: &serde_json::Value) {
 
 #[tokio::test]
 async fn notices_are_x_arf_v4_and_exports_are_stix_2_1_by_their_schemas() {
-    let fed = Federation::start_prepared(AB, |dir| {
-        let de = dir.join("DE-ECO/node.toml");
-        let text = std::fs::read_to_string(&de).unwrap();
-        std::fs::write(
+    let fed = Federation::builder(AB)
+        .quiet_audit()
+        .prepare(|dir| {
+            let de = dir.join("DE-ECO/node.toml");
+            let text = std::fs::read_to_string(&de).unwrap();
+            std::fs::write(
             &de,
             format!(
                 "{text}\n[notice]\ncontact = \"notices@eco.example\"\ndomain = \"eco.example\"\n"
             ),
         )
         .unwrap();
-    })
-    .await;
+        })
+        .start()
+        .await;
     let mut fr = fed.operator(0);
     let mut de = fed.operator(1);
     let sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -830,7 +839,7 @@ async fn notices_are_x_arf_v4_and_exports_are_stix_2_1_by_their_schemas() {
     let de_cfg = fed.config_path(1);
 
     // Not assessed yet: no notice.
-    let (code, _, err) = cli(&["notice", &id, "--config", s(&de_cfg), "--format", "xarf"]).await;
+    let (code, _, err) = cli(&["notice", &id, "--config", arg(&de_cfg), "--format", "xarf"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("has not been assessed"), "{err}");
 
@@ -844,7 +853,8 @@ async fn notices_are_x_arf_v4_and_exports_are_stix_2_1_by_their_schemas() {
         .await
         .unwrap();
     }
-    let (code, out, err) = cli(&["notice", &id, "--config", s(&de_cfg), "--format", "xarf"]).await;
+    let (code, out, err) =
+        cli(&["notice", &id, "--config", arg(&de_cfg), "--format", "xarf"]).await;
     assert_eq!(code, 0, "{err}");
     let notices: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(notices.len(), 2, "one notice per URL");
@@ -874,7 +884,7 @@ async fn notices_are_x_arf_v4_and_exports_are_stix_2_1_by_their_schemas() {
     assert!(!xarf.is_valid(&broken));
 
     // A configuration without [notice] cannot send notices.
-    let (code, _, err) = cli(&["notice", &id, "--config", s(&fed.config_path(0))]).await;
+    let (code, _, err) = cli(&["notice", &id, "--config", arg(&fed.config_path(0))]).await;
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("notice"), "{err}");
 
@@ -888,7 +898,7 @@ async fn notices_are_x_arf_v4_and_exports_are_stix_2_1_by_their_schemas() {
         .await
         .unwrap()
         .into_inner();
-    let (code, out, err) = cli(&["export", "stix", "--config", s(&fed.config_path(0))]).await;
+    let (code, out, err) = cli(&["export", "stix", "--config", arg(&fed.config_path(0))]).await;
     assert_eq!(code, 0, "{err}");
     let bundle: serde_json::Value = serde_json::from_str(&out).unwrap();
     let stix = validator("tests/data/stix-2.1-subset.schema.json");
@@ -932,7 +942,7 @@ async fn notices_are_x_arf_v4_and_exports_are_stix_2_1_by_their_schemas() {
         "export",
         "stix",
         "--config",
-        s(&fed.config_path(0)),
+        arg(&fed.config_path(0)),
         "--case",
         &grooming.report_id,
     ])
@@ -999,13 +1009,14 @@ async fn an_online_backup_is_a_consistent_copy_that_verifies() {
     };
     submit(&mut fr, &format!("http://{DE_IP}/before"), "").await;
     let out = fed.dir.path().join("backup.db");
-    let (code, stdout, err) = cli(&["db", "backup", "--config", s(&cfg), "--out", s(&out)]).await;
+    let (code, stdout, err) =
+        cli(&["db", "backup", "--config", arg(&cfg), "--out", arg(&out)]).await;
     assert_eq!(code, 0, "{stdout}{err}");
     writer.await.unwrap();
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     // A second backup to the same file is refused.
-    let (code, _, err) = cli(&["db", "backup", "--config", s(&cfg), "--out", s(&out)]).await;
+    let (code, _, err) = cli(&["db", "backup", "--config", arg(&cfg), "--out", arg(&out)]).await;
     assert_eq!(code, 64, "{err}");
 
     // The copy verifies on its own, offline, with the node's directory.
@@ -1014,7 +1025,7 @@ async fn an_online_backup_is_a_consistent_copy_that_verifies() {
         &copy_cfg,
         std::fs::read_to_string(&cfg).unwrap().replace(
             "database = \"node.db\"",
-            &format!("database = {:?}", s(&out)),
+            &format!("database = {:?}", arg(&out)),
         ),
     )
     .unwrap();
@@ -1022,7 +1033,7 @@ async fn an_online_backup_is_a_consistent_copy_that_verifies() {
         "audit",
         "verify",
         "--config",
-        s(&copy_cfg),
+        arg(&copy_cfg),
         "--offline",
         "--json",
     ])
@@ -1035,40 +1046,25 @@ async fn an_online_backup_is_a_consistent_copy_that_verifies() {
 
 #[tokio::test]
 async fn logs_have_a_span_per_request_and_a_line_per_refusal_and_never_a_url() {
-    let dir = tempfile::tempdir().unwrap();
-    let (code, out, err) = cli(&[
-        "federation",
-        "init",
-        "--out",
-        s(dir.path()),
-        "--node",
-        "FR-PDC=FR",
-    ])
+    let mut fed = Federation::builder(&[("FR-PDC", &["FR"])])
+        .processes()
+        .json_logs("info,alertrelay=debug")
+        .start()
+        .await;
+    let cfg = fed.config_path(0);
+    let fed_ref = &fed;
+    eventually(
+        5,
+        || async { fed_ref.stdout(0) },
+        |out| out.contains("listening"),
+    )
     .await;
-    assert_eq!(code, 0, "{out}{err}");
-    let cfg = dir.path().join("FR-PDC/node.toml");
-    let mut node = Command::new(env!("CARGO_BIN_EXE_alertrelay"))
-        .args(["serve", "--config", s(&cfg), "--log-format", "json"])
-        .env("ALERTRELAY_LOG", "info,alertrelay=debug")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    use tokio::io::AsyncBufReadExt;
-    let mut stdout = tokio::io::BufReader::new(node.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), stdout.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(line.contains("listening"), "{line}");
 
     let secret = format!("http://{FR_IP}/very-secret-path");
     let (code, out, err) = cli(&[
         "submit",
         "--config",
-        s(&cfg),
+        arg(&cfg),
         "--url",
         &secret,
         "--category",
@@ -1084,7 +1080,7 @@ async fn logs_have_a_span_per_request_and_a_line_per_refusal_and_never_a_url() {
     let (code, _, _) = cli(&[
         "submit",
         "--config",
-        s(&cfg),
+        arg(&cfg),
         "--url",
         &secret,
         "--category",
@@ -1092,23 +1088,12 @@ async fn logs_have_a_span_per_request_and_a_line_per_refusal_and_never_a_url() {
     ])
     .await;
     assert_ne!(code, 0);
-    let (code, _, _) = cli(&["cases", "show", "no-such-case", "--config", s(&cfg)]).await;
+    let (code, _, _) = cli(&["cases", "show", "no-such-case", "--config", arg(&cfg)]).await;
     assert_ne!(code, 0);
 
-    nix_term(&node);
-    let status = tokio::time::timeout(Duration::from_secs(20), node.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success());
-    let mut stderr = String::new();
-    use tokio::io::AsyncReadExt;
-    node.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .await
-        .unwrap();
+    let status = fed.terminate(0, Duration::from_secs(20)).await;
+    assert!(status.success(), "{status}");
+    let stderr = fed.log(0);
     let lines: Vec<serde_json::Value> = stderr
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -1163,16 +1148,6 @@ async fn logs_have_a_span_per_request_and_a_line_per_refusal_and_never_a_url() {
     );
 }
 
-fn nix_term(child: &tokio::process::Child) {
-    let pid = child.id().unwrap();
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-}
-
 /// Runs the CLI on a pseudo-terminal (util-linux `script`), returning
 /// everything it drew there.
 async fn cli_on_tty(args: &[&str]) -> Option<String> {
@@ -1184,7 +1159,7 @@ async fn cli_on_tty(args: &[&str]) -> Option<String> {
         eprintln!("util-linux `script` is not installed: terminal output not checked");
         return None;
     }
-    let mut line = String::from(env!("CARGO_BIN_EXE_alertrelay"));
+    let mut line = String::from(BIN);
     for a in args {
         line.push(' ');
         line.push_str(a);
@@ -1206,16 +1181,16 @@ async fn long_work_shows_progress_on_a_terminal() {
         text.push_str(&format!("http://{FR_IP}/tty/{i},csam\n"));
     }
     let csv = write_csv(fed.dir.path(), "tty.csv", &text);
-    let Some(out) = cli_on_tty(&["import", "--config", s(&cfg), "--csv", s(&csv)]).await else {
+    let Some(out) = cli_on_tty(&["import", "--config", arg(&cfg), "--csv", arg(&csv)]).await else {
         return;
     };
     assert!(out.contains("/200 rows"), "a progress bar: {out:?}");
     assert!(out.contains("200 rows: 200 accepted"), "{out:?}");
     // Not on a pipe (the other tests read stderr of piped runs).
-    let (_, _, err) = cli(&["import", "--config", s(&cfg), "--csv", s(&csv)]).await;
+    let (_, _, err) = cli(&["import", "--config", arg(&cfg), "--csv", arg(&csv)]).await;
     assert!(!err.contains("/200 rows"), "{err}");
 
-    let out = cli_on_tty(&["audit", "verify", "--config", s(&cfg), "--offline"])
+    let out = cli_on_tty(&["audit", "verify", "--config", arg(&cfg), "--offline"])
         .await
         .unwrap();
     assert!(out.contains("entries  eta"), "a progress bar: {out:?}");
@@ -1272,7 +1247,7 @@ async fn a_bad_case_filter_is_refused_like_any_bad_input() {
         page.contains("alertrelay_refusals_total{reason=\"bad-filter\"} 4"),
         "{page}"
     );
-    let (code, out, err) = cli(&["audit", "export", "--config", s(&fed.config_path(0))]).await;
+    let (code, out, err) = cli(&["audit", "export", "--config", arg(&fed.config_path(0))]).await;
     assert_eq!(code, 0, "{err}");
     let refused: Vec<serde_json::Value> = out
         .lines()
@@ -1291,12 +1266,15 @@ async fn a_bad_case_filter_is_refused_like_any_bad_input() {
 async fn health_is_not_serving_once_the_directory_suspends_this_node() {
     // Probes once a minute when ready: the change below is seen because a
     // reload triggers a probe.
-    let fed = Federation::start_prepared(AB, |dir| {
-        edit_configs(dir, |t| {
-            t.replace("probe_interval_ms = 5000", "probe_interval_ms = 60000")
+    let fed = Federation::builder(AB)
+        .quiet_audit()
+        .prepare(|dir| {
+            edit_configs(dir, |t| {
+                t.replace("probe_interval_ms = 5000", "probe_interval_ms = 60000")
+            })
         })
-    })
-    .await;
+        .start()
+        .await;
     eventually(10, || health(&fed, 0), |s| *s == SERVING).await;
     // FR-PDC's own directory now suspends it; a reload applies it.
     let path = fed.configs[0].directory_path.clone();

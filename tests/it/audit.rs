@@ -3,14 +3,11 @@
 //! (naively, or re-hashed by an insider who holds the database), a
 //! truncated tail; and inclusion proofs round-trip through the CLI.
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use crate::common::*;
 use alertrelay::audit::{GENESIS, entry_hash, leaf_hash};
 use alertrelay::pb;
-use common::*;
 use sqlx::Connection;
 
 async fn connect(db: &Path) -> sqlx::SqliteConnection {
@@ -60,20 +57,8 @@ async fn rewrite(db: &Path, edit: impl FnOnce(&mut Vec<Row>)) {
     conn.close().await.unwrap();
 }
 
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_alertrelay"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn verify(config: &Path) -> (i32, String, String) {
-    cli(&[
+    cli_blocking(&[
         "audit",
         "verify",
         "--offline",
@@ -262,7 +247,7 @@ async fn inclusion_proofs_round_trip_through_the_cli_and_catch_any_change() {
     let config = config.to_str().unwrap();
     // A delivery receipt: proof that DE-ECO took a report over. (Reads of
     // cases are audited too, so find its number.)
-    let (_, log, _) = cli(&["audit", "export", "--config", config]);
+    let (_, log, _) = cli_blocking(&["audit", "export", "--config", config]);
     let seq = log
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -271,14 +256,16 @@ async fn inclusion_proofs_round_trip_through_the_cli_and_catch_any_change() {
         .as_i64()
         .unwrap();
     let seq_s = seq.to_string();
-    let (code, proof, err) = cli(&["audit", "prove", &seq_s, "--config", config, "--json"]);
+    let (code, proof, err) =
+        cli_blocking(&["audit", "prove", &seq_s, "--config", config, "--json"]);
     assert_eq!(code, 0, "{err}");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("proof.json");
     std::fs::write(&file, &proof).unwrap();
     let directory = fed.configs[0].directory_path.to_str().unwrap().to_owned();
     let file_s = file.to_str().unwrap();
-    let (code, out, err) = cli(&["audit", "verify-proof", file_s, "--directory", &directory]);
+    let (code, out, err) =
+        cli_blocking(&["audit", "verify-proof", file_s, "--directory", &directory]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.starts_with(&format!("VALID: entry {seq} (delivery.receipt")),
@@ -300,7 +287,8 @@ async fn inclusion_proofs_round_trip_through_the_cli_and_catch_any_change() {
         let mut b = bundle.clone();
         *b.pointer_mut(pointer).unwrap() = value;
         std::fs::write(&file, b.to_string()).unwrap();
-        let (code, out, err) = cli(&["audit", "verify-proof", file_s, "--directory", &directory]);
+        let (code, out, err) =
+            cli_blocking(&["audit", "verify-proof", file_s, "--directory", &directory]);
         assert_eq!(code, 2, "{pointer}: {out}{err}");
         assert!(err.contains("INVALID"), "{err}");
     }
@@ -309,12 +297,12 @@ async fn inclusion_proofs_round_trip_through_the_cli_and_catch_any_change() {
     bundle["inclusion_proof"][0] = serde_json::json!(flipped);
     std::fs::write(&file, bundle.to_string()).unwrap();
     assert_eq!(
-        cli(&["audit", "verify-proof", file_s, "--directory", &directory]).0,
+        cli_blocking(&["audit", "verify-proof", file_s, "--directory", &directory]).0,
         2
     );
 
     // The export has every entry, in order, with its leaf hash.
-    let (code, out, _) = cli(&["audit", "export", "--config", config]);
+    let (code, out, _) = cli_blocking(&["audit", "export", "--config", config]);
     assert_eq!(code, 0);
     let lines: Vec<serde_json::Value> = out
         .lines()

@@ -2,14 +2,11 @@
 //! by every peer, and a node restored from an old backup refused by its
 //! witnesses and caught by `audit verify`.
 
-mod common;
-
 use std::path::Path;
-use tokio::process::Command;
 
+use crate::common::*;
 use alertrelay::audit::note::{Checkpoint, SignedNote};
 use alertrelay::pb;
-use common::*;
 
 const ABC: &[(&str, &[&str])] = &[
     ("FR-PDC", &["FR"]),
@@ -45,20 +42,11 @@ async fn cosigned_by(fed: &Federation, i: usize, n: usize) -> SignedNote {
     }
 }
 
-/// Runs the CLI without blocking the runtime the nodes run on.
+/// `alertrelay audit verify` on a node's files.
 async fn audit_verify(config: &Path, extra: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_alertrelay"))
-        .args(["audit", "verify", "--config"])
-        .arg(config)
-        .args(extra)
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut args = vec!["audit", "verify", "--config", arg(config)];
+    args.extend_from_slice(extra);
+    cli(&args).await
 }
 
 async fn audit_kinds(db: &Path) -> Vec<(String, String)> {

@@ -3,15 +3,13 @@
 //! refused, admin-only node management, signing-key rotation and revocation;
 //! open `ForwardStream`s cut off by a suspension and ended by a shutdown.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use alertrelay::crypto::pki::FederationCa;
 use alertrelay::crypto::signing::{NodeKey, Purpose, encode_public_key};
 use alertrelay::pb;
 use alertrelay::wire;
-use common::*;
 use tonic::Code;
 
 const ABC: &[(&str, &[&str])] = &[

@@ -11,6 +11,7 @@ use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
+use crate::common::{Builder, Federation, error_chain};
 use alertrelay::directory::{Directory, RawDirectory, RawNode};
 use alertrelay::geo::{GeoDb, SourceKind, SourceSpec, Sources};
 use alertrelay::identity::NodeId;
@@ -456,43 +457,32 @@ fn network_lookup_agrees_with_the_raw_asn_file() {
     assert!(checked > 2900);
 }
 
-/// A provisioned two-node federation (FR-PDC, DE-ECO, LE) whose FR node
-/// gets `extra` appended to its node.toml.
-fn provisioned(extra: &str) -> (tempfile::TempDir, PathBuf) {
-    use alertrelay::provision::{NodeSpec, Options, init};
-    let dir = tempfile::tempdir().unwrap();
-    let nodes = ["FR-PDC=FR", "DE-ECO=DE", "LE="].map(|s| NodeSpec::parse(s).unwrap());
-    let options = Options {
-        fallback: Some(NodeId::new("LE").unwrap()),
-        ..Options::default()
-    };
-    let p = init(dir.path(), "t", &nodes, &options).unwrap();
-    let path = p.configs[0].clone();
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push('\n');
-    text.push_str(extra);
-    std::fs::write(&path, text).unwrap();
-    (dir, path)
+/// FR-PDC, DE-ECO and the fallback LE, with `extra` appended to FR-PDC's
+/// node.toml.
+fn with_extra(extra: &str) -> Builder<'_> {
+    Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"]), ("LE", &[])])
+        .fallback("LE")
+        .prepare(move |dir| {
+            let path = dir.join("FR-PDC").join("node.toml");
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            text.push('\n');
+            text.push_str(extra);
+            std::fs::write(&path, text).unwrap();
+        })
 }
 
+/// The error FR-PDC's node.toml with `extra` gets, as the CLI prints it:
+/// the error and its sources.
 fn config_error(extra: &str) -> String {
-    let (_dir, path) = provisioned(extra);
-    let e = alertrelay::config::NodeConfig::load(&path).expect_err("must be refused");
-    // As the CLI prints it: the error and its sources.
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
+    let files = with_extra(extra).provision();
+    let e = alertrelay::config::NodeConfig::load(&files.configs[0]).expect_err("must be refused");
+    error_chain(&e)
 }
 
 #[test]
 fn geo_dns_and_fallback_configuration_is_checked_and_names_the_key() {
     let mmdb = manifest("tests/data/GeoIP2-Country-Test.mmdb");
-    let (_dir, path) = provisioned(&format!(
+    let files = with_extra(&format!(
         r#"
 [[fallback_for]]
 category = "ncii"
@@ -511,8 +501,9 @@ mode = "static"
 hosts = {{ "Files.Example" = ["85.214.132.117", "2a01:4f8::1"] }}
 "#,
         mmdb.display()
-    ));
-    let cfg = alertrelay::config::NodeConfig::load(&path).unwrap();
+    ))
+    .provision();
+    let cfg = alertrelay::config::NodeConfig::load(&files.configs[0]).unwrap();
     let names: Vec<String> = cfg.geo.describe().into_iter().map(|s| s.name).collect();
     assert_eq!(
         names,
@@ -579,7 +570,7 @@ hosts = {{ "Files.Example" = ["85.214.132.117", "2a01:4f8::1"] }}
 #[tokio::test]
 async fn a_node_routes_with_its_configured_sources_dns_and_fallbacks() {
     let mmdb = manifest("tests/data/GeoIP2-Country-Test.mmdb");
-    let (_dir, path) = provisioned(&format!(
+    let fed = with_extra(&format!(
         r#"
 [[fallback_for]]
 category = "ncii"
@@ -597,15 +588,12 @@ mode = "static"
 hosts = {{ "files.example" = ["85.214.132.117", "130.59.1.1"] }}
 "#,
         mmdb.display()
-    ));
-    let cfg = alertrelay::config::NodeConfig::load(&path).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let node = alertrelay::runtime::start_with_listener(cfg, listener)
-        .await
-        .unwrap();
+    ))
+    .start()
+    .await;
     let preview = |urls: &[&str], ip: &str, cat: &str| {
         let urls: Vec<String> = urls.iter().map(|u| (*u).to_owned()).collect();
-        alertrelay::node::route::route_preview(&node.core, &urls, ip, cat, "").unwrap()
+        alertrelay::node::route::route_preview(fed.core(0), &urls, ip, cat, "").unwrap()
     };
     // DNS names two countries: DE (a peer) and CH (no hotline: fallback LE).
     let r = preview(&["https://FILES.example/a"], "", "csam");
@@ -637,5 +625,5 @@ hosts = {{ "files.example" = ["85.214.132.117", "130.59.1.1"] }}
         "{}",
         view.ambiguity
     );
-    node.shutdown().await;
+    fed.shutdown().await;
 }

@@ -4,12 +4,10 @@
 //! that each still verify on their own. Real nodes, real mutual TLS, real
 //! SQLite files.
 
-mod common;
-
+use crate::common::*;
 use alertrelay::pb;
 use alertrelay::wire;
 use base64::Engine;
-use common::*;
 use prost::Message;
 
 const AB: &[(&str, &[&str])] = &[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])];

@@ -3,46 +3,14 @@
 //! reached), and moving an existing SQLite node there with
 //! `alertrelay db migrate-to`.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::pg::TestDb;
+use crate::common::*;
 use alertrelay::pb;
 use alertrelay::store::{Database, Store};
-use common::pg::TestDb;
-use common::*;
-use tokio::process::Command;
 
 const AB: &[(&str, &[&str])] = &[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])];
-
-async fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_alertrelay"))
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// Points a provisioned node's `database` at `url`.
-fn use_database(node_dir: &Path, url: &str) {
-    let path = node_dir.join("node.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains("database = \"node.db\""), "{text}");
-    std::fs::write(
-        &path,
-        text.replace("database = \"node.db\"", &format!("database = {url:?}")),
-    )
-    .unwrap();
-}
 
 /// `alertrelay audit verify --offline --json` on a stopped node.
 async fn audit_verify(config: &Path) -> serde_json::Value {
@@ -50,7 +18,7 @@ async fn audit_verify(config: &Path) -> serde_json::Value {
         "audit",
         "verify",
         "--config",
-        s(config),
+        arg(config),
         "--offline",
         "--json",
     ])
@@ -82,12 +50,11 @@ async fn a_federation_on_postgres_delivers_end_to_end_and_its_audit_logs_verify(
         return;
     };
     let de_db = TestDb::create("a_federation_on_postgres").await.unwrap();
-    let (fr_url, de_url) = (fr_db.url.clone(), de_db.url.clone());
-    let mut fed = Federation::start_then(AB, |dir| {
-        use_database(&dir.join("FR-PDC"), &fr_url);
-        use_database(&dir.join("DE-ECO"), &de_url);
-    })
-    .await;
+    let mut fed = Federation::builder(AB)
+        .database(0, &fr_db.url)
+        .database(1, &de_db.url)
+        .start()
+        .await;
     assert_eq!(
         fed.configs[0].database,
         Database::Postgres(fr_db.url.clone())
@@ -188,7 +155,7 @@ async fn a_federation_on_postgres_delivers_end_to_end_and_its_audit_logs_verify(
     store.close().await;
 
     // The audit export and inclusion proofs read PostgreSQL too.
-    let (code, out, err) = cli(&["audit", "export", "--config", s(&configs[1])]).await;
+    let (code, out, err) = cli(&["audit", "export", "--config", arg(&configs[1])]).await;
     assert_eq!(code, 0, "{err}");
     let exported: Vec<serde_json::Value> = out
         .lines()
@@ -198,8 +165,15 @@ async fn a_federation_on_postgres_delivers_end_to_end_and_its_audit_logs_verify(
         exported.iter().any(|e| e["kind"] == "report.received"),
         "{out}"
     );
-    let (code, out, err) =
-        cli(&["audit", "prove", "1", "--config", s(&configs[0]), "--json"]).await;
+    let (code, out, err) = cli(&[
+        "audit",
+        "prove",
+        "1",
+        "--config",
+        arg(&configs[0]),
+        "--json",
+    ])
+    .await;
     assert_eq!(code, 0, "{out}{err}");
     let proof = fed.dir.path().join("proof.json");
     std::fs::write(&proof, out).unwrap();
@@ -207,9 +181,9 @@ async fn a_federation_on_postgres_delivers_end_to_end_and_its_audit_logs_verify(
     let (code, out, err) = cli(&[
         "audit",
         "verify-proof",
-        s(&proof),
+        arg(&proof),
         "--directory",
-        s(&directory),
+        arg(&directory),
     ])
     .await;
     assert_eq!(code, 0, "{out}{err}");
@@ -229,7 +203,7 @@ async fn a_sqlite_node_moves_to_postgres_with_its_audit_log_intact() {
     let Some(pg) = TestDb::create("a_sqlite_node_moves_to_postgres").await else {
         return;
     };
-    let mut fed = Federation::start_then(AB, |_| {}).await;
+    let mut fed = Federation::start(AB).await;
     let (mut fr, de) = (fed.operator(0), fed.operator(1));
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -256,7 +230,7 @@ async fn a_sqlite_node_moves_to_postgres_with_its_audit_log_intact() {
     let before = audit_verify(&config).await;
 
     // A URL that is no PostgreSQL URL is refused before anything happens.
-    let (code, _, err) = cli(&["db", "migrate-to", "mysql://x/y", "--config", s(&config)]).await;
+    let (code, _, err) = cli(&["db", "migrate-to", "mysql://x/y", "--config", arg(&config)]).await;
     assert_eq!(code, 64, "{err}");
 
     let (code, out, err) = cli(&[
@@ -264,7 +238,7 @@ async fn a_sqlite_node_moves_to_postgres_with_its_audit_log_intact() {
         "migrate-to",
         &pg.url,
         "--config",
-        s(&config),
+        arg(&config),
         "--json",
     ])
     .await;
@@ -288,14 +262,13 @@ async fn a_sqlite_node_moves_to_postgres_with_its_audit_log_intact() {
     assert_eq!(rows("audit_log"), before["entries"].as_u64().unwrap());
 
     // Into a database that is no longer empty, nothing is copied.
-    let (code, out, err) = cli(&["db", "migrate-to", &pg.url, "--config", s(&config)]).await;
+    let (code, out, err) = cli(&["db", "migrate-to", &pg.url, "--config", arg(&config)]).await;
     assert_ne!(code, 0, "{out}");
     assert!(err.contains("not empty"), "{err}");
 
     // The node runs on the copy: old cases are there, new ones flow, and
     // the log goes on from where it was.
-    use_database(config.parent().unwrap(), &pg.url);
-    fed.configs[0] = alertrelay::config::NodeConfig::load(&config).unwrap();
+    fed.set(0, "database", pg.url.as_str());
     fed.restart(0).await;
     let mut fr = fed.operator(0);
     for id in &ids {

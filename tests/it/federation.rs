@@ -1,11 +1,9 @@
 //! End-to-end behaviour of real nodes on loopback over mutual TLS.
 
-mod common;
-
+use crate::common::*;
 use alertrelay::crypto::signing::Purpose;
 use alertrelay::pb;
 use alertrelay::wire;
-use common::*;
 use prost::Message;
 use tonic::Code;
 
@@ -175,17 +173,43 @@ async fn an_exact_replay_gets_the_original_receipt_and_no_second_case() {
     );
     let mut de = fed.operator(1);
     assert_eq!(cases(&mut de, "incoming").await.len(), 1);
+    fed.shutdown().await;
+}
 
-    // Same id, different content: equivocation, refused with ALREADY_EXISTS.
+/// Same origin, same report id, different content: the receiver refuses
+/// it (ALREADY_EXISTS, a signed refusal saying `equivocation`), keeps the
+/// first content, and raises the alert docs/contract.md promises: the
+/// counter `alertrelay_equivocations_total` and a WARN line containing
+/// `EQUIVOCATION` in its log. DE-ECO runs as a process of its own, so its
+/// log and metrics are its alone.
+#[tokio::test]
+async fn a_report_id_repeated_with_other_content_is_refused_and_alerted_as_equivocation() {
+    let fed = Federation::builder(AB).processes().start().await;
+    let key = fed.signing_key(0);
+    let send = |payload: &pb::ReportPayload| pb::ForwardRequest {
+        envelopes: vec![pb::Envelope {
+            report: Some(wire::sign(&key, &fed.id(0), Purpose::Report, payload)),
+            hops: vec![],
+        }],
+        urgent: false,
+    };
+    let mut as_fr = fed.federation_as(0, 1);
+    let payload = report_to("FR-PDC", "equivocated-1", &["DE-ECO"]);
+    let first = as_fr.forward(send(&payload)).await.unwrap().into_inner();
+    assert_eq!(first.results[0].code, 0, "{first:?}");
+    let page = fed.metrics(1).await;
+    assert!(page.contains("alertrelay_equivocations_total 0"), "{page}");
+    assert!(!fed.log(1).contains("EQUIVOCATION"), "{}", fed.log(1));
+
     let mut changed = payload.clone();
     changed.urls = vec!["http://85.214.132.117/other".into()];
-    let env2 = pb::Envelope {
-        report: Some(wire::sign(&key, &fed.id(0), Purpose::Report, &changed)),
-        hops: vec![],
-    };
-    let third = as_fr.forward(send(env2)).await.unwrap().into_inner();
-    assert_eq!(third.results[0].code, Code::AlreadyExists as i32);
-    let receipt = third.results[0].receipt.as_ref().unwrap();
+    let second = as_fr.forward(send(&changed)).await.unwrap().into_inner();
+    assert_eq!(
+        second.results[0].code,
+        Code::AlreadyExists as i32,
+        "{second:?}"
+    );
+    let receipt = second.results[0].receipt.as_ref().unwrap();
     let (_, r): (_, pb::Receipt) = wire::open(
         receipt,
         Purpose::Receipt,
@@ -194,10 +218,34 @@ async fn an_exact_replay_gets_the_original_receipt_and_no_second_case() {
         alertrelay::node::Core::now_ms(),
     )
     .unwrap();
+    assert_eq!(r.outcome, pb::ReceiptOutcome::Refused as i32);
     assert_eq!(r.reason_code, "equivocation");
-    let kept = cases(&mut de, "incoming").await;
+    let kept = cases(&mut fed.operator(1), "incoming").await;
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0].urls, vec!["http://85.214.132.117/x"]);
+
+    // The alert: counted once, and one warning naming the report.
+    let page = fed.metrics(1).await;
+    assert!(page.contains("alertrelay_equivocations_total 1"), "{page}");
+    let fed_ref = &fed;
+    let log = eventually(
+        5,
+        || async { fed_ref.log(1) },
+        |log| log.contains("EQUIVOCATION"),
+    )
+    .await;
+    let alerts: Vec<&str> = log.lines().filter(|l| l.contains("EQUIVOCATION")).collect();
+    assert_eq!(alerts.len(), 1, "{log}");
+    assert!(alerts[0].contains("WARN"), "{}", alerts[0]);
+    assert!(alerts[0].contains("equivocated-1"), "{}", alerts[0]);
+    // An exact repeat of the first content is no equivocation.
+    let again = as_fr.forward(send(&payload)).await.unwrap().into_inner();
+    assert_eq!(again.results[0].code, 0, "{again:?}");
+    assert!(
+        fed.metrics(1)
+            .await
+            .contains("alertrelay_equivocations_total 1")
+    );
     fed.shutdown().await;
 }
 
@@ -488,14 +536,13 @@ async fn status_changes_at_the_receiver_flow_back_signed_and_invalid_ones_are_re
 
 #[tokio::test]
 async fn hosted_at_home_stays_local_and_no_hotline_goes_to_the_fallback_or_stays() {
-    let fed = Federation::start_with(
-        &[
-            ("FR-PDC", &["FR"]),
-            ("DE-ECO", &["DE"]),
-            ("LE-FALLBACK", &[]),
-        ],
-        Some("LE-FALLBACK"),
-    )
+    let fed = Federation::builder(&[
+        ("FR-PDC", &["FR"]),
+        ("DE-ECO", &["DE"]),
+        ("LE-FALLBACK", &[]),
+    ])
+    .fallback("LE-FALLBACK")
+    .start()
     .await;
     let mut fr = fed.operator(0);
     let home = submit(&mut fr, &format!("http://{FR_IP}/x"), "").await;
@@ -546,7 +593,7 @@ async fn health_and_reflection_are_served_so_grpcurl_works() {
     )
     .unwrap();
     // SERVING once the node has seen its peer (readiness: see
-    // tests/operability.rs).
+    // tests/it/operability.rs).
     eventually(
         10,
         || {
@@ -696,14 +743,17 @@ async fn misrouted_looping_and_malformed_reports_are_refused_and_not_stored() {
     assert_eq!(r.code, Code::FailedPrecondition as i32);
     assert_eq!(refusal_reason(&r, &fed), "loop");
 
-    // Far in the future, or too old.
+    // Far in the future, or too old: per envelope FAILED_PRECONDITION,
+    // with a signed refusal receipt that says which.
     let mut future = report_to("FR-PDC", "future", &["DE-ECO"]);
     future.created_at_ms += 3_600_000;
     let r = forward_one(&fed, 0, 0, 1, &future).await.unwrap();
+    assert_eq!(r.code, Code::FailedPrecondition as i32, "{r:?}");
     assert_eq!(refusal_reason(&r, &fed), "future");
     let mut old = report_to("FR-PDC", "old", &["DE-ECO"]);
     old.created_at_ms -= 90 * 86_400_000;
     let r = forward_one(&fed, 0, 0, 1, &old).await.unwrap();
+    assert_eq!(r.code, Code::FailedPrecondition as i32, "{r:?}");
     assert_eq!(refusal_reason(&r, &fed), "stale");
 
     // Fields a peer controls are held to the analyst's rules.
