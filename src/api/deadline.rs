@@ -69,7 +69,9 @@ fn budget(headers: &http::HeaderMap) -> Duration {
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
         .map_or(SERVER_LIMIT, |d| d.min(SERVER_LIMIT));
-    let margin = (deadline / 20).min(Duration::from_millis(20));
+    // At least two ticks of the timer (1 ms) ahead of tonic's own, which
+    // started a moment earlier.
+    let margin = (deadline / 20).clamp(Duration::from_millis(2), Duration::from_millis(20));
     deadline.saturating_sub(margin)
 }
 
@@ -107,5 +109,7 @@ mod tests {
         assert_eq!(budget(&headers), SERVER_LIMIT - Duration::from_millis(20));
         headers.insert("grpc-timeout", http::HeaderValue::from_static("100m"));
         assert_eq!(budget(&headers), Duration::from_millis(95));
+        headers.insert("grpc-timeout", http::HeaderValue::from_static("1m"));
+        assert_eq!(budget(&headers), Duration::ZERO);
     }
 }

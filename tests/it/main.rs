@@ -23,6 +23,7 @@ mod lifecycle;
 mod merkle_known_answer;
 mod operability;
 mod operations;
+mod outside;
 mod postgres;
 mod properties;
 mod relays;

@@ -1,0 +1,391 @@
+//! What outside clients and an operator found (issue #22), class by class:
+//! refusals that echoed the refused value, unknown enum values taken as
+//! defaults, malformed media hashes, the metrics endpoint's HTTP, deadlines,
+//! the bulk stream's oversize refusal, exit codes, connection errors, the
+//! node's one view of its peers, and retention on a live node.
+
+use std::time::Duration;
+
+use alertrelay::pb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+
+use crate::common::*;
+
+const AB: &[(&str, &[&str])] = &[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])];
+
+/// A refused field is named with its reason; its value is never copied
+/// into the answer, the log or the audit entry, however long; and two
+/// requests that differ only in that field leave different digests.
+#[tokio::test]
+async fn a_refusal_never_echoes_the_refused_value() {
+    let fed = Federation::builder(AB).start().await;
+    let mut fr = fed.operator(0);
+    let url = "https://secret-host.example/gallery/123";
+    let request = |hosting_ip: String| pb::SubmitReportRequest {
+        urls: vec![format!("http://{DE_IP}/x")],
+        category: "csam".into(),
+        hosting_ip,
+        ..Default::default()
+    };
+    let err = fr.submit_report(request(url.into())).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("hosting_ip"), "{}", err.message());
+    assert!(!err.message().contains("secret-host"), "{}", err.message());
+    // A megabyte: the answer stays small (a C-core client sees the real
+    // status, not "Stream removed").
+    let huge = "9".repeat(1 << 20);
+    let err = fr.submit_report(request(huge)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().len() < 300, "{} bytes", err.message().len());
+    // Another value in the same field: another digest.
+    let _ = fr
+        .submit_report(request("https://other.example/".into()))
+        .await
+        .unwrap_err();
+    let refused: Vec<_> = fed
+        .audit_export(0)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "input.refused")
+        .collect();
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    for e in &refused {
+        let detail = e.detail.to_string();
+        assert!(!detail.contains("secret-host"), "{detail}");
+        assert!(detail.len() < 1000, "{} bytes", detail.len());
+    }
+    let digests: std::collections::BTreeSet<_> = refused
+        .iter()
+        .map(|e| e.detail["sha256"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(digests.len(), 3, "every field is in the digest");
+    fed.shutdown().await;
+}
+
+/// An out-of-range priority is refused, not stored as bulk; a malformed
+/// media hash is refused at intake and from a peer.
+#[tokio::test]
+async fn unknown_enum_values_and_malformed_hashes_are_invalid_argument() {
+    let fed = Federation::builder(AB).start().await;
+    let mut fr = fed.operator(0);
+    let err = fr
+        .submit_report(pb::SubmitReportRequest {
+            urls: vec![format!("http://{DE_IP}/x")],
+            category: "csam".into(),
+            priority: 7,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("priority"), "{}", err.message());
+    let err = fr
+        .submit_report(pb::SubmitReportRequest {
+            urls: vec![format!("http://{DE_IP}/x")],
+            category: "csam".into(),
+            hashes: vec![pb::MediaHash {
+                algorithm: "sha256".into(),
+                value: "abc".into(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("hashes[0]"), "{}", err.message());
+    // From a peer: FR-PDC signs a report with the same hash for DE-ECO.
+    let payload = pb::ReportPayload {
+        report_id: "bad-hash-1".into(),
+        origin: "FR-PDC".into(),
+        created_at_ms: alertrelay::node::Core::now_ms(),
+        urls: vec![format!("http://{DE_IP}/x")],
+        category: "csam".into(),
+        hashes: vec![pb::MediaHash {
+            algorithm: "sha256".into(),
+            value: "abc".into(),
+        }],
+        route: Some(pb::RouteDecision {
+            kind: "peer".into(),
+            destinations: vec!["DE-ECO".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let signed = alertrelay::wire::sign(
+        &fed.signing_key(0),
+        &fed.id(0),
+        alertrelay::crypto::signing::Purpose::Report,
+        &payload,
+    );
+    let err = fed
+        .federation_as(0, 1)
+        .forward(pb::ForwardRequest {
+            envelopes: vec![pb::Envelope {
+                report: Some(signed),
+                hops: vec![],
+            }],
+            urgent: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(fed.cases(1, "incoming").await.unwrap().is_empty());
+    fed.shutdown().await;
+}
+
+/// Sends raw bytes to the metrics listener and returns the answer.
+async fn http(addr: std::net::SocketAddr, parts: &[&[u8]]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    for part in parts {
+        s.write_all(part).await.unwrap();
+        s.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    out
+}
+
+/// The metrics endpoint is a real HTTP server: HEAD, a query string, and a
+/// request that arrives in several TCP segments all work.
+#[tokio::test]
+async fn the_metrics_endpoint_speaks_http() {
+    let fed = Federation::builder(AB).start().await;
+    let addr = fed.handle(0).metrics_addr.unwrap();
+    let get = http(
+        addr,
+        &[b"GET /metrics?name[]=x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"],
+    )
+    .await;
+    assert!(get.starts_with("HTTP/1.1 200"), "{get}");
+    assert!(get.contains("alertrelay_ready"), "{get}");
+    let head = http(
+        addr,
+        &[b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"],
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!head.contains("alertrelay_ready"), "no body: {head}");
+    let split = http(
+        addr,
+        &[
+            b"GET /met",
+            b"rics HTTP/1.1\r\nHo",
+            b"st: x\r\nConnection: close\r\n",
+            b"\r\n",
+        ],
+    )
+    .await;
+    assert!(split.starts_with("HTTP/1.1 200"), "{split}");
+    let missing = http(
+        addr,
+        &[b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"],
+    )
+    .await;
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    fed.shutdown().await;
+}
+
+/// A call whose deadline runs out at the server is DEADLINE_EXCEEDED, as
+/// gRPC says (tonic's own answer would be CANCELLED). The handler here
+/// waits for the database's writer, which the test holds.
+#[tokio::test]
+async fn a_deadline_that_runs_out_at_the_server_is_deadline_exceeded() {
+    let fed = Federation::builder(AB).start().await;
+    let mut fr = fed.operator(0);
+    let held = fed.core(0).store.begin().await.unwrap();
+    let mut request = tonic::Request::new(pb::SubmitReportRequest {
+        urls: vec![format!("http://{DE_IP}/deadline")],
+        category: "csam".into(),
+        priority: pb::Priority::Urgent as i32,
+        ..Default::default()
+    });
+    // The deadline as the header says it, not enforced by this client
+    // itself (tonic's own client would give up first and say CANCELLED):
+    // what the server answers is what is seen.
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", "300m".parse().unwrap());
+    let started = std::time::Instant::now();
+    let err = fr.submit_report(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    held.rollback().await.unwrap();
+    fed.shutdown().await;
+}
+
+/// A batch over the size limit on the bulk stream is refused as the unary
+/// call would be: RESOURCE_EXHAUSTED, audited, counted.
+#[tokio::test]
+async fn an_oversize_batch_on_the_stream_is_resource_exhausted_and_audited() {
+    let fed = Federation::builder(AB).start().await;
+    let before = fed.metrics(1).await;
+    let big = pb::ForwardRequest {
+        envelopes: vec![pb::Envelope {
+            report: Some(pb::Signed {
+                payload: vec![7; alertrelay::api::server::MAX_MESSAGE + 10],
+                ..Default::default()
+            }),
+            hops: vec![],
+        }],
+        urgent: false,
+    };
+    let mut client = fed
+        .federation_as(0, 1)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    let (batches, rx) = tokio::sync::mpsc::channel(1);
+    batches.send(big).await.unwrap();
+    let result = client
+        .forward_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
+    let status = match result {
+        Err(status) => status,
+        Ok(answers) => answers
+            .into_inner()
+            .message()
+            .await
+            .expect_err("the oversize batch is refused"),
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let after = fed.metrics(1).await;
+    let too_large = |page: &str| {
+        page.lines()
+            .find_map(|l| l.strip_prefix("alertrelay_refusals_total{reason=\"too-large\"}"))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(too_large(&after) - too_large(&before), 1.0, "{after}");
+    let audited = fed
+        .audit_export(1)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "input.refused" && e.detail["reason_code"] == "too-large")
+        .count();
+    assert_eq!(audited, 1);
+    fed.shutdown().await;
+}
+
+/// Exit codes mean one thing: a usage error is 64 (never clap's 2), an
+/// unreachable node 69 with the address and why, a verification that
+/// fails 2.
+#[tokio::test]
+async fn exit_codes_mean_one_thing_for_every_command_family() {
+    let fed = Federation::builder(AB).start().await;
+    let config = fed.config_path(0);
+    let config = arg(&config);
+    for args in [
+        vec!["audit", "verify", "--confg", config],
+        vec!["cases", "list", "--nope"],
+        vec!["submit", "--config", config],
+        vec!["bench", "--scenario", "nope"],
+        vec!["federation", "init"],
+        vec!["db", "backup"],
+        vec!["retention", "run"],
+        vec!["geo", "lookup"],
+        vec![
+            "submit",
+            "--config",
+            config,
+            "--url",
+            "http://x/",
+            "--category",
+            "csam",
+            "--priority",
+            "high",
+        ],
+    ] {
+        let (code, _, err) = cli(&args).await;
+        assert_eq!(code, 64, "{args:?}: {err}");
+    }
+    let (code, _, _) = cli(&["--help"]).await;
+    assert_eq!(code, 0);
+    // A proof file that is not one: a verification that failed.
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.json");
+    std::fs::write(&junk, "{}").unwrap();
+    let directory = fed.configs[0].directory_path.clone();
+    for family in [["audit", "verify-proof"], ["cases", "verify-export"]] {
+        let (code, _, err) = cli(&[
+            family[0],
+            family[1],
+            arg(&junk),
+            "--directory",
+            arg(&directory),
+        ])
+        .await;
+        assert_eq!(code, 2, "{family:?}: {err}");
+    }
+    fed.shutdown().await;
+}
+
+/// A node that cannot be reached: exit 69, within the connect timeout,
+/// naming the address and why.
+#[tokio::test]
+async fn the_cli_says_where_and_why_it_cannot_connect() {
+    let mut fed = Federation::builder(AB).start().await;
+    fed.stop(0).await;
+    let config = fed.config_path(0);
+    let started = std::time::Instant::now();
+    let (code, _, err) = cli(&["status", "--config", arg(&config)]).await;
+    assert_eq!(code, 69, "{err}");
+    assert!(err.contains(&fed.listen(0).to_string()), "{err}");
+    assert!(err.contains("connection refused"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Nothing listening that answers: a timeout of its own, said so.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    set_toml(&config, "listen", addr.to_string());
+    let started = std::time::Instant::now();
+    let (code, _, err) = cli(&["status", "--config", arg(&config), "--connect-timeout", "1"]).await;
+    assert_eq!(code, 69, "{err}");
+    assert!(err.contains(&addr.to_string()), "{err}");
+    assert!(err.contains("no answer within 1 s"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    drop(silent);
+    fed.shutdown().await;
+}
+
+/// The same truth everywhere: a node that serves, whose peer answers its
+/// health probe and witnesses it, shows that peer reachable in `peers` and
+/// `status`.
+#[tokio::test]
+async fn peers_and_status_agree_with_health_and_witnessing() {
+    let fed = Federation::builder(AB)
+        .audit_every_ms(100, 100)
+        .start()
+        .await;
+    let mut admin = fed.admin(0);
+    let peers = eventually(
+        20,
+        || {
+            let mut admin = admin.clone();
+            async move {
+                admin
+                    .list_peers(pb::ListPeersRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .peers
+            }
+        },
+        |peers| {
+            peers
+                .iter()
+                .all(|p| p.reachable == "yes" && p.last_seen_ms > 0)
+        },
+    )
+    .await;
+    assert_eq!(peers.len(), 1);
+    let status = admin
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.peers_reachable, 1, "{status:?}");
+    fed.shutdown().await;
+}
