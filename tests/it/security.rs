@@ -259,3 +259,106 @@ async fn a_node_shutting_down_ends_the_streams_open_to_it() {
     assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
     fed.shutdown().await;
 }
+
+/// Marks `node` active or not in `at`'s copy of the directory.
+fn set_active(fed: &Federation, at: &str, node: &str, active: bool) {
+    let path = fed.dir.path().join(at).join("directory.toml");
+    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for n in t["node"].as_array_mut().unwrap() {
+        let n = n.as_table_mut().unwrap();
+        if n["id"].as_str() == Some(node) {
+            n.insert("active".into(), active.into());
+        }
+    }
+    std::fs::write(&path, toml::to_string_pretty(&t).unwrap()).unwrap();
+}
+
+/// A peer suspended in this node's directory gets nothing: reports queued
+/// for it stay queued (not delivered with their URLs, not re-sent forever),
+/// and go out once it is reinstated.
+#[tokio::test]
+async fn a_suspended_peer_gets_nothing_until_it_is_reinstated() {
+    let mut fed = Federation::start(ABC).await;
+    fed.stop(1).await;
+    let mut fr = fed.operator(0);
+    let id = submit(&mut fr, &format!("http://{DE_IP}/suspended"), "")
+        .await
+        .report_id;
+    set_active(&fed, "FR-PDC", "DE-ECO", false);
+    fed.admin(0).reload(pb::ReloadRequest {}).await.unwrap();
+    fed.restart(1).await;
+    // DE-ECO is up and reachable, but suspended at FR-PDC: two seconds of
+    // quick retries later, nothing has gone to it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut de = fed.operator(1);
+    assert!(cases(&mut de, "incoming").await.is_empty());
+    assert_eq!(case(&mut fr, &id).await.status, "queued");
+    set_active(&fed, "FR-PDC", "DE-ECO", true);
+    fed.admin(0).reload(pb::ReloadRequest {}).await.unwrap();
+    wait_case(&fr, &id, 20, |c| c.status == "delivered").await;
+    fed.shutdown().await;
+}
+
+/// An IP-literal host of a reported URL (here one no geo source places)
+/// reaches neither the route's reason nor any audit entry.
+#[tokio::test]
+async fn no_host_of_a_reported_url_reaches_the_audit_log() {
+    let fed = Federation::start(ABC).await;
+    let mut fr = fed.operator(0);
+    // 2.16.0.1: a range the shipped data marks "EU", no country.
+    let sent = submit(&mut fr, "http://2.16.0.1/hidden-host-check", "").await;
+    let reason = sent.route.unwrap_or_default().reason;
+    assert!(!reason.contains("2.16.0.1"), "{reason}");
+    for e in fed.audit_export(0).await {
+        let text = format!("{} {}", e.subject, e.detail);
+        assert!(!text.contains("2.16.0.1"), "{text}");
+    }
+    fed.shutdown().await;
+}
+
+/// Near-duplicate media (PDQ hashes a few bits apart) from two hotlines
+/// are one case at the receiver, found through the PDQ index.
+#[tokio::test]
+async fn reports_of_near_duplicate_media_join_one_case() {
+    let fed = Federation::start(ABC).await;
+    let pdq_a = "f0".repeat(32);
+    // 20 bits differ from `pdq_a`: the same picture.
+    let pdq_b = format!("{}{}", "0f".repeat(3), &pdq_a[6..]);
+    let mut sent = Vec::new();
+    for (i, pdq) in [(0, &pdq_a), (2, &pdq_b)] {
+        let r = fed
+            .operator(i)
+            .submit_report(pb::SubmitReportRequest {
+                urls: vec![format!("http://{DE_IP}/media-{i}")],
+                category: "csam".into(),
+                hashes: vec![pb::MediaHash {
+                    algorithm: "pdq".into(),
+                    value: pdq.clone(),
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        sent.push(r.report_id);
+    }
+    let mut de = fed.operator(1);
+    let joined = eventually(
+        20,
+        || {
+            let mut de = de.clone();
+            async move { cases(&mut de, "incoming").await }
+        },
+        |cases| cases.len() == 2,
+    )
+    .await;
+    let second = joined.iter().find(|c| c.id == sent[1]).unwrap();
+    assert_eq!(
+        second.joined_to.as_deref(),
+        Some(format!("FR-PDC/{}", sent[0]).as_str()),
+        "{second:?}"
+    );
+    let first = case(&mut de, &sent[0]).await;
+    assert_eq!(first.also_reported_by, vec![format!("NL-EOKM/{}", sent[1])]);
+    fed.shutdown().await;
+}
