@@ -15,6 +15,13 @@ pub struct FederationService {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
+/// Consistency proofs per peer: ten at once, then one every ten seconds.
+const PROOFS: crate::config::Quota = crate::config::Quota {
+    per_sec: 0.1,
+    burst: 10.0,
+    concurrent: 2,
+};
+
 /// How long a `ForwardStream` may wait for its next batch, or for the
 /// sender to take an answer, before the receiver ends it.
 const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -178,7 +185,14 @@ impl pb::federation_server::Federation for FederationService {
         &self,
         request: Request<pb::ConsistencyProofRequest>,
     ) -> Result<Response<pb::ConsistencyProof>, Status> {
-        let _permit = auth::node(&self.core, &request).await?;
+        let (peer, _permit) = auth::node(&self.core, &request).await?;
+        // A proof reads up to the whole log: a few at a time per peer (a
+        // witness asks once per exchange).
+        let _proof = self
+            .core
+            .limiter
+            .admit(&format!("consistency proof {peer}"), PROOFS)
+            .map_err(crate::api::status::overloaded)?;
         let r = request.get_ref();
         let proof = checkpoint::consistency_proof(&self.core, r.old_size, r.new_size)
             .await

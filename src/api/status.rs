@@ -13,6 +13,7 @@ pub fn to_status(e: NodeError) -> Status {
         NodeError::NotFound(m) => Status::not_found(m),
         NodeError::FailedPrecondition(m) => Status::failed_precondition(m),
         NodeError::PermissionDenied(m) => Status::permission_denied(m),
+        NodeError::Overloaded(m) => Status::resource_exhausted(m),
         NodeError::Wire(w) => wire_status(w),
         NodeError::Internal(what) => {
             tracing::error!(what, "internal error while handling a request");

@@ -274,7 +274,7 @@ async fn witnessing(configs: &[NodeConfig]) -> anyhow::Result<()> {
     println!("\n== audit logs: each node signs a checkpoint, its peers check and cosign it");
     let peers = configs.len() - 1;
     for cfg in configs {
-        let mut client = client::connect(cfg).await.map_err(|f| f.error)?;
+        let mut client = client::connect_admin(cfg).await.map_err(|f| f.error)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         let note = loop {
             let text = client

@@ -31,15 +31,51 @@ pub fn origin(core: &Core) -> String {
 /// matches the last checkpoint it signed: a node never signs two
 /// inconsistent histories.
 pub async fn make(core: &Core) -> Result<CheckpointRow, NodeError> {
-    make_if_older(core, None).await
+    make_if_older(core, None, false).await
 }
+
+/// `make`, having first read the whole log again to check it still
+/// matches the last signed checkpoint (an admin's request, and one
+/// scheduled checkpoint in `FULL_CHECK_EVERY`): an entry rewritten under
+/// the running node is found here, not only by `audit verify`.
+pub async fn make_verified(core: &Core, who: &str) -> Result<CheckpointRow, NodeError> {
+    // Nothing new: the latest, at no cost. A new one is held to the
+    // caller's quota of on-demand checkpoints.
+    let latest = core.store.latest_checkpoint().await?;
+    let size = core.store.audit_entries_count().await?;
+    if let Some(l) = latest
+        && u64::try_from(l.size).ok() == Some(size)
+    {
+        return Ok(l);
+    }
+    core.limiter
+        .admit(&format!("checkpoint {who}"), ON_DEMAND)
+        .map_err(|e| NodeError::Overloaded(e.to_string()))?;
+    make_if_older(core, None, true).await
+}
+
+/// New checkpoints on demand, per caller: ten at once, then one every
+/// ten seconds.
+const ON_DEMAND: crate::config::Quota = crate::config::Quota {
+    per_sec: 0.1,
+    burst: 10.0,
+    concurrent: usize::MAX >> 4,
+};
+
+/// One scheduled checkpoint in this many reads the whole log again
+/// (`make_verified`); the others read only the entries since the last.
+pub const FULL_CHECK_EVERY: u32 = 12;
 
 /// `make`, but keeping the latest checkpoint when it was signed less than
 /// `min_age_ms` ago. Decided under the writer lock: of several replicas
 /// on one database whose schedules come due together, one signs and the
 /// others find its checkpoint, so a checkpoint is signed once per interval
 /// by one replica at a time, each extending the one before.
-async fn make_if_older(core: &Core, min_age_ms: Option<i64>) -> Result<CheckpointRow, NodeError> {
+async fn make_if_older(
+    core: &Core,
+    min_age_ms: Option<i64>,
+    verify_all: bool,
+) -> Result<CheckpointRow, NodeError> {
     let mut tx = core.store.begin().await?;
     let size = tx.audit_size().await?;
     let last = tx.latest_checkpoint().await?;
@@ -50,13 +86,31 @@ async fn make_if_older(core: &Core, min_age_ms: Option<i64>) -> Result<Checkpoin
         return Ok(l.clone());
     }
     // The log is read a page at a time into the tree's right edge: memory
-    // stays O(log n) however long the log (`merkle::CompactRange`).
+    // stays O(log n) however long the log (`merkle::CompactRange`). The
+    // edge as of the last checkpoint this process signed is kept, so only
+    // the entries after it are read (the start-up check and `audit verify`
+    // read them all).
     let old = last
         .as_ref()
         .map(|l| u64::try_from(l.size).unwrap_or(u64::MAX));
-    let mut range = merkle::CompactRange::new();
-    let mut prefix = (old == Some(0)).then(merkle::empty_root);
-    tx.fold_leaves(0, size, |leaf| {
+    let cached = core
+        .frontier
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .filter(|r| !verify_all && Some(r.size()) == old);
+    let (mut range, mut prefix) = match cached {
+        Some(r) => {
+            let root = r.root();
+            (r, Some(root))
+        }
+        None => (
+            merkle::CompactRange::new(),
+            (old == Some(0)).then(merkle::empty_root),
+        ),
+    };
+    let from = range.size();
+    tx.fold_leaves(from, size, |leaf| {
         range.push(leaf);
         if Some(range.size()) == old {
             prefix = Some(range.root());
@@ -100,6 +154,7 @@ async fn make_if_older(core: &Core, min_age_ms: Option<i64>) -> Result<Checkpoin
     let now = Core::now_ms();
     tx.insert_checkpoint(size, &root, &signed, now).await?;
     tx.commit().await?;
+    *core.frontier.lock().unwrap_or_else(|e| e.into_inner()) = Some(range);
     tracing::info!(size, "audit checkpoint signed");
     Ok(CheckpointRow {
         size: i64::try_from(size).unwrap_or(i64::MAX),
@@ -202,8 +257,6 @@ pub async fn span_roots(
     Ok(roots)
 }
 
-/// A witness returns its cosignature of one of our checkpoints, or tells us
-/// why it refused.
 /// How often one witness may tell this node it refused to cosign: five at
 /// once, then one every ten minutes.
 const WITNESS_REFUSALS: crate::config::Quota = crate::config::Quota {
@@ -212,6 +265,8 @@ const WITNESS_REFUSALS: crate::config::Quota = crate::config::Quota {
     concurrent: usize::MAX >> 4,
 };
 
+/// A witness returns its cosignature of one of our checkpoints, or tells us
+/// why it refused.
 pub async fn receive_cosignature(
     core: &Core,
     witness: &NodeId,
@@ -295,6 +350,7 @@ pub async fn run_schedule(
     core: std::sync::Arc<Core>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut round = 0u32;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(core.config.checkpoint_interval) => {}
@@ -303,7 +359,9 @@ pub async fn run_schedule(
         // Half an interval: replicas started at different times still
         // sign about once per interval between them.
         let min_age = i64::try_from(core.config.checkpoint_interval.as_millis() / 2).ok();
-        if let Err(e) = make_if_older(&core, min_age).await {
+        round = round.wrapping_add(1);
+        let verify_all = round.is_multiple_of(FULL_CHECK_EVERY);
+        if let Err(e) = make_if_older(&core, min_age, verify_all).await {
             tracing::error!(error = %e, "scheduled checkpoint failed");
         }
     }

@@ -46,6 +46,9 @@ pub enum NodeError {
     FailedPrecondition(String),
     #[error("{0}")]
     PermissionDenied(String),
+    /// Over a quota: retry later.
+    #[error("{0}")]
+    Overloaded(String),
     #[error(transparent)]
     Wire(#[from] crate::wire::WireError),
     #[error("storage failed")]

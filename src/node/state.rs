@@ -77,6 +77,11 @@ pub struct Core {
     pub urgent: UrgentGate,
     /// Concurrent single bulk submissions, committed together.
     pub group: GroupCommit,
+    /// The audit tree's right edge as of the last checkpoint this process
+    /// signed (`checkpoint::make`): the next one folds only the entries
+    /// after it, never the whole log again. The log only grows, so it
+    /// stays a true prefix (also when other replicas append).
+    pub frontier: std::sync::Mutex<Option<crate::audit::merkle::CompactRange>>,
     /// Readiness as last probed (`health`): drives `grpc.health.v1`.
     pub ready: tokio::sync::watch::Sender<Readiness>,
 }
@@ -113,6 +118,7 @@ impl Core {
             case_events: tokio::sync::broadcast::channel(1024).0,
             urgent: UrgentGate::default(),
             group: Default::default(),
+            frontier: std::sync::Mutex::new(None),
             ready: tokio::sync::watch::channel(Readiness {
                 peers_configured,
                 ..Default::default()

@@ -79,8 +79,9 @@ async fn logged_federation() -> (Federation, PathBuf, PathBuf) {
         wait_case(&fr, &id, 10, |c| c.status == "delivered").await;
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut admin = fed.admin(0);
     loop {
-        let note = fr
+        let note = admin
             .make_checkpoint(pb::MakeCheckpointRequest {})
             .await
             .unwrap()
@@ -220,7 +221,7 @@ async fn a_rewritten_log_is_never_signed_over_and_the_node_will_not_start_on_it(
     // Rewritten under the running node.
     rewrite(&db, |rows| rows[1].5 = "{\"rewritten\":true}".into()).await;
     let err = fed
-        .operator(0)
+        .admin(0)
         .make_checkpoint(pb::MakeCheckpointRequest {})
         .await
         .unwrap_err();

@@ -1057,7 +1057,7 @@ async fn signatures_made_for_another_purpose_never_pass_as_a_report_signature() 
     // refused as UNAUTHENTICATED, not INVALID_ARGUMENT: the signature is
     // checked before the payload is decoded.
     let note = fed
-        .operator(FR)
+        .admin(FR)
         .make_checkpoint(pb::MakeCheckpointRequest {})
         .await
         .unwrap()

@@ -16,7 +16,7 @@ const ABC: &[(&str, &[&str])] = &[
 
 async fn checkpoint_now(fed: &Federation, i: usize) -> SignedNote {
     let note = fed
-        .operator(i)
+        .admin(i)
         .make_checkpoint(pb::MakeCheckpointRequest {})
         .await
         .unwrap()
