@@ -318,6 +318,11 @@ pub struct RawLimits {
     pub operator_requests_per_sec: f64,
     pub operator_burst: u32,
     pub operator_concurrent: u32,
+    /// Established connections each caller (a peer node, an operator
+    /// certificate) may hold open at once, and all callers together;
+    /// beyond, a new connection is closed after its handshake.
+    pub connections_per_caller: u32,
+    pub connections_total: u32,
 }
 
 impl Default for RawLimits {
@@ -331,6 +336,8 @@ impl Default for RawLimits {
             operator_requests_per_sec: 1000.0,
             operator_burst: 2000,
             operator_concurrent: 32,
+            connections_per_caller: 32,
+            connections_total: 1024,
         }
     }
 }
@@ -366,6 +373,7 @@ pub struct NodeConfig {
     pub notice: Option<RawNotice>,
     pub peer_quota: Quota,
     pub operator_quota: Quota,
+    pub connections: ConnectionLimits,
     /// `[jurisdiction]`: what may be sent where.
     pub jurisdiction: crate::routing::policy::Policy,
     /// `[retention]`.
@@ -445,6 +453,7 @@ impl NodeConfig {
             check_notice(n).map_err(invalid)?;
         }
         let (peer_quota, operator_quota) = quotas(&raw.limits).map_err(invalid)?;
+        let connections = connection_limits(&raw.limits).map_err(invalid)?;
         let metrics_listen = metrics_listen(raw.metrics.listen.as_deref()).map_err(invalid)?;
         let fallback_for = fallbacks_by_category(&raw.fallback_for, &directory)
             .map_err(|m| invalid(("fallback_for", m)))?;
@@ -480,6 +489,7 @@ impl NodeConfig {
             notice: raw.notice.clone(),
             peer_quota,
             operator_quota,
+            connections,
         })
     }
 }
@@ -663,6 +673,31 @@ fn quotas(l: &RawLimits) -> Result<(Quota, Quota), Invalid> {
         l.operator_concurrent,
     )?;
     Ok((peer, operator))
+}
+
+/// Established connections at once: per caller and in total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub per_caller: usize,
+    pub total: usize,
+}
+
+/// `[limits] connections_*`: both above zero, the total at least one
+/// caller's.
+fn connection_limits(l: &RawLimits) -> Result<ConnectionLimits, Invalid> {
+    if l.connections_per_caller == 0 {
+        return Err(("limits.connections_per_caller", "must be > 0".into()));
+    }
+    if l.connections_total < l.connections_per_caller {
+        return Err((
+            "limits.connections_total",
+            "must be at least limits.connections_per_caller".into(),
+        ));
+    }
+    Ok(ConnectionLimits {
+        per_caller: l.connections_per_caller as usize,
+        total: l.connections_total as usize,
+    })
 }
 
 /// One kind of caller's quota; `key` names it in the error.

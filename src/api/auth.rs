@@ -2,6 +2,7 @@
 //! identity, and enforces who may call which service.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tonic::{Request, Status};
 
@@ -17,14 +18,94 @@ pub struct ConnInfo {
     pub identity: Result<PeerIdentity, IdentityError>,
 }
 
-fn identity<T>(req: &Request<T>) -> Result<PeerIdentity, Status> {
-    let info = req
-        .extensions()
-        .get::<ConnInfo>()
-        .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+/// Which of the node's own services a call is for, by its path; `None`
+/// for health and reflection, which anyone with a federation certificate
+/// may call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Federation,
+    Operator,
+}
+
+impl Service {
+    pub fn of(path: &str) -> Option<Service> {
+        if path.starts_with("/alertrelay.v1.Federation/") {
+            Some(Service::Federation)
+        } else if path.starts_with("/alertrelay.v1.Operator/") {
+            Some(Service::Operator)
+        } else {
+            None
+        }
+    }
+}
+
+/// A caller admitted to one call (`api::admit`, before its body was read):
+/// who it is and the permit held until the call is answered.
+#[derive(Clone)]
+pub struct Admitted {
+    pub caller: PeerIdentity,
+    pub permit: Arc<Permit>,
+}
+
+/// Identity and quota from the connection alone, so it can run before the
+/// request body is read: node certificates of active directory members for
+/// the Federation service, this node's operator certificates for the
+/// Operator service, each within its quota.
+pub fn admit(core: &Core, info: Option<&ConnInfo>, service: Service) -> Result<Admitted, Status> {
+    let (caller, key, quota) = match service {
+        Service::Federation => {
+            let peer = node_identity(core, info)?;
+            // The peer is up: our worker for it need not wait out a backoff.
+            core.contacted_by(&peer);
+            let key = format!("node:{peer}");
+            (PeerIdentity::Node(peer), key, core.config.peer_quota)
+        }
+        Service::Operator => {
+            let op = operator_identity(core, info)?;
+            let key = op.to_string();
+            (op, key, core.config.operator_quota)
+        }
+    };
+    let permit = core.limiter.admit(&key, quota).map_err(overloaded)?;
+    Ok(Admitted {
+        caller,
+        permit: Arc::new(permit),
+    })
+}
+
+/// The admission `api::admit` made for this call, or (a handler reached
+/// without that layer) one made now.
+fn admitted<T>(core: &Core, req: &Request<T>, service: Service) -> Result<Admitted, Status> {
+    match req.extensions().get::<Admitted>() {
+        Some(a) => Ok(a.clone()),
+        None => admit(core, req.extensions().get::<ConnInfo>(), service),
+    }
+}
+
+fn identity(info: Option<&ConnInfo>) -> Result<PeerIdentity, Status> {
+    let info = info.ok_or_else(|| Status::unauthenticated("no client certificate"))?;
     info.identity
         .clone()
         .map_err(|e| Status::permission_denied(format!("client certificate refused: {e}")))
+}
+
+/// Audits a refusal of the caller on `info`'s connection (within the
+/// refusal quotas) and returns what the caller is told.
+pub async fn refused(core: &Core, info: Option<&ConnInfo>, status: Status) -> Status {
+    let who = shown(info);
+    match audited_as(core, info.and_then(|i| i.remote), who, Err::<(), _>(status)).await {
+        Err(s) => s,
+        Ok(()) => Status::internal("refusal lost"),
+    }
+}
+
+/// The caller as the audit log names it.
+fn shown(info: Option<&ConnInfo>) -> String {
+    match info.map(|i| &i.identity) {
+        Some(Ok(id)) => id.to_string(),
+        Some(Err(_)) => "unidentified (certificate refused)".to_owned(),
+        None => "unidentified".to_owned(),
+    }
 }
 
 /// Audits a refused caller (with whatever identity it showed) and passes
@@ -36,12 +117,7 @@ async fn audited<T, R>(
 ) -> Result<R, Status> {
     if result.is_err() {
         let info = req.extensions().get::<ConnInfo>();
-        let who = match info.map(|i| &i.identity) {
-            Some(Ok(id)) => id.to_string(),
-            Some(Err(_)) => "unidentified (certificate refused)".to_owned(),
-            None => "unidentified".to_owned(),
-        };
-        return audited_as(core, info.and_then(|i| i.remote), who, result).await;
+        return audited_as(core, info.and_then(|i| i.remote), shown(info), result).await;
     }
     result
 }
@@ -74,17 +150,13 @@ async fn audited_as<R>(
 }
 
 /// The calling node, for the `Federation` service: node certificates of
-/// active directory members only; admitted within its quota. Hold the
-/// permit until the request is answered.
-pub async fn node<T>(core: &Core, req: &Request<T>) -> Result<(NodeId, Permit), Status> {
-    let result = node_identity(core, req).and_then(|peer| {
-        // The peer is up: our worker for it need not wait out a backoff.
-        core.contacted_by(&peer);
-        let permit = core
-            .limiter
-            .admit(&format!("node:{peer}"), core.config.peer_quota)
-            .map_err(overloaded)?;
-        Ok((peer, permit))
+/// active directory members only; admitted within its quota (before the
+/// body was read, by `api::admit`). Hold the permit until the request is
+/// answered.
+pub async fn node<T>(core: &Core, req: &Request<T>) -> Result<(NodeId, Arc<Permit>), Status> {
+    let result = admitted(core, req, Service::Federation).and_then(|a| match a.caller {
+        PeerIdentity::Node(peer) => Ok((peer, a.permit)),
+        PeerIdentity::Operator { .. } => Err(operator_on_federation()),
     });
     audited(core, req, result).await
 }
@@ -117,31 +189,26 @@ pub async fn node_message(core: &Core, peer: &NodeId) -> Result<Permit, Status> 
 }
 
 /// The calling operator, for the `Operator` service: operator certificates
-/// issued for this node only; admitted within its quota.
-pub async fn operator<T>(core: &Core, req: &Request<T>) -> Result<(PeerIdentity, Permit), Status> {
-    let result = operator_identity(core, req).and_then(|op| {
-        let permit = core
-            .limiter
-            .admit(&op.to_string(), core.config.operator_quota)
-            .map_err(overloaded)?;
-        Ok((op, permit))
-    });
+/// issued for this node only; admitted within its quota (before the body
+/// was read, by `api::admit`).
+pub async fn operator<T>(
+    core: &Core,
+    req: &Request<T>,
+) -> Result<(PeerIdentity, Arc<Permit>), Status> {
+    let result = admitted(core, req, Service::Operator).map(|a| (a.caller, a.permit));
     audited(core, req, result).await
 }
 
 /// An operator with the admin role, for node management calls.
-pub async fn admin<T>(core: &Core, req: &Request<T>) -> Result<(PeerIdentity, Permit), Status> {
-    let result = operator_identity(core, req).and_then(|op| match op {
-        PeerIdentity::Operator {
+pub async fn admin<T>(
+    core: &Core,
+    req: &Request<T>,
+) -> Result<(PeerIdentity, Arc<Permit>), Status> {
+    let result = admitted(core, req, Service::Operator).and_then(|a| match a.caller {
+        op @ PeerIdentity::Operator {
             role: crate::identity::Role::Admin,
             ..
-        } => {
-            let permit = core
-                .limiter
-                .admit(&op.to_string(), core.config.operator_quota)
-                .map_err(overloaded)?;
-            Ok((op, permit))
-        }
+        } => Ok((op, a.permit)),
         _ => Err(Status::permission_denied(
             "this call needs an operator certificate with the admin role",
         )),
@@ -159,17 +226,19 @@ fn active_node(core: &Core, id: &NodeId) -> Result<(), Status> {
     }
 }
 
-fn node_identity<T>(core: &Core, req: &Request<T>) -> Result<NodeId, Status> {
-    match identity(req)? {
+fn operator_on_federation() -> Status {
+    Status::permission_denied("operator certificates may not call the Federation service")
+}
+
+fn node_identity(core: &Core, info: Option<&ConnInfo>) -> Result<NodeId, Status> {
+    match identity(info)? {
         PeerIdentity::Node(id) => active_node(core, &id).map(|()| id),
-        PeerIdentity::Operator { .. } => Err(Status::permission_denied(
-            "operator certificates may not call the Federation service",
-        )),
+        PeerIdentity::Operator { .. } => Err(operator_on_federation()),
     }
 }
 
-fn operator_identity<T>(core: &Core, req: &Request<T>) -> Result<PeerIdentity, Status> {
-    match identity(req)? {
+fn operator_identity(core: &Core, info: Option<&ConnInfo>) -> Result<PeerIdentity, Status> {
+    match identity(info)? {
         op @ PeerIdentity::Operator { .. } => {
             if matches!(&op, PeerIdentity::Operator { node, .. } if node == &core.me) {
                 Ok(op)

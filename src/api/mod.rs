@@ -1,9 +1,11 @@
 //! The gRPC surface: the listener (TLS 1.3, mutual auth, one identity per
 //! connection), the `Federation` and `Operator` services, health and
-//! reflection. Handlers authenticate (`auth`), convert protobuf into domain
+//! reflection. Calls are admitted before their bodies are read (`admit`);
+//! handlers authenticate (`auth`), convert protobuf into domain
 //! calls (`convert`), call `node::*`, and map errors in exactly one place
 //! (`status`).
 
+pub mod admit;
 pub mod auth;
 pub mod convert;
 pub mod deadline;

@@ -19,6 +19,7 @@ use crate::api::federation::FederationService;
 use crate::api::operator::OperatorService;
 use crate::identity::{IdentityError, identity_from_cert};
 use crate::node::Core;
+use crate::node::admission::ConnectionSlot;
 use crate::pb;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,6 +68,8 @@ pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 pub struct TlsConn {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
     info: ConnInfo,
+    /// This connection's place among its caller's (and all) connections.
+    _slot: ConnectionSlot,
     /// Resolves when the node reloads its directory or TLS material: the
     /// connection is then closed, so its peer must reconnect (and pass the
     /// handshake and checks again).
@@ -148,6 +151,7 @@ pub async fn serve(core: Arc<Core>, listener: TcpListener, mut shutdown: watch::
     })
     .max_decoding_message_size(MAX_MESSAGE);
     let rescue = crate::api::rescue::RescueLayer { core: core.clone() };
+    let core_for_admit = core.clone();
     let operator_svc = pb::operator_server::OperatorServer::new(OperatorService { core })
         .max_decoding_message_size(MAX_MESSAGE);
     let result = tonic::transport::Server::builder()
@@ -164,6 +168,7 @@ pub async fn serve(core: Arc<Core>, listener: TcpListener, mut shutdown: watch::
         .layer(crate::api::trace::TraceLayer)
         .layer(rescue)
         .layer(crate::api::deadline::DeadlineLayer)
+        .layer(crate::api::admit::AdmitLayer { core: core_for_admit })
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -260,6 +265,7 @@ async fn handshake(core: &Arc<Core>, tcp: TcpStream, remote: SocketAddr) -> Opti
         remote: Some(remote),
         identity,
     };
+    let slot = connection_slot(core, &info).await?;
     let reloaded = Box::pin(until_untrusted(
         core.clone(),
         generation,
@@ -269,8 +275,30 @@ async fn handshake(core: &Arc<Core>, tcp: TcpStream, remote: SocketAddr) -> Opti
     Some(TlsConn {
         inner: stream,
         info,
+        _slot: slot,
         reloaded,
     })
+}
+
+/// A place for one more established connection of this caller (keyed by
+/// its identity, or by its address when its certificate proves none),
+/// within `[limits] connections_*`; beyond, the refusal is logged and
+/// audited (within the refusal quotas) and the connection closed.
+async fn connection_slot(core: &Arc<Core>, info: &ConnInfo) -> Option<ConnectionSlot> {
+    let who = match (&info.identity, info.remote) {
+        (Ok(id), _) => id.to_string(),
+        (Err(_), Some(remote)) => format!("unidentified at {}", remote.ip()),
+        (Err(_), None) => "unidentified".to_owned(),
+    };
+    match core.limiter.connect(&who, core.config.connections) {
+        Ok(slot) => Some(slot),
+        Err(e) => {
+            tracing::warn!(caller = %who, error = %e, "connection refused");
+            core.audit_refusal_on(info.remote, &who, "too-many-connections", &e.to_string(), &[])
+                .await;
+            None
+        }
+    }
 }
 
 /// Resolves when, after a reload, the connection's client is no longer

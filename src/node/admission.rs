@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use crate::config::Quota;
+pub use crate::config::{ConnectionLimits, Quota};
 
 /// Why a caller was not admitted (`api::status` makes it
 /// RESOURCE_EXHAUSTED).
@@ -20,6 +20,10 @@ pub enum Overloaded {
     InFlight { who: String, limit: usize },
     #[error("rate limit of {per_sec} requests/s for {who} exceeded; retry later")]
     Rate { who: String, per_sec: f64 },
+    #[error("more than {limit} connections open from {who}; connection closed")]
+    Connections { who: String, limit: usize },
+    #[error("more than {limit} connections open in all; connection closed")]
+    AllConnections { limit: usize },
     #[error("limiter unavailable")]
     Unavailable,
 }
@@ -36,6 +40,8 @@ struct CallerLimit {
 
 pub struct Limiter {
     callers: Mutex<BTreeMap<String, Arc<CallerLimit>>>,
+    /// Established connections per caller, and their sum.
+    connections: Arc<Mutex<Connections>>,
     /// Refusals not audited one by one (over the refusal quota), per caller,
     /// until the next one that is.
     suppressed: Mutex<BTreeMap<String, u64>>,
@@ -45,6 +51,7 @@ impl Default for Limiter {
     fn default() -> Self {
         Limiter {
             callers: Mutex::new(BTreeMap::new()),
+            connections: Arc::default(),
             suppressed: Mutex::new(BTreeMap::new()),
         }
     }
@@ -63,6 +70,35 @@ pub const REFUSALS: Quota = Quota {
 /// Held for the duration of an admitted request.
 pub struct Permit {
     _inflight: OwnedSemaphorePermit,
+}
+
+#[derive(Default)]
+struct Connections {
+    per_caller: BTreeMap<String, usize>,
+    total: usize,
+}
+
+/// Held for the life of an admitted connection; frees its place when
+/// dropped.
+pub struct ConnectionSlot {
+    table: Arc<Mutex<Connections>>,
+    who: String,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut table = match self.table.lock() {
+            Ok(t) => t,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        table.total = table.total.saturating_sub(1);
+        if let Some(n) = table.per_caller.get_mut(&self.who) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                table.per_caller.remove(&self.who);
+            }
+        }
+    }
 }
 
 impl Limiter {
@@ -84,6 +120,34 @@ impl Limiter {
             }
             None
         }
+    }
+
+    /// Admits one more established connection from `who` (whose TLS
+    /// handshake has succeeded), or refuses it: within `limits` per caller
+    /// and in total. The table only holds callers with open connections.
+    pub fn connect(&self, who: &str, limits: ConnectionLimits) -> Result<ConnectionSlot, Overloaded> {
+        let mut table = self
+            .connections
+            .lock()
+            .map_err(|_| Overloaded::Unavailable)?;
+        if table.total >= limits.total {
+            return Err(Overloaded::AllConnections {
+                limit: limits.total,
+            });
+        }
+        let mine = table.per_caller.entry(who.to_owned()).or_default();
+        if *mine >= limits.per_caller {
+            return Err(Overloaded::Connections {
+                who: who.to_owned(),
+                limit: limits.per_caller,
+            });
+        }
+        *mine += 1;
+        table.total += 1;
+        Ok(ConnectionSlot {
+            table: self.connections.clone(),
+            who: who.to_owned(),
+        })
     }
 
     /// Admits one request from `who`, or refuses it.
@@ -133,6 +197,25 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_are_bounded_per_caller_and_in_all_and_freed_on_drop() {
+        let l = Limiter::default();
+        let limits = ConnectionLimits {
+            per_caller: 2,
+            total: 3,
+        };
+        let a1 = l.connect("node:A", limits).unwrap();
+        let _a2 = l.connect("node:A", limits).unwrap();
+        let err = l.connect("node:A", limits).err().unwrap();
+        assert!(matches!(err, Overloaded::Connections { limit: 2, .. }), "{err:?}");
+        let _b1 = l.connect("node:B", limits).unwrap();
+        let err = l.connect("node:C", limits).err().unwrap();
+        assert!(matches!(err, Overloaded::AllConnections { limit: 3 }), "{err:?}");
+        drop(a1);
+        let _c1 = l.connect("node:C", limits).unwrap();
+        assert!(l.connect("node:A", limits).is_err(), "the total is full again");
+    }
 
     #[test]
     fn a_caller_over_its_rate_is_refused_and_others_are_not() {

@@ -781,9 +781,12 @@ impl Federation {
 
     /// An Operator client using node `i`'s ADMIN operator certificate.
     pub fn admin(&self, i: usize) -> OperatorClient<Channel> {
-        let cfg = &self.configs[i];
-        let tls = tls::client_config(&cfg.admin.as_ref().unwrap().files()).unwrap();
-        OperatorClient::new(self.channel(i, tls))
+        OperatorClient::new(self.channel(i, self.admin_tls(i)))
+    }
+
+    /// Raw TLS client config with node `i`'s ADMIN operator certificate.
+    pub fn admin_tls(&self, i: usize) -> std::sync::Arc<rustls::ClientConfig> {
+        tls::client_config(&self.configs[i].admin.as_ref().unwrap().files()).unwrap()
     }
 
     /// Raw TLS client config with node `i`'s own node certificate.

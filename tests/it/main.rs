@@ -11,6 +11,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod admission;
 mod audit;
 mod bad_input;
 mod bench;
