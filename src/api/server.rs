@@ -168,7 +168,9 @@ pub async fn serve(core: Arc<Core>, listener: TcpListener, mut shutdown: watch::
         .layer(crate::api::trace::TraceLayer)
         .layer(rescue)
         .layer(crate::api::deadline::DeadlineLayer)
-        .layer(crate::api::admit::AdmitLayer { core: core_for_admit })
+        .layer(crate::api::admit::AdmitLayer {
+            core: core_for_admit,
+        })
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -294,8 +296,14 @@ async fn connection_slot(core: &Arc<Core>, info: &ConnInfo) -> Option<Connection
         Ok(slot) => Some(slot),
         Err(e) => {
             tracing::warn!(caller = %who, error = %e, "connection refused");
-            core.audit_refusal_on(info.remote, &who, "too-many-connections", &e.to_string(), &[])
-                .await;
+            core.audit_refusal_on(
+                info.remote,
+                &who,
+                "too-many-connections",
+                &e.to_string(),
+                &[],
+            )
+            .await;
             None
         }
     }

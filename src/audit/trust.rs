@@ -4,7 +4,9 @@
 //! verifier gives a trust anchor: the federation directory (a key counts
 //! only if the directory lists it for that node, not revoked, and valid at
 //! the time it signed: one lookup, `DirectoryNode::key`), or keys it pinned
-//! itself (the base64 public keys, as the directory writes them).
+//! itself, each for one node (`NODE=KEY`, the base64 public key as the
+//! directory writes it): a pinned key vouches for signatures of that node
+//! only.
 
 use ed25519_dalek::VerifyingKey;
 
@@ -15,15 +17,30 @@ use crate::identity::NodeId;
 /// The verifier's trust anchor.
 pub enum Anchor {
     Directory(Directory),
-    Pinned(Vec<VerifyingKey>),
+    Pinned(Vec<(String, VerifyingKey)>),
+}
+
+/// A `--key` that is not `NODE=PUBLIC-KEY`.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("expected NODE=PUBLIC-KEY (the node the key signs for, then its base64 public key)")]
+    NoNode,
+    #[error("the node is not a valid node id: {0}")]
+    Node(crate::identity::IdentityError),
+    #[error(transparent)]
+    Key(#[from] crate::crypto::signing::KeyError),
 }
 
 impl Anchor {
-    /// Pinned keys from their base64 encodings.
-    pub fn pinned(keys: &[String]) -> Result<Anchor, crate::crypto::signing::KeyError> {
+    /// Pinned keys, each `NODE=PUBLIC-KEY` (base64).
+    pub fn pinned(keys: &[String]) -> Result<Anchor, PinError> {
         keys.iter()
-            .map(|k| parse_public_key(k))
-            .collect::<Result<Vec<_>, _>>()
+            .map(|pin| {
+                let (node, key) = pin.split_once('=').ok_or(PinError::NoNode)?;
+                let node = NodeId::new(node).map_err(PinError::Node)?;
+                Ok((node.to_string(), parse_public_key(key)?))
+            })
+            .collect::<Result<Vec<_>, PinError>>()
             .map(Anchor::Pinned)
     }
 
@@ -47,7 +64,7 @@ impl Anchor {
                 .filter(|(n, id, _)| *n == node && *id == key_id)
                 .filter_map(|(_, _, public)| parse_public_key(public).ok())
                 .filter(|k| key_id_of(k) == key_id)
-                .find(|k| pinned.contains(k)),
+                .find(|k| pinned.iter().any(|(n, p)| n == node && p == k)),
         }
     }
 
@@ -79,5 +96,28 @@ impl Anchor {
             Anchor::Directory(dir) => format!("the directory of federation {}", dir.federation),
             Anchor::Pinned(keys) => format!("{} pinned key(s)", keys.len()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::signing::{NodeKey, encode_public_key};
+
+    #[test]
+    fn a_pinned_key_vouches_for_its_own_node_only() {
+        let key = NodeKey::generate();
+        let public = encode_public_key(&key.verifying_key());
+        let id = key_id_of(&key.verifying_key());
+        let anchor = Anchor::pinned(&[format!("FR-PDC={public}")]).unwrap();
+        // A bundle that lists FR-PDC's key as DE-ECO's gets nothing.
+        let as_de = [("DE-ECO", id.as_str(), public.as_str())];
+        assert!(anchor.key("DE-ECO", &id, 0, as_de).is_none());
+        let as_fr = [("FR-PDC", id.as_str(), public.as_str())];
+        assert_eq!(
+            anchor.key("FR-PDC", &id, 0, as_fr),
+            Some(key.verifying_key())
+        );
+        assert!(matches!(Anchor::pinned(&[public]), Err(PinError::NoNode)));
     }
 }

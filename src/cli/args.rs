@@ -280,8 +280,9 @@ pub enum DbCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Copy this (stopped) SQLite node's data into an empty PostgreSQL
-    /// database, then verify the audit log of the copy against the
+    /// Copy this SQLite node's data into an empty PostgreSQL database
+    /// (refused while the node runs: this command holds its lock), then
+    /// verify the audit log of the copy against the
     /// original (same entries, same root). Then set `database` in
     /// node.toml to the URL.
     MigrateTo {
@@ -297,7 +298,8 @@ pub enum DbCommand {
 #[derive(Debug, Subcommand)]
 pub enum RetentionCommand {
     /// Purge what `[retention]` in node.toml says has expired (the node also
-    /// does it on a schedule). Reads and writes the database file itself.
+    /// does it on a schedule). Asks the running node (admin certificate);
+    /// with no node running, works on the database itself under its lock.
     Run {
         #[arg(long)]
         config: PathBuf,
@@ -425,9 +427,10 @@ pub enum CasesCommand {
         /// only if it lists it, not revoked, valid when it signed.
         #[arg(long)]
         directory: Option<PathBuf>,
-        /// Or: a public key you trust (base64, as the directory writes
-        /// it); repeat for several. Without a directory or a key nothing
-        /// can be verified.
+        /// Or: a key you trust, for the one node it signs for:
+        /// NODE=PUBLIC-KEY (base64, as the directory writes it); repeat
+        /// for several. Without a directory or a key nothing can be
+        /// verified.
         #[arg(long = "key")]
         keys: Vec<String>,
         #[arg(long)]
@@ -559,9 +562,10 @@ pub enum AuditCommand {
         /// only if it lists it, not revoked, valid when it signed.
         #[arg(long)]
         directory: Option<PathBuf>,
-        /// Or: a public key you trust (base64, as the directory writes
-        /// it); repeat for several. Without a directory or a key nothing
-        /// can be verified.
+        /// Or: a key you trust, for the one node it signs for:
+        /// NODE=PUBLIC-KEY (base64, as the directory writes it); repeat
+        /// for several. Without a directory or a key nothing can be
+        /// verified.
         #[arg(long = "key")]
         keys: Vec<String>,
         #[arg(long)]

@@ -125,7 +125,11 @@ impl Limiter {
     /// Admits one more established connection from `who` (whose TLS
     /// handshake has succeeded), or refuses it: within `limits` per caller
     /// and in total. The table only holds callers with open connections.
-    pub fn connect(&self, who: &str, limits: ConnectionLimits) -> Result<ConnectionSlot, Overloaded> {
+    pub fn connect(
+        &self,
+        who: &str,
+        limits: ConnectionLimits,
+    ) -> Result<ConnectionSlot, Overloaded> {
         let mut table = self
             .connections
             .lock()
@@ -208,13 +212,22 @@ mod tests {
         let a1 = l.connect("node:A", limits).unwrap();
         let _a2 = l.connect("node:A", limits).unwrap();
         let err = l.connect("node:A", limits).err().unwrap();
-        assert!(matches!(err, Overloaded::Connections { limit: 2, .. }), "{err:?}");
+        assert!(
+            matches!(err, Overloaded::Connections { limit: 2, .. }),
+            "{err:?}"
+        );
         let _b1 = l.connect("node:B", limits).unwrap();
         let err = l.connect("node:C", limits).err().unwrap();
-        assert!(matches!(err, Overloaded::AllConnections { limit: 3 }), "{err:?}");
+        assert!(
+            matches!(err, Overloaded::AllConnections { limit: 3 }),
+            "{err:?}"
+        );
         drop(a1);
         let _c1 = l.connect("node:C", limits).unwrap();
-        assert!(l.connect("node:A", limits).is_err(), "the total is full again");
+        assert!(
+            l.connect("node:A", limits).is_err(),
+            "the total is full again"
+        );
     }
 
     #[test]

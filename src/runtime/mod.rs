@@ -280,8 +280,9 @@ fn generated_replica_id() -> String {
 /// would send every queued report again. An exclusive lock on
 /// `<database>.lock` (mode 0600, created if needed, left in place), held
 /// for the node's life and released by the kernel when the process ends,
-/// however it ends. Commands that only read or maintain the database
-/// (`audit verify`, `db backup`, `retention`, `doctor`) do not take it.
+/// however it ends. Commands that only read the database (`audit verify`,
+/// `db backup`, `doctor`) do not take it; `db migrate-to` and `retention`
+/// with no node running do, so no node starts while they work.
 pub fn lock_sqlite(db: &std::path::Path) -> Result<std::fs::File, StartError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut name = db.as_os_str().to_owned();

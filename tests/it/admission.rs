@@ -105,11 +105,14 @@ async fn a_caller_over_its_quota_is_refused_before_its_body_is_read() {
         .await;
     let mut h2 = h2_connect(&fed, 0, operator_tls(&fed, 0)).await.unwrap();
     // The one call its burst allows.
-    assert_eq!(empty_call(&mut h2, "/alertrelay.v1.Operator/Status").await, "0");
+    assert_eq!(
+        empty_call(&mut h2, "/alertrelay.v1.Operator/Status").await,
+        "0"
+    );
     // The next, with a body announced at 8 MB that never arrives, is
     // answered RESOURCE_EXHAUSTED at once.
-    let code = call_with_unfinished_body(&mut h2, "/alertrelay.v1.Operator/SubmitReport", 8 << 20)
-        .await;
+    let code =
+        call_with_unfinished_body(&mut h2, "/alertrelay.v1.Operator/SubmitReport", 8 << 20).await;
     assert_eq!(
         code.as_deref(),
         Some("8"),
@@ -126,15 +129,29 @@ async fn the_wrong_kind_of_certificate_is_refused_before_its_body_is_read() {
     // DE-ECO's node certificate on FR-PDC's Operator service, and FR-PDC's
     // operator certificate on DE-ECO's Federation service.
     let mut as_node = h2_connect(&fed, 0, fed.node_tls(1)).await.unwrap();
-    let code =
-        call_with_unfinished_body(&mut as_node, "/alertrelay.v1.Operator/SubmitReport", 8 << 20)
-            .await;
-    assert_eq!(code.as_deref(), Some("7"), "PERMISSION_DENIED from the headers");
+    let code = call_with_unfinished_body(
+        &mut as_node,
+        "/alertrelay.v1.Operator/SubmitReport",
+        8 << 20,
+    )
+    .await;
+    assert_eq!(
+        code.as_deref(),
+        Some("7"),
+        "PERMISSION_DENIED from the headers"
+    );
     let mut as_operator = h2_connect(&fed, 1, operator_tls(&fed, 0)).await.unwrap();
-    let code =
-        call_with_unfinished_body(&mut as_operator, "/alertrelay.v1.Federation/Forward", 8 << 20)
-            .await;
-    assert_eq!(code.as_deref(), Some("7"), "PERMISSION_DENIED from the headers");
+    let code = call_with_unfinished_body(
+        &mut as_operator,
+        "/alertrelay.v1.Federation/Forward",
+        8 << 20,
+    )
+    .await;
+    assert_eq!(
+        code.as_deref(),
+        Some("7"),
+        "PERMISSION_DENIED from the headers"
+    );
     fed.shutdown().await;
 }
 
@@ -181,7 +198,11 @@ async fn established_connections_are_bounded_per_caller_and_in_all() {
     let admin = fed.admin_tls(0);
     let mut held = Vec::new();
     for _ in 0..2 {
-        held.push(open(&fed, 0, admin.clone()).await.expect("within the caller's limit"));
+        held.push(
+            open(&fed, 0, admin.clone())
+                .await
+                .expect("within the caller's limit"),
+        );
     }
     assert!(
         open(&fed, 0, admin.clone()).await.is_none(),
@@ -190,7 +211,11 @@ async fn established_connections_are_bounded_per_caller_and_in_all() {
     // Other callers still get in, up to the total.
     for i in [1, 2] {
         for _ in 0..2 {
-            held.push(open(&fed, 0, fed.node_tls(i)).await.expect("within the total"));
+            held.push(
+                open(&fed, 0, fed.node_tls(i))
+                    .await
+                    .expect("within the total"),
+            );
         }
     }
     assert!(

@@ -687,9 +687,12 @@ async fn a_referral_needs_agency_and_reference_and_the_export_verifies_offline_u
     let (code, out, _) = cli(&["cases", "verify-export", forged.to_str().unwrap(), "--json"]).await;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("nothing was verified"), "{out}");
-    // Pinning the forger's own key does not help it pass as DE-ECO's.
-    let pinned =
-        alertrelay::crypto::signing::encode_public_key(&fed.signing_key(0).verifying_key());
+    // Pinning the forger's own key, for the forger, does not help it pass
+    // as DE-ECO's.
+    let pinned = format!(
+        "FR-PDC={}",
+        alertrelay::crypto::signing::encode_public_key(&fed.signing_key(0).verifying_key())
+    );
     let (code, out, _) = cli(&[
         "cases",
         "verify-export",
