@@ -816,7 +816,7 @@ async fn case_status_and_history(b: &Backend) {
         .await
         .unwrap()
     );
-    // The same update id again is a no-op.
+    // The same update id again from the same signer is a no-op.
     assert!(
         !tx.insert_status(
             seq,
@@ -824,7 +824,7 @@ async fn case_status_and_history(b: &Backend) {
             "in-progress",
             "again",
             "operator:de/alice",
-            None,
+            Some("de-hotline"),
             None,
             201
         )
@@ -860,9 +860,32 @@ async fn case_status_and_history(b: &Backend) {
         .unwrap()
     );
     tx.set_status(seq, "removed", 300).await.unwrap();
-    assert!(tx.status_recorded(seq, "u-3").await.unwrap());
-    assert!(!tx.status_recorded(seq, "u-9").await.unwrap());
-    assert!(!tx.status_recorded(other, "u-3").await.unwrap());
+    assert!(tx.status_recorded(seq, "de-hotline", "u-3").await.unwrap());
+    assert!(!tx.status_recorded(seq, "de-hotline", "u-9").await.unwrap());
+    assert!(
+        !tx.status_recorded(other, "de-hotline", "u-3")
+            .await
+            .unwrap()
+    );
+    // Ids are the signer's choice: another signer's "u-3", here or on
+    // another report, is its own update, not a repeat.
+    assert!(!tx.status_recorded(seq, "nl-hotline", "u-3").await.unwrap());
+    for (report, signer) in [(seq, "nl-hotline"), (other, "de-hotline")] {
+        assert!(
+            tx.insert_status(
+                report,
+                "u-3",
+                "in-progress",
+                "",
+                "node:x",
+                Some(signer),
+                None,
+                305
+            )
+            .await
+            .unwrap()
+        );
+    }
     tx.insert_referral(seq, "u-3", "BKA", "ref-1", 290, "operator:de/bob", 300)
         .await
         .unwrap();
@@ -883,7 +906,8 @@ async fn case_status_and_history(b: &Backend) {
             ("received", 100),
             ("in-progress", 200),
             ("removed", 300),
-            ("removed", 400)
+            ("removed", 400),
+            ("in-progress", 305)
         ]
     );
     assert_eq!(h[1].reason, "looking");

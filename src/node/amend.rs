@@ -253,6 +253,9 @@ pub(crate) async fn withhold(
 /// this node holds the case — its effect), and queues it on to every node
 /// this one gave the report to, with this node's hop when it is not the
 /// origin. Returns the nodes it was queued for.
+///
+/// A correction is shown only if it was signed after the one shown now:
+/// corrections apply by their signed time, whatever order they arrive in.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn record(
     core: &Core,
@@ -276,7 +279,7 @@ pub(crate) async fn record(
         a.at_ms,
     )
     .await?;
-    if a.kind == pb::AmendmentKind::Correct as i32 {
+    if a.kind == pb::AmendmentKind::Correct as i32 && supersedes(row, a) {
         let category = if a.category.is_empty() {
             row.category.as_str()
         } else {
@@ -326,4 +329,18 @@ pub(crate) async fn record(
         .await?;
     }
     Ok(next)
+}
+
+/// The origin's correction `row` shows, if any.
+pub(crate) fn applied_correction(row: &ReportRow) -> Option<pb::Amendment> {
+    let signed = pb::Signed::decode(row.correction.as_deref()?).ok()?;
+    pb::Amendment::decode(signed.payload.as_slice()).ok()
+}
+
+/// Whether correction `a` was signed after the one `row` shows (ties by
+/// id, so every node shows the same one).
+fn supersedes(row: &ReportRow, a: &pb::Amendment) -> bool {
+    applied_correction(row).is_none_or(|shown| {
+        (a.at_ms, a.amendment_id.as_str()) > (shown.at_ms, shown.amendment_id.as_str())
+    })
 }

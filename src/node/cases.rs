@@ -51,12 +51,7 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
         None => None,
     };
     // The origin's latest correction, signed; shown over the original.
-    let correction = row
-        .correction
-        .as_deref()
-        .and_then(|b| pb::Signed::decode(b).ok())
-        .and_then(|s| pb::Amendment::decode(s.payload.as_slice()).ok())
-        .unwrap_or_default();
+    let correction = crate::node::amend::applied_correction(&row).unwrap_or_default();
     let referrals = core.store.referrals(row.seq).await?;
     // Stored payloads were verified (or made) by this node; one that does
     // not decode means a damaged database, which must not pass as empty.

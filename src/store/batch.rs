@@ -199,7 +199,8 @@ impl Tx {
         Ok(())
     }
 
-    /// Unsigned history entries; an `update_id` already recorded is skipped.
+    /// Unsigned history entries; an `update_id` already recorded for the
+    /// report (unsigned) is skipped.
     pub async fn insert_statuses(
         &mut self,
         rows: &[NewStatus<'_>],
@@ -217,7 +218,7 @@ impl Tx {
                     .push_bind(r.actor)
                     .push_bind(at_ms)
             },
-            "ON CONFLICT (update_id) DO NOTHING"
+            "ON CONFLICT DO NOTHING"
         );
         Ok(())
     }

@@ -388,13 +388,21 @@ impl Tx {
         Ok(!self.dequeue_many(&[id]).await?.is_empty())
     }
 
-    /// Whether a history entry with this id is recorded for the report.
-    pub async fn status_recorded(&mut self, seq: i64, update_id: &str) -> Result<bool, StoreError> {
+    /// Whether `signer`'s history entry with this id is recorded for the
+    /// report (ids are the signer's choice: unique per report and signer).
+    pub async fn status_recorded(
+        &mut self,
+        seq: i64,
+        signer: &str,
+        update_id: &str,
+    ) -> Result<bool, StoreError> {
         let n: i64 = sql!(
             self.conn(),
             scalar.fetch_one(
-                "SELECT COUNT(*) FROM status_history WHERE report_seq = $1 AND update_id = $2",
+                "SELECT COUNT(*) FROM status_history
+                 WHERE report_seq = $1 AND COALESCE(signer, '') = $2 AND update_id = $3",
                 seq,
+                signer,
                 update_id,
             )
         );
@@ -482,7 +490,9 @@ impl Tx {
         Ok(true)
     }
 
-    /// Adds a status change; false when `update_id` is already recorded.
+    /// Adds a status change; false when `signer` already recorded
+    /// `update_id` for this report (ids are unique per report and signer,
+    /// so no one can pre-empt another signer's update by choosing its id).
     #[allow(clippy::too_many_arguments)]
     pub async fn insert_status(
         &mut self,
@@ -500,7 +510,7 @@ impl Tx {
             execute(
                 "INSERT INTO status_history (report_seq, update_id, status, reason, actor, signer,
                     signed, at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (update_id) DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
                 seq,
                 update_id,
                 status,

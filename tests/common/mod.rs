@@ -28,6 +28,7 @@ pub mod check;
 mod federation;
 pub mod pg;
 pub mod proxy;
+pub mod raw;
 
 // Each test binary uses part of what the harness offers.
 #[allow(unused_imports)]

@@ -12,27 +12,6 @@ use crate::common::*;
 use alertrelay::config::RawLimits;
 use alertrelay::crypto::tls;
 
-/// An HTTP/2 connection to node `to` with the client certificate in `tls`.
-async fn h2_connect(
-    fed: &Federation,
-    to: usize,
-    tls: Arc<rustls::ClientConfig>,
-) -> Result<h2::client::SendRequest<bytes::Bytes>, String> {
-    let tcp = tokio::net::TcpStream::connect(fed.listen(to))
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS: {e}"))?;
-    let (h2, connection) = h2::client::handshake(stream)
-        .await
-        .map_err(|e| format!("HTTP/2: {e}"))?;
-    tokio::spawn(connection);
-    h2.ready().await.map_err(|e| format!("HTTP/2 ready: {e}"))
-}
-
 fn operator_tls(fed: &Federation, i: usize) -> Arc<rustls::ClientConfig> {
     tls::client_config(&fed.configs[i].operator.as_ref().unwrap().files()).unwrap()
 }
@@ -42,16 +21,11 @@ fn operator_tls(fed: &Federation, i: usize) -> Arc<rustls::ClientConfig> {
 /// body before deciding would wait for the rest. Returns the gRPC status
 /// code of the answer, or `None` when none came within 5 s.
 async fn call_with_unfinished_body(
-    h2: &mut h2::client::SendRequest<bytes::Bytes>,
+    h2: &mut raw::Sender,
     path: &str,
     announced: u32,
 ) -> Option<String> {
-    let req = http::Request::post(format!("https://127.0.0.1{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
-    let (response, mut body) = h2.send_request(req, false).unwrap();
+    let (response, mut body) = h2.send_request(raw::request(path, &[]), false).unwrap();
     let mut frame = vec![0u8];
     frame.extend_from_slice(&announced.to_be_bytes());
     frame.extend_from_slice(&[0x0a; 64]);
@@ -65,25 +39,8 @@ async fn call_with_unfinished_body(
 }
 
 /// A complete call with an empty request message.
-async fn empty_call(h2: &mut h2::client::SendRequest<bytes::Bytes>, path: &str) -> String {
-    let req = http::Request::post(format!("https://127.0.0.1{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
-    let (response, mut body) = h2.send_request(req, false).unwrap();
-    body.send_data(vec![0u8; 5].into(), true).unwrap();
-    let response = response.await.unwrap();
-    if let Some(status) = response.headers().get("grpc-status") {
-        return status.to_str().unwrap().to_owned();
-    }
-    let mut body = response.into_body();
-    while body.data().await.is_some() {}
-    let trailers = body.trailers().await.unwrap().unwrap_or_default();
-    trailers
-        .get("grpc-status")
-        .map(|s| s.to_str().unwrap().to_owned())
-        .unwrap_or_default()
+async fn empty_call(h2: &mut raw::Sender, path: &str) -> String {
+    raw::call(h2, raw::request(path, &[]), &[]).await
 }
 
 fn refusals(entries: &[AuditEntry], reason_code: &str) -> usize {
@@ -103,7 +60,7 @@ async fn a_caller_over_its_quota_is_refused_before_its_body_is_read() {
         })
         .start()
         .await;
-    let mut h2 = h2_connect(&fed, 0, operator_tls(&fed, 0)).await.unwrap();
+    let mut h2 = raw::connect(&fed, 0, operator_tls(&fed, 0)).await.unwrap();
     // The one call its burst allows.
     assert_eq!(
         empty_call(&mut h2, "/alertrelay.v1.Operator/Status").await,
@@ -128,7 +85,7 @@ async fn the_wrong_kind_of_certificate_is_refused_before_its_body_is_read() {
     let fed = Federation::start(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])]).await;
     // DE-ECO's node certificate on FR-PDC's Operator service, and FR-PDC's
     // operator certificate on DE-ECO's Federation service.
-    let mut as_node = h2_connect(&fed, 0, fed.node_tls(1)).await.unwrap();
+    let mut as_node = raw::connect(&fed, 0, fed.node_tls(1)).await.unwrap();
     let code = call_with_unfinished_body(
         &mut as_node,
         "/alertrelay.v1.Operator/SubmitReport",
@@ -140,7 +97,7 @@ async fn the_wrong_kind_of_certificate_is_refused_before_its_body_is_read() {
         Some("7"),
         "PERMISSION_DENIED from the headers"
     );
-    let mut as_operator = h2_connect(&fed, 1, operator_tls(&fed, 0)).await.unwrap();
+    let mut as_operator = raw::connect(&fed, 1, operator_tls(&fed, 0)).await.unwrap();
     let code = call_with_unfinished_body(
         &mut as_operator,
         "/alertrelay.v1.Federation/Forward",
@@ -158,19 +115,11 @@ async fn the_wrong_kind_of_certificate_is_refused_before_its_body_is_read() {
 /// A new connection with `tls` to node `to`, if it is served: its
 /// handshake completes and a health check on it is answered. The
 /// connection stays open while the returned sender lives.
-async fn open(
-    fed: &Federation,
-    to: usize,
-    tls: Arc<rustls::ClientConfig>,
-) -> Option<h2::client::SendRequest<bytes::Bytes>> {
-    let mut h2 = h2_connect(fed, to, tls).await.ok()?;
-    let req = http::Request::post("https://127.0.0.1/grpc.health.v1.Health/Check")
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
+async fn open(fed: &Federation, to: usize, tls: Arc<rustls::ClientConfig>) -> Option<raw::Sender> {
+    let mut h2 = raw::connect(fed, to, tls).await.ok()?;
+    let req = raw::request("/grpc.health.v1.Health/Check", &[]);
     let (response, mut body) = h2.send_request(req, false).ok()?;
-    body.send_data(vec![0u8; 5].into(), true).ok()?;
+    body.send_data(raw::frame(&[]), true).ok()?;
     let response = tokio::time::timeout(Duration::from_secs(5), response)
         .await
         .ok()?

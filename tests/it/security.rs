@@ -362,3 +362,117 @@ async fn reports_of_near_duplicate_media_join_one_case() {
     assert_eq!(first.also_reported_by, vec![format!("NL-EOKM/{}", sent[1])]);
     fed.shutdown().await;
 }
+
+/// A status update signed by node `by` about `origin`'s report `id`.
+fn status_update(fed: &Federation, by: usize, id: &str, update_id: &str) -> pb::Signed {
+    let update = pb::StatusUpdate {
+        update_id: update_id.into(),
+        report_id: id.into(),
+        origin: "FR-PDC".into(),
+        node: fed.id(by).to_string(),
+        status: "in-review".into(),
+        reason: format!("looked at by {}", fed.id(by)),
+        at_ms: alertrelay::node::Core::now_ms(),
+    };
+    wire::sign(&fed.signing_key(by), &fed.id(by), Purpose::Status, &update)
+}
+
+#[tokio::test]
+async fn a_peer_cannot_have_another_hotlines_status_update_skipped_by_choosing_its_id() {
+    let fed = Federation::start(ABC).await;
+    let mut fr = fed.operator(0);
+    let to_de = submit(&mut fr, &format!("http://{DE_IP}/a"), "")
+        .await
+        .report_id;
+    let to_nl = submit(&mut fr, &format!("http://{NL_IP}/b"), "")
+        .await
+        .report_id;
+    for id in [&to_de, &to_nl] {
+        wait_case(&fr, id, 20, |c| c.status == "delivered").await;
+    }
+    // NL-EOKM learned (or guessed) the id DE-ECO will use next, and uses it
+    // first, on its own report.
+    for (by, id) in [(2, &to_nl), (1, &to_de)] {
+        fed.federation_as(by, 0)
+            .push_status(pb::PushStatusRequest {
+                updates: vec![status_update(&fed, by, id, "the-same-update-id")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    for (id, by) in [(&to_de, "DE-ECO"), (&to_nl, "NL-EOKM")] {
+        let c = case(&mut fr, id).await;
+        assert!(
+            c.history
+                .iter()
+                .any(|h| h.status == "in-review" && h.signer == by),
+            "{by}'s update is recorded: {:#?}",
+            c.history
+        );
+    }
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn corrections_apply_by_their_signed_time_whatever_order_they_arrive_in() {
+    let fed = Federation::start(ABC).await;
+    let payload = report_to("FR-PDC", "corrected-twice");
+    let signed = wire::sign(&fed.signing_key(0), &fed.id(0), Purpose::Report, &payload);
+    assert_eq!(
+        forward_signed(&fed, &fed.signing_key(0), &payload)
+            .await
+            .unwrap()
+            .code,
+        Code::Ok as i32
+    );
+    let now = alertrelay::node::Core::now_ms();
+    let correction = |id: &str, notes: &str, at_ms: i64| {
+        let a = pb::Amendment {
+            amendment_id: id.into(),
+            report_id: payload.report_id.clone(),
+            origin: "FR-PDC".into(),
+            report_digest: wire::digest(&signed.payload).to_vec(),
+            kind: pb::AmendmentKind::Correct as i32,
+            notes: notes.into(),
+            reason: "corrected".into(),
+            at_ms,
+            ..Default::default()
+        };
+        pb::AmendEnvelope {
+            amendment: Some(wire::sign(
+                &fed.signing_key(0),
+                &fed.id(0),
+                Purpose::Amendment,
+                &a,
+            )),
+            hops: vec![],
+        }
+    };
+    // The newer correction overtakes the older one on the way.
+    for env in [
+        correction("second", "the newer notes", now),
+        correction("first", "the older notes", now - 60_000),
+    ] {
+        fed.federation_as(0, 1)
+            .push_status(pb::PushStatusRequest {
+                amendments: vec![env],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let c = cases(&mut fed.operator(1), "incoming")
+        .await
+        .into_iter()
+        .find(|c| c.id.ends_with("corrected-twice"))
+        .expect("DE-ECO has the case");
+    assert_eq!(c.notes, "the newer notes");
+    assert_eq!(
+        c.history.iter().filter(|h| h.status == "corrected").count(),
+        2,
+        "both corrections are in the history: {:#?}",
+        c.history
+    );
+    fed.shutdown().await;
+}

@@ -94,7 +94,10 @@ async fn apply_one(
         .await?;
         return Ok(verdict);
     };
-    if tx.status_recorded(row.seq, &a.amendment_id).await? {
+    if tx
+        .status_recorded(row.seq, &a.origin, &a.amendment_id)
+        .await?
+    {
         return Ok(Verdict::Accepted); // a repeat
     }
     // A retraction here before this node passed the report on (a relay,
