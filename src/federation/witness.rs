@@ -149,6 +149,12 @@ fn checked(
         );
         return Ok(Err(refused(&signed.text, why)));
     }
+    // No log holds 2^63 entries: such a size is a lie, and stored clamped
+    // it would make every honest checkpoint after it look like a rollback.
+    if i64::try_from(cp.size).is_err() {
+        let why = format!("checkpoint size {} is beyond any log's", cp.size);
+        return Ok(Err(refused(&signed.text, why)));
+    }
     Ok(Ok((signed, cp)))
 }
 
@@ -222,7 +228,7 @@ async fn cosign(
     let line = signature_line(&signed.text, sig);
     let row = WitnessedRow {
         log: peer.to_string(),
-        size: i64::try_from(cp.size).unwrap_or(i64::MAX),
+        size: i64::try_from(cp.size).map_err(|_| "checkpoint size beyond any log's".to_owned())?,
         root: cp.root.to_vec(),
         note: note_text,
         cosignature: line.clone(),

@@ -163,3 +163,127 @@ async fn three_nodes_witness_each_other_and_a_rolled_back_node_is_refused() {
     );
     fed.shutdown().await;
 }
+
+/// A hostile peer's Federation service, in plain HTTP/2 (the witness is
+/// handed the client; what is tested is what it does with the answers): it
+/// serves one checkpoint note, takes cosignatures, and nothing else.
+struct HostilePeer {
+    note: String,
+}
+
+type NoStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<pb::ForwardResponse, tonic::Status>> + Send>,
+>;
+
+#[tonic::async_trait]
+impl pb::federation_server::Federation for HostilePeer {
+    async fn forward(
+        &self,
+        _: tonic::Request<pb::ForwardRequest>,
+    ) -> Result<tonic::Response<pb::ForwardResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("hostile"))
+    }
+    type ForwardStreamStream = NoStream;
+    async fn forward_stream(
+        &self,
+        _: tonic::Request<tonic::Streaming<pb::ForwardRequest>>,
+    ) -> Result<tonic::Response<NoStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("hostile"))
+    }
+    async fn push_status(
+        &self,
+        _: tonic::Request<pb::PushStatusRequest>,
+    ) -> Result<tonic::Response<pb::PushStatusResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("hostile"))
+    }
+    async fn node_info(
+        &self,
+        _: tonic::Request<pb::NodeInfoRequest>,
+    ) -> Result<tonic::Response<pb::NodeInfoResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("hostile"))
+    }
+    async fn get_checkpoint(
+        &self,
+        _: tonic::Request<pb::GetCheckpointRequest>,
+    ) -> Result<tonic::Response<pb::CheckpointNote>, tonic::Status> {
+        Ok(tonic::Response::new(pb::CheckpointNote {
+            note: self.note.clone(),
+        }))
+    }
+    async fn get_consistency_proof(
+        &self,
+        _: tonic::Request<pb::ConsistencyProofRequest>,
+    ) -> Result<tonic::Response<pb::ConsistencyProof>, tonic::Status> {
+        Err(tonic::Status::unimplemented("hostile"))
+    }
+    async fn cosign(
+        &self,
+        _: tonic::Request<pb::CosignRequest>,
+    ) -> Result<tonic::Response<pb::CosignResponse>, tonic::Status> {
+        Ok(tonic::Response::new(pb::CosignResponse {}))
+    }
+    async fn get_witnessed(
+        &self,
+        _: tonic::Request<pb::GetWitnessedRequest>,
+    ) -> Result<tonic::Response<pb::CheckpointNote>, tonic::Status> {
+        Err(tonic::Status::unimplemented("hostile"))
+    }
+}
+
+/// Serves `peer` on loopback; a client for it.
+async fn serve_hostile(
+    peer: HostilePeer,
+) -> pb::federation_client::FederationClient<tonic::transport::Channel> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pb::federation_server::FederationServer::new(peer))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    pb::federation_client::FederationClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_checkpoint_larger_than_any_log_is_refused_not_clamped() {
+    use alertrelay::federation::witness::{Outcome, witness_once};
+    let fed = Federation::builder(ABC).quiet_audit().start().await;
+    // NL-EOKM, with its real signing key, claims a log of 2^63 + 5 entries.
+    let origin = alertrelay::audit::log_origin("test-federation", "NL-EOKM");
+    let cp = Checkpoint {
+        origin: origin.clone(),
+        size: (1u64 << 63) + 5,
+        root: [7; 32],
+        extensions: vec![],
+    };
+    let text = cp.body();
+    let pem = std::fs::read_to_string(&fed.configs[2].signing_key).unwrap();
+    let key =
+        <ed25519_dalek::SigningKey as ed25519_dalek::pkcs8::DecodePrivateKey>::from_pkcs8_pem(&pem)
+            .unwrap();
+    let sig = alertrelay::audit::note::sign_note(&text, &origin, &key).unwrap();
+    let note = SignedNote {
+        text,
+        signatures: vec![sig],
+    }
+    .encode();
+    let mut client = serve_hostile(HostilePeer { note }).await;
+    let nl = fed.id(2);
+    let outcome = witness_once(fed.core(0), &nl, &mut client).await.unwrap();
+    assert!(
+        matches!(&outcome, Outcome::Refused(why, _) if why.contains("beyond any log")),
+        "{outcome:?}"
+    );
+    assert!(
+        fed.core(0)
+            .store
+            .witnessed("NL-EOKM")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing is stored of the lie"
+    );
+    fed.shutdown().await;
+}
