@@ -259,6 +259,12 @@ fn certificates(report: &mut Report, cfg: &NodeConfig) {
     let federation = &cfg.directory.federation;
     let now = time::OffsetDateTime::now_utc();
     expiry(report, "ca expiry", &cfg.tls.ca, now);
+    if cfg.tls.crls.is_empty() {
+        report.fail(
+            "crl",
+            "tls.crls is empty: no revocation is checked, so a revoked node or operator certificate still gets in; set it to the CA's CRL (federation init writes crl.pem)",
+        );
+    }
     for crl in &cfg.tls.crls {
         crl_expiry(report, crl, now);
     }

@@ -156,6 +156,11 @@ pub async fn start_with_listener(
         None => None,
     };
     tracing::info!(node = %core.me, %addr, replica = %core.replica, backend = core.store.backend(), "node started");
+    if core.config.tls.crls.is_empty() {
+        tracing::error!(
+            "tls.crls is empty: NO CERTIFICATE REVOCATION IS CHECKED; a revoked node or operator certificate still gets in (set tls.crls to the CA's CRL; `alertrelay doctor` fails until then)"
+        );
+    }
     Ok(NodeHandle {
         addr,
         metrics_addr,

@@ -1286,3 +1286,25 @@ async fn health_is_not_serving_once_the_directory_suspends_this_node() {
     eventually(5, || health(&fed, 0), |s| *s == NOT_SERVING).await;
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_node_without_a_crl_fails_doctor_and_says_so_loudly_when_it_serves() {
+    let mut fed = Federation::builder(AB).processes().create().await;
+    fed.set(0, "tls.crls", toml::Value::Array(vec![]));
+    let cfg = fed.config_path(0);
+    let (code, out, _) = cli(&["doctor", "--config", arg(&cfg), "--json"]).await;
+    assert_eq!(code, 1, "{out}");
+    let fails = doctor_failures(&out);
+    assert!(
+        fails
+            .iter()
+            .any(|(c, d)| c == "crl" && d.contains("no revocation is checked")),
+        "{fails:?}"
+    );
+    fed.start_armed(0, None).await;
+    eventually(10, || async { fed.log(0) }, |log| {
+        log.contains("NO CERTIFICATE REVOCATION IS CHECKED")
+    })
+    .await;
+    fed.shutdown().await;
+}
