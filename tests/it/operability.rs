@@ -1302,9 +1302,11 @@ async fn a_node_without_a_crl_fails_doctor_and_says_so_loudly_when_it_serves() {
         "{fails:?}"
     );
     fed.start_armed(0, None).await;
-    eventually(10, || async { fed.log(0) }, |log| {
-        log.contains("NO CERTIFICATE REVOCATION IS CHECKED")
-    })
+    eventually(
+        10,
+        || async { fed.log(0) },
+        |log| log.contains("NO CERTIFICATE REVOCATION IS CHECKED"),
+    )
     .await;
     fed.shutdown().await;
 }
