@@ -116,6 +116,10 @@ impl Drop for SettlingGuard {
     }
 }
 
+/// How long a checkpoint waits for a reader or the writer before it
+/// answers busy.
+const CHECKPOINT_BUSY_WAIT: Duration = Duration::from_millis(50);
+
 impl Store {
     /// Opens (creating if needed, mode 0600) and migrates the database.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
@@ -137,10 +141,14 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(base.clone().read_only(true))
             .await?;
+        // Checkpoints wait for readers and writers only briefly: a
+        // truncating checkpoint keeps new writers out while it waits, so a
+        // long wait would stall urgent work (`checkpoint_wal` retries
+        // instead, letting the writer go in between).
         let checkpointer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(base)
+            .connect_with(base.busy_timeout(CHECKPOINT_BUSY_WAIT))
             .await?;
         let alive = std::sync::Arc::new(());
         tokio::spawn(Self::checkpoint_in_background(
@@ -249,16 +257,17 @@ impl Store {
         Ok(())
     }
 
-    /// Folds the WAL into the main file and truncates it, so overwritten
-    /// pages are gone from the WAL too (after a purge).
-    /// Folds the WAL into the file and truncates it. SQLite answers one
-    /// row `(busy, log, checkpointed)`: `busy` = 1 when a reader kept it
-    /// from finishing (then nothing is truncated). Returns whether it
-    /// finished.
+    /// Folds the WAL into the file and truncates it, so overwritten pages
+    /// are gone from the WAL too (after a purge). SQLite answers one row
+    /// `(busy, log, checkpointed)`: `busy` = 1 when a reader (or the
+    /// writer) kept it from finishing; then nothing is truncated. Runs on
+    /// the checkpointer's connection, which waits at most
+    /// `CHECKPOINT_BUSY_WAIT` (never the writer's 10 s): the caller retries.
+    /// Returns whether it finished.
     pub(super) async fn checkpoint_wal(&self) -> Result<bool, StoreError> {
         let (busy, _log, _done): (i64, i64, i64) =
             sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
-                .fetch_one(&self.writer)
+                .fetch_one(&self.checkpointer)
                 .await?;
         Ok(busy == 0)
     }
