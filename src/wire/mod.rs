@@ -171,11 +171,8 @@ pub fn open_envelope(
     crate::report::validate::urls(&payload.urls)?;
     crate::report::Category::parse(&payload.category)
         .map_err(|_| InvalidInput::new("bad-category", "category", shown(&payload.category)))?;
-    // An enum value the contract does not have is refused, never taken
-    // as bulk.
-    if pb::Priority::try_from(payload.priority).is_err() {
-        return Err(InvalidInput::new("bad-priority", "priority", "not bulk or urgent").into());
-    }
+    route::priority_from_pb(payload.priority)
+        .ok_or_else(|| InvalidInput::new("bad-priority", "priority", "not one of: bulk, urgent"))?;
     let hashes: Vec<crate::report::MediaHash> = payload
         .hashes
         .iter()
