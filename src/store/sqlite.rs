@@ -116,8 +116,10 @@ impl Drop for SettlingGuard {
     }
 }
 
-/// How long a checkpoint waits for a reader or the writer before it
-/// answers busy.
+/// How long a connection waits for a lock before it answers busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the truncating checkpoint after a purge waits for readers
+/// before it answers busy (`checkpoint_wal`).
 const CHECKPOINT_BUSY_WAIT: Duration = Duration::from_millis(50);
 
 impl Store {
@@ -134,21 +136,17 @@ impl Store {
             // Deleted and overwritten content is zeroed on disk, so data
             // purged by retention is gone from the file, not just unlinked.
             .pragma("secure_delete", "ON")
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(BUSY_TIMEOUT);
         let writer = Self::open_writer(base.clone()).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(base.clone().read_only(true))
             .await?;
-        // Checkpoints wait for readers and writers only briefly: a
-        // truncating checkpoint keeps new writers out while it waits, so a
-        // long wait would stall urgent work (`checkpoint_wal` retries
-        // instead, letting the writer go in between).
         let checkpointer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(base.busy_timeout(CHECKPOINT_BUSY_WAIT))
+            .connect_with(base)
             .await?;
         let alive = std::sync::Arc::new(());
         tokio::spawn(Self::checkpoint_in_background(
@@ -259,16 +257,31 @@ impl Store {
 
     /// Folds the WAL into the file and truncates it, so overwritten pages
     /// are gone from the WAL too (after a purge). SQLite answers one row
-    /// `(busy, log, checkpointed)`: `busy` = 1 when a reader (or the
-    /// writer) kept it from finishing; then nothing is truncated. Runs on
-    /// the checkpointer's connection, which waits at most
-    /// `CHECKPOINT_BUSY_WAIT` (never the writer's 10 s): the caller retries.
-    /// Returns whether it finished.
+    /// `(busy, log, checkpointed)`: `busy` = 1 when a reader kept it from
+    /// finishing; then nothing is truncated. Runs on the writer's
+    /// connection (so no write of the node's can be caught between), which
+    /// meanwhile waits for readers only `CHECKPOINT_BUSY_WAIT`, not its
+    /// usual `BUSY_TIMEOUT`: the writer is held a moment at most, and the
+    /// caller retries. Returns whether it finished.
     pub(super) async fn checkpoint_wal(&self) -> Result<bool, StoreError> {
-        let (busy, _log, _done): (i64, i64, i64) =
+        let mut conn = self.writer.acquire().await?;
+        let wait = |d: Duration| format!("PRAGMA busy_timeout = {}", d.as_millis());
+        sqlx::query(sqlx::AssertSqlSafe(wait(CHECKPOINT_BUSY_WAIT)))
+            .execute(&mut *conn)
+            .await?;
+        let answer: Result<(i64, i64, i64), sqlx::Error> =
             sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
-                .fetch_one(&self.checkpointer)
-                .await?;
+                .fetch_one(&mut *conn)
+                .await;
+        let restored = sqlx::query(sqlx::AssertSqlSafe(wait(BUSY_TIMEOUT)))
+            .execute(&mut *conn)
+            .await;
+        if restored.is_err() {
+            // A writer that would give up at once must not go back.
+            conn.detach();
+        }
+        let (busy, _log, _done) = answer?;
+        restored?;
         Ok(busy == 0)
     }
 
