@@ -1178,6 +1178,19 @@ async fn logs_have_a_span_per_request_and_a_line_per_refusal_and_never_a_url() {
     assert_ne!(code, 0);
     let (code, _, _) = cli(&["cases", "show", "no-such-case", "--config", arg(&cfg)]).await;
     assert_ne!(code, 0);
+    // A URL pasted into the hosting-IP field is refused by field and
+    // reason: neither its host nor its path reaches the log.
+    let err = fed
+        .operator(0)
+        .submit_report(pb::SubmitReportRequest {
+            urls: vec![format!("http://{FR_IP}/x")],
+            category: "csam".into(),
+            hosting_ip: "https://pasted-host.example/very-secret-path".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
     let status = fed.terminate(0, Duration::from_secs(20)).await;
     assert!(status.success(), "{status}");
@@ -1190,6 +1203,7 @@ async fn logs_have_a_span_per_request_and_a_line_per_refusal_and_never_a_url() {
     for l in &lines {
         if l["level"] != "DEBUG" && l["level"] != "TRACE" {
             assert!(!l.to_string().contains("very-secret-path"), "{l}");
+            assert!(!l.to_string().contains("pasted-host"), "{l}");
         }
     }
     let in_request = |l: &serde_json::Value, method: &str| {
@@ -1219,6 +1233,12 @@ async fn logs_have_a_span_per_request_and_a_line_per_refusal_and_never_a_url() {
             && l["fields"]["message"] == "input refused"
             && l["fields"]["reason_code"] == "bad-category"
             && l["level"] == "WARN"),
+        "{stderr}"
+    );
+    assert!(
+        lines.iter().any(|l| in_request(l, "/SubmitReport")
+            && l["fields"]["message"] == "input refused"
+            && l["fields"]["reason_code"] == "bad-hosting-ip"),
         "{stderr}"
     );
     assert!(
