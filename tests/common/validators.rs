@@ -37,9 +37,10 @@ fn python() -> (PathBuf, bool) {
     }
 }
 
-/// Runs the validators of `kind` (`stix` or `xarf`) on `doc`; None when
-/// they are not installed and not required (the test then skips the check).
-pub async fn validate(test: &str, kind: &str, doc: &serde_json::Value) -> Option<Verdict> {
+/// Runs the validators of each `(kind, doc)` (`stix` or `xarf`), all in
+/// one run (they take seconds to load); None when they are not installed
+/// and not required (the test then skips the checks).
+pub async fn validate_all(test: &str, docs: &[(&str, &serde_json::Value)]) -> Option<Vec<Verdict>> {
     use std::io::Write;
     use tokio::io::AsyncWriteExt;
     let (python, required) = python();
@@ -55,10 +56,14 @@ pub async fn validate(test: &str, kind: &str, doc: &serde_json::Value) -> Option
         );
         return None;
     }
+    let batch: Vec<serde_json::Value> = docs
+        .iter()
+        .map(|(kind, doc)| serde_json::json!({"kind": kind, "doc": doc}))
+        .collect();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/validators/check.py");
     let mut child = tokio::process::Command::new(&python)
         .arg(&script)
-        .arg(kind)
+        .arg("batch")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -66,35 +71,38 @@ pub async fn validate(test: &str, kind: &str, doc: &serde_json::Value) -> Option
         .spawn()
         .unwrap_or_else(|e| panic!("{test}: cannot run {}: {e}", python.display()));
     let mut stdin = child.stdin.take().expect("piped");
-    stdin.write_all(doc.to_string().as_bytes()).await.unwrap();
+    stdin
+        .write_all(serde_json::Value::from(batch).to_string().as_bytes())
+        .await
+        .unwrap();
     drop(stdin);
     let out = child.wait_with_output().await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "{test}: the {kind} validators did not run ({}): {}",
+        "{test}: the validators did not run ({}): {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_str(&stdout)
+    let answers: Vec<serde_json::Value> = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("{test}: the validators printed {stdout:?}: {e}"));
-    let list = |k: &str| -> Vec<String> {
+    assert_eq!(answers.len(), docs.len(), "{test}: {stdout}");
+    let list = |v: &serde_json::Value, k: &str| -> Vec<String> {
         v[k].as_array()
-            .unwrap_or(&Vec::new())
-            .iter()
-            .map(|s| s.as_str().unwrap_or_default().to_owned())
-            .collect()
+            .map(|a| {
+                a.iter()
+                    .map(|s| s.as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
     };
-    Some(Verdict {
-        errors: list("errors"),
-        warnings: list("warnings"),
-    })
-}
-
-/// Asserts that the validators of `kind` find no error and no warning in
-/// `doc` (when they are installed or required).
-pub async fn assert_valid(test: &str, kind: &str, doc: &serde_json::Value) {
-    if let Some(v) = validate(test, kind, doc).await {
-        assert!(v.clean(), "{test}: {kind}: {v:#?}\n{doc:#}");
-    }
+    Some(
+        answers
+            .iter()
+            .map(|v| Verdict {
+                errors: list(v, "errors"),
+                warnings: list(v, "warnings"),
+            })
+            .collect(),
+    )
 }

@@ -7,8 +7,13 @@
                     package's parser and the official X-ARF v4 JSON schemas
                     it ships (with their formats checked)
 
-Prints one JSON object, {"errors": [...], "warnings": [...]}, and exits 0;
-exits 2 when a validator is missing. .ci/run installs them into a virtual
+    check.py batch  a JSON array of {"kind": "stix"|"xarf", "doc": ...}: each
+                    checked as above, in one run (the validators take
+                    seconds to load)
+
+Prints one JSON object, {"errors": [...], "warnings": [...]} (for batch, a
+JSON array of them, in order), and exits 0; exits 2 when a validator is
+missing. .ci/run installs them into a virtual
 environment (ALERTRELAY_VALIDATORS); the tests run this file with its
 Python (tests/common/validators.rs).
 """
@@ -51,18 +56,29 @@ def check_xarf(text):
     return errors, warnings
 
 
+CHECKS = {"stix": check_stix, "xarf": check_xarf}
+
+
+def verdict(kind, text):
+    errors, warnings = CHECKS[kind](text)
+    return {"errors": errors, "warnings": warnings}
+
+
 def main():
     kind = sys.argv[1] if len(sys.argv) > 1 else ""
-    checks = {"stix": check_stix, "xarf": check_xarf}
-    if kind not in checks:
-        print("usage: check.py stix|xarf < document", file=sys.stderr)
+    if kind not in CHECKS and kind != "batch":
+        print("usage: check.py stix|xarf|batch < document", file=sys.stderr)
         return 64
+    text = sys.stdin.read()
     try:
-        errors, warnings = checks[kind](sys.stdin.read())
+        if kind == "batch":
+            out = [verdict(item["kind"], json.dumps(item["doc"])) for item in json.loads(text)]
+        else:
+            out = verdict(kind, text)
     except ImportError as e:
         print("validator missing: %s" % e, file=sys.stderr)
         return 2
-    print(json.dumps({"errors": errors, "warnings": warnings}))
+    print(json.dumps(out))
     return 0
 
 
