@@ -3,7 +3,7 @@
 //! the `xarf` package (the official X-ARF v4 schemas) for notices.
 //! `.ci/run` installs them into a Python virtual environment (`.ci/venv`)
 //! and names it in `ALERTRELAY_VALIDATORS`; `tests/validators/check.py`
-//! runs them on one document.
+//! runs them on a batch of documents.
 //!
 //! With `ALERTRELAY_VALIDATORS` set, a validator that cannot run fails the
 //! test. Without it, `.ci/venv` is used when it is there; when it is not,
