@@ -284,6 +284,10 @@ fn every_key() -> RawNodeConfig {
             listen: Some("127.0.0.1:2".into()),
         },
         health: RawHealth::default(),
+        exchange: alertrelay::config::RawExchange {
+            directory_interval_ms: 1000,
+            protocol: 1,
+        },
         jurisdiction: alertrelay::config::RawJurisdiction {
             alternative: Some("held".into()),
             rules: vec![alertrelay::config::RawJurisdictionRule {
@@ -1302,9 +1306,11 @@ async fn a_node_without_a_crl_fails_doctor_and_says_so_loudly_when_it_serves() {
         "{fails:?}"
     );
     fed.start_armed(0, None).await;
-    eventually(10, || async { fed.log(0) }, |log| {
-        log.contains("NO CERTIFICATE REVOCATION IS CHECKED")
-    })
+    eventually(
+        10,
+        || async { fed.log(0) },
+        |log| log.contains("NO CERTIFICATE REVOCATION IS CHECKED"),
+    )
     .await;
     fed.shutdown().await;
 }

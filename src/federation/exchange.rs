@@ -1,0 +1,95 @@
+//! The signed directory's exchange: at start, every
+//! `[exchange] directory_interval`, and at once when woken (this node
+//! applied a version, or a peer said it has a newer one), this node reads
+//! its own directory file (a version the secretariat put there) and asks
+//! each active peer for a version newer than its own (`GetDirectory` with
+//! its serial, so a peer behind it asks back). What a peer offers goes
+//! through `node::membership::offer`: applied, or refused and audited. A
+//! peer of the previous protocol answers UNIMPLEMENTED: it is noted, and
+//! still delivered to as before.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::channel::PeerChannel;
+use crate::directory::signed::SignedDirectory;
+use crate::identity::NodeId;
+use crate::node::Core;
+use crate::node::membership::{self, OfferError, Offered};
+use crate::pb;
+use crate::pb::federation_client::FederationClient;
+
+pub async fn run(
+    core: Arc<Core>,
+    peers: super::channel::Channels,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if core.directory().signed.is_none() {
+        // A plain directory file: nothing to exchange (NodeInfo still says
+        // serial 0).
+        return;
+    }
+    loop {
+        if let Err(e) = membership::check_own_file(&core).await {
+            tracing::debug!(error = %e, "own directory file not taken");
+        }
+        for (peer, channel) in &super::channel::snapshot(&peers) {
+            if !core.directory().node(peer).is_some_and(|n| n.active) {
+                continue;
+            }
+            exchange_once(&core, peer, channel).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(core.config.exchange.directory_interval) => {}
+            _ = core.membership.wake.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Asks `peer` for a newer version than ours and offers it to the node.
+async fn exchange_once(core: &Core, peer: &NodeId, channel: &PeerChannel) {
+    let (_, ch) = channel.current(core);
+    let mut client = FederationClient::new(ch);
+    let known_serial = core.directory().serial();
+    let answer = client
+        .get_directory(pb::GetDirectoryRequest { known_serial })
+        .await;
+    let doc = match answer {
+        Ok(r) => r.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            // A node of the previous release: it learns directories by
+            // hand, and is talked to as before.
+            core.membership
+                .peer_protocol(peer, membership::OLDEST_PROTOCOL);
+            return;
+        }
+        Err(status) => {
+            tracing::debug!(%peer, code = ?status.code(), "directory exchange skipped");
+            return;
+        }
+    };
+    core.membership.peer_protocol(peer, membership::PROTOCOL);
+    core.peer_reachable(peer, true);
+    if doc.payload.is_empty() {
+        return;
+    }
+    let doc = SignedDirectory {
+        payload: doc.payload,
+        signatures: doc
+            .signatures
+            .into_iter()
+            .map(|s| (s.key_id, s.signature))
+            .collect(),
+    };
+    match membership::offer(core, &format!("node:{peer}"), doc).await {
+        Ok(Offered::Applied(serial)) => {
+            tracing::info!(%peer, serial, "learned a newer directory");
+        }
+        Ok(_) => {}
+        Err(e @ (OfferError::Refused(_) | OfferError::NotApplicable(_))) => {
+            tracing::warn!(%peer, reason_code = e.code(), "directory offered by a peer refused");
+        }
+    }
+}

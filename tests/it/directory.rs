@@ -1,0 +1,494 @@
+//! The signed directory (issue #25): a version published at the
+//! secretariat and put on one node only reaches every node by the nodes'
+//! own exchange; a suspension cuts the node off everywhere; forged,
+//! replayed, expired and key-dropping versions are refused by every node
+//! and audited; a node does not start on a rolled-back file; a node of the
+//! previous protocol is still talked to.
+
+use std::path::Path;
+
+use crate::common::*;
+use alertrelay::crypto::signing::{NodeKey, encode_public_key};
+use alertrelay::directory::RawDirectory;
+use alertrelay::directory::signed::{
+    NewVersion, RawDirectoryKey, RawDirectoryKeys, SignedDirectory,
+};
+use alertrelay::node::Core;
+use alertrelay::pb;
+use alertrelay::provision::secretariat::{self, Publish};
+use tonic::Code;
+
+const FOUR: &[(&str, &[&str])] = &[
+    ("FR-PDC", &["FR"]),
+    ("DE-ECO", &["DE"]),
+    ("NL-EOKM", &["NL"]),
+    ("CH-ACTION", &["CH"]),
+];
+
+const TWO: &[(&str, &[&str])] = &[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])];
+
+/// The exchange interval of these federations, ms.
+const INTERVAL: u64 = 200;
+
+/// Waits until every running node uses directory serial `serial`.
+async fn wait_serial(fed: &Federation, nodes: &[usize], serial: u64) {
+    eventually(
+        30,
+        || async {
+            nodes
+                .iter()
+                .map(|&i| (fed.id(i).to_string(), fed.core(i).directory().serial()))
+                .collect::<Vec<_>>()
+        },
+        |v| v.iter().all(|(_, s)| *s == serial),
+    )
+    .await;
+}
+
+/// Puts the secretariat's latest version on node `i` only (its own
+/// directory file), as an operator copying one file would.
+fn install_on(fed: &Federation, i: usize) {
+    let signed = fed.dir.path().join(secretariat::SIGNED);
+    std::fs::copy(&signed, &fed.configs[i].directory_path).unwrap();
+}
+
+async fn node_info(
+    fed: &Federation,
+    from: usize,
+    to: usize,
+) -> Result<pb::NodeInfoResponse, tonic::Status> {
+    fed.federation_as(from, to)
+        .node_info(pb::NodeInfoRequest {})
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The `detail` of node `i`'s audit entries of `kind`.
+async fn audited(fed: &Federation, i: usize, kind: &str) -> Vec<serde_json::Value> {
+    fed.audit_export(i)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| e.detail)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_version_put_on_one_node_reaches_all_and_a_suspended_node_is_refused_everywhere() {
+    let fed = Federation::builder(FOUR)
+        .signed_directory(INTERVAL)
+        .start()
+        .await;
+    let all = [0, 1, 2, 3];
+    wait_serial(&fed, &all, 1).await;
+    assert!(node_info(&fed, 2, 1).await.is_ok());
+
+    // The secretariat suspends NL-EOKM; the version is put on FR-PDC only.
+    let nl = fed.id(2);
+    let published =
+        secretariat::set_active(fed.dir.path(), &nl, false, &Publish::default()).unwrap();
+    assert_eq!(published.serial, 2);
+    install_on(&fed, 0);
+    wait_serial(&fed, &[0, 1, 3], 2).await;
+
+    // NL-EOKM is refused by every other node.
+    for to in [0, 1, 3] {
+        let err = eventually(
+            30,
+            || async { node_info(&fed, 2, to).await.err() },
+            |e| e.is_some(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+        assert!(err.message().contains("suspended"), "{err:?}");
+    }
+
+    // Each node audited what it applied and where it came from: FR-PDC
+    // from its file, the others from a peer.
+    for i in [0, 1, 3] {
+        let applied = audited(&fed, i, "directory.applied").await;
+        let last = applied
+            .last()
+            .unwrap_or_else(|| panic!("{}: nothing applied", fed.id(i)));
+        assert_eq!(last["directory_serial"], 2, "{last}");
+        assert_eq!(last["previous_serial"], 1, "{last}");
+        let from = last["from"].as_str().unwrap();
+        if i == 0 {
+            assert_eq!(from, "file");
+        } else {
+            assert!(from.starts_with("node:"), "{last}");
+        }
+    }
+    // `status` and the metrics show the serial.
+    let status = fed
+        .operator(1)
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.directory_serial, 2);
+    assert!(status.directory_expires_at_ms > Core::now_ms());
+    let metrics = fed.metrics(3).await;
+    assert!(
+        metrics.contains("alertrelay_directory_serial 2"),
+        "{metrics}"
+    );
+
+    // Reinstated: NL-EOKM hears of it from its peers, and is let in again.
+    let published =
+        secretariat::set_active(fed.dir.path(), &nl, true, &Publish::default()).unwrap();
+    assert_eq!(published.serial, 3);
+    install_on(&fed, 3);
+    wait_serial(&fed, &all, 3).await;
+    eventually(
+        30,
+        || async { node_info(&fed, 2, 1).await.is_ok() },
+        |ok| *ok,
+    )
+    .await;
+    let mut nl_operator = fed.operator(2);
+    let id = submit(
+        &mut nl_operator,
+        &format!("http://{DE_IP}/after-reinstatement"),
+        "",
+    )
+    .await
+    .report_id;
+    wait_case(&nl_operator, &id, 30, |c| c.status == "delivered").await;
+    fed.shutdown().await;
+}
+
+/// A version of the federation's directory signed by `signers`, with
+/// `keys` as its directory keys.
+fn version(
+    dir: &Path,
+    serial: u64,
+    expires_in_ms: i64,
+    keys: &RawDirectoryKeys,
+    signers: &[&NodeKey],
+) -> SignedDirectory {
+    let source: RawDirectory =
+        toml::from_str(&std::fs::read_to_string(dir.join("directory.toml")).unwrap()).unwrap();
+    let now = Core::now_ms();
+    let payload = NewVersion {
+        source,
+        serial,
+        issued_at_ms: now - 1000,
+        expires_at_ms: now + expires_in_ms,
+        keys,
+        crl: None,
+    }
+    .payload()
+    .unwrap();
+    SignedDirectory::sign(payload, signers)
+}
+
+fn directory_keys(keys: &[&NodeKey]) -> RawDirectoryKeys {
+    RawDirectoryKeys {
+        threshold: 1,
+        keys: keys
+            .iter()
+            .map(|k| RawDirectoryKey {
+                id: k.key_id().to_owned(),
+                public_key: encode_public_key(&k.verifying_key()),
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn forged_replayed_expired_and_key_dropping_versions_are_refused_everywhere_and_audited() {
+    let mut fed = Federation::builder(TWO)
+        .signed_directory(INTERVAL)
+        .start()
+        .await;
+    let dir = fed.dir.path().to_path_buf();
+    let first = std::fs::read(dir.join(secretariat::SIGNED)).unwrap();
+    let published = secretariat::publish(&dir, &Publish::default()).unwrap();
+    assert_eq!(published.serial, 2);
+    install_on(&fed, 1);
+    wait_serial(&fed, &[0, 1], 2).await;
+
+    let key = NodeKey::load(&dir.join(secretariat::DIRECTORY_KEY)).unwrap();
+    let thief = NodeKey::generate();
+    let trusted = directory_keys(&[&key]);
+    let bad = [
+        // Signed by a key nodes do not trust.
+        (
+            "directory_unsigned",
+            version(&dir, 9, 86_400_000, &directory_keys(&[&thief]), &[&thief]).to_json(),
+        ),
+        // Serial 1, validly signed: a replay of the first version.
+        (
+            "directory_rollback",
+            String::from_utf8(first.clone()).unwrap(),
+        ),
+        // Validly signed, newer, but expired.
+        (
+            "directory_expired",
+            version(&dir, 10, -1000, &trusted, &[&key]).to_json(),
+        ),
+        // Signed by the trusted key and a new one, dropping the trusted one.
+        (
+            "directory_removes_key",
+            version(
+                &dir,
+                11,
+                86_400_000,
+                &directory_keys(&[&thief]),
+                &[&key, &thief],
+            )
+            .to_json(),
+        ),
+    ];
+    for (code, doc) in &bad {
+        for i in [0, 1] {
+            std::fs::write(&fed.configs[i].directory_path, doc).unwrap();
+        }
+        for i in [0, 1] {
+            let refused = eventually(
+                30,
+                || async { audited(&fed, i, "directory.refused").await },
+                |entries| entries.iter().any(|e| e["reason_code"] == *code),
+            )
+            .await;
+            let entry = refused.iter().find(|e| e["reason_code"] == *code).unwrap();
+            assert_eq!(entry["serial_here"], 2, "{entry}");
+            assert_eq!(
+                fed.core(i).directory().serial(),
+                2,
+                "{code} at {}",
+                fed.id(i)
+            );
+        }
+        let metrics = fed.metrics(0).await;
+        assert!(
+            metrics.contains(&format!("alertrelay_refusals_total{{reason=\"{code}\"}}")),
+            "{code}: {metrics}"
+        );
+    }
+    // Nothing of it was applied anywhere.
+    for i in [0, 1] {
+        let applied = audited(&fed, i, "directory.applied").await;
+        assert!(
+            applied.iter().all(|e| e["directory_serial"] == 2),
+            "{applied:?}"
+        );
+    }
+
+    // A node whose file was rolled back behind what it applied does not
+    // start, and says why; with the latest version back it does.
+    fed.stop(1).await;
+    std::fs::write(&fed.configs[1].directory_path, &first).unwrap();
+    let err = fed.try_restart(1).await.unwrap_err();
+    let text = error_chain(&err);
+    assert!(
+        text.contains("rollback") && text.contains("serial 1"),
+        "{text}"
+    );
+    std::fs::copy(
+        dir.join(secretariat::SIGNED),
+        &fed.configs[1].directory_path,
+    )
+    .unwrap();
+    fed.restart(1).await;
+    assert_eq!(fed.core(1).directory().serial(), 2);
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_of_the_previous_protocol_is_still_talked_to() {
+    const THREE: &[(&str, &[&str])] = &[
+        ("FR-PDC", &["FR"]),
+        ("DE-ECO", &["DE"]),
+        ("NL-EOKM", &["NL"]),
+    ];
+    let mut fed = Federation::builder(THREE)
+        .signed_directory(INTERVAL)
+        .create()
+        .await;
+    // NL-EOKM behaves on the wire as the previous release.
+    fed.set(2, "exchange.protocol", 1);
+    fed.start_all().await;
+
+    let new = node_info(&fed, 0, 1).await.unwrap();
+    assert_eq!(new.protocol_version, 2);
+    assert!(
+        new.features.iter().any(|f| f == "directory-exchange"),
+        "{new:?}"
+    );
+    assert_eq!(new.directory_serial, 1);
+    let old = node_info(&fed, 0, 2).await.unwrap();
+    assert_eq!(old.protocol_version, 0, "{old:?}");
+    assert!(old.features.is_empty(), "{old:?}");
+    let err = fed
+        .federation_as(0, 2)
+        .get_directory(pb::GetDirectoryRequest { known_serial: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+
+    // The new nodes note it, and reports flow both ways.
+    eventually(
+        30,
+        || async { fed.metrics(0).await },
+        |m| m.contains("alertrelay_peer_protocol{peer=\"NL-EOKM\"} 1"),
+    )
+    .await;
+    let mut fr = fed.operator(0);
+    let to_old = submit(&mut fr, &format!("http://{NL_IP}/to-the-old-node"), "")
+        .await
+        .report_id;
+    wait_case(&fr, &to_old, 30, |c| c.status == "delivered").await;
+    let mut nl = fed.operator(2);
+    let from_old = submit(&mut nl, &format!("http://{FR_IP}/from-the-old-node"), "")
+        .await
+        .report_id;
+    wait_case(&nl, &from_old, 30, |c| c.status == "delivered").await;
+
+    // A new version spreads among the new nodes; the old one keeps its own
+    // until its operator installs it (or it is upgraded).
+    secretariat::publish(fed.dir.path(), &Publish::default()).unwrap();
+    install_on(&fed, 0);
+    wait_serial(&fed, &[0, 1], 2).await;
+    assert_eq!(fed.core(2).directory().serial(), 1);
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_hotline_joins_rotates_its_signing_key_and_its_certificate_with_one_command_each() {
+    let mut fed = Federation::builder(THREE_NODES)
+        .signed_directory(INTERVAL)
+        .start()
+        .await;
+    let dir = fed.dir.path().to_path_buf();
+
+    // CH-ACTION joins: one command at the secretariat, the version put on
+    // one existing node; the new node starts from the folder it was given.
+    let options = alertrelay::provision::Options {
+        delivery: Some(fast_delivery()),
+        audit: Some(alertrelay::config::RawAudit {
+            checkpoint_interval_ms: 100,
+            witness_interval_ms: 100,
+        }),
+        metrics_listen: Some("127.0.0.1:0".into()),
+        exchange: Some(alertrelay::config::RawExchange {
+            directory_interval_ms: INTERVAL,
+            protocol: 2,
+        }),
+        ..Default::default()
+    };
+    let spec = alertrelay::provision::NodeSpec::parse("CH-ACTION=CH").unwrap();
+    let published = secretariat::join(&dir, &spec, None, &options, &Publish::default()).unwrap();
+    assert_eq!(published.serial, 2);
+    install_on(&fed, 0);
+    let ch = fed.add_node(&dir.join("CH-ACTION/node.toml"));
+    fed.restart(ch).await;
+    wait_serial(&fed, &[0, 1, 2, ch], 2).await;
+    // Reports flow between the new node and every other, both ways.
+    let ips = [FR_IP, DE_IP, NL_IP];
+    let mut ch_operator = fed.operator(ch);
+    for (i, ip) in ips.iter().enumerate() {
+        let mut operator = fed.operator(i);
+        let to_new = submit(&mut operator, &format!("http://{CH_IP}/from-{i}"), "")
+            .await
+            .report_id;
+        wait_case(&operator, &to_new, 30, |c| c.status == "delivered").await;
+        let from_new = submit(&mut ch_operator, &format!("http://{ip}/to-{i}"), "")
+            .await
+            .report_id;
+        wait_case(&ch_operator, &from_new, 30, |c| c.status == "delivered").await;
+    }
+
+    // FR-PDC's signing key is rotated: the secretariat holds FR-PDC's
+    // folder, so the new key and version go there; the rest learn it.
+    let fr = fed.id(0);
+    let old_key = fed.core(0).key().key_id().to_owned();
+    let (published, new_key) = secretariat::rotate_key(
+        &dir,
+        &fr,
+        None,
+        time::Duration::days(1),
+        &Publish::default(),
+    )
+    .unwrap();
+    assert_eq!(published.serial, 3);
+    wait_serial(&fed, &[0, 1, 2, ch], 3).await;
+    assert_eq!(fed.core(0).key().key_id(), new_key);
+    let fr_entry = fed.core(1).directory().node(&fr).unwrap().clone();
+    let old = fr_entry.keys.iter().find(|k| k.id == old_key).unwrap();
+    assert!(
+        old.not_after_ms.is_some_and(|t| t > Core::now_ms()),
+        "the old key overlaps"
+    );
+    let mut fr_operator = fed.operator(0);
+    let signed_new = submit(&mut fr_operator, &format!("http://{DE_IP}/new-key"), "")
+        .await
+        .report_id;
+    wait_case(&fr_operator, &signed_new, 30, |c| c.status == "delivered").await;
+
+    // DE-ECO's TLS certificate is rotated: the old one is revoked by the
+    // CRL the next version carries, and refused by every node.
+    let de = fed.id(1);
+    let de_dir = dir.join("DE-ECO");
+    let old_cert = std::fs::read(de_dir.join("node.pem")).unwrap();
+    let old_tls_key = std::fs::read(de_dir.join("node.key")).unwrap();
+    let keep = dir.join("old-de");
+    std::fs::create_dir_all(&keep).unwrap();
+    std::fs::write(keep.join("node.pem"), &old_cert).unwrap();
+    write_private(&keep.join("node.key"), &old_tls_key);
+    let published = secretariat::rotate_tls(&dir, &de, &Publish::default()).unwrap();
+    assert_eq!(published.serial, 4);
+    wait_serial(&fed, &[0, 1, 2, ch], 4).await;
+    let mut de_operator = fed.operator(1);
+    let after = submit(&mut de_operator, &format!("http://{FR_IP}/new-cert"), "")
+        .await
+        .report_id;
+    wait_case(&de_operator, &after, 30, |c| c.status == "delivered").await;
+    let old_tls = alertrelay::crypto::tls::client_config(&alertrelay::crypto::tls::TlsFiles {
+        ca: &dir.join("ca.pem"),
+        cert: &keep.join("node.pem"),
+        key: &keep.join("node.key"),
+        crls: &[],
+    })
+    .unwrap();
+    for to in [0, 2, ch] {
+        let channel = alertrelay::federation::channel::channel(
+            &fed.endpoint(to),
+            Some(fed.id(to)),
+            FEDERATION,
+            old_tls.clone(),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+        let refused = pb::federation_client::FederationClient::new(channel)
+            .node_info(pb::NodeInfoRequest {})
+            .await;
+        assert!(
+            refused.is_err(),
+            "{} let the revoked certificate in",
+            fed.id(to)
+        );
+    }
+    fed.shutdown().await;
+}
+
+const THREE_NODES: &[(&str, &[&str])] = &[
+    ("FR-PDC", &["FR"]),
+    ("DE-ECO", &["DE"]),
+    ("NL-EOKM", &["NL"]),
+];
+
+fn write_private(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(bytes).unwrap();
+}
