@@ -18,11 +18,13 @@ use alertrelay::pb;
 use alertrelay::provision::secretariat::{self, Publish};
 use tonic::Code;
 
-const FOUR: &[(&str, &[&str])] = &[
+const SIX: &[(&str, &[&str])] = &[
     ("FR-PDC", &["FR"]),
     ("DE-ECO", &["DE"]),
     ("NL-EOKM", &["NL"]),
     ("CH-ACTION", &["CH"]),
+    ("BE-CHILDFOCUS", &["BE"]),
+    ("AT-STOPLINE", &["AT"]),
 ];
 
 const TWO: &[(&str, &[&str])] = &[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])];
@@ -75,11 +77,12 @@ async fn audited(fed: &Federation, i: usize, kind: &str) -> Vec<serde_json::Valu
 
 #[tokio::test]
 async fn a_version_put_on_one_node_reaches_all_and_a_suspended_node_is_refused_everywhere() {
-    let fed = Federation::builder(FOUR)
+    let fed = Federation::builder(SIX)
         .signed_directory(INTERVAL)
         .start()
         .await;
-    let all = [0, 1, 2, 3];
+    let all = [0, 1, 2, 3, 4, 5];
+    let others = [0, 1, 3, 4, 5];
     wait_serial(&fed, &all, 1).await;
     assert!(node_info(&fed, 2, 1).await.is_ok());
 
@@ -89,10 +92,10 @@ async fn a_version_put_on_one_node_reaches_all_and_a_suspended_node_is_refused_e
         secretariat::set_active(fed.dir.path(), &nl, false, &Publish::default()).unwrap();
     assert_eq!(published.serial, 2);
     install_on(&fed, 0);
-    wait_serial(&fed, &[0, 1, 3], 2).await;
+    wait_serial(&fed, &others, 2).await;
 
     // NL-EOKM is refused by every other node.
-    for to in [0, 1, 3] {
+    for to in others {
         let err = eventually(
             30,
             || async { node_info(&fed, 2, to).await.err() },
@@ -106,7 +109,7 @@ async fn a_version_put_on_one_node_reaches_all_and_a_suspended_node_is_refused_e
 
     // Each node audited what it applied and where it came from: FR-PDC
     // from its file, the others from a peer.
-    for i in [0, 1, 3] {
+    for i in others {
         let applied = audited(&fed, i, "directory.applied").await;
         let last = applied
             .last()
@@ -491,4 +494,74 @@ fn write_private(path: &Path, bytes: &[u8]) {
         .open(path)
         .unwrap();
     f.write_all(bytes).unwrap();
+}
+
+#[tokio::test]
+async fn a_rolling_upgrade_from_the_previous_protocol_loses_and_duplicates_no_report() {
+    let mut fed = Federation::builder(THREE_NODES)
+        .signed_directory(INTERVAL)
+        .create()
+        .await;
+    // A federation of the previous protocol.
+    for i in 0..3 {
+        fed.set(i, "exchange.protocol", 1);
+    }
+    fed.start_all().await;
+    let ips = [FR_IP, DE_IP, NL_IP];
+    // (origin, report id, destination)
+    let mut sent: Vec<(usize, String, usize)> = Vec::new();
+    let mut n = 0;
+    let mut send = async |fed: &Federation, from: usize, to: usize| {
+        n += 1;
+        let id = fed.submit(from, ips[to], n).await.unwrap();
+        (from, id, to)
+    };
+    // One node at a time: stopped (reports for it queue at the others),
+    // started as this release on the same database and files.
+    for upgraded in 0..3 {
+        for from in 0..3 {
+            for to in (0..3).filter(|&to| to != from) {
+                sent.push(send(&fed, from, to).await);
+            }
+        }
+        fed.stop(upgraded).await;
+        for from in (0..3).filter(|&from| from != upgraded) {
+            for to in (0..3).filter(|&to| to != from) {
+                sent.push(send(&fed, from, to).await);
+            }
+        }
+        fed.set(upgraded, "exchange.protocol", 2);
+        fed.restart(upgraded).await;
+        let info = node_info(&fed, (upgraded + 1) % 3, upgraded).await.unwrap();
+        assert_eq!(info.protocol_version, 2);
+    }
+    for from in 0..3 {
+        for to in (0..3).filter(|&to| to != from) {
+            sent.push(send(&fed, from, to).await);
+        }
+    }
+    fed.wait_settled(std::time::Duration::from_secs(60)).await;
+    // Every report arrived once where it was sent.
+    for to in 0..3 {
+        let incoming = fed.cases(to, "incoming").await.unwrap();
+        for (from, id, _) in sent.iter().filter(|(_, _, d)| *d == to) {
+            let origin = fed.id(*from).to_string();
+            let copies = incoming
+                .iter()
+                .filter(|c| &c.id == id && c.origin == origin)
+                .count();
+            assert_eq!(copies, 1, "{origin}/{id} at {}", fed.id(to));
+        }
+        let expected = sent.iter().filter(|(_, _, d)| *d == to).count();
+        assert_eq!(incoming.len(), expected, "at {}", fed.id(to));
+    }
+    // Now all of this release: the directory spreads.
+    secretariat::publish(fed.dir.path(), &Publish::default()).unwrap();
+    install_on(&fed, 2);
+    wait_serial(&fed, &[0, 1, 2], 2).await;
+    for i in 0..3 {
+        let (code, out) = fed.audit_verify(i, false).await;
+        assert_eq!(code, 0, "{}: {out}", fed.id(i));
+    }
+    fed.shutdown().await;
 }
