@@ -17,7 +17,7 @@ pub(crate) fn run(command: FederationCommand) -> Result<ExitCode, Failure> {
         FederationCommand::Init(args) => init(args),
         FederationCommand::Revoke { dir, certs } => revoke(&dir, &certs),
         FederationCommand::Publish { publish, install } => {
-            let done = secretariat::publish(&publish.dir, &how(&publish))?;
+            let done = secretariat::publish(&publish.dir, &how(&publish)).map_err(failed)?;
             if let Some(path) = install {
                 std::fs::copy(&done.path, &path)
                     .map_err(|e| anyhow::anyhow!("cannot install to {}: {e}", path.display()))?;
@@ -25,6 +25,17 @@ pub(crate) fn run(command: FederationCommand) -> Result<ExitCode, Failure> {
             }
             published("published", &done)
         }
+        other => lifecycle(other),
+    }
+}
+
+/// The secretariat's one-step commands: each edits its folder and
+/// publishes a version.
+fn lifecycle(command: FederationCommand) -> Result<ExitCode, Failure> {
+    match command {
+        FederationCommand::Init(_)
+        | FederationCommand::Revoke { .. }
+        | FederationCommand::Publish { .. } => run(command),
         FederationCommand::Join {
             publish,
             node,
@@ -39,7 +50,8 @@ pub(crate) fn run(command: FederationCommand) -> Result<ExitCode, Failure> {
                 endpoint,
                 &Default::default(),
                 &how(&publish),
-            )?;
+            )
+            .map_err(failed)?;
             println!(
                 "{} joined: its files are in {}",
                 spec.id,
@@ -48,7 +60,8 @@ pub(crate) fn run(command: FederationCommand) -> Result<ExitCode, Failure> {
             published("published", &done)
         }
         FederationCommand::Leave { publish, node } => {
-            let done = secretariat::leave(&publish.dir, &node_id(&node)?, &how(&publish))?;
+            let done = secretariat::leave(&publish.dir, &node_id(&node)?, &how(&publish))
+                .map_err(failed)?;
             published(
                 &format!("{node} removed and its certificate revoked;"),
                 &done,
@@ -56,12 +69,14 @@ pub(crate) fn run(command: FederationCommand) -> Result<ExitCode, Failure> {
         }
         FederationCommand::Suspend { publish, node } => {
             let done =
-                secretariat::set_active(&publish.dir, &node_id(&node)?, false, &how(&publish))?;
+                secretariat::set_active(&publish.dir, &node_id(&node)?, false, &how(&publish))
+                    .map_err(failed)?;
             published(&format!("{node} suspended;"), &done)
         }
         FederationCommand::Reinstate { publish, node } => {
             let done =
-                secretariat::set_active(&publish.dir, &node_id(&node)?, true, &how(&publish))?;
+                secretariat::set_active(&publish.dir, &node_id(&node)?, true, &how(&publish))
+                    .map_err(failed)?;
             published(&format!("{node} reinstated;"), &done)
         }
         FederationCommand::RotateKey {
@@ -76,7 +91,8 @@ pub(crate) fn run(command: FederationCommand) -> Result<ExitCode, Failure> {
                 public_key.as_deref(),
                 time::Duration::days(i64::from(overlap_days)),
                 &how(&publish),
-            )?;
+            )
+            .map_err(failed)?;
             published(
                 &format!(
                     "{node}: new signing key {key_id}, old keys valid {overlap_days} more days;"
@@ -85,12 +101,28 @@ pub(crate) fn run(command: FederationCommand) -> Result<ExitCode, Failure> {
             )
         }
         FederationCommand::RotateTls { publish, node } => {
-            let done = secretariat::rotate_tls(&publish.dir, &node_id(&node)?, &how(&publish))?;
+            let done = secretariat::rotate_tls(&publish.dir, &node_id(&node)?, &how(&publish))
+                .map_err(failed)?;
             published(
                 &format!("{node}: new TLS certificate, the old one revoked;"),
                 &done,
             )
         }
+    }
+}
+
+/// A node that is not in the directory, or already is, or a malformed
+/// `--node`: a usage error (64); anything else fails the operation (1).
+fn failed(e: ProvisionError) -> Failure {
+    match e {
+        ProvisionError::UnknownNode(_)
+        | ProvisionError::Duplicate(_)
+        | ProvisionError::BadNodeSpec(_)
+        | ProvisionError::Key(
+            crate::crypto::signing::KeyError::PublicKeyFormat(_)
+            | crate::crypto::signing::KeyError::WeakKey(_),
+        ) => Failure::usage(e),
+        other => other.into(),
     }
 }
 

@@ -212,6 +212,25 @@ async fn forged_replayed_expired_and_key_dropping_versions_are_refused_everywher
     assert_eq!(published.serial, 2);
     install_on(&fed, 1);
     wait_serial(&fed, &[0, 1], 2).await;
+    // `GetDirectory` gives the exact bytes published to a node behind, and
+    // nothing to one that is not.
+    let served = fed
+        .federation_as(0, 1)
+        .get_directory(pb::GetDirectoryRequest { known_serial: 1 })
+        .await
+        .unwrap()
+        .into_inner();
+    let published =
+        SignedDirectory::from_json(&std::fs::read(dir.join(secretariat::SIGNED)).unwrap()).unwrap();
+    assert_eq!(served.payload, published.payload);
+    assert_eq!(served.signatures.len(), 1);
+    let nothing = fed
+        .federation_as(0, 1)
+        .get_directory(pb::GetDirectoryRequest { known_serial: 2 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(nothing.payload.is_empty() && nothing.signatures.is_empty());
 
     let key = NodeKey::load(&dir.join(secretariat::DIRECTORY_KEY)).unwrap();
     let thief = NodeKey::generate();
