@@ -584,3 +584,70 @@ async fn a_rolling_upgrade_from_the_previous_protocol_loses_and_duplicates_no_re
     }
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_previous_release_database_migrates_and_verifies() {
+    use std::os::unix::fs::PermissionsExt;
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/previous-release/FR-PDC");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("FR-PDC");
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let entry = entry.unwrap();
+        let to = dir.join(entry.file_name());
+        std::fs::copy(entry.path(), &to).unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".key") || name.starts_with("node.db") {
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+    let config_path = dir.join("node.toml");
+    let verify = async || {
+        cli(&[
+            "audit",
+            "verify",
+            "--offline",
+            "--config",
+            arg(&config_path),
+        ])
+        .await
+    };
+    let export = async || {
+        let (code, out, err) = cli(&["audit", "export", "--config", arg(&config_path)]).await;
+        assert_eq!(code, 0, "{err}");
+        out.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let (code, out, err) = verify().await;
+    assert_eq!(code, 0, "the fixture verifies as written: {out}{err}");
+    let before = export().await;
+    assert!(
+        before
+            .iter()
+            .filter(|e| e["kind"] == "node.started")
+            .all(|e| e["detail"].get("directory_serial").is_none()),
+        "the fixture was written by the previous release"
+    );
+
+    // This release starts on it (migrating the database), runs, stops.
+    let config = alertrelay::config::NodeConfig::load(&config_path).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node = alertrelay::runtime::start_with_listener(config, listener)
+        .await
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    assert_eq!(node.core.directory().serial(), 0, "a plain directory file");
+    node.shutdown().await;
+
+    let (code, out, err) = verify().await;
+    assert_eq!(code, 0, "after the upgrade: {out}{err}");
+    let after = export().await;
+    assert!(after.len() > before.len());
+    assert_eq!(
+        &after[..before.len()],
+        &before[..],
+        "the old entries are untouched"
+    );
+    let started = after.iter().rfind(|e| e["kind"] == "node.started").unwrap();
+    assert_eq!(started["detail"]["directory_serial"], 0, "{started}");
+}
