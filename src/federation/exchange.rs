@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use tokio::sync::watch;
+use tonic::transport::Channel;
 
 use super::channel::PeerChannel;
 use crate::directory::signed::SignedDirectory;
@@ -38,7 +39,7 @@ pub async fn run(
             if !core.directory().node(peer).is_some_and(|n| n.active) {
                 continue;
             }
-            exchange_once(&core, peer, channel).await;
+            exchange_with(&core, peer, channel).await;
         }
         tokio::select! {
             _ = tokio::time::sleep(core.config.exchange.directory_interval) => {}
@@ -48,10 +49,44 @@ pub async fn run(
     }
 }
 
-/// Asks `peer` for a newer version than ours and offers it to the node.
-async fn exchange_once(core: &Core, peer: &NodeId, channel: &PeerChannel) {
+/// What one exchange with a peer came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exchanged {
+    /// The peer answered UNIMPLEMENTED: a node of the previous protocol.
+    PreviousProtocol,
+    /// It had nothing newer.
+    Nothing,
+    /// It offered the version this node has.
+    Same,
+    /// Its version was applied: the new serial.
+    Applied(u64),
+    /// Its version was refused (the reason code; audited).
+    Refused(&'static str),
+    /// No answer (it is down, or refused us): tried again next round.
+    Failed(tonic::Code),
+}
+
+async fn exchange_with(core: &Core, peer: &NodeId, channel: &PeerChannel) {
     let (_, ch) = channel.current(core);
     let mut client = FederationClient::new(ch);
+    match exchange_once(core, peer, &mut client).await {
+        Exchanged::Applied(serial) => tracing::info!(%peer, serial, "learned a newer directory"),
+        Exchanged::Refused(code) => {
+            tracing::warn!(%peer, reason_code = code, "directory offered by a peer refused");
+        }
+        Exchanged::Failed(code) => tracing::debug!(%peer, ?code, "directory exchange skipped"),
+        _ => {}
+    }
+}
+
+/// Asks `peer` (over `client`) for a newer version than ours and offers
+/// it to the node. Public so tests can drive it against a peer of their
+/// own.
+pub async fn exchange_once(
+    core: &Core,
+    peer: &NodeId,
+    client: &mut FederationClient<Channel>,
+) -> Exchanged {
     let known_serial = core.directory().serial();
     let answer = client
         .get_directory(pb::GetDirectoryRequest { known_serial })
@@ -63,17 +98,14 @@ async fn exchange_once(core: &Core, peer: &NodeId, channel: &PeerChannel) {
             // hand, and is talked to as before.
             core.membership
                 .peer_protocol(peer, membership::OLDEST_PROTOCOL);
-            return;
+            return Exchanged::PreviousProtocol;
         }
-        Err(status) => {
-            tracing::debug!(%peer, code = ?status.code(), "directory exchange skipped");
-            return;
-        }
+        Err(status) => return Exchanged::Failed(status.code()),
     };
     core.membership.peer_protocol(peer, membership::PROTOCOL);
     core.peer_reachable(peer, true);
     if doc.payload.is_empty() {
-        return;
+        return Exchanged::Nothing;
     }
     let doc = SignedDirectory {
         payload: doc.payload,
@@ -84,12 +116,10 @@ async fn exchange_once(core: &Core, peer: &NodeId, channel: &PeerChannel) {
             .collect(),
     };
     match membership::offer(core, &format!("node:{peer}"), doc).await {
-        Ok(Offered::Applied(serial)) => {
-            tracing::info!(%peer, serial, "learned a newer directory");
-        }
-        Ok(_) => {}
+        Ok(Offered::Applied(serial)) => Exchanged::Applied(serial),
+        Ok(Offered::Same | Offered::NotSigned) => Exchanged::Same,
         Err(e @ (OfferError::Refused(_) | OfferError::NotApplicable(_))) => {
-            tracing::warn!(%peer, reason_code = e.code(), "directory offered by a peer refused");
+            Exchanged::Refused(e.code())
         }
     }
 }

@@ -651,3 +651,159 @@ async fn the_previous_release_database_migrates_and_verifies() {
     let started = after.iter().rfind(|e| e["kind"] == "node.started").unwrap();
     assert_eq!(started["detail"]["directory_serial"], 0, "{started}");
 }
+
+/// A peer that answers `GetDirectory` with what the test gives it, and
+/// nothing else.
+struct DirectoryPeer(Result<pb::SignedDirectory, Code>);
+
+#[tonic::async_trait]
+impl pb::federation_server::Federation for DirectoryPeer {
+    async fn forward(
+        &self,
+        _: tonic::Request<pb::ForwardRequest>,
+    ) -> Result<tonic::Response<pb::ForwardResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+    type ForwardStreamStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::ForwardResponse, tonic::Status>> + Send>,
+    >;
+    async fn forward_stream(
+        &self,
+        _: tonic::Request<tonic::Streaming<pb::ForwardRequest>>,
+    ) -> Result<tonic::Response<Self::ForwardStreamStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+    async fn push_status(
+        &self,
+        _: tonic::Request<pb::PushStatusRequest>,
+    ) -> Result<tonic::Response<pb::PushStatusResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+    async fn node_info(
+        &self,
+        _: tonic::Request<pb::NodeInfoRequest>,
+    ) -> Result<tonic::Response<pb::NodeInfoResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+    async fn get_checkpoint(
+        &self,
+        _: tonic::Request<pb::GetCheckpointRequest>,
+    ) -> Result<tonic::Response<pb::CheckpointNote>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+    async fn get_consistency_proof(
+        &self,
+        _: tonic::Request<pb::ConsistencyProofRequest>,
+    ) -> Result<tonic::Response<pb::ConsistencyProof>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+    async fn cosign(
+        &self,
+        _: tonic::Request<pb::CosignRequest>,
+    ) -> Result<tonic::Response<pb::CosignResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+    async fn get_witnessed(
+        &self,
+        _: tonic::Request<pb::GetWitnessedRequest>,
+    ) -> Result<tonic::Response<pb::CheckpointNote>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+    async fn get_directory(
+        &self,
+        _: tonic::Request<pb::GetDirectoryRequest>,
+    ) -> Result<tonic::Response<pb::SignedDirectory>, tonic::Status> {
+        self.0
+            .clone()
+            .map(tonic::Response::new)
+            .map_err(|code| tonic::Status::new(code, "as told"))
+    }
+}
+
+async fn serve_directory_peer(
+    answer: Result<pb::SignedDirectory, Code>,
+) -> pb::federation_client::FederationClient<tonic::transport::Channel> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pb::federation_server::FederationServer::new(DirectoryPeer(
+                answer,
+            )))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    pb::federation_client::FederationClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+fn to_pb(doc: &SignedDirectory) -> pb::SignedDirectory {
+    pb::SignedDirectory {
+        payload: doc.payload.clone(),
+        signatures: doc
+            .signatures
+            .iter()
+            .map(|(key_id, signature)| pb::DirectorySignature {
+                key_id: key_id.clone(),
+                signature: signature.clone(),
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn what_a_peer_offers_over_the_wire_is_applied_only_when_valid_and_newer() {
+    use alertrelay::federation::exchange::{Exchanged, exchange_once};
+    // Exchanges only when the test drives them.
+    let fed = Federation::builder(TWO)
+        .signed_directory(3_600_000)
+        .quiet_audit()
+        .start()
+        .await;
+    let dir = fed.dir.path().to_path_buf();
+    let de = fed.id(1);
+    let key = NodeKey::load(&dir.join(secretariat::DIRECTORY_KEY)).unwrap();
+    let trusted = directory_keys(&[&key]);
+    let thief = NodeKey::generate();
+    let first =
+        SignedDirectory::from_json(&std::fs::read(dir.join(secretariat::SIGNED)).unwrap()).unwrap();
+    let cases = [
+        (
+            Ok(to_pb(&version(&dir, 2, 86_400_000, &trusted, &[&thief]))),
+            Exchanged::Refused("directory_unsigned"),
+        ),
+        (
+            Ok(to_pb(&version(&dir, 2, -1, &trusted, &[&key]))),
+            Exchanged::Refused("directory_expired"),
+        ),
+        (Ok(pb::SignedDirectory::default()), Exchanged::Nothing),
+        (Ok(to_pb(&first)), Exchanged::Same),
+        (Err(Code::Unimplemented), Exchanged::PreviousProtocol),
+        (
+            Ok(to_pb(&version(&dir, 2, 86_400_000, &trusted, &[&key]))),
+            Exchanged::Applied(2),
+        ),
+        // Once at 2, the first version is a rollback.
+        (Ok(to_pb(&first)), Exchanged::Refused("directory_rollback")),
+    ];
+    for (answer, expected) in cases {
+        let mut client = serve_directory_peer(answer).await;
+        let got = exchange_once(fed.core(0), &de, &mut client).await;
+        assert_eq!(got, expected);
+    }
+    assert_eq!(fed.core(0).directory().serial(), 2);
+    let refused = audited(&fed, 0, "directory.refused").await;
+    let codes: Vec<&str> = refused
+        .iter()
+        .map(|e| e["reason_code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "directory_unsigned",
+            "directory_expired",
+            "directory_rollback"
+        ]
+    );
+    fed.shutdown().await;
+}
