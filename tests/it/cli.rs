@@ -186,4 +186,25 @@ fn the_secretariat_publishes_each_change_as_a_signed_version_and_refuses_what_no
     assert!(err.contains("would refuse"), "{err}");
     let after = alertrelay::directory::Directory::load(&fed.join("directory.signed")).unwrap();
     assert_eq!(after.serial(), 2);
+
+    // `doctor` says which version a node holds and until when.
+    let fr_config = fed.join("FR-PDC/node.toml");
+    let (_, out, err) =
+        cli_blocking(&["doctor", "--config", fr_config.to_str().unwrap(), "--json"]);
+    let report: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}{err}"));
+    let check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "directory")
+        .unwrap();
+    assert_eq!(check["status"], "ok", "{check}");
+    assert!(
+        check["detail"]
+            .as_str()
+            .unwrap()
+            .contains("signed serial 1"),
+        "{check}"
+    );
 }
