@@ -2,7 +2,7 @@
 //! `[exchange] directory_interval`, and at once when woken (this node
 //! applied a version, or a peer said it has a newer one), this node reads
 //! its own directory file (a version the secretariat put there) and asks
-//! each active peer for a version newer than its own (`GetDirectory` with
+//! every active peer at once for a version newer than its own (`GetDirectory` with
 //! its serial, so a peer behind it asks back). What a peer offers goes
 //! through `node::membership::offer`: applied, or refused and audited. A
 //! peer of the previous protocol answers UNIMPLEMENTED: it is noted, and
@@ -35,12 +35,16 @@ pub async fn run(
         if let Err(e) = membership::check_own_file(&core).await {
             tracing::debug!(error = %e, "own directory file not taken");
         }
-        for (peer, channel) in &super::channel::snapshot(&peers) {
-            if !core.directory().node(peer).is_some_and(|n| n.active) {
+        // All peers at once: one that does not answer holds up no other.
+        let mut round = tokio::task::JoinSet::new();
+        for (peer, channel) in super::channel::snapshot(&peers) {
+            if !core.directory().node(&peer).is_some_and(|n| n.active) {
                 continue;
             }
-            exchange_with(&core, peer, channel).await;
+            let core = core.clone();
+            round.spawn(async move { exchange_with(&core, &peer, &channel).await });
         }
+        while round.join_next().await.is_some() {}
         tokio::select! {
             _ = tokio::time::sleep(core.config.exchange.directory_interval) => {}
             _ = core.membership.wake.notified() => {}
