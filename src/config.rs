@@ -90,6 +90,10 @@ pub struct RawNodeConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub health: RawHealth,
+    /// How the signed directory is exchanged with peers, and the protocol
+    /// this node speaks.
+    #[serde(default, skip_serializing_if = "RawExchange::is_default")]
+    pub exchange: RawExchange,
     /// Who notices to hosting providers come from (`alertrelay notice`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notice: Option<RawNotice>,
@@ -233,6 +237,60 @@ impl Default for RawHealth {
             probe_interval_ms: 5_000,
         }
     }
+}
+
+/// `[exchange]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawExchange {
+    /// How often each peer is asked for a newer signed directory (also at
+    /// start, and at once when a peer says it has one).
+    pub directory_interval_ms: u64,
+    /// The protocol this node speaks: 2 (this release), or 1 to behave on
+    /// the wire as the previous release (no `GetDirectory`, no protocol in
+    /// `NodeInfo`): for tests of mixed-version federations.
+    pub protocol: u32,
+}
+
+impl Default for RawExchange {
+    fn default() -> Self {
+        RawExchange {
+            directory_interval_ms: 60_000,
+            protocol: 2,
+        }
+    }
+}
+
+impl RawExchange {
+    pub fn is_default(&self) -> bool {
+        self == &RawExchange::default()
+    }
+}
+
+/// `[exchange]`, checked.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub directory_interval: Duration,
+    pub protocol: u32,
+}
+
+fn exchange(raw: &RawExchange) -> Result<Exchange, Invalid> {
+    if raw.directory_interval_ms < 10 {
+        return Err((
+            "exchange.directory_interval_ms",
+            "must be at least 10".into(),
+        ));
+    }
+    if !(1..=2).contains(&raw.protocol) {
+        return Err((
+            "exchange.protocol",
+            "must be 2 (this release) or 1 (the previous one)".into(),
+        ));
+    }
+    Ok(Exchange {
+        directory_interval: Duration::from_millis(raw.directory_interval_ms),
+        protocol: raw.protocol,
+    })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -395,6 +453,8 @@ pub struct NodeConfig {
     pub jurisdiction: crate::routing::policy::Policy,
     /// `[retention]`.
     pub retention: Retention,
+    /// `[exchange]`.
+    pub exchange: Exchange,
 }
 
 #[derive(Debug, Clone)]
@@ -480,7 +540,9 @@ impl NodeConfig {
         let jurisdiction =
             jurisdiction(&raw.jurisdiction, &directory, &node_id).map_err(invalid)?;
         let retention = retention(&raw.retention).map_err(invalid)?;
+        let exchange = exchange(&raw.exchange).map_err(invalid)?;
         Ok(NodeConfig {
+            exchange,
             jurisdiction,
             retention,
             fallback_for,
