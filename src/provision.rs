@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{
-    RawAudit, RawDelivery, RawLimits, RawMetrics, RawNodeConfig, RawSigning, RawTls,
+    RawAudit, RawDelivery, RawDns, RawLimits, RawMetrics, RawNodeConfig, RawSigning, RawTls,
 };
 use crate::crypto::pki::{FederationCa, PkiError};
 use crate::crypto::signing::{KeyError, NodeKey, encode_public_key, write_private_file};
@@ -99,6 +99,9 @@ pub struct Options {
     /// `(node, relay)`: the node is reached through the relay (directory
     /// `relay = "..."`).
     pub relays: Vec<(NodeId, NodeId)>,
+    /// `[dns]` for every node: `federation init` writes `system`; the
+    /// demo and tests point their nodes at their own server on loopback.
+    pub dns: RawDns,
 }
 
 /// Writes a federation of `nodes` into `dir`: the CA and its CRL, the
@@ -278,7 +281,7 @@ fn node_toml(n: &NodeSpec, port: u16, options: &Options) -> Result<String, Provi
         notice: None,
         fallback_for: Vec::new(),
         geo: Default::default(),
-        dns: Default::default(),
+        dns: options.dns.clone(),
         jurisdiction: Default::default(),
         retention: Default::default(),
     };

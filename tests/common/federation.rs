@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use alertrelay::config::{NodeConfig, RawAudit, RawDelivery, RawLimits};
+use alertrelay::config::{NodeConfig, RawAudit, RawDelivery, RawDns, RawLimits};
 use alertrelay::crypto::signing::NodeKey;
 use alertrelay::crypto::tls;
 use alertrelay::identity::NodeId;
@@ -92,6 +92,9 @@ pub struct Builder<'a> {
     prepare: Vec<Edit<'a>>,
     json_logs: bool,
     log_filter: Option<String>,
+    /// `[dns]` of every node: off unless a test names its own server
+    /// (nothing leaves the machine).
+    dns: RawDns,
 }
 
 impl<'a> Builder<'a> {
@@ -118,7 +121,15 @@ impl<'a> Builder<'a> {
             prepare: Vec::new(),
             json_logs: false,
             log_filter: None,
+            dns: RawDns::default(),
         }
+    }
+
+    /// Every node resolves host names with this `[dns]` (e.g. the test's
+    /// own server: `RawDns::resolvers(&[addr])`).
+    pub fn dns(mut self, dns: RawDns) -> Self {
+        self.dns = dns;
+        self
     }
 
     /// Runs the nodes as `alertrelay serve` processes (retries up to
@@ -287,6 +298,7 @@ impl<'a> Builder<'a> {
                 .iter()
                 .map(|(node, via)| (id(node), id(via)))
                 .collect(),
+            dns: self.dns.clone(),
         };
         let done = provision::init(dir.path(), FEDERATION, &specs, &options)
             .unwrap_or_else(|e| panic!("provision::init: {}", error_chain(&e)));

@@ -329,6 +329,8 @@ fn every_key() -> RawNodeConfig {
         dns: RawDns {
             mode: "static".into(),
             hosts: [("h.example".to_owned(), vec!["192.0.2.1".to_owned()])].into(),
+            resolvers: vec!["127.0.0.1".into()],
+            ..RawDns::default()
         },
     }
 }
@@ -1302,9 +1304,11 @@ async fn a_node_without_a_crl_fails_doctor_and_says_so_loudly_when_it_serves() {
         "{fails:?}"
     );
     fed.start_armed(0, None).await;
-    eventually(10, || async { fed.log(0) }, |log| {
-        log.contains("NO CERTIFICATE REVOCATION IS CHECKED")
-    })
+    eventually(
+        10,
+        || async { fed.log(0) },
+        |log| log.contains("NO CERTIFICATE REVOCATION IS CHECKED"),
+    )
     .await;
     fed.shutdown().await;
 }
