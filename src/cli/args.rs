@@ -72,7 +72,8 @@ pub enum Command {
     /// Measure real nodes (mutual TLS, durable SQLite in a temporary
     /// directory, in this process) against this machine's limits:
     /// throughput, latency, the urgent lane, backlog drain, a simulated
-    /// federation of 53 hotlines. Prints a table (or JSON).
+    /// federation of 53 hotlines, near-duplicate matching at scale.
+    /// Prints a table (or JSON).
     Bench(BenchArgs),
     /// Per peer: reachable, queue depth, oldest undelivered, last error, next attempt.
     Peers {
@@ -237,6 +238,11 @@ pub struct BenchArgs {
     /// Scale: reports submitted.
     #[arg(long, default_value_t = 100_000)]
     pub reports: usize,
+    /// PDQ: open cases with a PDQ hash each stored at the destination
+    /// before urgent reports (--urgent of new media and as many
+    /// near-duplicates) are measured.
+    #[arg(long, default_value_t = 100_000)]
+    pub pdq: usize,
     #[arg(long)]
     pub json: bool,
 }

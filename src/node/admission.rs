@@ -67,6 +67,17 @@ pub const REFUSALS: Quota = Quota {
     concurrent: usize::MAX >> 4,
 };
 
+/// Urgent reports each peer may send with urgent treatment (they take the
+/// writer ahead of all bulk work, node-wide): a burst of 30, then one a
+/// second. Past it a peer's urgent reports are received as bulk work —
+/// stored and answered all the same — so a peer that marks everything
+/// urgent cannot hold back everyone else's work.
+pub const URGENT_PER_PEER: Quota = Quota {
+    per_sec: 1.0,
+    burst: 30.0,
+    concurrent: usize::MAX >> 4,
+};
+
 /// Held for the duration of an admitted request.
 pub struct Permit {
     _inflight: OwnedSemaphorePermit,

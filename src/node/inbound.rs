@@ -79,11 +79,12 @@ pub trait Flow: Send + Sync + 'static {
         Opening::Inline
     }
 
-    /// Whether the opened batch is urgent: it is then applied at once in
-    /// one transaction, and bulk work waits for it. Otherwise a chunked
-    /// flow goes in short bulk transactions that yield to urgent work.
-    fn urgent(&self, _opened: &[Self::Opened]) -> bool {
-        false
+    /// How many of the opened batch's items are urgent. A batch with any,
+    /// within its sender's urgent quota, is applied at once in one
+    /// transaction, and bulk work waits for it. Otherwise a chunked flow
+    /// goes in short bulk transactions that yield to urgent work.
+    fn urgent_items(&self, _opened: &[Self::Opened]) -> usize {
+        0
     }
 
     /// Whether a bulk batch goes in chunks of `BULK_CHUNK` (else in one
@@ -126,7 +127,7 @@ pub async fn run<F: Flow>(
             return Err(e);
         }
     };
-    let urgent = flow.urgent(&opened);
+    let urgent = urgent_admitted(core, sender, flow.urgent_items(&opened));
     let _urgent = urgent.then(|| core.urgent.enter());
     let chunk_size = if urgent || !flow.chunked() {
         opened.len().max(1)
@@ -144,6 +145,23 @@ pub async fn run<F: Flow>(
     }
     tell(core, effects, urgent);
     Ok(answers)
+}
+
+/// Whether a batch with `n` urgent items gets urgent treatment: each
+/// within the sender's urgent quota (`admission::URGENT_PER_PEER`). Past
+/// it the batch is received as bulk work and counted.
+fn urgent_admitted(core: &Core, sender: &NodeId, n: usize) -> bool {
+    if n == 0 {
+        return false;
+    }
+    let key = format!("urgent node:{sender}");
+    let quota = crate::node::admission::URGENT_PER_PEER;
+    if (0..n).all(|_| core.limiter.admit(&key, quota).is_ok()) {
+        return true;
+    }
+    core.metrics.urgent_demoted(sender.as_str(), n as u64);
+    tracing::warn!(peer = %sender, reports = n, "urgent reports past the peer's urgent quota received as bulk work");
+    false
 }
 
 /// Opens the batch where the flow says. The outer `Err` is a failure of

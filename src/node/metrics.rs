@@ -97,6 +97,8 @@ pub struct Metrics {
     dns_answers: Mutex<BTreeMap<String, u64>>,
     dns_latency: Mutex<BTreeMap<String, Histogram>>,
     pub dns_cache_hits: AtomicU64,
+    urgent_demoted: Mutex<BTreeMap<String, u64>>,
+    leaves_read: Mutex<BTreeMap<String, u64>>,
 }
 
 fn bump<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, k: K, by: u64) {
@@ -139,6 +141,19 @@ impl Metrics {
 
     pub fn delivery_failed(&self, peer: &str) {
         bump(&self.delivery_failures, peer.to_owned(), 1);
+    }
+
+    /// `n` urgent reports from `peer` past its urgent quota, received as
+    /// bulk work.
+    pub fn urgent_demoted(&self, peer: &str, n: u64) {
+        bump(&self.urgent_demoted, peer.to_owned(), n);
+    }
+
+    /// `n` audit-log entries read to make a checkpoint: `check` (the whole
+    /// log checked again, outside the writer lock) or `sign` (the entries
+    /// since the last checkpoint, under it).
+    pub fn leaves_read(&self, pass: &str, n: u64) {
+        bump(&self.leaves_read, pass.to_owned(), n);
     }
 
     /// `event`: cosigned (we cosigned the peer's checkpoint), refused (we
@@ -242,6 +257,22 @@ pub async fn render(core: &Core) -> String {
             );
             h.write(out, name, &labels);
         },
+    );
+    family(
+        &mut out,
+        "alertrelay_urgent_demoted_total",
+        "counter",
+        "Urgent reports from a peer past its urgent quota, received as bulk work (stored and answered all the same).",
+        &m.urgent_demoted,
+        by("peer"),
+    );
+    family(
+        &mut out,
+        "alertrelay_checkpoint_leaves_read_total",
+        "counter",
+        "Audit-log entries read to make checkpoints: pass=check (the whole log checked again, outside the writer lock), pass=sign (the entries since the last checkpoint).",
+        &m.leaves_read,
+        by("pass"),
     );
     family(
         &mut out,

@@ -11,6 +11,7 @@ pub mod zone;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::audit::merkle::CompactRange;
 use crate::config::NodeConfig;
 use crate::crypto::signing::NodeKey;
 use crate::crypto::tls::{self, TlsError};
@@ -119,7 +120,7 @@ pub async fn start_with_listener(
         Some(path) => Some(lock_sqlite(path)?),
         None => None,
     };
-    let store = open_store(&config).await?;
+    let (store, edge) = open_store(&config).await?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen {
         addr: config.listen.to_string(),
         source,
@@ -141,6 +142,7 @@ pub async fn start_with_listener(
         replica,
         config,
     }));
+    *core.frontier.lock().unwrap_or_else(|e| e.into_inner()) = edge;
     let peers = other_nodes(&core);
     startup::audit_start(&core, addr, &peers)
         .await
@@ -195,11 +197,11 @@ fn store_error(config: &NodeConfig, source: StoreError) -> StartError {
 /// SQLite every claim is this process's (one process per file); on
 /// PostgreSQL only those under this replica's configured id (other
 /// replicas' claims lapse with their leases).
-async fn open_store(config: &NodeConfig) -> Result<Store, StartError> {
+async fn open_store(config: &NodeConfig) -> Result<(Store, Option<CompactRange>), StartError> {
     let store = Store::connect(&config.database)
         .await
         .map_err(|source| store_error(config, source))?;
-    checkpoint::check_latest(&store)
+    let edge = checkpoint::check_latest(&store)
         .await
         .map_err(StartError::AuditIntegrity)?;
     let holder = match (&store, &config.delivery.replica) {
@@ -213,7 +215,7 @@ async fn open_store(config: &NodeConfig) -> Result<Store, StartError> {
             .await
             .map_err(|source| store_error(config, source))?;
     }
-    Ok(store)
+    Ok((store, edge))
 }
 
 fn other_nodes(core: &Core) -> Vec<DirectoryNode> {

@@ -62,10 +62,11 @@ impl Flow for Envelopes {
         }
     }
 
-    fn urgent(&self, opened: &[OpenedReport]) -> bool {
+    fn urgent_items(&self, opened: &[OpenedReport]) -> usize {
         opened
             .iter()
-            .any(|r| r.payload.priority == pb::Priority::Urgent as i32)
+            .filter(|r| r.payload.priority == pb::Priority::Urgent as i32)
+            .count()
     }
 
     /// A bulk batch is stored in short transactions that let urgent work
