@@ -56,6 +56,12 @@ fn route_view_to_pb(r: &RouteView) -> pb::RouteDecision {
             ambiguity: r.ambiguity.clone(),
             countries: r.countries.clone(),
             flags: r.flags.clone(),
+            dns: r
+                .dns
+                .iter()
+                .map(crate::wire::route::dns_view_to_pb)
+                .collect(),
+            behind_cdn: r.behind_cdn.clone(),
             addresses: r
                 .addresses
                 .iter()

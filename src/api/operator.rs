@@ -212,6 +212,7 @@ impl pb::operator_server::Operator for OperatorService {
             &r.category,
             &r.classification,
         )
+        .await
         .map(|d| Response::new(route_to_pb(&d)))
         .map_err(to_status)
     }
@@ -403,17 +404,22 @@ impl pb::operator_server::Operator for OperatorService {
     ) -> Result<Response<pb::Case>, Status> {
         let (operator, _permit) = auth::operator(&self.core, &request).await?;
         let r = request.get_ref();
-        crate::node::handoff::hand_off(
-            &self.core,
-            &operator,
-            &r.id,
-            &r.to,
-            &r.hosting_ip,
-            &r.reason,
-        )
-        .await
-        .map(|c| Response::new(case_to_pb(&c)))
-        .map_err(to_status)
+        let handed = if r.resolve_again && r.to.is_empty() && r.hosting_ip.is_empty() {
+            crate::node::handoff::reroute(&self.core, &operator, &r.id, &r.reason).await
+        } else {
+            crate::node::handoff::hand_off(
+                &self.core,
+                &operator,
+                &r.id,
+                &r.to,
+                &r.hosting_ip,
+                &r.reason,
+            )
+            .await
+        };
+        handed
+            .map(|c| Response::new(case_to_pb(&c)))
+            .map_err(to_status)
     }
 
     async fn retract_report(
