@@ -284,6 +284,10 @@ fn every_key() -> RawNodeConfig {
             listen: Some("127.0.0.1:2".into()),
         },
         health: RawHealth::default(),
+        exchange: alertrelay::config::RawExchange {
+            directory_interval_ms: 1000,
+            protocol: 1,
+        },
         jurisdiction: alertrelay::config::RawJurisdiction {
             alternative: Some("held".into()),
             rules: vec![alertrelay::config::RawJurisdictionRule {
