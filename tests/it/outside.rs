@@ -448,7 +448,8 @@ async fn delivered_reports(fed: &Federation, marker: &str, n: usize) {
 /// With another reader holding the database open, `retention run` cannot
 /// truncate the WAL that still holds old pages of the purged reports: it
 /// waits for the reader, then says so and exits 1 instead of claiming
-/// success. Once the reader is gone, running it again cleans the files.
+/// success. Once the reader is gone, running it again cleans the files;
+/// and a reader that lets go while the run waits lets it finish.
 #[tokio::test]
 async fn retention_kept_from_the_files_by_a_reader_fails_loudly_and_a_rerun_cleans_them() {
     let fed = Federation::builder(AB)
@@ -494,6 +495,52 @@ async fn retention_kept_from_the_files_by_a_reader_fails_loudly_and_a_rerun_clea
         !files_hold(&db, marker),
         "a purged URL is still in the database's files"
     );
+
+    // A reader that lets go while the run waits for it: the run finishes
+    // the job and succeeds.
+    let marker = "zq-reader-lets-go-9182";
+    delivered_reports(&fed, marker, 5).await;
+    let mut reader = sqlx::ConnectOptions::connect(&options).await.unwrap();
+    let mut snapshot = sqlx::Connection::begin(&mut reader).await.unwrap();
+    let _: i64 = sqlx::query_scalar("SELECT count(*) FROM reports")
+        .fetch_one(&mut *snapshot)
+        .await
+        .unwrap();
+    let run = {
+        let cfg = cfg.clone();
+        tokio::spawn(
+            async move { cli(&["retention", "run", "--config", arg(&cfg), "--json"]).await },
+        )
+    };
+    // Once the purge is committed, the run is waiting for this reader.
+    let watcher = sqlx::SqlitePool::connect_with(options.clone())
+        .await
+        .unwrap();
+    eventually(
+        20,
+        || {
+            let watcher = watcher.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM reports WHERE purged_at_ms IS NOT NULL",
+                )
+                .fetch_one(&watcher)
+                .await
+                .unwrap()
+            }
+        },
+        |purged| *purged >= 15,
+    )
+    .await;
+    watcher.close().await;
+    drop(snapshot);
+    sqlx::Connection::close(reader).await.unwrap();
+    let (code, out, err) = run.await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let waited: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(waited["delivered"], 5, "{waited}");
+    assert_eq!(waited["files_clean"], true, "{waited}");
+    assert!(!files_hold(&db, marker));
     fed.shutdown().await;
 }
 
