@@ -682,3 +682,68 @@ async fn a_large_scheduled_purge_goes_in_short_transactions_and_urgent_reports_g
     }
     fed.shutdown().await;
 }
+
+/// A run asked for through the node answers within its time budget,
+/// whatever the backlog, saying there is more (so no call outlives its
+/// deadline); `retention run` asks until nothing due is left.
+#[tokio::test]
+async fn a_retention_call_stops_at_its_budget_and_the_cli_asks_again_until_done() {
+    use alertrelay::node::retention::{self, Ask, PURGE_CHUNK, Writer};
+    let fed = Federation::builder(AB)
+        .prepare(purge_delivered)
+        .start()
+        .await;
+    let n = 3 * PURGE_CHUNK + 5;
+    let mut text = String::from("url,category,hosting_ip,hashes,priority,notes\n");
+    for i in 0..n {
+        text.push_str(&format!("http://{DE_IP}/budget/{i},csam,,,,\n"));
+    }
+    let csv = fed.dir.path().join("budget.csv");
+    std::fs::write(&csv, text).unwrap();
+    let cfg = fed.config_path(0);
+    let (code, _, err) = cli(&["import", "--config", arg(&cfg), "--csv", arg(&csv)]).await;
+    assert_eq!(code, 0, "{err}");
+    eventually(
+        60,
+        || async {
+            let (_, out, _) = cli(&[
+                "retention",
+                "run",
+                "--config",
+                arg(&cfg),
+                "--dry-run",
+                "--json",
+            ])
+            .await;
+            serde_json::from_str::<serde_json::Value>(&out).unwrap()["delivered"].as_u64()
+        },
+        |d| *d == Some(n as u64),
+    )
+    .await;
+    // A call whose budget is spent at once does one chunk and says so.
+    let core = fed.core(0);
+    let ask = Ask {
+        actor: "test",
+        subject: core.me.as_str(),
+        dry_run: false,
+        audit_if_empty: true,
+        now_ms: alertrelay::node::Core::now_ms(),
+        budget: Some(Duration::ZERO),
+    };
+    let first = retention::run_within(Writer::Node(core), &core.config.retention, &ask)
+        .await
+        .unwrap();
+    assert!(first.more, "{first:?}");
+    assert!(first.delivered >= 1 && first.delivered as usize <= PURGE_CHUNK);
+    // The CLI takes the rest (asking again while the node says more).
+    let (code, out, err) = cli(&["retention", "run", "--config", arg(&cfg), "--json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let rest: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        rest["delivered"].as_u64().unwrap() + first.delivered,
+        n as u64,
+        "{rest}"
+    );
+    assert_eq!(rest["files_clean"], true);
+    fed.shutdown().await;
+}
