@@ -12,6 +12,7 @@
 mod common;
 
 mod admission;
+mod alerting;
 mod audit;
 mod bad_input;
 mod bench;
