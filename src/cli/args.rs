@@ -286,6 +286,18 @@ pub enum DbCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Restore a stopped SQLite node's database from a `db backup` file
+    /// (refused while the node runs): the backup's audit log is verified
+    /// first, the current database is kept beside it, and the restore is
+    /// recorded in the restored audit log. A backup older than what the
+    /// witnesses cosigned rolls the log back: read docs/operations.md.
+    Restore {
+        #[arg(long)]
+        config: PathBuf,
+        /// The backup file (from `db backup`).
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Copy this SQLite node's data into an empty PostgreSQL database
     /// (refused while the node runs: this command holds its lock), then
     /// verify the audit log of the copy against the

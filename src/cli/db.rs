@@ -1,4 +1,5 @@
-//! `alertrelay db backup` (an online-safe copy of a SQLite database) and
+//! `alertrelay db backup` (an online-safe copy of a SQLite database),
+//! `db restore` (in restore.rs) and
 //! `alertrelay db migrate-to` (copy a stopped SQLite node's data into an
 //! empty PostgreSQL database and check the copy's audit log against the
 //! original's).
@@ -20,6 +21,7 @@ pub(crate) async fn run(command: DbCommand) -> Result<ExitCode, Failure> {
     match command {
         DbCommand::Backup { config, out } => backup(config, out).await,
         DbCommand::MigrateTo { url, config, json } => migrate_to(config, url, json).await,
+        DbCommand::Restore { config, from } => super::restore::restore(config, from).await,
     }
 }
 

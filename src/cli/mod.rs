@@ -37,6 +37,7 @@ mod geo;
 mod import;
 mod overview;
 mod print;
+mod restore;
 mod retention;
 mod serve;
 mod submit;

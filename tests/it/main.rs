@@ -31,6 +31,7 @@ mod outside;
 mod postgres;
 mod properties;
 mod relays;
+mod restore;
 mod routing;
 mod security;
 mod simulated_federation;

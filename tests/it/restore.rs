@@ -1,0 +1,150 @@
+//! `alertrelay db restore`: refused while the node runs and for a backup
+//! that does not verify (nothing changed), then a real restore of a real
+//! backup file: the old database kept, the restore audited, the rollback
+//! announced loudly. Real nodes, real SQLite files, the built binary.
+
+use std::path::Path;
+
+use crate::common::*;
+
+const AB: &[(&str, &[&str])] = &[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])];
+
+/// The audit entries of the database `config` points at, as `audit
+/// verify --offline --json` counts them.
+async fn entries(config: &Path) -> u64 {
+    let (code, stdout, err) = cli(&[
+        "audit",
+        "verify",
+        "--config",
+        arg(config),
+        "--offline",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{stdout}{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    v["entries"].as_u64().unwrap()
+}
+
+async fn restore(config: &Path, from: &Path) -> (i32, String, String) {
+    cli(&[
+        "db",
+        "restore",
+        "--config",
+        arg(config),
+        "--from",
+        arg(from),
+    ])
+    .await
+}
+
+#[tokio::test]
+async fn restore_is_refused_while_the_node_runs_then_restores_audits_and_warns_of_the_rollback() {
+    let mut fed = Federation::start(AB).await;
+    let mut fr = fed.operator(0);
+    let cfg = fed.config_path(0);
+    let dir = cfg.parent().unwrap().to_path_buf();
+    let before = submit(&mut fr, &format!("http://{DE_IP}/before"), "").await;
+    wait_case(&fr, &before.report_id, 10, |c| c.status == "delivered").await;
+    let backup = fed.dir.path().join("backup.db");
+    let (code, stdout, err) =
+        cli(&["db", "backup", "--config", arg(&cfg), "--out", arg(&backup)]).await;
+    assert_eq!(code, 0, "{stdout}{err}");
+    // Work after the backup, witnessed by the peer.
+    let after = submit(&mut fr, &format!("http://{DE_IP}/after"), "").await;
+    wait_case(&fr, &after.report_id, 10, |c| c.status == "delivered").await;
+    let page = eventually(
+        10,
+        || fed.metrics(1),
+        |p| p.contains("alertrelay_witness_events_total{peer=\"FR-PDC\",event=\"cosigned\"}"),
+    )
+    .await;
+    assert!(!page.is_empty());
+
+    // While the node runs: refused, nothing changed.
+    let live = entries(&cfg).await;
+    let (code, _, err) = restore(&cfg, &backup).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("in use by a running node"), "{err}");
+    fed.stop(0).await;
+    let held = entries(&cfg).await;
+    assert!(held >= live);
+
+    // A missing file, and the database itself: usage errors.
+    let (code, _, err) = restore(&cfg, &dir.join("nope.db")).await;
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("--from"), "{err}");
+    let (code, _, err) = restore(&cfg, &dir.join("node.db")).await;
+    assert_eq!(code, 64, "{err}");
+    // A backup that is not a database, and one whose audit log was
+    // tampered with: verification fails (exit 2), nothing changed.
+    let junk = fed.dir.path().join("junk.db");
+    std::fs::write(&junk, b"not a database").unwrap();
+    let (code, _, err) = restore(&cfg, &junk).await;
+    assert_eq!(code, 2, "{err}");
+    let tampered = fed.dir.path().join("tampered.db");
+    std::fs::copy(&backup, &tampered).unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", arg(&tampered)))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let (code, _, err) = restore(&cfg, &tampered).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does not verify"), "{err}");
+    assert_eq!(
+        entries(&cfg).await,
+        held,
+        "a refused restore changed the database"
+    );
+    let backup_entries = entries_of(&backup, &cfg).await;
+    assert!(backup_entries < held);
+
+    // The restore: the old database kept, the backup in place, the
+    // restore audited, the rollback announced.
+    let (code, stdout, err) = restore(&cfg, &backup).await;
+    assert_eq!(code, 0, "{stdout}{err}");
+    assert!(
+        err.contains("WARNING: THE AUDIT LOG IS ROLLED BACK"),
+        "{err}"
+    );
+    assert!(err.contains("docs/operations.md"), "{err}");
+    assert_eq!(entries(&cfg).await, backup_entries + 1);
+    let (code, exported, err) = cli(&["audit", "export", "--config", arg(&cfg)]).await;
+    assert_eq!(code, 0, "{err}");
+    let last = exported.lines().last().unwrap();
+    assert!(last.contains("db.restored"), "{last}");
+    assert!(last.contains("cli:db-restore"), "{last}");
+    let kept = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with("node.db.before-restore-")
+                && !name.ends_with("-wal")
+                && !name.ends_with("-shm")
+        })
+        .expect("the replaced database is kept");
+    assert!(stdout.contains(&kept.display().to_string()), "{stdout}");
+    // Nothing acknowledged is lost: the replaced database still holds
+    // everything, the report made after the backup included.
+    assert_eq!(entries_of(&kept, &cfg).await, held);
+    fed.shutdown().await;
+}
+
+/// The audit entries of database `db`, verified with `config`'s keys.
+async fn entries_of(db: &Path, config: &Path) -> u64 {
+    let other = config.with_file_name("other.toml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(config).unwrap().replace(
+            "database = \"node.db\"",
+            &format!("database = {:?}", arg(db)),
+        ),
+    )
+    .unwrap();
+    entries(&other).await
+}
