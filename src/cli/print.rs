@@ -99,6 +99,18 @@ pub(crate) fn summary(s: &NodeSummary) {
     for c in &s.cases {
         println!("  cases {:<9} {:<28} {}", c.direction, c.status, c.count);
     }
+    let held: u64 = s
+        .cases
+        .iter()
+        .filter(|c| c.status == "held")
+        .map(|c| c.count)
+        .sum();
+    if held > 0 {
+        println!(
+            "  {held} report(s) held for an analyst (DNS failed or the jurisdiction policy): \
+             `cases list --status held`, the reason in `cases show`"
+        );
+    }
 }
 
 pub(crate) fn route(r: &RouteView) {
