@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use crate::common::{Federation, case, submit, wait_case};
+use crate::common::{Federation, arg, case, cli, eventually, submit, wait_case};
 use alertrelay::config::RawDns;
 use alertrelay::node::route::route_preview;
 use alertrelay::pb;
@@ -302,5 +302,99 @@ async fn content_that_moved_is_rerouted_to_the_new_countrys_hotline_with_both_re
         moved.reason
     );
     assert!(!moved.reason.contains("moving.example"), "{}", moved.reason);
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn host_names_stay_out_of_logs_and_metrics_and_the_cli_prints_the_evidence() {
+    let zone = ZoneServer::start(test_zone()).await.unwrap();
+    let mut dns = RawDns::resolvers(&[zone.addr().to_string()]);
+    dns.deadline_ms = 500;
+    let mut fed = Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"]), ("LE", &[])])
+        .fallback("LE")
+        .processes()
+        .json_logs("info")
+        .dns(dns)
+        .start()
+        .await;
+    let cfg = fed.config_path(0);
+    let fed_ref = &fed;
+    eventually(
+        5,
+        || async { fed_ref.stdout(0) },
+        |out| out.contains("listening"),
+    )
+    .await;
+    // `route` shows the resolution, without submitting anything.
+    let (code, out, err) = cli(&[
+        "route",
+        "--config",
+        arg(&cfg),
+        "--url",
+        "https://gallery.example.de/album/1",
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    for want in [
+        "route:    peer -> DE-ECO",
+        "dns:      gallery.example.de via resolvers 127.0.0.1:",
+        "gallery.example.de. CNAME www.gallery.example.de. (TTL 600 s)",
+        "edge.hoster.example. A 85.214.132.117 (TTL 120 s)",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    // Reports that resolve, and that do not (NXDOMAIN, no answer).
+    let mut ids = Vec::new();
+    for url in [
+        "https://gallery.example.de/album/2",
+        "http://gone.example/x",
+        "http://silent.example/y",
+    ] {
+        let (code, out, err) = cli(&[
+            "submit",
+            "--config",
+            arg(&cfg),
+            "--url",
+            url,
+            "--category",
+            "csam",
+            "--json",
+        ])
+        .await;
+        assert_eq!(code, 0, "{out}{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    // `cases show` prints the failure of the held report.
+    let (code, out, err) = cli(&["cases", "show", &ids[1], "--config", arg(&cfg)]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("route:    held -> (kept here)"), "{out}");
+    assert!(out.contains("failed: nxdomain"), "{out}");
+    // Metrics say what happened by outcome, never by name.
+    let metrics = fed.metrics(0).await;
+    assert!(
+        metrics.contains("alertrelay_dns_queries_total{outcome=\"nxdomain\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("alertrelay_dns_queries_total{outcome=\"timeout\"}"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("example"), "{metrics}");
+    for i in [0, 1] {
+        let status = fed.terminate(i, std::time::Duration::from_secs(20)).await;
+        assert!(status.success(), "{status}");
+        // No host name in any log line, at any level the node wrote.
+        let log = fed.log(i);
+        assert!(!log.is_empty());
+        for name in [
+            "gallery.example",
+            "hoster.example",
+            "gone.example",
+            "silent.example",
+        ] {
+            assert!(!log.contains(name), "node {i} logged {name}:\n{log}");
+        }
+    }
     fed.shutdown().await;
 }
