@@ -19,6 +19,8 @@ use alertrelay::runtime::zone::{Zone, ZoneRecord, ZoneServer};
 const DE_IP: &str = "85.214.132.117";
 const CH_IP: &str = "130.59.1.1";
 const NL_IP: &str = "194.109.6.66";
+/// Strato AG, Germany, in the shipped IPv6 data.
+const DE_IP6: &str = "2a01:238:20a:202::1";
 /// Cloudflare (AS13335) in the shipped network data.
 const CDN_IP: &str = "1.1.1.1";
 
@@ -32,6 +34,7 @@ fn test_zone() -> Zone {
         .cname("gallery.example.de", "www.gallery.example.de", 600)
         .cname("www.gallery.example.de", "edge.hoster.example", 300)
         .addr("edge.hoster.example", ip(DE_IP), 120)
+        .addr("edge.hoster.example", ip(DE_IP6), 120)
         // Round-robin across Germany and Switzerland.
         .addr("mirror.example", ip(DE_IP), 60)
         .addr("mirror.example", ip(CH_IP), 60)
@@ -89,8 +92,13 @@ async fn a_host_named_report_reaches_the_german_hotline_with_its_resolution_sign
         .iter()
         .map(|q| (q.question.as_str(), q.outcome.as_str()))
         .collect();
-    assert_eq!(asked[0], ("gallery.example.de. IN A", "answered"));
-    assert_eq!(asked[1].0, "gallery.example.de. IN AAAA");
+    assert_eq!(
+        asked,
+        vec![
+            ("gallery.example.de. IN A", "answered"),
+            ("gallery.example.de. IN AAAA", "answered")
+        ]
+    );
     let answers: Vec<(&str, &str, &str, u32)> = d
         .answers
         .iter()
@@ -112,8 +120,16 @@ async fn a_host_named_report_reaches_the_german_hotline_with_its_resolution_sign
                 300
             ),
             ("edge.hoster.example.", "A", DE_IP, 120),
+            ("edge.hoster.example.", "AAAA", DE_IP6, 120),
         ]
     );
+    // IPv4 and IPv6 both located, both in Germany.
+    let located: Vec<(&str, &str)> = view
+        .addresses
+        .iter()
+        .map(|a| (a.ip.as_str(), a.country.as_str()))
+        .collect();
+    assert_eq!(located, vec![(DE_IP, "DE"), (DE_IP6, "DE")]);
     assert!(d.failure.is_empty() && !d.at.is_empty(), "{d:?}");
     assert!(
         view.steps.iter().any(|s| s
