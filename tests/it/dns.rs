@@ -414,3 +414,62 @@ async fn host_names_stay_out_of_logs_and_metrics_and_the_cli_prints_the_evidence
     }
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_periodic_recheck_hands_moved_content_on_and_leaves_the_rest() {
+    let zone = ZoneServer::start(Zone::new().addr("moving.example", ip(DE_IP), 1).addr(
+        "staying.example",
+        ip(DE_IP),
+        1,
+    ))
+    .await
+    .unwrap();
+    let mut dns = RawDns::resolvers(&[zone.addr().to_string()]);
+    dns.recheck_interval_s = 1;
+    let fed = Federation::builder(&[
+        ("FR-PDC", &["FR"]),
+        ("DE-ECO", &["DE"]),
+        ("NL-EOKM", &["NL"]),
+    ])
+    .dns(dns)
+    .start()
+    .await;
+    let mut fr = fed.operator(0);
+    let moving = submit(&mut fr, "http://moving.example/v", "")
+        .await
+        .report_id;
+    let staying = submit(&mut fr, "http://staying.example/w", "")
+        .await
+        .report_id;
+    for id in [&moving, &staying] {
+        wait_case(&fr, id, 10, |c| c.status == "delivered").await;
+    }
+    zone.set("moving.example", vec![ZoneRecord::Addr(ip(NL_IP), 60)]);
+    wait_case(&fr, &moving, 20, |c| {
+        c.deliveries.iter().any(|d| {
+            d.destination == "NL-EOKM"
+                && d.state == "delivered"
+                && d.handed_off_by.as_deref() == Some("DE-ECO")
+        })
+    })
+    .await;
+    let de_case = case(&mut fed.operator(1), &moving).await;
+    assert_eq!(de_case.status, "moved");
+    let moved = de_case
+        .history
+        .iter()
+        .find(|h| h.status == "moved")
+        .unwrap();
+    assert!(
+        moved
+            .reason
+            .contains("periodic DNS re-check [re-resolved by DNS: was hosted in DE")
+            && moved.reason.contains("now in NL"),
+        "{}",
+        moved.reason
+    );
+    // The case whose content stayed is untouched.
+    let still = case(&mut fed.operator(1), &staying).await;
+    assert_eq!(still.status, "received");
+    fed.shutdown().await;
+}
