@@ -109,6 +109,7 @@ async fn provision_federation(
             limits: None,
             relays: vec![],
             dns: crate::config::RawDns::resolvers(&[dns.to_string()]),
+            ..Default::default()
         },
     )?;
     Ok((done.configs, listeners))

@@ -284,6 +284,7 @@ pub async fn render(core: &Core) -> String {
     );
     dns(&mut out, m);
     process(&mut out, core);
+    directory(&mut out, core);
     header(
         &mut out,
         "alertrelay_ready",
@@ -384,6 +385,65 @@ fn by_pair<'a>(a: &'a str, b: &'a str) -> impl Fn(&mut String, &str, &(String, S
     }
 }
 
+/// The signed directory: its serial, age and time left, versions applied,
+/// and each peer's protocol as last seen.
+fn directory(out: &mut String, core: &Core) {
+    let d = core.directory();
+    let now = Core::now_ms();
+    let (serial, age, left) = match &d.signed {
+        Some(s) => (
+            s.serial,
+            (now - s.issued_at_ms) as f64 / 1000.0,
+            (s.expires_at_ms - now) as f64 / 1000.0,
+        ),
+        None => (0, 0.0, 0.0),
+    };
+    for (name, kind, help, v) in [
+        (
+            "alertrelay_directory_serial",
+            "gauge",
+            "Serial of the signed directory in use (0: a plain directory file).",
+            serial.to_string(),
+        ),
+        (
+            "alertrelay_directory_age_seconds",
+            "gauge",
+            "Seconds since the directory in use was issued (0 when not signed).",
+            age.to_string(),
+        ),
+        (
+            "alertrelay_directory_expires_in_seconds",
+            "gauge",
+            "Seconds until the directory in use expires; publish a new version before 0 (0 when not signed).",
+            left.to_string(),
+        ),
+        (
+            "alertrelay_directory_applied_total",
+            "counter",
+            "Newer directory versions applied since start (refusals: alertrelay_refusals_total{reason=~\"directory_.*\"}).",
+            core.membership.applied.load(Ordering::Relaxed).to_string(),
+        ),
+    ] {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    let name = "alertrelay_peer_protocol";
+    header(
+        out,
+        name,
+        "gauge",
+        "The protocol each peer speaks, as last seen by the directory exchange (1: the previous release).",
+    );
+    for (peer, protocol) in core.membership.peer_protocols() {
+        sample(
+            out,
+            name,
+            &format!("peer=\"{}\"", esc(peer.as_str())),
+            protocol,
+        );
+    }
+}
+
 /// `alertrelay_node_info`: which node this is and its version, as labels.
 fn node_info(out: &mut String, core: &Core) {
     let name = "alertrelay_node_info";
@@ -459,6 +519,7 @@ async fn outbox(out: &mut String, core: &Core) {
     let mut per_peer: BTreeMap<String, (i64, f64)> = core
         .peers
         .keys()
+        .into_iter()
         .map(|p| (p.to_string(), (0, 0.0)))
         .collect();
     for q in &queues {

@@ -95,6 +95,8 @@ pub struct Builder<'a> {
     /// `[dns]` of every node: off unless a test names its own server
     /// (nothing leaves the machine).
     dns: RawDns,
+    /// A signed directory, exchanged so.
+    exchange: Option<alertrelay::config::RawExchange>,
 }
 
 impl<'a> Builder<'a> {
@@ -122,6 +124,7 @@ impl<'a> Builder<'a> {
             json_logs: false,
             log_filter: None,
             dns: RawDns::default(),
+            exchange: None,
         }
     }
 
@@ -129,6 +132,17 @@ impl<'a> Builder<'a> {
     /// own server: `RawDns::resolvers(&[addr])`).
     pub fn dns(mut self, dns: RawDns) -> Self {
         self.dns = dns;
+        self
+    }
+
+    /// A signed directory (`DIR/directory.key`, version 1 published, each
+    /// node reading `directory.signed`), exchanged between the nodes every
+    /// `interval_ms`.
+    pub fn signed_directory(mut self, interval_ms: u64) -> Self {
+        self.exchange = Some(alertrelay::config::RawExchange {
+            directory_interval_ms: interval_ms,
+            protocol: 2,
+        });
         self
     }
 
@@ -299,6 +313,8 @@ impl<'a> Builder<'a> {
                 .map(|(node, via)| (id(node), id(via)))
                 .collect(),
             dns: self.dns.clone(),
+            signed_directory: self.exchange.is_some(),
+            exchange: self.exchange,
         };
         let done = provision::init(dir.path(), FEDERATION, &specs, &options)
             .unwrap_or_else(|e| panic!("provision::init: {}", error_chain(&e)));
@@ -418,6 +434,15 @@ impl Federation {
         self.configs.len()
     }
 
+    /// Adds a node written after the federation started (`federation
+    /// join`): loaded from its `node.toml`, not yet running.
+    pub fn add_node(&mut self, config: &Path) -> usize {
+        let config = NodeConfig::load(config)
+            .unwrap_or_else(|e| panic!("{}: {}", config.display(), error_chain(&e)));
+        let logs = self.dir.path().join("logs");
+        self.push_node(config, None, &logs)
+    }
+
     pub fn id(&self, i: usize) -> NodeId {
         self.configs[i].node_id.clone()
     }
@@ -480,6 +505,13 @@ impl Federation {
             "try_restart: nodes in this process"
         );
         assert!(!self.is_running(i), "{} is already running", self.id(i));
+        // A signed directory changes on disk while the node runs (the node
+        // writes each newer version): start from the file, as `serve` does.
+        if self.configs[i].directory.signed.is_some() {
+            let path = self.configs[i].path.clone();
+            self.configs[i] = NodeConfig::load(&path)
+                .unwrap_or_else(|e| panic!("{}: {}", path.display(), error_chain(&e)));
+        }
         // The SQLite lock of a node just stopped (an flock, held by an
         // open file) can outlive it for a moment: a process that another
         // test of this binary spawns at that instant holds a copy of every

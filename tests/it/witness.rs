@@ -228,6 +228,12 @@ impl pb::federation_server::Federation for HostilePeer {
     ) -> Result<tonic::Response<pb::CheckpointNote>, tonic::Status> {
         Err(tonic::Status::unimplemented("hostile"))
     }
+    async fn get_directory(
+        &self,
+        _: tonic::Request<pb::GetDirectoryRequest>,
+    ) -> Result<tonic::Response<pb::SignedDirectory>, tonic::Status> {
+        Err(tonic::Status::unimplemented("hostile"))
+    }
 }
 
 /// Serves `peer` on loopback; a client for it.
