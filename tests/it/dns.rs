@@ -473,3 +473,49 @@ async fn the_periodic_recheck_hands_moved_content_on_and_leaves_the_rest() {
     assert_eq!(still.status, "received");
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_urgent_reports_names_do_not_wait_behind_bulk_questions() {
+    let zone = ZoneServer::start(test_zone()).await.unwrap();
+    let mut dns = RawDns::resolvers(&[zone.addr().to_string()]);
+    // One question in flight at a time, and a long deadline: a bulk report
+    // naming the silent host holds the only place for seconds.
+    dns.concurrency = 1;
+    dns.deadline_ms = 3_000;
+    let fed = Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])])
+        .dns(dns)
+        .start()
+        .await;
+    let fr = fed.operator(0);
+    let bulk = {
+        let mut fr = fr.clone();
+        tokio::spawn(async move { submit(&mut fr, "http://silent.example/bulk", "").await })
+    };
+    let zone_ref = &zone;
+    eventually(
+        10,
+        || async { zone_ref.asked() },
+        |asked: &Vec<String>| asked.iter().any(|q| q.starts_with("silent.example")),
+    )
+    .await;
+    let urgent = fr
+        .clone()
+        .submit_report(pb::SubmitReportRequest {
+            urls: vec!["https://gallery.example.de/now".into()],
+            category: "csam".into(),
+            priority: pb::Priority::Urgent as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Routed by its DNS answer while the bulk report still waits for its.
+    assert_eq!(urgent.route.unwrap().destinations, vec!["DE-ECO"]);
+    assert!(
+        !bulk.is_finished(),
+        "the bulk report's questions are still in flight"
+    );
+    let held = bulk.await.unwrap();
+    assert_eq!(held.route.unwrap().kind, "held");
+    fed.shutdown().await;
+}
