@@ -50,8 +50,17 @@ pub async fn reroute(
     operator: &PeerIdentity,
     id: &str,
     reason: &str,
+    named: bool,
 ) -> Result<CaseView, NodeError> {
     let result = async {
+        if named {
+            return Err(InvalidInput::new(
+                "bad-handoff",
+                "resolve_again",
+                "resolving again chooses the hotline: give neither to nor hosting_ip",
+            )
+            .into());
+        }
         let row = handed_case(core, id, reason).await?;
         let payload = pb::ReportPayload::decode(row.payload())
             .map_err(|_| NodeError::Internal("a stored report payload does not decode"))?;

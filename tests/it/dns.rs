@@ -270,6 +270,16 @@ async fn content_that_moved_is_rerouted_to_the_new_countrys_hotline_with_both_re
         resolve_again: true,
         ..Default::default()
     };
+    // Resolving again chooses the hotline: naming one too is refused.
+    let err = de
+        .hand_off_case(pb::HandOffCaseRequest {
+            to: "NL-EOKM".into(),
+            ..reroute("both")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("resolve_again"), "{}", err.message());
     // Still in Germany: nothing to hand over, and said so.
     let err = de.hand_off_case(reroute("check")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
