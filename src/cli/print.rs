@@ -188,23 +188,31 @@ fn dns(d: &crate::report::view::DnsView) {
         if d.dnssec.is_empty() {
             String::new()
         } else {
-            format!(", DNSSEC {}", d.dnssec)
+            format!(", DNSSEC {}", clean(&d.dnssec))
         }
     );
     for q in &d.questions {
-        println!("            asked {} ({})", clean(&q.question), q.outcome);
+        println!(
+            "            asked {} ({})",
+            clean(&q.question),
+            clean(&q.outcome)
+        );
     }
     for a in &d.answers {
         println!(
             "            {} {} {} (TTL {} s)",
             clean(&a.name),
-            a.kind,
+            clean(&a.kind),
             clean(&a.value),
             a.ttl
         );
     }
     if !d.failure.is_empty() {
-        println!("            failed: {} ({})", d.failure, clean(&d.error));
+        println!(
+            "            failed: {} ({})",
+            clean(&d.failure),
+            clean(&d.error)
+        );
     }
 }
 

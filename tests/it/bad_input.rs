@@ -1502,6 +1502,31 @@ async fn shape_control_characters_in_a_peers_evidence_and_route_fields_are_inval
             Box::new(move |p| p.hosting.get_or_insert_default().ambiguity = s.into()),
             Box::new(move |p| p.hosting.get_or_insert_default().flags.push(s.into())),
             Box::new(move |p| p.route.as_mut().unwrap().steps.push(s.into())),
+            // The DNS evidence (#24), in the payload's and the route's copy.
+            Box::new(move |p| p.hosting.get_or_insert_default().behind_cdn = s.into()),
+            Box::new(move |p| {
+                p.hosting
+                    .get_or_insert_default()
+                    .dns
+                    .push(pb::DnsResolution {
+                        resolver: s.into(),
+                        ..Default::default()
+                    })
+            }),
+            Box::new(move |p| {
+                let route = p.route.as_mut().unwrap();
+                route
+                    .evidence
+                    .get_or_insert_default()
+                    .dns
+                    .push(pb::DnsResolution {
+                        answers: vec![pb::DnsAnswer {
+                            value: s.into(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })
+            }),
         ];
         for edit in edits {
             let mut p = report("FR-PDC", &fresh_id("evidence"), &["DE-ECO"]);
