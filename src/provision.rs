@@ -110,14 +110,14 @@ pub struct Options {
     /// `(node, relay)`: the node is reached through the relay (directory
     /// `relay = "..."`).
     pub relays: Vec<(NodeId, NodeId)>,
-    /// `[dns]` for every node: `federation init` writes `system`; the
-    /// demo and tests point their nodes at their own server on loopback.
-    pub dns: RawDns,
     /// A signed directory (`secretariat`): the directory keys are made,
     /// version 1 is published, and each node reads `directory.signed`.
     pub signed_directory: bool,
     /// `[exchange]` for every node.
     pub exchange: Option<RawExchange>,
+    /// `[dns]` for every node: `federation init` writes `system`; the
+    /// demo and tests point their nodes at their own server on loopback.
+    pub dns: RawDns,
 }
 
 /// Writes a federation of `nodes` into `dir`: the CA and its CRL, the

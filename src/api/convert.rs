@@ -417,6 +417,7 @@ pub fn retention_to_pb(r: &crate::node::retention::RetentionRun) -> pb::RunReten
             .collect(),
         audit_entry: r.audit_entry.unwrap_or(0),
         files_clean: r.files_clean,
+        more: r.more,
     }
 }
 
@@ -440,6 +441,7 @@ pub fn retention_from_pb(r: pb::RunRetentionResponse) -> crate::node::retention:
             .collect(),
         audit_entry: (r.audit_entry > 0).then_some(r.audit_entry),
         files_clean: r.files_clean,
+        more: r.more,
     }
 }
 

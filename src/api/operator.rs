@@ -569,17 +569,19 @@ impl pb::operator_server::Operator for OperatorService {
                 "no [retention] period is configured: nothing can expire",
             ));
         }
-        let run = retention::run(
-            Writer::Node(core),
-            &core.config.retention,
-            &admin.to_string(),
-            core.me.as_str(),
-            request.get_ref().dry_run,
-            true,
-            crate::node::Core::now_ms(),
-        )
-        .await
-        .map_err(|e| to_status(e.into()))?;
+        let actor = admin.to_string();
+        let ask = retention::Ask {
+            actor: &actor,
+            subject: core.me.as_str(),
+            dry_run: request.get_ref().dry_run,
+            audit_if_empty: true,
+            now_ms: crate::node::Core::now_ms(),
+            // A short call, whatever the backlog: the caller asks again.
+            budget: Some(retention::CALL_BUDGET),
+        };
+        let run = retention::run_within(Writer::Node(core), &core.config.retention, &ask)
+            .await
+            .map_err(|e| to_status(e.into()))?;
         Ok(Response::new(crate::api::convert::retention_to_pb(&run)))
     }
 

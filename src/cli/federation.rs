@@ -166,11 +166,11 @@ fn init(a: FederationInitArgs) -> Result<ExitCode, Failure> {
             metrics_listen: None,
             limits: None,
             relays,
+            signed_directory: !a.plain_directory,
+            exchange: None,
             // A new node resolves reported host names with the machine's
             // resolvers (docs/configuration.md: the modes and their privacy).
             dns: crate::config::RawDns::system(),
-            signed_directory: !a.plain_directory,
-            exchange: None,
         },
     )?;
     println!("federation {} written to {}", a.federation, a.out.display());

@@ -92,11 +92,11 @@ pub struct Builder<'a> {
     prepare: Vec<Edit<'a>>,
     json_logs: bool,
     log_filter: Option<String>,
+    /// A signed directory, exchanged so.
+    exchange: Option<alertrelay::config::RawExchange>,
     /// `[dns]` of every node: off unless a test names its own server
     /// (nothing leaves the machine).
     dns: RawDns,
-    /// A signed directory, exchanged so.
-    exchange: Option<alertrelay::config::RawExchange>,
 }
 
 impl<'a> Builder<'a> {
@@ -123,16 +123,9 @@ impl<'a> Builder<'a> {
             prepare: Vec::new(),
             json_logs: false,
             log_filter: None,
-            dns: RawDns::default(),
             exchange: None,
+            dns: RawDns::default(),
         }
-    }
-
-    /// Every node resolves host names with this `[dns]` (e.g. the test's
-    /// own server: `RawDns::resolvers(&[addr])`).
-    pub fn dns(mut self, dns: RawDns) -> Self {
-        self.dns = dns;
-        self
     }
 
     /// A signed directory (`DIR/directory.key`, version 1 published, each
@@ -143,6 +136,13 @@ impl<'a> Builder<'a> {
             directory_interval_ms: interval_ms,
             protocol: 2,
         });
+        self
+    }
+
+    /// Every node resolves host names with this `[dns]` (e.g. the test's
+    /// own server: `RawDns::resolvers(&[addr])`).
+    pub fn dns(mut self, dns: RawDns) -> Self {
+        self.dns = dns;
         self
     }
 
@@ -312,9 +312,9 @@ impl<'a> Builder<'a> {
                 .iter()
                 .map(|(node, via)| (id(node), id(via)))
                 .collect(),
-            dns: self.dns.clone(),
             signed_directory: self.exchange.is_some(),
             exchange: self.exchange,
+            dns: self.dns.clone(),
         };
         let done = provision::init(dir.path(), FEDERATION, &specs, &options)
             .unwrap_or_else(|e| panic!("provision::init: {}", error_chain(&e)));
