@@ -187,6 +187,62 @@ fn the_secretariat_publishes_each_change_as_a_signed_version_and_refuses_what_no
     let after = alertrelay::directory::Directory::load(&fed.join("directory.signed")).unwrap();
     assert_eq!(after.serial(), 2);
 
+    // Two officers of two: a second directory key joins (signed by the
+    // trusted one and the new one); from then on one key alone is refused.
+    let officer = dir.path().join("officer.key");
+    let second = alertrelay::crypto::signing::NodeKey::generate();
+    second.save(&officer).unwrap();
+    let keys_path = fed.join("directory-keys.toml");
+    let keys = std::fs::read_to_string(&keys_path).unwrap();
+    let keys = keys.replace("threshold = 1", "threshold = 2")
+        + &format!(
+            "\n[[key]]\nid = \"{}\"\npublic_key = \"{}\"\n",
+            second.key_id(),
+            alertrelay::crypto::signing::encode_public_key(&second.verifying_key())
+        );
+    std::fs::write(&keys_path, keys).unwrap();
+    let own = fed.join("directory.key");
+    let (own, officer) = (own.to_str().unwrap(), officer.to_str().unwrap());
+    let (code, _, err) = cli_blocking(&["federation", "publish", "--dir", fed_arg]);
+    assert_eq!(code, 1, "one of two keys is not enough: {err}");
+    let (code, out, err) = cli_blocking(&[
+        "federation",
+        "publish",
+        "--dir",
+        fed_arg,
+        "--key",
+        own,
+        "--key",
+        officer,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("serial 3"), "{out}");
+    let (code, _, err) = cli_blocking(&[
+        "federation",
+        "reinstate",
+        "--dir",
+        fed_arg,
+        "--node",
+        "DE-ECO",
+        "--key",
+        officer,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let (code, out, err) = cli_blocking(&[
+        "federation",
+        "reinstate",
+        "--dir",
+        fed_arg,
+        "--node",
+        "DE-ECO",
+        "--key",
+        officer,
+        "--key",
+        own,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("serial 4"), "{out}");
+
     // `doctor` says which version a node holds and until when.
     let fr_config = fed.join("FR-PDC/node.toml");
     let (_, out, err) =
