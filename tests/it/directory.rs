@@ -380,10 +380,12 @@ async fn a_node_of_the_previous_protocol_is_still_talked_to() {
 
 #[tokio::test]
 async fn a_hotline_joins_rotates_its_signing_key_and_its_certificate_with_one_command_each() {
-    let mut fed = Federation::builder(THREE_NODES)
+    // Six hotlines; a seventh joins.
+    let mut fed = Federation::builder(SIX_WITHOUT_CH)
         .signed_directory(INTERVAL)
         .start()
         .await;
+    let existing = [0, 1, 2, 3, 4, 5];
     let dir = fed.dir.path().to_path_buf();
 
     // CH-ACTION joins: one command at the secretariat, the version put on
@@ -407,9 +409,10 @@ async fn a_hotline_joins_rotates_its_signing_key_and_its_certificate_with_one_co
     install_on(&fed, 0);
     let ch = fed.add_node(&dir.join("CH-ACTION/node.toml"));
     fed.restart(ch).await;
-    wait_serial(&fed, &[0, 1, 2, ch], 2).await;
+    let everyone = [0, 1, 2, 3, 4, 5, ch];
+    wait_serial(&fed, &everyone, 2).await;
     // Reports flow between the new node and every other, both ways.
-    let ips = [FR_IP, DE_IP, NL_IP];
+    let ips = [FR_IP, DE_IP, NL_IP, BE_IP, AT_IP, IT_IP];
     let mut ch_operator = fed.operator(ch);
     for (i, ip) in ips.iter().enumerate() {
         let mut operator = fed.operator(i);
@@ -436,7 +439,7 @@ async fn a_hotline_joins_rotates_its_signing_key_and_its_certificate_with_one_co
     )
     .unwrap();
     assert_eq!(published.serial, 3);
-    wait_serial(&fed, &[0, 1, 2, ch], 3).await;
+    wait_serial(&fed, &everyone, 3).await;
     assert_eq!(fed.core(0).key().key_id(), new_key);
     let fr_entry = fed.core(1).directory().node(&fr).unwrap().clone();
     let old = fr_entry.keys.iter().find(|k| k.id == old_key).unwrap();
@@ -462,7 +465,7 @@ async fn a_hotline_joins_rotates_its_signing_key_and_its_certificate_with_one_co
     write_private(&keep.join("node.key"), &old_tls_key);
     let published = secretariat::rotate_tls(&dir, &de, &Publish::default()).unwrap();
     assert_eq!(published.serial, 4);
-    wait_serial(&fed, &[0, 1, 2, ch], 4).await;
+    wait_serial(&fed, &everyone, 4).await;
     let mut de_operator = fed.operator(1);
     let after = submit(&mut de_operator, &format!("http://{FR_IP}/new-cert"), "")
         .await
@@ -475,7 +478,7 @@ async fn a_hotline_joins_rotates_its_signing_key_and_its_certificate_with_one_co
         crls: &[],
     })
     .unwrap();
-    for to in [0, 2, ch] {
+    for to in existing.into_iter().filter(|&i| i != 1).chain([ch]) {
         let channel = alertrelay::federation::channel::channel(
             &fed.endpoint(to),
             Some(fed.id(to)),
@@ -495,6 +498,20 @@ async fn a_hotline_joins_rotates_its_signing_key_and_its_certificate_with_one_co
     }
     fed.shutdown().await;
 }
+
+/// Six hotlines, CH-ACTION not yet among them.
+const SIX_WITHOUT_CH: &[(&str, &[&str])] = &[
+    ("FR-PDC", &["FR"]),
+    ("DE-ECO", &["DE"]),
+    ("NL-EOKM", &["NL"]),
+    ("BE-CHILDFOCUS", &["BE"]),
+    ("AT-STOPLINE", &["AT"]),
+    ("IT-TELEFONO", &["IT"]),
+];
+/// Addresses the shipped geo data places in Belgium, Austria and Italy.
+const BE_IP: &str = "193.190.198.1";
+const AT_IP: &str = "131.130.1.1";
+const IT_IP: &str = "193.204.1.1";
 
 const THREE_NODES: &[(&str, &[&str])] = &[
     ("FR-PDC", &["FR"]),
