@@ -268,6 +268,10 @@ async fn forged_replayed_expired_and_key_dropping_versions_are_refused_everywher
         for i in [0, 1] {
             std::fs::write(&fed.configs[i].directory_path, doc).unwrap();
         }
+        // A reload (SIGHUP) refuses it too, and changes nothing.
+        let err = fed.admin(0).reload(pb::ReloadRequest {}).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{code}: {err:?}");
+        assert!(err.message().contains("nothing changed"), "{err:?}");
         for i in [0, 1] {
             let refused = eventually(
                 30,
