@@ -76,7 +76,8 @@ async fn audited(fed: &Federation, i: usize, kind: &str) -> Vec<serde_json::Valu
 }
 
 #[tokio::test]
-async fn a_version_put_on_one_node_reaches_all_and_a_suspended_node_is_refused_everywhere() {
+async fn a_version_put_on_one_node_reaches_all_and_a_suspended_or_departed_node_is_refused_everywhere()
+ {
     let fed = Federation::builder(SIX)
         .signed_directory(INTERVAL)
         .start()
@@ -159,6 +160,23 @@ async fn a_version_put_on_one_node_reaches_all_and_a_suspended_node_is_refused_e
     .await
     .report_id;
     wait_case(&nl_operator, &id, 30, |c| c.status == "delivered").await;
+
+    // AT-STOPLINE leaves: out of the directory, its certificate revoked by
+    // the CRL the version carries; every other node refuses it.
+    let published = secretariat::leave(fed.dir.path(), &fed.id(5), &Publish::default()).unwrap();
+    assert_eq!(published.serial, 4);
+    install_on(&fed, 1);
+    wait_serial(&fed, &[0, 1, 2, 3, 4], 4).await;
+    for to in [0, 1, 2, 3, 4] {
+        let gone = fed.id(5);
+        assert!(fed.core(to).directory().node(&gone).is_none());
+        eventually(
+            30,
+            || async { node_info(&fed, 5, to).await.is_err() },
+            |refused| *refused,
+        )
+        .await;
+    }
     fed.shutdown().await;
 }
 
