@@ -373,6 +373,28 @@ async fn a_node_of_the_previous_protocol_is_still_talked_to() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
 
+    // `doctor` tells the operator which peer is behind.
+    let config = fed.config_path(0);
+    let (_, out, err) = cli(&["doctor", "--config", arg(&config), "--json"]).await;
+    let report: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}{err}"));
+    let check = |name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("no {name}: {report}"))
+            .clone()
+    };
+    assert_eq!(check("protocol of DE-ECO")["status"], "ok");
+    let old = check("protocol of NL-EOKM");
+    assert_eq!(old["status"], "warn", "{old}");
+    assert!(
+        old["detail"].as_str().unwrap().contains("previous release"),
+        "{old}"
+    );
+
     // The new nodes note it, and reports flow both ways.
     eventually(
         30,
