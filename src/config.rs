@@ -381,6 +381,15 @@ pub struct RawLimits {
     /// beyond, a new connection is closed after its handshake.
     pub connections_per_caller: u32,
     pub connections_total: u32,
+    /// Urgent reports each peer may send ahead of everyone's bulk work
+    /// (sustained rate and burst); past it they are received as bulk work.
+    pub peer_urgent_per_sec: f64,
+    pub peer_urgent_burst: u32,
+    /// PDQ hashes each peer may have matched against the open cases
+    /// (sustained rate and burst); past it its batch gets
+    /// RESOURCE_EXHAUSTED and is sent again later.
+    pub peer_pdq_per_sec: f64,
+    pub peer_pdq_burst: u32,
 }
 
 impl Default for RawLimits {
@@ -396,6 +405,10 @@ impl Default for RawLimits {
             operator_concurrent: 32,
             connections_per_caller: 32,
             connections_total: 1024,
+            peer_urgent_per_sec: 1.0,
+            peer_urgent_burst: 30,
+            peer_pdq_per_sec: 2000.0,
+            peer_pdq_burst: 20_000,
         }
     }
 }
@@ -432,6 +445,10 @@ pub struct NodeConfig {
     pub peer_quota: Quota,
     pub operator_quota: Quota,
     pub connections: ConnectionLimits,
+    /// Each peer's urgent reports ahead of bulk work, and its PDQ hashes
+    /// matched (`[limits] peer_urgent_*`, `peer_pdq_*`).
+    pub urgent_quota: Quota,
+    pub matching_quota: Quota,
     /// `[jurisdiction]`: what may be sent where.
     pub jurisdiction: crate::routing::policy::Policy,
     /// `[retention]`.
@@ -514,6 +531,7 @@ impl NodeConfig {
         }
         let (peer_quota, operator_quota) = quotas(&raw.limits).map_err(invalid)?;
         let connections = connection_limits(&raw.limits).map_err(invalid)?;
+        let (urgent_quota, matching_quota) = work_quotas(&raw.limits).map_err(invalid)?;
         let metrics_listen = metrics_listen(raw.metrics.listen.as_deref()).map_err(invalid)?;
         let fallback_for = fallbacks_by_category(&raw.fallback_for, &directory)
             .map_err(|m| invalid(("fallback_for", m)))?;
@@ -552,6 +570,8 @@ impl NodeConfig {
             peer_quota,
             operator_quota,
             connections,
+            urgent_quota,
+            matching_quota,
         })
     }
 }
@@ -735,6 +755,25 @@ fn quotas(l: &RawLimits) -> Result<(Quota, Quota), Invalid> {
         l.operator_concurrent,
     )?;
     Ok((peer, operator))
+}
+
+/// `[limits] peer_urgent_*` and `peer_pdq_*`: rates and bursts of work, not
+/// of calls (no bound of their own on work in flight).
+fn work_quotas(l: &RawLimits) -> Result<(Quota, Quota), Invalid> {
+    let unbounded = u32::MAX >> 4;
+    let urgent = quota(
+        "limits.peer_urgent_per_sec",
+        l.peer_urgent_per_sec,
+        l.peer_urgent_burst,
+        unbounded,
+    )?;
+    let matching = quota(
+        "limits.peer_pdq_per_sec",
+        l.peer_pdq_per_sec,
+        l.peer_pdq_burst,
+        unbounded,
+    )?;
+    Ok((urgent, matching))
 }
 
 /// Established connections at once: per caller and in total.

@@ -67,17 +67,6 @@ pub const REFUSALS: Quota = Quota {
     concurrent: usize::MAX >> 4,
 };
 
-/// Urgent reports each peer may send with urgent treatment (they take the
-/// writer ahead of all bulk work, node-wide): a burst of 30, then one a
-/// second. Past it a peer's urgent reports are received as bulk work —
-/// stored and answered all the same — so a peer that marks everything
-/// urgent cannot hold back everyone else's work.
-pub const URGENT_PER_PEER: Quota = Quota {
-    per_sec: 1.0,
-    burst: 30.0,
-    concurrent: usize::MAX >> 4,
-};
-
 /// Held for the duration of an admitted request.
 pub struct Permit {
     _inflight: OwnedSemaphorePermit,
@@ -167,6 +156,12 @@ impl Limiter {
 
     /// Admits one request from `who`, or refuses it.
     pub fn admit(&self, who: &str, quota: Quota) -> Result<Permit, Overloaded> {
+        self.admit_work(who, quota, 1)
+    }
+
+    /// Admits `n` units of work from `who` at once (all or none: a refusal
+    /// takes nothing from its bucket; more than a burst is never admitted).
+    pub fn admit_work(&self, who: &str, quota: Quota, n: usize) -> Result<Permit, Overloaded> {
         let caller = {
             let mut callers = self.callers.lock().map_err(|_| Overloaded::Unavailable)?;
             callers
@@ -196,13 +191,14 @@ impl Limiter {
         b.tokens =
             (b.tokens + now.duration_since(b.last).as_secs_f64() * quota.per_sec).min(quota.burst);
         b.last = now;
-        if b.tokens < 1.0 {
+        let cost = n as f64;
+        if b.tokens < cost {
             return Err(Overloaded::Rate {
                 who: who.to_owned(),
                 per_sec: quota.per_sec,
             });
         }
-        b.tokens -= 1.0;
+        b.tokens -= cost;
         Ok(Permit {
             _inflight: inflight,
         })

@@ -674,3 +674,67 @@ async fn a_reload_rebuilds_outbound_channels_so_a_revoked_peer_is_sent_nothing_m
     );
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn near_duplicate_matching_a_peer_asks_for_is_held_to_its_quota() {
+    let fed = Federation::builder(ABC)
+        .quiet_audit()
+        .limits(alertrelay::config::RawLimits {
+            peer_pdq_per_sec: 0.001,
+            peer_pdq_burst: 8,
+            ..Default::default()
+        })
+        .start()
+        .await;
+    let key = fed.signing_key(0);
+    let with_pdq = |id: &str, n: u8| {
+        let mut p = report_to("FR-PDC", id);
+        p.hashes = (0..n)
+            .map(|i| pb::MediaHash {
+                algorithm: "pdq".into(),
+                value: hex::encode([id.len() as u8 * 16 + i; 32]),
+            })
+            .collect();
+        p
+    };
+    let send = |payloads: Vec<pb::ReportPayload>| {
+        let envelopes = payloads
+            .iter()
+            .map(|p| pb::Envelope {
+                report: Some(wire::sign(&key, &fed.id(0), Purpose::Report, p)),
+                hops: vec![],
+            })
+            .collect();
+        let mut client = fed.federation_as(0, 1);
+        async move {
+            client
+                .forward(pb::ForwardRequest {
+                    envelopes,
+                    urgent: false,
+                })
+                .await
+        }
+    };
+    // Eight hashes: the whole burst.
+    let first = send(vec![with_pdq("pdq-a", 4), with_pdq("pdq-bb", 4)]).await;
+    assert!(first.is_ok(), "{first:?}");
+    // One more is past it: the whole batch is refused, to be sent again.
+    let err = send(vec![with_pdq("pdq-ccc", 1)]).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    // A report without PDQ hashes costs no matching.
+    let plain = send(vec![report_to("FR-PDC", "no-pdq")]).await;
+    assert!(plain.is_ok(), "{plain:?}");
+    let stored = cases(&mut fed.operator(1), "incoming").await;
+    assert!(
+        stored.iter().all(|c| !c.id.contains("pdq-ccc")),
+        "nothing of the refused batch is stored"
+    );
+    let refused = fed
+        .audit_export(1)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "input.refused" && e.detail["reason_code"] == "over-quota")
+        .count();
+    assert_eq!(refused, 1, "the refusal is audited");
+    fed.shutdown().await;
+}

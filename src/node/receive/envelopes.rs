@@ -62,6 +62,10 @@ impl Flow for Envelopes {
         }
     }
 
+    fn matching_work(&self, opened: &[OpenedReport]) -> usize {
+        opened.iter().map(|r| content_keys(r).1.len()).sum()
+    }
+
     fn urgent_items(&self, opened: &[OpenedReport]) -> usize {
         opened
             .iter()
