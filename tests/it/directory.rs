@@ -256,22 +256,22 @@ async fn forged_replayed_expired_and_key_dropping_versions_are_refused_everywher
     let bad = [
         // Signed by a key nodes do not trust.
         (
-            "directory_unsigned",
+            "directory-unsigned",
             version(&dir, 9, 86_400_000, &directory_keys(&[&thief]), &[&thief]).to_json(),
         ),
         // Serial 1, validly signed: a replay of the first version.
         (
-            "directory_rollback",
+            "directory-rollback",
             String::from_utf8(first.clone()).unwrap(),
         ),
         // Validly signed, newer, but expired.
         (
-            "directory_expired",
+            "directory-expired",
             version(&dir, 10, -1000, &trusted, &[&key]).to_json(),
         ),
         // Signed by the trusted key and a new one, dropping the trusted one.
         (
-            "directory_removes_key",
+            "directory-removes-key",
             version(
                 &dir,
                 11,
@@ -831,11 +831,11 @@ async fn what_a_peer_offers_over_the_wire_is_applied_only_when_valid_and_newer()
     let cases = [
         (
             Ok(to_pb(&version(&dir, 2, 86_400_000, &trusted, &[&thief]))),
-            Exchanged::Refused("directory_unsigned"),
+            Exchanged::Refused("directory-unsigned"),
         ),
         (
             Ok(to_pb(&version(&dir, 2, -1, &trusted, &[&key]))),
-            Exchanged::Refused("directory_expired"),
+            Exchanged::Refused("directory-expired"),
         ),
         (Ok(pb::SignedDirectory::default()), Exchanged::Nothing),
         (Ok(to_pb(&first)), Exchanged::Same),
@@ -845,7 +845,7 @@ async fn what_a_peer_offers_over_the_wire_is_applied_only_when_valid_and_newer()
             Exchanged::Applied(2),
         ),
         // Once at 2, the first version is a rollback.
-        (Ok(to_pb(&first)), Exchanged::Refused("directory_rollback")),
+        (Ok(to_pb(&first)), Exchanged::Refused("directory-rollback")),
     ];
     for (answer, expected) in cases {
         let mut client = serve_directory_peer(answer).await;
@@ -861,9 +861,9 @@ async fn what_a_peer_offers_over_the_wire_is_applied_only_when_valid_and_newer()
     assert_eq!(
         codes,
         [
-            "directory_unsigned",
-            "directory_expired",
-            "directory_rollback"
+            "directory-unsigned",
+            "directory-expired",
+            "directory-rollback"
         ]
     );
     fed.shutdown().await;
