@@ -243,10 +243,60 @@ fn the_secretariat_publishes_each_change_as_a_signed_version_and_refuses_what_no
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("serial 4"), "{out}");
 
+    // A hotline that made its new signing key itself gives its public key.
+    let hotline_key = alertrelay::crypto::signing::NodeKey::generate();
+    let public = alertrelay::crypto::signing::encode_public_key(&hotline_key.verifying_key());
+    let (code, out, err) = cli_blocking(&[
+        "federation",
+        "rotate-key",
+        "--dir",
+        fed_arg,
+        "--node",
+        "FR-PDC",
+        "--public-key",
+        &public,
+        "--key",
+        own,
+        "--key",
+        officer,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(hotline_key.key_id()), "{out}");
+    let rotated = alertrelay::directory::Directory::load(&fed.join("directory.signed")).unwrap();
+    let fr = rotated
+        .node(&alertrelay::identity::NodeId::new("FR-PDC").unwrap())
+        .unwrap();
+    assert_eq!(fr.keys.len(), 2);
+    assert!(
+        fr.keys
+            .iter()
+            .any(|k| k.id == hotline_key.key_id() && k.not_after_ms.is_none())
+    );
+    assert!(
+        fr.keys
+            .iter()
+            .any(|k| k.id != hotline_key.key_id() && k.not_after_ms.is_some())
+    );
+    let (code, _, err) = cli_blocking(&[
+        "federation",
+        "rotate-key",
+        "--dir",
+        fed_arg,
+        "--node",
+        "FR-PDC",
+        "--public-key",
+        "bm90IGEga2V5",
+        "--key",
+        own,
+        "--key",
+        officer,
+    ]);
+    assert_eq!(code, 64, "{err}");
+
     // `doctor` says which version a node holds and until when.
-    let fr_config = fed.join("FR-PDC/node.toml");
+    let de_config = fed.join("DE-ECO/node.toml");
     let (_, out, err) =
-        cli_blocking(&["doctor", "--config", fr_config.to_str().unwrap(), "--json"]);
+        cli_blocking(&["doctor", "--config", de_config.to_str().unwrap(), "--json"]);
     let report: serde_json::Value =
         serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}{err}"));
     let check = report["checks"]
