@@ -19,6 +19,7 @@ mod bulk_intake;
 mod cases;
 mod cli;
 mod directory;
+mod dns;
 mod federation;
 mod lawful;
 mod lifecycle;
