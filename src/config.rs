@@ -949,6 +949,9 @@ pub struct RawDns {
     /// When no host name resolves and nothing else locates the content:
     /// `hold` (kept here, delivery `held`) or `fallback`.
     pub on_failure: String,
+    /// Every this many seconds, open cases received here are resolved
+    /// again and handed on when their content moved; 0: never.
+    pub recheck_interval_s: u64,
     /// For `static`: host name → addresses.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub hosts: std::collections::BTreeMap<String, Vec<String>>,
@@ -966,6 +969,7 @@ impl Default for RawDns {
             max_ttl_s: d.max_ttl.as_secs(),
             dnssec: d.dnssec,
             on_failure: d.on_failure.as_str().into(),
+            recheck_interval_s: d.recheck_interval.as_secs(),
             hosts: Default::default(),
         }
     }
@@ -1041,6 +1045,12 @@ impl RawDns {
         if !(1..=604_800).contains(&self.max_ttl_s) {
             return Err(("dns.max_ttl_s", "must be 1 to 604800 (a week)".into()));
         }
+        if self.recheck_interval_s > 0 && matches!(mode, Mode::Off | Mode::Static) {
+            return Err((
+                "dns.recheck_interval_s",
+                "re-checks need live DNS (mode = \"system\" or \"resolvers\")".into(),
+            ));
+        }
         let on_failure = match self.on_failure.as_str() {
             "hold" => OnFailure::Hold,
             "fallback" => OnFailure::Fallback,
@@ -1069,6 +1079,7 @@ impl RawDns {
             max_ttl: std::time::Duration::from_secs(self.max_ttl_s),
             dnssec: self.dnssec,
             on_failure,
+            recheck_interval: std::time::Duration::from_secs(self.recheck_interval_s),
             map,
         })
     }

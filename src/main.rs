@@ -20,10 +20,15 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     // The DNS library logs the names it resolves (reported hosts, which
-    // are as sensitive as the URLs): silent unless ALERTRELAY_LOG asks.
-    let default = format!("{default},{QUIET_DNS}");
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ALERTRELAY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // are as sensitive as the URLs): silent unless ALERTRELAY_LOG names it.
+    let wanted = std::env::var("ALERTRELAY_LOG").unwrap_or_else(|_| default.to_owned());
+    let directives = if wanted.contains("hickory") {
+        wanted
+    } else {
+        format!("{wanted},{QUIET_DNS}")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},{QUIET_DNS}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

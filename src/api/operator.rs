@@ -404,8 +404,9 @@ impl pb::operator_server::Operator for OperatorService {
     ) -> Result<Response<pb::Case>, Status> {
         let (operator, _permit) = auth::operator(&self.core, &request).await?;
         let r = request.get_ref();
-        let handed = if r.resolve_again && r.to.is_empty() && r.hosting_ip.is_empty() {
-            crate::node::handoff::reroute(&self.core, &operator, &r.id, &r.reason).await
+        let handed = if r.resolve_again {
+            let named = !r.to.is_empty() || !r.hosting_ip.is_empty();
+            crate::node::handoff::reroute(&self.core, &operator, &r.id, &r.reason, named).await
         } else {
             crate::node::handoff::hand_off(
                 &self.core,

@@ -13,7 +13,7 @@ use anyhow::Context;
 use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
 
-use crate::config::{NodeConfig, RawAudit, RawDelivery, RawLimits};
+use crate::config::{NodeConfig, RawAudit, RawDelivery, RawDns, RawLimits};
 use crate::identity::NodeId;
 use crate::node::Core;
 use crate::pb;
@@ -44,6 +44,17 @@ impl Cluster {
         specs: &[Spec],
         fallback: Option<&str>,
         relays: &[(String, String)],
+    ) -> anyhow::Result<Self> {
+        Self::start_with(dir, specs, fallback, relays, RawDns::default()).await
+    }
+
+    /// As `start`, every node with this `[dns]`.
+    pub async fn start_with(
+        dir: &Path,
+        specs: &[Spec],
+        fallback: Option<&str>,
+        relays: &[(String, String)],
+        dns: RawDns,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir_in(dir)?;
         let mut listeners = Vec::new();
@@ -80,6 +91,7 @@ impl Cluster {
                 .iter()
                 .map(|(n, via)| Ok((NodeId::new(n)?, NodeId::new(via)?)))
                 .collect::<anyhow::Result<_>>()?,
+            dns,
             ..Default::default()
         };
         let done = provision::init(dir.path(), "bench", &nodes, &options)?;

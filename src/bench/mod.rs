@@ -16,9 +16,12 @@
 //! - `scale`: a simulated federation of the 53 hotlines of the example
 //!   INHOPE-style directory and a fallback (`scale.rs`);
 //! - `pdq`: urgent reports at a destination holding N open cases with a
-//!   PDQ hash each, new media and near-duplicates (`pdq.rs`).
+//!   PDQ hash each, new media and near-duplicates (`pdq.rs`);
+//! - `dns`: a bulk import of reports naming many hosts, resolved at the
+//!   bench's own DNS server on loopback (`dns.rs`).
 
 pub mod cluster;
+mod dns;
 mod limits;
 mod load;
 mod pdq;
@@ -30,6 +33,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use dns::DnsImport;
 pub use limits::Limits;
 pub use load::{Drain, LatencyAt, Throughput};
 pub use pdq::PdqScale;
@@ -45,10 +49,11 @@ pub enum Scenario {
     Drain,
     Scale,
     Pdq,
+    Dns,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Limits,
         Scenario::Throughput,
         Scenario::Latency,
@@ -56,6 +61,7 @@ impl Scenario {
         Scenario::Drain,
         Scenario::Scale,
         Scenario::Pdq,
+        Scenario::Dns,
     ];
 
     pub fn parse(s: &str) -> Result<Self, String> {
@@ -67,9 +73,10 @@ impl Scenario {
             "drain" => Scenario::Drain,
             "scale" => Scenario::Scale,
             "pdq" => Scenario::Pdq,
+            "dns" => Scenario::Dns,
             _ => {
                 return Err(format!(
-                    "unknown scenario {s:?}: one of limits, throughput, latency, urgent, drain, scale, pdq"
+                    "unknown scenario {s:?}: one of limits, throughput, latency, urgent, drain, scale, pdq, dns"
                 ));
             }
         })
@@ -101,6 +108,9 @@ pub struct Options {
     pub scale_reports: usize,
     /// PDQ: open cases with a PDQ hash each stored at the destination.
     pub pdq: usize,
+    /// DNS: reports imported, and the distinct host names they name.
+    pub dns_reports: usize,
+    pub dns_hosts: usize,
     pub json: bool,
     /// Where the temporary directories go.
     pub dir: PathBuf,
@@ -252,6 +262,7 @@ pub struct Results {
     pub drain: Option<Drain>,
     pub scale: Option<Scale>,
     pub pdq: Option<PdqScale>,
+    pub dns: Option<DnsImport>,
     /// Measured end-to-end throughput / the ceiling the limits imply.
     pub ratio_to_ceiling: Option<f64>,
     pub total_secs: f64,
@@ -270,6 +281,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Results> {
         drain: None,
         scale: None,
         pdq: None,
+        dns: None,
         ratio_to_ceiling: None,
         total_secs: 0.0,
     };
@@ -292,6 +304,9 @@ pub async fn run(opts: &Options) -> anyhow::Result<Results> {
     }
     if want(Scenario::Pdq) {
         r.pdq = Some(pdq::run(opts).await?);
+    }
+    if want(Scenario::Dns) {
+        r.dns = Some(dns::run(opts).await?);
     }
     if let (Some(l), Some(t)) = (&r.limits, &r.throughput)
         && l.ceiling_per_sec > 0.0
@@ -334,6 +349,9 @@ pub fn print(r: &Results) {
     }
     if let Some(p) = &r.pdq {
         pdq::print(p);
+    }
+    if let Some(d) = &r.dns {
+        dns::print(d);
     }
     println!("total {:.0} s", r.total_secs);
 }

@@ -203,7 +203,8 @@ pub struct RouteArgs {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Run only these scenarios (repeatable, or comma-separated):
-    /// limits, throughput, latency, urgent, drain, scale. All by default.
+    /// limits, throughput, latency, urgent, drain, scale, pdq, dns. All by
+    /// default.
     #[arg(long, value_delimiter = ',', value_parser = crate::bench::Scenario::parse)]
     pub scenario: Vec<crate::bench::Scenario>,
     /// Seconds of sustained load measured for throughput (each latency
@@ -243,6 +244,12 @@ pub struct BenchArgs {
     /// near-duplicates) are measured.
     #[arg(long, default_value_t = 100_000)]
     pub pdq: usize,
+    /// DNS: reports imported with DNS on, naming --dns-hosts distinct
+    /// host names, resolved at the bench's own DNS server on loopback.
+    #[arg(long, default_value_t = 100_000)]
+    pub dns_reports: usize,
+    #[arg(long, default_value_t = 20_000)]
+    pub dns_hosts: usize,
     #[arg(long)]
     pub json: bool,
 }

@@ -25,6 +25,8 @@ pub(crate) async fn run(a: BenchArgs) -> Result<ExitCode, Failure> {
         scale_nodes: a.scale_nodes,
         scale_reports: a.reports,
         pdq: a.pdq,
+        dns_reports: a.dns_reports,
+        dns_hosts: a.dns_hosts,
         json: a.json,
         dir: std::env::temp_dir(),
     };

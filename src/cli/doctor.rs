@@ -593,8 +593,9 @@ async fn peers(report: &mut Report, cfg: &NodeConfig) {
             answers.push(a);
         }
     }
+    let serial = cfg.directory.serial();
     for answer in answers {
-        judge(report, answer, skew_limit);
+        judge(report, answer, skew_limit, serial);
     }
 }
 
@@ -667,7 +668,42 @@ fn refusal(endpoint: &str, s: &tonic::Status) -> (Level, String) {
 }
 
 /// The checks of one peer's answer: that it is the peer, and its clock.
-fn judge(report: &mut Report, answer: Answer, skew_limit: i64) {
+/// The peer's protocol and directory version beside this node's: a peer
+/// of the previous release is a warning (it is still talked to, but learns
+/// no directory version by itself), as is a directory serial that differs.
+fn protocol(
+    report: &mut Report,
+    peer: &crate::identity::NodeId,
+    info: &pb::NodeInfoResponse,
+    serial: u64,
+) {
+    let check = format!("protocol of {peer}");
+    if info.protocol_version == 0 {
+        return report.warn(
+            check,
+            "the previous release (protocol 1): still delivered to, but it learns no new directory version by itself; upgrade it",
+        );
+    }
+    if info.directory_serial != serial {
+        return report.warn(
+            check,
+            format!(
+                "protocol {}; its directory is serial {}, this file's {serial} (the exchange brings the older one up to date)",
+                info.protocol_version, info.directory_serial
+            ),
+        );
+    }
+    report.ok(
+        check,
+        format!(
+            "protocol {} ({}), directory serial {serial}",
+            info.protocol_version,
+            info.features.join(", ")
+        ),
+    );
+}
+
+fn judge(report: &mut Report, answer: Answer, skew_limit: i64, serial: u64) {
     let Answer {
         peer,
         result,
@@ -694,6 +730,7 @@ fn judge(report: &mut Report, answer: Answer, skew_limit: i64) {
             info.version
         ),
     );
+    protocol(report, &peer.id, &info, serial);
     let check = format!("clock vs {}", peer.id);
     if info.time_unix_ms == 0 {
         return report.warn(check, "the peer does not tell its time (older version)");

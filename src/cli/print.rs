@@ -109,6 +109,18 @@ pub(crate) fn summary(s: &NodeSummary) {
     for c in &s.cases {
         println!("  cases {:<9} {:<28} {}", c.direction, c.status, c.count);
     }
+    let held: u64 = s
+        .cases
+        .iter()
+        .filter(|c| c.status == "held")
+        .map(|c| c.count)
+        .sum();
+    if held > 0 {
+        println!(
+            "  {held} report(s) held for an analyst (DNS failed or the jurisdiction policy): \
+             `cases list --status held`, the reason in `cases show`"
+        );
+    }
 }
 
 pub(crate) fn route(r: &RouteView) {
@@ -176,23 +188,31 @@ fn dns(d: &crate::report::view::DnsView) {
         if d.dnssec.is_empty() {
             String::new()
         } else {
-            format!(", DNSSEC {}", d.dnssec)
+            format!(", DNSSEC {}", clean(&d.dnssec))
         }
     );
     for q in &d.questions {
-        println!("            asked {} ({})", clean(&q.question), q.outcome);
+        println!(
+            "            asked {} ({})",
+            clean(&q.question),
+            clean(&q.outcome)
+        );
     }
     for a in &d.answers {
         println!(
             "            {} {} {} (TTL {} s)",
             clean(&a.name),
-            a.kind,
+            clean(&a.kind),
             clean(&a.value),
             a.ttl
         );
     }
     if !d.failure.is_empty() {
-        println!("            failed: {} ({})", d.failure, clean(&d.error));
+        println!(
+            "            failed: {} ({})",
+            clean(&d.failure),
+            clean(&d.error)
+        );
     }
 }
 

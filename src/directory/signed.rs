@@ -57,13 +57,13 @@ impl Refusal {
     /// The reason code, for audit entries and metric labels.
     pub fn code(&self) -> &'static str {
         match self {
-            Refusal::Malformed(_) => "directory_malformed",
-            Refusal::Unsigned { .. } => "directory_unsigned",
-            Refusal::OtherFederation { .. } => "directory_other_federation",
-            Refusal::Rollback { .. } => "directory_rollback",
-            Refusal::Expired { .. } => "directory_expired",
-            Refusal::RemovesKey(_) => "directory_removes_key",
-            Refusal::Invalid(_) => "directory_invalid",
+            Refusal::Malformed(_) => "directory-malformed",
+            Refusal::Unsigned { .. } => "directory-unsigned",
+            Refusal::OtherFederation { .. } => "directory-other-federation",
+            Refusal::Rollback { .. } => "directory-rollback",
+            Refusal::Expired { .. } => "directory-expired",
+            Refusal::RemovesKey(_) => "directory-removes-key",
+            Refusal::Invalid(_) => "directory-invalid",
         }
     }
 }

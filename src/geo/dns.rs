@@ -129,6 +129,9 @@ pub struct Dns {
     /// Ask for DNSSEC validation (records the status of every answer).
     pub dnssec: bool,
     pub on_failure: OnFailure,
+    /// Open cases received here are resolved again this often, and handed
+    /// on when their content moved; zero: never (the default).
+    pub recheck_interval: Duration,
     /// For `static`.
     pub map: StaticResolver,
 }
@@ -144,6 +147,7 @@ impl Default for Dns {
             max_ttl: Duration::from_secs(3600),
             dnssec: false,
             on_failure: OnFailure::Hold,
+            recheck_interval: Duration::ZERO,
             map: StaticResolver::default(),
         }
     }

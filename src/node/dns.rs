@@ -110,7 +110,18 @@ impl DnsService {
     /// `None` when DNS is off. Concurrent, bounded, each question within
     /// the deadline: the slowest name takes at most about one deadline.
     pub async fn resolve_all(&self, hosts: &[String], metrics: &Metrics) -> Option<Vec<Resolved>> {
-        self.resolve(hosts, metrics, true).await
+        self.resolve(hosts, metrics, true, true).await
+    }
+
+    /// As `resolve_all` for an urgent report: its questions do not wait
+    /// behind a bulk import's for a place among `[dns] concurrency` (an
+    /// urgent report goes first at every step).
+    pub async fn resolve_urgent(
+        &self,
+        hosts: &[String],
+        metrics: &Metrics,
+    ) -> Option<Vec<Resolved>> {
+        self.resolve(hosts, metrics, true, false).await
     }
 
     /// As `resolve_all`, but never from the cache (`cases reroute`: has
@@ -120,7 +131,7 @@ impl DnsService {
         hosts: &[String],
         metrics: &Metrics,
     ) -> Option<Vec<Resolved>> {
-        self.resolve(hosts, metrics, false).await
+        self.resolve(hosts, metrics, false, true).await
     }
 
     async fn resolve(
@@ -128,6 +139,7 @@ impl DnsService {
         hosts: &[String],
         metrics: &Metrics,
         cached: bool,
+        bounded: bool,
     ) -> Option<Vec<Resolved>> {
         let mut seen = std::collections::HashSet::new();
         let distinct: Vec<&str> = hosts
@@ -143,7 +155,9 @@ impl DnsService {
                 metrics.dns_cache_hit();
                 return r;
             }
-            let r = live.resolve(h, self.setting.deadline, metrics).await;
+            let r = live
+                .resolve(h, self.setting.deadline, metrics, bounded)
+                .await;
             self.remember(&r);
             r
         });
@@ -233,13 +247,19 @@ enum Asked {
 impl Live {
     /// Asks A and AAAA at once, each within the deadline, and keeps every
     /// answer and failure as evidence.
-    async fn resolve(&self, host: &str, deadline: Duration, metrics: &Metrics) -> Resolved {
+    async fn resolve(
+        &self,
+        host: &str,
+        deadline: Duration,
+        metrics: &Metrics,
+        bounded: bool,
+    ) -> Resolved {
         let mut r = Resolved::new(host, &self.describe, super::Core::now_ms());
         // Absolute: no search domain ever sees the name.
         let fqdn = format!("{host}.");
         let (a, aaaa) = tokio::join!(
-            self.ask(&fqdn, RecordType::A, deadline, metrics),
-            self.ask(&fqdn, RecordType::AAAA, deadline, metrics)
+            self.ask(&fqdn, RecordType::A, deadline, metrics, bounded),
+            self.ask(&fqdn, RecordType::AAAA, deadline, metrics, bounded)
         );
         for (kind, asked) in [(RecordType::A, a), (RecordType::AAAA, aaaa)] {
             let outcome = match asked {
@@ -281,9 +301,15 @@ impl Live {
         kind: RecordType,
         deadline: Duration,
         metrics: &Metrics,
+        bounded: bool,
     ) -> Asked {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return Asked::Failed(Failure::Error, "the resolver is shutting down".into());
+        let _permit = if bounded {
+            let Ok(p) = self.permits.acquire().await else {
+                return Asked::Failed(Failure::Error, "the resolver is shutting down".into());
+            };
+            Some(p)
+        } else {
+            None
         };
         let started = Instant::now();
         let asked = match tokio::time::timeout(deadline, self.resolver.lookup(fqdn, kind)).await {

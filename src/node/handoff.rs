@@ -50,8 +50,17 @@ pub async fn reroute(
     operator: &PeerIdentity,
     id: &str,
     reason: &str,
+    named: bool,
 ) -> Result<CaseView, NodeError> {
     let result = async {
+        if named {
+            return Err(InvalidInput::new(
+                "bad-handoff",
+                "resolve_again",
+                "resolving again chooses the hotline: give neither to nor hosting_ip",
+            )
+            .into());
+        }
         let row = handed_case(core, id, reason).await?;
         let payload = pb::ReportPayload::decode(row.payload())
             .map_err(|_| NodeError::Internal("a stored report payload does not decode"))?;
@@ -62,6 +71,81 @@ pub async fn reroute(
     let fields: [&[u8]; 3] = [b"reroute", id.as_bytes(), reason.as_bytes()];
     core.audit_if_refused(operator, "invalid-handoff", &fields, result)
         .await
+}
+
+/// Statuses of a case still being worked here, which a re-check may move.
+const OPEN: [&str; 6] = [
+    "received",
+    "in-review",
+    "illegal-baseline",
+    "illegal-national",
+    "notice-sent",
+    "still-online",
+];
+
+/// `[dns] recheck_interval_s` (off by default): every interval, each open
+/// case received here is resolved again, and handed to the new country's
+/// hotline when its content moved (as `cases reroute` does, the actor
+/// `system:dns-recheck`). A case that has not moved changes nothing and
+/// writes nothing.
+pub async fn recheck_schedule(
+    core: std::sync::Arc<Core>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = core.config.dns.recheck_interval;
+    if every.is_zero() || core.dns.setting().mode == crate::geo::dns::Mode::Off {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        match recheck_once(&core).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(handed_over = n, "DNS re-check: content moved"),
+            Err(e) => tracing::error!(error = %e, "DNS re-check failed"),
+        }
+    }
+}
+
+/// One re-check of every open incoming case: how many were handed over.
+pub async fn recheck_once(core: &Core) -> Result<usize, NodeError> {
+    let system = PeerIdentity::Operator {
+        node: core.me.clone(),
+        name: "system:dns-recheck".into(),
+        role: crate::identity::Role::Analyst,
+    };
+    let rows = core
+        .store
+        .list_reports(&crate::store::CaseFilter {
+            direction: Some(Direction::Incoming.as_str()),
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await?;
+    let mut handed = 0;
+    for row in rows
+        .iter()
+        .filter(|r| r.relay == 0 && OPEN.contains(&r.status.as_str()))
+    {
+        let Ok(payload) = pb::ReportPayload::decode(row.payload()) else {
+            continue;
+        };
+        let reason = "periodic DNS re-check";
+        // Not moved, or nowhere now: nothing to do (and nothing audited).
+        let Ok((to, why)) = moved_to(core, &payload, reason).await else {
+            continue;
+        };
+        let id = format!("{}/{}", row.origin, row.report_id);
+        match apply(core, &system, &id, to.as_str(), "", &why).await {
+            Ok(_) => handed += 1,
+            Err(e) => {
+                tracing::warn!(report_id = %row.report_id, error = %e, "DNS re-check: could not hand the case over");
+            }
+        }
+    }
+    Ok(handed)
 }
 
 /// Where the content is hosted now, per DNS asked again, and the hop's

@@ -249,7 +249,12 @@ pub async fn submit(
     let actor = operator.to_string();
     // Host names are resolved first (async, bounded, each question within
     // its deadline): other submissions go on meanwhile.
-    let resolved = resolve_raw(core, submission.urls.iter().map(String::as_str)).await;
+    let resolved = resolve_raw(
+        core,
+        submission.urls.iter().map(String::as_str),
+        submission.priority == Some(Priority::Urgent),
+    )
+    .await;
     let prepared = match prepare(
         core,
         submission,
@@ -305,13 +310,27 @@ pub async fn submit_many<R: SubmissionSource>(
     let any_urgent = requests
         .iter()
         .any(|r| r.submission().priority == Some(Priority::Urgent));
-    // Every host name of the group, resolved once, concurrently.
+    // Every host name of the group, resolved once, concurrently; the
+    // urgent reports' names first in line.
     let resolved = {
-        let urls: Vec<&str> = requests
-            .iter()
-            .flat_map(|r| r.submission().urls.iter().map(String::as_str))
-            .collect();
-        resolve_raw(core, urls).await
+        let urls = |urgent: bool| -> Vec<&str> {
+            requests
+                .iter()
+                .filter(|r| (r.submission().priority == Some(Priority::Urgent)) == urgent)
+                .flat_map(|r| r.submission().urls.iter().map(String::as_str))
+                .collect()
+        };
+        let (first, rest) = tokio::join!(
+            resolve_raw(core, urls(true), true),
+            resolve_raw(core, urls(false), false)
+        );
+        match (first, rest) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        }
     };
     let prepared = {
         let core = core.clone();

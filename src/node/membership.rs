@@ -90,7 +90,7 @@ impl OfferError {
     pub fn code(&self) -> &'static str {
         match self {
             OfferError::Refused(r) => r.code(),
-            OfferError::NotApplicable(_) => "directory_not_applicable",
+            OfferError::NotApplicable(_) => "directory-not-applicable",
         }
     }
 }

@@ -420,7 +420,7 @@ fn directory(out: &mut String, core: &Core) {
         (
             "alertrelay_directory_applied_total",
             "counter",
-            "Newer directory versions applied since start (refusals: alertrelay_refusals_total{reason=~\"directory_.*\"}).",
+            "Newer directory versions applied since start (refusals: alertrelay_refusals_total{reason=~\"directory-.*\"}).",
             core.membership.applied.load(Ordering::Relaxed).to_string(),
         ),
     ] {

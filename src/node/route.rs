@@ -86,16 +86,23 @@ pub(crate) async fn resolve(core: &Core, urls: &[ValidUrl]) -> Option<Vec<Resolv
 }
 
 /// The same for URLs as submitted: those that do not parse are left out
-/// (their report is refused by validation anyway).
+/// (their report is refused by validation anyway). An urgent report's
+/// names do not queue behind bulk work's.
 pub(crate) async fn resolve_raw<'a>(
     core: &Core,
     urls: impl IntoIterator<Item = &'a str>,
+    urgent: bool,
 ) -> Option<Vec<Resolved>> {
     let parsed: Vec<ValidUrl> = urls
         .into_iter()
         .filter_map(|u| validate::url(u).ok())
         .collect();
-    resolve(core, &parsed).await
+    let hosts = domain_hosts(&parsed);
+    if urgent {
+        core.dns.resolve_urgent(&hosts, &core.metrics).await
+    } else {
+        core.dns.resolve_all(&hosts, &core.metrics).await
+    }
 }
 
 pub(crate) fn valid_urls(urls: &[String]) -> Result<Vec<ValidUrl>, NodeError> {

@@ -218,6 +218,13 @@ impl Core {
     /// A signed directory is replaced only by a valid newer version
     /// (`directory::signed::check_successor`).
     pub async fn reload(&self, actor: &str) -> Result<(), ReloadError> {
+        if self.directory().signed.is_some() {
+            // A newer version put in the file is taken as from a peer (its
+            // CRL installed, audited as applied, or refused and audited).
+            super::membership::check_own_file(self)
+                .await
+                .map_err(|e| ReloadError::Directory(e.to_string()))?;
+        }
         let _one_at_a_time = self.membership.lock.lock().await;
         let directory = self.directory_from_file()?;
         let prepared = self.prepare(directory)?;

@@ -174,6 +174,10 @@ pub async fn start_with_listener(
     }
     tasks.spawn(crate::federation::wakeups::run(core.clone(), watch.clone()));
     tasks.spawn(retention::run_schedule(core.clone(), watch.clone()));
+    tasks.spawn(crate::node::handoff::recheck_schedule(
+        core.clone(),
+        watch.clone(),
+    ));
     let metrics_addr = match core.config.metrics_listen {
         Some(listen) => Some(metrics_http::spawn(&core, listen, &mut tasks, &watch).await?),
         None => None,

@@ -445,73 +445,32 @@ impl HopChain<'_> {
     }
 }
 
+const SHORT: usize = 1024;
+const LONG: usize = 4096;
+
+fn many(field: &str, n: usize, max: usize) -> Result<(), InvalidInput> {
+    if n > max {
+        Err(InvalidInput::new(
+            "too-many",
+            field,
+            format!("at most {max}, got {n}"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// Every text field of the routing evidence a peer sends is one clean line
 /// of bounded length, and every list is bounded: it is stored and shown to
-/// analysts.
+/// analysts. The route's own copy of the evidence (what views show) is
+/// held to the same rules as the payload's.
 fn check_evidence_text(
     hosting: Option<&pb::HostingEvidence>,
     route: Option<&pb::RouteDecision>,
 ) -> Result<(), InvalidInput> {
     use crate::report::validate::single_line;
-    const SHORT: usize = 1024;
-    const LONG: usize = 4096;
-    let many = |field: &str, n: usize, max: usize| {
-        if n > max {
-            Err(InvalidInput::new(
-                "too-many",
-                field,
-                format!("at most {max}, got {n}"),
-            ))
-        } else {
-            Ok(())
-        }
-    };
     if let Some(h) = hosting {
-        for (f, v) in [
-            ("hosting.ip", &h.ip),
-            ("hosting.country", &h.country),
-            ("hosting.ip_source", &h.ip_source),
-            ("hosting.dataset", &h.dataset),
-            ("hosting.dataset_date", &h.dataset_date),
-            ("hosting.method", &h.method),
-            ("hosting.org", &h.org),
-            ("hosting.network_dataset", &h.network_dataset),
-            ("hosting.network_dataset_date", &h.network_dataset_date),
-            ("hosting.ambiguity", &h.ambiguity),
-        ] {
-            single_line(f, v, SHORT)?;
-        }
-        many("hosting.countries", h.countries.len(), 64)?;
-        many("hosting.flags", h.flags.len(), 32)?;
-        many("hosting.addresses", h.addresses.len(), 256)?;
-        for v in h.countries.iter().chain(&h.flags) {
-            single_line("hosting", v, SHORT)?;
-        }
-        for a in &h.addresses {
-            for v in [
-                &a.ip,
-                &a.ip_source,
-                &a.host,
-                &a.country,
-                &a.dataset,
-                &a.dataset_date,
-                &a.method,
-            ] {
-                single_line("hosting.addresses", v, SHORT)?;
-            }
-            many("hosting.addresses.answers", a.answers.len(), 16)?;
-            for g in &a.answers {
-                for v in [
-                    &g.source,
-                    &g.dataset_date,
-                    &g.method,
-                    &g.raw_code,
-                    &g.country,
-                ] {
-                    single_line("hosting.addresses.answers", v, SHORT)?;
-                }
-            }
-        }
+        check_hosting(h)?;
     }
     if let Some(r) = route {
         single_line("route.kind", &r.kind, SHORT)?;
@@ -523,6 +482,84 @@ fn check_evidence_text(
         }
         for st in &r.steps {
             single_line("route.steps", st, LONG)?;
+        }
+        if let Some(h) = &r.evidence {
+            check_hosting(h)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_hosting(h: &pb::HostingEvidence) -> Result<(), InvalidInput> {
+    use crate::report::validate::single_line;
+    for (f, v) in [
+        ("hosting.ip", &h.ip),
+        ("hosting.country", &h.country),
+        ("hosting.ip_source", &h.ip_source),
+        ("hosting.dataset", &h.dataset),
+        ("hosting.dataset_date", &h.dataset_date),
+        ("hosting.method", &h.method),
+        ("hosting.org", &h.org),
+        ("hosting.network_dataset", &h.network_dataset),
+        ("hosting.network_dataset_date", &h.network_dataset_date),
+        ("hosting.ambiguity", &h.ambiguity),
+        ("hosting.behind_cdn", &h.behind_cdn),
+    ] {
+        single_line(f, v, SHORT)?;
+    }
+    many("hosting.countries", h.countries.len(), 64)?;
+    many("hosting.flags", h.flags.len(), 32)?;
+    many("hosting.addresses", h.addresses.len(), 256)?;
+    for v in h.countries.iter().chain(&h.flags) {
+        single_line("hosting", v, SHORT)?;
+    }
+    for a in &h.addresses {
+        for v in [
+            &a.ip,
+            &a.ip_source,
+            &a.host,
+            &a.country,
+            &a.dataset,
+            &a.dataset_date,
+            &a.method,
+        ] {
+            single_line("hosting.addresses", v, SHORT)?;
+        }
+        many("hosting.addresses.answers", a.answers.len(), 16)?;
+        for g in &a.answers {
+            for v in [
+                &g.source,
+                &g.dataset_date,
+                &g.method,
+                &g.raw_code,
+                &g.country,
+            ] {
+                single_line("hosting.addresses.answers", v, SHORT)?;
+            }
+        }
+    }
+    check_dns(&h.dns)
+}
+
+/// The DNS evidence: one resolution per host name (at most one per URL),
+/// each with a few questions and a bounded number of records.
+fn check_dns(dns: &[pb::DnsResolution]) -> Result<(), InvalidInput> {
+    use crate::report::validate::single_line;
+    many("hosting.dns", dns.len(), 100)?;
+    for d in dns {
+        for v in [&d.host, &d.resolver, &d.failure, &d.error, &d.dnssec] {
+            single_line("hosting.dns", v, SHORT)?;
+        }
+        many("hosting.dns.questions", d.questions.len(), 8)?;
+        for q in &d.questions {
+            single_line("hosting.dns.questions", &q.question, SHORT)?;
+            single_line("hosting.dns.questions", &q.outcome, SHORT)?;
+        }
+        many("hosting.dns.answers", d.answers.len(), 128)?;
+        for a in &d.answers {
+            for v in [&a.name, &a.kind, &a.value] {
+                single_line("hosting.dns.answers", v, SHORT)?;
+            }
         }
     }
     Ok(())

@@ -1490,6 +1490,7 @@ async fn shape_control_characters_in_a_peers_evidence_and_route_fields_are_inval
         "x\u{202e}ED",
     ];
     let mut n = 0;
+    let started = std::time::Instant::now();
     for s in hostile {
         let edits: Vec<Edit> = vec![
             Box::new(move |p| p.hosting.get_or_insert_default().country = s.into()),
@@ -1502,6 +1503,31 @@ async fn shape_control_characters_in_a_peers_evidence_and_route_fields_are_inval
             Box::new(move |p| p.hosting.get_or_insert_default().ambiguity = s.into()),
             Box::new(move |p| p.hosting.get_or_insert_default().flags.push(s.into())),
             Box::new(move |p| p.route.as_mut().unwrap().steps.push(s.into())),
+            // The DNS evidence (#24), in the payload's and the route's copy.
+            Box::new(move |p| p.hosting.get_or_insert_default().behind_cdn = s.into()),
+            Box::new(move |p| {
+                p.hosting
+                    .get_or_insert_default()
+                    .dns
+                    .push(pb::DnsResolution {
+                        resolver: s.into(),
+                        ..Default::default()
+                    })
+            }),
+            Box::new(move |p| {
+                let route = p.route.as_mut().unwrap();
+                route
+                    .evidence
+                    .get_or_insert_default()
+                    .dns
+                    .push(pb::DnsResolution {
+                        answers: vec![pb::DnsAnswer {
+                            value: s.into(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })
+            }),
         ];
         for edit in edits {
             let mut p = report("FR-PDC", &fresh_id("evidence"), &["DE-ECO"]);
@@ -1519,7 +1545,14 @@ async fn shape_control_characters_in_a_peers_evidence_and_route_fields_are_inval
     let metrics = fed.metrics(DE).await;
     let log = audit_log(&mut fed, DE).await;
     let audited = refusals(&log).len();
-    assert_eq!(audited, n.min(20), "{audited} of {n} refusals audited");
+    // The burst of 20, and what the bucket refilled (2 a second) while
+    // the test ran: a slow machine audits a few more, never all.
+    let refilled = (started.elapsed().as_secs_f64() * 2.0).ceil() as usize;
+    assert!(
+        (n.min(20)..=(20 + refilled).min(n)).contains(&audited),
+        "{audited} of {n} refusals audited in {:?}",
+        started.elapsed()
+    );
     let throttled = metric_value(
         &metrics,
         "alertrelay_refusals_total{reason=\"refusals-throttled\"}",

@@ -75,6 +75,10 @@ fn every_scenario_reports_every_figure() {
         "240",
         "--pdq",
         "300",
+        "--dns-reports",
+        "300",
+        "--dns-hosts",
+        "60",
     ]);
     // The machine and its limits.
     assert!(num(&v, "/machine/cpus") >= 1.0);
@@ -148,6 +152,7 @@ fn every_scenario_reports_every_figure() {
     assert!(num(&v, "/pdq/load_per_sec") > 0.0);
     latency(&v, "/pdq/urgent_new", Some(4.0));
     latency(&v, "/pdq/urgent_near_duplicate", Some(4.0));
+    dns_import(&v);
 }
 
 #[test]
@@ -166,5 +171,33 @@ fn one_scenario_runs_alone_and_a_bad_one_is_refused() {
         String::from_utf8_lossy(&out.stderr).contains("unknown scenario"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The DNS scenario's figures: every report committed, every host asked
+/// about (A and AAAA) at the bench's own server, the cache used.
+fn dns_import(v: &Value) {
+    assert_eq!(num(v, "/dns/reports"), 300.0);
+    assert_eq!(num(v, "/dns/hosts"), 60.0);
+    assert!(num(v, "/dns/intake_per_sec") > 0.0);
+    assert!(num(v, "/dns/questions_asked") >= 120.0);
+    assert!(num(v, "/dns/answered") >= 60.0);
+    num(v, "/dns/cache_hits");
+}
+
+#[test]
+fn the_dns_scenario_imports_reports_naming_hosts_through_its_own_server() {
+    let v = bench(&[
+        "--scenario",
+        "dns",
+        "--dns-reports",
+        "300",
+        "--dns-hosts",
+        "60",
+    ]);
+    dns_import(&v);
+    assert!(
+        v.pointer("/pdq").is_some_and(Value::is_null),
+        "only dns ran"
     );
 }

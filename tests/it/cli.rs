@@ -195,10 +195,116 @@ fn the_secretariat_publishes_each_change_as_a_signed_version_and_refuses_what_no
     let after = alertrelay::directory::Directory::load(&fed.join("directory.signed")).unwrap();
     assert_eq!(after.serial(), 2);
 
+    // Two officers of two: a second directory key joins (signed by the
+    // trusted one and the new one); from then on one key alone is refused.
+    let officer = dir.path().join("officer.key");
+    let second = alertrelay::crypto::signing::NodeKey::generate();
+    second.save(&officer).unwrap();
+    let keys_path = fed.join("directory-keys.toml");
+    let keys = std::fs::read_to_string(&keys_path).unwrap();
+    let keys = keys.replace("threshold = 1", "threshold = 2")
+        + &format!(
+            "\n[[key]]\nid = \"{}\"\npublic_key = \"{}\"\n",
+            second.key_id(),
+            alertrelay::crypto::signing::encode_public_key(&second.verifying_key())
+        );
+    std::fs::write(&keys_path, keys).unwrap();
+    let own = fed.join("directory.key");
+    let (own, officer) = (own.to_str().unwrap(), officer.to_str().unwrap());
+    let (code, _, err) = cli_blocking(&["federation", "publish", "--dir", fed_arg]);
+    assert_eq!(code, 1, "one of two keys is not enough: {err}");
+    let (code, out, err) = cli_blocking(&[
+        "federation",
+        "publish",
+        "--dir",
+        fed_arg,
+        "--key",
+        own,
+        "--key",
+        officer,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("serial 3"), "{out}");
+    let (code, _, err) = cli_blocking(&[
+        "federation",
+        "reinstate",
+        "--dir",
+        fed_arg,
+        "--node",
+        "DE-ECO",
+        "--key",
+        officer,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let (code, out, err) = cli_blocking(&[
+        "federation",
+        "reinstate",
+        "--dir",
+        fed_arg,
+        "--node",
+        "DE-ECO",
+        "--key",
+        officer,
+        "--key",
+        own,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("serial 4"), "{out}");
+
+    // A hotline that made its new signing key itself gives its public key.
+    let hotline_key = alertrelay::crypto::signing::NodeKey::generate();
+    let public = alertrelay::crypto::signing::encode_public_key(&hotline_key.verifying_key());
+    let (code, out, err) = cli_blocking(&[
+        "federation",
+        "rotate-key",
+        "--dir",
+        fed_arg,
+        "--node",
+        "FR-PDC",
+        "--public-key",
+        &public,
+        "--key",
+        own,
+        "--key",
+        officer,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(hotline_key.key_id()), "{out}");
+    let rotated = alertrelay::directory::Directory::load(&fed.join("directory.signed")).unwrap();
+    let fr = rotated
+        .node(&alertrelay::identity::NodeId::new("FR-PDC").unwrap())
+        .unwrap();
+    assert_eq!(fr.keys.len(), 2);
+    assert!(
+        fr.keys
+            .iter()
+            .any(|k| k.id == hotline_key.key_id() && k.not_after_ms.is_none())
+    );
+    assert!(
+        fr.keys
+            .iter()
+            .any(|k| k.id != hotline_key.key_id() && k.not_after_ms.is_some())
+    );
+    let (code, _, err) = cli_blocking(&[
+        "federation",
+        "rotate-key",
+        "--dir",
+        fed_arg,
+        "--node",
+        "FR-PDC",
+        "--public-key",
+        "bm90IGEga2V5",
+        "--key",
+        own,
+        "--key",
+        officer,
+    ]);
+    assert_eq!(code, 64, "{err}");
+
     // `doctor` says which version a node holds and until when.
-    let fr_config = fed.join("FR-PDC/node.toml");
+    let de_config = fed.join("DE-ECO/node.toml");
     let (_, out, err) =
-        cli_blocking(&["doctor", "--config", fr_config.to_str().unwrap(), "--json"]);
+        cli_blocking(&["doctor", "--config", de_config.to_str().unwrap(), "--json"]);
     let report: serde_json::Value =
         serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}{err}"));
     let check = report["checks"]

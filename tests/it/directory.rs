@@ -76,7 +76,8 @@ async fn audited(fed: &Federation, i: usize, kind: &str) -> Vec<serde_json::Valu
 }
 
 #[tokio::test]
-async fn a_version_put_on_one_node_reaches_all_and_a_suspended_node_is_refused_everywhere() {
+async fn a_version_put_on_one_node_reaches_all_and_a_suspended_or_departed_node_is_refused_everywhere()
+ {
     let fed = Federation::builder(SIX)
         .signed_directory(INTERVAL)
         .start()
@@ -159,6 +160,23 @@ async fn a_version_put_on_one_node_reaches_all_and_a_suspended_node_is_refused_e
     .await
     .report_id;
     wait_case(&nl_operator, &id, 30, |c| c.status == "delivered").await;
+
+    // AT-STOPLINE leaves: out of the directory, its certificate revoked by
+    // the CRL the version carries; every other node refuses it.
+    let published = secretariat::leave(fed.dir.path(), &fed.id(5), &Publish::default()).unwrap();
+    assert_eq!(published.serial, 4);
+    install_on(&fed, 1);
+    wait_serial(&fed, &[0, 1, 2, 3, 4], 4).await;
+    for to in [0, 1, 2, 3, 4] {
+        let gone = fed.id(5);
+        assert!(fed.core(to).directory().node(&gone).is_none());
+        eventually(
+            30,
+            || async { node_info(&fed, 5, to).await.is_err() },
+            |refused| *refused,
+        )
+        .await;
+    }
     fed.shutdown().await;
 }
 
@@ -238,22 +256,22 @@ async fn forged_replayed_expired_and_key_dropping_versions_are_refused_everywher
     let bad = [
         // Signed by a key nodes do not trust.
         (
-            "directory_unsigned",
+            "directory-unsigned",
             version(&dir, 9, 86_400_000, &directory_keys(&[&thief]), &[&thief]).to_json(),
         ),
         // Serial 1, validly signed: a replay of the first version.
         (
-            "directory_rollback",
+            "directory-rollback",
             String::from_utf8(first.clone()).unwrap(),
         ),
         // Validly signed, newer, but expired.
         (
-            "directory_expired",
+            "directory-expired",
             version(&dir, 10, -1000, &trusted, &[&key]).to_json(),
         ),
         // Signed by the trusted key and a new one, dropping the trusted one.
         (
-            "directory_removes_key",
+            "directory-removes-key",
             version(
                 &dir,
                 11,
@@ -268,6 +286,10 @@ async fn forged_replayed_expired_and_key_dropping_versions_are_refused_everywher
         for i in [0, 1] {
             std::fs::write(&fed.configs[i].directory_path, doc).unwrap();
         }
+        // A reload (SIGHUP) refuses it too, and changes nothing.
+        let err = fed.admin(0).reload(pb::ReloadRequest {}).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{code}: {err:?}");
+        assert!(err.message().contains("nothing changed"), "{err:?}");
         for i in [0, 1] {
             let refused = eventually(
                 30,
@@ -351,6 +373,28 @@ async fn a_node_of_the_previous_protocol_is_still_talked_to() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
 
+    // `doctor` tells the operator which peer is behind.
+    let config = fed.config_path(0);
+    let (_, out, err) = cli(&["doctor", "--config", arg(&config), "--json"]).await;
+    let report: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}{err}"));
+    let check = |name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("no {name}: {report}"))
+            .clone()
+    };
+    assert_eq!(check("protocol of DE-ECO")["status"], "ok");
+    let old = check("protocol of NL-EOKM");
+    assert_eq!(old["status"], "warn", "{old}");
+    assert!(
+        old["detail"].as_str().unwrap().contains("previous release"),
+        "{old}"
+    );
+
     // The new nodes note it, and reports flow both ways.
     eventually(
         30,
@@ -380,10 +424,12 @@ async fn a_node_of_the_previous_protocol_is_still_talked_to() {
 
 #[tokio::test]
 async fn a_hotline_joins_rotates_its_signing_key_and_its_certificate_with_one_command_each() {
-    let mut fed = Federation::builder(THREE_NODES)
+    // Six hotlines; a seventh joins.
+    let mut fed = Federation::builder(SIX_WITHOUT_CH)
         .signed_directory(INTERVAL)
         .start()
         .await;
+    let existing = [0, 1, 2, 3, 4, 5];
     let dir = fed.dir.path().to_path_buf();
 
     // CH-ACTION joins: one command at the secretariat, the version put on
@@ -407,9 +453,10 @@ async fn a_hotline_joins_rotates_its_signing_key_and_its_certificate_with_one_co
     install_on(&fed, 0);
     let ch = fed.add_node(&dir.join("CH-ACTION/node.toml"));
     fed.restart(ch).await;
-    wait_serial(&fed, &[0, 1, 2, ch], 2).await;
+    let everyone = [0, 1, 2, 3, 4, 5, ch];
+    wait_serial(&fed, &everyone, 2).await;
     // Reports flow between the new node and every other, both ways.
-    let ips = [FR_IP, DE_IP, NL_IP];
+    let ips = [FR_IP, DE_IP, NL_IP, BE_IP, AT_IP, IT_IP];
     let mut ch_operator = fed.operator(ch);
     for (i, ip) in ips.iter().enumerate() {
         let mut operator = fed.operator(i);
@@ -436,7 +483,7 @@ async fn a_hotline_joins_rotates_its_signing_key_and_its_certificate_with_one_co
     )
     .unwrap();
     assert_eq!(published.serial, 3);
-    wait_serial(&fed, &[0, 1, 2, ch], 3).await;
+    wait_serial(&fed, &everyone, 3).await;
     assert_eq!(fed.core(0).key().key_id(), new_key);
     let fr_entry = fed.core(1).directory().node(&fr).unwrap().clone();
     let old = fr_entry.keys.iter().find(|k| k.id == old_key).unwrap();
@@ -462,7 +509,7 @@ async fn a_hotline_joins_rotates_its_signing_key_and_its_certificate_with_one_co
     write_private(&keep.join("node.key"), &old_tls_key);
     let published = secretariat::rotate_tls(&dir, &de, &Publish::default()).unwrap();
     assert_eq!(published.serial, 4);
-    wait_serial(&fed, &[0, 1, 2, ch], 4).await;
+    wait_serial(&fed, &everyone, 4).await;
     let mut de_operator = fed.operator(1);
     let after = submit(&mut de_operator, &format!("http://{FR_IP}/new-cert"), "")
         .await
@@ -475,7 +522,7 @@ async fn a_hotline_joins_rotates_its_signing_key_and_its_certificate_with_one_co
         crls: &[],
     })
     .unwrap();
-    for to in [0, 2, ch] {
+    for to in existing.into_iter().filter(|&i| i != 1).chain([ch]) {
         let channel = alertrelay::federation::channel::channel(
             &fed.endpoint(to),
             Some(fed.id(to)),
@@ -495,6 +542,20 @@ async fn a_hotline_joins_rotates_its_signing_key_and_its_certificate_with_one_co
     }
     fed.shutdown().await;
 }
+
+/// Six hotlines, CH-ACTION not yet among them.
+const SIX_WITHOUT_CH: &[(&str, &[&str])] = &[
+    ("FR-PDC", &["FR"]),
+    ("DE-ECO", &["DE"]),
+    ("NL-EOKM", &["NL"]),
+    ("BE-CHILDFOCUS", &["BE"]),
+    ("AT-STOPLINE", &["AT"]),
+    ("IT-TELEFONO", &["IT"]),
+];
+/// Addresses the shipped geo data places in Belgium, Austria and Italy.
+const BE_IP: &str = "193.190.198.1";
+const AT_IP: &str = "131.130.1.1";
+const IT_IP: &str = "193.204.1.1";
 
 const THREE_NODES: &[(&str, &[&str])] = &[
     ("FR-PDC", &["FR"]),
@@ -770,11 +831,11 @@ async fn what_a_peer_offers_over_the_wire_is_applied_only_when_valid_and_newer()
     let cases = [
         (
             Ok(to_pb(&version(&dir, 2, 86_400_000, &trusted, &[&thief]))),
-            Exchanged::Refused("directory_unsigned"),
+            Exchanged::Refused("directory-unsigned"),
         ),
         (
             Ok(to_pb(&version(&dir, 2, -1, &trusted, &[&key]))),
-            Exchanged::Refused("directory_expired"),
+            Exchanged::Refused("directory-expired"),
         ),
         (Ok(pb::SignedDirectory::default()), Exchanged::Nothing),
         (Ok(to_pb(&first)), Exchanged::Same),
@@ -784,7 +845,7 @@ async fn what_a_peer_offers_over_the_wire_is_applied_only_when_valid_and_newer()
             Exchanged::Applied(2),
         ),
         // Once at 2, the first version is a rollback.
-        (Ok(to_pb(&first)), Exchanged::Refused("directory_rollback")),
+        (Ok(to_pb(&first)), Exchanged::Refused("directory-rollback")),
     ];
     for (answer, expected) in cases {
         let mut client = serve_directory_peer(answer).await;
@@ -800,9 +861,9 @@ async fn what_a_peer_offers_over_the_wire_is_applied_only_when_valid_and_newer()
     assert_eq!(
         codes,
         [
-            "directory_unsigned",
-            "directory_expired",
-            "directory_rollback"
+            "directory-unsigned",
+            "directory-expired",
+            "directory-rollback"
         ]
     );
     fed.shutdown().await;

@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use crate::common::{Federation, case, submit, wait_case};
+use crate::common::{Federation, arg, case, cli, eventually, submit, wait_case};
 use alertrelay::config::RawDns;
 use alertrelay::node::route::route_preview;
 use alertrelay::pb;
@@ -19,6 +19,8 @@ use alertrelay::runtime::zone::{Zone, ZoneRecord, ZoneServer};
 const DE_IP: &str = "85.214.132.117";
 const CH_IP: &str = "130.59.1.1";
 const NL_IP: &str = "194.109.6.66";
+/// Strato AG, Germany, in the shipped IPv6 data.
+const DE_IP6: &str = "2a01:238:20a:202::1";
 /// Cloudflare (AS13335) in the shipped network data.
 const CDN_IP: &str = "1.1.1.1";
 
@@ -32,6 +34,7 @@ fn test_zone() -> Zone {
         .cname("gallery.example.de", "www.gallery.example.de", 600)
         .cname("www.gallery.example.de", "edge.hoster.example", 300)
         .addr("edge.hoster.example", ip(DE_IP), 120)
+        .addr("edge.hoster.example", ip(DE_IP6), 120)
         // Round-robin across Germany and Switzerland.
         .addr("mirror.example", ip(DE_IP), 60)
         .addr("mirror.example", ip(CH_IP), 60)
@@ -89,8 +92,13 @@ async fn a_host_named_report_reaches_the_german_hotline_with_its_resolution_sign
         .iter()
         .map(|q| (q.question.as_str(), q.outcome.as_str()))
         .collect();
-    assert_eq!(asked[0], ("gallery.example.de. IN A", "answered"));
-    assert_eq!(asked[1].0, "gallery.example.de. IN AAAA");
+    assert_eq!(
+        asked,
+        vec![
+            ("gallery.example.de. IN A", "answered"),
+            ("gallery.example.de. IN AAAA", "answered")
+        ]
+    );
     let answers: Vec<(&str, &str, &str, u32)> = d
         .answers
         .iter()
@@ -112,8 +120,16 @@ async fn a_host_named_report_reaches_the_german_hotline_with_its_resolution_sign
                 300
             ),
             ("edge.hoster.example.", "A", DE_IP, 120),
+            ("edge.hoster.example.", "AAAA", DE_IP6, 120),
         ]
     );
+    // IPv4 and IPv6 both located, both in Germany.
+    let located: Vec<(&str, &str)> = view
+        .addresses
+        .iter()
+        .map(|a| (a.ip.as_str(), a.country.as_str()))
+        .collect();
+    assert_eq!(located, vec![(DE_IP, "DE"), (DE_IP6, "DE")]);
     assert!(d.failure.is_empty() && !d.at.is_empty(), "{d:?}");
     assert!(
         view.steps.iter().any(|s| s
@@ -254,6 +270,16 @@ async fn content_that_moved_is_rerouted_to_the_new_countrys_hotline_with_both_re
         resolve_again: true,
         ..Default::default()
     };
+    // Resolving again chooses the hotline: naming one too is refused.
+    let err = de
+        .hand_off_case(pb::HandOffCaseRequest {
+            to: "NL-EOKM".into(),
+            ..reroute("both")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("resolve_again"), "{}", err.message());
     // Still in Germany: nothing to hand over, and said so.
     let err = de.hand_off_case(reroute("check")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
@@ -302,5 +328,204 @@ async fn content_that_moved_is_rerouted_to_the_new_countrys_hotline_with_both_re
         moved.reason
     );
     assert!(!moved.reason.contains("moving.example"), "{}", moved.reason);
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn host_names_stay_out_of_logs_and_metrics_and_the_cli_prints_the_evidence() {
+    let zone = ZoneServer::start(test_zone()).await.unwrap();
+    let mut dns = RawDns::resolvers(&[zone.addr().to_string()]);
+    dns.deadline_ms = 500;
+    let mut fed = Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"]), ("LE", &[])])
+        .fallback("LE")
+        .processes()
+        .json_logs("info")
+        .dns(dns)
+        .start()
+        .await;
+    let cfg = fed.config_path(0);
+    let fed_ref = &fed;
+    eventually(
+        5,
+        || async { fed_ref.stdout(0) },
+        |out| out.contains("listening"),
+    )
+    .await;
+    // `route` shows the resolution, without submitting anything.
+    let (code, out, err) = cli(&[
+        "route",
+        "--config",
+        arg(&cfg),
+        "--url",
+        "https://gallery.example.de/album/1",
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    for want in [
+        "route:    peer -> DE-ECO",
+        "dns:      gallery.example.de via resolvers 127.0.0.1:",
+        "gallery.example.de. CNAME www.gallery.example.de. (TTL 600 s)",
+        "edge.hoster.example. A 85.214.132.117 (TTL 120 s)",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    // Reports that resolve, and that do not (NXDOMAIN, no answer).
+    let mut ids = Vec::new();
+    for url in [
+        "https://gallery.example.de/album/2",
+        "http://gone.example/x",
+        "http://silent.example/y",
+    ] {
+        let (code, out, err) = cli(&[
+            "submit",
+            "--config",
+            arg(&cfg),
+            "--url",
+            url,
+            "--category",
+            "csam",
+            "--json",
+        ])
+        .await;
+        assert_eq!(code, 0, "{out}{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    // `cases show` prints the failure of the held report.
+    let (code, out, err) = cli(&["cases", "show", &ids[1], "--config", arg(&cfg)]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("route:    held -> (kept here)"), "{out}");
+    assert!(out.contains("failed: nxdomain"), "{out}");
+    // Metrics say what happened by outcome, never by name.
+    let metrics = fed.metrics(0).await;
+    assert!(
+        metrics.contains("alertrelay_dns_queries_total{outcome=\"nxdomain\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("alertrelay_dns_queries_total{outcome=\"timeout\"}"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("example"), "{metrics}");
+    for i in [0, 1] {
+        let status = fed.terminate(i, std::time::Duration::from_secs(20)).await;
+        assert!(status.success(), "{status}");
+        // No host name in any log line, at any level the node wrote.
+        let log = fed.log(i);
+        assert!(!log.is_empty());
+        for name in [
+            "gallery.example",
+            "hoster.example",
+            "gone.example",
+            "silent.example",
+        ] {
+            assert!(!log.contains(name), "node {i} logged {name}:\n{log}");
+        }
+    }
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_periodic_recheck_hands_moved_content_on_and_leaves_the_rest() {
+    let zone = ZoneServer::start(Zone::new().addr("moving.example", ip(DE_IP), 1).addr(
+        "staying.example",
+        ip(DE_IP),
+        1,
+    ))
+    .await
+    .unwrap();
+    let mut dns = RawDns::resolvers(&[zone.addr().to_string()]);
+    dns.recheck_interval_s = 1;
+    let fed = Federation::builder(&[
+        ("FR-PDC", &["FR"]),
+        ("DE-ECO", &["DE"]),
+        ("NL-EOKM", &["NL"]),
+    ])
+    .dns(dns)
+    .start()
+    .await;
+    let mut fr = fed.operator(0);
+    let moving = submit(&mut fr, "http://moving.example/v", "")
+        .await
+        .report_id;
+    let staying = submit(&mut fr, "http://staying.example/w", "")
+        .await
+        .report_id;
+    for id in [&moving, &staying] {
+        wait_case(&fr, id, 10, |c| c.status == "delivered").await;
+    }
+    zone.set("moving.example", vec![ZoneRecord::Addr(ip(NL_IP), 60)]);
+    wait_case(&fr, &moving, 20, |c| {
+        c.deliveries.iter().any(|d| {
+            d.destination == "NL-EOKM"
+                && d.state == "delivered"
+                && d.handed_off_by.as_deref() == Some("DE-ECO")
+        })
+    })
+    .await;
+    let de_case = case(&mut fed.operator(1), &moving).await;
+    assert_eq!(de_case.status, "moved");
+    let moved = de_case
+        .history
+        .iter()
+        .find(|h| h.status == "moved")
+        .unwrap();
+    assert!(
+        moved
+            .reason
+            .contains("periodic DNS re-check [re-resolved by DNS: was hosted in DE")
+            && moved.reason.contains("now in NL"),
+        "{}",
+        moved.reason
+    );
+    // The case whose content stayed is untouched.
+    let still = case(&mut fed.operator(1), &staying).await;
+    assert_eq!(still.status, "received");
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_urgent_reports_names_do_not_wait_behind_bulk_questions() {
+    let zone = ZoneServer::start(test_zone()).await.unwrap();
+    let mut dns = RawDns::resolvers(&[zone.addr().to_string()]);
+    // One question in flight at a time, and a long deadline: a bulk report
+    // naming the silent host holds the only place for seconds.
+    dns.concurrency = 1;
+    dns.deadline_ms = 3_000;
+    let fed = Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])])
+        .dns(dns)
+        .start()
+        .await;
+    let fr = fed.operator(0);
+    let bulk = {
+        let mut fr = fr.clone();
+        tokio::spawn(async move { submit(&mut fr, "http://silent.example/bulk", "").await })
+    };
+    let zone_ref = &zone;
+    eventually(
+        10,
+        || async { zone_ref.asked() },
+        |asked: &Vec<String>| asked.iter().any(|q| q.starts_with("silent.example")),
+    )
+    .await;
+    let urgent = fr
+        .clone()
+        .submit_report(pb::SubmitReportRequest {
+            urls: vec!["https://gallery.example.de/now".into()],
+            category: "csam".into(),
+            priority: pb::Priority::Urgent as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Routed by its DNS answer while the bulk report still waits for its.
+    assert_eq!(urgent.route.unwrap().destinations, vec!["DE-ECO"]);
+    assert!(
+        !bulk.is_finished(),
+        "the bulk report's questions are still in flight"
+    );
+    let held = bulk.await.unwrap();
+    assert_eq!(held.route.unwrap().kind, "held");
     fed.shutdown().await;
 }
