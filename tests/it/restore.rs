@@ -26,6 +26,23 @@ async fn entries(config: &Path) -> u64 {
     v["entries"].as_u64().unwrap()
 }
 
+/// The largest size of the log a witness cosigned, as `audit verify
+/// --offline --json` reads it from the database `config` points at.
+async fn cosigned(config: &Path) -> u64 {
+    let (code, stdout, err) = cli(&[
+        "audit",
+        "verify",
+        "--config",
+        arg(config),
+        "--offline",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{stdout}{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    v["cosigned_size"].as_u64().unwrap()
+}
+
 async fn restore(config: &Path, from: &Path) -> (i32, String, String) {
     cli(&[
         "db",
@@ -53,13 +70,10 @@ async fn restore_is_refused_while_the_node_runs_then_restores_audits_and_warns_o
     // Work after the backup, witnessed by the peer.
     let after = submit(&mut fr, &format!("http://{DE_IP}/after"), "").await;
     wait_case(&fr, &after.report_id, 10, |c| c.status == "delivered").await;
-    let page = eventually(
-        10,
-        || fed.metrics(1),
-        |p| p.contains("alertrelay_witness_events_total{peer=\"FR-PDC\",event=\"cosigned\"}"),
-    )
-    .await;
-    assert!(!page.is_empty());
+    // Until a witness has cosigned the entries after the backup, no one
+    // could tell a rollback from a log that never had them.
+    let n = entries(&cfg).await;
+    eventually(15, || cosigned(&cfg), |size| *size >= n).await;
 
     // While the node runs: refused, nothing changed.
     let live = entries(&cfg).await;
@@ -132,6 +146,24 @@ async fn restore_is_refused_while_the_node_runs_then_restores_audits_and_warns_o
     // Nothing acknowledged is lost: the replaced database still holds
     // everything, the report made after the backup included.
     assert_eq!(entries_of(&kept, &cfg).await, held);
+    // What the warning says the witnesses do: once the restored node
+    // signs a checkpoint of its new entries, the peer refuses it as a
+    // rollback or fork, and this node hears of it.
+    fed.restart(0).await;
+    let mut fr = fed.operator(0);
+    submit(&mut fr, &format!("http://{DE_IP}/restored"), "").await;
+    eventually(
+        40,
+        || fed.metrics(1),
+        |p| p.contains("alertrelay_witness_events_total{peer=\"FR-PDC\",event=\"refused\"}"),
+    )
+    .await;
+    eventually(
+        15,
+        || fed.metrics(0),
+        |p| p.contains("alertrelay_witness_events_total{peer=\"DE-ECO\",event=\"refused_us\"}"),
+    )
+    .await;
     fed.shutdown().await;
 }
 
