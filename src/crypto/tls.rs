@@ -287,3 +287,24 @@ pub async fn connect(
     }
     Ok(hyper_util::rt::TokioIo::new(stream))
 }
+
+/// When the first certificate in the PEM file `path` expires, in unix
+/// milliseconds; None when the file cannot be read or parsed.
+pub fn certificate_not_after_ms(path: &Path) -> Option<i64> {
+    let certs = load_certs(path).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(certs.first()?).ok()?;
+    Some(cert.validity().not_after.timestamp() * 1000)
+}
+
+/// When the CRL in the PEM file `path` is due to be replaced (its
+/// `nextUpdate`), in unix milliseconds; None when it has none or the file
+/// cannot be read or parsed.
+pub fn crl_next_update_ms(path: &Path) -> Option<i64> {
+    use rustls::pki_types::CertificateRevocationListDer;
+    let pem = std::fs::read(path).ok()?;
+    let der = CertificateRevocationListDer::pem_slice_iter(&pem)
+        .next()?
+        .ok()?;
+    let (_, crl) = x509_parser::parse_x509_crl(&der).ok()?;
+    Some(crl.next_update()?.timestamp() * 1000)
+}

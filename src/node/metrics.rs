@@ -285,6 +285,7 @@ pub async fn render(core: &Core) -> String {
     dns(&mut out, m);
     process(&mut out, core);
     directory(&mut out, core);
+    tls_expiry(&mut out, core);
     header(
         &mut out,
         "alertrelay_ready",
@@ -441,6 +442,42 @@ fn directory(out: &mut String, core: &Core) {
             &format!("peer=\"{}\"", esc(peer.as_str())),
             protocol,
         );
+    }
+}
+
+/// Seconds until the node's TLS certificate and the federation CA's
+/// expire, and until each CRL is due for replacement (an expired CRL fails
+/// every handshake), read from the files at scrape time; a file that
+/// cannot be read has no series (`alertrelay doctor` says why).
+fn tls_expiry(out: &mut String, core: &Core) {
+    use crate::crypto::tls::{certificate_not_after_ms, crl_next_update_ms};
+    let now = Core::now_ms();
+    let left = |ms: i64| (ms - now) as f64 / 1000.0;
+    let tls = &core.config.tls;
+    let name = "alertrelay_certificate_expires_in_seconds";
+    header(
+        out,
+        name,
+        "gauge",
+        "Seconds until a certificate expires: certificate=node (this node's TLS certificate) or ca (the federation CA).",
+    );
+    for (which, path) in [("node", &tls.cert), ("ca", &tls.ca)] {
+        if let Some(ms) = certificate_not_after_ms(path) {
+            sample(out, name, &format!("certificate=\"{which}\""), left(ms));
+        }
+    }
+    let name = "alertrelay_crl_next_update_in_seconds";
+    header(
+        out,
+        name,
+        "gauge",
+        "Seconds until each CRL in tls.crls is due for replacement (its nextUpdate; past it every handshake fails), by file name.",
+    );
+    for path in &tls.crls {
+        let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
+        if let (Some(ms), Some(file)) = (crl_next_update_ms(path), file) {
+            sample(out, name, &format!("crl=\"{}\"", esc(&file)), left(ms));
+        }
     }
 }
 

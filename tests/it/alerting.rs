@@ -162,6 +162,25 @@ async fn every_metric_and_label_the_alerting_rules_use_is_served_by_a_node() {
             );
         }
     }
+    // Certificate and CRL expiry, read from the node's files: the test
+    // CA mints certificates for years and CRLs for days ahead.
+    let value = |prefix: &str| -> f64 {
+        page.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}:\n{page}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let node = value("alertrelay_certificate_expires_in_seconds{certificate=\"node\"}");
+    assert!(node > 30.0 * 86400.0, "{node}");
+    assert!(value("alertrelay_certificate_expires_in_seconds{certificate=\"ca\"}") > node - 1.0);
+    let crl = page
+        .lines()
+        .find(|l| l.starts_with("alertrelay_crl_next_update_in_seconds{crl=\""))
+        .unwrap_or_else(|| panic!("no CRL series:\n{page}"));
+    let crl: f64 = crl.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(crl > 0.0, "{crl}");
     // The label values the rules match on are the ones the node writes.
     assert!(page.contains("alertrelay_deliveries_total{peer=\"DE-ECO\",outcome=\"delivered\"}"));
 }
