@@ -430,3 +430,17 @@ pub fn retention_from_pb(r: pb::RunRetentionResponse) -> crate::node::retention:
         files_clean: r.files_clean,
     }
 }
+
+pub fn user_to_pb(u: crate::node::users::UserView) -> pb::User {
+    pb::User {
+        name: u.name,
+        role: u.role,
+        state: u.state,
+        failures: u.failures,
+        locked_until: u.locked_until.unwrap_or_default(),
+        created_at: u.created_at,
+        created_by: u.created_by,
+        last_login: u.last_login.unwrap_or_default(),
+        enrol_expires: u.enrol_expires.unwrap_or_default(),
+    }
+}

@@ -330,6 +330,13 @@ fn every_key() -> RawNodeConfig {
             mode: "static".into(),
             hosts: [("h.example".to_owned(), vec!["192.0.2.1".to_owned()])].into(),
         },
+        console: Some(alertrelay::config::RawConsole {
+            listen: Some("127.0.0.1:8443".into()),
+            cert: Some("console.pem".into()),
+            key: Some("console.key".into()),
+            idle_timeout_mins: Some(30),
+            absolute_timeout_hours: Some(12),
+        }),
     }
 }
 
@@ -1302,9 +1309,11 @@ async fn a_node_without_a_crl_fails_doctor_and_says_so_loudly_when_it_serves() {
         "{fails:?}"
     );
     fed.start_armed(0, None).await;
-    eventually(10, || async { fed.log(0) }, |log| {
-        log.contains("NO CERTIFICATE REVOCATION IS CHECKED")
-    })
+    eventually(
+        10,
+        || async { fed.log(0) },
+        |log| log.contains("NO CERTIFICATE REVOCATION IS CHECKED"),
+    )
     .await;
     fed.shutdown().await;
 }
