@@ -90,6 +90,10 @@ pub struct RawNodeConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub health: RawHealth,
+    /// How the signed directory is exchanged with peers, and the protocol
+    /// this node speaks.
+    #[serde(default, skip_serializing_if = "RawExchange::is_default")]
+    pub exchange: RawExchange,
     /// Who notices to hosting providers come from (`alertrelay notice`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notice: Option<RawNotice>,
@@ -238,6 +242,60 @@ impl Default for RawHealth {
     }
 }
 
+/// `[exchange]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawExchange {
+    /// How often each peer is asked for a newer signed directory (also at
+    /// start, and at once when a peer says it has one).
+    pub directory_interval_ms: u64,
+    /// The protocol this node speaks: 2 (this release), or 1 to behave on
+    /// the wire as the previous release (no `GetDirectory`, no protocol in
+    /// `NodeInfo`): for tests of mixed-version federations.
+    pub protocol: u32,
+}
+
+impl Default for RawExchange {
+    fn default() -> Self {
+        RawExchange {
+            directory_interval_ms: 60_000,
+            protocol: 2,
+        }
+    }
+}
+
+impl RawExchange {
+    pub fn is_default(&self) -> bool {
+        self == &RawExchange::default()
+    }
+}
+
+/// `[exchange]`, checked.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub directory_interval: Duration,
+    pub protocol: u32,
+}
+
+fn exchange(raw: &RawExchange) -> Result<Exchange, Invalid> {
+    if raw.directory_interval_ms < 10 {
+        return Err((
+            "exchange.directory_interval_ms",
+            "must be at least 10".into(),
+        ));
+    }
+    if !(1..=2).contains(&raw.protocol) {
+        return Err((
+            "exchange.protocol",
+            "must be 2 (this release) or 1 (the previous one)".into(),
+        ));
+    }
+    Ok(Exchange {
+        directory_interval: Duration::from_millis(raw.directory_interval_ms),
+        protocol: raw.protocol,
+    })
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAudit {
@@ -326,6 +384,15 @@ pub struct RawLimits {
     /// beyond, a new connection is closed after its handshake.
     pub connections_per_caller: u32,
     pub connections_total: u32,
+    /// Urgent reports each peer may send ahead of everyone's bulk work
+    /// (sustained rate and burst); past it they are received as bulk work.
+    pub peer_urgent_per_sec: f64,
+    pub peer_urgent_burst: u32,
+    /// PDQ hashes each peer may have matched against the open cases
+    /// (sustained rate and burst); past it its batch gets
+    /// RESOURCE_EXHAUSTED and is sent again later.
+    pub peer_pdq_per_sec: f64,
+    pub peer_pdq_burst: u32,
 }
 
 impl Default for RawLimits {
@@ -341,6 +408,10 @@ impl Default for RawLimits {
             operator_concurrent: 32,
             connections_per_caller: 32,
             connections_total: 1024,
+            peer_urgent_per_sec: 1.0,
+            peer_urgent_burst: 30,
+            peer_pdq_per_sec: 2000.0,
+            peer_pdq_burst: 20_000,
         }
     }
 }
@@ -377,12 +448,18 @@ pub struct NodeConfig {
     pub peer_quota: Quota,
     pub operator_quota: Quota,
     pub connections: ConnectionLimits,
+    /// Each peer's urgent reports ahead of bulk work, and its PDQ hashes
+    /// matched (`[limits] peer_urgent_*`, `peer_pdq_*`).
+    pub urgent_quota: Quota,
+    pub matching_quota: Quota,
     /// `[jurisdiction]`: what may be sent where.
     pub jurisdiction: crate::routing::policy::Policy,
     /// `[retention]`.
     pub retention: Retention,
     /// `[console]`, when configured.
     pub console: Option<Console>,
+    /// `[exchange]`.
+    pub exchange: Exchange,
 }
 
 #[derive(Debug, Clone)]
@@ -459,6 +536,7 @@ impl NodeConfig {
         }
         let (peer_quota, operator_quota) = quotas(&raw.limits).map_err(invalid)?;
         let connections = connection_limits(&raw.limits).map_err(invalid)?;
+        let (urgent_quota, matching_quota) = work_quotas(&raw.limits).map_err(invalid)?;
         let metrics_listen = metrics_listen(raw.metrics.listen.as_deref()).map_err(invalid)?;
         let fallback_for = fallbacks_by_category(&raw.fallback_for, &directory)
             .map_err(|m| invalid(("fallback_for", m)))?;
@@ -468,7 +546,9 @@ impl NodeConfig {
             jurisdiction(&raw.jurisdiction, &directory, &node_id).map_err(invalid)?;
         let retention = retention(&raw.retention).map_err(invalid)?;
         let console = console(raw.console.as_ref(), &tls, &resolve).map_err(invalid)?;
+        let exchange = exchange(&raw.exchange).map_err(invalid)?;
         Ok(NodeConfig {
+            exchange,
             jurisdiction,
             retention,
             console,
@@ -497,6 +577,8 @@ impl NodeConfig {
             peer_quota,
             operator_quota,
             connections,
+            urgent_quota,
+            matching_quota,
         })
     }
 }
@@ -680,6 +762,25 @@ fn quotas(l: &RawLimits) -> Result<(Quota, Quota), Invalid> {
         l.operator_concurrent,
     )?;
     Ok((peer, operator))
+}
+
+/// `[limits] peer_urgent_*` and `peer_pdq_*`: rates and bursts of work, not
+/// of calls (no bound of their own on work in flight).
+fn work_quotas(l: &RawLimits) -> Result<(Quota, Quota), Invalid> {
+    let unbounded = u32::MAX >> 4;
+    let urgent = quota(
+        "limits.peer_urgent_per_sec",
+        l.peer_urgent_per_sec,
+        l.peer_urgent_burst,
+        unbounded,
+    )?;
+    let matching = quota(
+        "limits.peer_pdq_per_sec",
+        l.peer_pdq_per_sec,
+        l.peer_pdq_burst,
+        unbounded,
+    )?;
+    Ok((urgent, matching))
 }
 
 /// Established connections at once: per caller and in total.

@@ -1,8 +1,12 @@
 //! The federation directory: every node with its countries, endpoint,
 //! accepted categories and signing keys (with key ids and validity). Loaded
-//! from `directory.toml`; the same file is given to every node.
+//! from `directory.toml`, the same file given to every node, or from a
+//! signed directory (`signed`) that spreads between nodes by itself.
+
+pub mod signed;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
@@ -26,6 +30,11 @@ pub enum DirectoryError {
         path: String,
         node: String,
         message: String,
+    },
+    #[error("{path}: signed directory refused: {refusal}")]
+    Signed {
+        path: String,
+        refusal: signed::Refusal,
     },
     #[error("{path}: node {node}: key {key_id}")]
     Key {
@@ -102,6 +111,9 @@ pub struct RawKey {
 pub struct Directory {
     pub federation: String,
     nodes: Vec<DirectoryNode>,
+    /// The signed version this directory was read from; `None` for a
+    /// plain `directory.toml`.
+    pub signed: Option<Arc<signed::SignedInfo>>,
 }
 
 #[derive(Debug, Clone)]
@@ -280,9 +292,21 @@ fn invalid_node<'a>(shown: &'a str, node: &'a str) -> impl Fn(String) -> Directo
 impl Directory {
     pub fn load(path: &Path) -> Result<Self, DirectoryError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| DirectoryError::Read {
+        let bytes = std::fs::read(path).map_err(|source| DirectoryError::Read {
             path: shown.clone(),
             source,
+        })?;
+        if signed::SignedDirectory::looks_signed(&bytes) {
+            let signed_err = |refusal| DirectoryError::Signed {
+                path: shown.clone(),
+                refusal,
+            };
+            let doc = signed::SignedDirectory::from_json(&bytes).map_err(signed_err)?;
+            return signed::open_anchor(&doc, &shown).map_err(signed_err);
+        }
+        let text = String::from_utf8(bytes).map_err(|_| DirectoryError::Parse {
+            path: shown.clone(),
+            message: "not UTF-8".into(),
         })?;
         let raw: RawDirectory = toml::from_str(&text).map_err(|e| DirectoryError::Parse {
             path: shown.clone(),
@@ -300,6 +324,7 @@ impl Directory {
         let dir = Directory {
             federation: raw.federation,
             nodes,
+            signed: None,
         };
         for n in &dir.nodes {
             dir.check_relay(n)
@@ -369,6 +394,11 @@ impl Directory {
         &self.nodes
     }
 
+    /// The signed version's serial; 0 for a plain `directory.toml`.
+    pub fn serial(&self) -> u64 {
+        self.signed.as_ref().map_or(0, |s| s.serial)
+    }
+
     /// Active nodes serving `country`, in directory order.
     pub fn serving(&self, country: &str) -> impl Iterator<Item = &DirectoryNode> {
         self.nodes
@@ -377,7 +407,7 @@ impl Directory {
     }
 }
 
-fn parse_time(s: Option<&str>) -> Result<Option<i64>, String> {
+pub(crate) fn parse_time(s: Option<&str>) -> Result<Option<i64>, String> {
     let Some(s) = s else { return Ok(None) };
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .map_err(|_| format!("{s:?} is not an RFC 3339 time"))?;

@@ -3,10 +3,12 @@
 //! signing key, operator certificate, the CA and the shared directory file.
 //! Private keys are written mode 0600.
 
+pub mod secretariat;
+
 use std::path::{Path, PathBuf};
 
 use crate::config::{
-    RawAudit, RawDelivery, RawLimits, RawMetrics, RawNodeConfig, RawSigning, RawTls,
+    RawAudit, RawDelivery, RawExchange, RawLimits, RawMetrics, RawNodeConfig, RawSigning, RawTls,
 };
 use crate::crypto::pki::{FederationCa, PkiError};
 use crate::crypto::signing::{KeyError, NodeKey, encode_public_key, write_private_file};
@@ -41,10 +43,14 @@ pub enum ProvisionError {
     Key(#[from] KeyError),
     #[error("cannot serialise configuration")]
     Toml(#[from] toml::ser::Error),
+    #[error("node {0} is not in the directory")]
+    UnknownNode(String),
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
     #[error(transparent)]
     Directory(#[from] crate::directory::DirectoryError),
-    #[error("node {0} is not in the federation's directory")]
-    UnknownNode(String),
+    #[error("not published: nodes would refuse this version: {0}")]
+    Refused(crate::directory::signed::Refusal),
     #[error("--name must be 1-64 of A-Z, a-z, 0-9, '.', '_', '-'")]
     BadOperatorName,
 }
@@ -105,6 +111,11 @@ pub struct Options {
     /// `(node, relay)`: the node is reached through the relay (directory
     /// `relay = "..."`).
     pub relays: Vec<(NodeId, NodeId)>,
+    /// A signed directory (`secretariat`): the directory keys are made,
+    /// version 1 is published, and each node reads `directory.signed`.
+    pub signed_directory: bool,
+    /// `[exchange]` for every node.
+    pub exchange: Option<RawExchange>,
 }
 
 /// Writes a federation of `nodes` into `dir`: the CA and its CRL, the
@@ -129,6 +140,16 @@ pub fn init(
     let keys: Vec<NodeKey> = nodes.iter().map(|_| NodeKey::generate()).collect();
     let directory_toml = directory_toml(federation, nodes, &ports, &keys, options)?;
     write(&dir.join("directory.toml"), directory_toml.as_bytes())?;
+    let (directory_file, directory_bytes) = if options.signed_directory {
+        secretariat::init_keys(dir)?;
+        let published = secretariat::publish(dir, &Default::default())?;
+        (
+            secretariat::SIGNED,
+            read_text(&published.path)?.into_bytes(),
+        )
+    } else {
+        ("directory.toml", directory_toml.into_bytes())
+    };
 
     let mut configs = Vec::with_capacity(nodes.len());
     for ((n, port), key) in nodes.iter().zip(&ports).zip(&keys) {
@@ -136,7 +157,7 @@ pub fn init(
         mkdir(&nd)?;
         write(&nd.join("ca.pem"), ca.cert_pem.as_bytes())?;
         write(&nd.join("crl.pem"), crl.as_bytes())?;
-        write(&nd.join("directory.toml"), directory_toml.as_bytes())?;
+        write(&nd.join(directory_file), &directory_bytes)?;
         write_certificates(&nd, &n.id, &ca)?;
         key.save(&nd.join("signing.key"))?;
         let text = node_toml(n, *port, options)?;
@@ -257,7 +278,11 @@ fn node_toml(n: &NodeSpec, port: u16, options: &Options) -> Result<String, Provi
         node_id: n.id.to_string(),
         listen: format!("127.0.0.1:{port}"),
         database: "node.db".into(),
-        directory: "directory.toml".into(),
+        directory: if options.signed_directory {
+            secretariat::SIGNED.into()
+        } else {
+            "directory.toml".into()
+        },
         fallback: options
             .fallback
             .as_ref()
@@ -281,6 +306,7 @@ fn node_toml(n: &NodeSpec, port: u16, options: &Options) -> Result<String, Provi
             listen: options.metrics_listen.clone(),
         },
         health: Default::default(),
+        exchange: options.exchange.clone().unwrap_or_default(),
         notice: None,
         fallback_for: Vec::new(),
         geo: Default::default(),
@@ -295,6 +321,13 @@ fn node_toml(n: &NodeSpec, port: u16, options: &Options) -> Result<String, Provi
         n.id,
         toml::to_string_pretty(&raw)?
     ))
+}
+
+fn read_text(p: &Path) -> Result<String, ProvisionError> {
+    std::fs::read_to_string(p).map_err(|source| ProvisionError::Write {
+        path: p.display().to_string(),
+        source,
+    })
 }
 
 fn free_port() -> Result<u16, ProvisionError> {
@@ -323,9 +356,6 @@ fn write_secret(p: &Path, bytes: &[u8]) -> Result<(), ProvisionError> {
     })
 }
 
-/// Revokes certificates of a federation written by `init`: re-issues
-/// `DIR/crl.pem` (with every serial revoked so far) and copies it into each
-/// node folder. Nodes pick it up on SIGHUP or `alertrelay reload`.
 /// Issues a personal operator certificate for one person of `node`'s
 /// hotline (`federation operator issue`), signed by the federation CA in
 /// `dir`: written as `dir/<NODE>/operators/<name>.pem` and `.key` (mode
@@ -367,7 +397,27 @@ pub fn issue_operator(
     Ok((cert_path, key_path))
 }
 
+/// Revokes certificates of a federation written by `init`: re-issues
+/// `DIR/crl.pem` (with every serial revoked so far) and copies it into each
+/// node folder. Nodes pick it up on SIGHUP or `alertrelay reload` (or, with
+/// a signed directory, from its next published version).
 pub fn revoke(dir: &Path, certs: &[&Path]) -> Result<usize, ProvisionError> {
+    let (count, crl) = reissue_crl(dir, certs)?;
+    let nodes = std::fs::read_dir(dir).map_err(|source| ProvisionError::Write {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    for n in nodes.flatten() {
+        if n.path().join("node.toml").exists() {
+            write(&n.path().join("crl.pem"), crl.as_bytes())?;
+        }
+    }
+    Ok(count)
+}
+
+/// Adds `certs` to the revoked certificates kept in `DIR/revoked/` and
+/// re-issues `DIR/crl.pem`; returns how many are revoked, and the CRL.
+fn reissue_crl(dir: &Path, certs: &[&Path]) -> Result<(usize, String), ProvisionError> {
     let read = |p: &Path| {
         std::fs::read_to_string(p).map_err(|source| ProvisionError::Write {
             path: p.display().to_string(),
@@ -392,21 +442,13 @@ pub fn revoke(dir: &Path, certs: &[&Path]) -> Result<usize, ProvisionError> {
     for e in entries.flatten() {
         all.push(read(&e.path())?);
     }
-    // CRL numbers must increase: seconds since the epoch do.
+    // CRL numbers must increase: milliseconds since the epoch do (two
+    // revocations within one second each get a newer number).
     let number = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_secs());
+        .map_or(1, |d| d.as_millis() as u64);
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     let crl = ca.crl(&refs, number, CRL_VALIDITY)?;
     write(&dir.join("crl.pem"), crl.as_bytes())?;
-    let nodes = std::fs::read_dir(dir).map_err(|source| ProvisionError::Write {
-        path: dir.display().to_string(),
-        source,
-    })?;
-    for n in nodes.flatten() {
-        if n.path().join("node.toml").exists() {
-            write(&n.path().join("crl.pem"), crl.as_bytes())?;
-        }
-    }
-    Ok(all.len())
+    Ok((all.len(), crl))
 }

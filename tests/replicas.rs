@@ -315,9 +315,18 @@ async fn claim_rates() {
         .await
         .unwrap();
     for _ in 0..ROWS {
-        tx.enqueue("de", "report", false, seq, &[0u8; 2048], 1)
-            .await
-            .unwrap();
+        enqueue_kind(
+            &mut tx,
+            alertrelay::store::OUTBOX_SIGNED,
+            "de",
+            "report",
+            false,
+            seq,
+            &[0u8; 2048],
+            1,
+        )
+        .await
+        .unwrap();
     }
     tx.audit(&Entry::new("t", "t", "t", serde_json::json!({})), 1)
         .await
@@ -363,4 +372,27 @@ async fn claim_rates() {
         println!("CLAIMS claimers={claimers} batch={batch}: {total} rows, {rate:.0} rows/s");
     }
     store.close().await;
+}
+
+/// Queues one outbox row of `kind` as the node does (`Tx::enqueue`).
+#[allow(clippy::too_many_arguments, dead_code)]
+async fn enqueue_kind(
+    tx: &mut alertrelay::store::Tx,
+    returned: i64,
+    peer: &str,
+    kind: &str,
+    urgent: bool,
+    report_seq: i64,
+    body: &[u8],
+    now: i64,
+) -> Result<(), alertrelay::store::StoreError> {
+    let row = alertrelay::store::NewOutbox {
+        peer,
+        kind,
+        urgent,
+        report_seq,
+        body,
+        returned,
+    };
+    tx.enqueue(row, now).await
 }

@@ -289,24 +289,78 @@ async fn outbox_enqueue_batch_dequeue(b: &Backend) {
     let r1 = insert(s, "fr-hotline", "r-1").await;
     let r2 = insert(s, "fr-hotline", "r-2").await;
     let mut tx = s.begin().await.unwrap();
-    tx.enqueue("de-hotline", "report", false, r1, b"bulk-1", 10)
-        .await
-        .unwrap();
-    tx.enqueue("de-hotline", "report", true, r2, b"urgent-2", 11)
-        .await
-        .unwrap();
-    tx.enqueue("de-hotline", "report", false, r2, b"bulk-3", 12)
-        .await
-        .unwrap();
-    tx.enqueue("nl-hotline", "report", false, r1, b"nl-1", 13)
-        .await
-        .unwrap();
-    tx.enqueue_returned("nl-hotline", false, r1, b"returned", 14)
-        .await
-        .unwrap();
-    tx.enqueue_amendment("nl-hotline", true, r1, b"amend", 15)
-        .await
-        .unwrap();
+    enqueue_kind(
+        &mut tx,
+        alertrelay::store::OUTBOX_SIGNED,
+        "de-hotline",
+        "report",
+        false,
+        r1,
+        b"bulk-1",
+        10,
+    )
+    .await
+    .unwrap();
+    enqueue_kind(
+        &mut tx,
+        alertrelay::store::OUTBOX_SIGNED,
+        "de-hotline",
+        "report",
+        true,
+        r2,
+        b"urgent-2",
+        11,
+    )
+    .await
+    .unwrap();
+    enqueue_kind(
+        &mut tx,
+        alertrelay::store::OUTBOX_SIGNED,
+        "de-hotline",
+        "report",
+        false,
+        r2,
+        b"bulk-3",
+        12,
+    )
+    .await
+    .unwrap();
+    enqueue_kind(
+        &mut tx,
+        alertrelay::store::OUTBOX_SIGNED,
+        "nl-hotline",
+        "report",
+        false,
+        r1,
+        b"nl-1",
+        13,
+    )
+    .await
+    .unwrap();
+    enqueue_kind(
+        &mut tx,
+        alertrelay::store::OUTBOX_RETURNED,
+        "nl-hotline",
+        "status",
+        false,
+        r1,
+        b"returned",
+        14,
+    )
+    .await
+    .unwrap();
+    enqueue_kind(
+        &mut tx,
+        alertrelay::store::OUTBOX_AMENDMENT,
+        "nl-hotline",
+        "status",
+        true,
+        r1,
+        b"amend",
+        15,
+    )
+    .await
+    .unwrap();
     tx.audit(&entry("report.queued", "fr-hotline/r-1", 1), 10)
         .await
         .unwrap();
@@ -398,7 +452,9 @@ async fn enqueue_many(s: &Store, peer: &str, urgent: bool, n: usize, tag: &str) 
     }
     let mut tx = s.begin().await.unwrap();
     for (i, seq) in seqs.iter().enumerate() {
-        tx.enqueue(
+        enqueue_kind(
+            &mut tx,
+            alertrelay::store::OUTBOX_SIGNED,
             peer,
             "report",
             urgent,
@@ -616,17 +672,44 @@ async fn work_is_announced_to_other_processes(b: &Backend) {
     };
     let seq = insert(s, "fr-hotline", "r-1").await;
     let mut tx = s.begin().await.unwrap();
-    tx.enqueue("de-hotline", "report", false, seq, b"x", 10)
-        .await
-        .unwrap();
+    enqueue_kind(
+        &mut tx,
+        alertrelay::store::OUTBOX_SIGNED,
+        "de-hotline",
+        "report",
+        false,
+        seq,
+        b"x",
+        10,
+    )
+    .await
+    .unwrap();
     drop(tx);
     let mut tx = s.begin().await.unwrap();
-    tx.enqueue("nl-hotline", "report", true, seq, b"x", 10)
-        .await
-        .unwrap();
-    tx.enqueue("nl-hotline", "report", true, seq, b"y", 10)
-        .await
-        .unwrap();
+    enqueue_kind(
+        &mut tx,
+        alertrelay::store::OUTBOX_SIGNED,
+        "nl-hotline",
+        "report",
+        true,
+        seq,
+        b"x",
+        10,
+    )
+    .await
+    .unwrap();
+    enqueue_kind(
+        &mut tx,
+        alertrelay::store::OUTBOX_SIGNED,
+        "nl-hotline",
+        "report",
+        true,
+        seq,
+        b"y",
+        10,
+    )
+    .await
+    .unwrap();
     tx.audit(&entry("report.queued", "fr-hotline/r-1", 1), 10)
         .await
         .unwrap();
@@ -669,9 +752,18 @@ async fn receipts_and_deliveries(b: &Backend) {
             .await
             .unwrap()
     );
-    tx.enqueue("de-hotline", "report", false, seq, b"env", 10)
-        .await
-        .unwrap();
+    enqueue_kind(
+        &mut tx,
+        alertrelay::store::OUTBOX_SIGNED,
+        "de-hotline",
+        "report",
+        false,
+        seq,
+        b"env",
+        10,
+    )
+    .await
+    .unwrap();
     tx.audit(&entry("report.queued", "fr-hotline/r-1", 1), 10)
         .await
         .unwrap();
@@ -1142,9 +1234,18 @@ async fn purge_leaves_a_tombstone(b: &Backend) {
     tx.insert_referral(seq, "u-1", "BKA", "ref", 5, "operator:fr/alice", 5)
         .await
         .unwrap();
-    tx.enqueue("de-hotline", "report", false, queued, b"env", 5)
-        .await
-        .unwrap();
+    enqueue_kind(
+        &mut tx,
+        alertrelay::store::OUTBOX_SIGNED,
+        "de-hotline",
+        "report",
+        false,
+        queued,
+        b"env",
+        5,
+    )
+    .await
+    .unwrap();
     tx.audit(&entry("x", "fr-hotline/r-1", 1), 5).await.unwrap();
     tx.commit().await.unwrap();
 
@@ -1437,9 +1538,18 @@ async fn write_rates() {
                                 .insert_report(&report("fr-hotline", &id, &[7; 1024]))
                                 .await
                                 .unwrap();
-                            tx.enqueue("de-hotline", "report", false, seq, &[7; 1024], 1)
-                                .await
-                                .unwrap();
+                            enqueue_kind(
+                                &mut tx,
+                                alertrelay::store::OUTBOX_SIGNED,
+                                "de-hotline",
+                                "report",
+                                false,
+                                seq,
+                                &[7; 1024],
+                                1,
+                            )
+                            .await
+                            .unwrap();
                             tx.audit(&entry("report.submitted", &id, 0), 1)
                                 .await
                                 .unwrap();
@@ -1740,4 +1850,27 @@ async fn the_log_is_read_a_page_at_a_time_in_order(b: &Backend) {
     );
     tx.rollback().await.unwrap();
     assert_eq!(range.root(), alertrelay::audit::merkle::root(&all));
+}
+
+/// Queues one outbox row of `kind` as the node does (`Tx::enqueue`).
+#[allow(clippy::too_many_arguments, dead_code)]
+async fn enqueue_kind(
+    tx: &mut alertrelay::store::Tx,
+    returned: i64,
+    peer: &str,
+    kind: &str,
+    urgent: bool,
+    report_seq: i64,
+    body: &[u8],
+    now: i64,
+) -> Result<(), alertrelay::store::StoreError> {
+    let row = alertrelay::store::NewOutbox {
+        peer,
+        kind,
+        urgent,
+        report_seq,
+        body,
+        returned,
+    };
+    tx.enqueue(row, now).await
 }

@@ -308,6 +308,9 @@ pub fn summary_to_pb(s: &NodeSummary) -> pb::NodeStatus {
         peers_total: s.peers_total,
         peers_reachable: s.peers_reachable,
         key_id: s.key_id.clone(),
+        directory_serial: s.directory_serial,
+        directory_issued_at_ms: s.directory_issued_at_ms,
+        directory_expires_at_ms: s.directory_expires_at_ms,
     }
 }
 
@@ -334,6 +337,9 @@ pub fn summary_from_pb(s: pb::NodeStatus) -> NodeSummary {
         checkpoint_cosignatures: s.checkpoint_cosignatures,
         peers_total: s.peers_total,
         peers_reachable: s.peers_reachable,
+        directory_serial: s.directory_serial,
+        directory_issued_at_ms: s.directory_issued_at_ms,
+        directory_expires_at_ms: s.directory_expires_at_ms,
     }
 }
 
@@ -442,5 +448,22 @@ pub fn user_to_pb(u: crate::node::users::UserView) -> pb::User {
         created_by: u.created_by,
         last_login: u.last_login.unwrap_or_default(),
         enrol_expires: u.enrol_expires.unwrap_or_default(),
+    }
+}
+
+/// A signed directory as it travels (its exact payload bytes).
+pub fn signed_directory_to_pb(
+    d: &crate::directory::signed::SignedDirectory,
+) -> pb::SignedDirectory {
+    pb::SignedDirectory {
+        payload: d.payload.clone(),
+        signatures: d
+            .signatures
+            .iter()
+            .map(|(key_id, signature)| pb::DirectorySignature {
+                key_id: key_id.clone(),
+                signature: signature.clone(),
+            })
+            .collect(),
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::api::{auth, convert, status::to_status};
-use crate::node::{Core, checkpoint, receive};
+use crate::node::{Core, checkpoint, membership, receive};
 use crate::pb;
 
 pub struct FederationService {
@@ -31,6 +31,14 @@ async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     if shutdown.wait_for(|stop| *stop).await.is_err() {
         // No one can ask any more: the server stops with the node.
         std::future::pending::<()>().await;
+    }
+}
+
+impl FederationService {
+    /// The protocol this node speaks on the wire, or `None` when it is set
+    /// to behave as the previous release (protocol 1, which said nothing).
+    fn protocol(&self) -> Option<u32> {
+        (self.core.config.exchange.protocol >= 2).then_some(membership::PROTOCOL)
     }
 }
 
@@ -165,7 +173,42 @@ impl pb::federation_server::Federation for FederationService {
             key_ids: vec![self.core.key().key_id().to_owned()],
             version: env!("CARGO_PKG_VERSION").to_owned(),
             time_unix_ms: Core::now_ms(),
+            protocol_version: self.protocol().unwrap_or(0),
+            features: match self.protocol() {
+                Some(_) => membership::FEATURES
+                    .iter()
+                    .map(|f| (*f).to_owned())
+                    .collect(),
+                None => Vec::new(),
+            },
+            directory_serial: directory.serial(),
         }))
+    }
+
+    async fn get_directory(
+        &self,
+        request: Request<pb::GetDirectoryRequest>,
+    ) -> Result<Response<pb::SignedDirectory>, Status> {
+        if self.protocol().is_none() {
+            // What a node of the previous release answers.
+            return Err(Status::unimplemented(
+                "unknown method GetDirectory for service alertrelay.v1.Federation",
+            ));
+        }
+        let (peer, _permit) = auth::node(&self.core, &request).await?;
+        let known = request.get_ref().known_serial;
+        let directory = self.core.directory();
+        let ours = directory.serial();
+        if known > ours && directory.signed.is_some() {
+            // The caller has a newer one: ask it (and every peer) now.
+            tracing::debug!(%peer, known, ours, "a peer has a newer directory");
+            self.core.membership.wake.notify_one();
+        }
+        let answer = match &directory.signed {
+            Some(info) if ours > known => convert::signed_directory_to_pb(&info.document),
+            _ => pb::SignedDirectory::default(),
+        };
+        Ok(Response::new(answer))
     }
 
     async fn get_checkpoint(

@@ -36,6 +36,10 @@ impl Anchor {
     pub fn pinned(keys: &[String]) -> Result<Anchor, PinError> {
         keys.iter()
             .map(|pin| {
+                // A bare key (base64 ends in `=`) names no node.
+                if parse_public_key(pin).is_ok() {
+                    return Err(PinError::NoNode);
+                }
                 let (node, key) = pin.split_once('=').ok_or(PinError::NoNode)?;
                 let node = NodeId::new(node).map_err(PinError::Node)?;
                 Ok((node.to_string(), parse_public_key(key)?))

@@ -55,12 +55,16 @@ impl Conn {
                         path: db.display(),
                         source: sqlx::Error::Configuration(e.to_string().into()),
                     })?;
-                options
-                    .options([("default_transaction_read_only", "on")])
-                    .connect()
-                    .await
-                    .map(Conn::Postgres)
-                    .map_err(open)
+                // An unreachable server is reported at once, with why.
+                let wait = crate::store::postgres::CONNECT_TIMEOUT;
+                let options = options.options([("default_transaction_read_only", "on")]);
+                match tokio::time::timeout(wait, options.connect()).await {
+                    Ok(connected) => connected.map(Conn::Postgres).map_err(open),
+                    Err(_) => Err(open(sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {} s", wait.as_secs()),
+                    )))),
+                }
             }
         }
     }

@@ -14,11 +14,14 @@
 //! - `drain`: the destination down while N reports queue, then up (as a
 //!   process of its own): drain rate and peak RSS of each side (`load.rs`);
 //! - `scale`: a simulated federation of the 53 hotlines of the example
-//!   INHOPE-style directory and a fallback (`scale.rs`).
+//!   INHOPE-style directory and a fallback (`scale.rs`);
+//! - `pdq`: urgent reports at a destination holding N open cases with a
+//!   PDQ hash each, new media and near-duplicates (`pdq.rs`).
 
 pub mod cluster;
 mod limits;
 mod load;
+mod pdq;
 mod scale;
 mod urgent;
 
@@ -29,6 +32,7 @@ use serde::Serialize;
 
 pub use limits::Limits;
 pub use load::{Drain, LatencyAt, Throughput};
+pub use pdq::PdqScale;
 pub use scale::Scale;
 pub use urgent::UrgentLane;
 
@@ -40,16 +44,18 @@ pub enum Scenario {
     Urgent,
     Drain,
     Scale,
+    Pdq,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Limits,
         Scenario::Throughput,
         Scenario::Latency,
         Scenario::Urgent,
         Scenario::Drain,
         Scenario::Scale,
+        Scenario::Pdq,
     ];
 
     pub fn parse(s: &str) -> Result<Self, String> {
@@ -60,9 +66,10 @@ impl Scenario {
             "urgent" => Scenario::Urgent,
             "drain" => Scenario::Drain,
             "scale" => Scenario::Scale,
+            "pdq" => Scenario::Pdq,
             _ => {
                 return Err(format!(
-                    "unknown scenario {s:?}: one of limits, throughput, latency, urgent, drain, scale"
+                    "unknown scenario {s:?}: one of limits, throughput, latency, urgent, drain, scale, pdq"
                 ));
             }
         })
@@ -92,6 +99,8 @@ pub struct Options {
     pub scale_nodes: usize,
     /// Scale: reports submitted.
     pub scale_reports: usize,
+    /// PDQ: open cases with a PDQ hash each stored at the destination.
+    pub pdq: usize,
     pub json: bool,
     /// Where the temporary directories go.
     pub dir: PathBuf,
@@ -242,6 +251,7 @@ pub struct Results {
     pub urgent_lane: Option<UrgentLane>,
     pub drain: Option<Drain>,
     pub scale: Option<Scale>,
+    pub pdq: Option<PdqScale>,
     /// Measured end-to-end throughput / the ceiling the limits imply.
     pub ratio_to_ceiling: Option<f64>,
     pub total_secs: f64,
@@ -259,6 +269,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Results> {
         urgent_lane: None,
         drain: None,
         scale: None,
+        pdq: None,
         ratio_to_ceiling: None,
         total_secs: 0.0,
     };
@@ -278,6 +289,9 @@ pub async fn run(opts: &Options) -> anyhow::Result<Results> {
     }
     if want(Scenario::Scale) {
         r.scale = Some(scale::run(opts).await?);
+    }
+    if want(Scenario::Pdq) {
+        r.pdq = Some(pdq::run(opts).await?);
     }
     if let (Some(l), Some(t)) = (&r.limits, &r.throughput)
         && l.ceiling_per_sec > 0.0
@@ -317,6 +331,9 @@ pub fn print(r: &Results) {
     }
     if let Some(s) = &r.scale {
         scale::print(s);
+    }
+    if let Some(p) = &r.pdq {
+        pdq::print(p);
     }
     println!("total {:.0} s", r.total_secs);
 }

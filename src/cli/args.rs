@@ -72,7 +72,8 @@ pub enum Command {
     /// Measure real nodes (mutual TLS, durable SQLite in a temporary
     /// directory, in this process) against this machine's limits:
     /// throughput, latency, the urgent lane, backlog drain, a simulated
-    /// federation of 53 hotlines. Prints a table (or JSON).
+    /// federation of 53 hotlines, near-duplicate matching at scale.
+    /// Prints a table (or JSON).
     Bench(BenchArgs),
     /// Per peer: reachable, queue depth, oldest undelivered, last error, next attempt.
     Peers {
@@ -242,6 +243,11 @@ pub struct BenchArgs {
     /// Scale: reports submitted.
     #[arg(long, default_value_t = 100_000)]
     pub reports: usize,
+    /// PDQ: open cases with a PDQ hash each stored at the destination
+    /// before urgent reports (--urgent of new media and as many
+    /// near-duplicates) are measured.
+    #[arg(long, default_value_t = 100_000)]
+    pub pdq: usize,
     #[arg(long)]
     pub json: bool,
 }
@@ -349,6 +355,93 @@ pub enum FederationCommand {
         #[command(subcommand)]
         command: OperatorCommand,
     },
+    /// Sign a new version of the directory (DIR/directory.toml, the
+    /// directory keys, DIR/crl.pem) into DIR/directory.signed. Put it on
+    /// any one node (or use --install); the nodes spread it.
+    Publish {
+        #[command(flatten)]
+        publish: PublishArgs,
+        /// Also copy it to this node's directory file (e.g. the
+        /// secretariat's own node); that node picks it up and spreads it.
+        #[arg(long)]
+        install: Option<PathBuf>,
+    },
+    /// A hotline joins: the CA issues its certificates, its folder
+    /// DIR/<ID>/ is written, the directory lists it, and it is published.
+    Join {
+        #[command(flatten)]
+        publish: PublishArgs,
+        /// ID=CC[,CC...]
+        #[arg(long)]
+        node: String,
+        /// Where peers reach it (https://host:port); by default
+        /// https://127.0.0.1:PORT.
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// A hotline leaves: removed from the directory, its certificate
+    /// revoked, published.
+    Leave {
+        #[command(flatten)]
+        publish: PublishArgs,
+        #[arg(long)]
+        node: String,
+    },
+    /// Suspend a hotline (active = false) and publish: every node refuses
+    /// it within one exchange interval.
+    Suspend {
+        #[command(flatten)]
+        publish: PublishArgs,
+        #[arg(long)]
+        node: String,
+    },
+    /// Reinstate a suspended hotline and publish.
+    Reinstate {
+        #[command(flatten)]
+        publish: PublishArgs,
+        #[arg(long)]
+        node: String,
+    },
+    /// Publish a hotline's new signing key; its old keys stay valid for
+    /// --overlap-days more (their not_after).
+    RotateKey {
+        #[command(flatten)]
+        publish: PublishArgs,
+        #[arg(long)]
+        node: String,
+        /// The new public key (base64), when the hotline made it; without,
+        /// one is made and written to DIR/<ID>/signing.key.
+        #[arg(long)]
+        public_key: Option<String>,
+        #[arg(long, default_value_t = 7)]
+        overlap_days: u32,
+    },
+    /// Issue a hotline a new TLS certificate (DIR/<ID>/node.pem), revoke
+    /// the old one, and publish the CRL with a new version.
+    RotateTls {
+        #[command(flatten)]
+        publish: PublishArgs,
+        #[arg(long)]
+        node: String,
+    },
+}
+
+/// Where the secretariat's folder is, and how versions are signed.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The federation folder written by `federation init` (with the
+    /// directory keys).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// A private directory key to sign with (repeat for k of n); by
+    /// default DIR/directory.key.
+    #[arg(long = "key")]
+    pub keys: Vec<PathBuf>,
+    /// How long nodes accept this version.
+    #[arg(long, default_value_t = 90)]
+    pub valid_days: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -435,6 +528,10 @@ pub struct FederationInitArgs {
     /// Give the nodes ports BASE, BASE+1, ... instead of free ones.
     #[arg(long)]
     pub base_port: Option<u16>,
+    /// A plain directory.toml given to every node by hand, instead of a
+    /// signed directory that spreads by itself.
+    #[arg(long)]
+    pub plain_directory: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -24,6 +24,7 @@ pub(crate) async fn run(a: BenchArgs) -> Result<ExitCode, Failure> {
         drain: a.drain,
         scale_nodes: a.scale_nodes,
         scale_reports: a.reports,
+        pdq: a.pdq,
         json: a.json,
         dir: std::env::temp_dir(),
     };

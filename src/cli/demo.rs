@@ -90,6 +90,7 @@ async fn provision_federation(
             metrics_listen: None,
             limits: None,
             relays: vec![],
+            ..Default::default()
         },
     )?;
     Ok((done.configs, listeners))

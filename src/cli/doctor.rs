@@ -79,6 +79,7 @@ pub(crate) async fn run(config: PathBuf, json: bool) -> Result<ExitCode, Failure
         postgres(&mut report, cfg).await;
         certificates(&mut report, cfg);
         signing_key(&mut report, cfg);
+        directory(&mut report, cfg);
         listeners(&mut report, cfg).await;
         peers(&mut report, cfg).await;
     }
@@ -432,6 +433,44 @@ fn crl_expiry(report: &mut Report, path: &Path, now: time::OffsetDateTime) {
                 report.ok(check, format!("next update by {when}"));
             }
         }
+    }
+}
+
+/// The signed directory: its serial and how long it is still accepted
+/// (a warning two weeks before it expires, a failure after); a plain
+/// directory file is a warning (nothing spreads, changes are by hand).
+fn directory(report: &mut Report, cfg: &NodeConfig) {
+    let check = "directory";
+    let Some(info) = &cfg.directory.signed else {
+        return report.warn(
+            check,
+            "a plain directory file: changes reach this node only by hand (a signed directory spreads by itself)",
+        );
+    };
+    let when = crate::directory::signed::rfc3339(info.expires_at_ms);
+    let left = info.expires_at_ms - crate::node::Core::now_ms();
+    let serial = info.serial;
+    if left <= 0 {
+        report.fail(
+            check,
+            format!("signed serial {serial} expired on {when}: the secretariat must publish a new version"),
+        );
+    } else if left < 14 * 86_400_000 {
+        report.warn(
+            check,
+            format!(
+                "signed serial {serial} expires on {when}: the secretariat must publish before"
+            ),
+        );
+    } else {
+        report.ok(
+            check,
+            format!(
+                "signed serial {serial}, expires on {when}, {} directory key(s), threshold {}",
+                info.keys.keys.len(),
+                info.keys.threshold
+            ),
+        );
     }
 }
 

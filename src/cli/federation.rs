@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::Failure;
-use super::args::{FederationCommand, FederationInitArgs, OperatorCommand};
+use super::args::{FederationCommand, FederationInitArgs, OperatorCommand, PublishArgs};
 use crate::identity::NodeId;
+use crate::provision::secretariat::{self, Publish, Published};
 use crate::provision::{self, NodeSpec, ProvisionError};
 
 pub(crate) fn run(command: FederationCommand) -> Result<ExitCode, Failure> {
@@ -24,7 +25,136 @@ pub(crate) fn run(command: FederationCommand) -> Result<ExitCode, Failure> {
                     role,
                 },
         } => issue_operator(&dir, &node, &name, &role),
+        FederationCommand::Publish { publish, install } => {
+            let done = secretariat::publish(&publish.dir, &how(&publish)).map_err(failed)?;
+            if let Some(path) = install {
+                std::fs::copy(&done.path, &path)
+                    .map_err(|e| anyhow::anyhow!("cannot install to {}: {e}", path.display()))?;
+                println!("installed to {}", path.display());
+            }
+            published("published", &done)
+        }
+        other => lifecycle(other),
     }
+}
+
+/// The secretariat's one-step commands: each edits its folder and
+/// publishes a version.
+fn lifecycle(command: FederationCommand) -> Result<ExitCode, Failure> {
+    match command {
+        FederationCommand::Init(_)
+        | FederationCommand::Revoke { .. }
+        | FederationCommand::Operator { .. }
+        | FederationCommand::Publish { .. } => run(command),
+        FederationCommand::Join {
+            publish,
+            node,
+            endpoint,
+            port,
+        } => {
+            let mut spec = NodeSpec::parse(&node).map_err(Failure::usage)?;
+            spec.port = port;
+            let done = secretariat::join(
+                &publish.dir,
+                &spec,
+                endpoint,
+                &Default::default(),
+                &how(&publish),
+            )
+            .map_err(failed)?;
+            println!(
+                "{} joined: its files are in {}",
+                spec.id,
+                publish.dir.join(spec.id.as_str()).display()
+            );
+            published("published", &done)
+        }
+        FederationCommand::Leave { publish, node } => {
+            let done = secretariat::leave(&publish.dir, &node_id(&node)?, &how(&publish))
+                .map_err(failed)?;
+            published(
+                &format!("{node} removed and its certificate revoked;"),
+                &done,
+            )
+        }
+        FederationCommand::Suspend { publish, node } => {
+            let done =
+                secretariat::set_active(&publish.dir, &node_id(&node)?, false, &how(&publish))
+                    .map_err(failed)?;
+            published(&format!("{node} suspended;"), &done)
+        }
+        FederationCommand::Reinstate { publish, node } => {
+            let done =
+                secretariat::set_active(&publish.dir, &node_id(&node)?, true, &how(&publish))
+                    .map_err(failed)?;
+            published(&format!("{node} reinstated;"), &done)
+        }
+        FederationCommand::RotateKey {
+            publish,
+            node,
+            public_key,
+            overlap_days,
+        } => {
+            let (done, key_id) = secretariat::rotate_key(
+                &publish.dir,
+                &node_id(&node)?,
+                public_key.as_deref(),
+                time::Duration::days(i64::from(overlap_days)),
+                &how(&publish),
+            )
+            .map_err(failed)?;
+            published(
+                &format!(
+                    "{node}: new signing key {key_id}, old keys valid {overlap_days} more days;"
+                ),
+                &done,
+            )
+        }
+        FederationCommand::RotateTls { publish, node } => {
+            let done = secretariat::rotate_tls(&publish.dir, &node_id(&node)?, &how(&publish))
+                .map_err(failed)?;
+            published(
+                &format!("{node}: new TLS certificate, the old one revoked;"),
+                &done,
+            )
+        }
+    }
+}
+
+/// A node that is not in the directory, or already is, or a malformed
+/// `--node`: a usage error (64); anything else fails the operation (1).
+fn failed(e: ProvisionError) -> Failure {
+    match e {
+        ProvisionError::UnknownNode(_)
+        | ProvisionError::Duplicate(_)
+        | ProvisionError::BadNodeSpec(_)
+        | ProvisionError::Key(
+            crate::crypto::signing::KeyError::PublicKeyFormat(_)
+            | crate::crypto::signing::KeyError::WeakKey(_),
+        ) => Failure::usage(e),
+        other => other.into(),
+    }
+}
+
+fn how(a: &PublishArgs) -> Publish {
+    Publish {
+        keys: a.keys.clone(),
+        valid_for: time::Duration::days(i64::from(a.valid_days)),
+    }
+}
+
+fn node_id(node: &str) -> Result<NodeId, Failure> {
+    NodeId::new(node).map_err(Failure::usage)
+}
+
+fn published(what: &str, done: &Published) -> Result<ExitCode, Failure> {
+    println!(
+        "{what} directory serial {} written to {} (expires {}); the nodes spread it within one exchange interval",
+        done.serial,
+        done.path.display(),
+        crate::directory::signed::rfc3339(done.expires_at_ms)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn issue_operator(dir: &Path, node: &str, name: &str, role: &str) -> Result<ExitCode, Failure> {
@@ -69,6 +199,8 @@ fn init(a: FederationInitArgs) -> Result<ExitCode, Failure> {
             metrics_listen: None,
             limits: None,
             relays,
+            signed_directory: !a.plain_directory,
+            exchange: None,
         },
     )?;
     println!("federation {} written to {}", a.federation, a.out.display());

@@ -182,7 +182,11 @@ impl XarfCommon {
                 .hosting_country
                 .clone()
                 .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase())),
-            contact: json!({"org": sender.org, "contact": sender.contact, "domain": sender.domain}),
+            contact: json!({
+                "org": bounded(&sender.org, XARF_ORG_MAX),
+                "contact": sender.contact,
+                "domain": sender.domain,
+            }),
             hashes,
         }
     }
@@ -198,13 +202,21 @@ fn xarf_notice(
     assessed: &str,
 ) -> Value {
     let parsed = url::Url::parse(url).ok();
-    let host = parsed
-        .as_ref()
-        .and_then(|u| u.host_str().map(str::to_owned));
+    // The host as ASCII (an IDN as punycode, an IPv6 address without
+    // brackets): what `source_identifier` names when no address is known.
+    let host = parsed.as_ref().and_then(|u| match u.host()? {
+        url::Host::Domain(d) => Some(d.trim_end_matches('.').to_owned()),
+        url::Host::Ipv4(a) => Some(a.to_string()),
+        url::Host::Ipv6(a) => Some(a.to_string()),
+    });
+    // `domain` only in the form X-ARF's schema allows (lower-case LDH
+    // labels without `--`, an alphabetic TLD): a punycode (IDN) domain
+    // cannot be written there, and is in `url` and `source_identifier`.
     let domain = parsed.as_ref().and_then(|u| match u.host() {
-        Some(url::Host::Domain(d)) if d.contains('.') => Some(d.to_owned()),
+        Some(url::Host::Domain(d)) => Some(d.trim_end_matches('.').to_owned()),
         _ => None,
     });
+    let domain = domain.filter(|d| xarf_domain(d));
     let source = common
         .address
         .clone()
@@ -219,12 +231,12 @@ fn xarf_notice(
         "source_identifier": source,
         "category": "content",
         "type": xarf_type,
-        "url": url,
+        "url": uri(url),
         "evidence_source": "user_report",
-        "description": format!(
+        "description": bounded(&format!(
             "Reported to {} and assessed {assessed}. Please remove the content and preserve it for law enforcement. Reference {} (case {}).",
             sender.org, sender.node, case.id
-        ),
+        ), XARF_DESCRIPTION_MAX),
     });
     let obj = n.as_object_mut().expect("an object");
     for (k, v) in extra.as_object().expect("an object") {
@@ -243,6 +255,94 @@ fn xarf_notice(
         obj.insert("hash_values".into(), Value::Object(common.hashes.clone()));
     }
     n
+}
+
+/// The longest `description` and reporter `org` X-ARF v4 allows
+/// (characters).
+const XARF_DESCRIPTION_MAX: usize = 1000;
+const XARF_ORG_MAX: usize = 200;
+
+/// `text` cut to at most `max` characters (an ellipsis where it was cut).
+fn bounded(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// Whether `d` fits X-ARF v4's `domain` pattern,
+/// `^([a-z0-9]+(-[a-z0-9]+)*\.)+[a-z]{2,}$`.
+fn xarf_domain(d: &str) -> bool {
+    let labels: Vec<&str> = d.split('.').collect();
+    let Some((tld, rest)) = labels.split_last() else {
+        return false;
+    };
+    let ldh = |l: &&str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && !l.contains("--")
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    !rest.is_empty()
+        && rest.iter().all(ldh)
+        && tld.len() >= 2
+        && tld.bytes().all(|b| b.is_ascii_lowercase())
+}
+
+/// A reported URL as an RFC 3986 URI, as STIX and X-ARF require: the host
+/// in ASCII (an IDN as punycode), every character RFC 3986 does not allow
+/// percent-encoded as UTF-8 (spaces, non-ASCII, `|`, `^`, `{`, …), a `%`
+/// that begins no escape written `%25`, and a second `#` encoded. The case
+/// keeps the URL exactly as it was reported; this is its form in the
+/// standard documents.
+pub fn uri(url: &str) -> String {
+    let parsed = url::Url::parse(url);
+    let (text, rest_from) = match &parsed {
+        // The WHATWG serialization: scheme, userinfo and host already in
+        // ASCII; the path, query and fragment still need RFC 3986's rules.
+        Ok(u) => (u.as_str(), after_authority(u)),
+        Err(_) => (url, 0),
+    };
+    let mut out = String::with_capacity(text.len() + 16);
+    out.push_str(&text[..rest_from]);
+    let rest = &text.as_bytes()[rest_from..];
+    let mut in_fragment = false;
+    for (i, &b) in rest.iter().enumerate() {
+        let keep = match b {
+            b'%' => {
+                rest.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && rest.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+            }
+            b'#' => !std::mem::replace(&mut in_fragment, true),
+            _ => uri_char(b),
+        };
+        if keep {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Where the path begins in a parsed URL's serialization.
+fn after_authority(u: &url::Url) -> usize {
+    let s = u.as_str();
+    let path = u.path();
+    // The path (possibly empty) is followed by `?query` and `#fragment`.
+    let tail =
+        path.len() + u.query().map_or(0, |q| q.len() + 1) + u.fragment().map_or(0, |f| f.len() + 1);
+    s.len().saturating_sub(tail)
+}
+
+/// RFC 3986's unreserved, sub-delims and the gen-delims a path, query or
+/// fragment may hold (`:`, `@`, `/`, `?`).
+fn uri_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?".contains(&b)
 }
 
 /// A UUID (version 4 layout) derived from `name`, so the same notice or
@@ -352,16 +452,66 @@ fn sdo_id(kind: &str, name: &str) -> String {
     format!("{kind}--{}", derived_uuid(&format!("stix|{kind}|{name}")))
 }
 
+/// The STIX extension that carries what a case has beyond STIX's own
+/// properties (STIX 2.1 §7.3: a `property-extension` defined by an
+/// `extension-definition` object), and the identity that defines it. Both
+/// are constants, the same in every export and at every node.
+const EXTENSION_ID: &str = "extension-definition--5d3a9e0c-7b1f-4c2a-8e6d-2f4b8a1c9e37";
+const PROJECT_IDENTITY_ID: &str = "identity--8f2c6a41-3d7e-4b59-a1c0-6e9d2b7f4a18";
+const EXTENSION_CREATED: &str = "2026-12-01T00:00:00.000Z";
+
+/// The extension's normative definition (its `schema`, as plain text).
+const EXTENSION_SCHEMA: &str = "Properties of an alertrelay case (see alertrelay's docs/formats.md). On a report: case_id (string, the report id), origin (string, the node id of the hotline that first received it), direction (incoming, outgoing, local or relayed), status (the case status at this hotline), priority (bulk or urgent), status_history (list of {status, at (RFC 3339), signer (node id)}; absent when empty), hosting_country (ISO 3166-1 alpha-2), asn (integer), route_reason (string). On an identity: node (the hotline's node id).";
+
+/// The project's identity and its extension definition.
+fn extension_objects() -> [Value; 2] {
+    [
+        json!({
+            "type": "identity",
+            "spec_version": "2.1",
+            "id": PROJECT_IDENTITY_ID,
+            "created": EXTENSION_CREATED,
+            "modified": EXTENSION_CREATED,
+            "name": "alertrelay",
+            "description": "The federation software that wrote this bundle; it defines the alertrelay case extension.",
+            "identity_class": "system",
+        }),
+        json!({
+            "type": "extension-definition",
+            "spec_version": "2.1",
+            "id": EXTENSION_ID,
+            "created_by_ref": PROJECT_IDENTITY_ID,
+            "created": EXTENSION_CREATED,
+            "modified": EXTENSION_CREATED,
+            "name": "alertrelay case",
+            "description": "What an alertrelay hotline knows of a case beyond STIX's own properties: its id, origin, direction, status and history, priority, hosting country, AS number and route reason.",
+            "schema": EXTENSION_SCHEMA,
+            "version": "1.0.0",
+            "extension_types": ["property-extension"],
+        }),
+    ]
+}
+
+/// `props` as the alertrelay extension of an object.
+fn extension(mut props: serde_json::Map<String, Value>) -> Value {
+    props.insert("extension_type".into(), "property-extension".into());
+    json!({ EXTENSION_ID: props })
+}
+
 /// A STIX 2.1 bundle: this hotline as an `identity`, and per case a
 /// `report` whose `object_refs` are the case's `url`s, hosting addresses
 /// and media `file` hashes (cyber-observables with deterministic ids), with
-/// the case's category, status and route as `x_alertrelay_` properties.
-/// `identity_since_ms` dates the hotline's `identity` object (stable, so
-/// every export carries the same version of it).
+/// the case's category, status and route in the alertrelay extension
+/// (defined in the bundle). `identity_since_ms` dates the hotline's
+/// `identity` object (stable, so every export carries the same version of
+/// it). Nothing in it is an empty list, which STIX forbids.
 pub fn stix_bundle(node: &str, name: &str, cases: &[CaseView], identity_since_ms: i64) -> Value {
     let identity_id = sdo_id("identity", node);
     let since = rfc3339_ms(identity_since_ms);
-    let mut objects = vec![json!({
+    let mut hotline = serde_json::Map::new();
+    hotline.insert("node".into(), node.into());
+    let mut objects = Vec::from(extension_objects());
+    objects.push(json!({
         "type": "identity",
         "spec_version": "2.1",
         "id": identity_id,
@@ -370,8 +520,8 @@ pub fn stix_bundle(node: &str, name: &str, cases: &[CaseView], identity_since_ms
         "name": name,
         "identity_class": "organization",
         "sectors": ["non-profit"],
-        "x_alertrelay_node": node,
-    })];
+        "extensions": extension(hotline),
+    }));
     let mut seen = std::collections::BTreeSet::new();
     for case in cases {
         let mut refs = Vec::new();
@@ -395,13 +545,14 @@ pub fn stix_bundle(node: &str, name: &str, cases: &[CaseView], identity_since_ms
     })
 }
 
-/// A case's cyber-observables: its `url`s, the hosting address, the media
-/// `file` hashes STIX names.
+/// A case's cyber-observables: its `url`s (as URIs), the hosting address,
+/// the media `file` hashes STIX names.
 fn observables(case: &CaseView) -> Vec<Value> {
     let mut out = Vec::new();
     for url in &case.urls {
-        let id = sco_id("url", &json!({"value": url}));
-        out.push(json!({"type": "url", "spec_version": "2.1", "id": id, "value": url}));
+        let value = uri(url);
+        let id = sco_id("url", &json!({"value": value}));
+        out.push(json!({"type": "url", "spec_version": "2.1", "id": id, "value": value}));
     }
     if let Some(r) = &case.route
         && let Ok(ip) = r.ip.parse::<std::net::IpAddr>()
@@ -432,6 +583,33 @@ fn observables(case: &CaseView) -> Vec<Value> {
 
 /// The STIX `report` of one case, referring to `refs`.
 fn stix_report(case: &CaseView, identity_id: &str, refs: Vec<String>) -> Value {
+    let mut props = serde_json::Map::new();
+    let mut put = |k: &str, v: Value| {
+        props.insert(k.into(), v);
+    };
+    put("case_id", case.id.clone().into());
+    put("origin", case.origin.clone().into());
+    put("direction", case.direction.clone().into());
+    put("status", case.status.clone().into());
+    put("priority", case.priority.clone().into());
+    if !case.history.is_empty() {
+        put(
+            "status_history",
+            case.history
+                .iter()
+                .map(|h| json!({"status": h.status, "at": h.at, "signer": h.signer}))
+                .collect(),
+        );
+    }
+    if let Some(c) = &case.hosting_country {
+        put("hosting_country", c.clone().into());
+    }
+    if let Some(r) = &case.route {
+        put("route_reason", r.reason.clone().into());
+        if r.asn > 0 {
+            put("asn", r.asn.into());
+        }
+    }
     let mut report = json!({
         "type": "report",
         "spec_version": "2.1",
@@ -443,23 +621,10 @@ fn stix_report(case: &CaseView, identity_id: &str, refs: Vec<String>) -> Value {
         "report_types": ["indicator"],
         "published": rfc3339_ms(case.created_at_ms),
         "object_refs": refs,
-        "labels": [case.category.clone()],
-        "x_alertrelay_case_id": case.id,
-        "x_alertrelay_origin": case.origin,
-        "x_alertrelay_direction": case.direction,
-        "x_alertrelay_status": case.status,
-        "x_alertrelay_priority": case.priority,
-        "x_alertrelay_status_history": case.history.iter().map(|h| json!({"status": h.status, "at": h.at, "signer": h.signer})).collect::<Vec<_>>(),
+        "extensions": extension(props),
     });
-    let obj = report.as_object_mut().expect("an object");
-    if let Some(c) = &case.hosting_country {
-        obj.insert("x_alertrelay_hosting_country".into(), c.clone().into());
-    }
-    if let Some(r) = &case.route {
-        obj.insert("x_alertrelay_route_reason".into(), r.reason.clone().into());
-        if r.asn > 0 {
-            obj.insert("x_alertrelay_asn".into(), r.asn.into());
-        }
+    if !case.category.is_empty() {
+        report["labels"] = json!([case.category]);
     }
     report
 }

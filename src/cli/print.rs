@@ -79,6 +79,16 @@ pub(crate) fn summary(s: &NodeSummary) {
         rfc3339(s.started_at_ms)
     );
     println!("  signing key {}", s.key_id);
+    if s.directory_serial == 0 {
+        println!("  directory: a plain file (not signed; nothing spreads)");
+    } else {
+        println!(
+            "  directory: signed serial {}, issued {}, expires {}",
+            s.directory_serial,
+            rfc3339(s.directory_issued_at_ms),
+            rfc3339(s.directory_expires_at_ms)
+        );
+    }
     println!(
         "  peers: {} of {} reachable; {} items waiting in the outbox",
         s.peers_reachable, s.peers_total, s.outbox_total

@@ -215,3 +215,19 @@ pub fn serial_of(cert_pem: &str) -> Result<Vec<u8>, PkiError> {
     let (_, cert) = X509Certificate::from_der(&der).map_err(|_| PkiError::NotACertificate)?;
     Ok(cert.raw_serial().to_vec())
 }
+
+/// The CRL number of a PEM certificate revocation list (RFC 5280
+/// 5.2.3), or `None` when it is not a CRL or carries no number. CRL
+/// numbers only grow: of two CRLs of one CA, the higher is the newer.
+pub fn crl_number(crl_pem: &str) -> Option<u128> {
+    use rustls::pki_types::CertificateRevocationListDer;
+    use rustls::pki_types::pem::PemObject;
+    use x509_parser::prelude::*;
+    let der = CertificateRevocationListDer::from_pem_slice(crl_pem.as_bytes()).ok()?;
+    let (_, crl) = CertificateRevocationList::from_der(&der).ok()?;
+    let bytes = crl.crl_number()?.to_bytes_be();
+    if bytes.len() > 16 {
+        return None;
+    }
+    Some(bytes.iter().fold(0u128, |n, b| (n << 8) | u128::from(*b)))
+}

@@ -31,6 +31,8 @@ pub enum Purpose {
     Checkpoint,
     /// A case exported for law enforcement (`cases export`).
     CaseExport,
+    /// A version of the federation directory, by a directory key.
+    Directory,
 }
 
 impl Purpose {
@@ -46,6 +48,7 @@ impl Purpose {
             Purpose::Amendment => b"alertrelay/v1/amendment\0",
             Purpose::Checkpoint => b"alertrelay/v1/checkpoint\0",
             Purpose::CaseExport => b"alertrelay/v1/case-export\0",
+            Purpose::Directory => b"alertrelay/v1/directory\0",
         }
     }
 }

@@ -183,6 +183,15 @@ pub fn channel_reloadable(
         .connect_with_connector_lazy(connector))
 }
 
+/// Every peer's channel, shared by the health probe and the directory
+/// exchange; `runtime` adds the channels of nodes that join.
+pub type Channels = Arc<std::sync::RwLock<Vec<(NodeId, Arc<PeerChannel>)>>>;
+
+/// The channels as they are now.
+pub fn snapshot(channels: &Channels) -> Vec<(NodeId, Arc<PeerChannel>)> {
+    channels.read().map(|c| c.clone()).unwrap_or_default()
+}
+
 /// One peer's outbound channel, shared by its delivery lanes, its witness
 /// and the health probe. After a reload it is built anew from the
 /// directory's endpoint for the peer and the new TLS material (CA, CRLs):

@@ -9,6 +9,7 @@
 
 pub mod backoff;
 pub mod channel;
+pub mod exchange;
 pub mod probe;
 pub mod wakeups;
 pub mod witness;

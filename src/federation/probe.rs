@@ -18,13 +18,13 @@ use super::channel::PeerChannel;
 /// Probes every `interval` until shutdown.
 pub async fn run(
     core: Arc<Core>,
-    channels: Vec<(NodeId, Arc<PeerChannel>)>,
+    channels: super::channel::Channels,
     interval: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut reloaded = core.generation.subscribe();
     loop {
-        probe(&core, &channels).await;
+        probe(&core, &super::channel::snapshot(&channels)).await;
         // While not ready, look again sooner, so recovery shows quickly.
         let wait = if core.readiness().serving() {
             interval

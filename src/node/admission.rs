@@ -156,6 +156,12 @@ impl Limiter {
 
     /// Admits one request from `who`, or refuses it.
     pub fn admit(&self, who: &str, quota: Quota) -> Result<Permit, Overloaded> {
+        self.admit_work(who, quota, 1)
+    }
+
+    /// Admits `n` units of work from `who` at once (all or none: a refusal
+    /// takes nothing from its bucket; more than a burst is never admitted).
+    pub fn admit_work(&self, who: &str, quota: Quota, n: usize) -> Result<Permit, Overloaded> {
         let caller = {
             let mut callers = self.callers.lock().map_err(|_| Overloaded::Unavailable)?;
             callers
@@ -185,13 +191,14 @@ impl Limiter {
         b.tokens =
             (b.tokens + now.duration_since(b.last).as_secs_f64() * quota.per_sec).min(quota.burst);
         b.last = now;
-        if b.tokens < 1.0 {
+        let cost = n as f64;
+        if b.tokens < cost {
             return Err(Overloaded::Rate {
                 who: who.to_owned(),
                 per_sec: quota.per_sec,
             });
         }
-        b.tokens -= 1.0;
+        b.tokens -= cost;
         Ok(Permit {
             _inflight: inflight,
         })

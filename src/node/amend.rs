@@ -13,7 +13,7 @@ use crate::node::cases::{self, CaseView};
 use crate::node::{Core, NodeError};
 use crate::pb;
 use crate::report::{Category, InvalidInput, MediaHash};
-use crate::store::{ReportRow, Tx};
+use crate::store::{NewOutbox, OUTBOX_AMENDMENT, ReportRow, Tx};
 use crate::wire;
 
 /// What the origin changes.
@@ -319,11 +319,16 @@ pub(crate) async fn record(
                 now,
             ));
         }
-        tx.enqueue_amendment(
-            hop,
-            row.priority == "urgent",
-            row.seq,
-            &env.encode_to_vec(),
+        let body = env.encode_to_vec();
+        tx.enqueue(
+            NewOutbox {
+                peer: hop,
+                kind: "status",
+                urgent: row.priority == "urgent",
+                report_seq: row.seq,
+                body: &body,
+                returned: OUTBOX_AMENDMENT,
+            },
             now,
         )
         .await?;
@@ -331,16 +336,10 @@ pub(crate) async fn record(
     Ok(next)
 }
 
-/// The origin's correction `row` shows, if any.
-pub(crate) fn applied_correction(row: &ReportRow) -> Option<pb::Amendment> {
-    let signed = pb::Signed::decode(row.correction.as_deref()?).ok()?;
-    pb::Amendment::decode(signed.payload.as_slice()).ok()
-}
-
 /// Whether correction `a` was signed after the one `row` shows (ties by
 /// id, so every node shows the same one).
 fn supersedes(row: &ReportRow, a: &pb::Amendment) -> bool {
-    applied_correction(row).is_none_or(|shown| {
+    crate::wire::stored::applied_correction(row).is_none_or(|shown| {
         (a.at_ms, a.amendment_id.as_str()) > (shown.at_ms, shown.amendment_id.as_str())
     })
 }

@@ -10,7 +10,7 @@ use crate::identity::PeerIdentity;
 use crate::node::{Core, NodeError};
 use crate::pb;
 use crate::report::{CaseStatus, Direction};
-use crate::store::{CaseFilter, ReportRow};
+use crate::store::{CaseFilter, NewOutbox, OUTBOX_RETURNED, OUTBOX_SIGNED, ReportRow};
 use crate::wire;
 use crate::wire::stored::StoredPayload;
 
@@ -51,7 +51,7 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
         None => None,
     };
     // The origin's latest correction, signed; shown over the original.
-    let correction = crate::node::amend::applied_correction(&row).unwrap_or_default();
+    let correction = crate::wire::stored::applied_correction(&row).unwrap_or_default();
     let referrals = core.store.referrals(row.seq).await?;
     // Stored payloads were verified (or made) by this node; one that does
     // not decode means a damaged database, which must not pass as empty.
@@ -433,22 +433,30 @@ async fn change_one(
                     item: Some(signed),
                     hops: vec![],
                 };
-                tx.enqueue_returned(
-                    prev,
-                    row.priority == "urgent",
-                    row.seq,
-                    &ret.encode_to_vec(),
+                let body = ret.encode_to_vec();
+                tx.enqueue(
+                    NewOutbox {
+                        peer: prev,
+                        kind: "status",
+                        urgent: row.priority == "urgent",
+                        report_seq: row.seq,
+                        body: &body,
+                        returned: OUTBOX_RETURNED,
+                    },
                     now,
                 )
                 .await?;
             }
             _ => {
                 tx.enqueue(
-                    peer,
-                    "status",
-                    row.priority == "urgent",
-                    row.seq,
-                    &bytes,
+                    NewOutbox {
+                        peer,
+                        kind: "status",
+                        urgent: row.priority == "urgent",
+                        report_seq: row.seq,
+                        body: &bytes,
+                        returned: OUTBOX_SIGNED,
+                    },
                     now,
                 )
                 .await?;

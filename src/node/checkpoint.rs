@@ -76,6 +76,9 @@ async fn make_if_older(
     min_age_ms: Option<i64>,
     verify_all: bool,
 ) -> Result<CheckpointRow, NodeError> {
+    if verify_all {
+        check_again(core).await?;
+    }
     let mut tx = core.store.begin().await?;
     let size = tx.audit_size().await?;
     let last = tx.latest_checkpoint().await?;
@@ -87,9 +90,10 @@ async fn make_if_older(
     }
     // The log is read a page at a time into the tree's right edge: memory
     // stays O(log n) however long the log (`merkle::CompactRange`). The
-    // edge as of the last checkpoint this process signed is kept, so only
-    // the entries after it are read (the start-up check and `audit verify`
-    // read them all).
+    // edge as of the latest checkpoint is kept (the start-up check and
+    // `check_again` leave it), so only the entries after it are read under
+    // the writer lock. Only a replica that finds another's checkpoint
+    // newer than its edge reads the log from the start here.
     let old = last
         .as_ref()
         .map(|l| u64::try_from(l.size).unwrap_or(u64::MAX));
@@ -98,7 +102,7 @@ async fn make_if_older(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone()
-        .filter(|r| !verify_all && Some(r.size()) == old);
+        .filter(|r| Some(r.size()) == old);
     let (mut range, mut prefix) = match cached {
         Some(r) => {
             let root = r.root();
@@ -117,25 +121,71 @@ async fn make_if_older(
         }
     })
     .await?;
+    core.metrics.leaves_read("sign", size.saturating_sub(from));
     if range.size() != size {
         return Err(NodeError::Internal(
             "the audit log has fewer entries than its size says",
         ));
     }
-    if let Some(l) = &last {
-        let consistent = prefix.is_some_and(|p| p.as_slice() == l.root.as_slice());
-        if !consistent {
-            tracing::error!(
-                size = l.size,
-                "ALERT: the audit log no longer matches the last signed checkpoint; refusing to sign"
-            );
-            return Err(NodeError::FailedPrecondition(format!(
-                "the audit log no longer matches checkpoint {}; not signing",
-                l.size
-            )));
-        }
+    if let Some(l) = &last
+        && prefix.is_none_or(|p| p.as_slice() != l.root.as_slice())
+    {
+        return Err(inconsistent(l.size));
     }
-    let root = range.root();
+    let row = sign_and_store(core, &mut tx, size, range.root()).await?;
+    tx.commit().await?;
+    *core.frontier.lock().unwrap_or_else(|e| e.into_inner()) = Some(range);
+    tracing::info!(
+        size,
+        read = size.saturating_sub(from),
+        "audit checkpoint signed"
+    );
+    Ok(row)
+}
+
+/// Reads the whole log again, outside the writer lock, to check that it
+/// still hashes to the latest checkpoint (entries are never changed once
+/// written, so what the writer adds meanwhile does not matter), and keeps
+/// the edge it built for the next checkpoint.
+async fn check_again(core: &Core) -> Result<(), NodeError> {
+    let Some(last) = core.store.latest_checkpoint().await? else {
+        return Ok(());
+    };
+    let size = u64::try_from(last.size).unwrap_or(u64::MAX);
+    let mut range = merkle::CompactRange::new();
+    let read = core
+        .store
+        .fold_leaves(0, size, |leaf| range.push(leaf))
+        .await?;
+    core.metrics.leaves_read("check", read);
+    if read != size || range.root().as_slice() != last.root.as_slice() {
+        return Err(inconsistent(last.size));
+    }
+    *core.frontier.lock().unwrap_or_else(|e| e.into_inner()) = Some(range);
+    Ok(())
+}
+
+/// The refusal to sign on top of a log that no longer matches the last
+/// signed checkpoint, with its alert: a node never signs two inconsistent
+/// histories.
+fn inconsistent(size: i64) -> NodeError {
+    tracing::error!(
+        size,
+        "ALERT: the audit log no longer matches the last signed checkpoint; refusing to sign"
+    );
+    NodeError::FailedPrecondition(format!(
+        "the audit log no longer matches checkpoint {size}; not signing"
+    ))
+}
+
+/// Signs the checkpoint of the log at `size` with `root` and stores it in
+/// the writer's transaction.
+async fn sign_and_store(
+    core: &Core,
+    tx: &mut crate::store::Tx,
+    size: u64,
+    root: Hash,
+) -> Result<CheckpointRow, NodeError> {
     let origin = origin(core);
     let text = Checkpoint {
         origin: origin.clone(),
@@ -153,9 +203,6 @@ async fn make_if_older(
     .encode();
     let now = Core::now_ms();
     tx.insert_checkpoint(size, &root, &signed, now).await?;
-    tx.commit().await?;
-    *core.frontier.lock().unwrap_or_else(|e| e.into_inner()) = Some(range);
-    tracing::info!(size, "audit checkpoint signed");
     Ok(CheckpointRow {
         size: i64::try_from(size).unwrap_or(i64::MAX),
         root: root.to_vec(),
@@ -186,10 +233,12 @@ pub async fn with_cosignatures(core: &Core, cp: &CheckpointRow) -> Result<String
 
 /// Start-up check: the log still hashes to the root of the latest checkpoint
 /// this node signed. A node whose log was rewritten must not start signing
-/// on top of it.
-pub async fn check_latest(store: &crate::store::Store) -> Result<(), String> {
+/// on top of it. Returns the tree's edge at that checkpoint, for the next.
+pub async fn check_latest(
+    store: &crate::store::Store,
+) -> Result<Option<merkle::CompactRange>, String> {
     let Some(cp) = store.latest_checkpoint().await.map_err(|e| e.to_string())? else {
-        return Ok(());
+        return Ok(None);
     };
     let size = u64::try_from(cp.size).unwrap_or(0);
     let mut range = merkle::CompactRange::new();
@@ -208,7 +257,7 @@ pub async fn check_latest(store: &crate::store::Store) -> Result<(), String> {
             "the audit log no longer hashes to the root of checkpoint {size}"
         ));
     }
-    Ok(())
+    Ok(Some(range))
 }
 
 /// An RFC 9162 consistency proof between two sizes of this log.

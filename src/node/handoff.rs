@@ -12,7 +12,7 @@ use crate::identity::{NodeId, PeerIdentity};
 use crate::pb;
 use crate::report::validate::{self, shown};
 use crate::report::{CaseStatus, Category, Direction, InvalidInput};
-use crate::store::{ReportRow, Tx};
+use crate::store::{NewOutbox, OUTBOX_SIGNED, ReportRow, Tx};
 use crate::wire;
 use crate::wire::stored::StoredPayload;
 
@@ -267,12 +267,16 @@ async fn queue(
     ));
     tx.insert_delivery(row.seq, target.as_str(), None, None)
         .await?;
+    let body = onward.encode_to_vec();
     tx.enqueue(
-        target.as_str(),
-        "report",
-        row.priority == "urgent",
-        row.seq,
-        &onward.encode_to_vec(),
+        NewOutbox {
+            peer: target.as_str(),
+            kind: "report",
+            urgent: row.priority == "urgent",
+            report_seq: row.seq,
+            body: &body,
+            returned: OUTBOX_SIGNED,
+        },
         now,
     )
     .await?;

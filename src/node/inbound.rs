@@ -79,11 +79,19 @@ pub trait Flow: Send + Sync + 'static {
         Opening::Inline
     }
 
-    /// Whether the opened batch is urgent: it is then applied at once in
-    /// one transaction, and bulk work waits for it. Otherwise a chunked
-    /// flow goes in short bulk transactions that yield to urgent work.
-    fn urgent(&self, _opened: &[Self::Opened]) -> bool {
-        false
+    /// How many of the opened batch's items are urgent. A batch with any,
+    /// within its sender's urgent quota, is applied at once in one
+    /// transaction, and bulk work waits for it. Otherwise a chunked flow
+    /// goes in short bulk transactions that yield to urgent work.
+    fn urgent_items(&self, _opened: &[Self::Opened]) -> usize {
+        0
+    }
+
+    /// How much near-duplicate matching the opened batch asks for (its PDQ
+    /// hashes): held to the sender's quota of it (`[limits] peer_pdq_*`)
+    /// before any of it is done.
+    fn matching_work(&self, _opened: &[Self::Opened]) -> usize {
+        0
     }
 
     /// Whether a bulk batch goes in chunks of `BULK_CHUNK` (else in one
@@ -116,7 +124,10 @@ pub async fn run<F: Flow>(
     flow: Arc<F>,
 ) -> Result<Vec<F::Answer>, NodeError> {
     let now = Core::now_ms();
-    let opened = match open(core, sender, &flow, now).await? {
+    let opened = match open(core, sender, &flow, now)
+        .await?
+        .and_then(|opened| matching_admitted(core, sender, &*flow, opened))
+    {
         Ok(opened) => opened,
         Err(e) => {
             let (code, message) = refusal_code(&e);
@@ -126,7 +137,7 @@ pub async fn run<F: Flow>(
             return Err(e);
         }
     };
-    let urgent = flow.urgent(&opened);
+    let urgent = urgent_admitted(core, sender, flow.urgent_items(&opened));
     let _urgent = urgent.then(|| core.urgent.enter());
     let chunk_size = if urgent || !flow.chunked() {
         opened.len().max(1)
@@ -144,6 +155,44 @@ pub async fn run<F: Flow>(
     }
     tell(core, effects, urgent);
     Ok(answers)
+}
+
+/// The opened batch, if its near-duplicate matching fits in the sender's
+/// quota of it; otherwise the whole batch is refused as over quota (the
+/// sender retries later, as after any RESOURCE_EXHAUSTED).
+fn matching_admitted<F: Flow>(
+    core: &Core,
+    sender: &NodeId,
+    flow: &F,
+    opened: Vec<F::Opened>,
+) -> Result<Vec<F::Opened>, NodeError> {
+    let key = format!("matching node:{sender}");
+    let quota = core.config.matching_quota;
+    // More than a burst needs a full bucket: no batch is refused for ever.
+    let n = flow.matching_work(&opened).min(quota.burst as usize);
+    if n == 0 || core.limiter.admit_work(&key, quota, n).is_ok() {
+        return Ok(opened);
+    }
+    Err(NodeError::Overloaded(
+        "near-duplicate matching (PDQ hashes) over this peer's quota; retry later".into(),
+    ))
+}
+
+/// Whether a batch with `n` urgent items gets urgent treatment: each
+/// within the sender's urgent quota (`[limits] peer_urgent_*`). Past
+/// it the batch is received as bulk work and counted.
+fn urgent_admitted(core: &Core, sender: &NodeId, n: usize) -> bool {
+    if n == 0 {
+        return false;
+    }
+    let key = format!("urgent node:{sender}");
+    let quota = core.config.urgent_quota;
+    if core.limiter.admit_work(&key, quota, n).is_ok() {
+        return true;
+    }
+    core.metrics.urgent_demoted(sender.as_str(), n as u64);
+    tracing::warn!(peer = %sender, reports = n, "urgent reports past the peer's urgent quota received as bulk work");
+    false
 }
 
 /// Opens the batch where the flow says. The outer `Err` is a failure of
@@ -235,6 +284,7 @@ pub(crate) fn refusal_code(e: &NodeError) -> (&'static str, String) {
         NodeError::Wire(WireError::TooManyHops) => "too-many-hops",
         NodeError::Wire(WireError::Missing(_)) => "missing-field",
         NodeError::Wire(WireError::Invalid(i)) => i.code,
+        NodeError::Overloaded(_) => "over-quota",
         _ => "refused",
     };
     (code, e.to_string())

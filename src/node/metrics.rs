@@ -90,6 +90,8 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<String, Histogram>>,
     takedown: Mutex<BTreeMap<(String, String), Histogram>>,
     witness: Mutex<BTreeMap<(String, String), u64>>,
+    urgent_demoted: Mutex<BTreeMap<String, u64>>,
+    leaves_read: Mutex<BTreeMap<String, u64>>,
 }
 
 fn bump<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, k: K, by: u64) {
@@ -132,6 +134,19 @@ impl Metrics {
 
     pub fn delivery_failed(&self, peer: &str) {
         bump(&self.delivery_failures, peer.to_owned(), 1);
+    }
+
+    /// `n` urgent reports from `peer` past its urgent quota, received as
+    /// bulk work.
+    pub fn urgent_demoted(&self, peer: &str, n: u64) {
+        bump(&self.urgent_demoted, peer.to_owned(), n);
+    }
+
+    /// `n` audit-log entries read to make a checkpoint: `check` (the whole
+    /// log checked again, outside the writer lock) or `sign` (the entries
+    /// since the last checkpoint, under it).
+    pub fn leaves_read(&self, pass: &str, n: u64) {
+        bump(&self.leaves_read, pass.to_owned(), n);
     }
 
     /// `event`: cosigned (we cosigned the peer's checkpoint), refused (we
@@ -210,6 +225,22 @@ pub async fn render(core: &Core) -> String {
     );
     family(
         &mut out,
+        "alertrelay_urgent_demoted_total",
+        "counter",
+        "Urgent reports from a peer past its urgent quota, received as bulk work (stored and answered all the same).",
+        &m.urgent_demoted,
+        by("peer"),
+    );
+    family(
+        &mut out,
+        "alertrelay_checkpoint_leaves_read_total",
+        "counter",
+        "Audit-log entries read to make checkpoints: pass=check (the whole log checked again, outside the writer lock), pass=sign (the entries since the last checkpoint).",
+        &m.leaves_read,
+        by("pass"),
+    );
+    family(
+        &mut out,
         "alertrelay_witness_events_total",
         "counter",
         "Audit-log witnessing: cosigned, refused (a peer's checkpoint), refused_us (ours, by a peer).",
@@ -217,6 +248,7 @@ pub async fn render(core: &Core) -> String {
         by_pair("peer", "event"),
     );
     process(&mut out, core);
+    directory(&mut out, core);
     header(
         &mut out,
         "alertrelay_ready",
@@ -277,6 +309,65 @@ fn by_pair<'a>(a: &'a str, b: &'a str) -> impl Fn(&mut String, &str, &(String, S
             name,
             &format!("{a}=\"{}\",{b}=\"{}\"", esc(k1), esc(k2)),
             v,
+        );
+    }
+}
+
+/// The signed directory: its serial, age and time left, versions applied,
+/// and each peer's protocol as last seen.
+fn directory(out: &mut String, core: &Core) {
+    let d = core.directory();
+    let now = Core::now_ms();
+    let (serial, age, left) = match &d.signed {
+        Some(s) => (
+            s.serial,
+            (now - s.issued_at_ms) as f64 / 1000.0,
+            (s.expires_at_ms - now) as f64 / 1000.0,
+        ),
+        None => (0, 0.0, 0.0),
+    };
+    for (name, kind, help, v) in [
+        (
+            "alertrelay_directory_serial",
+            "gauge",
+            "Serial of the signed directory in use (0: a plain directory file).",
+            serial.to_string(),
+        ),
+        (
+            "alertrelay_directory_age_seconds",
+            "gauge",
+            "Seconds since the directory in use was issued (0 when not signed).",
+            age.to_string(),
+        ),
+        (
+            "alertrelay_directory_expires_in_seconds",
+            "gauge",
+            "Seconds until the directory in use expires; publish a new version before 0 (0 when not signed).",
+            left.to_string(),
+        ),
+        (
+            "alertrelay_directory_applied_total",
+            "counter",
+            "Newer directory versions applied since start (refusals: alertrelay_refusals_total{reason=~\"directory_.*\"}).",
+            core.membership.applied.load(Ordering::Relaxed).to_string(),
+        ),
+    ] {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    let name = "alertrelay_peer_protocol";
+    header(
+        out,
+        name,
+        "gauge",
+        "The protocol each peer speaks, as last seen by the directory exchange (1: the previous release).",
+    );
+    for (peer, protocol) in core.membership.peer_protocols() {
+        sample(
+            out,
+            name,
+            &format!("peer=\"{}\"", esc(peer.as_str())),
+            protocol,
         );
     }
 }
@@ -356,6 +447,7 @@ async fn outbox(out: &mut String, core: &Core) {
     let mut per_peer: BTreeMap<String, (i64, f64)> = core
         .peers
         .keys()
+        .into_iter()
         .map(|p| (p.to_string(), (0, 0.0)))
         .collect();
     for q in &queues {

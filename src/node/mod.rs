@@ -16,6 +16,7 @@ pub mod handoff;
 pub mod health;
 pub mod inbound;
 pub mod intake;
+pub mod membership;
 pub mod metrics;
 pub mod overview;
 pub mod peers;

@@ -47,6 +47,14 @@ pub struct NodeSummary {
     pub checkpoint_cosignatures: u64,
     pub peers_total: u32,
     pub peers_reachable: u32,
+    /// The signed directory's serial (0: a plain directory file), issue
+    /// time and expiry (Unix ms; 0 when not signed).
+    #[serde(default)]
+    pub directory_serial: u64,
+    #[serde(default)]
+    pub directory_issued_at_ms: i64,
+    #[serde(default)]
+    pub directory_expires_at_ms: i64,
 }
 
 pub async fn peers(core: &Core) -> Result<Vec<PeerView>, NodeError> {
@@ -102,6 +110,7 @@ pub async fn summary(core: &Core) -> Result<NodeSummary, NodeError> {
         .map_or(0, |c| u64::try_from(c.size).unwrap_or(0));
     let cosignatures = core.store.cosignatures(checkpoint_size).await?.len() as u64;
     let audit_entries = core.store.audit_entries_count().await?;
+    let signed = core.directory().signed.clone();
     Ok(NodeSummary {
         node_id: core.me.to_string(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -120,5 +129,8 @@ pub async fn summary(core: &Core) -> Result<NodeSummary, NodeError> {
         checkpoint_cosignatures: cosignatures,
         peers_total: peers.len() as u32,
         peers_reachable: peers.iter().filter(|p| p.reachable == "yes").count() as u32,
+        directory_serial: signed.as_ref().map_or(0, |s| s.serial),
+        directory_issued_at_ms: signed.as_ref().map_or(0, |s| s.issued_at_ms),
+        directory_expires_at_ms: signed.as_ref().map_or(0, |s| s.expires_at_ms),
     })
 }

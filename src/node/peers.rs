@@ -52,3 +52,72 @@ impl PeerLink {
         }
     }
 }
+
+/// The peer links, one per other node of the directory; a newer directory
+/// adds links for the nodes that joined (`add_new`), and `runtime` starts
+/// their workers. Links are never removed while the node runs: a node that
+/// left has nothing queued for it, and is refused by the directory.
+#[derive(Default)]
+pub struct Peers {
+    links: std::sync::RwLock<
+        std::collections::BTreeMap<crate::identity::NodeId, std::sync::Arc<PeerLink>>,
+    >,
+}
+
+impl Peers {
+    pub fn new(ids: impl IntoIterator<Item = crate::identity::NodeId>) -> Self {
+        let peers = Peers::default();
+        peers.add_new(ids);
+        peers
+    }
+
+    pub fn get(&self, id: &crate::identity::NodeId) -> Option<std::sync::Arc<PeerLink>> {
+        self.links.read().ok()?.get(id).cloned()
+    }
+
+    /// The link of the peer named `id`.
+    pub fn find(&self, id: &str) -> Option<std::sync::Arc<PeerLink>> {
+        let links = self.links.read().ok()?;
+        links
+            .iter()
+            .find(|(peer, _)| peer.as_str() == id)
+            .map(|(_, link)| link.clone())
+    }
+
+    pub fn contains_key(&self, id: &crate::identity::NodeId) -> bool {
+        self.links.read().is_ok_and(|l| l.contains_key(id))
+    }
+
+    pub fn keys(&self) -> Vec<crate::identity::NodeId> {
+        self.links
+            .read()
+            .map(|l| l.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.links.read().map_or(0, |l| l.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds a link for each of `ids` not linked yet; returns those.
+    pub fn add_new(
+        &self,
+        ids: impl IntoIterator<Item = crate::identity::NodeId>,
+    ) -> Vec<crate::identity::NodeId> {
+        let Ok(mut links) = self.links.write() else {
+            return Vec::new();
+        };
+        let mut added = Vec::new();
+        for id in ids {
+            if !links.contains_key(&id) {
+                links.insert(id.clone(), std::sync::Arc::new(PeerLink::default()));
+                added.push(id);
+            }
+        }
+        added
+    }
+}

@@ -9,7 +9,7 @@ use prost::Message;
 
 use crate::identity::NodeId;
 use crate::pb;
-use crate::store::{ReportRow, Tx};
+use crate::store::{NewOutbox, OUTBOX_RETURNED, OUTBOX_SIGNED, ReportRow, Tx};
 use crate::wire;
 
 use super::{Core, NodeError};
@@ -97,12 +97,16 @@ pub async fn pass_on(
             None,
             now,
         ));
+        let body = onward.encode_to_vec();
         tx.enqueue(
-            hop.as_str(),
-            "report",
-            report.urgent,
-            report.seq,
-            &onward.encode_to_vec(),
+            NewOutbox {
+                peer: hop.as_str(),
+                kind: "report",
+                urgent: report.urgent,
+                report_seq: report.seq,
+                body: &body,
+                returned: OUTBOX_SIGNED,
+            },
             now,
         )
         .await?;
@@ -134,11 +138,16 @@ pub async fn pass_back(
         prev,
         now,
     );
-    tx.enqueue_returned(
-        prev,
-        row.priority == "urgent",
-        row.seq,
-        &back.encode_to_vec(),
+    let body = back.encode_to_vec();
+    tx.enqueue(
+        NewOutbox {
+            peer: prev,
+            kind: "status",
+            urgent: row.priority == "urgent",
+            report_seq: row.seq,
+            body: &body,
+            returned: OUTBOX_RETURNED,
+        },
         now,
     )
     .await?;

@@ -166,7 +166,10 @@ pub async fn run(
             count(&mut out, p);
         }
     }
-    if !out.reports.is_empty() {
+    // Also when nothing was purged this time, for a run a person asked
+    // for: the WAL may still hold what an earlier purge could not scrub
+    // (another reader kept it), and "run it again" must clean it.
+    if !out.reports.is_empty() || audit_if_empty {
         out.files_clean = scrub_files(writer.store()).await;
         tracing::info!(
             purged = out.reports.len(),
@@ -240,7 +243,9 @@ const SCRUB_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Old page images of the purged rows live on in the WAL until it is
 /// checkpointed and truncated: done now, waiting (about 5 s at most) for
-/// readers to let go. False, loudly, when it could not be done.
+/// readers to let go. Each try keeps the writer out for a moment at most
+/// (the store's checkpoint wait), and the writer is free between tries, so
+/// urgent work goes on meanwhile. False, loudly, when it could not be done.
 async fn scrub_files(store: &Store) -> bool {
     for attempt in 0..SCRUB_ATTEMPTS {
         match store.checkpoint_wal().await {

@@ -53,6 +53,7 @@ pub async fn audit_start(
         "key_id": core.key().key_id(),
         "config_digest": config_digest(&cfg.path),
         "directory_sha256": file_sha256(&cfg.directory_path),
+        "directory_serial": core.directory().serial(),
         "tls_cert_sha256": file_sha256(&cfg.tls.cert),
         "ca_sha256": file_sha256(&cfg.tls.ca),
         "listen": addr.to_string(),

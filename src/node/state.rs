@@ -3,7 +3,6 @@
 //! counters, the urgent gate. Everything above `node` reaches the node
 //! through it; `runtime` builds it at start-up.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::audit;
@@ -18,7 +17,7 @@ use super::admission::Limiter;
 use super::health::Readiness;
 use super::intake::GroupCommit;
 use super::metrics::Metrics;
-use super::peers::PeerLink;
+use super::peers::Peers;
 use super::urgent::UrgentGate;
 
 /// What start-up loaded, for `Core::new`.
@@ -46,6 +45,15 @@ pub enum ReloadError {
     Tls(#[from] TlsError),
 }
 
+/// What a reload swaps in, loaded and checked (`Core::prepare`).
+pub struct Prepared {
+    directory: crate::directory::Directory,
+    key: NodeKey,
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+}
+
 /// Shared state of a running node.
 pub struct Core {
     /// The configuration as loaded at start. The directory and the TLS
@@ -67,7 +75,7 @@ pub struct Core {
     pub store: Store,
     pub geo: &'static GeoDb,
     /// Per peer: wake-ups for its delivery worker and what it last saw.
-    pub peers: BTreeMap<NodeId, Arc<PeerLink>>,
+    pub peers: Peers,
     pub metrics: Metrics,
     pub limiter: Limiter,
     /// The sequence number of every case that was created or changed, for
@@ -84,6 +92,8 @@ pub struct Core {
     pub frontier: std::sync::Mutex<Option<crate::audit::merkle::CompactRange>>,
     /// Readiness as last probed (`health`): drives `grpc.health.v1`.
     pub ready: tokio::sync::watch::Sender<Readiness>,
+    /// The signed directory's exchange with peers (`membership`).
+    pub membership: super::membership::State,
 }
 
 impl Core {
@@ -91,14 +101,15 @@ impl Core {
     /// every other node of the directory, counters at zero, not yet ready.
     pub fn new(parts: CoreParts) -> Core {
         let me = parts.config.node_id.clone();
-        let peers: BTreeMap<NodeId, Arc<PeerLink>> = parts
-            .config
-            .directory
-            .nodes()
-            .iter()
-            .filter(|n| n.id != me)
-            .map(|n| (n.id.clone(), Arc::new(PeerLink::default())))
-            .collect();
+        let peers = Peers::new(
+            parts
+                .config
+                .directory
+                .nodes()
+                .iter()
+                .filter(|n| n.id != me)
+                .map(|n| n.id.clone()),
+        );
         let peers_configured = peers.len();
         Core {
             directory: std::sync::RwLock::new(Arc::new(parts.config.directory.clone())),
@@ -124,6 +135,7 @@ impl Core {
                 ..Default::default()
             })
             .0,
+            membership: Default::default(),
             config: parts.config,
         }
     }
@@ -198,9 +210,45 @@ impl Core {
     /// in the configuration, swaps them in, and closes every open
     /// connection so that peers reconnect under the new rules (a revoked
     /// or suspended one cannot). Nothing changes if anything fails to load.
+    /// A signed directory is replaced only by a valid newer version
+    /// (`directory::signed::check_successor`).
     pub async fn reload(&self, actor: &str) -> Result<(), ReloadError> {
-        let directory = crate::directory::Directory::load(&self.config.directory_path)
+        let _one_at_a_time = self.membership.lock.lock().await;
+        let directory = self.directory_from_file()?;
+        let prepared = self.prepare(directory)?;
+        self.swap(prepared, "node.reloaded", actor, serde_json::json!({}))
+            .await;
+        Ok(())
+    }
+
+    /// The directory file as a reload takes it: a plain one as it is; a
+    /// signed one only as a valid successor of the current one (the same
+    /// one changes nothing).
+    fn directory_from_file(&self) -> Result<crate::directory::Directory, ReloadError> {
+        use crate::directory::signed::{Verdict, check_successor};
+        let loaded = crate::directory::Directory::load(&self.config.directory_path)
             .map_err(|e| ReloadError::Directory(e.to_string()))?;
+        let current = self.directory();
+        let (Some(info), Some(new)) = (&current.signed, &loaded.signed) else {
+            if current.signed.is_some() {
+                return Err(ReloadError::Directory(
+                    "this node has a signed directory: a plain directory.toml cannot replace it"
+                        .into(),
+                ));
+            }
+            return Ok(loaded);
+        };
+        match check_successor(info, &current.federation, &new.document, Core::now_ms()) {
+            Ok(Verdict::Same) => Ok((*current).clone()),
+            Ok(Verdict::Newer(d)) => Ok(*d),
+            Err(refusal) => Err(ReloadError::Directory(refusal.to_string())),
+        }
+    }
+
+    /// Loads what a reload swaps in under `directory`: the signing key
+    /// (which `directory` must list for this node), the TLS material and
+    /// CRLs from their files. Changes nothing.
+    pub fn prepare(&self, directory: crate::directory::Directory) -> Result<Prepared, ReloadError> {
         // A rotated signing key: sign with the new one from now on; peers
         // accept the old one until its window in the directory ends.
         let key = NodeKey::load(&self.config.signing_key)?;
@@ -213,51 +261,70 @@ impl Core {
                 key_id: key.key_id().to_owned(),
             });
         }
-        let key_id = key.key_id().to_owned();
         let verifier =
             tls::client_verifier(&self.config.tls.files(), &self.config.directory.federation)?;
         let server = tls::server_config_with(&self.config.tls.files(), verifier.clone())?;
         let client = tls::client_config(&self.config.tls.files())?;
-        let new_peers: Vec<String> = directory
+        Ok(Prepared {
+            directory,
+            key,
+            verifier,
+            server,
+            client,
+        })
+    }
+
+    /// Swaps in what `prepare` loaded, closes every open connection (each
+    /// re-checks its client: `still_trusted`), and audits it as `kind`
+    /// with `facts` added.
+    pub async fn swap(
+        &self,
+        p: Prepared,
+        kind: &'static str,
+        actor: &str,
+        facts: serde_json::Value,
+    ) {
+        let key_id = p.key.key_id().to_owned();
+        let serial = p.directory.serial();
+        let new_peers: Vec<String> = p
+            .directory
             .nodes()
             .iter()
             .filter(|n| n.id != self.me && !self.peers.contains_key(&n.id))
             .map(|n| n.id.to_string())
             .collect();
         if let Ok(mut d) = self.directory.write() {
-            *d = Arc::new(directory);
+            *d = Arc::new(p.directory);
         }
         if let Ok(mut k) = self.key.write() {
-            *k = Arc::new(key);
+            *k = Arc::new(p.key);
         }
         if let Ok(mut s) = self.server_tls.write() {
-            *s = server;
+            *s = p.server;
         }
         if let Ok(mut v) = self.client_verifier.write() {
-            *v = verifier;
+            *v = p.verifier;
         }
         if let Ok(mut c) = self.client_tls.write() {
-            *c = client;
+            *c = p.client;
         }
         self.generation.send_modify(|g| *g += 1);
         if !new_peers.is_empty() {
-            tracing::warn!(
-                ?new_peers,
-                "new peers in the directory take effect at the next restart"
-            );
+            // `runtime` starts their workers on the generation change.
+            tracing::info!(?new_peers, "new peers in the directory");
         }
-        let entry = audit::Entry::new(
-            "node.reloaded",
-            actor,
-            self.me.to_string(),
-            serde_json::json!({
-                "directory_sha256": super::startup::file_sha256(&self.config.directory_path),
-                "key_id": key_id,
-                "tls_cert_sha256": super::startup::file_sha256(&self.config.tls.cert),
-                "crls_sha256": self.config.tls.crls.iter().map(|c| super::startup::file_sha256(c)).collect::<Vec<_>>(),
-                "new_peers_pending_restart": new_peers,
-            }),
-        );
+        let mut detail = serde_json::json!({
+            "directory_sha256": super::startup::file_sha256(&self.config.directory_path),
+            "directory_serial": serial,
+            "key_id": key_id,
+            "tls_cert_sha256": super::startup::file_sha256(&self.config.tls.cert),
+            "crls_sha256": self.config.tls.crls.iter().map(|c| super::startup::file_sha256(c)).collect::<Vec<_>>(),
+            "new_peers": new_peers,
+        });
+        if let (Some(d), serde_json::Value::Object(extra)) = (detail.as_object_mut(), facts) {
+            d.extend(extra);
+        }
+        let entry = audit::Entry::new(kind, actor, self.me.to_string(), detail);
         let logged = async {
             let mut tx = self.store.begin().await?;
             tx.audit(&entry, Core::now_ms()).await?;
@@ -267,12 +334,14 @@ impl Core {
         if let Err(e) = logged {
             tracing::error!(error = %e, "cannot audit the reload");
         }
-        tracing::info!("directory, certificates and CRLs reloaded");
-        Ok(())
+        tracing::info!(
+            directory_serial = serial,
+            "directory, certificates and CRLs reloaded"
+        );
     }
 
     pub fn wake(&self, peer: &str) {
-        if let Some((_, link)) = self.peers.iter().find(|(id, _)| id.as_str() == peer) {
+        if let Some(link) = self.peers.find(peer) {
             link.wake.notify_one();
             link.wake_urgent.notify_one();
         }
@@ -301,7 +370,7 @@ impl Core {
 
     /// Wakes one lane of a peer's worker: new urgent or bulk work.
     pub fn wake_lane(&self, peer: &str, urgent: bool) {
-        if let Some((_, link)) = self.peers.iter().find(|(id, _)| id.as_str() == peer) {
+        if let Some(link) = self.peers.find(peer) {
             if urgent {
                 self.urgent.hold(peer);
                 link.wake_urgent.notify_one();

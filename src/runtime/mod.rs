@@ -11,11 +11,12 @@ mod metrics_http;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::audit::merkle::CompactRange;
 use crate::config::NodeConfig;
 use crate::crypto::signing::NodeKey;
 use crate::crypto::tls::{self, TlsError};
 use crate::directory::DirectoryNode;
-use crate::federation::channel::PeerChannel;
+use crate::federation::channel::{Channels, PeerChannel};
 use crate::geo::{GeoDb, GeoError};
 use crate::node::{Core, CoreParts, checkpoint, retention, startup};
 use crate::store::{Store, StoreError};
@@ -28,6 +29,14 @@ pub enum StartError {
     KeyNotInDirectory { node: String, key_id: String },
     #[error("TLS")]
     Tls(#[from] TlsError),
+    #[error(
+        "directory {path} is serial {found}, older than serial {applied} this node already applied (a rollback); put the latest signed directory back (any peer serves it)"
+    )]
+    DirectoryRollback {
+        path: String,
+        found: u64,
+        applied: u64,
+    },
     #[error(
         "database {path} is in use by another node process (lock {lock} held); a SQLite database has one node process — for several, use PostgreSQL replicas"
     )]
@@ -121,7 +130,7 @@ pub async fn start_with_listener(
         Some(path) => Some(lock_sqlite(path)?),
         None => None,
     };
-    let store = open_store(&config).await?;
+    let (store, edge) = open_store(&config).await?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen {
         addr: config.listen.to_string(),
         source,
@@ -141,6 +150,8 @@ pub async fn start_with_listener(
         replica,
         config,
     }));
+    *core.frontier.lock().unwrap_or_else(|e| e.into_inner()) = edge;
+    check_no_rollback(&core).await?;
     let peers = other_nodes(&core);
     startup::audit_start(&core, addr, &peers)
         .await
@@ -152,8 +163,15 @@ pub async fn start_with_listener(
         listener,
         watch.clone(),
     ));
-    spawn_peer_tasks(&core, &peers, &mut tasks, &watch)?;
+    let channels = spawn_peer_tasks(&core, &peers, &mut tasks, &watch)?;
     tasks.spawn(checkpoint::run_schedule(core.clone(), watch.clone()));
+    if core.config.exchange.protocol >= 2 {
+        tasks.spawn(crate::federation::exchange::run(
+            core.clone(),
+            channels.clone(),
+            watch.clone(),
+        ));
+    }
     tasks.spawn(crate::federation::wakeups::run(core.clone(), watch.clone()));
     tasks.spawn(retention::run_schedule(core.clone(), watch.clone()));
     let metrics_addr = match core.config.metrics_listen {
@@ -181,6 +199,33 @@ pub async fn start_with_listener(
     })
 }
 
+/// Refuses to start with a signed directory older than one this node
+/// already applied (its audit log says which).
+async fn check_no_rollback(core: &Core) -> Result<(), StartError> {
+    let directory = core.directory();
+    let Some(info) = &directory.signed else {
+        return Ok(());
+    };
+    let found = info.serial;
+    if info.expires_at_ms <= Core::now_ms() {
+        tracing::error!(
+            serial = found,
+            "ALERT: the signed directory has expired; the node goes on with it, but the secretariat must publish a new version"
+        );
+    }
+    let applied = crate::node::membership::highest_serial_seen(core)
+        .await
+        .map_err(|source| store_error(&core.config, source))?;
+    if found < applied {
+        return Err(StartError::DirectoryRollback {
+            path: core.config.directory_path.display().to_string(),
+            found,
+            applied,
+        });
+    }
+    Ok(())
+}
+
 fn key_listed(config: &NodeConfig, key: &NodeKey) -> bool {
     config
         .directory
@@ -200,11 +245,11 @@ fn store_error(config: &NodeConfig, source: StoreError) -> StartError {
 /// SQLite every claim is this process's (one process per file); on
 /// PostgreSQL only those under this replica's configured id (other
 /// replicas' claims lapse with their leases).
-async fn open_store(config: &NodeConfig) -> Result<Store, StartError> {
+async fn open_store(config: &NodeConfig) -> Result<(Store, Option<CompactRange>), StartError> {
     let store = Store::connect(&config.database)
         .await
         .map_err(|source| store_error(config, source))?;
-    checkpoint::check_latest(&store)
+    let edge = checkpoint::check_latest(&store)
         .await
         .map_err(StartError::AuditIntegrity)?;
     let holder = match (&store, &config.delivery.replica) {
@@ -218,7 +263,7 @@ async fn open_store(config: &NodeConfig) -> Result<Store, StartError> {
             .await
             .map_err(|source| store_error(config, source))?;
     }
-    Ok(store)
+    Ok((store, edge))
 }
 
 fn other_nodes(core: &Core) -> Vec<DirectoryNode> {
@@ -232,44 +277,91 @@ fn other_nodes(core: &Core) -> Vec<DirectoryNode> {
 }
 
 /// One delivery worker and one witness per peer, over one channel each
-/// (rebuilt after every reload), and the health probe that uses the same
-/// channels.
+/// (rebuilt after every reload), the health probe and the directory
+/// exchange that use the same channels, and the task that starts the same
+/// for nodes a newer directory adds (`grow`).
 fn spawn_peer_tasks(
     core: &Arc<Core>,
     peers: &[DirectoryNode],
     tasks: &mut tokio::task::JoinSet<()>,
     watch: &tokio::sync::watch::Receiver<bool>,
-) -> Result<(), StartError> {
-    let mut probes = Vec::new();
+) -> Result<Channels, StartError> {
+    let channels: Channels = Default::default();
     for peer in peers {
-        let channel =
-            Arc::new(
-                PeerChannel::new(core, &peer.id).map_err(|source| StartError::Channel {
-                    peer: peer.id.to_string(),
-                    source,
-                })?,
-            );
-        tasks.spawn(crate::federation::worker::run(
-            core.clone(),
-            peer.id.clone(),
-            channel.clone(),
-            watch.clone(),
-        ));
-        tasks.spawn(crate::federation::witness::run(
-            core.clone(),
-            peer.id.clone(),
-            channel.clone(),
-            watch.clone(),
-        ));
-        probes.push((peer.id.clone(), channel));
+        spawn_peer(core, &peer.id, &channels, tasks, watch).map_err(|source| {
+            StartError::Channel {
+                peer: peer.id.to_string(),
+                source,
+            }
+        })?;
     }
     tasks.spawn(crate::federation::probe::run(
         core.clone(),
-        probes,
+        channels.clone(),
         core.config.health_probe_interval,
         watch.clone(),
     ));
+    tasks.spawn(grow(core.clone(), channels.clone(), watch.clone()));
+    Ok(channels)
+}
+
+/// A peer's channel, delivery worker and witness.
+fn spawn_peer(
+    core: &Arc<Core>,
+    peer: &crate::identity::NodeId,
+    channels: &Channels,
+    tasks: &mut tokio::task::JoinSet<()>,
+    watch: &tokio::sync::watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let channel = Arc::new(PeerChannel::new(core, peer)?);
+    tasks.spawn(crate::federation::worker::run(
+        core.clone(),
+        peer.clone(),
+        channel.clone(),
+        watch.clone(),
+    ));
+    tasks.spawn(crate::federation::witness::run(
+        core.clone(),
+        peer.clone(),
+        channel.clone(),
+        watch.clone(),
+    ));
+    if let Ok(mut c) = channels.write() {
+        c.push((peer.clone(), channel));
+    }
     Ok(())
+}
+
+/// After each reload or newer directory: a peer link, channel, worker and
+/// witness for every node that joined, without a restart.
+async fn grow(
+    core: Arc<Core>,
+    channels: Channels,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut reloaded = core.generation.subscribe();
+    loop {
+        tokio::select! {
+            changed = reloaded.changed() => if changed.is_err() { break },
+            _ = shutdown.changed() => break,
+        }
+        let directory = core.directory();
+        let added = core.peers.add_new(
+            directory
+                .nodes()
+                .iter()
+                .filter(|n| n.id != core.me)
+                .map(|n| n.id.clone()),
+        );
+        for peer in added {
+            match spawn_peer(&core, &peer, &channels, &mut tasks, &shutdown) {
+                Ok(()) => tracing::info!(%peer, "new peer: delivery and witnessing started"),
+                Err(e) => tracing::error!(%peer, error = %e, "cannot start delivery to a new peer"),
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// A replica id for a process that was given none: host name, process id

@@ -116,6 +116,12 @@ impl Drop for SettlingGuard {
     }
 }
 
+/// How long a connection waits for a lock before it answers busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the truncating checkpoint after a purge waits for readers
+/// before it answers busy (`checkpoint_wal`).
+const CHECKPOINT_BUSY_WAIT: Duration = Duration::from_millis(50);
+
 impl Store {
     /// Opens (creating if needed, mode 0600) and migrates the database.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
@@ -130,7 +136,7 @@ impl Store {
             // Deleted and overwritten content is zeroed on disk, so data
             // purged by retention is gone from the file, not just unlinked.
             .pragma("secure_delete", "ON")
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(BUSY_TIMEOUT);
         let writer = Self::open_writer(base.clone()).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
@@ -249,17 +255,33 @@ impl Store {
         Ok(())
     }
 
-    /// Folds the WAL into the main file and truncates it, so overwritten
-    /// pages are gone from the WAL too (after a purge).
-    /// Folds the WAL into the file and truncates it. SQLite answers one
-    /// row `(busy, log, checkpointed)`: `busy` = 1 when a reader kept it
-    /// from finishing (then nothing is truncated). Returns whether it
-    /// finished.
+    /// Folds the WAL into the file and truncates it, so overwritten pages
+    /// are gone from the WAL too (after a purge). SQLite answers one row
+    /// `(busy, log, checkpointed)`: `busy` = 1 when a reader kept it from
+    /// finishing; then nothing is truncated. Runs on the writer's
+    /// connection (so no write of the node's can be caught between), which
+    /// meanwhile waits for readers only `CHECKPOINT_BUSY_WAIT`, not its
+    /// usual `BUSY_TIMEOUT`: the writer is held a moment at most, and the
+    /// caller retries. Returns whether it finished.
     pub(super) async fn checkpoint_wal(&self) -> Result<bool, StoreError> {
-        let (busy, _log, _done): (i64, i64, i64) =
+        let mut conn = self.writer.acquire().await?;
+        let wait = |d: Duration| format!("PRAGMA busy_timeout = {}", d.as_millis());
+        sqlx::query(sqlx::AssertSqlSafe(wait(CHECKPOINT_BUSY_WAIT)))
+            .execute(&mut *conn)
+            .await?;
+        let answer: Result<(i64, i64, i64), sqlx::Error> =
             sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
-                .fetch_one(&self.writer)
-                .await?;
+                .fetch_one(&mut *conn)
+                .await;
+        let restored = sqlx::query(sqlx::AssertSqlSafe(wait(BUSY_TIMEOUT)))
+            .execute(&mut *conn)
+            .await;
+        if restored.is_err() {
+            // A writer that would give up at once must not go back.
+            conn.detach();
+        }
+        let (busy, _log, _done) = answer?;
+        restored?;
         Ok(busy == 0)
     }
 

@@ -222,64 +222,8 @@ impl Tx {
         Ok(self.delivery_state(seq, destination).await?.is_some())
     }
 
-    pub async fn enqueue(
-        &mut self,
-        peer: &str,
-        kind: &str,
-        urgent: bool,
-        report_seq: i64,
-        body: &[u8],
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        let row = NewOutbox {
-            peer,
-            kind,
-            urgent,
-            report_seq,
-            body,
-            returned: OUTBOX_SIGNED,
-        };
-        self.enqueue_many(&[row], now_ms).await
-    }
-
-    /// Queues a receipt or status update passed back towards the origin
-    /// (a protobuf `Returned`) for `peer`.
-    pub async fn enqueue_returned(
-        &mut self,
-        peer: &str,
-        urgent: bool,
-        report_seq: i64,
-        body: &[u8],
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        let row = NewOutbox {
-            peer,
-            kind: "status",
-            urgent,
-            report_seq,
-            body,
-            returned: OUTBOX_RETURNED,
-        };
-        self.enqueue_many(&[row], now_ms).await
-    }
-
-    /// Queues an origin's amendment (a protobuf `AmendEnvelope`) for `peer`.
-    pub async fn enqueue_amendment(
-        &mut self,
-        peer: &str,
-        urgent: bool,
-        report_seq: i64,
-        body: &[u8],
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        let row = NewOutbox {
-            peer,
-            kind: "status",
-            urgent,
-            report_seq,
-            body,
-            returned: OUTBOX_AMENDMENT,
-        };
+    /// Queues one outbox row (`enqueue_many` for several).
+    pub async fn enqueue(&mut self, row: NewOutbox<'_>, now_ms: i64) -> Result<(), StoreError> {
         self.enqueue_many(&[row], now_ms).await
     }
 

@@ -171,6 +171,8 @@ pub fn open_envelope(
     crate::report::validate::urls(&payload.urls)?;
     crate::report::Category::parse(&payload.category)
         .map_err(|_| InvalidInput::new("bad-category", "category", shown(&payload.category)))?;
+    route::priority_from_pb(payload.priority)
+        .ok_or_else(|| InvalidInput::new("bad-priority", "priority", "not one of: bulk, urgent"))?;
     let hashes: Vec<crate::report::MediaHash> = payload
         .hashes
         .iter()

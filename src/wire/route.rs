@@ -14,6 +14,16 @@ pub fn priority_to_pb(p: Priority) -> pb::Priority {
     }
 }
 
+/// A signed priority as the node knows it (unset is bulk, as for
+/// analysts' submissions); `None` for a value out of range.
+pub fn priority_from_pb(p: i32) -> Option<Priority> {
+    match pb::Priority::try_from(p) {
+        Ok(pb::Priority::Bulk | pb::Priority::Unspecified) => Some(Priority::Bulk),
+        Ok(pb::Priority::Urgent) => Some(Priority::Urgent),
+        _ => None,
+    }
+}
+
 pub fn evidence_to_pb(e: &Evidence) -> pb::HostingEvidence {
     let network = e.network.as_ref();
     pb::HostingEvidence {

@@ -90,6 +90,14 @@ fn only_bytes_field(mut msg: &[u8], field: u64) -> Option<&[u8]> {
     found
 }
 
+/// The origin's signed correction a stored report shows, if any (the
+/// latest by signed time: `node::amend` keeps it so).
+pub fn applied_correction(row: &ReportRow) -> Option<crate::pb::Amendment> {
+    use prost::Message;
+    let signed = crate::pb::Signed::decode(row.correction.as_deref()?).ok()?;
+    crate::pb::Amendment::decode(signed.payload.as_slice()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,6 +92,8 @@ pub struct Builder<'a> {
     prepare: Vec<Edit<'a>>,
     json_logs: bool,
     log_filter: Option<String>,
+    /// A signed directory, exchanged so.
+    exchange: Option<alertrelay::config::RawExchange>,
 }
 
 impl<'a> Builder<'a> {
@@ -118,7 +120,19 @@ impl<'a> Builder<'a> {
             prepare: Vec::new(),
             json_logs: false,
             log_filter: None,
+            exchange: None,
         }
+    }
+
+    /// A signed directory (`DIR/directory.key`, version 1 published, each
+    /// node reading `directory.signed`), exchanged between the nodes every
+    /// `interval_ms`.
+    pub fn signed_directory(mut self, interval_ms: u64) -> Self {
+        self.exchange = Some(alertrelay::config::RawExchange {
+            directory_interval_ms: interval_ms,
+            protocol: 2,
+        });
+        self
     }
 
     /// Runs the nodes as `alertrelay serve` processes (retries up to
@@ -287,6 +301,8 @@ impl<'a> Builder<'a> {
                 .iter()
                 .map(|(node, via)| (id(node), id(via)))
                 .collect(),
+            signed_directory: self.exchange.is_some(),
+            exchange: self.exchange,
         };
         let done = provision::init(dir.path(), FEDERATION, &specs, &options)
             .unwrap_or_else(|e| panic!("provision::init: {}", error_chain(&e)));
@@ -406,6 +422,15 @@ impl Federation {
         self.configs.len()
     }
 
+    /// Adds a node written after the federation started (`federation
+    /// join`): loaded from its `node.toml`, not yet running.
+    pub fn add_node(&mut self, config: &Path) -> usize {
+        let config = NodeConfig::load(config)
+            .unwrap_or_else(|e| panic!("{}: {}", config.display(), error_chain(&e)));
+        let logs = self.dir.path().join("logs");
+        self.push_node(config, None, &logs)
+    }
+
     pub fn id(&self, i: usize) -> NodeId {
         self.configs[i].node_id.clone()
     }
@@ -468,6 +493,13 @@ impl Federation {
             "try_restart: nodes in this process"
         );
         assert!(!self.is_running(i), "{} is already running", self.id(i));
+        // A signed directory changes on disk while the node runs (the node
+        // writes each newer version): start from the file, as `serve` does.
+        if self.configs[i].directory.signed.is_some() {
+            let path = self.configs[i].path.clone();
+            self.configs[i] = NodeConfig::load(&path)
+                .unwrap_or_else(|e| panic!("{}: {}", path.display(), error_chain(&e)));
+        }
         // The SQLite lock of a node just stopped (an flock, held by an
         // open file) can outlive it for a moment: a process that another
         // test of this binary spawns at that instant holds a copy of every

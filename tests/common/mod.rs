@@ -30,6 +30,7 @@ mod federation;
 pub mod pg;
 pub mod proxy;
 pub mod raw;
+pub mod validators;
 
 // Each test binary uses part of what the harness offers.
 #[allow(unused_imports)]

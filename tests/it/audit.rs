@@ -316,3 +316,58 @@ async fn inclusion_proofs_round_trip_through_the_cli_and_catch_any_change() {
     }
     assert!(!out.contains("http://"), "no reported URL in the audit log");
 }
+
+/// The `alertrelay_checkpoint_leaves_read_total` sample of `pass`.
+fn leaves_read(page: &str, pass: &str) -> u64 {
+    let prefix = format!("alertrelay_checkpoint_leaves_read_total{{pass=\"{pass}\"}} ");
+    page.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn after_a_restart_a_checkpoint_reads_only_the_entries_since_the_last_under_the_writer() {
+    // No scheduled checkpoints: only the two asked for below.
+    let mut fed = Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])])
+        .quiet_audit()
+        .start()
+        .await;
+    let checkpoint = |fed: &Federation| {
+        let mut admin = fed.admin(0);
+        async move {
+            let note = admin
+                .make_checkpoint(pb::MakeCheckpointRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .note;
+            let size: u64 = note.lines().nth(1).unwrap().parse().unwrap();
+            size
+        }
+    };
+    let mut fr = fed.operator(0);
+    for i in 0..3 {
+        submit(&mut fr, &format!("http://{DE_IP}/before-{i}"), "").await;
+    }
+    let old = checkpoint(&fed).await;
+    fed.stop(0).await;
+    fed.restart(0).await;
+    let mut fr = fed.operator(0);
+    for i in 0..3 {
+        submit(&mut fr, &format!("http://{DE_IP}/after-{i}"), "").await;
+    }
+    let size = checkpoint(&fed).await;
+    assert!(size > old, "a new checkpoint after {old}");
+    let page = fed.metrics(0).await;
+    assert_eq!(
+        leaves_read(&page, "sign"),
+        size - old,
+        "the writer read only the entries since checkpoint {old}: {page}"
+    );
+    assert_eq!(
+        leaves_read(&page, "check"),
+        old,
+        "an admin's checkpoint checks the whole log again, outside the writer lock"
+    );
+    fed.shutdown().await;
+}

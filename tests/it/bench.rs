@@ -73,6 +73,8 @@ fn every_scenario_reports_every_figure() {
         "12",
         "--reports",
         "240",
+        "--pdq",
+        "300",
     ]);
     // The machine and its limits.
     assert!(num(&v, "/machine/cpus") >= 1.0);
@@ -141,6 +143,11 @@ fn every_scenario_reports_every_figure() {
     assert_eq!(num(&v, "/scale/correct"), 240.0);
     assert!(v["scale"]["hops"].is_object(), "{:#}", v["scale"]);
     assert!(num(&v, "/scale/per_sec") > 0.0);
+    // Near-duplicate media at scale.
+    assert_eq!(num(&v, "/pdq/stored"), 300.0);
+    assert!(num(&v, "/pdq/load_per_sec") > 0.0);
+    latency(&v, "/pdq/urgent_new", Some(4.0));
+    latency(&v, "/pdq/urgent_near_duplicate", Some(4.0));
 }
 
 #[test]

@@ -116,3 +116,95 @@ async fn sigterm_shuts_a_node_down_cleanly_within_a_bound() {
     let (code, out, err) = cli(&["audit", "verify", "--offline", "--config", arg(&config)]).await;
     assert_eq!(code, 0, "{out}{err}");
 }
+
+#[test]
+fn the_secretariat_publishes_each_change_as_a_signed_version_and_refuses_what_nodes_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = dir.path().join("fed");
+    let fed_arg = fed.to_str().unwrap();
+    let (code, out, err) = cli_blocking(&[
+        "federation",
+        "init",
+        "--out",
+        fed_arg,
+        "--node",
+        "FR-PDC=FR",
+        "--node",
+        "DE-ECO=DE",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    // The nodes read the signed version; the directory key is private.
+    let config = alertrelay::config::NodeConfig::load(&fed.join("FR-PDC/node.toml")).unwrap();
+    assert_eq!(config.directory.serial(), 1);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(fed.join("directory.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let (code, out, err) = cli_blocking(&[
+        "federation",
+        "suspend",
+        "--dir",
+        fed_arg,
+        "--node",
+        "DE-ECO",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("serial 2"), "{out}");
+    let signed = alertrelay::directory::Directory::load(&fed.join("directory.signed")).unwrap();
+    assert_eq!(signed.serial(), 2);
+    let de = alertrelay::identity::NodeId::new("DE-ECO").unwrap();
+    assert!(!signed.node(&de).unwrap().active);
+
+    // A node that is not a member: a usage error naming it; nothing published.
+    let (code, _, err) = cli_blocking(&[
+        "federation",
+        "suspend",
+        "--dir",
+        fed_arg,
+        "--node",
+        "XX-NONE",
+    ]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("XX-NONE"), "{err}");
+    // Signed by a key the nodes do not trust: refused, nothing written.
+    let stranger = dir.path().join("stranger.key");
+    alertrelay::crypto::signing::NodeKey::generate()
+        .save(&stranger)
+        .unwrap();
+    let (code, _, err) = cli_blocking(&[
+        "federation",
+        "publish",
+        "--dir",
+        fed_arg,
+        "--key",
+        stranger.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("would refuse"), "{err}");
+    let after = alertrelay::directory::Directory::load(&fed.join("directory.signed")).unwrap();
+    assert_eq!(after.serial(), 2);
+
+    // `doctor` says which version a node holds and until when.
+    let fr_config = fed.join("FR-PDC/node.toml");
+    let (_, out, err) =
+        cli_blocking(&["doctor", "--config", fr_config.to_str().unwrap(), "--json"]);
+    let report: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}{err}"));
+    let check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "directory")
+        .unwrap();
+    assert_eq!(check["status"], "ok", "{check}");
+    assert!(
+        check["detail"]
+            .as_str()
+            .unwrap()
+            .contains("signed serial 1"),
+        "{check}"
+    );
+}

@@ -810,9 +810,18 @@ async fn a_report_the_peer_calls_malformed_is_marked_refused_without_blocking_th
         .await
         .unwrap();
     tx.insert_delivery(seq, "DE-ECO", None, None).await.unwrap();
-    tx.enqueue("DE-ECO", "report", false, seq, &envelope, now)
-        .await
-        .unwrap();
+    enqueue_kind(
+        &mut tx,
+        alertrelay::store::OUTBOX_SIGNED,
+        "DE-ECO",
+        "report",
+        false,
+        seq,
+        &envelope,
+        now,
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     store.close().await;
     fed.restart(0).await;
@@ -858,4 +867,27 @@ async fn batches_larger_than_a_message_are_split_and_all_delivered() {
         wait_case(&fr, id, 30, |c| c.status == "delivered").await;
     }
     fed.shutdown().await;
+}
+
+/// Queues one outbox row of `kind` as the node does (`Tx::enqueue`).
+#[allow(clippy::too_many_arguments, dead_code)]
+async fn enqueue_kind(
+    tx: &mut alertrelay::store::Tx,
+    returned: i64,
+    peer: &str,
+    kind: &str,
+    urgent: bool,
+    report_seq: i64,
+    body: &[u8],
+    now: i64,
+) -> Result<(), alertrelay::store::StoreError> {
+    let row = alertrelay::store::NewOutbox {
+        peer,
+        kind,
+        urgent,
+        report_seq,
+        body,
+        returned,
+    };
+    tx.enqueue(row, now).await
 }

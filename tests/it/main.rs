@@ -19,6 +19,7 @@ mod bulk_intake;
 mod cases;
 mod cli;
 mod console;
+mod directory;
 mod federation;
 mod lawful;
 mod lifecycle;

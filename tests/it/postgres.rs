@@ -288,3 +288,261 @@ async fn a_sqlite_node_moves_to_postgres_with_its_audit_log_intact() {
         "{after}"
     );
 }
+
+// ---- PostgreSQL as the README tells it (issue #22, item 12) ----
+
+/// Tables in the `public` schema of the database `url` names.
+async fn tables(url: &str) -> Vec<String> {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let names = sqlx::query_scalar(
+        "SELECT table_name::TEXT FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    names
+}
+
+/// `doctor` only reads: pointed at an empty database it says there is no
+/// schema yet, and the database stays empty (it used to create the schema
+/// in whatever database the URL named, and report ok).
+#[tokio::test]
+async fn doctor_reads_an_empty_database_and_writes_nothing_to_it() {
+    let Some(pg) = TestDb::create("doctor_reads_an_empty_database").await else {
+        return;
+    };
+    let fed = Federation::builder(AB).database(0, &pg.url).create().await;
+    let cfg = fed.config_path(0);
+    let (code, out, err) = cli(&["doctor", "--config", arg(&cfg), "--json"]).await;
+    let report: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    let database = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "database")
+        .unwrap_or_else(|| panic!("no database check: {report}"))
+        .clone();
+    assert_eq!(database["status"], "warn", "{database} (exit {code})");
+    assert!(
+        database["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no alertrelay schema"),
+        "{database}"
+    );
+    assert_eq!(tables(&pg.url).await, Vec::<String>::new(), "doctor wrote");
+}
+
+/// `db migrate-to` refuses while a node runs on the SQLite file (a copy
+/// that missed the node's last writes would later look like a rollback),
+/// and copies nothing.
+#[tokio::test]
+async fn migrate_to_is_refused_while_the_node_runs_and_copies_nothing() {
+    let Some(pg) = TestDb::create("migrate_to_is_refused_while_the_node_runs").await else {
+        return;
+    };
+    let fed = Federation::start(AB).await;
+    let mut fr = fed.operator(0);
+    submit(&mut fr, &format!("http://{DE_IP}/while-running"), "").await;
+    let cfg = fed.config_path(0);
+    let (code, out, err) = cli(&["db", "migrate-to", &pg.url, "--config", arg(&cfg)]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("running node"), "{err}");
+    assert_eq!(
+        tables(&pg.url).await,
+        Vec::<String>::new(),
+        "nothing copied"
+    );
+    fed.shutdown().await;
+}
+
+/// Replicas of one node each have a node.toml of their own (their own
+/// listen and metrics addresses and replica id, the file written anew):
+/// starting them is no configuration change. A change of a setting that
+/// matters still is.
+#[tokio::test]
+async fn replica_starts_are_no_configuration_change() {
+    let Some(pg) = TestDb::create("replica_starts_are_no_configuration_change").await else {
+        return;
+    };
+    let mut fed = Federation::builder(AB).database(0, &pg.url).create().await;
+    let r2 = fed.add_replica(0, "fr-2");
+    fed.set(0, "delivery.replica", "fr-1");
+    fed.start_together(&[(1, None), (0, None)]).await;
+    fed.start_together(&[(r2, None)]).await;
+    fed.stop(0).await;
+    fed.restart(0).await;
+    fed.stop(r2).await;
+    fed.restart(r2).await;
+    fed.stop(0).await;
+    fed.stop(r2).await;
+    let kinds = |entries: &[serde_json::Value], kind: &str| {
+        entries.iter().filter(|e| e["kind"] == kind).count()
+    };
+    let entries = audit_json(&fed.config_path(0)).await;
+    assert_eq!(kinds(&entries, "node.started"), 4);
+    assert_eq!(kinds(&entries, "config.changed"), 0, "{entries:#?}");
+    // A setting every replica shares does show.
+    fed.set(r2, "limits.max_report_age_days", 17);
+    fed.restart(r2).await;
+    fed.stop(r2).await;
+    let entries = audit_json(&fed.config_path(0)).await;
+    assert_eq!(kinds(&entries, "config.changed"), 1);
+    fed.shutdown().await;
+}
+
+/// `alertrelay audit export` as JSON values.
+async fn audit_json(config: &Path) -> Vec<serde_json::Value> {
+    let (code, out, err) = cli(&["audit", "export", "--config", arg(config)]).await;
+    assert_eq!(code, 0, "{err}");
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A database that cannot be reached is reported at once with its cause,
+/// by the node and by the commands that use it (it took ~34 s and said
+/// only that a pool timed out).
+#[tokio::test]
+async fn an_unreachable_database_is_reported_at_once_with_its_cause() {
+    let files = Federation::builder(AB).provision();
+    let cfg = files.configs[0].clone();
+    // Nothing listens: refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    // Something listens and never answers: no answer.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    for (port, cause) in [
+        (refused_port, "refused"),
+        (silent_port, "no answer within 5 s"),
+    ] {
+        set_toml(
+            &cfg,
+            "database",
+            format!("postgres://postgres@127.0.0.1:{port}/nowhere"),
+        );
+        for args in [
+            vec!["serve", "--config", arg(&cfg)],
+            vec!["doctor", "--config", arg(&cfg)],
+            vec!["audit", "verify", "--config", arg(&cfg), "--offline"],
+        ] {
+            let started = std::time::Instant::now();
+            let (code, out, err) =
+                tokio::time::timeout(std::time::Duration::from_secs(60), cli(&args))
+                    .await
+                    .unwrap_or_else(|_| panic!("{args:?} still waits after 60 s"));
+            assert_ne!(code, 0, "{args:?}: {out}{err}");
+            let said = format!("{out}{err}");
+            assert!(
+                said.contains(&format!("127.0.0.1:{port}")),
+                "{args:?}: {said}"
+            );
+            assert!(said.to_lowercase().contains(cause), "{args:?}: {said}");
+            // The bound is loose (the point is seconds, not half a minute).
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "{args:?} took {:?}",
+                started.elapsed()
+            );
+        }
+    }
+    drop(silent);
+}
+
+/// A TCP balancer in front of a node's replicas, as the TCP passthrough
+/// of docs/postgresql.md (HAProxy) is: each connection goes to the first
+/// replica that takes it; TLS runs end to end through it.
+async fn balancer(backends: Vec<std::net::SocketAddr>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let backends = backends.clone();
+            tokio::spawn(async move {
+                for b in backends {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(b).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `import` through a balancer while the replica it streams to is
+/// killed: the rows that replica never answered are sent again (the
+/// balancer hands the new stream to the other replica), none is labelled
+/// refused, and every row is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_resends_what_a_dead_replica_never_answered() {
+    let Some(pg) = TestDb::create("import_resends_what_a_dead_replica").await else {
+        return;
+    };
+    const ROWS: i64 = 3000;
+    let mut fed = Federation::builder(AB)
+        .processes()
+        .database(0, &pg.url)
+        .create()
+        .await;
+    let r2 = fed.add_replica(0, "fr-2");
+    fed.set(0, "delivery.replica", "fr-1");
+    fed.start_together(&[(1, None), (0, None), (r2, None)])
+        .await;
+    let front = balancer(vec![fed.listen(0), fed.listen(r2)]).await;
+    // The operator's configuration names the balancer.
+    let cli_cfg = fed.config_path(0).with_file_name("operator.toml");
+    std::fs::copy(fed.config_path(0), &cli_cfg).unwrap();
+    set_toml(&cli_cfg, "listen", front.to_string());
+    let mut text = String::from("url,category,hosting_ip,hashes,priority,notes\n");
+    for i in 0..ROWS {
+        text.push_str(&format!("http://{DE_IP}/replica-import/{i},csam,,,,\n"));
+    }
+    let csv = fed.dir.path().join("replicas.csv");
+    std::fs::write(&csv, text).unwrap();
+    let import = {
+        let (cfg, csv) = (cli_cfg.clone(), csv.clone());
+        tokio::spawn(async move {
+            cli(&[
+                "import",
+                "--config",
+                arg(&cfg),
+                "--csv",
+                arg(&csv),
+                "--json",
+            ])
+            .await
+        })
+    };
+    let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    let stored = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM reports")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    eventually(60, stored, |n| *n >= 100).await;
+    fed.kill(0).await;
+    let at_kill = stored().await;
+    assert!(
+        at_kill < ROWS,
+        "the replica died mid-import ({at_kill} stored)"
+    );
+    let (code, out, err) = import.await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let result: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(result["refused"], 0, "{err}");
+    assert_eq!(result["unknown"], 0, "{err}");
+    assert_eq!(
+        result["accepted"].as_i64().unwrap() + result["already_imported"].as_i64().unwrap(),
+        ROWS
+    );
+    assert_eq!(stored().await, ROWS, "every row stored once");
+    pool.close().await;
+    fed.shutdown().await;
+}

@@ -697,3 +697,53 @@ async fn a_co_destination_cannot_pose_as_a_relay() {
     );
     fed.shutdown().await;
 }
+
+/// Statuses go back through the node a report came from only while the
+/// directory names it as the relay in front of this hotline: once FR-HOT
+/// no longer sits behind DE-HOT, its statuses go straight to the origin,
+/// and DE-HOT (here, gone) can neither read nor drop them.
+#[tokio::test]
+async fn statuses_go_straight_to_the_origin_past_a_node_that_is_not_the_relay() {
+    let mut fed = Federation::builder(CHAIN)
+        .quiet_audit()
+        .relay("FR-HOT", "DE-HOT")
+        .start()
+        .await;
+    let nl = fed.operator(NL);
+    let sent = submit(
+        &mut fed.operator(NL),
+        &format!("http://{FR_IP}/past-relay"),
+        "",
+    )
+    .await;
+    wait_case(&nl, &sent.report_id, 20, |c| c.status == "delivered").await;
+    let mut fr = fed.operator(FR);
+    assert_eq!(
+        case(&mut fr, &sent.report_id)
+            .await
+            .received_from
+            .as_deref(),
+        Some("DE-HOT")
+    );
+    set_relays(fed.dir.path(), Some("FR-HOT"), &[]);
+    fed.admin(FR).reload(pb::ReloadRequest {}).await.unwrap();
+    fed.stop(DE).await;
+    fr.update_case(pb::UpdateCaseRequest {
+        id: sent.report_id.clone(),
+        status: "in-review".into(),
+        reason: "looking".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let at_origin = wait_case(&nl, &sent.report_id, 20, |c| c.status == "in-review").await;
+    assert!(
+        at_origin
+            .history
+            .iter()
+            .any(|h| h.signer == "FR-HOT" && h.status == "in-review"),
+        "{:?}",
+        at_origin.history
+    );
+    fed.shutdown().await;
+}

@@ -476,3 +476,265 @@ async fn corrections_apply_by_their_signed_time_whatever_order_they_arrive_in() 
     );
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_peer_marking_everything_urgent_gets_urgent_treatment_only_within_its_quota() {
+    let fed = Federation::start(ABC).await;
+    let key = fed.signing_key(0);
+    // 40 urgent reports in one batch: more than the 30 a peer may send
+    // ahead of everyone's bulk work at once.
+    let envelopes: Vec<pb::Envelope> = (0..40)
+        .map(|i| {
+            let mut p = report_to("FR-PDC", &format!("all-urgent-{i}"));
+            p.priority = pb::Priority::Urgent as i32;
+            pb::Envelope {
+                report: Some(wire::sign(&key, &fed.id(0), Purpose::Report, &p)),
+                hops: vec![],
+            }
+        })
+        .collect();
+    let answer = fed
+        .federation_as(0, 1)
+        .forward(pb::ForwardRequest {
+            envelopes,
+            urgent: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        answer.results.iter().all(|r| r.code == Code::Ok as i32),
+        "every report is taken all the same: {:?}",
+        answer.results
+    );
+    let page = fed.metrics(1).await;
+    assert!(
+        page.contains("alertrelay_urgent_demoted_total{peer=\"FR-PDC\"} 40"),
+        "received as bulk work and counted: {page}"
+    );
+    let stored = cases(&mut fed.operator(1), "incoming").await;
+    assert_eq!(
+        stored
+            .iter()
+            .filter(|c| c.id.contains("all-urgent-") && c.priority == "urgent")
+            .count(),
+        40,
+        "they keep their signed priority"
+    );
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_peers_report_with_an_unknown_priority_is_refused_not_taken_as_bulk() {
+    let fed = Federation::start(ABC).await;
+    let key = fed.signing_key(0);
+    for (value, what) in [(7, "out of range"), (-1, "negative")] {
+        let mut p = report_to("FR-PDC", &format!("odd-priority-{value}"));
+        p.priority = value;
+        let err = forward_signed(&fed, &key, &p).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "a priority {what} is refused: {err:?}"
+        );
+        assert!(err.message().contains("priority"), "{}", err.message());
+    }
+    let stored = cases(&mut fed.operator(1), "incoming").await;
+    assert!(
+        stored.iter().all(|c| !c.id.contains("odd-priority-")),
+        "nothing stored: {stored:?}"
+    );
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_directory_listing_a_key_id_twice_is_refused_and_the_node_keeps_the_one_it_has() {
+    let fed = Federation::start(ABC).await;
+    let path = fed.dir.path().join("DE-ECO").join("directory.toml");
+    let mut raw: alertrelay::directory::RawDirectory =
+        toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let fr = raw.nodes.iter_mut().find(|n| n.id == "FR-PDC").unwrap();
+    // The same key id once more, revoked: which entry would count?
+    let mut twin = fr.keys[0].clone();
+    twin.revoked = true;
+    fr.keys.push(twin);
+    std::fs::write(&path, toml::to_string_pretty(&raw).unwrap()).unwrap();
+    let err = fed.admin(1).reload(pb::ReloadRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("listed twice"),
+        "names the reason: {}",
+        err.message()
+    );
+    // DE goes on with the directory it had: FR's reports still verify.
+    let mut fr = fed.operator(0);
+    let id = submit(&mut fr, &format!("http://{DE_IP}/after-refused-reload"), "")
+        .await
+        .report_id;
+    wait_case(&fr, &id, 10, |c| c.status == "delivered").await;
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn checkpoints_on_demand_are_for_admins_and_held_to_a_quota() {
+    let fed = Federation::builder(ABC).quiet_audit().start().await;
+    let err = fed
+        .operator(0)
+        .make_checkpoint(pb::MakeCheckpointRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "an analyst: {err:?}");
+    let mut fr = fed.operator(0);
+    let mut admin = fed.admin(0);
+    let mut answers = Vec::new();
+    for i in 0..11 {
+        // Something new each time, so each asks for a new checkpoint.
+        submit(&mut fr, &format!("http://{DE_IP}/cp-{i}"), "").await;
+        answers.push(
+            admin
+                .make_checkpoint(pb::MakeCheckpointRequest {})
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code()),
+        );
+    }
+    assert!(answers[..10].iter().all(Result::is_ok), "{answers:?}");
+    assert_eq!(answers[10], Err(Code::ResourceExhausted), "{answers:?}");
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn consistency_proofs_a_peer_asks_for_are_held_to_a_quota_of_their_own() {
+    let fed = Federation::builder(ABC).quiet_audit().start().await;
+    let mut fr = fed.operator(0);
+    submit(&mut fr, &format!("http://{DE_IP}/proof"), "").await;
+    let size = fed
+        .admin(0)
+        .make_checkpoint(pb::MakeCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .note
+        .lines()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    let mut de = fed.federation_as(1, 0);
+    let mut codes = Vec::new();
+    for _ in 0..11 {
+        let r = de
+            .get_consistency_proof(pb::ConsistencyProofRequest {
+                old_size: 1,
+                new_size: size,
+            })
+            .await;
+        codes.push(r.map(|_| ()).map_err(|s| s.code()));
+    }
+    assert!(codes[..10].iter().all(Result::is_ok), "{codes:?}");
+    assert_eq!(codes[10], Err(Code::ResourceExhausted), "{codes:?}");
+    // Another peer is not affected.
+    let nl = fed
+        .federation_as(2, 0)
+        .get_consistency_proof(pb::ConsistencyProofRequest {
+            old_size: 1,
+            new_size: size,
+        })
+        .await;
+    assert!(nl.is_ok(), "{nl:?}");
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reload_rebuilds_outbound_channels_so_a_revoked_peer_is_sent_nothing_more() {
+    let fed = Federation::start(ABC).await;
+    let mut fr = fed.operator(0);
+    // FR has a connection open to DE.
+    let id = submit(&mut fr, &format!("http://{DE_IP}/before-revocation"), "")
+        .await
+        .report_id;
+    wait_case(&fr, &id, 10, |c| c.status == "delivered").await;
+    // The CA revokes DE's node certificate; FR applies the new CRL.
+    let de_cert = fed.dir.path().join("DE-ECO/node.pem");
+    alertrelay::provision::revoke(fed.dir.path(), &[de_cert.as_path()]).unwrap();
+    fed.admin(0).reload(pb::ReloadRequest {}).await.unwrap();
+    let id = submit(&mut fr, &format!("http://{DE_IP}/after-revocation"), "")
+        .await
+        .report_id;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let c = case(&mut fr, &id).await;
+    assert_ne!(
+        c.status, "delivered",
+        "not sent over the connection made before the reload"
+    );
+    let at_de = cases(&mut fed.operator(1), "incoming").await;
+    assert!(
+        at_de.iter().all(|c| !c.id.contains(&id)),
+        "DE holds nothing of it"
+    );
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn near_duplicate_matching_a_peer_asks_for_is_held_to_its_quota() {
+    let fed = Federation::builder(ABC)
+        .quiet_audit()
+        .limits(alertrelay::config::RawLimits {
+            peer_pdq_per_sec: 0.001,
+            peer_pdq_burst: 8,
+            ..Default::default()
+        })
+        .start()
+        .await;
+    let key = fed.signing_key(0);
+    let with_pdq = |id: &str, n: u8| {
+        let mut p = report_to("FR-PDC", id);
+        p.hashes = (0..n)
+            .map(|i| pb::MediaHash {
+                algorithm: "pdq".into(),
+                value: hex::encode([id.len() as u8 * 16 + i; 32]),
+            })
+            .collect();
+        p
+    };
+    let send = |payloads: Vec<pb::ReportPayload>| {
+        let envelopes = payloads
+            .iter()
+            .map(|p| pb::Envelope {
+                report: Some(wire::sign(&key, &fed.id(0), Purpose::Report, p)),
+                hops: vec![],
+            })
+            .collect();
+        let mut client = fed.federation_as(0, 1);
+        async move {
+            client
+                .forward(pb::ForwardRequest {
+                    envelopes,
+                    urgent: false,
+                })
+                .await
+        }
+    };
+    // Eight hashes: the whole burst.
+    let first = send(vec![with_pdq("pdq-a", 4), with_pdq("pdq-bb", 4)]).await;
+    assert!(first.is_ok(), "{first:?}");
+    // One more is past it: the whole batch is refused, to be sent again.
+    let err = send(vec![with_pdq("pdq-ccc", 1)]).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    // A report without PDQ hashes costs no matching.
+    let plain = send(vec![report_to("FR-PDC", "no-pdq")]).await;
+    assert!(plain.is_ok(), "{plain:?}");
+    let stored = cases(&mut fed.operator(1), "incoming").await;
+    assert!(
+        stored.iter().all(|c| !c.id.contains("pdq-ccc")),
+        "nothing of the refused batch is stored"
+    );
+    let refused = fed
+        .audit_export(1)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "input.refused" && e.detail["reason_code"] == "over-quota")
+        .count();
+    assert_eq!(refused, 1, "the refusal is audited");
+    fed.shutdown().await;
+}

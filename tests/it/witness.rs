@@ -228,6 +228,12 @@ impl pb::federation_server::Federation for HostilePeer {
     ) -> Result<tonic::Response<pb::CheckpointNote>, tonic::Status> {
         Err(tonic::Status::unimplemented("hostile"))
     }
+    async fn get_directory(
+        &self,
+        _: tonic::Request<pb::GetDirectoryRequest>,
+    ) -> Result<tonic::Response<pb::SignedDirectory>, tonic::Status> {
+        Err(tonic::Status::unimplemented("hostile"))
+    }
 }
 
 /// Serves `peer` on loopback; a client for it.
@@ -284,6 +290,107 @@ async fn a_checkpoint_larger_than_any_log_is_refused_not_clamped() {
             .unwrap()
             .is_none(),
         "nothing is stored of the lie"
+    );
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_checkpoint_signed_with_a_revoked_key_is_not_witnessed() {
+    use alertrelay::crypto::signing::{NodeKey, encode_public_key};
+    use alertrelay::federation::witness::{Outcome, witness_once};
+    let fed = Federation::builder(ABC).quiet_audit().start().await;
+    // FR's directory: NL-EOKM rotated to a new key and revoked the old one.
+    let path = fed.dir.path().join("FR-PDC").join("directory.toml");
+    let mut raw: alertrelay::directory::RawDirectory =
+        toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let nl = raw.nodes.iter_mut().find(|n| n.id == "NL-EOKM").unwrap();
+    let new = NodeKey::generate();
+    let mut entry = nl.keys[0].clone();
+    entry.id = new.key_id().to_string();
+    entry.public_key = encode_public_key(&new.verifying_key());
+    nl.keys[0].revoked = true;
+    nl.keys.push(entry);
+    std::fs::write(&path, toml::to_string_pretty(&raw).unwrap()).unwrap();
+    fed.admin(0).reload(pb::ReloadRequest {}).await.unwrap();
+    // A checkpoint of NL's log signed with the revoked key.
+    let origin = alertrelay::audit::log_origin("test-federation", "NL-EOKM");
+    let text = Checkpoint {
+        origin: origin.clone(),
+        size: 3,
+        root: [7; 32],
+        extensions: vec![],
+    }
+    .body();
+    let pem = std::fs::read_to_string(&fed.configs[2].signing_key).unwrap();
+    let old =
+        <ed25519_dalek::SigningKey as ed25519_dalek::pkcs8::DecodePrivateKey>::from_pkcs8_pem(&pem)
+            .unwrap();
+    let sig = alertrelay::audit::note::sign_note(&text, &origin, &old).unwrap();
+    let note = SignedNote {
+        text,
+        signatures: vec![sig],
+    }
+    .encode();
+    let mut client = serve_hostile(HostilePeer { note }).await;
+    let outcome = witness_once(fed.core(0), &fed.id(2), &mut client)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, Outcome::Refused(..)),
+        "a revoked key's checkpoint is refused: {outcome:?}"
+    );
+    assert!(
+        fed.core(0)
+            .store
+            .witnessed("NL-EOKM")
+            .await
+            .unwrap()
+            .is_none(),
+        "and not recorded as NL's log"
+    );
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_witness_refusal_is_bounded_escaped_and_throttled() {
+    let fed = Federation::builder(ABC).quiet_audit().start().await;
+    let mut de = fed.federation_as(1, 0);
+    let refusal = format!(
+        "forged\n2026-12-07T00:00:00Z INFO all good \u{1b}[2J{}",
+        "x".repeat(100_000)
+    );
+    for _ in 0..8 {
+        de.cosign(pb::CosignRequest {
+            checkpoint: String::new(),
+            cosignature: String::new(),
+            refusal: refusal.clone(),
+        })
+        .await
+        .unwrap();
+    }
+    let entries = fed.audit_export(0).await;
+    let refused: Vec<_> = entries
+        .iter()
+        .filter(|e| e.kind == "witness.refused-us")
+        .collect();
+    assert_eq!(refused.len(), 5, "five at once, then throttled");
+    for e in refused {
+        let reason = e.detail["reason"].as_str().unwrap();
+        // 512 characters of it, the two control characters escaped.
+        assert!(
+            reason.ends_with('…') && reason.chars().count() < 540,
+            "bounded: {}",
+            reason.chars().count()
+        );
+        assert!(
+            !reason.contains('\n') && !reason.contains('\u{1b}'),
+            "escaped: {reason:.80}"
+        );
+    }
+    let page = fed.metrics(0).await;
+    assert!(
+        page.contains("alertrelay_refusals_total{reason=\"refusals-throttled\"} 3"),
+        "the rest counted: {page}"
     );
     fed.shutdown().await;
 }

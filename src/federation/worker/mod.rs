@@ -148,7 +148,7 @@ async fn second_sender(
     channel: Arc<PeerChannel>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let Some(link) = core.peers.get(&peer).cloned() else {
+    let Some(link) = core.peers.get(&peer) else {
         return;
     };
     let limit = core.config.delivery.batch_size;
@@ -191,7 +191,7 @@ async fn lane(
     mut shutdown: watch::Receiver<bool>,
     urgent: bool,
 ) {
-    let Some(link) = core.peers.get(&peer).cloned() else {
+    let Some(link) = core.peers.get(&peer) else {
         return;
     };
     // The urgent lane sends a few envelopes at a time, each as soon as it

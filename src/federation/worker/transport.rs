@@ -260,6 +260,12 @@ mod tests {
         ) -> Result<Response<pb::CheckpointNote>, Status> {
             Err(Status::unimplemented(""))
         }
+        async fn get_directory(
+            &self,
+            _: Request<pb::GetDirectoryRequest>,
+        ) -> Result<Response<pb::SignedDirectory>, Status> {
+            Err(Status::unimplemented(""))
+        }
     }
 
     async fn start(peer: Peer) -> (Arc<Peer>, Transport) {

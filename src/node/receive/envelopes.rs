@@ -62,10 +62,15 @@ impl Flow for Envelopes {
         }
     }
 
-    fn urgent(&self, opened: &[OpenedReport]) -> bool {
+    fn matching_work(&self, opened: &[OpenedReport]) -> usize {
+        opened.iter().map(|r| content_keys(r).1.len()).sum()
+    }
+
+    fn urgent_items(&self, opened: &[OpenedReport]) -> usize {
         opened
             .iter()
-            .any(|r| r.payload.priority == pb::Priority::Urgent as i32)
+            .filter(|r| r.payload.priority == pb::Priority::Urgent as i32)
+            .count()
     }
 
     /// A bulk batch is stored in short transactions that let urgent work
