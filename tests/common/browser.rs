@@ -318,6 +318,39 @@ impl Browser {
         }
     }
 
+    /// Polls until the page's URL satisfies `check` (a click's navigation
+    /// may still be under way when the click returns); returns it.
+    pub async fn wait_url(&self, within: Duration, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let u = self.url().await;
+            if check(&u) {
+                return u;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the page never got there; last {u:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls until the page's HTML contains `text`.
+    pub async fn wait_source(&self, within: Duration, text: &str) {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.source().await.contains(text) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the page never showed {text:?}; last {}",
+                self.url().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn quit(mut self) {
         let path = format!("/session/{}", self.session);
         let _ = http(self.port, "DELETE", &path, None).await;

@@ -366,14 +366,19 @@ async fn browser_an_enrolled_analyst_works_a_forwarded_case_from_the_queue_to_re
     // The admin adds alice.
     let (code, _) = next_code(&boss_secret, boss_step).await;
     log_in(&b, &base, "boss", &code).await;
-    assert!(b.url().await.ends_with("/queue"), "{}", b.url().await);
+    b.wait_url(Duration::from_secs(10), |u| u.ends_with("/queue"))
+        .await;
     b.goto(&format!("{base}/users")).await;
     b.fill("#new-name", "alice").await;
     b.click("#add-user").await;
+    b.wait_source(Duration::from_secs(10), "enrolment-code")
+        .await;
     let enrol_code = b.text("#enrolment-code").await;
     assert_eq!(enrol_code.len(), 24);
     screenshot(&b, "users").await;
     b.click("header .logout button").await;
+    b.wait_url(Duration::from_secs(10), |u| u.ends_with("/login"))
+        .await;
 
     // Alice enrols: password, then the authenticator's code.
     b.goto(&format!("{base}/enrol?code={enrol_code}")).await;
@@ -381,6 +386,8 @@ async fn browser_an_enrolled_analyst_works_a_forwarded_case_from_the_queue_to_re
     b.fill("#password2", PASSWORD).await;
     screenshot(&b, "enrol").await;
     b.click("#enrol").await;
+    b.wait_source(Duration::from_secs(10), "id=\"secret\"")
+        .await;
     let secret = b.text("#secret").await;
     let uri = b.text("#otpauth").await;
     assert!(
@@ -395,12 +402,14 @@ async fn browser_an_enrolled_analyst_works_a_forwarded_case_from_the_queue_to_re
     let (code, step) = next_code(&secret, 0).await;
     b.fill("#totp", &code).await;
     b.click("#confirm").await;
-    assert!(b.url().await.contains("/login?enrolled=1"));
+    b.wait_url(Duration::from_secs(10), |u| u.contains("/login?enrolled=1"))
+        .await;
 
     // She logs in with password and TOTP.
     let (code, _) = next_code(&secret, step).await;
     log_in(&b, &base, "alice", &code).await;
-    assert!(b.url().await.ends_with("/queue"));
+    b.wait_url(Duration::from_secs(10), |u| u.ends_with("/queue"))
+        .await;
     let cookies = b.cookies().await;
     let session = cookies
         .iter()
@@ -548,7 +557,8 @@ async fn browser_refuses_forged_forms_other_roles_expired_sessions_and_locked_ac
     let (secret, step) = enrolled(core, "dave", "analyst").await;
     let (code, step) = next_code(&secret, step).await;
     log_in(&b, &base, "dave", &code).await;
-    assert!(b.url().await.ends_with("/queue"));
+    b.wait_url(Duration::from_secs(10), |u| u.ends_with("/queue"))
+        .await;
 
     // Every answer forbids caching and inline script.
     let csp = b
@@ -563,27 +573,21 @@ async fn browser_refuses_forged_forms_other_roles_expired_sessions_and_locked_ac
     b.eval("document.querySelectorAll('input[name=csrf]').forEach(e => e.remove()); return 0")
         .await;
     b.click("#to-in-review").await;
-    assert!(b.source().await.contains("Refused"), "{}", b.source().await);
-    b.eval(
-        "document.querySelectorAll('input[name=csrf]').forEach(e => e.value = 'forged'); return 0",
-    )
-    .await;
+    b.wait_source(Duration::from_secs(10), "Refused").await;
+    // And with a forged one.
     b.goto(&format!("{base}/case/FR-PDC/{id}")).await;
     b.eval(
         "document.querySelectorAll('input[name=csrf]').forEach(e => e.value = 'forged'); return 0",
     )
     .await;
     b.click("#to-in-review").await;
-    assert!(b.source().await.contains("Refused"));
+    b.wait_source(Duration::from_secs(10), "Refused").await;
     assert_eq!(fed.case(1, &id).await.unwrap().status, "received");
 
     // An analyst may not open the users page.
     b.goto(&format!("{base}/users")).await;
-    assert!(
-        b.source()
-            .await
-            .contains("Your role may not open this page.")
-    );
+    b.wait_source(Duration::from_secs(10), "Your role may not open this page.")
+        .await;
     assert!(b.find("#users").await.is_none());
 
     // Past the idle timeout the session is gone: to the login page.
@@ -597,7 +601,8 @@ async fn browser_refuses_forged_forms_other_roles_expired_sessions_and_locked_ac
         "{}",
         b.url().await
     );
-    assert!(b.source().await.contains("Your session ended."));
+    b.wait_source(Duration::from_secs(10), "Your session ended.")
+        .await;
 
     // Five failures lock the account; then the right password and a fresh
     // code do not get in either.
@@ -607,11 +612,14 @@ async fn browser_refuses_forged_forms_other_roles_expired_sessions_and_locked_ac
         b.fill("#password", "wrong password, sorry").await;
         b.fill("#totp", "000000").await;
         b.click("#login").await;
+        b.wait_source(Duration::from_secs(10), "Name, password or code is wrong.")
+            .await;
     }
     let (code, _) = next_code(&secret, step).await;
     log_in(&b, &base, "dave", &code).await;
+    b.wait_source(Duration::from_secs(10), "This account is locked")
+        .await;
     assert!(b.url().await.ends_with("/login"), "{}", b.url().await);
-    assert!(b.source().await.contains("This account is locked"));
 
     let audit = fed.audit_export(1).await;
     let reasons: Vec<&str> = audit
