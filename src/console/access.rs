@@ -58,13 +58,23 @@ impl FromRequestParts<Arc<Console>> for Person {
         let token = cookie_of(&parts.headers, COOKIE).ok_or_else(to_login)?;
         let s = console.sessions.get(&token).ok_or_else(to_login)?;
         match crate::node::users::current(&console.core, &s.name).await {
-            Ok(Some(who)) => Ok(Person {
-                role: who.role().unwrap_or(Role::Analyst),
-                who,
-                name: s.name,
-                csrf: s.csrf,
-                text,
-            }),
+            Ok(Some(who)) => {
+                let core = &console.core;
+                let permit = core
+                    .limiter
+                    .admit(&who.to_string(), core.config.operator_quota)
+                    .map_err(|e| {
+                        pages::message(text, None, StatusCode::TOO_MANY_REQUESTS, &e.to_string())
+                    })?;
+                Ok(Person {
+                    role: who.role().unwrap_or(Role::Analyst),
+                    who,
+                    name: s.name,
+                    csrf: s.csrf,
+                    text,
+                    _permit: permit,
+                })
+            }
             Ok(None) => {
                 console.sessions.remove(&token);
                 Err(to_login())

@@ -12,4 +12,7 @@ pub struct Person {
     /// This session's CSRF token, for the forms of the page.
     pub csrf: String,
     pub text: &'static Text,
+    /// This request's place in the person's quota (the Operator service's,
+    /// shared with their certificate), held until the answer.
+    pub _permit: crate::node::admission::Permit,
 }

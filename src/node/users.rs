@@ -26,6 +26,35 @@ pub const LOCK_AFTER: i64 = 5;
 pub const FIRST_LOCK_MS: i64 = 60 * 1000;
 pub const MAX_LOCK_MS: i64 = 24 * 3600 * 1000;
 
+/// Password hashes computed at once (each takes about 19 MiB and tens of
+/// milliseconds): a flood of logins waits here instead of taking every
+/// blocking thread and the memory with it.
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// `password::hash` on a blocking thread, a few at a time.
+async fn hash_password(pw: &str) -> Result<String, NodeError> {
+    let _turn = HASHING
+        .acquire()
+        .await
+        .map_err(|_| NodeError::Internal("password hashing stopped"))?;
+    let pw = pw.to_owned();
+    tokio::task::spawn_blocking(move || password::hash(&pw))
+        .await
+        .map_err(|_| NodeError::Internal("password hashing stopped"))?
+        .map_err(|_| NodeError::Internal("password hashing failed"))
+}
+
+/// `password::verify` on a blocking thread, a few at a time.
+async fn verify_password(pw: &str, phc: String) -> bool {
+    let Ok(_turn) = HASHING.acquire().await else {
+        return false;
+    };
+    let pw = pw.to_owned();
+    tokio::task::spawn_blocking(move || password::verify(&pw, &phc))
+        .await
+        .unwrap_or(false)
+}
+
 /// The states of an account.
 pub const ENROLLING: &str = "enrolling";
 pub const ACTIVE: &str = "active";
@@ -335,11 +364,7 @@ pub async fn begin_enrolment(
 ) -> Result<TotpSetup, NodeError> {
     password::check_new(new_password)
         .map_err(|e| InvalidInput::new("bad-password", "password", e.to_string()))?;
-    let pw = new_password.to_owned();
-    let phc = tokio::task::spawn_blocking(move || password::hash(&pw))
-        .await
-        .map_err(|_| NodeError::Internal("password hashing stopped"))?
-        .map_err(|_| NodeError::Internal("password hashing failed"))?;
+    let phc = hash_password(new_password).await?;
     let now = Core::now_ms();
     let mut tx = core.store.begin().await?;
     let mut user = pending(&mut tx, code, now).await?;
@@ -449,8 +474,7 @@ pub async fn login(
     };
     let Some(user) = user.filter(|u| u.state == ACTIVE) else {
         // The same work as a real check, so timing does not tell names.
-        let pw = pw.to_owned();
-        let _ = tokio::task::spawn_blocking(move || password::verify(&pw, dummy_phc())).await;
+        verify_password(pw, dummy_phc().to_owned()).await;
         core.audit_refusal(
             "console:unidentified",
             "login-failed",
@@ -474,10 +498,7 @@ pub async fn login(
         });
     }
     let phc = user.password_hash.clone().unwrap_or_default();
-    let given = pw.to_owned();
-    let password_ok = tokio::task::spawn_blocking(move || password::verify(&given, &phc))
-        .await
-        .unwrap_or(false);
+    let password_ok = verify_password(pw, phc).await;
     let secret = user.totp_secret.as_deref().and_then(totp::from_base32);
     let last = u64::try_from(user.totp_last_step).unwrap_or(0);
     let step = secret
