@@ -935,8 +935,27 @@ pub struct RawGeoSource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawDns {
-    /// `off` (the default: host names are not resolved) or `static`.
+    /// `off` (the default when `[dns]` is absent: host names are not
+    /// resolved), `system` (the machine's resolvers; what `federation init`
+    /// writes), `resolvers` (the ones listed below) or `static` (`hosts`).
     pub mode: String,
+    /// For `resolvers`: `IP`, `IP:PORT`, or `tls://NAME@IP[:PORT]` for DNS
+    /// over TLS.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resolvers: Vec<String>,
+    /// Each question's deadline.
+    pub deadline_ms: u64,
+    /// Questions in flight at once, at most.
+    pub concurrency: usize,
+    /// Answers cached, at most.
+    pub cache_size: u64,
+    /// No answer is cached longer than this, whatever its TTL.
+    pub max_ttl_s: u64,
+    /// Ask the resolver to validate DNSSEC, and record each answer's status.
+    pub dnssec: bool,
+    /// When no host name resolves and nothing else locates the content:
+    /// `hold` (kept here, delivery `held`) or `fallback`.
+    pub on_failure: String,
     /// For `static`: host name → addresses.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub hosts: std::collections::BTreeMap<String, Vec<String>>,
@@ -944,42 +963,121 @@ pub struct RawDns {
 
 impl Default for RawDns {
     fn default() -> Self {
+        let d = geo::dns::Dns::default();
         RawDns {
             mode: "off".into(),
+            resolvers: Vec::new(),
+            deadline_ms: d.deadline.as_millis() as u64,
+            concurrency: d.concurrency,
+            cache_size: d.cache_size,
+            max_ttl_s: d.max_ttl.as_secs(),
+            dnssec: d.dnssec,
+            on_failure: d.on_failure.as_str().into(),
             hosts: Default::default(),
         }
     }
 }
 
 impl RawDns {
+    /// The machine's resolvers, everything else by default.
+    pub fn system() -> RawDns {
+        RawDns {
+            mode: "system".into(),
+            ..RawDns::default()
+        }
+    }
+
+    /// The named resolvers (e.g. a test's own server on loopback).
+    pub fn resolvers(upstreams: &[String]) -> RawDns {
+        RawDns {
+            mode: "resolvers".into(),
+            resolvers: upstreams.to_vec(),
+            ..RawDns::default()
+        }
+    }
+
     fn is_default(&self) -> bool {
         self == &RawDns::default()
     }
 
     fn validate(&self) -> Result<geo::dns::Dns, Invalid> {
-        match self.mode.as_str() {
-            "off" if self.hosts.is_empty() => Ok(geo::dns::Dns::Off),
-            "off" => Err(("dns.hosts", "only used with mode = \"static\"".into())),
-            "static" => {
-                let mut entries = Vec::with_capacity(self.hosts.len());
-                for (name, addrs) in &self.hosts {
-                    let mut ips = Vec::with_capacity(addrs.len());
-                    for a in addrs {
-                        ips.push(a.parse().map_err(|_| {
-                            ("dns.hosts", format!("{name}: {a:?} is not an IP address"))
-                        })?);
-                    }
-                    entries.push((name.clone(), ips));
-                }
-                let map = geo::dns::StaticResolver::new(entries)
-                    .map_err(|e| ("dns.hosts", e.to_string()))?;
-                Ok(geo::dns::Dns::Static(map))
+        use geo::dns::{Dns, Mode, OnFailure, Upstream};
+        let mode = match self.mode.as_str() {
+            "off" => Mode::Off,
+            "system" => Mode::System,
+            "resolvers" => Mode::Resolvers,
+            "static" => Mode::Static,
+            _ => {
+                return Err((
+                    "dns.mode",
+                    "not one of \"off\", \"system\", \"resolvers\", \"static\"".into(),
+                ));
             }
-            other => Err((
-                "dns.mode",
-                format!("{other:?} is not \"off\" or \"static\""),
-            )),
+        };
+        if mode != Mode::Static && !self.hosts.is_empty() {
+            return Err(("dns.hosts", "only used with mode = \"static\"".into()));
         }
+        if mode != Mode::Resolvers && !self.resolvers.is_empty() {
+            return Err((
+                "dns.resolvers",
+                "only used with mode = \"resolvers\"".into(),
+            ));
+        }
+        if mode == Mode::Resolvers && self.resolvers.is_empty() {
+            return Err((
+                "dns.resolvers",
+                "mode = \"resolvers\" needs at least one".into(),
+            ));
+        }
+        let mut resolvers = Vec::with_capacity(self.resolvers.len());
+        for (i, r) in self.resolvers.iter().enumerate() {
+            resolvers.push(
+                Upstream::parse(r)
+                    .map_err(|why| ("dns.resolvers", format!("entry {}: {why}", i + 1)))?,
+            );
+        }
+        if !(1..=60_000).contains(&self.deadline_ms) {
+            return Err(("dns.deadline_ms", "must be 1 to 60000".into()));
+        }
+        if !(1..=4096).contains(&self.concurrency) {
+            return Err(("dns.concurrency", "must be 1 to 4096".into()));
+        }
+        if self.cache_size > 10_000_000 {
+            return Err(("dns.cache_size", "must be at most 10000000".into()));
+        }
+        if !(1..=604_800).contains(&self.max_ttl_s) {
+            return Err(("dns.max_ttl_s", "must be 1 to 604800 (a week)".into()));
+        }
+        let on_failure = match self.on_failure.as_str() {
+            "hold" => OnFailure::Hold,
+            "fallback" => OnFailure::Fallback,
+            _ => return Err(("dns.on_failure", "not \"hold\" or \"fallback\"".into())),
+        };
+        let mut entries = Vec::with_capacity(self.hosts.len());
+        for (name, addrs) in &self.hosts {
+            let mut ips = Vec::with_capacity(addrs.len());
+            for a in addrs {
+                ips.push(
+                    a.parse().map_err(|_| {
+                        ("dns.hosts", format!("{name}: {a:?} is not an IP address"))
+                    })?,
+                );
+            }
+            entries.push((name.clone(), ips));
+        }
+        let map =
+            geo::dns::StaticResolver::new(entries).map_err(|e| ("dns.hosts", e.to_string()))?;
+        Ok(Dns {
+            mode,
+            resolvers,
+            deadline: std::time::Duration::from_millis(self.deadline_ms),
+            concurrency: self.concurrency,
+            cache_size: self.cache_size,
+            max_ttl: std::time::Duration::from_secs(self.max_ttl_s),
+            dnssec: self.dnssec,
+            on_failure,
+            map,
+        })
     }
 }
 

@@ -4,6 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Log directives that silence hickory's crates.
+const QUIET_DNS: &str = "hickory_resolver=off,hickory_net=off,hickory_proto=off";
+
 fn main() -> ExitCode {
     let cli = match alertrelay::cli::Cli::try_parse() {
         Ok(cli) => cli,
@@ -16,6 +19,9 @@ fn main() -> ExitCode {
         alertrelay::cli::Command::Bench { .. } => "error",
         _ => "warn",
     };
+    // The DNS library logs the names it resolves (reported hosts, which
+    // are as sensitive as the URLs): silent unless ALERTRELAY_LOG asks.
+    let default = format!("{default},{QUIET_DNS}");
     let filter = tracing_subscriber::EnvFilter::try_from_env("ALERTRELAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()

@@ -8,7 +8,8 @@ pub mod secretariat;
 use std::path::{Path, PathBuf};
 
 use crate::config::{
-    RawAudit, RawDelivery, RawExchange, RawLimits, RawMetrics, RawNodeConfig, RawSigning, RawTls,
+    RawAudit, RawDelivery, RawDns, RawExchange, RawLimits, RawMetrics, RawNodeConfig, RawSigning,
+    RawTls,
 };
 use crate::crypto::pki::{FederationCa, PkiError};
 use crate::crypto::signing::{KeyError, NodeKey, encode_public_key, write_private_file};
@@ -116,6 +117,9 @@ pub struct Options {
     pub signed_directory: bool,
     /// `[exchange]` for every node.
     pub exchange: Option<RawExchange>,
+    /// `[dns]` for every node: `federation init` writes `system`; the
+    /// demo and tests point their nodes at their own server on loopback.
+    pub dns: RawDns,
 }
 
 /// Writes a federation of `nodes` into `dir`: the CA and its CRL, the
@@ -310,7 +314,7 @@ fn node_toml(n: &NodeSpec, port: u16, options: &Options) -> Result<String, Provi
         notice: None,
         fallback_for: Vec::new(),
         geo: Default::default(),
-        dns: Default::default(),
+        dns: options.dns.clone(),
         jurisdiction: Default::default(),
         retention: Default::default(),
         console: None,

@@ -56,6 +56,12 @@ fn route_view_to_pb(r: &RouteView) -> pb::RouteDecision {
             ambiguity: r.ambiguity.clone(),
             countries: r.countries.clone(),
             flags: r.flags.clone(),
+            dns: r
+                .dns
+                .iter()
+                .map(crate::wire::route::dns_view_to_pb)
+                .collect(),
+            behind_cdn: r.behind_cdn.clone(),
             addresses: r
                 .addresses
                 .iter()
@@ -411,6 +417,7 @@ pub fn retention_to_pb(r: &crate::node::retention::RetentionRun) -> pb::RunReten
             .collect(),
         audit_entry: r.audit_entry.unwrap_or(0),
         files_clean: r.files_clean,
+        more: r.more,
     }
 }
 
@@ -434,6 +441,7 @@ pub fn retention_from_pb(r: pb::RunRetentionResponse) -> crate::node::retention:
             .collect(),
         audit_entry: (r.audit_entry > 0).then_some(r.audit_entry),
         files_clean: r.files_clean,
+        more: r.more,
     }
 }
 

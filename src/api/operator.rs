@@ -212,6 +212,7 @@ impl pb::operator_server::Operator for OperatorService {
             &r.category,
             &r.classification,
         )
+        .await
         .map(|d| Response::new(route_to_pb(&d)))
         .map_err(to_status)
     }
@@ -403,17 +404,22 @@ impl pb::operator_server::Operator for OperatorService {
     ) -> Result<Response<pb::Case>, Status> {
         let (operator, _permit) = auth::operator(&self.core, &request).await?;
         let r = request.get_ref();
-        crate::node::handoff::hand_off(
-            &self.core,
-            &operator,
-            &r.id,
-            &r.to,
-            &r.hosting_ip,
-            &r.reason,
-        )
-        .await
-        .map(|c| Response::new(case_to_pb(&c)))
-        .map_err(to_status)
+        let handed = if r.resolve_again && r.to.is_empty() && r.hosting_ip.is_empty() {
+            crate::node::handoff::reroute(&self.core, &operator, &r.id, &r.reason).await
+        } else {
+            crate::node::handoff::hand_off(
+                &self.core,
+                &operator,
+                &r.id,
+                &r.to,
+                &r.hosting_ip,
+                &r.reason,
+            )
+            .await
+        };
+        handed
+            .map(|c| Response::new(case_to_pb(&c)))
+            .map_err(to_status)
     }
 
     async fn retract_report(
@@ -562,17 +568,19 @@ impl pb::operator_server::Operator for OperatorService {
                 "no [retention] period is configured: nothing can expire",
             ));
         }
-        let run = retention::run(
-            Writer::Node(core),
-            &core.config.retention,
-            &admin.to_string(),
-            core.me.as_str(),
-            request.get_ref().dry_run,
-            true,
-            crate::node::Core::now_ms(),
-        )
-        .await
-        .map_err(|e| to_status(e.into()))?;
+        let actor = admin.to_string();
+        let ask = retention::Ask {
+            actor: &actor,
+            subject: core.me.as_str(),
+            dry_run: request.get_ref().dry_run,
+            audit_if_empty: true,
+            now_ms: crate::node::Core::now_ms(),
+            // A short call, whatever the backlog: the caller asks again.
+            budget: Some(retention::CALL_BUDGET),
+        };
+        let run = retention::run_within(Writer::Node(core), &core.config.retention, &ask)
+            .await
+            .map_err(|e| to_status(e.into()))?;
         Ok(Response::new(crate::api::convert::retention_to_pb(&run)))
     }
 

@@ -560,6 +560,20 @@ pub enum CasesCommand {
     /// Hand a case worked here over to another hotline (the content moved,
     /// or the jurisdiction is wrong); the origin is told.
     Handoff(CasesHandoffArgs),
+    /// Resolve a case's host names again (DNS, never the cache) and, when
+    /// the content is now hosted in another country, hand the case to that
+    /// country's hotline with both resolutions as evidence.
+    Reroute {
+        /// Report id, or ORIGIN/REPORT-ID.
+        id: String,
+        /// Why (sent to the new hotline and the origin).
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Withdraw a report this node sent (a mistake, a court order): a
     /// signed retraction follows it wherever it went.
     Retract {

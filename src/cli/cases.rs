@@ -35,6 +35,12 @@ pub(crate) async fn run(command: CasesCommand) -> Result<ExitCode, Failure> {
         } => amend(config, id, Amend::Retract, reason, json).await,
         CasesCommand::Correct(args) => correct(args).await,
         CasesCommand::Handoff(args) => handoff(args).await,
+        CasesCommand::Reroute {
+            id,
+            reason,
+            config,
+            json,
+        } => reroute(id, reason, config, json).await,
         CasesCommand::Export {
             id,
             for_law_enforcement: _,
@@ -234,6 +240,7 @@ async fn handoff(a: CasesHandoffArgs) -> Result<ExitCode, Failure> {
         to: a.to.unwrap_or_default(),
         reason: a.reason,
         hosting_ip: a.hosting_ip.unwrap_or_default(),
+        resolve_again: false,
     };
     let case = client.hand_off_case(req).await.map_err(rpc)?.into_inner();
     let case = case_from_pb(case);
@@ -245,6 +252,40 @@ async fn handoff(a: CasesHandoffArgs) -> Result<ExitCode, Failure> {
             .collect();
         println!(
             "case {} is now {}; handed over to {}",
+            case.id,
+            case.status,
+            to.join(", ")
+        );
+    })
+}
+
+/// `cases reroute ID --reason TEXT`: the node resolves the case's host
+/// names again and hands it to the new country's hotline if it moved.
+async fn reroute(
+    id: String,
+    reason: String,
+    config: PathBuf,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let mut client = connect(&cfg).await?;
+    let req = pb::HandOffCaseRequest {
+        id,
+        to: String::new(),
+        reason,
+        hosting_ip: String::new(),
+        resolve_again: true,
+    };
+    let case = client.hand_off_case(req).await.map_err(rpc)?.into_inner();
+    let case = case_from_pb(case);
+    emit(&case, json, |case| {
+        let to: Vec<&str> = case
+            .deliveries
+            .iter()
+            .map(|d| d.destination.as_str())
+            .collect();
+        println!(
+            "case {}: the content moved; now {}, handed over to {}",
             case.id,
             case.status,
             to.join(", ")

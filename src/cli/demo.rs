@@ -28,7 +28,13 @@ pub(crate) async fn run(keep: Option<PathBuf>) -> Result<ExitCode, Failure> {
     let started = Instant::now();
     let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
     let dir = keep.unwrap_or_else(|| tmp.path().to_path_buf());
-    let (paths, listeners) = provision_federation(&dir).await?;
+    // The demo's own DNS server on loopback: the nodes resolve reported
+    // host names there, and nothing leaves the machine.
+    let zone = crate::runtime::zone::ZoneServer::start(demo_zone())
+        .await
+        .context("cannot start the demo's DNS server on loopback")?;
+    println!("== the demo's own DNS server answers on {}", zone.addr());
+    let (paths, listeners) = provision_federation(&dir, zone.addr()).await?;
     print_federation(&dir);
     let mut configs = Vec::new();
     let mut nodes = Vec::new();
@@ -56,8 +62,20 @@ pub(crate) async fn run(keep: Option<PathBuf>) -> Result<ExitCode, Failure> {
 /// Writes the federation into `dir`: the paths of the nodes' configs, and
 /// their loopback listeners, bound first so the directory names real, free
 /// ports.
+/// The demo's zone: a gallery host behind a CNAME, hosted in Germany.
+fn demo_zone() -> crate::runtime::zone::Zone {
+    crate::runtime::zone::Zone::new()
+        .cname("gallery.example.de", "edge.hosting.example.de", 300)
+        .addr(
+            "edge.hosting.example.de",
+            std::net::IpAddr::from([85, 214, 132, 117]),
+            300,
+        )
+}
+
 async fn provision_federation(
     dir: &Path,
+    dns: std::net::SocketAddr,
 ) -> anyhow::Result<(Vec<PathBuf>, Vec<tokio::net::TcpListener>)> {
     let mut listeners = Vec::new();
     let mut specs = Vec::new();
@@ -90,6 +108,7 @@ async fn provision_federation(
             metrics_listen: None,
             limits: None,
             relays: vec![],
+            dns: crate::config::RawDns::resolvers(&[dns.to_string()]),
             ..Default::default()
         },
     )?;
@@ -157,8 +176,9 @@ async fn walk(configs: &[NodeConfig]) -> anyhow::Result<()> {
 async fn submit_reports(fr_client: &mut Client) -> anyhow::Result<Vec<String>> {
     let reports = [
         (
-            "hosted abroad (85.214.132.117 is in Germany)",
-            vec!["http://85.214.132.117/gallery/index.html".to_owned()],
+            "naming a host that DNS puts in Germany (gallery.example.de, a CNAME to \
+             85.214.132.117)",
+            vec!["https://gallery.example.de/gallery/index.html".to_owned()],
             "",
             "csam",
         ),

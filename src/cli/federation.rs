@@ -201,6 +201,9 @@ fn init(a: FederationInitArgs) -> Result<ExitCode, Failure> {
             relays,
             signed_directory: !a.plain_directory,
             exchange: None,
+            // A new node resolves reported host names with the machine's
+            // resolvers (docs/configuration.md: the modes and their privacy).
+            dns: crate::config::RawDns::system(),
         },
     )?;
     println!("federation {} written to {}", a.federation, a.out.display());

@@ -142,8 +142,48 @@ pub(crate) fn route(r: &RouteView) {
     if !r.flags.is_empty() {
         println!("  flags:    {}", r.flags.join(", "));
     }
+    if !r.behind_cdn.is_empty() {
+        println!(
+            "  behind a CDN: {} (ask {} for the origin server)",
+            clean(&r.behind_cdn),
+            clean(&r.behind_cdn)
+        );
+    }
+    for d in &r.dns {
+        dns(d);
+    }
     for s in &r.steps {
         println!("  step:     {}", clean(s));
+    }
+}
+
+/// One host name's resolution: resolver, time, questions, each answer.
+fn dns(d: &crate::report::view::DnsView) {
+    println!(
+        "  dns:      {} via {} at {}{}",
+        clean(&d.host),
+        clean(&d.resolver),
+        d.at,
+        if d.dnssec.is_empty() {
+            String::new()
+        } else {
+            format!(", DNSSEC {}", d.dnssec)
+        }
+    );
+    for q in &d.questions {
+        println!("            asked {} ({})", clean(&q.question), q.outcome);
+    }
+    for a in &d.answers {
+        println!(
+            "            {} {} {} (TTL {} s)",
+            clean(&a.name),
+            a.kind,
+            clean(&a.value),
+            a.ttl
+        );
+    }
+    if !d.failure.is_empty() {
+        println!("            failed: {} ({})", d.failure, clean(&d.error));
     }
 }
 

@@ -74,14 +74,7 @@ async fn purge_expired(config: PathBuf, dry_run: bool, json: bool) -> Result<Exi
         )));
     }
     let run = match via(&cfg).await? {
-        Via::Node => {
-            let mut client = connect_admin(&cfg).await?;
-            let answer = client
-                .run_retention(pb::RunRetentionRequest { dry_run })
-                .await
-                .map_err(rpc)?;
-            crate::api::convert::retention_from_pb(answer.into_inner())
-        }
+        Via::Node => through_node(&cfg, dry_run).await?,
         Via::Alone(store, _lock) => {
             let result = crate::node::retention::run(
                 Writer::Alone(&store),
@@ -99,6 +92,33 @@ async fn purge_expired(config: PathBuf, dry_run: bool, json: bool) -> Result<Exi
     };
     emit(&run, json, |run| print_run(run, dry_run))?;
     scrubbed(run.files_clean)
+}
+
+/// A run done by the running node: one short call after another while it
+/// says there is more (each call purges for a few seconds at most, so no
+/// call outlives its deadline however large the backlog), summed up.
+async fn through_node(cfg: &NodeConfig, dry_run: bool) -> Result<RetentionRun, Failure> {
+    let mut client = connect_admin(cfg).await?;
+    let mut call = async || -> Result<RetentionRun, Failure> {
+        let answer = client
+            .run_retention(pb::RunRetentionRequest { dry_run })
+            .await
+            .map_err(rpc)?;
+        Ok(crate::api::convert::retention_from_pb(answer.into_inner()))
+    };
+    let mut total = call().await?;
+    while total.more {
+        let run = call().await?;
+        total.closed += run.closed;
+        total.refused += run.refused;
+        total.delivered += run.delivered;
+        total.reports.extend(run.reports);
+        total.audit_entry = run.audit_entry.or(total.audit_entry);
+        // The last truncation covers what every call purged.
+        total.files_clean = run.files_clean;
+        total.more = run.more;
+    }
+    Ok(total)
 }
 
 /// Exit 1, loudly, when the purged data is still in the database's files.

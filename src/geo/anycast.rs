@@ -37,6 +37,42 @@ pub fn anycast_operator(asn: u32) -> Option<&'static str> {
         .map(|e| e.1)
 }
 
+/// CNAME targets under which known CDNs and reverse proxies serve their
+/// customers' names (each operator's documented customer domains), sorted
+/// by suffix. A host whose chain ends here is behind that CDN even where
+/// the address data does not say so.
+const CDN_CNAME_SUFFIXES: [(&str, &str); 14] = [
+    ("akamai.net", "Akamai"),
+    ("akamaiedge.net", "Akamai"),
+    ("azureedge.net", "Microsoft"),
+    ("azurefd.net", "Microsoft"),
+    ("b-cdn.net", "Bunny CDN"),
+    ("cdn.cloudflare.net", "Cloudflare"),
+    ("cdn77.org", "CDN77"),
+    ("cloudfront.net", "Amazon"),
+    ("edgekey.net", "Akamai"),
+    ("edgesuite.net", "Akamai"),
+    ("fastly.net", "Fastly"),
+    ("fastlylb.net", "Fastly"),
+    ("googlehosted.com", "Google"),
+    ("x.incapdns.net", "Imperva"),
+];
+
+/// The CDN serving a CNAME target, if it is one of the known customer
+/// domains (`name` with or without its final dot).
+pub fn cdn_by_cname(name: &str) -> Option<&'static str> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    CDN_CNAME_SUFFIXES
+        .iter()
+        .find(|(suffix, _)| {
+            name == *suffix
+                || name
+                    .strip_suffix(suffix)
+                    .is_some_and(|rest| rest.ends_with('.'))
+        })
+        .map(|e| e.1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,5 +83,14 @@ mod tests {
         assert_eq!(anycast_operator(13335), Some("Cloudflare"));
         assert_eq!(anycast_operator(396982), Some("Google Cloud"));
         assert_eq!(anycast_operator(3320), None); // Deutsche Telekom
+    }
+
+    #[test]
+    fn cdn_customer_domains_are_matched_by_whole_labels() {
+        assert!(CDN_CNAME_SUFFIXES.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(cdn_by_cname("d111.cloudfront.net."), Some("Amazon"));
+        assert_eq!(cdn_by_cname("Shop.CDN.Cloudflare.net"), Some("Cloudflare"));
+        assert_eq!(cdn_by_cname("notcloudfront.net"), None);
+        assert_eq!(cdn_by_cname("hosting.example"), None);
     }
 }

@@ -12,8 +12,8 @@
 //!   CSV. Every source's answer is kept; the first source that knows decides.
 //! - [`anycast_operator`]: known anycast/CDN networks, where the dataset's
 //!   country is ambiguous.
-//! - [`dns`]: optional host-name resolution (off by default; a static map
-//!   for tests and closed deployments).
+//! - [`dns`]: the `[dns]` setting and the evidence a host-name resolution
+//!   leaves (the resolving itself is `node::dns`; a static map needs none).
 //!
 //! Lookups are binary searches over sorted ranges (MaxMind files: a tree
 //! walk): microseconds, no IO.
@@ -31,7 +31,7 @@ mod sources;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
-pub use anycast::{ANYCAST_NOTE, anycast_operator};
+pub use anycast::{ANYCAST_NOTE, anycast_operator, cdn_by_cname};
 pub use asn::{AsnTable, Network};
 pub use country::CountryTable;
 pub use sources::{

@@ -41,6 +41,104 @@ pub async fn hand_off(
         .await
 }
 
+/// `cases reroute`: resolves the case's host names again and, when the
+/// content is now hosted in another country, hands the case to that
+/// country's hotline (`hand_off`), the reason saying where it was and is
+/// hosted, per which resolution. Refusals are audited.
+pub async fn reroute(
+    core: &Core,
+    operator: &PeerIdentity,
+    id: &str,
+    reason: &str,
+) -> Result<CaseView, NodeError> {
+    let result = async {
+        let row = handed_case(core, id, reason).await?;
+        let payload = pb::ReportPayload::decode(row.payload())
+            .map_err(|_| NodeError::Internal("a stored report payload does not decode"))?;
+        let (to, why) = moved_to(core, &payload, reason).await?;
+        apply(core, operator, id, to.as_str(), "", &why).await
+    }
+    .await;
+    let fields: [&[u8]; 3] = [b"reroute", id.as_bytes(), reason.as_bytes()];
+    core.audit_if_refused(operator, "invalid-handoff", &fields, result)
+        .await
+}
+
+/// Where the content is hosted now, per DNS asked again, and the hop's
+/// reason: the countries before and now and when each was resolved (no
+/// host names or addresses: the reason reaches the audit log).
+async fn moved_to(
+    core: &Core,
+    payload: &pb::ReportPayload,
+    reason: &str,
+) -> Result<(NodeId, String), NodeError> {
+    if core.dns.setting().mode == crate::geo::dns::Mode::Off {
+        return Err(NodeError::FailedPrecondition(
+            "DNS is off on this node ([dns] mode = \"off\"): hand the case over with --to or \
+             --hosting-ip"
+                .into(),
+        ));
+    }
+    let route = super::route::route_fresh(
+        core,
+        &payload.urls,
+        &payload.category,
+        &payload.classification,
+    )
+    .await?;
+    let before = payload
+        .route
+        .as_ref()
+        .and_then(|r| r.evidence.as_ref())
+        .cloned()
+        .unwrap_or_default();
+    let now = &route.evidence;
+    if now.countries.is_empty() {
+        return Err(NodeError::FailedPrecondition(format!(
+            "DNS locates the content nowhere now ({}): the case stays here",
+            route.reason
+        )));
+    }
+    let mut was = before.countries.clone();
+    was.sort();
+    let mut is = now.countries.clone();
+    is.sort();
+    if was == is {
+        return Err(NodeError::FailedPrecondition(format!(
+            "the content is still hosted in {} per DNS now: nothing to hand over",
+            now.countries.join(", ")
+        )));
+    }
+    let when = |dns: &mut dyn Iterator<Item = i64>| {
+        dns.max()
+            .map(crate::report::view::rfc3339)
+            .unwrap_or_else(|| "unknown time".to_owned())
+    };
+    let why = format!(
+        "{reason} [re-resolved by DNS: was hosted in {} (resolved {}), now in {} (resolved {}); {}]",
+        if before.countries.is_empty() {
+            "an unknown country".to_owned()
+        } else {
+            before.countries.join(", ")
+        },
+        when(&mut before.dns.iter().map(|d| d.at_ms)),
+        now.countries.join(", "),
+        when(&mut now.dns.iter().map(|d| d.at_ms)),
+        route.reason
+    );
+    let node = route
+        .destinations
+        .into_iter()
+        .find(|d| d != &core.me)
+        .ok_or_else(|| {
+            NodeError::FailedPrecondition(format!(
+                "the content is now hosted where this node serves ({}): the case stays here",
+                now.countries.join(", ")
+            ))
+        })?;
+    Ok((node, why))
+}
+
 async fn apply(
     core: &Core,
     operator: &PeerIdentity,
@@ -53,7 +151,7 @@ async fn apply(
     let row = handed_case(core, id, reason).await?;
     let payload = pb::ReportPayload::decode(row.payload())
         .map_err(|_| NodeError::Internal("a stored report payload does not decode"))?;
-    let (target, reason) = target(core, &payload, to, hosting_ip, reason)?;
+    let (target, reason) = target(core, &payload, to, hosting_ip, reason).await?;
     let envelope = pb::Envelope::decode(row.envelope.as_slice())
         .map_err(|_| NodeError::Internal("a stored envelope does not decode"))?;
     check_target(core, &row, &envelope, &target)?;
@@ -109,7 +207,7 @@ async fn handed_case(core: &Core, id: &str, reason: &str) -> Result<ReportRow, N
 /// hotline routing picks for the new hosting IP, with the new evidence
 /// (country, source, date, network; no addresses or host names) added to
 /// the reason.
-fn target(
+async fn target(
     core: &Core,
     payload: &pb::ReportPayload,
     to: &str,
@@ -129,7 +227,8 @@ fn target(
                 hosting_ip,
                 &payload.category,
                 &payload.classification,
-            )?;
+            )
+            .await?;
             let e = &route.evidence;
             let network = e
                 .network

@@ -3,9 +3,10 @@
 //! before the analyst gets an answer.
 
 use crate::audit;
+use crate::geo::dns::Resolved;
 use crate::identity::{NodeId, PeerIdentity};
 use crate::node::cases::{self, CaseView};
-use crate::node::route::decide;
+use crate::node::route::{decide, resolve_raw};
 use crate::node::{Core, NodeError, background};
 use crate::pb;
 use crate::report::validate::{self, Submission};
@@ -60,12 +61,14 @@ pub struct Stored {
     pub repeat: bool,
 }
 
-/// Validates, routes and signs a submission: CPU only, no IO.
+/// Validates, routes and signs a submission: CPU only, no IO (`resolved`
+/// is what DNS said about its host names, asked before).
 pub fn prepare(
     core: &Core,
     submission: Submission<'_>,
     submission_id: &str,
     now: i64,
+    resolved: Option<&[Resolved]>,
 ) -> Result<Prepared, Refused> {
     // A refusal's audit entry records a digest of every field (never the
     // fields in clear).
@@ -86,7 +89,7 @@ pub fn prepare(
         .iter()
         .map(|u| validate::url(u).map_err(refused))
         .collect::<Result<Vec<_>, _>>()?;
-    let route = decide(core, &urls, &draft);
+    let route = decide(core, &urls, &draft, resolved);
     let report_id = uuid::Uuid::now_v7().to_string();
     let payload = pb::ReportPayload {
         report_id: report_id.clone(),
@@ -244,7 +247,16 @@ pub async fn submit(
     submission_id: &str,
 ) -> Result<Submitted, NodeError> {
     let actor = operator.to_string();
-    let prepared = match prepare(core, submission, submission_id, Core::now_ms()) {
+    // Host names are resolved first (async, bounded, each question within
+    // its deadline): other submissions go on meanwhile.
+    let resolved = resolve_raw(core, submission.urls.iter().map(String::as_str)).await;
+    let prepared = match prepare(
+        core,
+        submission,
+        submission_id,
+        Core::now_ms(),
+        resolved.as_deref(),
+    ) {
         Ok(p) => p,
         Err(refused) => return Err(refused.audit(core, &actor).await),
     };
@@ -293,12 +305,28 @@ pub async fn submit_many<R: SubmissionSource>(
     let any_urgent = requests
         .iter()
         .any(|r| r.submission().priority == Some(Priority::Urgent));
+    // Every host name of the group, resolved once, concurrently.
+    let resolved = {
+        let urls: Vec<&str> = requests
+            .iter()
+            .flat_map(|r| r.submission().urls.iter().map(String::as_str))
+            .collect();
+        resolve_raw(core, urls).await
+    };
     let prepared = {
         let core = core.clone();
         background::run_for(any_urgent, move || {
             requests
                 .iter()
-                .map(|r| prepare(&core, r.submission(), r.submission_id(), now))
+                .map(|r| {
+                    prepare(
+                        &core,
+                        r.submission(),
+                        r.submission_id(),
+                        now,
+                        resolved.as_deref(),
+                    )
+                })
                 .collect::<Vec<_>>()
         })
         .await

@@ -90,6 +90,13 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<String, Histogram>>,
     takedown: Mutex<BTreeMap<(String, String), Histogram>>,
     witness: Mutex<BTreeMap<(String, String), u64>>,
+    /// DNS questions by outcome (`answered`, `no-data`, `nxdomain`, …),
+    /// records received by kind, their latency, and cache hits. Never a
+    /// host name as a label.
+    dns_queries: Mutex<BTreeMap<String, u64>>,
+    dns_answers: Mutex<BTreeMap<String, u64>>,
+    dns_latency: Mutex<BTreeMap<String, Histogram>>,
+    pub dns_cache_hits: AtomicU64,
     urgent_demoted: Mutex<BTreeMap<String, u64>>,
     leaves_read: Mutex<BTreeMap<String, u64>>,
 }
@@ -153,6 +160,34 @@ impl Metrics {
     /// refused to), refused_us (the peer refused ours).
     pub fn witness(&self, peer: &str, event: &str) {
         bump(&self.witness, (peer.to_owned(), event.to_owned()), 1);
+    }
+
+    /// A DNS question ended with `outcome` after `latency`.
+    pub fn dns_query(&self, outcome: &str, latency: Duration) {
+        bump(&self.dns_queries, outcome.to_owned(), 1);
+        if let Ok(mut g) = self.dns_latency.lock() {
+            g.entry(String::new())
+                .or_insert_with(|| Histogram::new(&LATENCY_BUCKETS))
+                .observe(latency.as_secs_f64());
+        }
+    }
+
+    /// A record of `kind` (`A`, `AAAA`, `CNAME`) was received.
+    pub fn dns_answer(&self, kind: &str) {
+        bump(&self.dns_answers, kind.to_owned(), 1);
+    }
+
+    pub fn dns_cache_hit(&self) {
+        self.dns_cache_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// DNS questions that ended with `outcome`, so far.
+    pub fn dns_query_count(&self, outcome: &str) -> u64 {
+        self.dns_queries
+            .lock()
+            .ok()
+            .and_then(|g| g.get(outcome).copied())
+            .unwrap_or(0)
     }
 
     pub fn witness_count(&self, peer: &str, event: &str) -> u64 {
@@ -247,6 +282,7 @@ pub async fn render(core: &Core) -> String {
         &m.witness,
         by_pair("peer", "event"),
     );
+    dns(&mut out, m);
     process(&mut out, core);
     directory(&mut out, core);
     header(
@@ -264,6 +300,42 @@ pub async fn render(core: &Core) -> String {
     outbox(&mut out, core).await;
     cases(&mut out, core).await;
     out
+}
+
+/// The DNS resolver's questions, answers, latency and cache hits.
+fn dns(out: &mut String, m: &Metrics) {
+    family(
+        out,
+        "alertrelay_dns_queries_total",
+        "counter",
+        "DNS questions asked for routing, by outcome (answered, no-data, nxdomain, servfail, timeout, dnssec-bogus, error).",
+        &m.dns_queries,
+        by("outcome"),
+    );
+    family(
+        out,
+        "alertrelay_dns_answers_total",
+        "counter",
+        "DNS records received for routing, by kind (A, AAAA, CNAME).",
+        &m.dns_answers,
+        by("kind"),
+    );
+    family(
+        out,
+        "alertrelay_dns_query_seconds",
+        "histogram",
+        "Time for a DNS question to end (answer, failure or deadline).",
+        &m.dns_latency,
+        |out, name, _, h| h.write(out, name, ""),
+    );
+    let name = "alertrelay_dns_cache_hits_total";
+    header(
+        out,
+        name,
+        "counter",
+        "Host names answered from the node's DNS cache.",
+    );
+    let _ = writeln!(out, "{name} {}", m.dns_cache_hits.load(Ordering::Relaxed));
 }
 
 /// A metric's `# HELP` and `# TYPE` lines; `kind` is its Prometheus type.

@@ -11,6 +11,7 @@ pub mod amend;
 pub mod background;
 pub mod cases;
 pub mod checkpoint;
+pub mod dns;
 pub mod export;
 pub mod handoff;
 pub mod health;

@@ -50,6 +50,10 @@ pub struct RetentionRun {
     /// (SQLite: the WAL truncated; false when another process kept reading
     /// and the WAL still holds old page images of the purged rows).
     pub files_clean: bool,
+    /// Stopped at its time budget with expired reports left (a run asked
+    /// for through the node: the caller asks again).
+    #[serde(skip)]
+    pub more: bool,
 }
 
 const KINDS: [&str; 3] = ["closed", "refused", "delivered"];
@@ -109,6 +113,11 @@ impl Writer<'_> {
     }
 }
 
+/// How long one `RunRetention` call purges before it answers (`more`)
+/// and lets the caller ask again: well within a client's call timeout and
+/// the server's own limit, whatever the backlog.
+pub const CALL_BUDGET: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// What has expired at `now_ms`, and (unless `dry_run`) purges it. `actor`
 /// is who ran it (`system:retention` on the schedule, `cli:retention` from
 /// the command line); `subject` the node id. `audit_if_empty`: write the
@@ -123,6 +132,44 @@ pub async fn run(
     audit_if_empty: bool,
     now_ms: i64,
 ) -> Result<RetentionRun, StoreError> {
+    let ask = Ask {
+        actor,
+        subject,
+        dry_run,
+        audit_if_empty,
+        now_ms,
+        budget: None,
+    };
+    run_within(writer, retention, &ask).await
+}
+
+/// Who asks for a run, and how.
+pub struct Ask<'a> {
+    pub actor: &'a str,
+    pub subject: &'a str,
+    pub dry_run: bool,
+    pub audit_if_empty: bool,
+    pub now_ms: i64,
+    /// Start no chunk past this long after the start (the first always
+    /// runs): the run then answers with `more` set.
+    pub budget: Option<std::time::Duration>,
+}
+
+/// `run`, as `ask` says.
+pub async fn run_within(
+    writer: Writer<'_>,
+    retention: &Retention,
+    ask: &Ask<'_>,
+) -> Result<RetentionRun, StoreError> {
+    let started = std::time::Instant::now();
+    let Ask {
+        actor,
+        subject,
+        dry_run,
+        audit_if_empty,
+        now_ms,
+        budget,
+    } = *ask;
     let found = expired(writer.store(), retention, now_ms).await?;
     let mut out = RetentionRun {
         dry_run,
@@ -133,6 +180,7 @@ pub async fn run(
         reports: Vec::new(),
         audit_entry: None,
         files_clean: true,
+        more: false,
     };
     if dry_run {
         for (_, p) in found {
@@ -148,7 +196,11 @@ pub async fn run(
     } else {
         found.chunks(writer.chunk().max(1)).collect()
     };
-    for chunk in chunks {
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        if i > 0 && budget.is_some_and(|b| started.elapsed() >= b) {
+            out.more = true;
+            break;
+        }
         let mut tx = writer.begin().await?;
         let mut purged = Vec::with_capacity(chunk.len());
         for (seq, p) in chunk {

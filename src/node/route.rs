@@ -1,9 +1,11 @@
 //! Where a report goes, decided with this node's configuration: the URLs
-//! checked, host names resolved where `[dns]` allows, `routing::decide` on
-//! the directory and geo data, then the jurisdiction policy applied. Used
-//! by intake (to sign the route into a report), the route preview, and
-//! handoffs to a new hosting country.
+//! checked, host names resolved where `[dns]` allows (`node::dns`, before
+//! routing, which does no IO), `routing::decide` on the directory and geo
+//! data, then the jurisdiction policy applied. Used by intake (to sign the
+//! route into a report), the route preview, and handoffs to a new hosting
+//! country.
 
+use crate::geo::dns::Resolved;
 use crate::report::Priority;
 use crate::report::validate::{self, Submission, UrlHost, ValidUrl};
 use crate::routing::{self, RouteDecision};
@@ -11,12 +13,34 @@ use crate::routing::{self, RouteDecision};
 use super::{Core, NodeError};
 
 /// The decision a report with these URLs would get, without submitting.
-pub fn route_preview(
+pub async fn route_preview(
     core: &Core,
     urls: &[String],
     hosting_ip: &str,
     category: &str,
     classification: &str,
+) -> Result<RouteDecision, NodeError> {
+    route_with(core, urls, hosting_ip, category, classification, true).await
+}
+
+/// The route these URLs get now, their host names resolved again (never
+/// from the cache): has the content moved?
+pub async fn route_fresh(
+    core: &Core,
+    urls: &[String],
+    category: &str,
+    classification: &str,
+) -> Result<RouteDecision, NodeError> {
+    route_with(core, urls, "", category, classification, false).await
+}
+
+async fn route_with(
+    core: &Core,
+    urls: &[String],
+    hosting_ip: &str,
+    category: &str,
+    classification: &str,
+    cached: bool,
 ) -> Result<RouteDecision, NodeError> {
     let draft = validate::draft(&Submission {
         urls,
@@ -32,7 +56,46 @@ pub fn route_preview(
         classification,
     })?;
     let urls = valid_urls(&draft.urls)?;
-    Ok(decide(core, &urls, &draft))
+    let resolved = if cached {
+        resolve(core, &urls).await
+    } else {
+        core.dns
+            .resolve_fresh(&domain_hosts(&urls), &core.metrics)
+            .await
+    };
+    Ok(decide(core, &urls, &draft, resolved.as_deref()))
+}
+
+/// The host names of the URLs that parse (IP literals and onion services
+/// are not resolved), each once.
+pub(crate) fn domain_hosts<'a>(urls: impl IntoIterator<Item = &'a ValidUrl>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    urls.into_iter()
+        .filter_map(|u| match &u.host {
+            UrlHost::Domain(d) if seen.insert(d.as_str()) => Some(d.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The DNS evidence for the URLs' host names; `None` when DNS is off.
+pub(crate) async fn resolve(core: &Core, urls: &[ValidUrl]) -> Option<Vec<Resolved>> {
+    core.dns
+        .resolve_all(&domain_hosts(urls), &core.metrics)
+        .await
+}
+
+/// The same for URLs as submitted: those that do not parse are left out
+/// (their report is refused by validation anyway).
+pub(crate) async fn resolve_raw<'a>(
+    core: &Core,
+    urls: impl IntoIterator<Item = &'a str>,
+) -> Option<Vec<Resolved>> {
+    let parsed: Vec<ValidUrl> = urls
+        .into_iter()
+        .filter_map(|u| validate::url(u).ok())
+        .collect();
+    resolve(core, &parsed).await
 }
 
 pub(crate) fn valid_urls(urls: &[String]) -> Result<Vec<ValidUrl>, NodeError> {
@@ -41,27 +104,22 @@ pub(crate) fn valid_urls(urls: &[String]) -> Result<Vec<ValidUrl>, NodeError> {
         .collect()
 }
 
+/// The route for these URLs, given what DNS said about their host names
+/// (`resolve`; routing itself does no IO).
 pub(crate) fn decide(
     core: &Core,
     urls: &[ValidUrl],
     draft: &crate::report::ReportDraft,
+    resolved: Option<&[Resolved]>,
 ) -> RouteDecision {
-    // Host names are resolved only where `[dns]` allows (in memory for
-    // mode "static"); routing itself does no IO.
-    let resolved = core
-        .config
-        .dns
-        .resolve_all(urls.iter().filter_map(|u| match &u.host {
-            UrlHost::Domain(d) => Some(d.as_str()),
-            UrlHost::Ip(_) | UrlHost::Onion(_) => None,
-        }));
     let directory = core.directory();
     let decision = routing::decide(
         &routing::RouteInput {
             urls,
             hosting_ip: draft.hosting_ip,
             category: draft.category,
-            resolved: resolved.as_deref(),
+            resolved,
+            on_dns_failure: core.config.dns.on_failure,
         },
         &core.config.geo,
         &routing::Federation {

@@ -30,6 +30,8 @@ pub struct CoreParts {
     pub store: Store,
     pub geo: &'static GeoDb,
     pub replica: String,
+    /// The host-name resolver (`[dns]`).
+    pub dns: super::dns::DnsService,
 }
 
 /// Why a reload changed nothing.
@@ -90,6 +92,8 @@ pub struct Core {
     /// after it, never the whole log again. The log only grows, so it
     /// stays a true prefix (also when other replicas append).
     pub frontier: std::sync::Mutex<Option<crate::audit::merkle::CompactRange>>,
+    /// Resolves reported URLs' host names for routing (`[dns]`).
+    pub dns: super::dns::DnsService,
     /// Readiness as last probed (`health`): drives `grpc.health.v1`.
     pub ready: tokio::sync::watch::Sender<Readiness>,
     /// The signed directory's exchange with peers (`membership`).
@@ -130,6 +134,7 @@ impl Core {
             urgent: UrgentGate::default(),
             group: Default::default(),
             frontier: std::sync::Mutex::new(None),
+            dns: parts.dns,
             ready: tokio::sync::watch::channel(Readiness {
                 peers_configured,
                 ..Default::default()

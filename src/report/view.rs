@@ -76,6 +76,45 @@ pub struct RouteView {
     /// The chain of reasoning.
     #[serde(default)]
     pub steps: Vec<String>,
+    /// What DNS said about each host name.
+    #[serde(default)]
+    pub dns: Vec<DnsView>,
+    /// The CDN or reverse proxy the content is behind, when the route
+    /// follows one.
+    #[serde(default)]
+    pub behind_cdn: String,
+}
+
+/// One host name's resolution, as signed into the route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsView {
+    pub host: String,
+    pub resolver: String,
+    pub questions: Vec<DnsQuestionView>,
+    /// CNAMEs first.
+    pub answers: Vec<DnsAnswerView>,
+    /// When it was resolved (RFC 3339, and milliseconds since the epoch).
+    pub at: String,
+    pub at_ms: i64,
+    pub failure: String,
+    pub error: String,
+    pub dnssec: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsQuestionView {
+    /// e.g. `files.example. IN A`.
+    pub question: String,
+    /// `answered`, `no-data`, `nxdomain`, `servfail`, `timeout`, …
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsAnswerView {
+    pub name: String,
+    pub kind: String,
+    pub value: String,
+    pub ttl: u32,
 }
 
 /// One address a route considered.

@@ -4,7 +4,8 @@
 
 use std::net::IpAddr;
 
-use crate::geo::{Hosting, Sources};
+use crate::geo::dns::Resolved;
+use crate::geo::{Hosting, Sources, cdn_by_cname};
 use crate::report::validate::UrlHost;
 
 use super::{AddressEvidence, Evidence, RouteInput};
@@ -16,6 +17,9 @@ pub(super) struct Found {
     pub(super) onion_hosts: usize,
     /// Why (part of) the hosting is unknown, for the decision's reason.
     pub(super) unknown_reason: Option<String>,
+    /// Host names DNS gave no address for, as `host N (failure)`: never
+    /// the name (the reason goes into the audit log).
+    pub(super) dns_failed: Vec<String>,
 }
 
 struct HostGroup<'a> {
@@ -71,12 +75,52 @@ pub(super) fn find(input: &RouteInput<'_>, geo: &Sources, steps: &mut Vec<String
     let mut evidence = primary_evidence(&addresses);
     evidence.countries = countries;
     evidence.flags = from_urls.flags;
+    evidence.behind_cdn = behind_cdn(&addresses, &from_urls.dns, steps);
     evidence.addresses = addresses;
+    evidence.dns = from_urls.dns;
     Found {
         evidence,
         onion_hosts,
         unknown_reason,
+        dns_failed: if input.hosting_ip.is_some() {
+            Vec::new()
+        } else {
+            from_urls.dns_failed
+        },
     }
+}
+
+/// The CDN or reverse proxy in front of the content, when an address the
+/// route follows is in a known anycast/CDN network or a host's CNAME
+/// chain ends at a known CDN; not when the analyst traced the origin.
+fn behind_cdn(
+    addresses: &[super::AddressEvidence],
+    dns: &[Resolved],
+    steps: &mut Vec<String>,
+) -> Option<String> {
+    let by_network = addresses
+        .iter()
+        .filter(|a| a.used && a.ip_source != "analyst" && a.country.is_some())
+        .find_map(|a| {
+            let n = a.network.as_ref()?;
+            crate::geo::anycast_operator(n.asn).map(|op| (op, format!("network AS{}", n.asn)))
+        });
+    let by_cname = || {
+        dns.iter().find_map(|r| {
+            r.answers
+                .iter()
+                .filter(|a| a.kind == "CNAME")
+                .find_map(|a| cdn_by_cname(&a.value).map(|op| (op, format!("CNAME {}", a.value))))
+        })
+    };
+    let used_dns = addresses.iter().any(|a| a.used && a.ip_source == "dns");
+    let (operator, how) = by_network.or_else(|| if used_dns { by_cname() } else { None })?;
+    steps.push(format!(
+        "behind a CDN or reverse proxy: {operator} ({how}): routed to the hotline of the \
+         CDN's country; the receiving hotline asks {operator} for the origin server \
+         (an analyst who traced the origin gives --hosting-ip)"
+    ));
+    Some(operator.to_owned())
 }
 
 /// What the URLs give: their hosts' flags, their addresses (IP literals,
@@ -85,6 +129,9 @@ struct FromUrls {
     flags: Vec<String>,
     candidates: Vec<Candidate>,
     onion_hosts: usize,
+    /// What DNS said about each host name, in order.
+    dns: Vec<Resolved>,
+    dns_failed: Vec<String>,
 }
 
 fn from_urls(input: &RouteInput<'_>, steps: &mut Vec<String>) -> FromUrls {
@@ -92,8 +139,10 @@ fn from_urls(input: &RouteInput<'_>, steps: &mut Vec<String>) -> FromUrls {
         flags: Vec::new(),
         candidates: Vec::new(),
         onion_hosts: 0,
+        dns: Vec::new(),
+        dns_failed: Vec::new(),
     };
-    for g in &group_hosts(input) {
+    for (i, g) in group_hosts(input).iter().enumerate() {
         steps.push(describe_host(g));
         for f in &g.flags {
             if !out.flags.iter().any(|x| x == f) {
@@ -106,7 +155,15 @@ fn from_urls(input: &RouteInput<'_>, steps: &mut Vec<String>) -> FromUrls {
                 source: "ip-literal",
                 host: ip.to_string(),
             }),
-            UrlHost::Domain(d) => resolve(d, input, &mut out.candidates, steps),
+            UrlHost::Domain(d) => {
+                if let Some(r) = resolve(d, input, &mut out.candidates, steps) {
+                    if let Some(f) = r.failure.filter(|_| r.addresses.is_empty()) {
+                        out.dns_failed
+                            .push(format!("host {} ({})", i + 1, f.as_str()));
+                    }
+                    out.dns.push(r.clone());
+                }
+            }
             UrlHost::Onion(_) => out.onion_hosts += 1,
         }
     }
@@ -210,31 +267,25 @@ fn describe_host(g: &HostGroup<'_>) -> String {
     format!("urls[{urls}]: host {} ({what}{flags})", g.host)
 }
 
-fn resolve(d: &str, input: &RouteInput<'_>, out: &mut Vec<Candidate>, steps: &mut Vec<String>) {
+/// The DNS evidence for host `d`, its steps, and its addresses as
+/// candidates.
+fn resolve<'a>(
+    d: &str,
+    input: &RouteInput<'a>,
+    out: &mut Vec<Candidate>,
+    steps: &mut Vec<String>,
+) -> Option<&'a Resolved> {
     let Some(resolved) = input.resolved else {
         steps.push(format!(
             "host {d}: not resolved (DNS is off: [dns] mode = \"off\")"
         ));
-        return;
+        return None;
     };
     let Some(r) = resolved.iter().find(|r| r.host == d) else {
         steps.push(format!("host {d}: not resolved"));
-        return;
+        return None;
     };
-    if r.addresses.is_empty() {
-        let why = r.error.as_deref().unwrap_or("no addresses");
-        steps.push(format!("host {d}: {}: {why}", r.resolver));
-        return;
-    }
-    steps.push(format!(
-        "host {d}: {} gives {}",
-        r.resolver,
-        r.addresses
-            .iter()
-            .map(IpAddr::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
+    explain_dns(r, steps);
     for ip in &r.addresses {
         out.push(Candidate {
             ip: *ip,
@@ -242,6 +293,54 @@ fn resolve(d: &str, input: &RouteInput<'_>, out: &mut Vec<Candidate>, steps: &mu
             host: d.to_owned(),
         });
     }
+    Some(r)
+}
+
+/// One step for what was asked of whom and when, one for the answers
+/// (the CNAME chain, each address with its TTL) or the failure.
+fn explain_dns(r: &Resolved, steps: &mut Vec<String>) {
+    let asked = r
+        .questions
+        .iter()
+        .map(|q| format!("{} ({})", q.question, q.outcome))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let when = crate::report::view::rfc3339(r.at_ms);
+    let dnssec = if r.dnssec.is_empty() {
+        String::new()
+    } else {
+        format!("; DNSSEC {}", r.dnssec)
+    };
+    // A static map asks nothing: its answer is the map's.
+    if !asked.is_empty() {
+        steps.push(format!(
+            "host {}: asked {} at {when}: {asked}{dnssec}",
+            r.host, r.resolver
+        ));
+    }
+    if r.addresses.is_empty() {
+        let why = r.error.as_deref().unwrap_or("no addresses");
+        let kind = r.failure.map_or("no-address", |f| f.as_str());
+        steps.push(format!("host {}: no address: {kind}: {why}", r.host));
+        return;
+    }
+    if let Some(chain) = r.cname_chain() {
+        steps.push(format!("host {}: CNAME chain {chain}", r.host));
+    }
+    let answers = r
+        .answers
+        .iter()
+        .filter(|a| a.kind != "CNAME")
+        .map(|a| {
+            if r.resolver == crate::geo::dns::STATIC_MAP {
+                a.value.clone()
+            } else {
+                format!("{} {} (TTL {} s)", a.kind, a.value, a.ttl)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    steps.push(format!("host {}: {} gives {answers}", r.host, r.resolver));
 }
 
 fn explain_address(c: &Candidate, used: bool, h: &Hosting, steps: &mut Vec<String>) {

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::directory::Directory;
-use crate::geo::dns::Resolved;
+use crate::geo::dns::{OnFailure, Resolved};
 use crate::geo::{CountryAnswer, Network, Sources};
 use crate::identity::NodeId;
 use crate::report::Category;
@@ -93,6 +93,12 @@ pub struct Evidence {
     pub flags: Vec<String>,
     /// Every address considered, used or not.
     pub addresses: Vec<AddressEvidence>,
+    /// What DNS said about each host name of the URLs: resolver,
+    /// questions, answers with TTLs, time, failure, DNSSEC status.
+    pub dns: Vec<Resolved>,
+    /// The CDN or reverse proxy the content is behind (its operator), when
+    /// the route follows one: the receiver asks it for the origin.
+    pub behind_cdn: Option<String>,
 }
 
 /// One address and what every source says about it.
@@ -142,6 +148,8 @@ pub struct RouteInput<'a> {
     pub category: Category,
     /// The DNS answers for the URLs' host names; `None` when DNS is off.
     pub resolved: Option<&'a [Resolved]>,
+    /// What to do when DNS locates nothing (`[dns] on_failure`).
+    pub on_dns_failure: OnFailure,
 }
 
 pub struct Federation<'a> {
@@ -168,7 +176,50 @@ pub fn decide(input: &RouteInput<'_>, geo: &Sources, fed: &Federation<'_>) -> Ro
         };
         outcomes.push(rules::fallback(why, input.category, fed, &mut steps));
     }
-    combine(outcomes, found.unknown_reason, found.evidence, steps)
+    let mut unknown_reason = found.unknown_reason;
+    if !found.dns_failed.is_empty() {
+        let failed = format!("DNS gave no address for {}", found.dns_failed.join(", "));
+        if !outcomes.is_empty() {
+            unknown_reason = Some(match unknown_reason {
+                Some(u) => format!("{u}; {failed}"),
+                None => failed,
+            });
+        } else if input.on_dns_failure == OnFailure::Fallback {
+            let why = format!("hosting unknown: {failed} ([dns] on_failure = \"fallback\")");
+            outcomes.push(rules::fallback(why, input.category, fed, &mut steps));
+            unknown_reason = None;
+        } else {
+            return held_for_dns(failed, found.evidence, steps);
+        }
+    }
+    if found.evidence.countries.len() > 1 {
+        steps.push(format!(
+            "several hosting countries ({}): one report, sent to the hotline of each, every \
+             one with the same signed evidence (each sees the others among the destinations)",
+            found.evidence.countries.join(", ")
+        ));
+    }
+    combine(outcomes, unknown_reason, found.evidence, steps)
+}
+
+/// DNS located nothing and `[dns] on_failure = "hold"`: kept here, delivery
+/// `held`, for an analyst to trace (never silently worked here).
+fn held_for_dns(failed: String, evidence: Evidence, mut steps: Vec<String>) -> RouteDecision {
+    let reason = format!(
+        "hosting unknown: {failed}; held for an analyst ([dns] on_failure = \"hold\"): \
+         trace the host and re-route with --hosting-ip"
+    );
+    steps.push(format!(
+        "decision: held (kept here, delivery held): {reason}"
+    ));
+    RouteDecision {
+        kind: RouteKind::Held,
+        destinations: vec![],
+        reason,
+        evidence,
+        steps,
+        withheld: Vec::new(),
+    }
 }
 
 /// One outcome per hosting country (and one for onion hosts): every
@@ -235,6 +286,11 @@ fn combine(
     if let Some(a) = &evidence.ambiguity {
         reason.push_str("; ");
         reason.push_str(a);
+    }
+    if let Some(cdn) = &evidence.behind_cdn {
+        reason.push_str(&format!(
+            "; behind a CDN ({cdn}): the receiving hotline asks {cdn} for the origin"
+        ));
     }
     if evidence
         .addresses

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::directory::{RawDirectory, RawNode};
-use crate::geo::dns::{Dns, StaticResolver};
+use crate::geo::dns::{Dns, Mode, OnFailure, StaticResolver};
 use crate::geo::{SourceKind, SourceSpec};
 use crate::report::validate;
 
@@ -80,7 +80,7 @@ impl Default for Case<'_> {
             category: Category::Csam,
             fallback: None,
             fallback_for: &[],
-            dns: Dns::Off,
+            dns: Dns::default(),
             sources: None,
         }
     }
@@ -101,12 +101,13 @@ impl Case<'_> {
             .iter()
             .map(|u| validate::url(u).unwrap())
             .collect();
-        let resolved = self
-            .dns
-            .resolve_all(urls.iter().filter_map(|u| match &u.host {
+        let resolved = self.dns.resolve_static(
+            urls.iter().filter_map(|u| match &u.host {
                 validate::UrlHost::Domain(d) => Some(d.as_str()),
                 _ => None,
-            }));
+            }),
+            0,
+        );
         let shipped = Sources::shipped();
         decide(
             &RouteInput {
@@ -114,6 +115,7 @@ impl Case<'_> {
                 hosting_ip: self.hosting_ip.map(|ip| ip.parse().unwrap()),
                 category: self.category,
                 resolved: resolved.as_deref(),
+                on_dns_failure: self.dns.on_failure,
             },
             self.sources.as_ref().unwrap_or(&shipped),
             &Federation {
@@ -370,7 +372,7 @@ fn dns_answers_name_every_country() {
     ];
     let r = Case {
         urls: &urls,
-        dns: Dns::Static(map),
+        dns: statik(map),
         ..Case::default()
     }
     .route();
@@ -392,7 +394,7 @@ fn dns_answers_name_every_country() {
     assert!(
         has_step(
             &r,
-            "host gone.example: static DNS map: gone.example is not in the static DNS map"
+            "host gone.example: no address: no-address: not in the static DNS map"
         ),
         "{:#?}",
         r.steps
@@ -405,12 +407,51 @@ fn dns_answers_name_every_country() {
     // Nothing resolves: unknown, and said so.
     let r = Case {
         urls: &["http://gone.example/"],
-        dns: Dns::Static(StaticResolver::default()),
+        dns: statik(StaticResolver::default()),
         ..Case::default()
     }
     .route();
-    assert_eq!(r.kind, RouteKind::Local);
-    assert!(r.reason.contains("DNS gave no address"), "{}", r.reason);
+    assert_eq!(r.kind, RouteKind::Held);
+    assert!(r.destinations.is_empty());
+    assert_eq!(
+        r.reason,
+        "hosting unknown: DNS gave no address for host 1 (no-address); held for an analyst \
+         ([dns] on_failure = \"hold\"): trace the host and re-route with --hosting-ip"
+    );
+    // ... or to the fallback, when so configured.
+    let r = Case {
+        urls: &["http://gone.example/"],
+        dns: Dns {
+            on_failure: OnFailure::Fallback,
+            ..statik(StaticResolver::default())
+        },
+        fallback: Some("LE"),
+        ..Case::default()
+    }
+    .route();
+    assert_eq!((r.kind, ids(&r)), (RouteKind::Fallback, vec!["LE"]));
+    assert!(
+        r.reason.contains("DNS gave no address for host 1"),
+        "{}",
+        r.reason
+    );
+    // The analyst's traced address still takes priority over a failure.
+    let r = Case {
+        urls: &["http://gone.example/"],
+        hosting_ip: Some(DE),
+        dns: statik(StaticResolver::default()),
+        ..Case::default()
+    }
+    .route();
+    assert_eq!((r.kind, ids(&r)), (RouteKind::Peer, vec!["DE-ECO"]));
+}
+
+fn statik(map: StaticResolver) -> Dns {
+    Dns {
+        mode: Mode::Static,
+        map,
+        ..Dns::default()
+    }
 }
 
 #[test]

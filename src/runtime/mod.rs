@@ -7,6 +7,7 @@
 //! Entry points (`serve`, the demo, the bench, tests) start nodes here.
 
 mod metrics_http;
+pub mod zone;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub enum StartError {
     },
     #[error("geo data")]
     Geo(#[from] GeoError),
+    #[error("[dns]")]
+    Dns(#[from] crate::node::dns::DnsStartError),
     #[error(
         "audit log integrity check failed: {0}; run `alertrelay audit verify --config ...` for details"
     )]
@@ -140,7 +143,9 @@ pub async fn start_with_listener(
         .replica
         .clone()
         .unwrap_or_else(generated_replica_id);
+    let dns = crate::node::dns::DnsService::new(&config.dns)?;
     let core = Arc::new(Core::new(CoreParts {
+        dns,
         key,
         server_tls,
         client_verifier,

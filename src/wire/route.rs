@@ -2,9 +2,12 @@
 //! destinations, reason, steps and hosting evidence (every address, every
 //! source's answer), and how a signed route reads back as a view.
 
+use crate::geo::dns::Resolved;
 use crate::pb;
 use crate::report::Priority;
-use crate::report::view::{AddressView, RouteView, SourceAnswerView};
+use crate::report::view::{
+    AddressView, DnsAnswerView, DnsQuestionView, DnsView, RouteView, SourceAnswerView,
+};
 use crate::routing::{AddressEvidence, Evidence, RouteDecision};
 
 pub fn priority_to_pb(p: Priority) -> pb::Priority {
@@ -41,6 +44,67 @@ pub fn evidence_to_pb(e: &Evidence) -> pb::HostingEvidence {
         countries: e.countries.clone(),
         flags: e.flags.clone(),
         addresses: e.addresses.iter().map(address_to_pb).collect(),
+        dns: e.dns.iter().map(dns_to_pb).collect(),
+        behind_cdn: e.behind_cdn.clone().unwrap_or_default(),
+    }
+}
+
+fn dns_to_pb(r: &Resolved) -> pb::DnsResolution {
+    pb::DnsResolution {
+        host: r.host.clone(),
+        resolver: r.resolver.clone(),
+        questions: r
+            .questions
+            .iter()
+            .map(|q| pb::DnsQuestion {
+                question: q.question.clone(),
+                outcome: q.outcome.clone(),
+            })
+            .collect(),
+        answers: r
+            .answers
+            .iter()
+            .map(|a| pb::DnsAnswer {
+                name: a.name.clone(),
+                kind: a.kind.clone(),
+                value: a.value.clone(),
+                ttl: a.ttl,
+            })
+            .collect(),
+        at_ms: r.at_ms,
+        failure: r.failure.map(|f| f.as_str().to_owned()).unwrap_or_default(),
+        error: r.error.clone().unwrap_or_default(),
+        dnssec: r.dnssec.clone(),
+    }
+}
+
+fn dns_view(r: pb::DnsResolution) -> DnsView {
+    DnsView {
+        host: r.host,
+        resolver: r.resolver,
+        questions: r
+            .questions
+            .into_iter()
+            .map(|q| DnsQuestionView {
+                question: q.question,
+                outcome: q.outcome,
+            })
+            .collect(),
+        answers: r
+            .answers
+            .into_iter()
+            .map(|a| DnsAnswerView {
+                name: a.name,
+                kind: a.kind,
+                value: a.value,
+                ttl: a.ttl,
+            })
+            .collect(),
+        at: crate::report::view::rfc3339(r.at_ms),
+        at_ms: r.at_ms,
+        failure: r.failure,
+        error: r.error,
+        dnssec: r.dnssec,
     }
 }
 
@@ -136,5 +200,37 @@ pub fn route_view_from_pb(r: &pb::RouteDecision) -> RouteView {
             })
             .collect(),
         steps: r.steps.clone(),
+        dns: ev.dns.into_iter().map(dns_view).collect(),
+        behind_cdn: ev.behind_cdn,
+    }
+}
+
+/// A route view's DNS evidence back to the wire form.
+pub fn dns_view_to_pb(d: &DnsView) -> pb::DnsResolution {
+    pb::DnsResolution {
+        host: d.host.clone(),
+        resolver: d.resolver.clone(),
+        questions: d
+            .questions
+            .iter()
+            .map(|q| pb::DnsQuestion {
+                question: q.question.clone(),
+                outcome: q.outcome.clone(),
+            })
+            .collect(),
+        answers: d
+            .answers
+            .iter()
+            .map(|a| pb::DnsAnswer {
+                name: a.name.clone(),
+                kind: a.kind.clone(),
+                value: a.value.clone(),
+                ttl: a.ttl,
+            })
+            .collect(),
+        at_ms: d.at_ms,
+        failure: d.failure.clone(),
+        error: d.error.clone(),
+        dnssec: d.dnssec.clone(),
     }
 }

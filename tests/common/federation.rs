@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use alertrelay::config::{NodeConfig, RawAudit, RawDelivery, RawLimits};
+use alertrelay::config::{NodeConfig, RawAudit, RawDelivery, RawDns, RawLimits};
 use alertrelay::crypto::signing::NodeKey;
 use alertrelay::crypto::tls;
 use alertrelay::identity::NodeId;
@@ -94,6 +94,9 @@ pub struct Builder<'a> {
     log_filter: Option<String>,
     /// A signed directory, exchanged so.
     exchange: Option<alertrelay::config::RawExchange>,
+    /// `[dns]` of every node: off unless a test names its own server
+    /// (nothing leaves the machine).
+    dns: RawDns,
 }
 
 impl<'a> Builder<'a> {
@@ -121,6 +124,7 @@ impl<'a> Builder<'a> {
             json_logs: false,
             log_filter: None,
             exchange: None,
+            dns: RawDns::default(),
         }
     }
 
@@ -132,6 +136,13 @@ impl<'a> Builder<'a> {
             directory_interval_ms: interval_ms,
             protocol: 2,
         });
+        self
+    }
+
+    /// Every node resolves host names with this `[dns]` (e.g. the test's
+    /// own server: `RawDns::resolvers(&[addr])`).
+    pub fn dns(mut self, dns: RawDns) -> Self {
+        self.dns = dns;
         self
     }
 
@@ -303,6 +314,7 @@ impl<'a> Builder<'a> {
                 .collect(),
             signed_directory: self.exchange.is_some(),
             exchange: self.exchange,
+            dns: self.dns.clone(),
         };
         let done = provision::init(dir.path(), FEDERATION, &specs, &options)
             .unwrap_or_else(|e| panic!("provision::init: {}", error_chain(&e)));

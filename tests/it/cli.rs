@@ -8,6 +8,12 @@ fn the_demo_walks_reports_through_a_federation_and_verifies_every_audit_log() {
     assert_eq!(code, 0, "{out}\n{err}");
     for want in [
         "route:    peer -> DE-ECO",
+        // The first report names a host: the demo's own DNS server on
+        // loopback answers, and the route carries the resolution.
+        "dns:      gallery.example.de via resolvers 127.0.0.1:",
+        "            asked gallery.example.de. IN A (answered)",
+        "            gallery.example.de. CNAME edge.hosting.example.de. (TTL 300 s)",
+        "            edge.hosting.example.de. A 85.214.132.117 (TTL 300 s)",
         "route:    fallback -> LE-FALLBACK",
         "route:    local -> (kept here)",
         "-> DE-ECO: delivered (signed receipt stored",
@@ -42,6 +48,8 @@ fn federation_init_writes_loadable_configs_and_config_errors_name_the_key() {
     let config = out_dir.join("FR-PDC/node.toml");
     let loaded = alertrelay::config::NodeConfig::load(&config).unwrap();
     assert_eq!(loaded.node_id.as_str(), "FR-PDC");
+    // A new node resolves reported host names with the machine's resolvers.
+    assert_eq!(loaded.dns.mode(), "system");
     use std::os::unix::fs::PermissionsExt;
     for key in ["node.key", "operator.key", "signing.key"] {
         let mode = std::fs::metadata(out_dir.join("FR-PDC").join(key))

@@ -20,6 +20,7 @@ mod cases;
 mod cli;
 mod console;
 mod directory;
+mod dns;
 mod federation;
 mod lawful;
 mod lifecycle;

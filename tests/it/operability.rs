@@ -333,6 +333,8 @@ fn every_key() -> RawNodeConfig {
         dns: RawDns {
             mode: "static".into(),
             hosts: [("h.example".to_owned(), vec!["192.0.2.1".to_owned()])].into(),
+            resolvers: vec!["127.0.0.1".into()],
+            ..RawDns::default()
         },
         console: Some(alertrelay::config::RawConsole {
             listen: Some("127.0.0.1:8443".into()),

@@ -448,7 +448,8 @@ async fn delivered_reports(fed: &Federation, marker: &str, n: usize) {
 /// With another reader holding the database open, `retention run` cannot
 /// truncate the WAL that still holds old pages of the purged reports: it
 /// waits for the reader, then says so and exits 1 instead of claiming
-/// success. Once the reader is gone, running it again cleans the files.
+/// success. Once the reader is gone, running it again cleans the files;
+/// and a reader that lets go while the run waits lets it finish.
 #[tokio::test]
 async fn retention_kept_from_the_files_by_a_reader_fails_loudly_and_a_rerun_cleans_them() {
     let fed = Federation::builder(AB)
@@ -494,6 +495,52 @@ async fn retention_kept_from_the_files_by_a_reader_fails_loudly_and_a_rerun_clea
         !files_hold(&db, marker),
         "a purged URL is still in the database's files"
     );
+
+    // A reader that lets go while the run waits for it: the run finishes
+    // the job and succeeds.
+    let marker = "zq-reader-lets-go-9182";
+    delivered_reports(&fed, marker, 5).await;
+    let mut reader = sqlx::ConnectOptions::connect(&options).await.unwrap();
+    let mut snapshot = sqlx::Connection::begin(&mut reader).await.unwrap();
+    let _: i64 = sqlx::query_scalar("SELECT count(*) FROM reports")
+        .fetch_one(&mut *snapshot)
+        .await
+        .unwrap();
+    let run = {
+        let cfg = cfg.clone();
+        tokio::spawn(
+            async move { cli(&["retention", "run", "--config", arg(&cfg), "--json"]).await },
+        )
+    };
+    // Once the purge is committed, the run is waiting for this reader.
+    let watcher = sqlx::SqlitePool::connect_with(options.clone())
+        .await
+        .unwrap();
+    eventually(
+        20,
+        || {
+            let watcher = watcher.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM reports WHERE purged_at_ms IS NOT NULL",
+                )
+                .fetch_one(&watcher)
+                .await
+                .unwrap()
+            }
+        },
+        |purged| *purged >= 15,
+    )
+    .await;
+    watcher.close().await;
+    drop(snapshot);
+    sqlx::Connection::close(reader).await.unwrap();
+    let (code, out, err) = run.await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let waited: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(waited["delivered"], 5, "{waited}");
+    assert_eq!(waited["files_clean"], true, "{waited}");
+    assert!(!files_hold(&db, marker));
     fed.shutdown().await;
 }
 
@@ -633,5 +680,70 @@ async fn a_large_scheduled_purge_goes_in_short_transactions_and_urgent_reports_g
     for id in &urgent {
         wait_case(&fr, id, 30, |c| c.status == "delivered").await;
     }
+    fed.shutdown().await;
+}
+
+/// A run asked for through the node answers within its time budget,
+/// whatever the backlog, saying there is more (so no call outlives its
+/// deadline); `retention run` asks until nothing due is left.
+#[tokio::test]
+async fn a_retention_call_stops_at_its_budget_and_the_cli_asks_again_until_done() {
+    use alertrelay::node::retention::{self, Ask, PURGE_CHUNK, Writer};
+    let fed = Federation::builder(AB)
+        .prepare(purge_delivered)
+        .start()
+        .await;
+    let n = 3 * PURGE_CHUNK + 5;
+    let mut text = String::from("url,category,hosting_ip,hashes,priority,notes\n");
+    for i in 0..n {
+        text.push_str(&format!("http://{DE_IP}/budget/{i},csam,,,,\n"));
+    }
+    let csv = fed.dir.path().join("budget.csv");
+    std::fs::write(&csv, text).unwrap();
+    let cfg = fed.config_path(0);
+    let (code, _, err) = cli(&["import", "--config", arg(&cfg), "--csv", arg(&csv)]).await;
+    assert_eq!(code, 0, "{err}");
+    eventually(
+        60,
+        || async {
+            let (_, out, _) = cli(&[
+                "retention",
+                "run",
+                "--config",
+                arg(&cfg),
+                "--dry-run",
+                "--json",
+            ])
+            .await;
+            serde_json::from_str::<serde_json::Value>(&out).unwrap()["delivered"].as_u64()
+        },
+        |d| *d == Some(n as u64),
+    )
+    .await;
+    // A call whose budget is spent at once does one chunk and says so.
+    let core = fed.core(0);
+    let ask = Ask {
+        actor: "test",
+        subject: core.me.as_str(),
+        dry_run: false,
+        audit_if_empty: true,
+        now_ms: alertrelay::node::Core::now_ms(),
+        budget: Some(Duration::ZERO),
+    };
+    let first = retention::run_within(Writer::Node(core), &core.config.retention, &ask)
+        .await
+        .unwrap();
+    assert!(first.more, "{first:?}");
+    assert!(first.delivered >= 1 && first.delivered as usize <= PURGE_CHUNK);
+    // The CLI takes the rest (asking again while the node says more).
+    let (code, out, err) = cli(&["retention", "run", "--config", arg(&cfg), "--json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let rest: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        rest["delivered"].as_u64().unwrap() + first.delivered,
+        n as u64,
+        "{rest}"
+    );
+    assert_eq!(rest["files_clean"], true);
     fed.shutdown().await;
 }

@@ -407,6 +407,7 @@ async fn a_moved_case_is_handed_over_and_the_origin_follows_it() {
             to: "NL-HOT".into(),
             reason: "back".into(),
             hosting_ip: String::new(),
+            resolve_again: false,
         })
         .await
         .unwrap_err();
@@ -417,6 +418,7 @@ async fn a_moved_case_is_handed_over_and_the_origin_follows_it() {
             to: "DE-HOT".into(),
             reason: "mine".into(),
             hosting_ip: String::new(),
+            resolve_again: false,
         })
         .await
         .unwrap_err();

@@ -132,6 +132,7 @@ impl Fed {
                 hosting_ip: None,
                 category,
                 resolved: None,
+                on_dns_failure: Default::default(),
             },
             &self.sources,
             &routing::Federation {
@@ -546,6 +547,30 @@ hosts = {{ "Files.Example" = ["85.214.132.117", "2a01:4f8::1"] }}
         ),
         ("[dns]\nmode = \"dig\"\n", "key `dns.mode`"),
         (
+            "[dns]\nmode = \"resolvers\"\n",
+            "key `dns.resolvers`: mode = \"resolvers\" needs at least one",
+        ),
+        (
+            "[dns]\nmode = \"resolvers\"\nresolvers = [\"127.0.0.1\", \"dns.example\"]\n",
+            "key `dns.resolvers`: entry 2: not an IP address with an optional port",
+        ),
+        (
+            "[dns]\nmode = \"system\"\nresolvers = [\"127.0.0.1\"]\n",
+            "key `dns.resolvers`: only used with mode = \"resolvers\"",
+        ),
+        (
+            "[dns]\nmode = \"resolvers\"\nresolvers = [\"tls://127.0.0.1\"]\n",
+            "key `dns.resolvers`: entry 1: DNS over TLS is written tls://NAME@IP[:PORT]",
+        ),
+        (
+            "[dns]\nmode = \"system\"\ndeadline_ms = 0\n",
+            "key `dns.deadline_ms`: must be 1 to 60000",
+        ),
+        (
+            "[dns]\nmode = \"system\"\non_failure = \"drop\"\n",
+            "key `dns.on_failure`: not \"hold\" or \"fallback\"",
+        ),
+        (
             "[dns]\nhosts = { \"a.example\" = [\"1.2.3.4\"] }\n",
             "key `dns.hosts`: only used with mode = \"static\"",
         ),
@@ -591,21 +616,23 @@ hosts = {{ "files.example" = ["85.214.132.117", "130.59.1.1"] }}
     ))
     .start()
     .await;
-    let preview = |urls: &[&str], ip: &str, cat: &str| {
+    let preview = async |urls: &[&str], ip: &str, cat: &str| {
         let urls: Vec<String> = urls.iter().map(|u| (*u).to_owned()).collect();
-        alertrelay::node::route::route_preview(fed.core(0), &urls, ip, cat, "").unwrap()
+        alertrelay::node::route::route_preview(fed.core(0), &urls, ip, cat, "")
+            .await
+            .unwrap()
     };
     // DNS names two countries: DE (a peer) and CH (no hotline: fallback LE).
-    let r = preview(&["https://FILES.example/a"], "", "csam");
+    let r = preview(&["https://FILES.example/a"], "", "csam").await;
     assert_eq!(outcome(&r), (RouteKind::Peer, vec!["DE-ECO", "LE"]));
     assert_eq!(r.evidence.countries, vec!["DE", "CH"]);
     assert_eq!(r.evidence.ip_source, "dns");
     // ncii's own fallback is DE-ECO.
-    let r = preview(&["http://130.59.1.1/"], "", "ncii");
+    let r = preview(&["http://130.59.1.1/"], "", "ncii").await;
     assert_eq!(outcome(&r), (RouteKind::Fallback, vec!["DE-ECO"]));
     // The configured MaxMind file comes first: 67.43.156.1 is BT there
     // (US in IPFire), and the route says the sources disagree.
-    let r = preview(&["http://67.43.156.1/"], "", "csam");
+    let r = preview(&["http://67.43.156.1/"], "", "csam").await;
     assert_eq!(r.evidence.country.as_deref(), Some("BT"));
     assert_eq!(r.evidence.dataset, "maxmind-test");
     assert!(r.evidence.addresses[0].sources_disagree);
@@ -616,7 +643,7 @@ hosts = {{ "files.example" = ["85.214.132.117", "130.59.1.1"] }}
     assert_eq!(view.addresses[0].answers.len(), 2);
     assert_eq!(view.addresses[0].answers[1].country, "US");
     assert!(view.addresses[0].sources_disagree);
-    let r = preview(&["http://1.1.1.1/"], "", "csam");
+    let r = preview(&["http://1.1.1.1/"], "", "csam").await;
     let view =
         alertrelay::api::convert::route_view_from_pb(&alertrelay::api::convert::route_to_pb(&r));
     assert_eq!((view.asn, view.org.as_str()), (13335, "Cloudflare, Inc."));

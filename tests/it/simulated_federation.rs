@@ -212,6 +212,7 @@ fn thousands_of_real_hosting_addresses_land_where_the_dataset_says() {
                 hosting_ip: None,
                 category,
                 resolved: None,
+                on_dns_failure: Default::default(),
             },
             &sources,
             &routing::Federation {
@@ -288,6 +289,7 @@ fn without_a_fallback_countries_without_a_hotline_are_kept_as_no_hotline() {
                 hosting_ip: None,
                 category: Category::Csam,
                 resolved: None,
+                on_dns_failure: Default::default(),
             },
             &sources,
             &routing::Federation {
