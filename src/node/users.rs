@@ -44,15 +44,23 @@ async fn hash_password(pw: &str) -> Result<String, NodeError> {
         .map_err(|_| NodeError::Internal("password hashing failed"))
 }
 
-/// `password::verify` on a blocking thread, a few at a time.
-async fn verify_password(pw: &str, phc: String) -> bool {
+/// `password::verify` on a blocking thread, a few at a time; against the
+/// dummy hash when there is no account (`phc` none).
+async fn verify_password(pw: &str, phc: Option<String>) -> bool {
     let Ok(_turn) = HASHING.acquire().await else {
         return false;
     };
     let pw = pw.to_owned();
-    tokio::task::spawn_blocking(move || password::verify(&pw, &phc))
-        .await
-        .unwrap_or(false)
+    tokio::task::spawn_blocking(move || match phc {
+        Some(phc) => password::verify(&pw, &phc),
+        None => {
+            // Spend the same time, and never let anyone in.
+            let _ = password::verify(&pw, dummy_phc());
+            false
+        }
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// The states of an account.
@@ -474,7 +482,7 @@ pub async fn login(
     };
     let Some(user) = user.filter(|u| u.state == ACTIVE) else {
         // The same work as a real check, so timing does not tell names.
-        verify_password(pw, dummy_phc().to_owned()).await;
+        verify_password(pw, None).await;
         core.audit_refusal(
             "console:unidentified",
             "login-failed",
@@ -498,7 +506,7 @@ pub async fn login(
         });
     }
     let phc = user.password_hash.clone().unwrap_or_default();
-    let password_ok = verify_password(pw, phc).await;
+    let password_ok = verify_password(pw, Some(phc)).await;
     let secret = user.totp_secret.as_deref().and_then(totp::from_base32);
     let last = u64::try_from(user.totp_last_step).unwrap_or(0);
     let step = secret
