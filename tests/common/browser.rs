@@ -351,9 +351,30 @@ impl Browser {
         }
     }
 
-    pub async fn quit(mut self) {
-        let path = format!("/session/{}", self.session);
-        let _ = http(self.port, "DELETE", &path, None).await;
-        let _ = self.driver.kill().await;
+    pub async fn quit(self) {
+        // Drop ends the session (and so Chromium) and chromedriver.
+        drop(self);
+    }
+}
+
+impl Drop for Browser {
+    /// Ends the WebDriver session, so chromedriver closes Chromium, also
+    /// when a test panics (a killed chromedriver would leave Chromium
+    /// running); then chromedriver goes (`kill_on_drop`).
+    fn drop(&mut self) {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let req = format!(
+            "DELETE /session/{} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.session, self.port
+        );
+        if s.write_all(req.as_bytes()).is_ok() {
+            // The answer comes once Chromium is gone.
+            let _ = s.read(&mut [0u8; 1024]);
+        }
+        let _ = self.driver.start_kill();
     }
 }
