@@ -18,6 +18,7 @@ mod bench;
 mod bulk_intake;
 mod cases;
 mod cli;
+mod console;
 mod directory;
 mod dns;
 mod federation;
