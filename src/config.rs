@@ -114,6 +114,9 @@ pub struct RawNodeConfig {
     /// How long personal data and URLs are kept, per record kind.
     #[serde(default, skip_serializing_if = "RawRetention::is_default")]
     pub retention: RawRetention,
+    /// The analysts' web console (off unless `listen` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<RawConsole>,
 }
 
 /// `[jurisdiction]`.
@@ -453,6 +456,8 @@ pub struct NodeConfig {
     pub jurisdiction: crate::routing::policy::Policy,
     /// `[retention]`.
     pub retention: Retention,
+    /// `[console]`, when configured.
+    pub console: Option<Console>,
     /// `[exchange]`.
     pub exchange: Exchange,
 }
@@ -540,11 +545,13 @@ impl NodeConfig {
         let jurisdiction =
             jurisdiction(&raw.jurisdiction, &directory, &node_id).map_err(invalid)?;
         let retention = retention(&raw.retention).map_err(invalid)?;
+        let console = console(raw.console.as_ref(), &tls, &resolve).map_err(invalid)?;
         let exchange = exchange(&raw.exchange).map_err(invalid)?;
         Ok(NodeConfig {
             exchange,
             jurisdiction,
             retention,
+            console,
             fallback_for,
             geo,
             dns,
@@ -1222,4 +1229,78 @@ fn geo_sources(
             .to_owned(),
         source: Box::new(source),
     })
+}
+
+/// `[console]`: the analysts' web console on its own HTTPS listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    /// Where the console listens (HTTPS), e.g. `127.0.0.1:8443`. Off when
+    /// absent or empty.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Its TLS certificate chain and key (PEM); the node's `[tls]` files
+    /// when absent. Browsers must trust it: give one from a CA they know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// A session ends after this many minutes without a request (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_mins: Option<u64>,
+    /// And this many hours after login, whatever happens (default 12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absolute_timeout_hours: Option<u64>,
+}
+
+/// `[console]`, checked.
+#[derive(Debug, Clone)]
+pub struct Console {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+}
+
+fn console(
+    raw: Option<&RawConsole>,
+    tls: &TlsPaths,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<Option<Console>, Invalid> {
+    let Some(raw) = raw else { return Ok(None) };
+    let listen = match raw.listen.as_deref() {
+        None | Some("") => return Ok(None),
+        Some(a) => a.parse().map_err(|_| {
+            (
+                "console.listen",
+                format!("expected host:port such as 127.0.0.1:8443, got {a:?}"),
+            )
+        })?,
+    };
+    let (cert, key) = match (&raw.cert, &raw.key) {
+        (Some(c), Some(k)) => (resolve(c), resolve(k)),
+        (None, None) => (tls.cert.clone(), tls.key.clone()),
+        _ => {
+            return Err((
+                "console.cert",
+                "give both console.cert and console.key, or neither".into(),
+            ));
+        }
+    };
+    let idle = raw.idle_timeout_mins.unwrap_or(30);
+    let absolute = raw.absolute_timeout_hours.unwrap_or(12);
+    if !(1..=24 * 60).contains(&idle) {
+        return Err(("console.idle_timeout_mins", "must be 1-1440".into()));
+    }
+    if !(1..=7 * 24).contains(&absolute) {
+        return Err(("console.absolute_timeout_hours", "must be 1-168".into()));
+    }
+    Ok(Some(Console {
+        listen,
+        cert,
+        key,
+        idle_timeout: Duration::from_secs(idle * 60),
+        absolute_timeout: Duration::from_secs(absolute * 3600),
+    }))
 }

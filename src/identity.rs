@@ -3,7 +3,8 @@
 //!
 //! Node certificates carry `spiffe://<federation>/hotline/<NODE-ID>`; operator
 //! certificates `spiffe://<federation>/operator/<NODE-ID>/<name>` (an
-//! analyst) or `.../<name>/admin` (an administrator of the node). A
+//! analyst), `.../<name>/supervisor` (a supervisor) or `.../<name>/admin`
+//! (an administrator of the node). A
 //! certificate with anything but exactly one URI SAN, or that is itself a CA,
 //! proves nothing.
 
@@ -84,12 +85,51 @@ pub enum PeerIdentity {
     },
 }
 
-/// What an operator may do. Analysts submit and work cases; admins also
-/// manage the node (reload keys, certificates, CRLs and the directory).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an operator may do. Analysts submit and work cases; supervisors
+/// also see the federation's state and confirm what needs a second person;
+/// admins also manage the node (reload keys, certificates, CRLs and the
+/// directory) and its people's accounts. Ordered: each role may do what
+/// the ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
     Analyst,
+    Supervisor,
     Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "analyst" => Some(Role::Analyst),
+            "supervisor" => Some(Role::Supervisor),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Analyst => "analyst",
+            Role::Supervisor => "supervisor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl PeerIdentity {
+    /// The role of an operator; none for a node.
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            PeerIdentity::Operator { role, .. } => Some(*role),
+            PeerIdentity::Node(_) => None,
+        }
+    }
 }
 
 impl fmt::Display for PeerIdentity {
@@ -101,6 +141,11 @@ impl fmt::Display for PeerIdentity {
                 name,
                 role: Role::Analyst,
             } => write!(f, "operator:{node}/{name}"),
+            PeerIdentity::Operator {
+                node,
+                name,
+                role: Role::Supervisor,
+            } => write!(f, "supervisor:{node}/{name}"),
             PeerIdentity::Operator {
                 node,
                 name,
@@ -117,6 +162,9 @@ pub fn node_uri(federation: &str, node: &NodeId) -> String {
 pub fn operator_uri(federation: &str, node: &NodeId, name: &str, role: Role) -> String {
     match role {
         Role::Analyst => format!("spiffe://{federation}/operator/{node}/{name}"),
+        Role::Supervisor => {
+            format!("spiffe://{federation}/operator/{node}/{name}/supervisor")
+        }
         Role::Admin => format!("spiffe://{federation}/operator/{node}/{name}/admin"),
     }
 }
@@ -164,11 +212,11 @@ fn parse_spiffe(uri: &str, federation: &str) -> Result<PeerIdentity, IdentityErr
             name: (*name).to_owned(),
             role: Role::Analyst,
         }),
-        ["operator", id, name, "admin"] if valid_operator_name(name) => {
+        ["operator", id, name, role @ ("supervisor" | "admin")] if valid_operator_name(name) => {
             Ok(PeerIdentity::Operator {
                 node: NodeId::new(id).map_err(|_| bad())?,
                 name: (*name).to_owned(),
-                role: Role::Admin,
+                role: Role::parse(role).ok_or_else(bad)?,
             })
         }
         _ => Err(bad()),
@@ -232,6 +280,11 @@ mod tests {
                 name: "bob".into(),
                 role: Role::Admin,
             })
+        );
+        assert_eq!(
+            parse_spiffe("spiffe://fed/operator/FR-PDC/carol/supervisor", "fed")
+                .map(|p| p.to_string()),
+            Ok("supervisor:FR-PDC/carol".to_owned())
         );
         assert!(parse_spiffe("spiffe://fed/operator/FR-PDC/bob/root", "fed").is_err());
         assert!(matches!(

@@ -7,6 +7,7 @@
 //! - `bench`      `alertrelay bench`: real nodes under measured load
 //! - `cli`        command-line commands; the only place that prints
 //! - `config`     `node.toml` → validated `NodeConfig`
+//! - `console`    the analysts' web console (HTTPS, server-rendered), an edge
 //! - `crypto`     signing keys and domain tags, PKI minting, TLS configs
 //! - `directory`  the federation directory (nodes, countries, keys)
 //! - `faults`     named crash points for the fault-injection harness
@@ -32,6 +33,7 @@ pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod directory;
 pub mod faults;

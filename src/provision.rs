@@ -52,6 +52,8 @@ pub enum ProvisionError {
     Directory(#[from] crate::directory::DirectoryError),
     #[error("not published: nodes would refuse this version: {0}")]
     Refused(crate::directory::signed::Refusal),
+    #[error("--name must be 1-64 of A-Z, a-z, 0-9, '.', '_', '-'")]
+    BadOperatorName,
 }
 
 /// One node to provision.
@@ -315,6 +317,7 @@ fn node_toml(n: &NodeSpec, port: u16, options: &Options) -> Result<String, Provi
         dns: options.dns.clone(),
         jurisdiction: Default::default(),
         retention: Default::default(),
+        console: None,
     };
     Ok(format!(
         "# alertrelay node {} (written by `alertrelay federation init`).\n\
@@ -355,6 +358,47 @@ fn write_secret(p: &Path, bytes: &[u8]) -> Result<(), ProvisionError> {
         path: p.display().to_string(),
         source,
     })
+}
+
+/// Issues a personal operator certificate for one person of `node`'s
+/// hotline (`federation operator issue`), signed by the federation CA in
+/// `dir`: written as `dir/<NODE>/operators/<name>.pem` and `.key` (mode
+/// 0600). Returns the two paths. The node reads the person's name and role
+/// from it, so the audit log names that person for every call.
+pub fn issue_operator(
+    dir: &Path,
+    node: &NodeId,
+    name: &str,
+    role: crate::identity::Role,
+) -> Result<(PathBuf, PathBuf), ProvisionError> {
+    if !crate::identity::valid_operator_name(name) {
+        return Err(ProvisionError::BadOperatorName);
+    }
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|source| ProvisionError::Write {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let directory = crate::directory::Directory::load(&dir.join("directory.toml"))?;
+    if directory.node(node).is_none() {
+        return Err(ProvisionError::UnknownNode(node.to_string()));
+    }
+    let ca = FederationCa::load(
+        &directory.federation,
+        &read(&dir.join("ca.pem"))?,
+        &read(&dir.join("ca.key"))?,
+    )?;
+    let cert = ca.operator_cert_with_role(node, name, role)?;
+    let out = dir.join(node.as_str()).join("operators");
+    mkdir(&out)?;
+    let (cert_path, key_path) = (
+        out.join(format!("{name}.pem")),
+        out.join(format!("{name}.key")),
+    );
+    write(&cert_path, cert.cert_pem.as_bytes())?;
+    write_secret(&key_path, cert.key_pem.as_bytes())?;
+    Ok((cert_path, key_path))
 }
 
 /// Revokes certificates of a federation written by `init`: re-issues

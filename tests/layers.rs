@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 const TIERS: &[(&str, &[&str])] = &[
     ("entry points", &["main", "cli", "bench"]),
     ("runtime", &["runtime"]),
-    ("edges", &["api", "federation"]),
+    ("edges", &["api", "federation", "console"]),
     ("behaviour", &["node"]),
     (
         "domain",
@@ -524,4 +524,26 @@ fn the_checker_sees_every_kind_of_path() {
     graph.insert("c".to_string(), BTreeSet::from(["a".to_string()]));
     graph.insert("d".to_string(), BTreeSet::from(["a".to_string()]));
     assert_eq!(find_circles(&graph), vec![vec!["a", "b", "c", "a"]]);
+}
+
+/// The console calls the node's functions, as the Operator service does:
+/// it holds no SQL and no store handle of its own (ARCHITECTURE.md).
+#[test]
+fn the_console_writes_no_sql() {
+    let mut found = Vec::new();
+    for f in files() {
+        if room(&f.module) != "console" {
+            continue;
+        }
+        for (n, line) in f.code.lines().enumerate() {
+            if line.contains("sqlx") || line.contains(".store.") || line.contains("store::Store") {
+                found.push(format!("{}:{}: {}", f.path.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the console reaches the store itself:\n{}",
+        found.join("\n")
+    );
 }

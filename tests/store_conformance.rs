@@ -103,6 +103,7 @@ conformance!(
     batched_statements_do_what_one_at_a_time_does,
     the_payload_is_stored_once_when_the_envelope_carries_it,
     the_log_is_read_a_page_at_a_time_in_order,
+    accounts_are_stored_found_and_changed,
 );
 
 /// Bulk transactions take turns behind the gate while an urgent one goes
@@ -1873,4 +1874,80 @@ async fn enqueue_kind(
         returned,
     };
     tx.enqueue(row, now).await
+}
+
+fn account(name: &str, code_hash: &str) -> alertrelay::store::UserRow {
+    alertrelay::store::UserRow {
+        name: name.into(),
+        role: "analyst".into(),
+        state: "enrolling".into(),
+        password_hash: None,
+        totp_secret: None,
+        totp_last_step: 0,
+        enrol_code_hash: Some(code_hash.into()),
+        enrol_expires_ms: 2_000,
+        failures: 0,
+        locked_until_ms: 0,
+        created_at_ms: 1_000,
+        created_by: "admin:FR-PDC/admin".into(),
+        last_login_ms: None,
+    }
+}
+
+/// The console's accounts: one per name, found by name and by enrolment
+/// code, every changeable column saved, listed by name.
+async fn accounts_are_stored_found_and_changed(b: &Backend) {
+    let s = &b.store;
+    let mut tx = s.begin().await.unwrap();
+    assert!(tx.insert_user(&account("zoe", "h1")).await.unwrap());
+    assert!(tx.insert_user(&account("adam", "h2")).await.unwrap());
+    assert!(
+        !tx.insert_user(&account("zoe", "h3")).await.unwrap(),
+        "one per name"
+    );
+    tx.commit().await.unwrap();
+
+    let mut tx = s.begin().await.unwrap();
+    let mut zoe = tx.user_by_enrol_code("h1").await.unwrap().unwrap();
+    assert_eq!(zoe.name, "zoe");
+    assert!(tx.user_by_enrol_code("h3").await.unwrap().is_none());
+    zoe.state = "active".into();
+    zoe.password_hash = Some("$argon2id$x".into());
+    zoe.totp_secret = Some("JBSWY3DPEHPK3PXP".into());
+    zoe.totp_last_step = 59_000_000;
+    zoe.enrol_code_hash = None;
+    zoe.failures = 5;
+    zoe.locked_until_ms = i64::MAX / 2;
+    zoe.last_login_ms = Some(3_000);
+    assert!(tx.save_user(&zoe).await.unwrap());
+    assert!(!tx.save_user(&account("nobody", "h4")).await.unwrap());
+    tx.commit().await.unwrap();
+
+    let back = s.user("zoe").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            back.state.as_str(),
+            back.password_hash.as_deref(),
+            back.totp_secret.as_deref()
+        ),
+        ("active", Some("$argon2id$x"), Some("JBSWY3DPEHPK3PXP"))
+    );
+    assert_eq!(
+        (
+            back.totp_last_step,
+            back.failures,
+            back.locked_until_ms,
+            back.last_login_ms
+        ),
+        (59_000_000, 5, i64::MAX / 2, Some(3_000))
+    );
+    assert_eq!(back.enrol_code_hash, None);
+    let names: Vec<String> = s
+        .users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["adam", "zoe"]);
 }

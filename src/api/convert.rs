@@ -445,6 +445,20 @@ pub fn retention_from_pb(r: pb::RunRetentionResponse) -> crate::node::retention:
     }
 }
 
+pub fn user_to_pb(u: crate::node::users::UserView) -> pb::User {
+    pb::User {
+        name: u.name,
+        role: u.role,
+        state: u.state,
+        failures: u.failures,
+        locked_until: u.locked_until.unwrap_or_default(),
+        created_at: u.created_at,
+        created_by: u.created_by,
+        last_login: u.last_login.unwrap_or_default(),
+        enrol_expires: u.enrol_expires.unwrap_or_default(),
+    }
+}
+
 /// A signed directory as it travels (its exact payload bytes).
 pub fn signed_directory_to_pb(
     d: &crate::directory::signed::SignedDirectory,

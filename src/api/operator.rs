@@ -613,4 +613,52 @@ impl pb::operator_server::Operator for OperatorService {
             files_clean: erased.files_clean,
         }))
     }
+
+    async fn manage_users(
+        &self,
+        request: Request<pb::ManageUsersRequest>,
+    ) -> Result<Response<pb::ManageUsersResponse>, Status> {
+        use crate::node::users::{self, Change};
+        let (admin, _permit) = auth::admin(&self.core, &request).await?;
+        let r = request.get_ref();
+        let core = &self.core;
+        let one = |u: users::UserView| pb::ManageUsersResponse {
+            users: vec![crate::api::convert::user_to_pb(u)],
+            ..Default::default()
+        };
+        let enrolment = |e: users::Enrolment| pb::ManageUsersResponse {
+            users: Vec::new(),
+            enrolment_code: e.code,
+            enrol_expires_ms: e.expires_at_ms,
+        };
+        let answer = match r.action.as_str() {
+            "add" => users::add(core, &admin, &r.name, &r.role)
+                .await
+                .map(enrolment),
+            "reset" => users::reset(core, &admin, &r.name).await.map(enrolment),
+            "disable" => users::change(core, &admin, &r.name, Change::Disable)
+                .await
+                .map(one),
+            "unlock" => users::change(core, &admin, &r.name, Change::Unlock)
+                .await
+                .map(one),
+            "list" => users::list(core, &admin)
+                .await
+                .map(|l| pb::ManageUsersResponse {
+                    users: l.into_iter().map(crate::api::convert::user_to_pb).collect(),
+                    ..Default::default()
+                }),
+            _ => {
+                let e = crate::report::InvalidInput::new(
+                    "bad-user",
+                    "action",
+                    "must be add, list, disable, reset or unlock",
+                );
+                core.audit_refusal(&admin.to_string(), e.code, &e.to_string(), &[])
+                    .await;
+                Err(e.into())
+            }
+        };
+        answer.map(Response::new).map_err(to_status)
+    }
 }

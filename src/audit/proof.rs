@@ -274,8 +274,8 @@ pub fn verify_bundle(b: &ProofBundle, anchor: &Anchor) -> Result<ProofReport, Pr
 
 /// Every entry after `after`, in order, as JSON lines.
 /// With `who`, only the entries of that actor: an identity as the log
-/// names it (`operator:FR-PDC/alice`, `admin:...`, `node:DE-ECO`), or an
-/// operator's `NODE/NAME`.
+/// names it (`operator:FR-PDC/alice`, `supervisor:...`, `admin:...`,
+/// `node:DE-ECO`), or a person's `NODE/NAME` (whatever their role).
 pub async fn export(
     db: &Database,
     after: i64,
@@ -296,23 +296,25 @@ async fn export_from(
 ) -> Result<u64, ProofError> {
     let mut n = 0u64;
     let mut last = after;
-    let (exact, operator, admin) = match who {
+    let (exact, operator, admin, supervisor) = match who {
         Some(w) => (
             Some(w.to_owned()),
             Some(format!("operator:{w}")),
             Some(format!("admin:{w}")),
+            Some(format!("supervisor:{w}")),
         ),
-        None => (None, None, None),
+        None => (None, None, None, None),
     };
     loop {
         let rows: Vec<ExportedEntry> = with_conn!(&mut *conn, c => sqlx::query_as(
             "SELECT seq, at_ms, kind, actor, subject, detail FROM audit_log
-             WHERE seq > $1 AND ($2 IS NULL OR actor IN ($2, $3, $4)) ORDER BY seq LIMIT 1000",
+             WHERE seq > $1 AND ($2 IS NULL OR actor IN ($2, $3, $4, $5)) ORDER BY seq LIMIT 1000",
         )
         .bind(last)
         .bind(exact.clone())
         .bind(operator.clone())
         .bind(admin.clone())
+        .bind(supervisor.clone())
         .fetch_all(&mut *c)
         .await
         .map_err(AuditError::Read)?);

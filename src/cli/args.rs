@@ -145,6 +145,11 @@ pub enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
+    /// The console's personal accounts (admin).
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
     /// Purge personal data and URLs whose retention period is over.
     Retention {
         #[command(subcommand)]
@@ -364,6 +369,11 @@ pub enum FederationCommand {
     },
     /// Write a federation: DIR/ca.pem, DIR/directory.toml, DIR/<ID>/node.toml ...
     Init(FederationInitArgs),
+    /// Personal operator certificates.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
     /// Sign a new version of the directory (DIR/directory.toml, the
     /// directory keys, DIR/crl.pem) into DIR/directory.signed. Put it on
     /// any one node (or use --install); the nodes spread it.
@@ -451,6 +461,71 @@ pub struct PublishArgs {
     /// How long nodes accept this version.
     #[arg(long, default_value_t = 90)]
     pub valid_days: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Issue a personal operator certificate for one person of a node's
+    /// hotline: DIR/<NODE>/operators/<NAME>.pem and .key. The node's audit
+    /// log names that person for every call made with it.
+    Issue {
+        /// The federation folder written by `federation init` (with ca.key).
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        node: String,
+        /// The person's name (1-64 of A-Z, a-z, 0-9, '.', '_', '-').
+        #[arg(long)]
+        name: String,
+        /// analyst, supervisor or admin.
+        #[arg(long, default_value = "analyst")]
+        role: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add an account; prints its one-time enrolment code (and the console
+    /// link) to give to the person.
+    Add {
+        name: String,
+        /// analyst, supervisor or admin.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every account: role, state, failures, lock, last login.
+    List {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable an account: it can no longer log in (open sessions end at
+    /// their next request).
+    Disable {
+        name: String,
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Clear an account's password and second factor and print a new
+    /// enrolment code (also re-enables a disabled account).
+    Reset {
+        name: String,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift the lock that repeated failed logins put on an account.
+    Unlock {
+        name: String,
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::Failure;
-use super::args::{FederationCommand, FederationInitArgs, PublishArgs};
+use super::args::{FederationCommand, FederationInitArgs, OperatorCommand, PublishArgs};
 use crate::identity::NodeId;
 use crate::provision::secretariat::{self, Publish, Published};
 use crate::provision::{self, NodeSpec, ProvisionError};
@@ -16,6 +16,15 @@ pub(crate) fn run(command: FederationCommand) -> Result<ExitCode, Failure> {
     match command {
         FederationCommand::Init(args) => init(args),
         FederationCommand::Revoke { dir, certs } => revoke(&dir, &certs),
+        FederationCommand::Operator {
+            command:
+                OperatorCommand::Issue {
+                    dir,
+                    node,
+                    name,
+                    role,
+                },
+        } => issue_operator(&dir, &node, &name, &role),
         FederationCommand::Publish { publish, install } => {
             let done = secretariat::publish(&publish.dir, &how(&publish)).map_err(failed)?;
             if let Some(path) = install {
@@ -35,6 +44,7 @@ fn lifecycle(command: FederationCommand) -> Result<ExitCode, Failure> {
     match command {
         FederationCommand::Init(_)
         | FederationCommand::Revoke { .. }
+        | FederationCommand::Operator { .. }
         | FederationCommand::Publish { .. } => run(command),
         FederationCommand::Join {
             publish,
@@ -144,6 +154,29 @@ fn published(what: &str, done: &Published) -> Result<ExitCode, Failure> {
         done.path.display(),
         crate::directory::signed::rfc3339(done.expires_at_ms)
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn issue_operator(dir: &Path, node: &str, name: &str, role: &str) -> Result<ExitCode, Failure> {
+    let node = NodeId::new(node).map_err(Failure::usage)?;
+    let role = crate::identity::Role::parse(role).ok_or_else(|| {
+        Failure::usage(anyhow::anyhow!(
+            "--role must be analyst, supervisor or admin"
+        ))
+    })?;
+    let (cert, key) = provision::issue_operator(dir, &node, name, role)?;
+    println!("operator certificate for {name} ({role}) of {node}:");
+    println!("  {}", cert.display());
+    println!("  {}", key.display());
+    println!("give both to {name}; in their copy of node.toml:");
+    let section = if role == crate::identity::Role::Admin {
+        "admin"
+    } else {
+        "operator"
+    };
+    println!("  [{section}]");
+    println!("  cert = {:?}", cert.display().to_string());
+    println!("  key = {:?}", key.display().to_string());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -8,7 +8,7 @@
 //! - `args.rs`       the clap types (the grammar), nothing else
 //! - `serve.rs`      `serve`, `reload`: running a node
 //! - `demo.rs`       `demo`: a local federation walked through
-//! - `federation.rs` `federation init`, `federation revoke`
+//! - `federation.rs` `federation init`, `federation revoke`, `federation operator issue`
 //! - `submit.rs`     `submit`, `route`
 //! - `import.rs`     `import`: CSV bulk submission
 //! - `cases.rs`      `cases list|watch|show|update|retract|correct|handoff|export|verify-export`
@@ -17,6 +17,7 @@
 //! - `audit.rs`      `audit verify|prove|verify-proof|export`
 //! - `db.rs`         `db backup`, `db migrate-to`
 //! - `retention.rs`  `retention run`, `retention erase`
+//! - `users.rs`      `users add|list|disable|reset|unlock`: console accounts
 //! - `geo.rs`        `geo lookup`
 //! - `doctor.rs`     `doctor`
 //! - `bench.rs`      `bench` (the options; the work is in `crate::bench`)
@@ -41,6 +42,7 @@ mod restore;
 mod retention;
 mod serve;
 mod submit;
+mod users;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -126,6 +128,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Audit { command } => audit::run(command).await,
         Command::Db { command } => db::run(command).await,
         Command::Retention { command } => retention::run(command).await,
+        Command::Users { command } => users::run(command).await,
         Command::Geo { command } => geo::run(command),
         Command::Doctor { config, json } => doctor::run(config, json).await,
         Command::Bench(args) => bench::run(args).await,

@@ -24,16 +24,7 @@ pub(crate) fn emit<T: serde::Serialize>(
 /// Control and bidirectional characters shown escaped: what is printed
 /// comes partly from other hotlines and must not drive the terminal.
 pub(crate) fn clean(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}');
-            if c.is_control() || bidi {
-                c.escape_unicode().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
+    crate::report::view::visible(s)
 }
 
 fn age(ms: i64) -> String {

@@ -218,6 +218,18 @@ pub fn server_config_with(
     Ok(Arc::new(config))
 }
 
+/// The web console's server side, for browsers: TLS 1.3 (no
+/// client certificate: people log in with a password and a TOTP code),
+/// ALPN http/1.1.
+pub fn browser_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(load_certs(cert)?, load_key(key)?)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Client side: TLS 1.3 only, presenting our certificate, trusting only the
 /// federation CA.
 pub fn client_config(files: &TlsFiles<'_>) -> Result<Arc<ClientConfig>, TlsError> {

@@ -29,6 +29,7 @@ pub mod startup;
 pub mod state;
 pub mod stats;
 pub mod urgent;
+pub mod users;
 
 pub use state::{Core, CoreParts, ReloadError};
 pub use urgent::{URGENT_HOLD, URGENT_TIMES, URGENT_TIMES_CHUNK, UrgentGate, UrgentWork};

@@ -228,3 +228,19 @@ pub fn rfc3339(ms: i64) -> String {
 pub fn subject(case: &CaseView) -> String {
     format!("{}/{}", case.origin, case.id)
 }
+
+/// Control and bidirectional-override characters shown escaped (`\u{202e}`):
+/// text from other hotlines and reporters, made inert for terminals and
+/// pages alike, so right-to-left tricks show as what they are.
+pub fn visible(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}');
+            if c.is_control() || bidi {
+                c.escape_unicode().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}

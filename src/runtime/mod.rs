@@ -2,7 +2,8 @@
 //! geo data, builds the shared `node::Core`, and runs the gRPC listener
 //! (`api::server`), one delivery worker and one witness per peer
 //! (`federation`), the health probe, the checkpoint and retention
-//! schedules, and the metrics endpoint. `NodeHandle::shutdown` stops them.
+//! schedules, the metrics endpoint and the web console. `NodeHandle::shutdown`
+//! stops them.
 //! Entry points (`serve`, the demo, the bench, tests) start nodes here.
 
 mod metrics_http;
@@ -61,6 +62,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("console")]
+    Console(#[from] crate::console::ConsoleError),
     #[error("peer {peer} endpoint")]
     Channel {
         peer: String,
@@ -74,6 +77,8 @@ pub struct NodeHandle {
     pub addr: SocketAddr,
     /// Where `GET /metrics` is served, when configured.
     pub metrics_addr: Option<SocketAddr>,
+    /// The web console, when `[console]` is configured.
+    pub console: Option<crate::console::Running>,
     pub core: Arc<Core>,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: tokio::task::JoinSet<()>,
@@ -182,6 +187,10 @@ pub async fn start_with_listener(
         Some(listen) => Some(metrics_http::spawn(&core, listen, &mut tasks, &watch).await?),
         None => None,
     };
+    let console = match &core.config.console {
+        Some(cfg) => Some(crate::console::spawn(&core, cfg, &mut tasks, &watch).await?),
+        None => None,
+    };
     tracing::info!(node = %core.me, %addr, replica = %core.replica, backend = core.store.backend(), "node started");
     if core.config.tls.crls.is_empty() {
         tracing::error!(
@@ -191,6 +200,7 @@ pub async fn start_with_listener(
     Ok(NodeHandle {
         addr,
         metrics_addr,
+        console,
         core,
         shutdown,
         tasks,

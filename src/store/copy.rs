@@ -174,6 +174,25 @@ const TABLES: &[Table] = &[
         ],
     ),
     ("case_keys", "rowid", &[("key", Text), ("report_seq", Int)]),
+    (
+        "users",
+        "name",
+        &[
+            ("name", Text),
+            ("role", Text),
+            ("state", Text),
+            ("password_hash", Text),
+            ("totp_secret", Text),
+            ("totp_last_step", Int),
+            ("enrol_code_hash", Text),
+            ("enrol_expires_ms", Int),
+            ("failures", Int),
+            ("locked_until_ms", Int),
+            ("created_at_ms", Int),
+            ("created_by", Text),
+            ("last_login_ms", Int),
+        ],
+    ),
 ];
 
 /// The tables whose ids come from a sequence (`BIGSERIAL`).

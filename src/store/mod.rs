@@ -107,6 +107,7 @@ pub mod postgres;
 mod read;
 mod rows;
 pub mod sqlite;
+mod users;
 mod write;
 
 pub use database::{Database, redact};

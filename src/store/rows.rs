@@ -298,3 +298,22 @@ mod tests {
         assert_eq!(purged_route("not json"), r#"{"purged":true}"#);
     }
 }
+
+/// A personal account (`users`): see `node::users` for what each state
+/// and value means.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub name: String,
+    pub role: String,
+    pub state: String,
+    pub password_hash: Option<String>,
+    pub totp_secret: Option<String>,
+    pub totp_last_step: i64,
+    pub enrol_code_hash: Option<String>,
+    pub enrol_expires_ms: i64,
+    pub failures: i64,
+    pub locked_until_ms: i64,
+    pub created_at_ms: i64,
+    pub created_by: String,
+    pub last_login_ms: Option<i64>,
+}

@@ -20,6 +20,8 @@ use super::Federation;
 pub struct AuditEntry {
     pub seq: i64,
     pub kind: String,
+    #[serde(default)]
+    pub actor: String,
     pub subject: String,
     pub detail: serde_json::Value,
 }

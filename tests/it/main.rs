@@ -19,6 +19,7 @@ mod bench;
 mod bulk_intake;
 mod cases;
 mod cli;
+mod console;
 mod directory;
 mod dns;
 mod federation;

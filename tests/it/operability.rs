@@ -336,6 +336,13 @@ fn every_key() -> RawNodeConfig {
             resolvers: vec!["127.0.0.1".into()],
             ..RawDns::default()
         },
+        console: Some(alertrelay::config::RawConsole {
+            listen: Some("127.0.0.1:8443".into()),
+            cert: Some("console.pem".into()),
+            key: Some("console.key".into()),
+            idle_timeout_mins: Some(30),
+            absolute_timeout_hours: Some(12),
+        }),
     }
 }
 
