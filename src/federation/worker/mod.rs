@@ -275,23 +275,7 @@ async fn lane(
                 }
             }
             Err(e) => {
-                let delay = backoff.next_delay(&mut rand::thread_rng());
-                let now = Core::now_ms();
-                let shown = crate::node::state::bounded(&e.to_string());
-                core.metrics.delivery_failed(peer.as_str());
-                // A failed call says the peer cannot be reached; a failure
-                // of this node's own database says nothing about it.
-                if matches!(e, DeliveryError::Rpc(_)) {
-                    core.peer_reachable(&peer, false);
-                }
-                link.update(|s| {
-                    s.last_failure_ms = Some(now);
-                    s.last_error = shown.chars().take(500).collect();
-                    s.failures = backoff.failures();
-                    s.next_attempt_ms = Some(now + delay.as_millis() as i64);
-                });
-                tracing::warn!(peer = %peer, error = %shown, failures = backoff.failures(),
-                    retry_in_ms = delay.as_millis() as u64, "delivery failed");
+                let delay = record_failure(&core, &peer, &link, &mut backoff, &e);
                 // New work does not cut a backoff short (it would hammer a
                 // peer that is down), but the peer contacting us does: it
                 // is back.
@@ -306,6 +290,35 @@ async fn lane(
             }
         }
     }
+}
+
+/// Records a failed delivery to `peer` (metrics, reachability, the
+/// link's state, a warning) and returns how long to back off.
+fn record_failure(
+    core: &Core,
+    peer: &NodeId,
+    link: &crate::node::peers::PeerLink,
+    backoff: &mut Backoff,
+    e: &DeliveryError,
+) -> Duration {
+    let delay = backoff.next_delay(&mut rand::thread_rng());
+    let now = Core::now_ms();
+    let shown = crate::node::state::bounded(&e.to_string());
+    core.metrics.delivery_failed(peer.as_str());
+    // A failed call says the peer cannot be reached; a failure of this
+    // node's own database says nothing about it.
+    if matches!(e, DeliveryError::Rpc(_)) {
+        core.peer_reachable(peer, false);
+    }
+    link.update(|s| {
+        s.last_failure_ms = Some(now);
+        s.last_error = shown.chars().take(500).collect();
+        s.failures = backoff.failures();
+        s.next_attempt_ms = Some(now + delay.as_millis() as i64);
+    });
+    tracing::warn!(peer = %peer, error = %shown, failures = backoff.failures(),
+        retry_in_ms = delay.as_millis() as u64, "delivery failed");
+    delay
 }
 
 /// The bulk lane lets pending urgent work go first (e.g. when the peer
