@@ -393,6 +393,10 @@ pub struct RawLimits {
     /// RESOURCE_EXHAUSTED and is sent again later.
     pub peer_pdq_per_sec: f64,
     pub peer_pdq_burst: u32,
+    /// Open cases each origin may have in the near-duplicate index; past
+    /// it its new cases are stored and worked but their PDQ hashes are
+    /// not indexed (counted in `alertrelay_pdq_unindexed_total{peer}`).
+    pub peer_open_pdq_cases: u64,
 }
 
 impl Default for RawLimits {
@@ -412,6 +416,7 @@ impl Default for RawLimits {
             peer_urgent_burst: 30,
             peer_pdq_per_sec: 2000.0,
             peer_pdq_burst: 20_000,
+            peer_open_pdq_cases: 100_000,
         }
     }
 }
@@ -452,6 +457,8 @@ pub struct NodeConfig {
     /// matched (`[limits] peer_urgent_*`, `peer_pdq_*`).
     pub urgent_quota: Quota,
     pub matching_quota: Quota,
+    /// `[limits] peer_open_pdq_cases`.
+    pub open_pdq_per_peer: u64,
     /// `[jurisdiction]`: what may be sent where.
     pub jurisdiction: crate::routing::policy::Policy,
     /// `[retention]`.
@@ -579,6 +586,7 @@ impl NodeConfig {
             connections,
             urgent_quota,
             matching_quota,
+            open_pdq_per_peer: raw.limits.peer_open_pdq_cases,
         })
     }
 }

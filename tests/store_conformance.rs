@@ -1166,11 +1166,19 @@ async fn case_keys_find_open_cases(b: &Backend) {
         None
     );
     assert_eq!(tx.open_case_with_keys(&[]).await.unwrap(), None);
+    // The PDQ keys stored since a mark, with whether their case is open.
+    assert_eq!(tx.last_report_seq().await.unwrap(), second);
     assert_eq!(
-        tx.open_pdq_keys().await.unwrap(),
-        [("0f0f".to_owned(), first)]
+        tx.pdq_keys_between(0, second).await.unwrap(),
+        [(first, "fr-hotline".to_owned(), "0f0f".to_owned(), true)]
+    );
+    assert!(tx.pdq_keys_between(first, second).await.unwrap().is_empty());
+    assert_eq!(
+        tx.open_among(&[first, second, second + 7]).await.unwrap(),
+        [first, second]
     );
     tx.set_joined(second, first).await.unwrap();
+    assert_eq!(tx.open_among(&[first, second]).await.unwrap(), [first]);
     assert_eq!(
         tx.joined(first)
             .await
@@ -1189,6 +1197,10 @@ async fn case_keys_find_open_cases(b: &Backend) {
     assert_eq!(
         tx.open_case_with_keys(&keys(&["sha256:aa"])).await.unwrap(),
         None
+    );
+    assert_eq!(
+        tx.pdq_keys_between(0, second).await.unwrap(),
+        [(first, "fr-hotline".to_owned(), "0f0f".to_owned(), false)]
     );
     tx.audit(&entry("case.joined", "fr-hotline/r-2", 0), 5)
         .await

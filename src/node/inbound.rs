@@ -47,6 +47,9 @@ pub struct Effects {
     pub changed: Vec<i64>,
     /// Peers with new work queued (`Core::wake`).
     pub wake: Vec<String>,
+    /// Cases opened in this transaction with PDQ hashes (case seq, hash):
+    /// matched before the index has read them (`near`).
+    pub near: Vec<(i64, [u8; 32])>,
 }
 
 /// Where a flow opens its batch.

@@ -636,17 +636,17 @@ async fn queue_and_audit(
     Ok(next_hops_of)
 }
 
-/// What a case stores to be found again: its exact content keys
-/// (normalised URLs, exact hashes) and its PDQ hashes' index keys.
+/// What a case stores to be found again: its content keys (normalised
+/// URLs, exact hashes, PDQ hashes, which `report::near` reads back).
 fn case_keys(p: &Prepared) -> Vec<String> {
-    let (exact, pdq) = crate::report::content::keys(
+    let (exact, _) = crate::report::content::keys(
         &p.draft.urls,
         p.draft
             .hashes
             .iter()
             .map(|h| (h.algorithm.as_str(), h.value.as_str())),
     );
-    crate::report::content::stored_keys(&exact, &pdq)
+    exact
 }
 
 /// The audit entry of a submitted report: what it is, where it goes and

@@ -98,6 +98,8 @@ pub struct Metrics {
     dns_latency: Mutex<BTreeMap<String, Histogram>>,
     pub dns_cache_hits: AtomicU64,
     urgent_demoted: Mutex<BTreeMap<String, u64>>,
+    pdq_unindexed: Mutex<BTreeMap<String, u64>>,
+    pdq_indexed: AtomicU64,
     leaves_read: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -147,6 +149,17 @@ impl Metrics {
     /// bulk work.
     pub fn urgent_demoted(&self, peer: &str, n: u64) {
         bump(&self.urgent_demoted, peer.to_owned(), n);
+    }
+
+    /// A new case of `origin` whose PDQ hashes were not indexed (its open
+    /// cases are at `[limits] peer_open_pdq_cases`).
+    pub fn pdq_unindexed(&self, origin: &str) {
+        bump(&self.pdq_unindexed, origin.to_owned(), 1);
+    }
+
+    /// PDQ hashes in the near-duplicate index now.
+    pub fn pdq_indexed(&self, n: usize) {
+        self.pdq_indexed.store(n as u64, Ordering::Relaxed);
     }
 
     /// `n` audit-log entries read to make a checkpoint: `check` (the whole
@@ -266,6 +279,7 @@ pub async fn render(core: &Core) -> String {
         &m.urgent_demoted,
         by("peer"),
     );
+    near_duplicates(&mut out, m);
     family(
         &mut out,
         "alertrelay_checkpoint_leaves_read_total",
@@ -301,6 +315,26 @@ pub async fn render(core: &Core) -> String {
     outbox(&mut out, core).await;
     cases(&mut out, core).await;
     out
+}
+
+/// The near-duplicate index: its size, and cases left out of it.
+fn near_duplicates(out: &mut String, m: &Metrics) {
+    family(
+        out,
+        "alertrelay_pdq_unindexed_total",
+        "counter",
+        "New cases whose PDQ hashes were not indexed for near-duplicate matching: their origin's open cases in the index were at [limits] peer_open_pdq_cases.",
+        &m.pdq_unindexed,
+        by("peer"),
+    );
+    let name = "alertrelay_pdq_indexed";
+    header(
+        out,
+        name,
+        "gauge",
+        "PDQ hashes of open cases in the near-duplicate index (as of the last report that needed it).",
+    );
+    let _ = writeln!(out, "{name} {}", m.pdq_indexed.load(Ordering::Relaxed));
 }
 
 /// The DNS resolver's questions, answers, latency and cache hits.

@@ -19,6 +19,7 @@ pub mod inbound;
 pub mod intake;
 pub mod membership;
 pub mod metrics;
+pub mod near;
 pub mod overview;
 pub mod peers;
 pub mod receive;

@@ -94,6 +94,8 @@ pub struct Core {
     pub frontier: std::sync::Mutex<Option<crate::audit::merkle::CompactRange>>,
     /// Resolves reported URLs' host names for routing (`[dns]`).
     pub dns: super::dns::DnsService,
+    /// The open cases' PDQ hashes, for near-duplicate matching (`near`).
+    pub near: std::sync::Mutex<super::near::Near>,
     /// Readiness as last probed (`health`): drives `grpc.health.v1`.
     pub ready: tokio::sync::watch::Sender<Readiness>,
     /// The signed directory's exchange with peers (`membership`).
@@ -135,6 +137,7 @@ impl Core {
             group: Default::default(),
             frontier: std::sync::Mutex::new(None),
             dns: parts.dns,
+            near: Default::default(),
             ready: tokio::sync::watch::channel(Readiness {
                 peers_configured,
                 ..Default::default()

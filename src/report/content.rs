@@ -53,52 +53,6 @@ pub fn pdq_distance(a: &[u8; 32], b: &[u8; 32]) -> u32 {
     a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
 }
 
-/// PDQ hashes are found again by multi-index hashing: each is stored
-/// under its 16 chunks of 16 bits (`pdqc:<chunk>:<4 hex>`). Two hashes
-/// within `PDQ_MATCH_DISTANCE` (31) bits differ by at most one bit in at
-/// least one chunk (if every chunk differed by two or more, 32 bits
-/// would), so looking up each chunk and its 16 one-bit neighbours (272
-/// keys) finds every match, in indexed lookups whatever the number of
-/// stored hashes; candidates are then checked at full distance.
-pub const PDQ_CHUNKS: usize = 16;
-
-fn chunk(h: &[u8; 32], i: usize) -> u16 {
-    u16::from_be_bytes([h[2 * i], h[2 * i + 1]])
-}
-
-/// The keys a stored PDQ hash is indexed under, one per chunk.
-pub fn pdq_index_keys(h: &[u8; 32]) -> Vec<String> {
-    (0..PDQ_CHUNKS)
-        .map(|i| format!("pdqc:{i:x}:{:04x}", chunk(h, i)))
-        .collect()
-}
-
-/// The keys to look up for hashes near `h`: each chunk, and each chunk
-/// with one bit flipped.
-pub fn pdq_probe_keys(h: &[u8; 32]) -> Vec<String> {
-    let mut out = Vec::with_capacity(PDQ_CHUNKS * 17);
-    for i in 0..PDQ_CHUNKS {
-        let c = chunk(h, i);
-        out.push(format!("pdqc:{i:x}:{c:04x}"));
-        for bit in 0..16 {
-            out.push(format!("pdqc:{i:x}:{:04x}", c ^ (1 << bit)));
-        }
-    }
-    out
-}
-
-/// What a case stores to be found again: its exact keys and the index
-/// keys of its PDQ hashes.
-pub fn stored_keys(exact: &[String], pdq: &[[u8; 32]]) -> Vec<String> {
-    let mut out = exact.to_vec();
-    for h in pdq {
-        out.extend(pdq_index_keys(h));
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,39 +88,5 @@ mod tests {
         let (k, pdq) = keys(&[], [("pdq", hex_b.as_str())]);
         assert_eq!(pdq, vec![b]);
         assert_eq!(k, vec![format!("pdq:{hex_b}")]);
-    }
-
-    /// Every hash within the threshold shares an index key with a probe,
-    /// wherever its differing bits fall (the pigeonhole argument, checked
-    /// on hashes built to spread 31 differing bits as evenly as possible,
-    /// and on random ones).
-    #[test]
-    fn every_pdq_match_is_found_by_its_probe_keys() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        for round in 0..2000 {
-            let a: [u8; 32] = rng.r#gen();
-            let mut b = a;
-            let flips = if round % 2 == 0 {
-                31
-            } else {
-                rng.gen_range(0..=31)
-            };
-            // Spread the flips: at most two per chunk first.
-            let mut bits: Vec<(bool, u32, usize)> = (0..256)
-                .map(|i| (i % 16 >= 2, rng.r#gen::<u32>(), i))
-                .collect();
-            bits.sort_unstable();
-            let bits: Vec<usize> = bits.into_iter().map(|(_, _, i)| i).collect();
-            for &bit in bits.iter().take(flips) {
-                b[bit / 8] ^= 1 << (bit % 8);
-            }
-            assert!(pdq_distance(&a, &b) <= PDQ_MATCH_DISTANCE);
-            let probes = pdq_probe_keys(&a);
-            assert!(
-                pdq_index_keys(&b).iter().any(|k| probes.contains(k)),
-                "round {round}: a match within {flips} bits not found"
-            );
-        }
     }
 }

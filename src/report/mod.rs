@@ -5,6 +5,7 @@
 //! payloads built from these are the `wire` room's.
 
 pub mod content;
+pub mod near;
 pub mod validate;
 pub mod view;
 

@@ -120,29 +120,6 @@ impl Tx {
             .push(concat!(") AND ", open_case!(), " GROUP BY k.key")) => fetch_all)))
     }
 
-    /// The open cases holding a PDQ hash indexed under any of `probes`
-    /// (`report::content::pdq_probe_keys`), with that full hash (hex), at
-    /// most `limit` of them: (case seq, hash).
-    pub async fn pdq_candidates(
-        &mut self,
-        probes: &[&str],
-        limit: i64,
-    ) -> Result<Vec<(i64, String)>, StoreError> {
-        if probes.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(built!(self.conn(), |q| q
-            .push(
-                "SELECT DISTINCT r.seq, substr(f.key, 5) FROM case_keys c
-                 JOIN reports r ON r.seq = c.report_seq
-                 JOIN case_keys f ON f.report_seq = r.seq AND f.key LIKE 'pdq:%'
-                 WHERE c.key IN (",
-            )
-            .push_list(probes)
-            .push(concat!(") AND ", open_case!(), " ORDER BY r.seq LIMIT "))
-            .push_bind(limit) => fetch_all))
-    }
-
     /// Content keys (report seq, key); a pair already stored is skipped.
     pub async fn insert_case_keys_many(&mut self, keys: &[(i64, &str)]) -> Result<(), StoreError> {
         insert_rows!(

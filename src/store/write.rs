@@ -297,17 +297,45 @@ impl Tx {
         Ok(cases.into_iter().map(|(_, seq)| seq).min())
     }
 
-    /// Every PDQ hash of an open case worked here: (hex, case seq).
-    pub async fn open_pdq_keys(&mut self) -> Result<Vec<(String, i64)>, StoreError> {
+    /// The highest report sequence number stored.
+    pub async fn last_report_seq(&mut self) -> Result<i64, StoreError> {
         Ok(sql!(
             self.conn(),
-            fetch_all(concat!(
-                "SELECT substr(k.key, 5), r.seq FROM case_keys k JOIN reports r ON r.seq = k.report_seq
-                 WHERE k.key LIKE 'pdq:%' AND ",
-                open_case!(),
-                " ORDER BY r.seq"
-            ))
+            scalar.fetch_one("SELECT COALESCE(MAX(seq), 0) FROM reports")
         ))
+    }
+
+    /// The PDQ hashes stored with reports `after < seq <= upto`: (report
+    /// seq, its origin, hash hex, whether it is an open case worked here).
+    pub async fn pdq_keys_between(
+        &mut self,
+        after: i64,
+        upto: i64,
+    ) -> Result<Vec<(i64, String, String, bool)>, StoreError> {
+        Ok(sql!(
+            self.conn(),
+            fetch_all(
+                concat!(
+                    "SELECT r.seq, r.origin, substr(k.key, 5), (",
+                    open_case!(),
+                    ") FROM case_keys k JOIN reports r ON r.seq = k.report_seq
+                     WHERE k.key LIKE 'pdq:%' AND k.report_seq > $1 AND k.report_seq <= $2"
+                ),
+                after,
+                upto
+            )
+        ))
+    }
+
+    /// Which of the cases `seqs` are open cases worked here.
+    pub async fn open_among(&mut self, seqs: &[i64]) -> Result<Vec<i64>, StoreError> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(built!(self.conn(), |q| q
+            .push("SELECT r.seq FROM reports r WHERE r.seq IN (")
+            .push_list(seqs)
+            .push(concat!(") AND ", open_case!(), " ORDER BY r.seq")) => scalar.fetch_all))
     }
 
     pub async fn set_joined(&mut self, seq: i64, case_seq: i64) -> Result<(), StoreError> {

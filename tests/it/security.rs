@@ -738,3 +738,97 @@ async fn near_duplicate_matching_a_peer_asks_for_is_held_to_its_quota() {
     assert_eq!(refused, 1, "the refusal is audited");
     fed.shutdown().await;
 }
+
+/// A PDQ hash: 256 bits from `seed`, with `flips` of them flipped.
+fn pdq_hash(seed: u64, flips: &[usize]) -> String {
+    use rand::{Rng, SeedableRng};
+    let mut h = [0u8; 32];
+    rand::rngs::StdRng::seed_from_u64(seed).fill(&mut h);
+    for &b in flips {
+        h[b / 8] ^= 1 << (b % 8);
+    }
+    hex::encode(h)
+}
+
+/// Node `by` forwards to DE-ECO its own report `id` of the media `pdq`.
+async fn forward_pdq(fed: &Federation, by: usize, id: &str, pdq: String) {
+    let mut p = report_to(fed.id(by).as_str(), id);
+    p.urls = vec![format!("http://{DE_IP}/{id}")];
+    p.hashes = vec![pb::MediaHash {
+        algorithm: "pdq".into(),
+        value: pdq,
+    }];
+    let envelopes = vec![pb::Envelope {
+        report: Some(wire::sign(
+            &fed.signing_key(by),
+            &fed.id(by),
+            Purpose::Report,
+            &p,
+        )),
+        hops: vec![],
+    }];
+    let answer = fed
+        .federation_as(by, 1)
+        .forward(pb::ForwardRequest {
+            envelopes,
+            urgent: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.results.len(), 1, "{answer:?}");
+}
+
+/// A flood of one origin's near-duplicate cases is bounded: past `[limits]
+/// peer_open_pdq_cases` open cases in the index, its new cases are stored
+/// and worked, but not indexed (counted). The index is read again from the
+/// store after a restart.
+#[tokio::test]
+async fn an_origins_open_cases_in_the_near_duplicate_index_are_bounded() {
+    let mut fed = Federation::builder(ABC)
+        .quiet_audit()
+        .limits(alertrelay::config::RawLimits {
+            peer_open_pdq_cases: 2,
+            ..Default::default()
+        })
+        .start()
+        .await;
+    for seed in 1..=3 {
+        forward_pdq(&fed, 0, &format!("fr-{seed}"), pdq_hash(seed, &[])).await;
+    }
+    let metrics = fed.metrics(1).await;
+    assert!(
+        metrics.contains("alertrelay_pdq_unindexed_total{peer=\"FR-PDC\"} 1"),
+        "{metrics}"
+    );
+    // NL-EOKM reports the same three pictures, 12 bits off.
+    for seed in 1..=3 {
+        forward_pdq(
+            &fed,
+            2,
+            &format!("nl-{seed}"),
+            pdq_hash(seed, &[0, 9, 17, 30, 44, 61, 77, 90, 130, 170, 200, 250]),
+        )
+        .await;
+    }
+    let at_de = cases(&mut fed.operator(1), "incoming").await;
+    let joined = |id: &str| {
+        at_de
+            .iter()
+            .find(|c| c.id == id)
+            .unwrap_or_else(|| panic!("{id} stored: {at_de:?}"))
+            .joined_to
+            .clone()
+    };
+    assert_eq!(joined("nl-1").as_deref(), Some("FR-PDC/fr-1"));
+    assert_eq!(joined("nl-2").as_deref(), Some("FR-PDC/fr-2"));
+    assert_eq!(joined("fr-3"), None, "past the bound, still a case");
+    assert_eq!(joined("nl-3"), None, "fr-3 was not indexed");
+    // After a restart the index is read again from the store.
+    fed.stop(1).await;
+    fed.restart(1).await;
+    forward_pdq(&fed, 2, "nl-again", pdq_hash(2, &[3, 5, 8])).await;
+    let again = case(&mut fed.operator(1), "nl-again").await;
+    assert_eq!(again.joined_to.as_deref(), Some("FR-PDC/fr-2"), "{again:?}");
+    fed.shutdown().await;
+}

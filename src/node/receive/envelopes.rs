@@ -13,6 +13,7 @@ use prost::Message;
 use crate::audit;
 use crate::identity::NodeId;
 use crate::node::inbound::{self, Effects, Flow, Opening, Verdict};
+use crate::node::near;
 use crate::node::relay::{self, Relayed};
 use crate::node::{Core, NodeError};
 use crate::pb;
@@ -104,7 +105,6 @@ type Item<'a> = (&'a OpenedReport, &'a pb::Envelope);
 struct Plain<'a> {
     r: &'a OpenedReport,
     envelope: &'a pb::Envelope,
-    keys: Vec<String>,
     why: String,
     receipt: pb::Signed,
 }
@@ -128,10 +128,9 @@ async fn store_chunk(
     let mut pending: Vec<Plain> = Vec::new();
     for ((r, envelope), plain) in chunk.iter().zip(plain) {
         match plain {
-            Some((keys, why)) => pending.push(Plain {
+            Some(why) => pending.push(Plain {
                 r,
                 envelope,
-                keys,
                 why,
                 receipt: receipts
                     .next()
@@ -149,13 +148,15 @@ async fn store_chunk(
 }
 
 /// Which reports of the chunk are plain — deciding as `store_one` would —
-/// each with its content keys and the reason its history will give.
+/// each with the reason its history will give. Runs first in the
+/// chunk's transaction: it brings the near-duplicate index up to date
+/// (`near::catch_up`) before anything is written.
 async fn plain_ones(
     core: &Core,
     tx: &mut Tx,
     chunk: &[Item<'_>],
     now: i64,
-) -> Result<Vec<Option<(Vec<String>, String)>>, NodeError> {
+) -> Result<Vec<Option<String>>, NodeError> {
     // What the database already holds about this chunk: two statements.
     let ids: Vec<(&str, &str)> = chunk
         .iter()
@@ -167,13 +168,11 @@ async fn plain_ones(
         .into_iter()
         .map(|row| (row.origin, row.report_id))
         .collect();
-    let keys: Vec<(Vec<String>, bool)> = chunk
-        .iter()
-        .map(|(r, _)| {
-            let (k, pdq) = content_keys(r);
-            (k, !pdq.is_empty())
-        })
-        .collect();
+    let keys: Vec<(Vec<String>, Vec<[u8; 32]>)> =
+        chunk.iter().map(|(r, _)| content_keys(r)).collect();
+    if keys.iter().any(|(_, pdq)| !pdq.is_empty()) {
+        near::catch_up(core, tx).await?;
+    }
     let all_keys: Vec<&str> = keys
         .iter()
         .flat_map(|(k, _)| k.iter().map(String::as_str))
@@ -189,23 +188,47 @@ async fn plain_ones(
     };
     let mut seen_ids: HashSet<(&str, &str)> = HashSet::new();
     let mut seen_keys: HashSet<&str> = HashSet::new();
+    let mut seen_pdq: Vec<(i64, [u8; 32])> = Vec::new();
     let mut plain = Vec::with_capacity(chunk.len());
-    for ((r, _), (k, has_pdq)) in chunk.iter().zip(&keys) {
+    for ((r, _), (k, pdq)) in chunk.iter().zip(&keys) {
         let id = (r.origin.as_str(), r.payload.report_id.as_str());
         let fresh_id = seen_ids.insert(id) && !known.contains(&(id.0.to_owned(), id.1.to_owned()));
         let shares_key = k
             .iter()
             .any(|key| open.contains(key) || seen_keys.contains(key.as_str()));
         seen_keys.extend(k.iter().map(String::as_str));
+        let near_one = near::near_in(&seen_pdq, pdq).is_some() || near::may_match(core, pdq)?;
+        seen_pdq.extend(pdq.iter().map(|h| (0, *h)));
         let is_plain = fresh_id
             && !shares_key
-            && !has_pdq
+            && !near_one
             && refusal(core, r, now).is_none()
             && matches!(takes_over(core, r), Ok(role) if role.case && role.relay_for.is_empty())
             && outside_jurisdiction(core, &r.payload).is_none();
-        plain.push(is_plain.then(|| (k.clone(), received_why(r))));
+        plain.push(is_plain.then(|| received_why(r)));
     }
     Ok(plain)
+}
+
+/// The keys a new case stores: its content keys, of which its `pdq:`
+/// keys (read back by the near-duplicate index) only while its origin
+/// may have more cases indexed (`near::may_index`); its PDQ hashes are
+/// noted for matching later in this transaction.
+fn new_case_keys(
+    core: &Core,
+    r: &OpenedReport,
+    seq: i64,
+    effects: &mut Effects,
+) -> Result<Vec<String>, NodeError> {
+    let (mut keys, pdq) = content_keys(r);
+    if !pdq.is_empty() {
+        if near::may_index(core, r.origin.as_str())? {
+            effects.near.extend(pdq.iter().map(|h| (seq, *h)));
+        } else {
+            keys.retain(|k| !k.starts_with("pdq:"));
+        }
+    }
+    Ok(keys)
 }
 
 /// A report's exact content keys (normalised URLs, exact hashes) and its
@@ -225,7 +248,7 @@ fn content_keys(r: &OpenedReport) -> (Vec<String>, Vec<[u8; 32]>) {
 async fn sign_plain_receipts(
     core: &Core,
     chunk: &[Item<'_>],
-    plain: &[Option<(Vec<String>, String)>],
+    plain: &[Option<String>],
     now: i64,
 ) -> Result<Vec<pb::Signed>, NodeError> {
     let bodies: Vec<pb::Receipt> = chunk
@@ -312,10 +335,14 @@ async fn store_plain(
         })
         .collect();
     let seqs = tx.insert_reports(&rows).await?;
-    let keys: Vec<(i64, &str)> = batch
+    let mut case_keys = Vec::with_capacity(batch.len());
+    for (b, seq) in batch.iter().zip(&seqs) {
+        case_keys.push(new_case_keys(core, b.r, *seq, effects)?);
+    }
+    let keys: Vec<(i64, &str)> = seqs
         .iter()
-        .zip(&seqs)
-        .flat_map(|(b, seq)| b.keys.iter().map(move |k| (*seq, k.as_str())))
+        .zip(&case_keys)
+        .flat_map(|(seq, keys)| keys.iter().map(move |k| (*seq, k.as_str())))
         .collect();
     if !keys.is_empty() {
         tx.insert_case_keys_many(&keys).await?;
@@ -489,7 +516,7 @@ async fn store_one(
         Admission::Answered(answer) => return Ok(answer),
     };
     let joined = if role.case {
-        find_joined(tx, r).await?
+        find_joined(core, tx, effects, r).await?
     } else {
         None
     };
@@ -602,32 +629,20 @@ async fn repeat_or_equivocation(
     .await
 }
 
-/// At most this many open cases are compared with a report's PDQ hashes
-/// (those sharing an index key with them): the work per report is
-/// bounded, whatever a peer stored before.
-const PDQ_CANDIDATES: i64 = 4096;
-
 /// A case already open here with the same content (another hotline
-/// reported the same URL or media): the report joins it. PDQ hashes are
-/// matched through their index keys (`content::pdq_probe_keys`): indexed
-/// lookups, never a scan of every stored hash.
-async fn find_joined(tx: &mut Tx, r: &OpenedReport) -> Result<Option<ReportRow>, NodeError> {
+/// reported the same URL or media): the report joins it. Exact keys are
+/// looked up in the store; PDQ hashes in the near-duplicate index, and
+/// the match confirmed open in the store.
+async fn find_joined(
+    core: &Core,
+    tx: &mut Tx,
+    effects: &Effects,
+    r: &OpenedReport,
+) -> Result<Option<ReportRow>, NodeError> {
     let (content_keys, pdq) = content_keys(r);
     let mut found = tx.open_case_with_keys(&content_keys).await?;
     if found.is_none() && !pdq.is_empty() {
-        let probes: Vec<String> = pdq.iter().flat_map(content::pdq_probe_keys).collect();
-        let probes: Vec<&str> = probes.iter().map(String::as_str).collect();
-        found = tx
-            .pdq_candidates(&probes, PDQ_CANDIDATES)
-            .await?
-            .into_iter()
-            .find(|(_, hex)| {
-                content::parse_pdq(hex).is_some_and(|h| {
-                    pdq.iter()
-                        .any(|p| content::pdq_distance(p, &h) <= content::PDQ_MATCH_DISTANCE)
-                })
-            })
-            .map(|(seq, _)| seq);
+        found = near::open_match(core, tx, effects, &pdq).await?;
     }
     match found {
         Some(seq) => Ok(tx.report_by_seq(seq).await?),
@@ -705,7 +720,7 @@ async fn take_over(
     )
     .await?;
     if role.case {
-        open_case(tx, r, &actor, seq, joined.as_ref(), now).await?;
+        open_case(core, tx, r, &actor, seq, joined.as_ref(), now, effects).await?;
     }
     let next: Vec<String> = next_hops.iter().map(|n| n.to_string()).collect();
     let joined_name = joined
@@ -742,13 +757,16 @@ async fn take_over(
 
 /// The case history's first entry (and the content keys of a new case; a
 /// report that joined a case adds none of its own).
+#[allow(clippy::too_many_arguments)]
 async fn open_case(
+    core: &Core,
     tx: &mut Tx,
     r: &OpenedReport,
     actor: &str,
     seq: i64,
     joined: Option<&ReportRow>,
     now: i64,
+    effects: &mut Effects,
 ) -> Result<(), NodeError> {
     let mut why = received_why(r);
     match joined {
@@ -759,9 +777,8 @@ async fn open_case(
             ));
         }
         None => {
-            let (exact, pdq) = content_keys(r);
-            tx.insert_case_keys(seq, &content::stored_keys(&exact, &pdq))
-                .await?
+            let keys = new_case_keys(core, r, seq, effects)?;
+            tx.insert_case_keys(seq, &keys).await?
         }
     }
     tx.insert_status(
