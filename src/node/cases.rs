@@ -336,6 +336,13 @@ async fn apply_update(
             "case {id} changed meanwhile; try again"
         )));
     }
+    // A close that needs a second person takes its proposal's reason when
+    // the confirmer gives none.
+    let proposal = super::second::confirm(core, &mut tx, &row, to, operator).await?;
+    let reason = match &proposal {
+        Some(p) if reason.trim().is_empty() => p.reason.as_str(),
+        _ => reason,
+    };
     let wake = change_status(
         core,
         &mut tx,
