@@ -28,7 +28,7 @@ fn bars(id: &str, rows: &[&Row]) -> Markup {
         .max()
         .unwrap_or(0)
         .max(1);
-    let (label_w, bar_w, row_h) = (140.0, 420.0, 24.0);
+    let (label_w, bar_w, row_h) = (140.0, 360.0, 24.0);
     let height = row_h * rows.len() as f64 + 8.0;
     let scale = |ms: i64| bar_w * ms as f64 / max as f64;
     html! {

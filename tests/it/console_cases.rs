@@ -100,6 +100,8 @@ async fn browser_signatures_are_verified_and_a_case_is_handed_off_to_another_hot
         .await;
     b.fill("#handoff-reason", "now hosted in the Netherlands")
         .await;
+    b.eval("document.querySelector('#signatures').scrollIntoView(false); return 0")
+        .await;
     screenshot(&b, "case-actions").await;
     b.click("#hand-off").await;
     b.wait_text("#status", WAIT, |t| t == "moved").await;
@@ -171,6 +173,8 @@ async fn browser_a_not_illegal_close_needs_a_supervisor_other_than_the_proposer(
     assert_eq!(b.text("#status").await, "in-review");
     assert!(b.text("#proposal").await.contains("operator:DE-ECO/ana"));
     assert!(b.find("#confirm-close").await.is_none(), "not hers");
+    b.eval("document.querySelector('#proposal').scrollIntoView(); return 0")
+        .await;
     screenshot(&b, "case-proposal").await;
 
     // Not through the analyst certificate either.

@@ -93,6 +93,8 @@ async fn browser_a_report_is_sent_after_its_route_preview_and_followed_to_its_re
         "nothing is stored before the confirmation"
     );
     fits(&b, "submit").await;
+    b.eval("document.querySelector('#route-preview').scrollIntoView(); return 0")
+        .await;
     screenshot(&b, "submit").await;
     b.tab_to("send", 20).await;
     b.keys(ENTER).await;
