@@ -1,8 +1,9 @@
 //! A second person for closing a case as `not-illegal`, when the node's
 //! policy says so (`[cases] not_illegal_needs_supervisor`): one person
 //! proposes the close (`propose`), and a supervisor or admin other than
-//! them confirms it by making the change (`cases::update`, which calls
-//! `confirm` inside its transaction) or rejects it (`reject`). A proposal
+//! them confirms it by making the change (`cases::update`, which checks
+//! and takes the proposal inside its transaction) or rejects it
+//! (`reject`). A proposal
 //! holds only while the case keeps the status it was proposed from.
 
 use crate::audit;
@@ -11,7 +12,7 @@ use crate::node::cases::{self, CaseView};
 use crate::node::{Core, NodeError};
 use crate::report::view::rfc3339;
 use crate::report::{CaseStatus, Direction, InvalidInput};
-use crate::store::{ProposalRow, ReportRow, Tx};
+use crate::store::{ProposalRow, ReportRow};
 
 /// A pending proposal, as shown with the case.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -24,13 +25,7 @@ pub struct Proposal {
 
 /// Whether a change to `to` needs a second person here.
 pub fn needed(core: &Core, to: CaseStatus) -> bool {
-    to == CaseStatus::NotIllegal && core.config.cases.not_illegal_needs_supervisor
-}
-
-/// The person an audited identity names (`node/name`), whatever the role
-/// it had then.
-fn person(identity: &str) -> &str {
-    identity.split_once(':').map_or(identity, |(_, p)| p)
+    cases::needs_second_person(core, to)
 }
 
 /// Whether `row`'s pending proposal (if any) still holds.
@@ -52,53 +47,6 @@ pub async fn pending(core: &Core, c: &CaseView) -> Result<Option<Proposal>, Node
             proposed_by: p.proposed_by,
             proposed_at: rfc3339(p.proposed_at_ms),
         }))
-}
-
-/// Inside `cases::update`'s transaction, for a change of `row` to `to` by
-/// `operator`: when the change needs a second person, the proposal it
-/// confirms (taken out), or why it may not be made now. Every change
-/// removes an earlier proposal of the case.
-pub(crate) async fn confirm(
-    core: &Core,
-    tx: &mut Tx,
-    row: &ReportRow,
-    to: CaseStatus,
-    operator: &PeerIdentity,
-) -> Result<Option<ProposalRow>, NodeError> {
-    let proposal = tx.close_proposal(row.seq).await?;
-    if !needed(core, to) {
-        tx.delete_close_proposal(row.seq).await?;
-        return Ok(None);
-    }
-    let id = format!("{}/{}", row.origin, row.report_id);
-    let Some(p) = proposal.filter(|p| holds(p, &row.status) && p.status == to.as_str()) else {
-        return Err(NodeError::FailedPrecondition(format!(
-            "closing case {id} as {to} needs a second person here: propose it, then a supervisor other than the proposer confirms"
-        )));
-    };
-    if operator.role().is_none_or(|r| r < Role::Supervisor) {
-        return Err(NodeError::FailedPrecondition(format!(
-            "closing case {id} as {to} is confirmed by a supervisor or admin"
-        )));
-    }
-    let me = operator.to_string();
-    if person(&me) == person(&p.proposed_by) {
-        return Err(NodeError::FailedPrecondition(format!(
-            "closing case {id} as {to} is confirmed by someone other than its proposer"
-        )));
-    }
-    tx.delete_close_proposal(row.seq).await?;
-    tx.audit(
-        &audit::Entry::new(
-            "case.close-confirmed",
-            me,
-            id,
-            serde_json::json!({"status": to.as_str(), "proposed_by": p.proposed_by, "proposal_reason": p.reason}),
-        ),
-        Core::now_ms(),
-    )
-    .await?;
-    Ok(Some(p))
 }
 
 /// Proposes closing case `id` as `status` (one that needs a second person
@@ -229,7 +177,7 @@ async fn apply_reject(
         )));
     };
     let supervisor = operator.role().is_some_and(|r| r >= Role::Supervisor);
-    if !supervisor && person(&actor) != person(&p.proposed_by) {
+    if !supervisor && cases::person(&actor) != cases::person(&p.proposed_by) {
         return Err(NodeError::FailedPrecondition(format!(
             "a proposal on case {id} is rejected by a supervisor or withdrawn by its proposer"
         )));
@@ -252,7 +200,7 @@ async fn apply_reject(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::node::cases::person;
 
     #[test]
     fn a_person_is_the_same_whatever_their_role() {
