@@ -11,3 +11,10 @@ CREATE TABLE close_proposals (
     proposed_by    TEXT   NOT NULL,   -- the proposer's identity, as audited
     proposed_at_ms BIGINT NOT NULL
 );
+
+-- The console's queue (issue #23): incoming cases still open here, urgent
+-- first ('urgent' sorts after 'bulk', hence DESC) then oldest, read a page
+-- at a time from this index whatever the number of cases stored.
+CREATE INDEX reports_open_queue ON reports (direction, priority DESC, created_at_ms, seq)
+    WHERE relay = 0 AND joined_to IS NULL
+      AND status NOT IN ('not-illegal', 'removed', 'moved', 'retracted');

@@ -181,6 +181,9 @@ pub struct QueueFilter {
     pub category: String,
     #[serde(default)]
     pub status: String,
+    /// The page of the open queue, from 0.
+    #[serde(default)]
+    pub page: u32,
 }
 
 pub fn network(c: &CaseView) -> String {
@@ -211,7 +214,7 @@ pub fn queue(
     cases: &[CaseView],
     filter: &QueueFilter,
     categories: &[&str],
-    now_ms: i64,
+    (now_ms, per_page): (i64, usize),
 ) -> Markup {
     let t = person.text;
     layout(
@@ -242,6 +245,14 @@ pub fn queue(
                 }
             }
             @if cases.is_empty() { p id="empty" { (t.no_cases) } }
+            @if filter.status.is_empty() { nav.pages {
+                @if filter.page > 0 {
+                    a id="previous" href={ "/queue?category=" (filter.category) "&status=" (filter.status) "&page=" (filter.page - 1) } { "← " (t.previous) }
+                }
+                @if cases.len() >= per_page {
+                    a id="next" href={ "/queue?category=" (filter.category) "&status=" (filter.status) "&page=" (filter.page + 1) } { (t.next) " →" }
+                }
+            } }
         },
     )
 }

@@ -135,6 +135,8 @@ pub struct Text {
     pub entries: &'static str,
     pub checkpoints: &'static str,
     pub cosignatures: &'static str,
+    pub previous: &'static str,
+    pub next: &'static str,
 }
 
 pub const EN: Text = Text {
@@ -269,6 +271,8 @@ pub const EN: Text = Text {
     entries: "entries",
     checkpoints: "checkpoints",
     cosignatures: "cosignatures",
+    previous: "Previous",
+    next: "Next",
 };
 
 pub const FR: Text = Text {
@@ -403,6 +407,8 @@ pub const FR: Text = Text {
     entries: "entrées",
     checkpoints: "points de contrôle",
     cosignatures: "cosignatures",
+    previous: "Précédents",
+    next: "Suivants",
 };
 
 /// The catalogue for an `Accept-Language` header: the first language it

@@ -19,11 +19,6 @@ use crate::report::{CaseStatus, Category, InvalidInput};
 /// Cases shown on one queue page.
 const PAGE: i64 = 200;
 
-/// Whether a case still waits for work here.
-fn open(c: &CaseView) -> bool {
-    CaseStatus::parse(&c.status).is_ok_and(|s| !s.next().is_empty())
-}
-
 fn check_filter(f: &QueueFilter) -> Result<(), NodeError> {
     if !f.category.is_empty() {
         Category::parse(&f.category)
@@ -53,10 +48,13 @@ async fn waiting(
         created_after_ms: None,
         limit: PAGE,
     };
-    let mut list = cases::list(core, &filter).await?;
-    if f.status.is_empty() {
-        list.retain(open);
-    }
+    // The open queue a page at a time from its index; a status asked for
+    // (final ones too) from the case list.
+    let mut list = if f.status.is_empty() {
+        cases::queue(core, filter.category, i64::from(f.page), PAGE).await?
+    } else {
+        cases::list(core, &filter).await?
+    };
     list.sort_by_key(|c| (c.priority != "urgent", c.created_at_ms));
     cases::audit_read(
         core,
@@ -66,7 +64,7 @@ async fn waiting(
         serde_json::json!({
             "via": "console",
             "page": "queue",
-            "filter": {"category": filter.category, "status": filter.status},
+            "filter": {"category": filter.category, "status": filter.status, "page": f.page},
             "count": list.len(),
             "cases": list.iter().map(cases::subject).collect::<Vec<_>>(),
         }),
@@ -83,7 +81,8 @@ pub async fn queue(
     match waiting(&console.core, &person, &f).await {
         Ok(list) => {
             let categories: Vec<&str> = Category::ALL.iter().map(|c| c.as_str()).collect();
-            pages::queue(&person, &list, &f, &categories, Core::now_ms()).into_response()
+            let page = (Core::now_ms(), PAGE as usize);
+            pages::queue(&person, &list, &f, &categories, page).into_response()
         }
         Err(e) => failure(person.text, Some(&person), e),
     }

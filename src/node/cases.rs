@@ -255,6 +255,26 @@ pub async fn list(core: &Core, filter: &CaseFilter<'_>) -> Result<Vec<CaseView>,
     Ok(out)
 }
 
+/// A page (`page` from 0, `per_page` cases) of the queue of incoming
+/// cases still open here, urgent first then oldest, optionally of one
+/// category (checked by the caller). Served from an index: as fast with a
+/// million cases stored as with ten.
+pub async fn queue(
+    core: &Core,
+    category: Option<&str>,
+    page: i64,
+    per_page: i64,
+) -> Result<Vec<CaseView>, NodeError> {
+    let per_page = per_page.clamp(1, 1000);
+    let offset = page.clamp(0, 10_000).saturating_mul(per_page);
+    let rows = core.store.open_queue(category, per_page, offset).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        out.push(view(core, row).await?);
+    }
+    Ok(out)
+}
+
 /// Changes the status of a case worked here (incoming or local). For an
 /// incoming case the signed update is queued back to the node that
 /// delivered it, in the same transaction.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use alertrelay::node::{Core, users};
 
-use crate::common::browser::Browser;
+use crate::common::browser::{Browser, ENTER};
 use crate::common::*;
 use crate::console::{AB, console_on, enrolled, log_in, next_code, screenshot};
 
@@ -103,7 +103,9 @@ async fn browser_signatures_are_verified_and_a_case_is_handed_off_to_another_hot
     b.eval("document.querySelector('#signatures').scrollIntoView(false); return 0")
         .await;
     screenshot(&b, "case-actions").await;
-    b.click("#hand-off").await;
+    // With the keyboard alone: Tab to the action, Enter.
+    b.tab_to("hand-off", 5).await;
+    b.keys(ENTER).await;
     b.wait_text("#status", WAIT, |t| t == "moved").await;
     fed.wait_case(2, &id, WAIT, |c| c.status == "received")
         .await;

@@ -313,3 +313,42 @@ async fn browser_every_page_fits_1280_pixels_and_runs_no_peer_script() {
     b.quit().await;
     fed.shutdown().await;
 }
+
+/// The queue's open cases come from an index a page at a time: urgent
+/// first, then oldest; closed ones are not in it.
+#[tokio::test]
+async fn the_open_queue_is_urgent_first_then_oldest_a_page_at_a_time() {
+    let fed = Federation::start(AB).await;
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        ids.push(fed.submit(0, DE_IP, n).await.unwrap());
+    }
+    let urgent = fed
+        .operator(0)
+        .submit_report(pb::SubmitReportRequest {
+            urls: vec![format!("http://{DE_IP}/urgent")],
+            category: "csam".into(),
+            priority: pb::Priority::Urgent as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .report_id;
+    for id in ids.iter().chain([&urgent]) {
+        fed.wait_case(1, id, WAIT, |_| true).await;
+    }
+    removed(&fed, 1, &ids[1]).await;
+    let core = fed.core(1);
+    let page = |n| alertrelay::node::cases::queue(core, None, n, 2);
+    let first: Vec<String> = page(0).await.unwrap().into_iter().map(|c| c.id).collect();
+    let second: Vec<String> = page(1).await.unwrap().into_iter().map(|c| c.id).collect();
+    assert_eq!(first, [urgent.clone(), ids[0].clone()]);
+    assert_eq!(second, [ids[2].clone(), ids[3].clone()]);
+    assert!(page(2).await.unwrap().is_empty());
+    let grooming = alertrelay::node::cases::queue(core, Some("grooming"), 0, 10)
+        .await
+        .unwrap();
+    assert!(grooming.is_empty());
+    fed.shutdown().await;
+}
