@@ -117,6 +117,25 @@ pub struct RawNodeConfig {
     /// The analysts' web console (off unless `listen` is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console: Option<RawConsole>,
+    /// How this hotline works its cases.
+    #[serde(default, skip_serializing_if = "RawCases::is_default")]
+    pub cases: RawCases,
+}
+
+/// `[cases]`: this hotline's own rules for working cases.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCases {
+    /// Closing a case as `not-illegal` takes two people: one proposes it,
+    /// a supervisor (or admin) other than the proposer confirms it.
+    /// Default false.
+    pub not_illegal_needs_supervisor: bool,
+}
+
+impl RawCases {
+    fn is_default(&self) -> bool {
+        self == &RawCases::default()
+    }
 }
 
 /// `[jurisdiction]`.
@@ -465,6 +484,8 @@ pub struct NodeConfig {
     pub retention: Retention,
     /// `[console]`, when configured.
     pub console: Option<Console>,
+    /// `[cases]`.
+    pub cases: RawCases,
     /// `[exchange]`.
     pub exchange: Exchange,
 }
@@ -559,6 +580,7 @@ impl NodeConfig {
             jurisdiction,
             retention,
             console,
+            cases: raw.cases,
             fallback_for,
             geo,
             dns,

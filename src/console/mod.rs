@@ -14,16 +14,28 @@
 //! - `access.rs`   who is asking: the session's person and role, forms' CSRF
 //! - `person.rs`   the logged-in person a page is for
 //! - `login.rs`    login, logout, enrolment
-//! - `work.rs`     the queue (with live updates), a case and its actions
+//! - `work.rs`     the queue (with live updates)
+//! - `case.rs`     a case and its actions
+//! - `case_page.rs` the case page's HTML
+//! - `submit.rs`   a new report, its route previewed before it is sent
+//! - `outgoing.rs` this hotline's reports abroad
+//! - `statistics.rs` time to takedown, with SVG charts drawn here
+//! - `federation.rs` peers, the latest checkpoint, "verify now"
 //! - `admin.rs`    the users page
 
 mod access;
 mod admin;
+mod case;
+mod case_page;
+mod federation;
 mod listener;
 mod login;
+mod outgoing;
 mod pages;
 mod person;
 pub mod session;
+mod statistics;
+mod submit;
 pub mod text;
 mod work;
 
@@ -114,8 +126,19 @@ fn router(console: Arc<Console>) -> axum::Router {
         .route("/enrol/confirm", post(login::enrol_confirm))
         .route("/queue", get(work::queue))
         .route("/events", get(work::events))
-        .route("/case/{origin}/{id}", get(work::case))
-        .route("/case/{origin}/{id}/status", post(work::update))
+        .route("/case/{origin}/{id}", get(case::show))
+        .route("/case/{origin}/{id}/status", post(case::update))
+        .route("/case/{origin}/{id}/propose", post(case::propose))
+        .route("/case/{origin}/{id}/reject", post(case::reject))
+        .route("/case/{origin}/{id}/handoff", post(case::hand_off))
+        .route("/case/{origin}/{id}/retract", post(case::retract))
+        .route("/case/{origin}/{id}/correct", post(case::correct))
+        .route("/submit", get(submit::form).post(submit::send))
+        .route("/submit/preview", post(submit::preview_route))
+        .route("/outgoing", get(outgoing::show))
+        .route("/statistics", get(statistics::show))
+        .route("/federation", get(federation::show))
+        .route("/federation/verify", post(federation::verify))
         .route("/users", get(admin::page).post(admin::add))
         .route("/users/{name}/{action}", post(admin::change))
         .route("/assets/console.css", get(css))

@@ -32,6 +32,12 @@ pub fn layout(text: &Text, person: Option<&Person>, title: &str, body: Markup) -
                     @if let Some(p) = person {
                         nav {
                             a href="/queue" { (text.queue) }
+                            a href="/submit" { (text.submit) }
+                            a href="/outgoing" { (text.outgoing) }
+                            a href="/statistics" { (text.statistics) }
+                            @if p.role >= Role::Supervisor {
+                                a href="/federation" { (text.federation) }
+                            }
                             @if p.role >= Role::Admin {
                                 a href="/users" { (text.users) }
                             }
@@ -175,9 +181,12 @@ pub struct QueueFilter {
     pub category: String,
     #[serde(default)]
     pub status: String,
+    /// The page of the open queue, from 0.
+    #[serde(default)]
+    pub page: u32,
 }
 
-fn network(c: &CaseView) -> String {
+pub fn network(c: &CaseView) -> String {
     match &c.route {
         Some(r) if r.asn != 0 => format!("AS{} {}", r.asn, visible(&r.org)),
         _ => String::new(),
@@ -205,7 +214,7 @@ pub fn queue(
     cases: &[CaseView],
     filter: &QueueFilter,
     categories: &[&str],
-    now_ms: i64,
+    (now_ms, per_page): (i64, usize),
 ) -> Markup {
     let t = person.text;
     layout(
@@ -236,118 +245,14 @@ pub fn queue(
                 }
             }
             @if cases.is_empty() { p id="empty" { (t.no_cases) } }
-        },
-    )
-}
-
-fn case_facts(t: &Text, c: &CaseView) -> Markup {
-    html! {
-        dl.facts {
-            dt { (t.status) } dd id="status" { (c.status) }
-            dt { (t.category) } dd { (c.category) }
-            dt { (t.priority) } dd { (c.priority) }
-            dt { (t.origin) } dd { (c.origin) }
-            dt { (t.country) } dd { (c.hosting_country.as_deref().unwrap_or("")) }
-            dt { (t.network) } dd { (network(c)) }
-            dt { (t.when) } dd { (c.created_at) }
-        }
-        h2 { (t.urls) }
-        p.note { (t.urls_note) }
-        ul.urls {
-            @for u in &c.urls {
-                li {
-                    code.url { (defang(u)) }
-                    " "
-                    button type="button" data-copy=(u) { (t.copy) }
-                    @let flags = url_flags(u);
-                    @if !flags.is_empty() { " " span.flag { (t.flags) ": " (flags.join(", ")) } }
+            @if filter.status.is_empty() { nav.pages {
+                @if filter.page > 0 {
+                    a id="previous" href={ "/queue?category=" (filter.category) "&status=" (filter.status) "&page=" (filter.page - 1) } { "← " (t.previous) }
                 }
-            }
-        }
-        @if !c.notes.is_empty() { h2 { (t.notes) } p.notes { (visible(&c.notes)) } }
-        @if !c.hashes.is_empty() {
-            h2 { (t.hashes) }
-            ul { @for h in &c.hashes { li { code { (visible(&h.algorithm)) ":" (visible(&h.value)) } } } }
-        }
-    }
-}
-
-fn url_flags(u: &str) -> Vec<&'static str> {
-    crate::report::validate::url(u)
-        .map(|v| v.flags)
-        .unwrap_or_default()
-}
-
-fn case_route(t: &Text, c: &CaseView) -> Markup {
-    html! {
-        @if let Some(r) = &c.route {
-            h2 { (t.route) }
-            p { (r.kind) " → " (r.destinations.join(", ")) ": " (visible(&r.reason)) }
-            @if !r.flags.is_empty() { p.flag { (t.flags) ": " (r.flags.join(", ")) } }
-            h3 { (t.evidence) }
-            ol.steps { @for s in &r.steps { li { (visible(s)) } } }
-        }
-        @if !c.deliveries.is_empty() {
-            h2 { "Delivery" }
-            ul { @for d in &c.deliveries {
-                li { (d.destination) ": " (d.state)
-                    @if let Some(at) = &d.delivered_at { " " (at) }
-                    @if d.receipt.is_some() { " (signed receipt)" } }
-            } }
-        }
-        h2 { (t.history) }
-        table id="history" {
-            thead { tr { th { (t.status) } th { (t.reason) } th { (t.who) } th { (t.signed_by) } th { (t.when) } } }
-            tbody { @for h in &c.history {
-                tr { td { (h.status) } td { (visible(&h.reason)) } td { (visible(&h.actor)) } td { (visible(&h.signer)) } td { (h.at) } }
-            } }
-        }
-        @if !c.referrals.is_empty() {
-            ul { @for r in &c.referrals { li { (visible(&r.agency)) " " (visible(&r.reference)) " " (r.referred_at) } } }
-        }
-    }
-}
-
-/// The case's actions: one form per status the state machine allows.
-fn case_actions(person: &Person, c: &CaseView) -> Markup {
-    let t = person.text;
-    let worked_here = c.direction == "incoming" || c.direction == "local";
-    let next: Vec<&str> = crate::report::CaseStatus::parse(&c.status)
-        .map(|s| s.next().iter().map(|n| n.as_str()).collect())
-        .unwrap_or_default();
-    html! {
-        h2 { (t.actions) }
-        @if !worked_here { p { (t.not_worked_here) } }
-        @else if next.is_empty() { p { (t.final_status) } }
-        @else {
-            @for s in next {
-                form.action method="post" action={ "/case/" (c.origin) "/" (c.id) "/status" } {
-                    input type="hidden" name="csrf" value=(person.csrf);
-                    input type="hidden" name="status" value=(s);
-                    label { (t.reason) input name="reason" maxlength="4096"; }
-                    @if s == "referred-to-law-enforcement" {
-                        label { (t.agency) input name="agency" required; }
-                        label { (t.reference) input name="reference" required; }
-                    }
-                    button type="submit" id={ "to-" (s) } { (t.move_to) " " (s) }
+                @if cases.len() >= per_page {
+                    a id="next" href={ "/queue?category=" (filter.category) "&status=" (filter.status) "&page=" (filter.page + 1) } { (t.next) " →" }
                 }
-            }
-        }
-    }
-}
-
-pub fn case(person: &Person, c: &CaseView, error: Option<&str>) -> Markup {
-    let t = person.text;
-    let title = format!("{} {}/{}", t.case, c.origin, c.id);
-    layout(
-        t,
-        Some(person),
-        &title,
-        html! {
-            @if let Some(e) = error { p.error role="alert" { (visible(e)) } }
-            (case_facts(t, c))
-            (case_actions(person, c))
-            (case_route(t, c))
+            } }
         },
     )
 }

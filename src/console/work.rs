@@ -1,31 +1,23 @@
-//! The analyst's work: the queue of incoming cases (with new ones pushed
-//! live as server-sent events), a case, and its status changes. Every read
-//! is audited under the person before anything is shown, as the Operator
-//! service does.
+//! The analyst's queue of incoming cases, with new ones pushed live as
+//! server-sent events. Every read is audited under the person before
+//! anything is shown, as the Operator service does.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::Form;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 
 use super::Console;
 use super::access::{Person, failure};
 use super::pages::{self, QueueFilter};
-use crate::identity::Role;
 use crate::node::cases::{self, CaseView};
 use crate::node::{Core, NodeError};
 use crate::report::{CaseStatus, Category, InvalidInput};
 
 /// Cases shown on one queue page.
 const PAGE: i64 = 200;
-
-/// Whether a case still waits for work here.
-fn open(c: &CaseView) -> bool {
-    CaseStatus::parse(&c.status).is_ok_and(|s| !s.next().is_empty())
-}
 
 fn check_filter(f: &QueueFilter) -> Result<(), NodeError> {
     if !f.category.is_empty() {
@@ -56,10 +48,13 @@ async fn waiting(
         created_after_ms: None,
         limit: PAGE,
     };
-    let mut list = cases::list(core, &filter).await?;
-    if f.status.is_empty() {
-        list.retain(open);
-    }
+    // The open queue a page at a time from its index; a status asked for
+    // (final ones too) from the case list.
+    let mut list = if f.status.is_empty() {
+        cases::queue(core, filter.category, i64::from(f.page), PAGE).await?
+    } else {
+        cases::list(core, &filter).await?
+    };
     list.sort_by_key(|c| (c.priority != "urgent", c.created_at_ms));
     cases::audit_read(
         core,
@@ -69,7 +64,7 @@ async fn waiting(
         serde_json::json!({
             "via": "console",
             "page": "queue",
-            "filter": {"category": filter.category, "status": filter.status},
+            "filter": {"category": filter.category, "status": filter.status, "page": f.page},
             "count": list.len(),
             "cases": list.iter().map(cases::subject).collect::<Vec<_>>(),
         }),
@@ -86,7 +81,8 @@ pub async fn queue(
     match waiting(&console.core, &person, &f).await {
         Ok(list) => {
             let categories: Vec<&str> = Category::ALL.iter().map(|c| c.as_str()).collect();
-            pages::queue(&person, &list, &f, &categories, Core::now_ms()).into_response()
+            let page = (Core::now_ms(), PAGE as usize);
+            pages::queue(&person, &list, &f, &categories, page).into_response()
         }
         Err(e) => failure(person.text, Some(&person), e),
     }
@@ -143,92 +139,4 @@ pub async fn events(State(console): State<Arc<Console>>, person: Person) -> Resp
     Sse::new(tokio_stream::wrappers::ReceiverStream::new(rx))
         .keep_alive(KeepAlive::default())
         .into_response()
-}
-
-fn case_id(origin: &str, id: &str) -> String {
-    format!("{origin}/{id}")
-}
-
-/// One case, its read audited before it is shown.
-async fn read(core: &Core, person: &Person, id: &str) -> Result<CaseView, NodeError> {
-    let case = cases::get(core, id).await?;
-    cases::audit_read(
-        core,
-        &person.who,
-        "case.read",
-        cases::subject(&case),
-        serde_json::json!({"via": "console", "page": "case"}),
-    )
-    .await?;
-    Ok(case)
-}
-
-pub async fn case(
-    State(console): State<Arc<Console>>,
-    person: Person,
-    Path((origin, id)): Path<(String, String)>,
-) -> Response {
-    match read(&console.core, &person, &case_id(&origin, &id)).await {
-        Ok(c) => pages::case(&person, &c, None).into_response(),
-        Err(e) => failure(person.text, Some(&person), e),
-    }
-}
-
-#[derive(serde::Deserialize)]
-pub struct StatusForm {
-    // Missing is refused like a wrong token (audited), not as a bad form.
-    #[serde(default)]
-    csrf: String,
-    status: String,
-    #[serde(default)]
-    reason: String,
-    #[serde(default)]
-    agency: String,
-    #[serde(default)]
-    reference: String,
-}
-
-/// A status change, through the node's `cases::update` as `UpdateCase`
-/// does; back to the case page.
-pub async fn update(
-    State(console): State<Arc<Console>>,
-    person: Person,
-    Path((origin, id)): Path<(String, String)>,
-    Form(f): Form<StatusForm>,
-) -> Response {
-    if let Err(r) = person.check_csrf(&console, &f.csrf).await {
-        return r;
-    }
-    if let Err(r) = person.require(&console, Role::Analyst).await {
-        return r;
-    }
-    let id = case_id(&origin, &id);
-    let referral = cases::Referral {
-        agency: &f.agency,
-        reference: &f.reference,
-        referred_at_ms: 0,
-    };
-    match cases::update(
-        &console.core,
-        &person.who,
-        &id,
-        &f.status,
-        &f.reason,
-        &referral,
-    )
-    .await
-    {
-        Ok(_) => Redirect::to(&format!("/case/{id}")).into_response(),
-        Err(e @ (NodeError::Invalid(_) | NodeError::FailedPrecondition(_))) => {
-            match read(&console.core, &person, &id).await {
-                Ok(c) => (
-                    axum::http::StatusCode::CONFLICT,
-                    pages::case(&person, &c, Some(&e.to_string())),
-                )
-                    .into_response(),
-                Err(e) => failure(person.text, Some(&person), e),
-            }
-        }
-        Err(e) => failure(person.text, Some(&person), e),
-    }
 }

@@ -6,11 +6,13 @@ use prost::Message;
 
 use crate::audit;
 use crate::crypto::signing::Purpose;
-use crate::identity::PeerIdentity;
+use crate::identity::{PeerIdentity, Role};
 use crate::node::{Core, NodeError};
 use crate::pb;
 use crate::report::{CaseStatus, Direction};
-use crate::store::{CaseFilter, NewOutbox, OUTBOX_RETURNED, OUTBOX_SIGNED, ReportRow};
+use crate::store::{
+    CaseFilter, NewOutbox, OUTBOX_RETURNED, OUTBOX_SIGNED, ProposalRow, ReportRow, Tx,
+};
 use crate::wire;
 use crate::wire::stored::StoredPayload;
 
@@ -253,6 +255,26 @@ pub async fn list(core: &Core, filter: &CaseFilter<'_>) -> Result<Vec<CaseView>,
     Ok(out)
 }
 
+/// A page (`page` from 0, `per_page` cases) of the queue of incoming
+/// cases still open here, urgent first then oldest, optionally of one
+/// category (checked by the caller). Served from an index: as fast with a
+/// million cases stored as with ten.
+pub async fn queue(
+    core: &Core,
+    category: Option<&str>,
+    page: i64,
+    per_page: i64,
+) -> Result<Vec<CaseView>, NodeError> {
+    let per_page = per_page.clamp(1, 1000);
+    let offset = page.clamp(0, 10_000).saturating_mul(per_page);
+    let rows = core.store.open_queue(category, per_page, offset).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        out.push(view(core, row).await?);
+    }
+    Ok(out)
+}
+
 /// Changes the status of a case worked here (incoming or local). For an
 /// incoming case the signed update is queued back to the node that
 /// delivered it, in the same transaction.
@@ -336,6 +358,13 @@ async fn apply_update(
             "case {id} changed meanwhile; try again"
         )));
     }
+    // A close that needs a second person takes its proposal's reason when
+    // the confirmer gives none.
+    let proposal = confirm_second_person(core, &mut tx, &row, to, operator).await?;
+    let reason = match &proposal {
+        Some(p) if reason.trim().is_empty() => p.reason.as_str(),
+        _ => reason,
+    };
     let wake = change_status(
         core,
         &mut tx,
@@ -510,6 +539,67 @@ async fn change_one(
     )
     .await?;
     Ok(next_node)
+}
+
+/// Whether a change to `to` needs a second person here
+/// (`[cases] not_illegal_needs_supervisor`).
+pub fn needs_second_person(core: &Core, to: CaseStatus) -> bool {
+    to == CaseStatus::NotIllegal && core.config.cases.not_illegal_needs_supervisor
+}
+
+/// The person an audited identity names (`node/name`), whatever the role
+/// it had then.
+pub(crate) fn person(identity: &str) -> &str {
+    identity.split_once(':').map_or(identity, |(_, p)| p)
+}
+
+/// Inside `update`'s transaction (`node::second` has the proposals), for
+/// a change of `row` to `to` by `operator`: when the change needs a
+/// second person, the proposal it
+/// confirms (taken out), or why it may not be made now. Every change
+/// removes an earlier proposal of the case.
+async fn confirm_second_person(
+    core: &Core,
+    tx: &mut Tx,
+    row: &ReportRow,
+    to: CaseStatus,
+    operator: &PeerIdentity,
+) -> Result<Option<ProposalRow>, NodeError> {
+    let proposal = tx.close_proposal(row.seq).await?;
+    if !needs_second_person(core, to) {
+        tx.delete_close_proposal(row.seq).await?;
+        return Ok(None);
+    }
+    let id = format!("{}/{}", row.origin, row.report_id);
+    let Some(p) = proposal.filter(|p| p.from_status == row.status && p.status == to.as_str())
+    else {
+        return Err(NodeError::FailedPrecondition(format!(
+            "closing case {id} as {to} needs a second person here: propose it, then a supervisor other than the proposer confirms"
+        )));
+    };
+    if operator.role().is_none_or(|r| r < Role::Supervisor) {
+        return Err(NodeError::FailedPrecondition(format!(
+            "closing case {id} as {to} is confirmed by a supervisor or admin"
+        )));
+    }
+    let me = operator.to_string();
+    if person(&me) == person(&p.proposed_by) {
+        return Err(NodeError::FailedPrecondition(format!(
+            "closing case {id} as {to} is confirmed by someone other than its proposer"
+        )));
+    }
+    tx.delete_close_proposal(row.seq).await?;
+    tx.audit(
+        &audit::Entry::new(
+            "case.close-confirmed",
+            me,
+            id,
+            serde_json::json!({"status": to.as_str(), "proposed_by": p.proposed_by, "proposal_reason": p.reason}),
+        ),
+        Core::now_ms(),
+    )
+    .await?;
+    Ok(Some(p))
 }
 
 /// A referral's fields: both required with `referred-to-law-enforcement`,

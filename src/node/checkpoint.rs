@@ -54,6 +54,36 @@ pub async fn make_verified(core: &Core, who: &str) -> Result<CheckpointRow, Node
     make_if_older(core, None, true).await
 }
 
+/// "Verify now" (the console's Federation page): the whole audit log read
+/// again and checked as `alertrelay audit verify` does — every entry, the
+/// hash chain, every checkpoint this node signed and every cosignature
+/// with the witness's key. Held to the caller's on-demand quota; the
+/// check and its outcome are audited under `who`.
+pub async fn verify_now(
+    core: &Core,
+    who: &crate::identity::PeerIdentity,
+) -> Result<crate::audit::Verified, NodeError> {
+    let actor = who.to_string();
+    core.limiter
+        .admit(&format!("verify {actor}"), ON_DEMAND)
+        .map_err(|e| NodeError::Overloaded(e.to_string()))?;
+    let ctx = crate::audit::VerifyContext::from_config(&core.config);
+    let result = crate::audit::verify(&core.config.database, &ctx).await;
+    let detail = match &result {
+        Ok(v) => serde_json::json!({"ok": true, "entries": v.entries, "root": v.root,
+            "checkpoints": v.checkpoints, "cosignatures": v.cosignatures}),
+        Err(e) => serde_json::json!({"ok": false, "problem": e.to_string()}),
+    };
+    let mut tx = core.store.begin().await?;
+    tx.audit(
+        &audit::Entry::new("audit.verified", actor, origin(core), detail),
+        Core::now_ms(),
+    )
+    .await?;
+    tx.commit().await?;
+    result.map_err(|e| NodeError::FailedPrecondition(format!("the audit log does not verify: {e}")))
+}
+
 /// New checkpoints on demand, per caller: ten at once, then one every
 /// ten seconds.
 const ON_DEMAND: crate::config::Quota = crate::config::Quota {

@@ -26,6 +26,8 @@ pub mod receive;
 pub mod relay;
 pub mod retention;
 pub mod route;
+pub mod second;
+pub mod signatures;
 pub mod startup;
 pub mod state;
 pub mod stats;

@@ -149,6 +149,65 @@ pub async fn compute(core: &Core, window_ms: i64) -> Result<Vec<Row>, NodeError>
     Ok(groups.rows())
 }
 
+/// One week of this node's reports abroad: how many were sent, how many
+/// were removed, and the median time from report to removal.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Week {
+    /// The week's first millisecond (weeks are counted back from now).
+    pub start_ms: i64,
+    pub sent: u64,
+    pub removed: u64,
+    pub p50_removal_ms: i64,
+}
+
+const WEEK_MS: i64 = 7 * 86_400_000;
+
+/// The last `weeks` weeks (oldest first), by when each report was made.
+pub async fn weekly(core: &Core, weeks: usize) -> Result<Vec<Week>, NodeError> {
+    let now = Core::now_ms();
+    let n = i64::try_from(weeks).unwrap_or(52).clamp(1, 104);
+    let since = now - n * WEEK_MS;
+    let sent = core.store.sent_since(core.me.as_str(), since).await?;
+    let first_seq = sent.iter().map(|r| r.seq).min();
+    let mut removed_at: HashMap<i64, i64> = HashMap::new();
+    if let Some(first) = first_seq {
+        for s in core.store.first_statuses(first).await? {
+            if s.status == "removed" {
+                let e = removed_at.entry(s.report_seq).or_insert(s.at_ms);
+                *e = (*e).min(s.at_ms);
+            }
+        }
+    }
+    let mut out: Vec<(std::collections::BTreeSet<i64>, Vec<i64>)> =
+        (0..n).map(|_| Default::default()).collect();
+    for r in &sent {
+        let Ok(i) = usize::try_from((r.created_at_ms - since) / WEEK_MS) else {
+            continue;
+        };
+        let Some((seqs, times)) = out.get_mut(i) else {
+            continue;
+        };
+        if seqs.insert(r.seq)
+            && let Some(at) = removed_at.get(&r.seq)
+        {
+            times.push((at - r.created_at_ms).max(0));
+        }
+    }
+    Ok(out
+        .into_iter()
+        .zip(0..)
+        .map(|((seqs, mut times), i)| {
+            times.sort_unstable();
+            Week {
+                start_ms: since + i * WEEK_MS,
+                sent: seqs.len() as u64,
+                removed: times.len() as u64,
+                p50_removal_ms: percentile(&times, 0.5),
+            }
+        })
+        .collect())
+}
+
 fn add_sent(
     groups: &mut Groups,
     dims: &[(&'static str, String)],

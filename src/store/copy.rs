@@ -193,6 +193,18 @@ const TABLES: &[Table] = &[
             ("last_login_ms", Int),
         ],
     ),
+    (
+        "close_proposals",
+        "report_seq",
+        &[
+            ("report_seq", Int),
+            ("status", Text),
+            ("from_status", Text),
+            ("reason", Text),
+            ("proposed_by", Text),
+            ("proposed_at_ms", Int),
+        ],
+    ),
 ];
 
 /// The tables whose ids come from a sequence (`BIGSERIAL`).

@@ -104,6 +104,7 @@ pub mod copy;
 mod database;
 pub mod log;
 pub mod postgres;
+mod proposals;
 mod read;
 mod rows;
 pub mod sqlite;

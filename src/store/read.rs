@@ -146,6 +146,32 @@ impl Store {
         ))
     }
 
+    /// A page of the open queue: incoming cases still worked here (not
+    /// final, not joined to another, not relayed), urgent first ('urgent'
+    /// sorts after 'bulk') then oldest, optionally of one category; read
+    /// from the `reports_open_queue` index.
+    pub async fn open_queue(
+        &self,
+        category: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<ReportRow>, StoreError> {
+        Ok(sql!(
+            self.reader().await?.conn(),
+            fetch_all(
+                "SELECT * FROM reports r
+                 WHERE r.direction = 'incoming' AND r.relay = 0 AND r.joined_to IS NULL
+                   AND r.status NOT IN ('not-illegal', 'removed', 'moved', 'retracted')
+                   AND ($1 IS NULL OR r.category = $1)
+                 ORDER BY r.direction, r.priority DESC, r.created_at_ms, r.seq
+                 LIMIT $2 OFFSET $3",
+                category,
+                limit,
+                offset,
+            )
+        ))
+    }
+
     pub async fn deliveries(&self, seq: i64) -> Result<Vec<DeliveryRow>, StoreError> {
         Ok(sql!(
             self.reader().await?.conn(),

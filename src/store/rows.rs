@@ -317,3 +317,14 @@ pub struct UserRow {
     pub created_by: String,
     pub last_login_ms: Option<i64>,
 }
+
+/// A pending close that waits for a second person (`close_proposals`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProposalRow {
+    pub report_seq: i64,
+    pub status: String,
+    pub from_status: String,
+    pub reason: String,
+    pub proposed_by: String,
+    pub proposed_at_ms: i64,
+}

@@ -15,6 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// WebDriver's codes of the Tab and Enter keys, for `Browser::keys`.
+pub const TAB: &str = "\u{E004}";
+pub const ENTER: &str = "\u{E007}";
 /// The W3C name of an element reference in answers.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -274,6 +277,58 @@ impl Browser {
             Some(json!({"script": script, "args": []})),
         )
         .await
+    }
+
+    /// Types `keys` on the keyboard, into whatever has the focus (WebDriver
+    /// key actions: `TAB` and `ENTER` are the keys of those names).
+    pub async fn keys(&self, keys: &str) {
+        let actions: Vec<Value> = keys
+            .chars()
+            .flat_map(|c| {
+                let k = c.to_string();
+                [
+                    json!({"type": "keyDown", "value": k}),
+                    json!({"type": "keyUp", "value": k}),
+                ]
+            })
+            .collect();
+        let body = json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]});
+        self.cmd("POST", "/actions", Some(body)).await;
+    }
+
+    /// The id of the element that has the keyboard focus.
+    pub async fn focused(&self) -> String {
+        self.eval("return document.activeElement ? document.activeElement.id : ''")
+            .await
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    /// Presses Tab (at most `limit` times) until the element with id `id`
+    /// has the focus: it can be reached with the keyboard alone.
+    pub async fn tab_to(&self, id: &str, limit: usize) {
+        for _ in 0..limit {
+            if self.focused().await == id {
+                return;
+            }
+            self.keys(TAB).await;
+        }
+        assert_eq!(
+            self.focused().await,
+            id,
+            "#{id} not reached with {limit} presses of Tab"
+        );
+    }
+
+    /// Sets the window's size (CSS pixels).
+    pub async fn window(&self, width: u32, height: u32) {
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        )
+        .await;
     }
 
     /// The browser's cookies for the current page, with their attributes.

@@ -14,8 +14,8 @@ use alertrelay::node::users;
 use crate::common::browser::Browser;
 use crate::common::*;
 
-const AB: &[(&str, &[&str])] = &[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])];
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const AB: &[(&str, &[&str])] = &[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])];
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
 /// The node's own admin certificate's identity (what `users add` runs as).
 fn cert_admin(core: &Core) -> PeerIdentity {
@@ -35,7 +35,7 @@ fn now_step() -> u64 {
 /// step of drift) after `last`. Waits for the next step when `last` used
 /// up the window, or when this one ends within 3 s (the node must see the
 /// same step).
-async fn next_code(secret: &str, last: u64) -> (String, u64) {
+pub(crate) async fn next_code(secret: &str, last: u64) -> (String, u64) {
     loop {
         let ms = u64::try_from(Core::now_ms()).unwrap();
         let left_ms = totp::STEP_SECS * 1000 - ms % (totp::STEP_SECS * 1000);
@@ -51,7 +51,7 @@ async fn next_code(secret: &str, last: u64) -> (String, u64) {
 
 /// An account enrolled through the node's functions: its TOTP secret and
 /// the step its enrolment code used.
-async fn enrolled(core: &Core, name: &str, role: &str) -> (String, u64) {
+pub(crate) async fn enrolled(core: &Core, name: &str, role: &str) -> (String, u64) {
     let e = users::add(core, &cert_admin(core), name, role)
         .await
         .unwrap();
@@ -63,7 +63,7 @@ async fn enrolled(core: &Core, name: &str, role: &str) -> (String, u64) {
     (setup.secret, step)
 }
 
-fn console_on(dir: &std::path::Path, node: &str) {
+pub(crate) fn console_on(dir: &std::path::Path, node: &str) {
     set_toml(
         &dir.join(node).join("node.toml"),
         "console.listen",
@@ -325,7 +325,7 @@ async fn personal_operator_certificates_name_the_person_in_the_audit_log() {
 // ---- in a real browser ----
 
 /// Logs `name` in through the console's login page.
-async fn log_in(b: &Browser, base: &str, name: &str, code: &str) {
+pub(crate) async fn log_in(b: &Browser, base: &str, name: &str, code: &str) {
     b.goto(&format!("{base}/login")).await;
     b.fill("#name", name).await;
     b.fill("#password", PASSWORD).await;
@@ -335,7 +335,7 @@ async fn log_in(b: &Browser, base: &str, name: &str, code: &str) {
 
 /// Saves a screenshot under docs/console/ when asked to
 /// (`ALERTRELAY_CONSOLE_SCREENSHOTS=1`), for the README.
-async fn screenshot(b: &Browser, name: &str) {
+pub(crate) async fn screenshot(b: &Browser, name: &str) {
     if std::env::var("ALERTRELAY_CONSOLE_SCREENSHOTS").is_ok_and(|v| v == "1") {
         std::fs::create_dir_all("docs/console").unwrap();
         std::fs::write(format!("docs/console/{name}.png"), b.screenshot().await).unwrap();

@@ -20,6 +20,8 @@ mod bulk_intake;
 mod cases;
 mod cli;
 mod console;
+mod console_cases;
+mod console_pages;
 mod directory;
 mod dns;
 mod federation;

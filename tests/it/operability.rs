@@ -343,6 +343,9 @@ fn every_key() -> RawNodeConfig {
             idle_timeout_mins: Some(30),
             absolute_timeout_hours: Some(12),
         }),
+        cases: alertrelay::config::RawCases {
+            not_illegal_needs_supervisor: true,
+        },
     }
 }
 
