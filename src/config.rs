@@ -12,6 +12,8 @@ use crate::directory::{Directory, DirectoryError};
 use crate::geo::{self, GeoError};
 use crate::identity::NodeId;
 
+pub mod alerts;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}")]
@@ -117,6 +119,9 @@ pub struct RawNodeConfig {
     /// The analysts' web console (off unless `listen` is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console: Option<RawConsole>,
+    /// Events, thresholds, channels and routes for notifications.
+    #[serde(default, skip_serializing_if = "alerts::RawAlerts::is_default")]
+    pub alerts: alerts::RawAlerts,
 }
 
 /// `[jurisdiction]`.
@@ -460,6 +465,8 @@ pub struct NodeConfig {
     pub console: Option<Console>,
     /// `[exchange]`.
     pub exchange: Exchange,
+    /// `[alerts]`.
+    pub alerts: alerts::Alerts,
 }
 
 #[derive(Debug, Clone)]
@@ -547,7 +554,9 @@ impl NodeConfig {
         let retention = retention(&raw.retention).map_err(invalid)?;
         let console = console(raw.console.as_ref(), &tls, &resolve).map_err(invalid)?;
         let exchange = exchange(&raw.exchange).map_err(invalid)?;
+        let alerts = alerts::alerts(&raw.alerts, &resolve).map_err(invalid)?;
         Ok(NodeConfig {
+            alerts,
             exchange,
             jurisdiction,
             retention,

@@ -318,6 +318,7 @@ fn node_toml(n: &NodeSpec, port: u16, options: &Options) -> Result<String, Provi
         jurisdiction: Default::default(),
         retention: Default::default(),
         console: None,
+        alerts: Default::default(),
     };
     Ok(format!(
         "# alertrelay node {} (written by `alertrelay federation init`).\n\
