@@ -516,7 +516,8 @@ async fn a_node_process_killed_then_started_raises_crash_restart_and_a_clean_sto
 }
 
 #[tokio::test]
-async fn the_scan_raises_a_silent_peer_and_expiring_material_once_each() {
+async fn the_scan_raises_a_silent_peer_an_overdue_takedown_expiring_material_and_a_full_disk_once_each()
+ {
     let mut fed = Federation::builder(AB)
         .quiet_audit()
         .prepare(|dir| {
@@ -526,16 +527,56 @@ async fn the_scan_raises_a_silent_peer_and_expiring_material_once_each() {
             // (the test CA's certificates live 10).
             set_toml(&config, "alerts.peer_unreachable_mins", 0.05);
             set_toml(&config, "alerts.expiry_days", 7300.0);
+            // Illegal csam content must be down within 2 s here.
+            let mut by = toml::Table::new();
+            by.insert("csam".into(), (2.0 / 86_400.0).into());
+            set_toml(&config, "alerts.takedown_days_by_category", by);
+            // No disk is this empty: the disk is "filling".
+            set_toml(&config, "alerts.disk_min_free_percent", 99.999);
         })
         .start()
         .await;
+    // A case DE-ECO judged illegal and has not had taken down.
+    let mut fr = fed.operator(0);
+    let id = submit(&mut fr, URL, "").await.report_id;
+    let mut de = fed.operator(1);
+    fed.wait_case(1, &id, Duration::from_secs(15), |c| c.status == "received")
+        .await;
+    for status in ["in-review", "illegal-baseline"] {
+        de.update_case(alertrelay::pb::UpdateCaseRequest {
+            id: id.clone(),
+            status: status.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
     fed.stop(0).await;
     let raised = eventually(
         30,
         || async { fed.core(1).store.alerts().await.unwrap() },
-        |a| a.iter().any(|a| a.event == "peer_unreachable"),
+        |a| {
+            ["peer_unreachable", "no_takedown", "disk_low"]
+                .iter()
+                .all(|e| a.iter().any(|a| a.event == *e))
+        },
     )
     .await;
+    let takedown = raised.iter().find(|a| a.event == "no_takedown").unwrap();
+    assert!(
+        takedown.summary.contains(&format!("FR-PDC/{id}"))
+            && takedown.summary.contains("illegal-baseline"),
+        "{takedown:?}"
+    );
+    assert_no_url(&takedown.summary);
+    assert_eq!(
+        raised
+            .iter()
+            .find(|a| a.event == "disk_low")
+            .unwrap()
+            .severity,
+        "critical"
+    );
     let silent: Vec<_> = raised
         .iter()
         .filter(|a| a.event == "peer_unreachable")
@@ -554,4 +595,50 @@ async fn the_scan_raises_a_silent_peer_and_expiring_material_once_each() {
     let after = fed.core(1).store.alerts().await.unwrap();
     assert_eq!(before.len(), after.len(), "{after:#?}");
     fed.shutdown().await;
+}
+
+#[test]
+fn alerts_settings_that_cannot_work_are_refused_naming_the_key_without_echoing_the_value() {
+    let fed = Federation::builder(AB).provision();
+    let config = fed.configs[1].clone();
+    let refused = |key: &str, value: toml::Value| {
+        let text = std::fs::read_to_string(&config).unwrap();
+        set_toml(&config, key, value);
+        let e = alertrelay::config::NodeConfig::load(&config).unwrap_err();
+        std::fs::write(&config, text).unwrap();
+        e.to_string()
+    };
+    let mut hook = toml::Table::new();
+    hook.insert("url".into(), "http://hooks.example/secret-hook".into());
+    hook.insert("secret_file".into(), "s".into());
+    let e = refused("alerts.webhook.ops", hook.into());
+    assert!(
+        e.contains("alerts.webhook.url") && e.contains("loopback"),
+        "{e}"
+    );
+    assert!(!e.contains("hooks.example"), "{e}");
+    let mut route = toml::Table::new();
+    route.insert(
+        "events".into(),
+        vec![toml::Value::from("http://x.example/")].into(),
+    );
+    route.insert(
+        "email".into(),
+        vec![toml::Value::from("a@b.example")].into(),
+    );
+    let e = refused("alerts.route", vec![toml::Value::Table(route)].into());
+    assert!(
+        e.contains("alerts.route.events") && e.contains("urgent_report"),
+        "{e}"
+    );
+    assert!(!e.contains("x.example"), "{e}");
+    let mut route = toml::Table::new();
+    route.insert("webhook".into(), "nowhere".into());
+    let e = refused("alerts.route", vec![toml::Value::Table(route)].into());
+    assert!(e.contains("alerts.route.webhook"), "{e}");
+    let mut by = toml::Table::new();
+    by.insert("not-a-category".into(), 1.0.into());
+    let e = refused("alerts.unassessed_hours_by_category", by.into());
+    assert!(e.contains("alerts.unassessed_hours_by_category"), "{e}");
+    assert!(!e.contains("not-a-category"), "{e}");
 }
