@@ -642,3 +642,49 @@ fn alerts_settings_that_cannot_work_are_refused_naming_the_key_without_echoing_t
     assert!(e.contains("alerts.unassessed_hours_by_category"), "{e}");
     assert!(!e.contains("not-a-category"), "{e}");
 }
+
+#[tokio::test]
+async fn only_a_route_that_opted_in_gets_the_reported_urls() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let receiver = Receiver::default();
+    let _server = receiver.serve(listener).await;
+    let fed = Federation::builder(AB)
+        .quiet_audit()
+        .prepare(|dir| {
+            alerts_to_webhook(dir, port, &["urgent_report"]);
+            // A second webhook to the same receiver (another path is not
+            // needed: the body tells them apart), opted in.
+            let config = dir.join("DE-ECO/node.toml");
+            let mut hook = toml::Table::new();
+            hook.insert("url".into(), format!("http://127.0.0.1:{port}/hook").into());
+            hook.insert("secret_file".into(), "hook.secret".into());
+            set_toml(&config, "alerts.webhook.analysts", hook);
+            let text = std::fs::read_to_string(&config).unwrap();
+            let mut doc: toml::Table = toml::from_str(&text).unwrap();
+            let routes = doc["alerts"]["route"].as_array_mut().unwrap();
+            let mut opted = toml::Table::new();
+            opted.insert("webhook".into(), "analysts".into());
+            opted.insert(
+                "events".into(),
+                vec![toml::Value::from("urgent_report")].into(),
+            );
+            opted.insert("include_urls".into(), true.into());
+            routes.push(opted.into());
+            std::fs::write(&config, toml::to_string_pretty(&doc).unwrap()).unwrap();
+        })
+        .start()
+        .await;
+    let mut fr = fed.operator(0);
+    submit_urgent(&mut fr, URL).await;
+    let hooks = eventually(30, || async { receiver.accepted() }, |h| h.len() >= 2).await;
+    let (with, without): (Vec<_>, Vec<_>) = hooks
+        .iter()
+        .map(json)
+        .partition(|b| b.get("urls").is_some());
+    assert_eq!((with.len(), without.len()), (1, 1), "{hooks:#?}");
+    assert_eq!(with[0]["urls"], serde_json::json!([URL]));
+    assert_eq!(with[0]["id"], without[0]["id"], "one event, two channels");
+    assert_no_url(&without[0].to_string());
+    fed.shutdown().await;
+}
