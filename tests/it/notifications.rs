@@ -688,3 +688,126 @@ async fn only_a_route_that_opted_in_gets_the_reported_urls() {
     assert_no_url(&without[0].to_string());
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn on_postgresql_an_event_is_stored_once_and_its_webhook_delivered_once() {
+    let test = "on_postgresql_an_event_is_stored_once_and_its_webhook_delivered_once";
+    let Some(db) = crate::common::pg::TestDb::create(test).await else {
+        return;
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let receiver = Receiver::default();
+    receiver.fail_first.store(1, Ordering::SeqCst);
+    let _server = receiver.serve(listener).await;
+    let fed = Federation::builder(AB)
+        .quiet_audit()
+        .database(1, &db.url)
+        .prepare(|dir| {
+            alerts_to_webhook(dir, port, &[]);
+            let config = dir.join("DE-ECO/node.toml");
+            let mut by = toml::Table::new();
+            by.insert("csam".into(), (1.0 / 3600.0).into());
+            set_toml(&config, "alerts.unassessed_hours_by_category", by);
+        })
+        .start()
+        .await;
+    let mut fr = fed.operator(0);
+    let id = submit_urgent(&mut fr, URL).await;
+    let hooks = eventually(
+        30,
+        || async { receiver.accepted() },
+        |h: &Vec<Hook>| h.len() >= 2,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.accepted().len(), hooks.len(), "delivered twice");
+    let mut events: Vec<_> = hooks
+        .iter()
+        .map(|h| json(h)["event"].as_str().unwrap().to_owned())
+        .collect();
+    events.sort();
+    assert_eq!(events, ["case_unassessed", "urgent_report"]);
+    let store = &fed.core(1).store;
+    let raised = store.alerts().await.unwrap();
+    assert_eq!(raised.len(), 2, "{raised:#?}");
+    let rows = store.alert_deliveries().await.unwrap();
+    assert!(
+        rows.iter().all(|r| r.delivered_at_ms.is_some()),
+        "{rows:#?}"
+    );
+    assert!(rows.iter().any(|r| r.attempts == 2), "{rows:#?}");
+    assert!(
+        hooks
+            .iter()
+            .all(|h| json(h)["facts"]["case_id"] == format!("FR-PDC/{id}").as_str())
+    );
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_mail_server_without_starttls_gets_nothing_and_the_mail_waits() {
+    let test = "a_mail_server_without_starttls_gets_nothing_and_the_mail_waits";
+    let Some(python) = smtp_python(test) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mail = tmp.path().join("mail");
+    // aiosmtpd with no certificate: it offers no STARTTLS.
+    let _smtp = tokio::process::Command::new(&python)
+        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+        .args(["-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(&mail)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start aiosmtpd");
+    eventually(
+        20,
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        },
+        |up| *up,
+    )
+    .await;
+    let fed = Federation::builder(AB)
+        .quiet_audit()
+        .prepare(|dir| {
+            let config = dir.join("DE-ECO/node.toml");
+            set_toml(&config, "alerts.retry_initial_ms", 200);
+            let mut smtp = toml::Table::new();
+            smtp.insert("server".into(), "127.0.0.1".into());
+            smtp.insert("port".into(), i64::from(port).into());
+            smtp.insert("from".into(), "alertrelay@de.example".into());
+            set_toml(&config, "alerts.smtp", smtp);
+            let mut route = toml::Table::new();
+            route.insert(
+                "email".into(),
+                vec![toml::Value::from("duty@de.example")].into(),
+            );
+            set_toml(&config, "alerts.route", vec![toml::Value::Table(route)]);
+        })
+        .start()
+        .await;
+    let mut fr = fed.operator(0);
+    submit_urgent(&mut fr, URL).await;
+    let rows = eventually(
+        30,
+        || async { fed.core(1).store.alert_deliveries().await.unwrap() },
+        |rows| rows.iter().any(|r| r.attempts >= 2),
+    )
+    .await;
+    assert!(
+        rows.iter().all(|r| r.delivered_at_ms.is_none()),
+        "{rows:#?}"
+    );
+    let error = rows[0].last_error.clone().unwrap_or_default();
+    assert!(error.to_lowercase().contains("tls"), "{error}");
+    assert!(maildir(&mail).is_empty(), "a mail went out in clear");
+    fed.shutdown().await;
+}
