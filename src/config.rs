@@ -12,6 +12,8 @@ use crate::directory::{Directory, DirectoryError};
 use crate::geo::{self, GeoError};
 use crate::identity::NodeId;
 
+pub mod alerts;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}")]
@@ -120,6 +122,9 @@ pub struct RawNodeConfig {
     /// How this hotline works its cases.
     #[serde(default, skip_serializing_if = "RawCases::is_default")]
     pub cases: RawCases,
+    /// Events, thresholds, channels and routes for notifications.
+    #[serde(default, skip_serializing_if = "alerts::RawAlerts::is_default")]
+    pub alerts: alerts::RawAlerts,
 }
 
 /// `[cases]`: this hotline's own rules for working cases.
@@ -488,6 +493,8 @@ pub struct NodeConfig {
     pub cases: RawCases,
     /// `[exchange]`.
     pub exchange: Exchange,
+    /// `[alerts]`.
+    pub alerts: alerts::Alerts,
 }
 
 #[derive(Debug, Clone)]
@@ -575,7 +582,9 @@ impl NodeConfig {
         let retention = retention(&raw.retention).map_err(invalid)?;
         let console = console(raw.console.as_ref(), &tls, &resolve).map_err(invalid)?;
         let exchange = exchange(&raw.exchange).map_err(invalid)?;
+        let alerts = alerts::alerts(&raw.alerts, &resolve).map_err(invalid)?;
         Ok(NodeConfig {
+            alerts,
             exchange,
             jurisdiction,
             retention,

@@ -15,6 +15,7 @@
 //! - `geo`        IP → country and network from ordered offline sources; optional DNS
 //! - `identity`   node ids and certificate identities (SPIFFE URIs)
 //! - `node`       the node's behaviour: intake, receiving, cases; start-up
+//! - `notify`     notifications out: signed webhooks and email (an edge)
 //! - `pb`         generated protobuf / gRPC code
 //! - `provision`  writing a federation to disk (CA, certificates, keys, configs)
 //! - `report`     the vocabulary of a report, validation, case views
@@ -41,6 +42,7 @@ pub mod federation;
 pub mod geo;
 pub mod identity;
 pub mod node;
+pub mod notify;
 pub mod pb;
 pub mod provision;
 pub mod report;

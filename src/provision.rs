@@ -319,6 +319,7 @@ fn node_toml(n: &NodeSpec, port: u16, options: &Options) -> Result<String, Provi
         retention: Default::default(),
         console: None,
         cases: Default::default(),
+        alerts: Default::default(),
     };
     Ok(format!(
         "# alertrelay node {} (written by `alertrelay federation init`).\n\

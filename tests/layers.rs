@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 const TIERS: &[(&str, &[&str])] = &[
     ("entry points", &["main", "cli", "bench"]),
     ("runtime", &["runtime"]),
-    ("edges", &["api", "federation", "console"]),
+    ("edges", &["api", "federation", "console", "notify"]),
     ("behaviour", &["node"]),
     (
         "domain",

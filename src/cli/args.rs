@@ -298,6 +298,14 @@ pub enum DbCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Apply the database migrations this version brings, and nothing
+    /// else (the node also applies them when it starts). Refused while a
+    /// node runs on a SQLite database. Package upgrades run it, after a
+    /// backup, before the node starts again.
+    Migrate {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Restore a stopped SQLite node's database from a `db backup` file
     /// (refused while the node runs): the backup's audit log is verified
     /// first, the current database is kept beside it, and the restore is

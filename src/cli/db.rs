@@ -1,4 +1,5 @@
 //! `alertrelay db backup` (an online-safe copy of a SQLite database),
+//! `db migrate` (apply this version's migrations, for package upgrades),
 //! `db restore` (in restore.rs) and
 //! `alertrelay db migrate-to` (copy a stopped SQLite node's data into an
 //! empty PostgreSQL database and check the copy's audit log against the
@@ -20,6 +21,7 @@ use crate::store::Database;
 pub(crate) async fn run(command: DbCommand) -> Result<ExitCode, Failure> {
     match command {
         DbCommand::Backup { config, out } => backup(config, out).await,
+        DbCommand::Migrate { config } => migrate(config).await,
         DbCommand::MigrateTo { url, config, json } => migrate_to(config, url, json).await,
         DbCommand::Restore { config, from } => super::restore::restore(config, from).await,
     }
@@ -50,6 +52,33 @@ async fn backup(config: PathBuf, out: PathBuf) -> Result<ExitCode, Failure> {
         out.display(),
         started.elapsed().as_millis()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `db migrate`: opens the database, which applies what migrations are
+/// missing (each in its own transaction), holding the SQLite lock so that
+/// no node runs meanwhile.
+async fn migrate(config: PathBuf) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let _lock = match cfg.database.sqlite_path() {
+        Some(path) => match crate::runtime::lock_sqlite(path) {
+            Ok(lock) => Some(lock),
+            Err(crate::runtime::StartError::AlreadyRunning { .. }) => {
+                return Err(anyhow!(
+                    "{} is in use by a running node: stop it first (it migrates when it starts)",
+                    path.display()
+                )
+                .into());
+            }
+            Err(e) => return Err(anyhow!("{e}").into()),
+        },
+        None => None,
+    };
+    let store = crate::store::Store::connect(&cfg.database)
+        .await
+        .with_context(|| format!("migration of {} failed", cfg.database.display()))?;
+    store.close().await;
+    println!("{} is migrated to this version", cfg.database.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -55,7 +55,7 @@ pub async fn run(
                 core.metrics.witness(peer.as_str(), "refused");
                 // Alert once per distinct refusal, not every round.
                 if last_alert.as_deref() != Some(reason.as_str()) {
-                    alert(&core, &peer, &reason).await;
+                    alert(&core, &peer, &reason, &checkpoint).await;
                     if let Err(e) = send(&mut client, &checkpoint, "", &reason).await {
                         tracing::warn!(peer = %peer, error = %e, "could not tell the peer why");
                     }
@@ -276,21 +276,28 @@ pub async fn send(
         .map_err(|s| format!("Cosign: {:?}: {}", s.code(), s.message()))
 }
 
-/// Records and raises a refusal to cosign; tells the peer.
-pub async fn alert(core: &Core, peer: &NodeId, reason: &str) {
+/// Records and raises a refusal to cosign (audited, counted by kind in
+/// `alertrelay_witness_alarms_total`, and an alert); the caller tells the
+/// peer.
+pub async fn alert(core: &Core, peer: &NodeId, reason: &str, checkpoint: &str) {
     tracing::error!(peer = %peer, reason, "ALERT: refusing to cosign a peer's audit checkpoint");
+    let kind = crate::node::alerts::events::witness_kind(reason);
+    core.metrics.witness_alarm(peer.as_str(), kind);
     let entry = audit::Entry::new(
         "witness.refused",
         format!("node:{}", core.me),
         log_origin(&core.config.directory.federation, peer.as_str()),
         serde_json::json!({ "log": peer.as_str(), "reason": reason }),
     );
+    let event = crate::node::alerts::events::witness_alarm(peer.as_str(), kind, reason, checkpoint);
     let result = async {
         let mut tx = core.store.begin().await?;
         tx.audit(&entry, Core::now_ms()).await?;
+        crate::node::alerts::raise_in(core, &mut tx, &event).await?;
         tx.commit().await
     }
     .await;
+    core.alert_wake.notify_one();
     if let Err(e) = result {
         tracing::error!(error = %e, "cannot audit a witness refusal");
     }

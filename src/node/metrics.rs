@@ -90,6 +90,7 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<String, Histogram>>,
     takedown: Mutex<BTreeMap<(String, String), Histogram>>,
     witness: Mutex<BTreeMap<(String, String), u64>>,
+    witness_alarms: Mutex<BTreeMap<(String, String), u64>>,
     /// DNS questions by outcome (`answered`, `no-data`, `nxdomain`, …),
     /// records received by kind, their latency, and cache hits. Never a
     /// host name as a label.
@@ -173,6 +174,12 @@ impl Metrics {
     /// refused to), refused_us (the peer refused ours).
     pub fn witness(&self, peer: &str, event: &str) {
         bump(&self.witness, (peer.to_owned(), event.to_owned()), 1);
+    }
+
+    /// This node's witness refused `peer`'s checkpoint: `kind` is
+    /// rollback, fork (equivocation), inconsistent or invalid.
+    pub fn witness_alarm(&self, peer: &str, kind: &str) {
+        bump(&self.witness_alarms, (peer.to_owned(), kind.to_owned()), 1);
     }
 
     /// A DNS question ended with `outcome` after `latency`.
@@ -295,6 +302,14 @@ pub async fn render(core: &Core) -> String {
         "Audit-log witnessing: cosigned, refused (a peer's checkpoint), refused_us (ours, by a peer).",
         &m.witness,
         by_pair("peer", "event"),
+    );
+    family(
+        &mut out,
+        "alertrelay_witness_alarms_total",
+        "counter",
+        "Checkpoints of a peer this node's witness refused, by kind: rollback, fork (the peer showed two different logs of one size: equivocation), inconsistent (no valid consistency proof), invalid (signature or origin).",
+        &m.witness_alarms,
+        by_pair("peer", "kind"),
     );
     dns(&mut out, m);
     process(&mut out, core);

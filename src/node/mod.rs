@@ -7,6 +7,7 @@
 //! `runtime` builds at start-up.
 
 pub mod admission;
+pub mod alerts;
 pub mod amend;
 pub mod background;
 pub mod cases;

@@ -50,6 +50,9 @@ pub async fn audit_start(
     let cfg = &core.config;
     let facts = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
+        // A clean stop writes `node.stopped`: without one after this
+        // start, the next start knows the process died.
+        "records_stop": true,
         "key_id": core.key().key_id(),
         "config_digest": config_digest(&cfg.path),
         "directory_sha256": file_sha256(&cfg.directory_path),
@@ -66,14 +69,16 @@ pub async fn audit_start(
             .map(|g| format!("{} ({})", g.name, g.dataset_date))
             .collect::<Vec<_>>(),
     });
-    let previous = core
-        .store
-        .last_audit_of_kind("node.started")
-        .await?
-        .and_then(|row| serde_json::from_str::<serde_json::Value>(&row.detail).ok());
+    let previous_row = core.store.last_audit_of_kind("node.started").await?;
+    let crash = unclean_stop(core, previous_row.as_ref()).await?;
+    let previous =
+        previous_row.and_then(|row| serde_json::from_str::<serde_json::Value>(&row.detail).ok());
     let me = format!("node:{}", core.me);
     let now = Core::now_ms();
     let mut tx = core.store.begin().await?;
+    if let Some(event) = crash {
+        super::alerts::raise_in(core, &mut tx, &event).await?;
+    }
     if let Some(prev) = previous {
         for (field, kind) in [
             ("key_id", "key.changed"),
@@ -106,6 +111,53 @@ pub async fn audit_start(
     tx.audit(
         &audit::Entry::new("node.started", me, core.me.to_string(), facts),
         now,
+    )
+    .await?;
+    tx.commit().await
+}
+
+/// The `crash_restart` event when the previous start (`previous`, which
+/// promised to record its stop) has no `node.stopped` after it: the
+/// process was killed, crashed or lost its machine.
+async fn unclean_stop(
+    core: &Core,
+    previous: Option<&crate::store::AuditRow>,
+) -> Result<Option<super::alerts::Event>, StoreError> {
+    let Some(prev) = previous else {
+        return Ok(None);
+    };
+    let promised = serde_json::from_str::<serde_json::Value>(&prev.detail)
+        .ok()
+        .and_then(|d| d.get("records_stop").and_then(|v| v.as_bool()))
+        .unwrap_or(false);
+    let stopped = core.store.last_audit_of_kind("node.stopped").await?;
+    if !promised || stopped.is_some_and(|s| s.seq > prev.seq) {
+        return Ok(None);
+    }
+    let since = crate::report::view::rfc3339(prev.at_ms);
+    Ok(Some(super::alerts::Event::new(
+        "crash_restart",
+        format!("crash_restart:{}", prev.seq),
+        format!(
+            "{} restarted after an unclean stop (the run started {since} did not shut down)",
+            core.me
+        ),
+        serde_json::json!({ "previous_start": since, "previous_start_entry": prev.seq }),
+    )))
+}
+
+/// Audits a clean stop (`NodeHandle::shutdown`), so that the next start
+/// does not take it for a crash.
+pub async fn audit_stop(core: &Core) -> Result<(), StoreError> {
+    let mut tx = core.store.begin().await?;
+    tx.audit(
+        &audit::Entry::new(
+            "node.stopped",
+            format!("node:{}", core.me),
+            core.me.to_string(),
+            serde_json::json!({ "replica": core.replica }),
+        ),
+        Core::now_ms(),
     )
     .await?;
     tx.commit().await

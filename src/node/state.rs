@@ -100,6 +100,8 @@ pub struct Core {
     pub ready: tokio::sync::watch::Sender<Readiness>,
     /// The signed directory's exchange with peers (`membership`).
     pub membership: super::membership::State,
+    /// Notifications were queued (`alerts::raise`): the notifier looks.
+    pub alert_wake: tokio::sync::Notify,
 }
 
 impl Core {
@@ -144,6 +146,7 @@ impl Core {
             })
             .0,
             membership: Default::default(),
+            alert_wake: tokio::sync::Notify::new(),
             config: parts.config,
         }
     }

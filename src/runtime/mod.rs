@@ -92,6 +92,9 @@ impl NodeHandle {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+        if let Err(e) = startup::audit_stop(&self.core).await {
+            tracing::error!(error = %e, "cannot audit the stop (the next start will alert a crash)");
+        }
         self.core.store.close().await;
     }
 
@@ -179,6 +182,11 @@ pub async fn start_with_listener(
     }
     tasks.spawn(crate::federation::wakeups::run(core.clone(), watch.clone()));
     tasks.spawn(retention::run_schedule(core.clone(), watch.clone()));
+    tasks.spawn(crate::node::alerts::scan::run_schedule(
+        core.clone(),
+        watch.clone(),
+    ));
+    tasks.spawn(crate::notify::run(core.clone(), watch.clone()));
     tasks.spawn(crate::node::handoff::recheck_schedule(
         core.clone(),
         watch.clone(),

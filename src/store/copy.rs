@@ -205,6 +205,33 @@ const TABLES: &[Table] = &[
             ("proposed_at_ms", Int),
         ],
     ),
+    (
+        "alerts",
+        "raised_at_ms",
+        &[
+            ("id", Text),
+            ("dedup_key", Text),
+            ("event", Text),
+            ("severity", Text),
+            ("summary", Text),
+            ("raised_at_ms", Int),
+        ],
+    ),
+    (
+        "alert_deliveries",
+        "id",
+        &[
+            ("id", Int),
+            ("alert_id", Text),
+            ("channel", Text),
+            ("body", Text),
+            ("attempts", Int),
+            ("last_error", Text),
+            ("next_attempt_ms", Int),
+            ("lease_until_ms", Int),
+            ("delivered_at_ms", Int),
+        ],
+    ),
 ];
 
 /// The tables whose ids come from a sequence (`BIGSERIAL`).
@@ -213,6 +240,7 @@ const SERIALS: &[(&str, &str)] = &[
     ("outbox", "id"),
     ("status_history", "id"),
     ("referrals", "id"),
+    ("alert_deliveries", "id"),
 ];
 
 enum Value {

@@ -99,6 +99,7 @@ macro_rules! open_case {
     };
 }
 
+mod alerts;
 mod batch;
 pub mod copy;
 mod database;
@@ -111,6 +112,7 @@ pub mod sqlite;
 mod users;
 mod write;
 
+pub use alerts::{AlertDeliveryRow, AlertRow, CaseAge, NewAlert};
 pub use database::{Database, redact};
 pub use rows::*;
 

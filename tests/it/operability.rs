@@ -346,6 +346,48 @@ fn every_key() -> RawNodeConfig {
         cases: alertrelay::config::RawCases {
             not_illegal_needs_supervisor: true,
         },
+        alerts: every_alerts_key(),
+    }
+}
+
+fn every_alerts_key() -> alertrelay::config::alerts::RawAlerts {
+    use alertrelay::config::alerts::{RawAlerts, RawRoute, RawSmtp, RawWebhook};
+    RawAlerts {
+        console_url: Some("https://c.example".into()),
+        scan_interval_secs: Some(60),
+        unassessed_hours: Some(24.0),
+        unassessed_hours_by_category: [("csam".to_owned(), 4.0)].into(),
+        takedown_days: Some(3.0),
+        takedown_days_by_category: [("csam".to_owned(), 2.0)].into(),
+        peer_unreachable_mins: Some(60.0),
+        expiry_days: Some(14.0),
+        disk_min_free_percent: Some(10.0),
+        retry_initial_ms: Some(5000),
+        retry_max_secs: Some(3600),
+        webhook: [(
+            "ops".to_owned(),
+            RawWebhook {
+                url: "https://h.example/".into(),
+                secret_file: "s".into(),
+                ca: Some("ca.pem".into()),
+            },
+        )]
+        .into(),
+        smtp: Some(RawSmtp {
+            server: "smtp.example".into(),
+            port: 587,
+            from: "a@b.example".into(),
+            username: Some("u".into()),
+            password_file: Some("p".into()),
+            ca: Some("ca.pem".into()),
+        }),
+        route: vec![RawRoute {
+            events: vec!["urgent_report".into()],
+            min_severity: Some("warning".into()),
+            webhook: Some("ops".into()),
+            email: vec!["a@b.example".into()],
+            include_urls: true,
+        }],
     }
 }
 

@@ -180,3 +180,56 @@ async fn entries_of(db: &Path, config: &Path) -> u64 {
     .unwrap();
     entries(&other).await
 }
+
+/// `pg_dump`/`pg_restore` of a PostgreSQL node, as docs/operations.md
+/// tells: stop the node, dump, restore into an empty database, point
+/// `database` at it, `audit verify` (offline and against the witnesses),
+/// start. The restored node has its cases and its witnesses accept it.
+#[tokio::test]
+async fn a_postgresql_node_restored_with_pg_dump_and_pg_restore_verifies_and_runs() {
+    let test = "a_postgresql_node_restored_with_pg_dump_and_pg_restore_verifies_and_runs";
+    let Some(original) = crate::common::pg::TestDb::create(test).await else {
+        return;
+    };
+    let restored = crate::common::pg::TestDb::create(test).await.unwrap();
+    let mut fed = Federation::builder(AB)
+        .database(0, &original.url)
+        .start()
+        .await;
+    let mut fr = fed.operator(0);
+    let id = submit(&mut fr, &format!("http://{DE_IP}/pg/restore"), "")
+        .await
+        .report_id;
+    wait_case(&fr, &id, 15, |c| c.status == "delivered").await;
+    fed.stop(0).await;
+
+    let dump = tempfile::tempdir().unwrap();
+    let file = dump.path().join("node.dump");
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd.output().expect("run the PostgreSQL client");
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(std::process::Command::new("pg_dump")
+        .args(["--format=custom", "--no-owner", "--file"])
+        .arg(&file)
+        .arg(&original.url));
+    run(std::process::Command::new("pg_restore")
+        .args(["--no-owner", "--exit-on-error"])
+        .arg(format!("--dbname={}", restored.url))
+        .arg(&file));
+    fed.set(0, "database", restored.url.as_str());
+
+    let config = fed.config_path(0);
+    let (code, out, err) = cli(&["audit", "verify", "--config", arg(&config), "--offline"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = cli(&["audit", "verify", "--config", arg(&config)]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    fed.restart(0).await;
+    let fr = fed.operator(0);
+    wait_case(&fr, &id, 15, |c| c.status == "delivered").await;
+    fed.shutdown().await;
+}

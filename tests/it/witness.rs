@@ -150,6 +150,31 @@ async fn three_nodes_witness_each_other_and_a_rolled_back_node_is_refused() {
         |p| p.contains("alertrelay_witness_events_total{peer=\"DE-ECO\",event=\"refused_us\"}"),
     )
     .await;
+    // DE-ECO counts the alarm by kind and raises it as an event.
+    let page = eventually(
+        20,
+        || fed.metrics(1),
+        |p| p.contains("alertrelay_witness_alarms_total{peer=\"FR-PDC\",kind="),
+    )
+    .await;
+    assert!(
+        page.contains("alertrelay_witness_alarms_total{peer=\"FR-PDC\",kind=\"rollback\"}")
+            || page
+                .contains("alertrelay_witness_alarms_total{peer=\"FR-PDC\",kind=\"inconsistent\"}"),
+        "{page}"
+    );
+    let alarms: Vec<_> = fed
+        .core(1)
+        .store
+        .alerts()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.event == "witness_alarm")
+        .collect();
+    assert!(!alarms.is_empty(), "no witness_alarm event");
+    assert_eq!(alarms[0].severity, "critical");
+    assert!(alarms[0].summary.contains("FR-PDC"), "{alarms:?}");
     fed.stop(1).await;
     let refusals: Vec<_> = audit_kinds(&de_db)
         .await

@@ -293,6 +293,14 @@ async fn settle_one(
         return Ok(());
     };
     done.refused += u64::from(state == "refused");
+    if state == "refused" {
+        let event = crate::node::alerts::events::delivery_refused(
+            &current,
+            peer.as_str(),
+            &receipt.reason_code,
+        );
+        crate::node::alerts::raise_in(b.core, tx, &event).await?;
+    }
     let finished = finish_destinations(b, tx, seq, signed, &receipt, state).await?;
     if current.origin == b.core.me.as_str() && state == "delivered" {
         for dest in &finished {

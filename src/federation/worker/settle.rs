@@ -179,6 +179,10 @@ pub(super) async fn refuse_row(
     if current.as_ref().is_some_and(|r| r.status == "queued") {
         tx.set_status(row.report_seq, "refused", now).await?;
     }
+    if let Some(row) = &current {
+        let event = crate::node::alerts::events::delivery_refused(row, peer.as_str(), "malformed");
+        crate::node::alerts::raise_in(core, &mut tx, &event).await?;
+    }
     let subject = current
         .map(|r| format!("{}/{}", r.origin, r.report_id))
         .unwrap_or_default();

@@ -335,6 +335,12 @@ async fn store_plain(
         })
         .collect();
     let seqs = tx.insert_reports(&rows).await?;
+    for (row, seq) in rows.iter().zip(&seqs) {
+        if row.priority == "urgent" {
+            let event = crate::node::alerts::events::urgent_report(*seq, row, sender.as_str());
+            crate::node::alerts::raise_in(core, tx, &event).await?;
+        }
+    }
     let mut case_keys = Vec::with_capacity(batch.len());
     for (b, seq) in batch.iter().zip(&seqs) {
         case_keys.push(new_case_keys(core, b.r, *seq, effects)?);
@@ -614,6 +620,9 @@ async fn repeat_or_equivocation(
     core.metrics
         .equivocations
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let event =
+        crate::node::alerts::events::equivocation(r.origin.as_str(), &p.report_id, sender.as_str());
+    crate::node::alerts::raise_in(core, tx, &event).await?;
     tracing::warn!(peer = %sender, origin = %r.origin, report_id = %p.report_id,
         "EQUIVOCATION: same report id, different content");
     refuse(
@@ -690,18 +699,21 @@ async fn take_over(
     let route = route_json(p);
     let envelope_bytes = envelope.encode_to_vec();
     let receipt_bytes = receipt.encode_to_vec();
-    let seq = tx
-        .insert_report(&new_report(
-            r,
-            sender,
-            &route,
-            &envelope_bytes,
-            &receipt_bytes,
-            role.case,
-            joined.as_ref().map(|c| c.seq),
-            now,
-        ))
-        .await?;
+    let row = new_report(
+        r,
+        sender,
+        &route,
+        &envelope_bytes,
+        &receipt_bytes,
+        role.case,
+        joined.as_ref().map(|c| c.seq),
+        now,
+    );
+    let seq = tx.insert_report(&row).await?;
+    if role.case && row.priority == "urgent" {
+        let event = crate::node::alerts::events::urgent_report(seq, &row, sender.as_str());
+        crate::node::alerts::raise_in(core, tx, &event).await?;
+    }
     let relayed = Relayed {
         seq,
         report_id: &p.report_id,
