@@ -6,7 +6,9 @@
 //! its serial, so a peer behind it asks back). What a peer offers goes
 //! through `node::membership::offer`: applied, or refused and audited. A
 //! peer of the previous protocol answers UNIMPLEMENTED: it is noted, and
-//! still delivered to as before.
+//! still delivered to (the previous protocol's copy of reports,
+//! `wire::compat`). Each round also notes what each peer states of itself
+//! in `NodeInfo` (protocol, features) for `alertrelay peers`.
 
 use std::sync::Arc;
 
@@ -91,6 +93,10 @@ pub async fn exchange_once(
     peer: &NodeId,
     client: &mut FederationClient<Channel>,
 ) -> Exchanged {
+    // What the peer states of itself (`alertrelay peers` shows it).
+    if let Ok(info) = client.node_info(pb::NodeInfoRequest {}).await {
+        core.membership.peer_info(peer, info.get_ref());
+    }
     let known_serial = core.directory().serial();
     let answer = client
         .get_directory(pb::GetDirectoryRequest { known_serial })

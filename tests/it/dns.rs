@@ -529,3 +529,202 @@ async fn an_urgent_reports_names_do_not_wait_behind_bulk_questions() {
     assert_eq!(held.route.unwrap().kind, "held");
     fed.shutdown().await;
 }
+
+/// A report signed by `fed`'s node 0 (FR-PDC) for DE-ECO carrying DNS
+/// evidence, as protocol 2 signs it.
+fn signed_with_dns(fed: &Federation) -> pb::Envelope {
+    let evidence = pb::HostingEvidence {
+        ip: DE_IP.into(),
+        country: "DE".into(),
+        ip_source: "dns".into(),
+        dns: vec![pb::DnsResolution {
+            host: "gallery.example.de".into(),
+            resolver: "static DNS map".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let payload = pb::ReportPayload {
+        report_id: uuid::Uuid::now_v7().to_string(),
+        origin: "FR-PDC".into(),
+        created_at_ms: alertrelay::node::Core::now_ms(),
+        urls: vec!["https://gallery.example.de/x".into()],
+        category: "csam".into(),
+        hosting: Some(evidence.clone()),
+        route: Some(pb::RouteDecision {
+            kind: "peer".into(),
+            destinations: vec!["DE-ECO".into()],
+            reason: "hosted in DE, served by DE-ECO".into(),
+            evidence: Some(evidence),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let key = fed.signing_key(0);
+    let signer = alertrelay::identity::NodeId::new("FR-PDC").unwrap();
+    pb::Envelope {
+        report: Some(alertrelay::wire::sign(
+            &key,
+            &signer,
+            alertrelay::crypto::signing::Purpose::Report,
+            &payload,
+        )),
+        hops: vec![],
+    }
+}
+
+#[tokio::test]
+async fn a_node_of_the_previous_protocol_gets_host_named_reports_without_the_fields_it_does_not_know()
+ {
+    let zone = ZoneServer::start(test_zone()).await.unwrap();
+    let mut fed = Federation::builder(&[
+        ("FR-PDC", &["FR"]),
+        ("DE-ECO", &["DE"]),
+        ("NL-EOKM", &["NL"]),
+    ])
+    .dns(RawDns::resolvers(&[zone.addr().to_string()]))
+    .create()
+    .await;
+    // DE-ECO behaves on the wire as the previous release (protocol 1).
+    fed.set(1, "exchange.protocol", 1);
+    fed.start_all().await;
+    // As that release did, it refuses a payload with fields it does not
+    // know (the DNS evidence) as not canonical.
+    let err = fed
+        .federation_as(0, 1)
+        .forward(pb::ForwardRequest {
+            envelopes: vec![signed_with_dns(&fed)],
+            urgent: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("not canonical"), "{}", err.message());
+
+    // FR-PDC sends it the previous protocol's copy, signed anew: the
+    // report reaches it, with the reasoning in words but no DNS fields.
+    let mut fr = fed.operator(0);
+    let sent = submit(&mut fr, "https://gallery.example.de/album/7", "").await;
+    assert_eq!(sent.route.as_ref().unwrap().destinations, vec!["DE-ECO"]);
+    wait_case(&fr, &sent.report_id, 20, |c| c.status == "delivered").await;
+    let at_de = case(&mut fed.operator(1), &sent.report_id).await;
+    let route = at_de.route.unwrap();
+    assert_eq!(route.country, "DE");
+    assert!(route.dns.is_empty(), "{:?}", route.dns);
+    assert!(
+        route.steps.iter().any(|s| s
+            == "host gallery.example.de: CNAME chain gallery.example.de -> \
+                www.gallery.example.de -> edge.hoster.example"),
+        "{:#?}",
+        route.steps
+    );
+    // The origin keeps the full evidence, and DE-ECO's receipt (naming the
+    // copy it got) was taken.
+    let mine = case(&mut fr, &sent.report_id).await;
+    assert_eq!(mine.route.unwrap().dns.len(), 1);
+    // A peer of this release still gets every field.
+    let sent = submit(&mut fr, &format!("http://{NL_IP}/n"), "").await;
+    wait_case(&fr, &sent.report_id, 20, |c| c.status == "delivered").await;
+
+    // `peers` and `status` say who speaks what (the health probe asks a
+    // peer not seen yet).
+    let cfg = fed.config_path(0);
+    let peers_args = ["peers", "--config", arg(&cfg)];
+    let (code, out, err) = eventually(
+        20,
+        || cli(&peers_args),
+        |(_, out, _)| out.contains("NL-EOKM: protocol 2"),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("DE-ECO: protocol 1, the previous release"),
+        "{out}"
+    );
+    assert!(
+        out.contains("NL-EOKM: protocol 2, features: forward-stream, receipt-batch"),
+        "{out}"
+    );
+    let (code, out, err) = cli(&["peers", "--config", arg(&cfg), "--json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let peers: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let de = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["node_id"] == "DE-ECO")
+        .unwrap();
+    assert_eq!(de["protocol"], 1, "{de}");
+    let (code, out, err) = cli(&["status", "--config", arg(&cfg)]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("  protocol 2"), "{out}");
+    assert!(
+        out.contains("peers at the previous protocol (1): DE-ECO"),
+        "{out}"
+    );
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn content_hosted_in_two_countries_goes_as_one_report_per_country_linked_as_a_family() {
+    let zone = ZoneServer::start(test_zone()).await.unwrap();
+    let fed = federation(&zone).await;
+    let (mut fr, mut de, mut le) = (fed.operator(0), fed.operator(1), fed.operator(3));
+    // Round-robin across Germany and Switzerland (no hotline: the fallback).
+    let sent = submit(&mut fr, "http://mirror.example/album", "").await;
+    let route = sent.route.clone().unwrap();
+    assert_eq!(route.destinations, vec!["DE-ECO"]);
+    let family = route.family.clone();
+    assert_eq!(family.len(), 36, "a family id: {route:?}");
+    let mine = sent.case.clone().unwrap();
+    assert_eq!(mine.family, family);
+    assert_eq!(mine.family_reports.len(), 1, "{:?}", mine.family_reports);
+    let (other, to) = mine.family_reports[0].split_once(" -> ").unwrap();
+    assert_eq!(to, "LE");
+    let other_id = other.strip_prefix("FR-PDC/").unwrap().to_owned();
+    for id in [&sent.report_id, &other_id] {
+        wait_case(&fr, id, 20, |c| c.status == "delivered").await;
+    }
+    // Each hotline got its own report, with its own evidence and the
+    // family id in the signed route; DNS's answers in full.
+    for (client, id, country, ip_here, ip_elsewhere) in [
+        (&mut de, &sent.report_id, "DE", DE_IP, CH_IP),
+        (&mut le, &other_id, "CH", CH_IP, DE_IP),
+    ] {
+        let got = case(client, id).await;
+        assert_eq!(got.family.as_deref(), Some(family.as_str()));
+        let view = got.route.unwrap();
+        assert_eq!(view.family, family);
+        assert_eq!(view.country, country);
+        assert_eq!(view.countries, vec![country.to_owned()]);
+        let located: Vec<&str> = view.addresses.iter().map(|a| a.ip.as_str()).collect();
+        assert_eq!(located, vec![ip_here], "{country}");
+        let answered: Vec<&str> = view.dns[0]
+            .answers
+            .iter()
+            .map(|a| a.value.as_str())
+            .collect();
+        assert!(answered.contains(&ip_elsewhere), "{answered:?}");
+        assert!(
+            view.steps
+                .iter()
+                .any(|s| s.starts_with("case family: report ") && s.contains(country)),
+            "{:#?}",
+            view.steps
+        );
+    }
+    // The origin's command line shows the family.
+    let cfg = fed.config_path(0);
+    let (code, out, err) = cli(&["cases", "show", &sent.report_id, "--config", arg(&cfg)]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("  family:   {family}")), "{out}");
+    assert!(
+        out.contains(&format!("  family report: FR-PDC/{other_id} -> LE")),
+        "{out}"
+    );
+    let (code, out, err) = cli(&["cases", "list", "--config", arg(&cfg)]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.ends_with(&family)).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    fed.shutdown().await;
+}

@@ -42,8 +42,9 @@ impl Flow for Envelopes {
             envelopes
                 .iter()
                 .map(|e| {
-                    wire::open_envelope(e, sender, &core.me, directory, now)
-                        .map_err(NodeError::from)
+                    let r = wire::open_envelope(e, sender, &core.me, directory, now)?;
+                    previous_release_check(core, &r)?;
+                    Ok(r)
                 })
                 .collect()
         })
@@ -95,6 +96,18 @@ impl Flow for Envelopes {
             chunk.iter().zip(&self.0.envelopes[offset..]).collect();
         store_chunk(core, tx, sender, &items, now, effects).await
     }
+}
+
+/// A node set to behave as the previous release (`[exchange] protocol =
+/// 1`) refuses what that release refused: a payload carrying fields it
+/// does not know (protocol 2's DNS evidence, CDN mark and case family)
+/// is not canonical to it (`wire::compat`).
+fn previous_release_check(core: &Core, r: &OpenedReport) -> Result<(), NodeError> {
+    let protocol = core.config.exchange.protocol;
+    if wire::compat::known_to(protocol, &r.payload) {
+        return Ok(());
+    }
+    Err(wire::WireError::NonCanonical("report").into())
 }
 
 type Item<'a> = (&'a OpenedReport, &'a pb::Envelope);
@@ -390,6 +403,11 @@ fn new_report<'a>(
         relay: !case,
         receipt: Some(receipt),
         joined_to,
+        family: p
+            .route
+            .as_ref()
+            .map(|r| r.family.as_str())
+            .filter(|f| !f.is_empty()),
     }
 }
 
