@@ -3,8 +3,7 @@
 //! (`node::health::local_checks`) and each peer's health service over
 //! mutual TLS, published as the node's readiness. A health check is not a
 //! request a peer audits, so probing never fills a peer's audit log (nor
-//! that of a peer that suspended us). A peer not seen yet is also asked
-//! what it states of itself (`NodeInfo`: protocol, features), once.
+//! that of a peer that suspended us).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -53,35 +52,25 @@ async fn probe(core: &Core, channels: &[(NodeId, Arc<PeerChannel>)]) {
         .map(|(peer, ch)| {
             let (_, ch) = ch.current(core);
             let peer = peer.clone();
-            let unseen = core.membership.stated(&peer).is_none();
             tokio::spawn(async move {
                 // An answer, whatever its status: a mutual-TLS handshake with
                 // the peer's certificate checked to name it, and its health
                 // service answering.
-                let mut client = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+                let mut client = tonic_health::pb::health_client::HealthClient::new(ch);
                 let request = tonic_health::pb::HealthCheckRequest {
                     service: String::new(),
                 };
                 let ok = tokio::time::timeout(timeout, client.check(request))
                     .await
                     .is_ok_and(|r| r.is_ok());
-                // What it states of itself, once (`alertrelay peers`).
-                let info = if ok && unseen {
-                    stated(ch, timeout).await
-                } else {
-                    None
-                };
-                (peer, ok, info)
+                (peer.to_string(), ok)
             })
         })
         .collect();
     let mut peers = BTreeMap::new();
     for call in calls {
-        if let Ok((peer, ok, info)) = call.await {
-            if let Some(info) = info {
-                core.membership.peer_info(&peer, &info);
-            }
-            peers.insert(peer.to_string(), ok);
+        if let Ok((peer, ok)) = call.await {
+            peers.insert(peer, ok);
         }
     }
     health::publish(
@@ -93,18 +82,4 @@ async fn probe(core: &Core, channels: &[(NodeId, Arc<PeerChannel>)]) {
             peers_configured: channels.len(),
         },
     );
-}
-
-/// What a peer states of itself in `NodeInfo` (protocol, features), if it
-/// answers within `timeout`.
-async fn stated(
-    ch: tonic::transport::Channel,
-    timeout: Duration,
-) -> Option<crate::pb::NodeInfoResponse> {
-    let mut client = crate::pb::federation_client::FederationClient::new(ch);
-    let call = client.node_info(crate::pb::NodeInfoRequest {});
-    match tokio::time::timeout(timeout, call).await {
-        Ok(Ok(info)) => Some(info.into_inner()),
-        _ => None,
-    }
 }

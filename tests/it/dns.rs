@@ -623,19 +623,15 @@ async fn a_node_of_the_previous_protocol_gets_host_named_reports_without_the_fie
     let mine = case(&mut fr, &sent.report_id).await;
     assert_eq!(mine.route.unwrap().dns.len(), 1);
     // A peer of this release still gets every field.
-    let sent = submit(&mut fr, &format!("http://{NL_IP}/n"), "").await;
+    zone.set("nl.example", vec![ZoneRecord::Addr(ip(NL_IP), 60)]);
+    let sent = submit(&mut fr, "http://nl.example/n", "").await;
     wait_case(&fr, &sent.report_id, 20, |c| c.status == "delivered").await;
+    let at_nl = case(&mut fed.operator(2), &sent.report_id).await;
+    assert_eq!(at_nl.route.unwrap().dns.len(), 1);
 
-    // `peers` and `status` say who speaks what (the health probe asks a
-    // peer not seen yet).
+    // `peers` and `status` say who speaks what.
     let cfg = fed.config_path(0);
-    let peers_args = ["peers", "--config", arg(&cfg)];
-    let (code, out, err) = eventually(
-        20,
-        || cli(&peers_args),
-        |(_, out, _)| out.contains("NL-EOKM: protocol 2"),
-    )
-    .await;
+    let (code, out, err) = cli(&["peers", "--config", arg(&cfg)]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("DE-ECO: protocol 1, the previous release"),
@@ -726,5 +722,80 @@ async fn content_hosted_in_two_countries_goes_as_one_report_per_country_linked_a
     assert_eq!(code, 0, "{out}{err}");
     let rows: Vec<&str> = out.lines().filter(|l| l.ends_with(&family)).collect();
     assert_eq!(rows.len(), 2, "{out}");
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn dns_over_tls_to_a_named_resolver_routes_by_its_answers_and_checks_its_name() {
+    // A resolver of the hotline's own, with a certificate from its own CA
+    // for "localhost", serving the test zone over TLS only.
+    let files = tempfile::tempdir().unwrap();
+    let ca = alertrelay::crypto::pki::FederationCa::generate("dot-test").unwrap();
+    let leaf = ca
+        .node_cert(
+            &alertrelay::identity::NodeId::new("RESOLVER").unwrap(),
+            &["localhost".to_owned()],
+        )
+        .unwrap();
+    let (ca_pem, cert, key) = (
+        files.path().join("ca.pem"),
+        files.path().join("dot.pem"),
+        files.path().join("dot.key"),
+    );
+    std::fs::write(&ca_pem, &ca.cert_pem).unwrap();
+    std::fs::write(&cert, &leaf.cert_pem).unwrap();
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let tls = alertrelay::crypto::tls::browser_server_config(&cert, &key).unwrap();
+    let zone = ZoneServer::start_tls(test_zone(), tls).await.unwrap();
+    let resolver = |name: &str| {
+        let mut dns = RawDns::resolvers(&[format!("tls://{name}@{}", zone.addr())]);
+        dns.tls_ca = Some(ca_pem.display().to_string());
+        dns.deadline_ms = 1_000;
+        dns
+    };
+    let fed = Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])])
+        .dns(resolver("localhost"))
+        .start()
+        .await;
+    let route = route_preview(
+        fed.core(0),
+        &["https://gallery.example.de/a".to_owned()],
+        "",
+        "csam",
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(route.kind, RouteKind::Peer, "{}", route.reason);
+    assert_eq!(route.destinations[0].as_str(), "DE-ECO");
+    let d = &route.evidence.dns[0];
+    assert!(
+        d.resolver.contains("DNS over TLS, localhost"),
+        "{}",
+        d.resolver
+    );
+    assert!(zone.asked().iter().any(|q| q == "gallery.example.de A"));
+    fed.shutdown().await;
+
+    // A resolver whose certificate does not name it is not believed: no
+    // answer is taken from it, the report is held.
+    let asked = zone.asked().len();
+    let fed = Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])])
+        .dns(resolver("dns.elsewhere.example"))
+        .start()
+        .await;
+    let route = route_preview(
+        fed.core(0),
+        &["https://gallery.example.de/b".to_owned()],
+        "",
+        "csam",
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(route.kind, RouteKind::Held, "{}", route.reason);
+    assert!(route.evidence.dns[0].failure.is_some());
+    assert_eq!(zone.asked().len(), asked, "no question got through");
     fed.shutdown().await;
 }
