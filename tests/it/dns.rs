@@ -799,3 +799,55 @@ async fn dns_over_tls_to_a_named_resolver_routes_by_its_answers_and_checks_its_n
     assert_eq!(zone.asked().len(), asked, "no question got through");
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_report_first_received_as_the_previous_protocols_copy_is_a_repeat_in_full_after_an_upgrade()
+ {
+    let fed = Federation::start(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])]).await;
+    let full = signed_with_dns(&fed);
+    let payload = <pb::ReportPayload as prost::Message>::decode(
+        full.report.as_ref().unwrap().payload.as_slice(),
+    )
+    .unwrap();
+    let copy = alertrelay::wire::compat::copy_for(1, &payload).expect("it has DNS fields");
+    let copy = pb::Envelope {
+        report: Some(alertrelay::wire::sign(
+            &fed.signing_key(0),
+            &alertrelay::identity::NodeId::new("FR-PDC").unwrap(),
+            alertrelay::crypto::signing::Purpose::Report,
+            &copy,
+        )),
+        hops: vec![],
+    };
+    // DE-ECO stored the copy (it spoke protocol 1 then); the origin, which
+    // never got the receipt, sends the full report once it is upgraded.
+    let mut results = Vec::new();
+    for envelope in [copy, full] {
+        let answer = fed
+            .federation_as(0, 1)
+            .forward(pb::ForwardRequest {
+                envelopes: vec![envelope],
+                urgent: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        results.push(answer.results[0].clone());
+    }
+    assert!(results.iter().all(|r| r.code == 0), "{results:?}");
+    assert_eq!(results[1].message, "already stored");
+    assert_eq!(
+        results[0].receipt, results[1].receipt,
+        "the original receipt"
+    );
+    let at_de = fed.cases(1, "incoming").await.unwrap();
+    assert_eq!(at_de.len(), 1);
+    assert_eq!(
+        fed.core(1)
+            .metrics
+            .equivocations
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    fed.shutdown().await;
+}

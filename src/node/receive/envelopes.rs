@@ -581,7 +581,14 @@ async fn repeat_or_equivocation(
 ) -> Result<ForwardAnswer, NodeError> {
     let p = &r.payload;
     let actor = format!("node:{sender}");
-    if existing.payload_digest == r.digest {
+    // The previous protocol's copy of this very report stored before (its
+    // origin sent it while this node spoke protocol 1, and retries the
+    // full report now): the same report, a repeat.
+    let copy_stored = || {
+        wire::compat::previous_digest(&r.payload_bytes)
+            .is_some_and(|d| d.as_slice() == existing.payload_digest.as_slice())
+    };
+    if existing.payload_digest == r.digest || copy_stored() {
         tx.audit(
             &audit::Entry::new(
                 "report.repeat",
