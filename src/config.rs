@@ -576,7 +576,8 @@ impl NodeConfig {
         let fallback_for = fallbacks_by_category(&raw.fallback_for, &directory)
             .map_err(|m| invalid(("fallback_for", m)))?;
         let geo = std::sync::Arc::new(geo_sources(&raw.geo, &shown, &resolve)?);
-        let dns = raw.dns.validate().map_err(invalid)?;
+        let mut dns = raw.dns.validate().map_err(invalid)?;
+        dns.tls_ca = raw.dns.tls_ca.as_deref().map(&resolve);
         let jurisdiction =
             jurisdiction(&raw.jurisdiction, &directory, &node_id).map_err(invalid)?;
         let retention = retention(&raw.retention).map_err(invalid)?;
@@ -1001,6 +1002,11 @@ pub struct RawDns {
     /// For `static`: host name → addresses.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub hosts: std::collections::BTreeMap<String, Vec<String>>,
+    /// For DNS over TLS (`tls://` resolvers): a PEM file of the CA
+    /// certificates their certificates must chain to, instead of the
+    /// Mozilla roots (a hotline's own resolvers with its own CA).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<String>,
 }
 
 impl Default for RawDns {
@@ -1017,6 +1023,7 @@ impl Default for RawDns {
             on_failure: d.on_failure.as_str().into(),
             recheck_interval_s: d.recheck_interval.as_secs(),
             hosts: Default::default(),
+            tls_ca: None,
         }
     }
 }
@@ -1070,6 +1077,12 @@ impl RawDns {
             return Err((
                 "dns.resolvers",
                 "mode = \"resolvers\" needs at least one".into(),
+            ));
+        }
+        if self.tls_ca.is_some() && !self.resolvers.iter().any(|r| r.starts_with("tls://")) {
+            return Err((
+                "dns.tls_ca",
+                "only used with DNS over TLS resolvers (tls://NAME@IP)".into(),
             ));
         }
         let mut resolvers = Vec::with_capacity(self.resolvers.len());
@@ -1127,6 +1140,8 @@ impl RawDns {
             on_failure,
             recheck_interval: std::time::Duration::from_secs(self.recheck_interval_s),
             map,
+            // Resolved against node.toml's folder by the caller.
+            tls_ca: self.tls_ca.as_ref().map(std::path::PathBuf::from),
         })
     }
 }

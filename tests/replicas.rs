@@ -239,6 +239,7 @@ async fn two_replicas_racing_on_one_report_store_it_once() {
                 relay: false,
                 receipt: Some(b"receipt"),
                 joined_to: None,
+                family: None,
             })
             .await
             .unwrap();
@@ -311,6 +312,7 @@ async fn claim_rates() {
             relay: false,
             receipt: None,
             joined_to: None,
+            family: None,
         })
         .await
         .unwrap();

@@ -189,6 +189,7 @@ fn report<'a>(origin: &'a str, id: &'a str, payload: &'a [u8]) -> NewReport<'a> 
         relay: false,
         receipt: None,
         joined_to: None,
+        family: None,
     }
 }
 

@@ -95,6 +95,7 @@ fn route_view_to_pb(r: &RouteView) -> pb::RouteDecision {
                 .collect(),
         }),
         steps: r.steps.clone(),
+        family: r.family.clone(),
     }
 }
 
@@ -179,6 +180,8 @@ pub fn case_to_pb(c: &CaseView) -> pb::Case {
             .collect(),
         purged_at_ms: ms(&c.purged_at),
         classification: c.classification.clone(),
+        family: c.family.clone().unwrap_or_default(),
+        family_reports: c.family_reports.clone(),
     }
 }
 
@@ -252,6 +255,8 @@ pub fn case_from_pb(c: pb::Case) -> CaseView {
             .collect(),
         purged_at: (c.purged_at_ms != 0).then(|| rfc3339(c.purged_at_ms)),
         classification: c.classification,
+        family: nonempty(c.family),
+        family_reports: c.family_reports,
     }
 }
 
@@ -271,6 +276,8 @@ pub fn peer_to_pb(p: &PeerView) -> pb::PeerState {
         last_success_ms: p.last_success_ms,
         active: p.active,
         last_seen_ms: p.last_seen_ms,
+        protocol_version: p.protocol,
+        features: p.features.clone(),
     }
 }
 
@@ -288,6 +295,8 @@ pub fn peer_from_pb(p: pb::PeerState) -> PeerView {
         next_attempt_ms: p.next_attempt_ms,
         last_success_ms: p.last_success_ms,
         last_seen_ms: p.last_seen_ms,
+        protocol: p.protocol_version,
+        features: p.features,
     }
 }
 
@@ -317,6 +326,8 @@ pub fn summary_to_pb(s: &NodeSummary) -> pb::NodeStatus {
         directory_serial: s.directory_serial,
         directory_issued_at_ms: s.directory_issued_at_ms,
         directory_expires_at_ms: s.directory_expires_at_ms,
+        protocol_version: s.protocol,
+        peers_previous_protocol: s.peers_previous_protocol.clone(),
     }
 }
 
@@ -346,6 +357,8 @@ pub fn summary_from_pb(s: pb::NodeStatus) -> NodeSummary {
         directory_serial: s.directory_serial,
         directory_issued_at_ms: s.directory_issued_at_ms,
         directory_expires_at_ms: s.directory_expires_at_ms,
+        protocol: s.protocol_version,
+        peers_previous_protocol: s.peers_previous_protocol,
     }
 }
 

@@ -453,6 +453,14 @@ pub enum FederationCommand {
         #[arg(long)]
         node: String,
     },
+    /// Replace the directory key: a new one is made (DIR/directory.key,
+    /// the old kept as DIR/directory.key.retired-ID), and a version signed
+    /// by the old keys (--key, or DIR/directory.key) and the new one
+    /// retires the old; the nodes take it and trust only the new key.
+    RotateDirectoryKey {
+        #[command(flatten)]
+        publish: PublishArgs,
+    },
 }
 
 /// Where the secretariat's folder is, and how versions are signed.

@@ -110,6 +110,18 @@ fn lifecycle(command: FederationCommand) -> Result<ExitCode, Failure> {
                 &done,
             )
         }
+        FederationCommand::RotateDirectoryKey { publish } => {
+            let (done, key_id) =
+                secretariat::rotate_directory_key(&publish.dir, &how(&publish)).map_err(failed)?;
+            published(
+                &format!(
+                    "new directory key {key_id} (DIR/directory.key), signed by the old keys too; \
+                     the old key file is kept as directory.key.retired-*: destroy it once every node \
+                     has the new version;"
+                ),
+                &done,
+            )
+        }
         FederationCommand::RotateTls { publish, node } => {
             let done = secretariat::rotate_tls(&publish.dir, &node_id(&node)?, &how(&publish))
                 .map_err(failed)?;

@@ -40,8 +40,8 @@ fn age(ms: i64) -> String {
 
 pub(crate) fn peers(peers: &[PeerView]) {
     println!(
-        "{:<14} {:<9} {:>7} {:>8} {:>8}  {:<24} LAST ERROR",
-        "PEER", "REACHABLE", "QUEUED", "OLDEST", "FAILURES", "NEXT ATTEMPT"
+        "{:<14} {:<9} {:>8} {:>7} {:>8} {:>8}  {:<24} LAST ERROR",
+        "PEER", "REACHABLE", "PROTOCOL", "QUEUED", "OLDEST", "FAILURES", "NEXT ATTEMPT"
     );
     for p in peers {
         let next = if p.next_attempt_ms > 0 {
@@ -50,12 +50,16 @@ pub(crate) fn peers(peers: &[PeerView]) {
             "-".to_owned()
         };
         println!(
-            "{:<14} {:<9} {:>7} {:>8} {:>8}  {:<24} {}",
+            "{:<14} {:<9} {:>8} {:>7} {:>8} {:>8}  {:<24} {}",
             p.node_id,
             if p.active {
                 p.reachable.as_str()
             } else {
                 "suspended"
+            },
+            match p.protocol {
+                0 => "?".to_owned(),
+                n => n.to_string(),
             },
             p.queue_depth,
             age(p.oldest_undelivered_age_ms),
@@ -64,6 +68,20 @@ pub(crate) fn peers(peers: &[PeerView]) {
             p.last_error
         );
     }
+    for p in peers.iter().filter(|p| p.protocol > 0) {
+        println!("{}: {}", p.node_id, protocol_line(p.protocol, &p.features));
+    }
+}
+
+/// What a peer's protocol means for this node, in words.
+fn protocol_line(protocol: u32, features: &[String]) -> String {
+    if protocol < crate::node::membership::PROTOCOL {
+        return format!(
+            "protocol {protocol}, the previous release: sent the previous protocol's copy of \
+             reports (no DNS evidence fields), learns no directory by itself; upgrade it"
+        );
+    }
+    format!("protocol {protocol}, features: {}", features.join(", "))
 }
 
 pub(crate) fn summary(s: &NodeSummary) {
@@ -93,6 +111,14 @@ pub(crate) fn summary(s: &NodeSummary) {
         "  peers: {} of {} reachable; {} items waiting in the outbox",
         s.peers_reachable, s.peers_total, s.outbox_total
     );
+    println!("  protocol {}", s.protocol);
+    if !s.peers_previous_protocol.is_empty() {
+        println!(
+            "  peers at the previous protocol ({}): {} (sent the previous protocol's copy of reports)",
+            crate::node::membership::OLDEST_PROTOCOL,
+            s.peers_previous_protocol.join(", ")
+        );
+    }
     println!(
         "  audit log: {} entries; latest checkpoint {} with {} cosignatures",
         s.audit_entries, s.checkpoint_size, s.checkpoint_cosignatures
@@ -209,12 +235,12 @@ fn dns(d: &crate::report::view::DnsView) {
 
 pub(crate) fn case_table(cases: &[CaseView]) {
     println!(
-        "{:<36}  {:<10}  {:<8}  {:<12}  {:<20}  {:<18}  COUNTRY",
-        "ID", "ORIGIN", "DIR", "DESTINATION", "STATUS", "CATEGORY"
+        "{:<36}  {:<10}  {:<8}  {:<12}  {:<20}  {:<18}  {:<7}  FAMILY",
+        "ID", "ORIGIN", "DIR", "DESTINATION", "STATUS", "CATEGORY", "COUNTRY"
     );
     for c in cases {
         println!(
-            "{:<36}  {:<10}  {:<8}  {:<12}  {:<20}  {:<18}  {}",
+            "{:<36}  {:<10}  {:<8}  {:<12}  {:<20}  {:<18}  {:<7}  {}",
             c.id,
             c.origin,
             c.direction,
@@ -225,7 +251,8 @@ pub(crate) fn case_table(cases: &[CaseView]) {
             },
             c.status,
             c.category,
-            c.hosting_country.as_deref().unwrap_or("?")
+            c.hosting_country.as_deref().unwrap_or("?"),
+            c.family.as_deref().unwrap_or("-")
         );
     }
 }
@@ -249,6 +276,12 @@ pub(crate) fn case(c: &CaseView) {
     }
     for u in &c.urls {
         println!("  url:      {}", clean(u));
+    }
+    if let Some(f) = &c.family {
+        println!("  family:   {f} (one report per hosting country)");
+        for other in &c.family_reports {
+            println!("  family report: {}", clean(other));
+        }
     }
     if let Some(r) = &c.route {
         route(r);

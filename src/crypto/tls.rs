@@ -251,6 +251,16 @@ pub fn client_config(files: &TlsFiles<'_>) -> Result<Arc<ClientConfig>, TlsError
     Ok(Arc::new(config))
 }
 
+/// A client for DNS over TLS to resolvers whose certificates chain to the
+/// CA certificates in `ca` (instead of the Mozilla roots): no client
+/// certificate; the resolver's name is checked by the resolver library.
+pub fn dns_client_config(ca: &Path) -> Result<ClientConfig, TlsError> {
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots(ca)?)
+        .with_no_client_auth())
+}
+
 /// A client TLS configuration that can be swapped at run time (reload):
 /// each new connection uses the current one.
 pub type ClientTls = Arc<std::sync::RwLock<Arc<ClientConfig>>>;

@@ -204,6 +204,12 @@ pub struct RawDirectoryKeys {
     pub threshold: u32,
     #[serde(rename = "key")]
     pub keys: Vec<RawDirectoryKey>,
+    /// Ids of directory keys this version retires (a key replacement,
+    /// TUF's root rotation): a node takes a version that drops a key it
+    /// trusts only when the key is listed here and the version is signed
+    /// by a threshold of the keys it trusts and of the keys it names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -313,8 +319,8 @@ pub fn open_anchor(doc: &SignedDirectory, shown: &str) -> Result<Directory, Refu
 /// Checks `doc`, offered by a peer or found on disk, as a successor of
 /// the signed directory `current`: signed by the keys `current` trusts
 /// (before anything of it is decoded) and by its own, of the same
-/// federation, keeping every directory key, with a higher serial, and not
-/// expired at `now_ms`.
+/// federation, keeping every directory key it does not retire, with a
+/// higher serial, and not expired at `now_ms`.
 pub fn check_successor(
     current: &SignedInfo,
     federation: &str,
@@ -336,11 +342,16 @@ pub fn check_successor(
         });
     }
     let keys = DirectoryKeys::from_raw(&raw.directory_keys).map_err(Refusal::Invalid)?;
+    let retired = &raw.directory_keys.retired;
     for (id, key) in &current.keys.keys {
-        if !keys.keys.iter().any(|(i, k)| i == id && k == key) {
+        let kept = keys.keys.iter().any(|(i, k)| i == id && k == key);
+        if !kept && !retired.contains(id) {
             return Err(Refusal::RemovesKey(id.clone()));
         }
     }
+    // Signed by the keys it names too: a replacement is signed by the old
+    // keys and the new ones (the old alone cannot hand trust to keys that
+    // never signed; the new alone are not trusted yet).
     keys.check(doc)?;
     if raw.serial <= current.serial {
         return Err(Refusal::Rollback {
@@ -463,6 +474,7 @@ mod tests {
                     public_key: encode_public_key(&k.verifying_key()),
                 })
                 .collect(),
+            retired: Vec::new(),
         }
     }
 
@@ -544,6 +556,58 @@ mod tests {
         assert!(matches!(
             check_successor(&current, "f", &ok, now + 2 * DAY),
             Err(Refusal::Expired { .. })
+        ));
+    }
+
+    #[test]
+    fn a_key_replacement_needs_the_old_threshold_and_the_new_and_the_retirement_said() {
+        let [a, b, c, n1, n2] = [(); 5].map(|_| NodeKey::generate());
+        let now = 1_800_000_000_000;
+        let current = info(&version(1, &keys(2, &[&a, &b, &c]), &[&a, &b]));
+        let mut new = keys(2, &[&n1, &n2]);
+        new.retired = vec![a.key_id().into(), b.key_id().into(), c.key_id().into()];
+        // Two old officers and two new: taken; the node then trusts the new.
+        let rotated = version(2, &new, &[&a, &b, &n1, &n2]);
+        let Ok(Verdict::Newer(d)) = check_successor(&current, "f", &rotated, now) else {
+            panic!("the rotation is refused");
+        };
+        let after = d.signed.clone().unwrap();
+        assert_eq!(after.keys.ids(), vec![n1.key_id(), n2.key_id()]);
+        // The new keys alone, or the old alone, cannot rotate.
+        assert!(matches!(
+            check_successor(&current, "f", &version(2, &new, &[&n1, &n2]), now),
+            Err(Refusal::Unsigned { valid: 0, .. })
+        ));
+        assert!(matches!(
+            check_successor(&current, "f", &version(2, &new, &[&a, &b, &n1]), now),
+            Err(Refusal::Unsigned { valid: 1, .. })
+        ));
+        // Not said to be retired: refused as before.
+        let unsaid = keys(2, &[&n1, &n2]);
+        assert_eq!(
+            check_successor(
+                &current,
+                "f",
+                &version(2, &unsaid, &[&a, &b, &n1, &n2]),
+                now
+            )
+            .unwrap_err(),
+            Refusal::RemovesKey(a.key_id().to_owned())
+        );
+        // After it: the new keys suffice, the retired ones count for nothing.
+        let next = version(3, &keys(2, &[&n1, &n2]), &[&n1, &n2]);
+        assert!(matches!(
+            check_successor(&after, "f", &next, now),
+            Ok(Verdict::Newer(_))
+        ));
+        assert!(matches!(
+            check_successor(
+                &after,
+                "f",
+                &version(3, &keys(2, &[&a, &b]), &[&a, &b]),
+                now
+            ),
+            Err(Refusal::Unsigned { valid: 0, .. })
         ));
     }
 

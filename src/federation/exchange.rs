@@ -6,7 +6,10 @@
 //! its serial, so a peer behind it asks back). What a peer offers goes
 //! through `node::membership::offer`: applied, or refused and audited. A
 //! peer of the previous protocol answers UNIMPLEMENTED: it is noted, and
-//! still delivered to as before.
+//! still delivered to (the previous protocol's copy of reports,
+//! `wire::compat`). A peer whose features are not known yet is also asked
+//! what it states of itself in `NodeInfo` (protocol, features) for
+//! `alertrelay peers`.
 
 use std::sync::Arc;
 
@@ -91,6 +94,15 @@ pub async fn exchange_once(
     peer: &NodeId,
     client: &mut FederationClient<Channel>,
 ) -> Exchanged {
+    // What the peer states of itself (`alertrelay peers` shows it): asked
+    // until known, and again after its protocol changed.
+    let known = core
+        .membership
+        .stated(peer)
+        .is_some_and(|s| s.protocol < membership::PROTOCOL || !s.features.is_empty());
+    if !known && let Ok(info) = client.node_info(pb::NodeInfoRequest {}).await {
+        core.membership.peer_info(peer, info.get_ref());
+    }
     let known_serial = core.directory().serial();
     let answer = client
         .get_directory(pb::GetDirectoryRequest { known_serial })

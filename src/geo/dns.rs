@@ -134,6 +134,9 @@ pub struct Dns {
     pub recheck_interval: Duration,
     /// For `static`.
     pub map: StaticResolver,
+    /// For DNS over TLS: the CA certificates (PEM file) the resolvers'
+    /// certificates must chain to; `None`: the Mozilla roots.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl Default for Dns {
@@ -149,6 +152,7 @@ impl Default for Dns {
             on_failure: OnFailure::Hold,
             recheck_interval: Duration::ZERO,
             map: StaticResolver::default(),
+            tls_ca: None,
         }
     }
 }

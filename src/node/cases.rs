@@ -55,6 +55,7 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
     // The origin's latest correction, signed; shown over the original.
     let correction = crate::wire::stored::applied_correction(&row).unwrap_or_default();
     let referrals = core.store.referrals(row.seq).await?;
+    let family_reports = family_reports(core, &row).await?;
     // Stored payloads were verified (or made) by this node; one that does
     // not decode means a damaged database, which must not pass as empty.
     let payload = pb::ReportPayload::decode(row.payload())
@@ -110,7 +111,39 @@ async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
         referrals: referrals.into_iter().map(referral_view).collect(),
         purged_at: row.purged_at_ms.map(rfc3339),
         classification: payload.classification,
+        family: row.family,
+        family_reports,
     })
+}
+
+/// The other reports of `row`'s case family held here, as
+/// ORIGIN/REPORT-ID (-> where each went, at its origin).
+async fn family_reports(core: &Core, row: &ReportRow) -> Result<Vec<String>, NodeError> {
+    let Some(family) = &row.family else {
+        return Ok(Vec::new());
+    };
+    let others = core.store.family(&row.origin, family).await?;
+    let mut out = Vec::new();
+    for other in others.iter().filter(|o| o.seq != row.seq) {
+        let to = if other.origin == core.me.as_str() {
+            let going: Vec<String> = core
+                .store
+                .deliveries(other.seq)
+                .await?
+                .into_iter()
+                .map(|d| d.destination)
+                .collect();
+            if going.is_empty() {
+                " -> kept here".to_owned()
+            } else {
+                format!(" -> {}", going.join(", "))
+            }
+        } else {
+            String::new()
+        };
+        out.push(format!("{}/{}{to}", other.origin, other.report_id));
+    }
+    Ok(out)
 }
 
 /// Where a case went: a relay's destinations behind it, this node for an

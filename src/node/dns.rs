@@ -41,6 +41,8 @@ pub enum DnsStartError {
     NoServers,
     #[error("cannot build the resolver")]
     Build(#[source] NetError),
+    #[error("[dns] tls_ca: cannot use it for DNS over TLS")]
+    TlsCa(#[source] crate::crypto::tls::TlsError),
 }
 
 /// The node's resolver: `None` inside for `off` and `static`.
@@ -227,10 +229,13 @@ fn live(
     opts.ndots = 0;
     opts.validate = setting.dnssec;
     opts.num_concurrent_reqs = 1;
-    let resolver = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
-        .with_options(opts)
-        .build()
-        .map_err(DnsStartError::Build)?;
+    let mut builder = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+        .with_options(opts);
+    if let Some(ca) = &setting.tls_ca {
+        let tls = crate::crypto::tls::dns_client_config(ca).map_err(DnsStartError::TlsCa)?;
+        builder = builder.with_tls_config(tls);
+    }
+    let resolver = builder.build().map_err(DnsStartError::Build)?;
     Ok(Live {
         resolver,
         describe,

@@ -40,6 +40,10 @@ pub struct Prepared {
     digest: [u8; 32],
     envelope: Vec<u8>,
     created_at_ms: i64,
+    /// The other reports of its case family (content hosted in several
+    /// countries leading to different places: one report per place),
+    /// stored with it when it is new.
+    family: Vec<Prepared>,
 }
 
 /// A submission that was refused before anything was stored: its audit
@@ -89,7 +93,34 @@ pub fn prepare(
         .iter()
         .map(|u| validate::url(u).map_err(refused))
         .collect::<Result<Vec<_>, _>>()?;
-    let route = decide(core, &urls, &draft, resolved);
+    let mut route = decide(core, &urls, &draft, resolved);
+    let mut parts = std::mem::take(&mut route.parts).into_iter();
+    if let Some(first) = parts.next() {
+        // One report per place, linked by the family id in each signed
+        // route; the first answers the submission.
+        let family = Some(uuid::Uuid::now_v7().to_string());
+        let with_family = |mut r: RouteDecision| {
+            r.family = family.clone();
+            r
+        };
+        let others = parts
+            .map(|r| signed(core, "", draft.clone(), with_family(r), now))
+            .collect();
+        let mut p = signed(core, submission_id, draft, with_family(first), now);
+        p.family = others;
+        return Ok(p);
+    }
+    Ok(signed(core, submission_id, draft, route, now))
+}
+
+/// A validated submission with its route, signed as a report of this node.
+fn signed(
+    core: &Core,
+    submission_id: &str,
+    draft: crate::report::ReportDraft,
+    route: RouteDecision,
+    now: i64,
+) -> Prepared {
     let report_id = uuid::Uuid::now_v7().to_string();
     let payload = pb::ReportPayload {
         report_id: report_id.clone(),
@@ -123,7 +154,7 @@ pub fn prepare(
         report: Some(signed),
         hops: vec![],
     });
-    Ok(Prepared {
+    Prepared {
         submission_id: submission_id.to_owned(),
         report_id,
         draft,
@@ -132,7 +163,8 @@ pub fn prepare(
         digest,
         envelope,
         created_at_ms: now,
-    })
+        family: Vec::new(),
+    }
 }
 
 impl Refused {
@@ -423,12 +455,28 @@ async fn store_batch(
     } else {
         core.begin_bulk().await?
     };
+    let mut batch = batch;
     let plan = plan(&mut tx, actor, &batch).await?;
     let seqs = insert_fresh(core, &mut tx, &batch, &plan.fresh).await?;
     let next_hops = queue_and_audit(core, &mut tx, actor, &batch, &plan.fresh, &seqs).await?;
+    // The other reports of each new report's case family, stored with it.
+    let family: Vec<Prepared> = plan
+        .fresh
+        .iter()
+        .flat_map(|&i| std::mem::take(&mut batch[i].family))
+        .collect();
+    let all: Vec<usize> = (0..family.len()).collect();
+    let (family_seqs, family_hops) = if family.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        let seqs = insert_fresh(core, &mut tx, &family, &all).await?;
+        let hops = queue_and_audit(core, &mut tx, actor, &family, &all, &seqs).await?;
+        (seqs, hops)
+    };
     crate::faults::crash_point("intake-before-commit");
     tx.commit().await?;
     announce(core, &batch, &plan.fresh, &seqs, &next_hops);
+    announce(core, &family, &all, &family_seqs, &family_hops);
     answers(&batch, &plan, &seqs)
 }
 
@@ -539,6 +587,7 @@ async fn insert_fresh(
                 relay: false,
                 receipt: None,
                 joined_to: None,
+                family: p.route.family.as_deref(),
             }
         })
         .collect();
@@ -671,6 +720,7 @@ fn submitted_entry(core: &Core, actor: &str, p: &Prepared, next_hops: &[NodeId])
             "dataset_date": route.evidence.dataset_date,
             "reason": route.reason,
             "withheld": route.withheld,
+            "family": route.family,
         }),
     )
 }

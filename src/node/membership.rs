@@ -17,9 +17,8 @@ use crate::store::StoreError;
 
 use super::{Core, ReloadError};
 
-/// The protocol this build speaks. Version 1 is every release before the
-/// signed directory (no `GetDirectory`, no protocol in `NodeInfo`).
-pub const PROTOCOL: u32 = 2;
+/// The protocol this build speaks (`wire::PROTOCOL`).
+pub const PROTOCOL: u32 = crate::wire::PROTOCOL;
 /// The oldest protocol this build still talks to.
 pub const OLDEST_PROTOCOL: u32 = PROTOCOL - 1;
 /// What this build offers, by name, in `NodeInfo.features`.
@@ -29,6 +28,16 @@ pub const FEATURES: &[&str] = &[
     "directory-exchange",
     "protocol-version",
 ];
+
+/// The protocol a peer speaks from what its `NodeInfo` states: nothing
+/// (0) is the previous release; a newer one than this build's is talked
+/// to as this build's.
+pub fn stated(protocol_version: u32) -> u32 {
+    match protocol_version {
+        0 => OLDEST_PROTOCOL,
+        p => p.min(PROTOCOL),
+    }
+}
 
 /// The membership side of `Core`.
 #[derive(Default)]
@@ -43,24 +52,72 @@ pub struct State {
     /// same bad version offered again each round is counted, not audited
     /// again.
     last_refused: std::sync::Mutex<BTreeMap<String, (String, [u8; 32])>>,
-    /// What each peer said of itself: its protocol, or that it does not
-    /// serve directories (protocol 1).
-    peers: std::sync::Mutex<BTreeMap<NodeId, u32>>,
+    /// What each peer said of itself: its protocol (1 when it does not
+    /// serve directories) and features.
+    peers: std::sync::Mutex<BTreeMap<NodeId, Stated>>,
     /// Versions applied and refused, for the metrics.
     pub applied: std::sync::atomic::AtomicU64,
 }
 
+/// What a peer said of itself (`NodeInfo`, or the directory exchange).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stated {
+    pub protocol: u32,
+    /// Empty for a node of protocol 1, or when only the exchange was seen.
+    pub features: Vec<String>,
+}
+
 impl State {
-    /// Records `peer`'s protocol (1 when it does not serve directories).
+    /// Records `peer`'s protocol (1 when it does not serve directories);
+    /// the features it stated stay while the protocol is the same.
     pub fn peer_protocol(&self, peer: &NodeId, protocol: u32) {
         if let Ok(mut g) = self.peers.lock() {
-            g.insert(peer.clone(), protocol);
+            let s = g.entry(peer.clone()).or_default();
+            if s.protocol != protocol {
+                *s = Stated {
+                    protocol,
+                    features: Vec::new(),
+                };
+            }
+        }
+    }
+
+    /// Records what `peer` states in `NodeInfo`.
+    pub fn peer_info(&self, peer: &NodeId, info: &crate::pb::NodeInfoResponse) {
+        if let Ok(mut g) = self.peers.lock() {
+            g.insert(
+                peer.clone(),
+                Stated {
+                    protocol: stated(info.protocol_version),
+                    features: info.features.clone(),
+                },
+            );
+        }
+    }
+
+    /// `peer`'s protocol as last seen, if it was.
+    pub fn protocol_of(&self, peer: &NodeId) -> Option<u32> {
+        self.stated(peer).map(|s| s.protocol)
+    }
+
+    /// What `peer` said of itself, if it was seen.
+    pub fn stated(&self, peer: &NodeId) -> Option<Stated> {
+        self.peers.lock().ok().and_then(|g| g.get(peer).cloned())
+    }
+
+    /// Forgets what `peer` said of its protocol: it is asked again.
+    pub fn forget_protocol(&self, peer: &NodeId) {
+        if let Ok(mut g) = self.peers.lock() {
+            g.remove(peer);
         }
     }
 
     /// Each peer's protocol as last seen.
     pub fn peer_protocols(&self) -> BTreeMap<NodeId, u32> {
-        self.peers.lock().map(|g| g.clone()).unwrap_or_default()
+        self.peers
+            .lock()
+            .map(|g| g.iter().map(|(k, s)| (k.clone(), s.protocol)).collect())
+            .unwrap_or_default()
     }
 }
 

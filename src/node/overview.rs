@@ -23,6 +23,12 @@ pub struct PeerView {
     /// When the peer was last seen answering, Unix ms; 0 when never.
     #[serde(default)]
     pub last_seen_ms: i64,
+    /// The wire protocol the peer stated (0: not seen yet).
+    #[serde(default)]
+    pub protocol: u32,
+    /// The features it offers by name.
+    #[serde(default)]
+    pub features: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +61,12 @@ pub struct NodeSummary {
     pub directory_issued_at_ms: i64,
     #[serde(default)]
     pub directory_expires_at_ms: i64,
+    /// The wire protocol this node speaks.
+    #[serde(default)]
+    pub protocol: u32,
+    /// The peers last seen speaking the previous protocol.
+    #[serde(default)]
+    pub peers_previous_protocol: Vec<String>,
 }
 
 pub async fn peers(core: &Core) -> Result<Vec<PeerView>, NodeError> {
@@ -68,6 +80,7 @@ pub async fn peers(core: &Core) -> Result<Vec<PeerView>, NodeError> {
             .map(|l| l.status())
             .unwrap_or_default();
         let q = queues.iter().find(|q| q.peer == n.id.as_str());
+        let stated = core.membership.stated(&n.id).unwrap_or_default();
         out.push(PeerView {
             node_id: n.id.to_string(),
             endpoint: n.endpoint.clone(),
@@ -86,6 +99,8 @@ pub async fn peers(core: &Core) -> Result<Vec<PeerView>, NodeError> {
             next_attempt_ms: status.next_attempt_ms.unwrap_or(0),
             last_success_ms: status.last_success_ms.unwrap_or(0),
             last_seen_ms: status.last_seen_ms.unwrap_or(0),
+            protocol: stated.protocol,
+            features: stated.features,
         });
     }
     Ok(out)
@@ -132,5 +147,14 @@ pub async fn summary(core: &Core) -> Result<NodeSummary, NodeError> {
         directory_serial: signed.as_ref().map_or(0, |s| s.serial),
         directory_issued_at_ms: signed.as_ref().map_or(0, |s| s.issued_at_ms),
         directory_expires_at_ms: signed.as_ref().map_or(0, |s| s.expires_at_ms),
+        protocol: match core.config.exchange.protocol {
+            p if p >= 2 => crate::node::membership::PROTOCOL,
+            p => p,
+        },
+        peers_previous_protocol: peers
+            .iter()
+            .filter(|p| p.protocol == crate::node::membership::OLDEST_PROTOCOL)
+            .map(|p| p.node_id.clone())
+            .collect(),
     })
 }

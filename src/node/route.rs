@@ -137,13 +137,21 @@ pub(crate) fn decide(
         },
     );
     // What may be sent where: a destination the receiver's law or this
-    // node's jurisdiction policy rules out gets the alternative instead.
-    routing::policy::apply(
-        decision,
-        draft.category,
-        draft.classification,
-        &core.config.jurisdiction,
-        &directory,
-        &core.me,
-    )
+    // node's jurisdiction policy rules out gets the alternative instead
+    // (for each report of a case family on its own).
+    let mut decision = decision;
+    let parts = std::mem::take(&mut decision.parts);
+    let policy = |d: RouteDecision| {
+        routing::policy::apply(
+            d,
+            draft.category,
+            draft.classification,
+            &core.config.jurisdiction,
+            &directory,
+            &core.me,
+        )
+    };
+    let mut whole = policy(decision);
+    whole.parts = parts.into_iter().map(policy).collect();
+    whole
 }

@@ -38,22 +38,86 @@ pub const DEFAULT_VALIDITY: time::Duration = time::Duration::days(90);
 pub fn init_keys(dir: &Path) -> Result<(), ProvisionError> {
     let key = NodeKey::generate();
     key.save(&dir.join(DIRECTORY_KEY))?;
-    let keys = RawDirectoryKeys {
+    write_keys(dir, &one_key(&key, Vec::new()))
+}
+
+/// A directory key set of one key, threshold 1.
+fn one_key(key: &NodeKey, retired: Vec<String>) -> RawDirectoryKeys {
+    RawDirectoryKeys {
         threshold: 1,
         keys: vec![RawDirectoryKey {
             id: key.key_id().to_owned(),
             public_key: encode_public_key(&key.verifying_key()),
         }],
-    };
+        retired,
+    }
+}
+
+/// Writes `DIR/directory-keys.toml`.
+fn write_keys(dir: &Path, keys: &RawDirectoryKeys) -> Result<(), ProvisionError> {
     write(
         &dir.join(DIRECTORY_KEYS),
         format!(
             "# The directory keys: `threshold` of them must sign each version of the directory.\n\
-             # Nodes refuse a version that drops a key they trust.\n{}",
-            toml::to_string_pretty(&keys)?
+             # Nodes refuse a version that drops a key they trust, unless it lists the key in\n\
+             # `retired` and is signed by both the old keys and the new (`rotate-directory-key`).\n{}",
+            toml::to_string_pretty(keys)?
         )
         .as_bytes(),
     )
+}
+
+/// The directory key replaced (TUF's root rotation): a new key is made,
+/// the old keys are listed as retired, and the version is signed by the
+/// old keys (`how.keys`, or `DIR/directory.key`) and the new one. Every
+/// node takes it through the exchange and from then on trusts only the
+/// new key; a version signed by the new key alone before that is refused.
+/// The new key becomes `DIR/directory.key`; the old one is kept as
+/// `DIR/directory.key.retired-<ID>` (destroy it once every node took the
+/// new version). Returns the new key's id.
+pub fn rotate_directory_key(
+    dir: &Path,
+    how: &Publish,
+) -> Result<(Published, String), ProvisionError> {
+    let keys_path = dir.join(DIRECTORY_KEYS);
+    let keys_before = read_text(&keys_path)?;
+    let old: RawDirectoryKeys = parse(&keys_path)?;
+    let new = NodeKey::generate();
+    let new_path = dir.join(format!("{DIRECTORY_KEY}.new"));
+    new.save(&new_path)?;
+    let retired = old.keys.iter().map(|k| k.id.clone()).collect();
+    write_keys(dir, &one_key(&new, retired))?;
+    let mut signers = if how.keys.is_empty() {
+        vec![dir.join(DIRECTORY_KEY)]
+    } else {
+        how.keys.clone()
+    };
+    signers.push(new_path.clone());
+    let signing = Publish {
+        keys: signers,
+        valid_for: how.valid_for,
+    };
+    let published = match publish(dir, &signing) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = std::fs::write(&keys_path, keys_before);
+            let _ = std::fs::remove_file(&new_path);
+            return Err(e);
+        }
+    };
+    let default = dir.join(DIRECTORY_KEY);
+    if let Ok(previous) = NodeKey::load(&default) {
+        let aside = dir.join(format!("{DIRECTORY_KEY}.retired-{}", previous.key_id()));
+        std::fs::rename(&default, &aside).map_err(|e| ProvisionError::Write {
+            path: aside.display().to_string(),
+            source: e,
+        })?;
+    }
+    std::fs::rename(&new_path, &default).map_err(|e| ProvisionError::Write {
+        path: default.display().to_string(),
+        source: e,
+    })?;
+    Ok((published, new.key_id().to_owned()))
 }
 
 /// How to sign a version.

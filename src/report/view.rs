@@ -83,6 +83,10 @@ pub struct RouteView {
     /// follows one.
     #[serde(default)]
     pub behind_cdn: String,
+    /// The case family (one report per hosting country, linked), empty
+    /// for a report of one country.
+    #[serde(default)]
+    pub family: String,
 }
 
 /// One host name's resolution, as signed into the route.
@@ -184,6 +188,14 @@ pub struct CaseView {
     /// `national` when the origin classified it so; empty for baseline.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub classification: String,
+    /// Its case family (content hosted in several countries, one report
+    /// per destination), as the origin signed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// The other reports of the family held here (ORIGIN/REPORT-ID), with
+    /// where each went.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub family_reports: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

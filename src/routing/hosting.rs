@@ -93,7 +93,7 @@ pub(super) fn find(input: &RouteInput<'_>, geo: &Sources, steps: &mut Vec<String
 /// The CDN or reverse proxy in front of the content, when an address the
 /// route follows is in a known anycast/CDN network or a host's CNAME
 /// chain ends at a known CDN; not when the analyst traced the origin.
-fn behind_cdn(
+pub(super) fn behind_cdn(
     addresses: &[super::AddressEvidence],
     dns: &[Resolved],
     steps: &mut Vec<String>,
@@ -205,7 +205,7 @@ fn prioritise(
 
 /// The single-address fields: the first used address with a country (or
 /// the first used address).
-fn primary_evidence(addresses: &[AddressEvidence]) -> Evidence {
+pub(super) fn primary_evidence(addresses: &[AddressEvidence]) -> Evidence {
     let used = || addresses.iter().filter(|a| a.used);
     let primary = used()
         .find(|a| a.country.is_some())

@@ -8,6 +8,7 @@
 //! - `hosting.rs`: URLs → hosts → addresses → what the sources say.
 //! - `rules.rs`: a hosting country → a hotline, or the fallback chain.
 
+mod family;
 mod hosting;
 pub mod policy;
 mod rules;
@@ -139,6 +140,17 @@ pub struct RouteDecision {
     /// why (see `policy`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub withheld: Vec<policy::Withheld>,
+    /// The case family this report belongs to, when the content is hosted
+    /// in several countries and the origin sends one report per country
+    /// (`node::intake`); routing leaves it empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// Hosting in several countries going to different places: one
+    /// decision per destination (its countries, its own evidence), each
+    /// to be sent as a report of its own, linked as one case family
+    /// (`family`). Empty otherwise.
+    #[serde(skip)]
+    pub parts: Vec<RouteDecision>,
 }
 
 pub struct RouteInput<'a> {
@@ -168,6 +180,13 @@ pub fn decide(input: &RouteInput<'_>, geo: &Sources, fed: &Federation<'_>) -> Ro
     for country in &found.evidence.countries {
         outcomes.push(rules::for_country(country, input.category, fed, &mut steps));
     }
+    let by_country: Vec<(String, Outcome, String)> = found
+        .evidence
+        .countries
+        .iter()
+        .zip(&outcomes)
+        .map(|(c, (o, r))| (c.clone(), o.clone(), r.clone()))
+        .collect();
     if found.onion_hosts > 0 {
         let why = if found.evidence.countries.is_empty() {
             "the host is a Tor onion service, which is not geolocatable".to_owned()
@@ -192,14 +211,26 @@ pub fn decide(input: &RouteInput<'_>, geo: &Sources, fed: &Federation<'_>) -> Ro
             return held_for_dns(failed, found.evidence, steps);
         }
     }
+    let parts = family::parts(&by_country, &outcomes, &found.evidence, &steps);
     if found.evidence.countries.len() > 1 {
         steps.push(format!(
-            "several hosting countries ({}): one report, sent to the hotline of each, every \
-             one with the same signed evidence (each sees the others among the destinations)",
-            found.evidence.countries.join(", ")
+            "several hosting countries ({}): {}",
+            found.evidence.countries.join(", "),
+            if parts.is_empty() {
+                "one report, to the one place they all lead"
+            } else {
+                "one report per destination, each with its own evidence, linked as one case family"
+            }
         ));
     }
-    combine(outcomes, unknown_reason, found.evidence, steps)
+    let mut whole = combine(outcomes, unknown_reason.clone(), found.evidence, steps);
+    whole.parts = parts
+        .into_iter()
+        .map(|(outcome, evidence, steps)| {
+            combine(vec![outcome], unknown_reason.clone(), evidence, steps)
+        })
+        .collect();
+    whole
 }
 
 /// DNS located nothing and `[dns] on_failure = "hold"`: kept here, delivery
@@ -219,6 +250,8 @@ fn held_for_dns(failed: String, evidence: Evidence, mut steps: Vec<String>) -> R
         evidence,
         steps,
         withheld: Vec::new(),
+        family: None,
+        parts: Vec::new(),
     }
 }
 
@@ -241,6 +274,8 @@ fn combine(
             evidence,
             steps,
             withheld: Vec::new(),
+            family: None,
+            parts: Vec::new(),
         };
     }
     let mut destinations: Vec<NodeId> = Vec::new();
@@ -316,6 +351,8 @@ fn combine(
         evidence,
         steps,
         withheld: Vec::new(),
+        family: None,
+        parts: Vec::new(),
     }
 }
 

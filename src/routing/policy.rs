@@ -355,6 +355,8 @@ mod tests {
             evidence: Evidence::default(),
             steps: vec![],
             withheld: vec![],
+            family: None,
+            parts: vec![],
         }
     }
 

@@ -6,7 +6,9 @@
 //! servers do), NXDOMAIN for names it does not have, SERVFAIL for names
 //! marked so, and silence (the resolver's deadline passes) for names
 //! marked silent. Records can be changed while it runs (content moved).
-//! It is built on hickory-proto's message codec.
+//! It is built on hickory-proto's message codec. `start_tls` serves the
+//! same zone over DNS over TLS (RFC 7858: TCP, TLS, each message after its
+//! two-byte length) with the certificate it is given.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -133,6 +135,39 @@ impl ZoneServer {
         })
     }
 
+    /// Serves `zone` over DNS over TLS on a free TCP port of 127.0.0.1,
+    /// presenting `tls`'s certificate.
+    pub async fn start_tls(
+        zone: Zone,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<ZoneServer> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let zone = Arc::new(Mutex::new(zone));
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let (z, a) = (zone.clone(), asked.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, zone, asked) = (acceptor.clone(), z.clone(), a.clone());
+                tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(tcp).await {
+                        serve_stream(stream, zone, asked).await;
+                    }
+                });
+            }
+        });
+        Ok(ZoneServer {
+            addr,
+            zone,
+            asked,
+            task,
+        })
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -175,6 +210,42 @@ async fn serve(
         };
         if let Some(bytes) = reply.and_then(|m| m.to_vec().ok()) {
             let _ = socket.send_to(&bytes, from).await;
+        }
+    }
+}
+
+/// One DNS-over-TLS connection: length-prefixed queries, each answered
+/// in turn (a silent name is not answered), until the client closes it.
+async fn serve_stream<S>(mut stream: S, zone: Arc<Mutex<Zone>>, asked: Arc<Mutex<Vec<String>>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok(len) = stream.read_u16().await else {
+            return;
+        };
+        let mut buf = vec![0u8; usize::from(len)];
+        if stream.read_exact(&mut buf).await.is_err() {
+            return;
+        }
+        let Ok(query) = Message::from_vec(&buf) else {
+            return;
+        };
+        let reply = {
+            let Ok(zone) = zone.lock() else { return };
+            respond(&zone, &query, &asked)
+        };
+        let Some(bytes) = reply.and_then(|m| m.to_vec().ok()) else {
+            continue;
+        };
+        let Ok(n) = u16::try_from(bytes.len()) else {
+            continue;
+        };
+        let mut out = n.to_be_bytes().to_vec();
+        out.extend_from_slice(&bytes);
+        if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+            return;
         }
     }
 }

@@ -48,7 +48,7 @@ impl Tx {
             .push(
                 "INSERT INTO reports (report_id, origin, direction, category, priority, status,
                     hosting_country, route, payload, payload_digest, envelope, received_from,
-                    created_at_ms, stored_at_ms, updated_at_ms, relay, receipt, joined_to) ",
+                    created_at_ms, stored_at_ms, updated_at_ms, relay, receipt, joined_to, family) ",
             )
             .push_values(chunk, |mut b, r| {
                 b.push_bind(r.report_id)
@@ -68,7 +68,8 @@ impl Tx {
                     .push_bind(r.now_ms)
                     .push_bind(i64::from(r.relay))
                     .push_bind(r.receipt)
-                    .push_bind(r.joined_to);
+                    .push_bind(r.joined_to)
+                    .push_bind(r.family);
             })
             .push(" RETURNING seq, origin, report_id") => fetch_all));
         let by_key: std::collections::HashMap<(String, String), i64> = rows

@@ -51,6 +51,7 @@ const TABLES: &[Table] = &[
             ("relay", Int),
             ("correction", Blob),
             ("joined_to", Int),
+            ("family", Text),
         ],
     ),
     (

@@ -246,6 +246,19 @@ impl Store {
         joined(self.reader().await?.conn(), seq).await
     }
 
+    /// The reports of `origin`'s case family `family` stored here
+    /// (destinations, hosting country), in order.
+    pub async fn family(&self, origin: &str, family: &str) -> Result<Vec<ReportRow>, StoreError> {
+        Ok(sql!(
+            self.reader().await?.conn(),
+            fetch_all(
+                "SELECT * FROM reports WHERE origin = $1 AND family = $2 ORDER BY seq",
+                origin,
+                family,
+            )
+        ))
+    }
+
     pub async fn history(&self, seq: i64) -> Result<Vec<HistoryRow>, StoreError> {
         Ok(sql!(
             self.reader().await?.conn(),

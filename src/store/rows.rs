@@ -35,6 +35,10 @@ pub struct ReportRow {
     /// When retention purged its URLs, notes and evidence.
     #[sqlx(default)]
     pub purged_at_ms: Option<i64>,
+    /// The case family it belongs to (one report per hosting country),
+    /// as its origin signed it into the route.
+    #[sqlx(default)]
+    pub family: Option<String>,
 }
 
 /// A law-enforcement referral recorded on a case.
@@ -81,6 +85,8 @@ pub struct NewReport<'a> {
     pub receipt: Option<&'a [u8]>,
     /// The case it joins (same content).
     pub joined_to: Option<i64>,
+    /// Its case family (`RouteDecision.family`).
+    pub family: Option<&'a str>,
 }
 
 /// The body of an outbox row that carries its report's stored envelope

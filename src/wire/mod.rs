@@ -8,6 +8,7 @@
 //! fields ride along inside a signed payload), then check who claims what.
 
 pub mod bundle;
+pub mod compat;
 pub mod route;
 pub mod stored;
 
@@ -22,6 +23,12 @@ use crate::report::InvalidInput;
 use crate::report::validate::shown;
 
 pub use crate::report::MAX_HOPS;
+
+/// The protocol this build speaks. Version 1 is every release before the
+/// signed directory and the DNS evidence (no `GetDirectory`, no protocol
+/// in `NodeInfo`, no `HostingEvidence.dns`, `behind_cdn` or
+/// `RouteDecision.family`).
+pub const PROTOCOL: u32 = 2;
 
 /// Why something from a peer was refused. `api::status` maps each to a gRPC
 /// code.
@@ -482,6 +489,13 @@ fn check_evidence_text(
         }
         for st in &r.steps {
             single_line("route.steps", st, LONG)?;
+        }
+        if !r.family.is_empty() {
+            crate::report::validate::report_id(&r.family).map_err(|mut e| {
+                e.code = "bad-family";
+                e.field = "route.family".into();
+                e
+            })?;
         }
         if let Some(h) = &r.evidence {
             check_hosting(h)?;

@@ -146,6 +146,7 @@ pub fn route_to_pb(r: &RouteDecision) -> pb::RouteDecision {
         reason: r.reason.clone(),
         evidence: Some(evidence_to_pb(&r.evidence)),
         steps: r.steps.clone(),
+        family: r.family.clone().unwrap_or_default(),
     }
 }
 
@@ -202,6 +203,7 @@ pub fn route_view_from_pb(r: &pb::RouteDecision) -> RouteView {
         steps: r.steps.clone(),
         dns: ev.dns.into_iter().map(dns_view).collect(),
         behind_cdn: ev.behind_cdn,
+        family: r.family.clone(),
     }
 }
 

@@ -215,6 +215,7 @@ fn directory_keys(keys: &[&NodeKey]) -> RawDirectoryKeys {
                 public_key: encode_public_key(&k.verifying_key()),
             })
             .collect(),
+        retired: Vec::new(),
     }
 }
 
@@ -866,5 +867,113 @@ async fn what_a_peer_offers_over_the_wire_is_applied_only_when_valid_and_newer()
             "directory-rollback"
         ]
     );
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_directory_key_is_replaced_through_the_exchange_and_a_version_of_the_new_key_alone_is_refused_before()
+ {
+    const THREE: &[(&str, &[&str])] = &[
+        ("FR-PDC", &["FR"]),
+        ("DE-ECO", &["DE"]),
+        ("NL-EOKM", &["NL"]),
+    ];
+    let fed = Federation::builder(THREE)
+        .signed_directory(INTERVAL)
+        .start()
+        .await;
+    let dir = fed.dir.path().to_path_buf();
+    let old = NodeKey::load(&dir.join(secretariat::DIRECTORY_KEY)).unwrap();
+    let put_everywhere = |doc: &SignedDirectory| {
+        for i in 0..3 {
+            std::fs::write(&fed.configs[i].directory_path, doc.to_json()).unwrap();
+        }
+    };
+    let refused_everywhere = async |code: &str| {
+        for i in 0..3 {
+            eventually(
+                30,
+                || async { audited(&fed, i, "directory.refused").await },
+                |entries| entries.iter().any(|e| e["reason_code"] == code),
+            )
+            .await;
+        }
+    };
+    // Someone with a new key of their own claims to replace the directory
+    // key: signed by the new key alone, it is refused everywhere.
+    let usurper = NodeKey::generate();
+    let mut theirs = directory_keys(&[&usurper]);
+    theirs.retired = vec![old.key_id().to_owned()];
+    put_everywhere(&version(&dir, 5, 86_400_000, &theirs, &[&usurper]));
+    refused_everywhere("directory-unsigned").await;
+    for i in 0..3 {
+        assert_eq!(fed.core(i).directory().serial(), 1);
+    }
+    // Put the real version back before anyone reads the file again.
+    for i in 0..3 {
+        std::fs::copy(
+            dir.join(secretariat::SIGNED),
+            &fed.configs[i].directory_path,
+        )
+        .unwrap();
+    }
+
+    // The secretariat replaces the key with one command; the version (old
+    // and new signatures) is put on one node and spreads.
+    let (published, new_id) = secretariat::rotate_directory_key(&dir, &Publish::default()).unwrap();
+    assert_ne!(new_id, old.key_id());
+    install_on(&fed, 0);
+    wait_serial(&fed, &[0, 1, 2], published.serial).await;
+    for i in 0..3 {
+        let signed = fed.core(i).directory().signed.clone().unwrap();
+        assert_eq!(signed.keys.ids(), vec![new_id.clone()], "at {}", fed.id(i));
+        let applied = audited(&fed, i, "directory.applied").await;
+        assert!(
+            applied
+                .iter()
+                .any(|e| e["directory_keys"] == serde_json::json!([new_id])),
+            "{applied:?}"
+        );
+    }
+    // From now on versions signed by the new key alone are taken ...
+    let next = secretariat::set_active(
+        &dir,
+        &alertrelay::identity::NodeId::new("NL-EOKM").unwrap(),
+        false,
+        &Publish::default(),
+    )
+    .unwrap();
+    install_on(&fed, 1);
+    wait_serial(&fed, &[0, 1], next.serial).await;
+    // ... and the retired key counts for nothing (a thief of it, or a
+    // replay of the versions it signed).
+    let retired = dir.join(format!(
+        "{}.retired-{}",
+        secretariat::DIRECTORY_KEY,
+        old.key_id()
+    ));
+    let retired = NodeKey::load(&retired).unwrap();
+    put_everywhere(&version(
+        &dir,
+        50,
+        86_400_000,
+        &directory_keys(&[&retired]),
+        &[&retired],
+    ));
+    for i in 0..2 {
+        eventually(
+            30,
+            || async { audited(&fed, i, "directory.refused").await },
+            |entries| {
+                entries
+                    .iter()
+                    .filter(|e| e["reason_code"] == "directory-unsigned")
+                    .count()
+                    >= 2
+            },
+        )
+        .await;
+        assert_eq!(fed.core(i).directory().serial(), next.serial);
+    }
     fed.shutdown().await;
 }

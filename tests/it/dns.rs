@@ -529,3 +529,325 @@ async fn an_urgent_reports_names_do_not_wait_behind_bulk_questions() {
     assert_eq!(held.route.unwrap().kind, "held");
     fed.shutdown().await;
 }
+
+/// A report signed by `fed`'s node 0 (FR-PDC) for DE-ECO carrying DNS
+/// evidence, as protocol 2 signs it.
+fn signed_with_dns(fed: &Federation) -> pb::Envelope {
+    let evidence = pb::HostingEvidence {
+        ip: DE_IP.into(),
+        country: "DE".into(),
+        ip_source: "dns".into(),
+        dns: vec![pb::DnsResolution {
+            host: "gallery.example.de".into(),
+            resolver: "static DNS map".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let payload = pb::ReportPayload {
+        report_id: uuid::Uuid::now_v7().to_string(),
+        origin: "FR-PDC".into(),
+        created_at_ms: alertrelay::node::Core::now_ms(),
+        urls: vec!["https://gallery.example.de/x".into()],
+        category: "csam".into(),
+        hosting: Some(evidence.clone()),
+        route: Some(pb::RouteDecision {
+            kind: "peer".into(),
+            destinations: vec!["DE-ECO".into()],
+            reason: "hosted in DE, served by DE-ECO".into(),
+            evidence: Some(evidence),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let key = fed.signing_key(0);
+    let signer = alertrelay::identity::NodeId::new("FR-PDC").unwrap();
+    pb::Envelope {
+        report: Some(alertrelay::wire::sign(
+            &key,
+            &signer,
+            alertrelay::crypto::signing::Purpose::Report,
+            &payload,
+        )),
+        hops: vec![],
+    }
+}
+
+#[tokio::test]
+async fn a_node_of_the_previous_protocol_gets_host_named_reports_without_the_fields_it_does_not_know()
+ {
+    let zone = ZoneServer::start(test_zone()).await.unwrap();
+    let mut fed = Federation::builder(&[
+        ("FR-PDC", &["FR"]),
+        ("DE-ECO", &["DE"]),
+        ("NL-EOKM", &["NL"]),
+    ])
+    .dns(RawDns::resolvers(&[zone.addr().to_string()]))
+    .create()
+    .await;
+    // DE-ECO behaves on the wire as the previous release (protocol 1).
+    fed.set(1, "exchange.protocol", 1);
+    fed.start_all().await;
+    // As that release did, it refuses a payload with fields it does not
+    // know (the DNS evidence) as not canonical.
+    let err = fed
+        .federation_as(0, 1)
+        .forward(pb::ForwardRequest {
+            envelopes: vec![signed_with_dns(&fed)],
+            urgent: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("not canonical"), "{}", err.message());
+
+    // FR-PDC sends it the previous protocol's copy, signed anew: the
+    // report reaches it, with the reasoning in words but no DNS fields.
+    let mut fr = fed.operator(0);
+    let sent = submit(&mut fr, "https://gallery.example.de/album/7", "").await;
+    assert_eq!(sent.route.as_ref().unwrap().destinations, vec!["DE-ECO"]);
+    wait_case(&fr, &sent.report_id, 20, |c| c.status == "delivered").await;
+    let at_de = case(&mut fed.operator(1), &sent.report_id).await;
+    let route = at_de.route.unwrap();
+    assert_eq!(route.country, "DE");
+    assert!(route.dns.is_empty(), "{:?}", route.dns);
+    assert!(
+        route.steps.iter().any(|s| s
+            == "host gallery.example.de: CNAME chain gallery.example.de -> \
+                www.gallery.example.de -> edge.hoster.example"),
+        "{:#?}",
+        route.steps
+    );
+    // The origin keeps the full evidence, and DE-ECO's receipt (naming the
+    // copy it got) was taken.
+    let mine = case(&mut fr, &sent.report_id).await;
+    assert_eq!(mine.route.unwrap().dns.len(), 1);
+    // A peer of this release still gets every field.
+    zone.set("nl.example", vec![ZoneRecord::Addr(ip(NL_IP), 60)]);
+    let sent = submit(&mut fr, "http://nl.example/n", "").await;
+    wait_case(&fr, &sent.report_id, 20, |c| c.status == "delivered").await;
+    let at_nl = case(&mut fed.operator(2), &sent.report_id).await;
+    assert_eq!(at_nl.route.unwrap().dns.len(), 1);
+
+    // `peers` and `status` say who speaks what.
+    let cfg = fed.config_path(0);
+    let (code, out, err) = cli(&["peers", "--config", arg(&cfg)]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("DE-ECO: protocol 1, the previous release"),
+        "{out}"
+    );
+    assert!(
+        out.contains("NL-EOKM: protocol 2, features: forward-stream, receipt-batch"),
+        "{out}"
+    );
+    let (code, out, err) = cli(&["peers", "--config", arg(&cfg), "--json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let peers: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let de = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["node_id"] == "DE-ECO")
+        .unwrap();
+    assert_eq!(de["protocol"], 1, "{de}");
+    let (code, out, err) = cli(&["status", "--config", arg(&cfg)]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("  protocol 2"), "{out}");
+    assert!(
+        out.contains("peers at the previous protocol (1): DE-ECO"),
+        "{out}"
+    );
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn content_hosted_in_two_countries_goes_as_one_report_per_country_linked_as_a_family() {
+    let zone = ZoneServer::start(test_zone()).await.unwrap();
+    let fed = federation(&zone).await;
+    let (mut fr, mut de, mut le) = (fed.operator(0), fed.operator(1), fed.operator(3));
+    // Round-robin across Germany and Switzerland (no hotline: the fallback).
+    let sent = submit(&mut fr, "http://mirror.example/album", "").await;
+    let route = sent.route.clone().unwrap();
+    assert_eq!(route.destinations, vec!["DE-ECO"]);
+    let family = route.family.clone();
+    assert_eq!(family.len(), 36, "a family id: {route:?}");
+    let mine = sent.case.clone().unwrap();
+    assert_eq!(mine.family, family);
+    assert_eq!(mine.family_reports.len(), 1, "{:?}", mine.family_reports);
+    let (other, to) = mine.family_reports[0].split_once(" -> ").unwrap();
+    assert_eq!(to, "LE");
+    let other_id = other.strip_prefix("FR-PDC/").unwrap().to_owned();
+    for id in [&sent.report_id, &other_id] {
+        wait_case(&fr, id, 20, |c| c.status == "delivered").await;
+    }
+    // Each hotline got its own report, with its own evidence and the
+    // family id in the signed route; DNS's answers in full.
+    for (client, id, country, ip_here, ip_elsewhere) in [
+        (&mut de, &sent.report_id, "DE", DE_IP, CH_IP),
+        (&mut le, &other_id, "CH", CH_IP, DE_IP),
+    ] {
+        let got = case(client, id).await;
+        assert_eq!(got.family.as_deref(), Some(family.as_str()));
+        let view = got.route.unwrap();
+        assert_eq!(view.family, family);
+        assert_eq!(view.country, country);
+        assert_eq!(view.countries, vec![country.to_owned()]);
+        let located: Vec<&str> = view.addresses.iter().map(|a| a.ip.as_str()).collect();
+        assert_eq!(located, vec![ip_here], "{country}");
+        let answered: Vec<&str> = view.dns[0]
+            .answers
+            .iter()
+            .map(|a| a.value.as_str())
+            .collect();
+        assert!(answered.contains(&ip_elsewhere), "{answered:?}");
+        assert!(
+            view.steps
+                .iter()
+                .any(|s| s.starts_with("case family: report ") && s.contains(country)),
+            "{:#?}",
+            view.steps
+        );
+    }
+    // The origin's command line shows the family.
+    let cfg = fed.config_path(0);
+    let (code, out, err) = cli(&["cases", "show", &sent.report_id, "--config", arg(&cfg)]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("  family:   {family}")), "{out}");
+    assert!(
+        out.contains(&format!("  family report: FR-PDC/{other_id} -> LE")),
+        "{out}"
+    );
+    let (code, out, err) = cli(&["cases", "list", "--config", arg(&cfg)]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.ends_with(&family)).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn dns_over_tls_to_a_named_resolver_routes_by_its_answers_and_checks_its_name() {
+    // A resolver of the hotline's own, with a certificate from its own CA
+    // for "localhost", serving the test zone over TLS only.
+    let files = tempfile::tempdir().unwrap();
+    let ca = alertrelay::crypto::pki::FederationCa::generate("dot-test").unwrap();
+    let leaf = ca
+        .node_cert(
+            &alertrelay::identity::NodeId::new("RESOLVER").unwrap(),
+            &["localhost".to_owned()],
+        )
+        .unwrap();
+    let (ca_pem, cert, key) = (
+        files.path().join("ca.pem"),
+        files.path().join("dot.pem"),
+        files.path().join("dot.key"),
+    );
+    std::fs::write(&ca_pem, &ca.cert_pem).unwrap();
+    std::fs::write(&cert, &leaf.cert_pem).unwrap();
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let tls = alertrelay::crypto::tls::browser_server_config(&cert, &key).unwrap();
+    let zone = ZoneServer::start_tls(test_zone(), tls).await.unwrap();
+    let resolver = |name: &str| {
+        let mut dns = RawDns::resolvers(&[format!("tls://{name}@{}", zone.addr())]);
+        dns.tls_ca = Some(ca_pem.display().to_string());
+        dns.deadline_ms = 1_000;
+        dns
+    };
+    let fed = Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])])
+        .dns(resolver("localhost"))
+        .start()
+        .await;
+    let route = route_preview(
+        fed.core(0),
+        &["https://gallery.example.de/a".to_owned()],
+        "",
+        "csam",
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(route.kind, RouteKind::Peer, "{}", route.reason);
+    assert_eq!(route.destinations[0].as_str(), "DE-ECO");
+    let d = &route.evidence.dns[0];
+    assert!(
+        d.resolver.contains("DNS over TLS, localhost"),
+        "{}",
+        d.resolver
+    );
+    assert!(zone.asked().iter().any(|q| q == "gallery.example.de A"));
+    fed.shutdown().await;
+
+    // A resolver whose certificate does not name it is not believed: no
+    // answer is taken from it, the report is held.
+    let asked = zone.asked().len();
+    let fed = Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])])
+        .dns(resolver("dns.elsewhere.example"))
+        .start()
+        .await;
+    let route = route_preview(
+        fed.core(0),
+        &["https://gallery.example.de/b".to_owned()],
+        "",
+        "csam",
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(route.kind, RouteKind::Held, "{}", route.reason);
+    assert!(route.evidence.dns[0].failure.is_some());
+    assert_eq!(zone.asked().len(), asked, "no question got through");
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_report_first_received_as_the_previous_protocols_copy_is_a_repeat_in_full_after_an_upgrade()
+ {
+    let fed = Federation::start(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])]).await;
+    let full = signed_with_dns(&fed);
+    let payload = <pb::ReportPayload as prost::Message>::decode(
+        full.report.as_ref().unwrap().payload.as_slice(),
+    )
+    .unwrap();
+    let copy = alertrelay::wire::compat::copy_for(1, &payload).expect("it has DNS fields");
+    let copy = pb::Envelope {
+        report: Some(alertrelay::wire::sign(
+            &fed.signing_key(0),
+            &alertrelay::identity::NodeId::new("FR-PDC").unwrap(),
+            alertrelay::crypto::signing::Purpose::Report,
+            &copy,
+        )),
+        hops: vec![],
+    };
+    // DE-ECO stored the copy (it spoke protocol 1 then); the origin, which
+    // never got the receipt, sends the full report once it is upgraded.
+    let mut results = Vec::new();
+    for envelope in [copy, full] {
+        let answer = fed
+            .federation_as(0, 1)
+            .forward(pb::ForwardRequest {
+                envelopes: vec![envelope],
+                urgent: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        results.push(answer.results[0].clone());
+    }
+    assert!(results.iter().all(|r| r.code == 0), "{results:?}");
+    assert_eq!(results[1].message, "already stored");
+    assert_eq!(
+        results[0].receipt, results[1].receipt,
+        "the original receipt"
+    );
+    let at_de = fed.cases(1, "incoming").await.unwrap();
+    assert_eq!(at_de.len(), 1);
+    assert_eq!(
+        fed.core(1)
+            .metrics
+            .equivocations
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    fed.shutdown().await;
+}

@@ -806,6 +806,7 @@ async fn a_report_the_peer_calls_malformed_is_marked_refused_without_blocking_th
             relay: false,
             receipt: None,
             joined_to: None,
+            family: None,
         })
         .await
         .unwrap();

@@ -334,6 +334,7 @@ fn every_key() -> RawNodeConfig {
             mode: "static".into(),
             hosts: [("h.example".to_owned(), vec!["192.0.2.1".to_owned()])].into(),
             resolvers: vec!["127.0.0.1".into()],
+            tls_ca: Some("dns-ca.pem".into()),
             ..RawDns::default()
         },
         console: Some(alertrelay::config::RawConsole {

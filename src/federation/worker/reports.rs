@@ -8,6 +8,7 @@
 use prost::Message;
 
 use crate::audit;
+use crate::crypto::signing::Purpose;
 use crate::identity::NodeId;
 use crate::node::{Core, background};
 use crate::pb;
@@ -40,13 +41,31 @@ pub(super) async fn send_reports(
     out: &mut Transport,
     rows: Vec<OutboxRow>,
 ) -> Result<usize, DeliveryError> {
-    let (items, envelopes) = outgoing(rows);
+    let decoded = decoded(rows);
+    // Only reports with fields the previous protocol does not know need
+    // the peer's protocol (asked, when not known yet).
+    let newer = decoded.iter().any(|(_, env, p)| needs_copy(core, env, p));
+    let (protocol, asked_now) = if newer {
+        peer_protocol(core, peer, out).await
+    } else {
+        (crate::node::membership::PROTOCOL, false)
+    };
+    let (items, envelopes, copies) = outgoing(core, protocol, decoded);
     let rows: Vec<OutboxRow> = items.iter().map(|i| i.row.clone()).collect();
     let urgent = rows.first().is_some_and(|r| r.urgent == 1);
     let sent = std::time::Instant::now();
     crate::faults::crash_point("origin-after-commit-before-send");
     let response = match out.forward(pb::ForwardRequest { envelopes, urgent }).await {
         Ok(r) => r,
+        Err(status) if newer && !asked_now && copies == 0 && previous_protocol_refusal(&status) => {
+            // Taken for a peer of this protocol, it refused what the
+            // previous one does not know: it was downgraded meanwhile.
+            // Asked again before the next try, rather than refused.
+            core.membership.forget_protocol(peer);
+            return Err(
+                super::fail(core, &rows, crate::node::state::bounded(status.message())).await,
+            );
+        }
         Err(status) => return Err(call_failed(core, &rows, status).await),
     };
     if response.results.len() != items.len() {
@@ -73,12 +92,34 @@ pub(super) async fn send_reports(
     Ok(done.settled)
 }
 
-/// The envelopes of the claimed rows, each with the report id and payload
-/// digest its receipt must name. A row that does not decode (this node
-/// wrote it from an envelope it signed, so: a damaged database) is skipped.
-fn outgoing(rows: Vec<OutboxRow>) -> (Vec<Outgoing>, Vec<pb::Envelope>) {
-    let mut envelopes = Vec::with_capacity(rows.len());
-    let mut items = Vec::with_capacity(rows.len());
+/// The protocol `peer` speaks, as the directory exchange last saw it, or
+/// else as it says in `NodeInfo` now (true: asked now). A peer that does
+/// not answer is taken to speak this node's: the batch fails anyway.
+async fn peer_protocol(core: &Core, peer: &NodeId, out: &mut Transport) -> (u32, bool) {
+    if let Some(p) = core.membership.protocol_of(peer) {
+        return (p, false);
+    }
+    match out.client.node_info(pb::NodeInfoRequest {}).await {
+        Ok(info) => {
+            core.membership.peer_info(peer, info.get_ref());
+            let p = crate::node::membership::stated(info.get_ref().protocol_version);
+            (p, true)
+        }
+        Err(_) => (crate::node::membership::PROTOCOL, false),
+    }
+}
+
+/// A refusal of a report a node of the previous protocol would give: a
+/// payload with fields it does not know is not canonical to it.
+fn previous_protocol_refusal(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::InvalidArgument && status.message().contains("not canonical")
+}
+
+/// The claimed rows with their envelopes and report payloads decoded. A
+/// row that does not decode (this node wrote it from an envelope it
+/// signed, so: a damaged database) is skipped.
+fn decoded(rows: Vec<OutboxRow>) -> Vec<(OutboxRow, pb::Envelope, pb::ReportPayload)> {
+    let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let Ok(env) = pb::Envelope::decode(row.body.as_slice()) else {
             tracing::error!(outbox_id = row.id, "undecodable outbox row skipped");
@@ -89,17 +130,63 @@ fn outgoing(rows: Vec<OutboxRow>) -> (Vec<Outgoing>, Vec<pb::Envelope>) {
             .as_ref()
             .map(|s| s.payload.as_slice())
             .unwrap_or_default();
-        let report_id = pb::ReportPayload::decode(payload)
-            .map(|p| p.report_id)
+        let decoded = pb::ReportPayload::decode(payload).unwrap_or_default();
+        out.push((row, env, decoded));
+    }
+    out
+}
+
+/// Whether a node of the previous protocol would need the previous
+/// protocol's copy of this envelope: a report of this node (only its
+/// origin can sign a copy) with fields that protocol does not know.
+fn needs_copy(core: &Core, env: &pb::Envelope, p: &pb::ReportPayload) -> bool {
+    env.hops.is_empty()
+        && p.origin == core.me.as_str()
+        && !wire::compat::known_to(crate::node::membership::OLDEST_PROTOCOL, p)
+}
+
+/// The envelopes to send, each with the report id and payload digest its
+/// receipt must name, and how many are the previous protocol's copy of a
+/// report of this node (`wire::compat`: for a peer of `protocol` 1,
+/// signed anew without what it does not know).
+fn outgoing(
+    core: &Core,
+    protocol: u32,
+    rows: Vec<(OutboxRow, pb::Envelope, pb::ReportPayload)>,
+) -> (Vec<Outgoing>, Vec<pb::Envelope>, usize) {
+    let mut envelopes = Vec::with_capacity(rows.len());
+    let mut items = Vec::with_capacity(rows.len());
+    let mut copies = 0;
+    for (row, mut env, decoded) in rows {
+        let own = env.hops.is_empty() && decoded.origin == core.me.as_str();
+        if let Some(copy) = own
+            .then(|| wire::compat::copy_for(protocol, &decoded))
+            .flatten()
+        {
+            let signed = wire::sign(&core.key(), &core.me, Purpose::Report, &copy);
+            env.report = Some(signed);
+            copies += 1;
+        }
+        let payload = env
+            .report
+            .as_ref()
+            .map(|s| s.payload.as_slice())
             .unwrap_or_default();
         items.push(Outgoing {
             digest: wire::digest(payload),
-            report_id,
+            report_id: decoded.report_id,
             row,
         });
         envelopes.push(env);
     }
-    (items, envelopes)
+    if copies > 0 {
+        tracing::debug!(
+            copies,
+            protocol,
+            "sending the previous protocol's copy of reports"
+        );
+    }
+    (items, envelopes, copies)
 }
 
 /// A failed call: the claims are given up. A batch the peer calls

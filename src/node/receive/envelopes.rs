@@ -43,8 +43,9 @@ impl Flow for Envelopes {
             envelopes
                 .iter()
                 .map(|e| {
-                    wire::open_envelope(e, sender, &core.me, directory, now)
-                        .map_err(NodeError::from)
+                    let r = wire::open_envelope(e, sender, &core.me, directory, now)?;
+                    previous_release_check(core, &r)?;
+                    Ok(r)
                 })
                 .collect()
         })
@@ -96,6 +97,18 @@ impl Flow for Envelopes {
             chunk.iter().zip(&self.0.envelopes[offset..]).collect();
         store_chunk(core, tx, sender, &items, now, effects).await
     }
+}
+
+/// A node set to behave as the previous release (`[exchange] protocol =
+/// 1`) refuses what that release refused: a payload carrying fields it
+/// does not know (protocol 2's DNS evidence, CDN mark and case family)
+/// is not canonical to it (`wire::compat`).
+fn previous_release_check(core: &Core, r: &OpenedReport) -> Result<(), NodeError> {
+    let protocol = core.config.exchange.protocol;
+    if wire::compat::known_to(protocol, &r.payload) {
+        return Ok(());
+    }
+    Err(wire::WireError::NonCanonical("report").into())
 }
 
 type Item<'a> = (&'a OpenedReport, &'a pb::Envelope);
@@ -423,6 +436,11 @@ fn new_report<'a>(
         relay: !case,
         receipt: Some(receipt),
         joined_to,
+        family: p
+            .route
+            .as_ref()
+            .map(|r| r.family.as_str())
+            .filter(|f| !f.is_empty()),
     }
 }
 
@@ -596,7 +614,14 @@ async fn repeat_or_equivocation(
 ) -> Result<ForwardAnswer, NodeError> {
     let p = &r.payload;
     let actor = format!("node:{sender}");
-    if existing.payload_digest == r.digest {
+    // The previous protocol's copy of this very report stored before (its
+    // origin sent it while this node spoke protocol 1, and retries the
+    // full report now): the same report, a repeat.
+    let copy_stored = || {
+        wire::compat::previous_digest(&r.payload_bytes)
+            .is_some_and(|d| d.as_slice() == existing.payload_digest.as_slice())
+    };
+    if existing.payload_digest == r.digest || copy_stored() {
         tx.audit(
             &audit::Entry::new(
                 "report.repeat",

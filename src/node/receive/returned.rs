@@ -14,6 +14,7 @@ use crate::node::inbound::{self, Effects, Flow, Verdict};
 use crate::node::{Core, NodeError, relay};
 use crate::pb;
 use crate::store::{ReportRow, Tx};
+use crate::wire::stored::StoredPayload;
 use crate::wire::{self, OpenedReturned, ReturnedItem};
 
 /// A `PushStatus` batch of returned items.
@@ -108,7 +109,7 @@ async fn settle(
         .unwrap_or_default();
     let fresh = match &item.item {
         ReturnedItem::Receipt(receipt) => {
-            if receipt.report_digest != row.payload_digest {
+            if !names_report(&receipt.report_digest, &row) {
                 let detail = serde_json::json!({"reason_code": "receipt-mismatch", "maker": item.maker.as_str()});
                 refused(tx, &actor, &subject, detail, now).await?;
                 return Ok(Verdict::Refused);
@@ -331,4 +332,12 @@ async fn record_status(
     )
     .await?;
     Ok(true)
+}
+
+/// Whether a receipt's digest names the stored report: its signed bytes,
+/// or the previous protocol's copy of them this node (its origin) sent a
+/// node of protocol 1 (`wire::compat`).
+fn names_report(digest: &[u8], row: &ReportRow) -> bool {
+    digest == row.payload_digest.as_slice()
+        || crate::wire::compat::previous_digest(row.payload()).is_some_and(|d| d == digest)
 }
