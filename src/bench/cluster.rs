@@ -85,6 +85,10 @@ impl Cluster {
                 operator_concurrent: 1024,
                 peer_requests_per_sec: 100_000.0,
                 peer_burst: 100_000,
+                // The near-duplicate matching a peer may ask for: loading
+                // the `pdq` scenario's cases is not what it measures.
+                peer_pdq_per_sec: 1_000_000.0,
+                peer_pdq_burst: 1_000_000,
                 ..RawLimits::default()
             }),
             relays: relays

@@ -26,6 +26,8 @@ pub struct PdqScale {
     pub urgent_new: Latency,
     /// Urgent reports of media within 8 bits of a stored hash.
     pub urgent_near_duplicate: Latency,
+    /// Of those, how many the destination joined to the stored case.
+    pub near_duplicates_joined: usize,
 }
 
 /// The PDQ hash of report `i`: 256 random bits from a fixed seed.
@@ -69,18 +71,29 @@ fn request(ip: &str, path: &str, pdq: &[u8; 32], urgent: bool) -> pb::SubmitRepo
 }
 
 /// Submits one urgent report of `pdq` and waits until its receipt is
-/// stored.
+/// stored: how long that took, and the report's id.
 async fn urgent_latency(
     core: &Core,
     receipts: &Receipts,
     client: &mut OperatorClient<Channel>,
     r: pb::SubmitReportRequest,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(Duration, String)> {
     let started = Instant::now();
     let id = client.submit_report(r).await?.into_inner().report_id;
     let seq = cluster::seq_of(core, &id).await?;
     let at = receipts.wait(seq, Duration::from_secs(120)).await?;
-    Ok(at.saturating_duration_since(started))
+    Ok((at.saturating_duration_since(started), id))
+}
+
+/// How many of the reports `ids` (from the origin) the destination
+/// joined to a case it already had.
+async fn joined(destination: &Core, ids: &[String]) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for id in ids {
+        let rows = destination.store.reports_by_id(None, id).await?;
+        n += usize::from(rows.iter().any(|r| r.joined_to.is_some()));
+    }
+    Ok(n)
 }
 
 pub async fn run(opts: &Options) -> anyhow::Result<PdqScale> {
@@ -123,18 +136,21 @@ pub async fn run(opts: &Options) -> anyhow::Result<PdqScale> {
     let load_secs = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let bar = super::bar(opts.json, 2 * opts.urgent as u64, "pdq: urgent reports");
-    let (mut new, mut dup) = (Vec::new(), Vec::new());
+    let (mut new, mut dup, mut dup_ids) = (Vec::new(), Vec::new(), Vec::new());
     for n in 0..opts.urgent as u64 {
         let fresh = hash_of(u64::MAX - n);
         let r = request(&ip, &format!("pdq-new/{n}"), &fresh, true);
-        new.push(urgent_latency(&core, &receipts, &mut client, r).await?);
+        new.push(urgent_latency(&core, &receipts, &mut client, r).await?.0);
         let of = (n * 7_919) % stored.max(1) as u64;
         let similar = near(hash_of(of), 8, n);
         let r = request(&ip, &format!("pdq-near/{n}"), &similar, true);
-        dup.push(urgent_latency(&core, &receipts, &mut client, r).await?);
+        let (latency, id) = urgent_latency(&core, &receipts, &mut client, r).await?;
+        dup.push(latency);
+        dup_ids.push(id);
         bar.inc(2);
     }
     bar.finish_and_clear();
+    let near_duplicates_joined = joined(&*c.core(1)?, &dup_ids).await?;
     drop(receipts);
     c.shutdown().await;
     Ok(PdqScale {
@@ -142,6 +158,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<PdqScale> {
         load_per_sec: stored as f64 / load_secs.max(1e-9),
         urgent_new: Latency::of(new),
         urgent_near_duplicate: Latency::of(dup),
+        near_duplicates_joined,
     })
 }
 
@@ -164,4 +181,8 @@ pub fn print(r: &PdqScale) {
             what, l.samples, l.p50_ms, l.p99_ms, l.max_ms
         );
     }
+    println!(
+        "  near-duplicates joined to their stored case: {} of {}",
+        r.near_duplicates_joined, r.urgent_near_duplicate.samples
+    );
 }

@@ -152,6 +152,11 @@ fn every_scenario_reports_every_figure() {
     assert!(num(&v, "/pdq/load_per_sec") > 0.0);
     latency(&v, "/pdq/urgent_new", Some(4.0));
     latency(&v, "/pdq/urgent_near_duplicate", Some(4.0));
+    assert_eq!(
+        num(&v, "/pdq/near_duplicates_joined"),
+        num(&v, "/pdq/urgent_near_duplicate/samples"),
+        "every near-duplicate joined its stored case"
+    );
     dns_import(&v);
 }
 
