@@ -79,6 +79,8 @@ fn every_scenario_reports_every_figure() {
         "300",
         "--dns-hosts",
         "60",
+        "--console-cases",
+        "300",
     ]);
     // The machine and its limits.
     assert!(num(&v, "/machine/cpus") >= 1.0);
@@ -153,6 +155,11 @@ fn every_scenario_reports_every_figure() {
     latency(&v, "/pdq/urgent_new", Some(4.0));
     latency(&v, "/pdq/urgent_near_duplicate", Some(4.0));
     dns_import(&v);
+    // The console's pages with that many cases stored.
+    assert_eq!(num(&v, "/console/stored"), 300.0);
+    assert!(num(&v, "/console/load_per_sec") > 0.0);
+    latency(&v, "/console/queue", Some(200.0));
+    latency(&v, "/console/case", Some(200.0));
 }
 
 #[test]
