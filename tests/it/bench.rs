@@ -208,3 +208,16 @@ fn the_dns_scenario_imports_reports_naming_hosts_through_its_own_server() {
         "only dns ran"
     );
 }
+
+/// The console scenario alone: that many cases stored at the destination,
+/// and every queue and case page timed (each a 200 over HTTPS, or the
+/// bench fails).
+#[test]
+fn the_console_scenario_times_the_queue_and_case_pages() {
+    let v = bench(&["--scenario", "console", "--console-cases", "300"]);
+    assert_eq!(num(&v, "/console/stored"), 300.0);
+    assert!(num(&v, "/console/load_per_sec") > 0.0);
+    latency(&v, "/console/queue", Some(200.0));
+    latency(&v, "/console/case", Some(200.0));
+    assert!(v["pdq"].is_null(), "only the scenario asked for ran");
+}
