@@ -104,7 +104,71 @@ conformance!(
     the_payload_is_stored_once_when_the_envelope_carries_it,
     the_log_is_read_a_page_at_a_time_in_order,
     accounts_are_stored_found_and_changed,
+    the_open_queue_and_close_proposals,
 );
+
+/// The console's queue: open incoming cases, urgent first then oldest, a
+/// page at a time (closed, outgoing and joined ones left out); and a case's
+/// pending close proposal stored, replaced, read and removed.
+async fn the_open_queue_and_close_proposals(b: &Backend) {
+    let s = &b.store;
+    let mut seqs = Vec::new();
+    for (i, (priority, created, direction)) in [
+        ("bulk", 30, "incoming"),
+        ("bulk", 10, "incoming"),
+        ("urgent", 40, "incoming"),
+        ("bulk", 20, "incoming"),
+        ("bulk", 5, "outgoing"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("q{i}");
+        let mut r = report("FR-PDC", &id, b"payload");
+        r.direction = direction;
+        r.priority = priority;
+        r.status = "received";
+        r.created_at_ms = created;
+        let mut tx = s.begin().await.unwrap();
+        seqs.push(tx.insert_report(&r).await.unwrap());
+        tx.commit().await.unwrap();
+    }
+    let mut tx = s.begin().await.unwrap();
+    tx.set_status(seqs[3], "removed", 50).await.unwrap();
+    tx.commit().await.unwrap();
+    let ids = |rows: Vec<alertrelay::store::ReportRow>| {
+        rows.into_iter().map(|r| r.report_id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(s.open_queue(None, 2, 0).await.unwrap()), ["q2", "q1"]);
+    assert_eq!(ids(s.open_queue(None, 2, 2).await.unwrap()), ["q0"]);
+    assert!(
+        s.open_queue(Some("grooming"), 10, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let proposal = |reason: &str| alertrelay::store::ProposalRow {
+        report_seq: seqs[0],
+        status: "not-illegal".into(),
+        from_status: "in-review".into(),
+        reason: reason.into(),
+        proposed_by: "operator:DE-ECO/ana".into(),
+        proposed_at_ms: 60,
+    };
+    let mut tx = s.begin().await.unwrap();
+    tx.put_close_proposal(&proposal("first")).await.unwrap();
+    tx.put_close_proposal(&proposal("second")).await.unwrap();
+    tx.commit().await.unwrap();
+    let got = s.close_proposal(seqs[0]).await.unwrap().unwrap();
+    assert_eq!((got.reason.as_str(), got.proposed_at_ms), ("second", 60));
+    assert!(s.close_proposal(seqs[1]).await.unwrap().is_none());
+    let mut tx = s.begin().await.unwrap();
+    assert!(tx.delete_close_proposal(seqs[0]).await.unwrap());
+    assert!(!tx.delete_close_proposal(seqs[0]).await.unwrap());
+    tx.commit().await.unwrap();
+    assert!(s.close_proposal(seqs[0]).await.unwrap().is_none());
+}
 
 /// Bulk transactions take turns behind the gate while an urgent one goes
 /// ahead; a received report is stored with its receipt and the case it

@@ -18,9 +18,12 @@
 //! - `pdq`: urgent reports at a destination holding N open cases with a
 //!   PDQ hash each, new media and near-duplicates (`pdq.rs`);
 //! - `dns`: a bulk import of reports naming many hosts, resolved at the
-//!   bench's own DNS server on loopback (`dns.rs`).
+//!   bench's own DNS server on loopback (`dns.rs`);
+//! - `console`: the console's queue and case pages over HTTPS with N
+//!   incoming cases stored at the destination (`console.rs`).
 
 pub mod cluster;
+mod console;
 mod dns;
 mod limits;
 mod load;
@@ -33,6 +36,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use console::ConsoleScale;
 pub use dns::DnsImport;
 pub use limits::Limits;
 pub use load::{Drain, LatencyAt, Throughput};
@@ -50,10 +54,11 @@ pub enum Scenario {
     Scale,
     Pdq,
     Dns,
+    Console,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Limits,
         Scenario::Throughput,
         Scenario::Latency,
@@ -62,6 +67,7 @@ impl Scenario {
         Scenario::Scale,
         Scenario::Pdq,
         Scenario::Dns,
+        Scenario::Console,
     ];
 
     pub fn parse(s: &str) -> Result<Self, String> {
@@ -74,9 +80,10 @@ impl Scenario {
             "scale" => Scenario::Scale,
             "pdq" => Scenario::Pdq,
             "dns" => Scenario::Dns,
+            "console" => Scenario::Console,
             _ => {
                 return Err(format!(
-                    "unknown scenario {s:?}: one of limits, throughput, latency, urgent, drain, scale, pdq, dns"
+                    "unknown scenario {s:?}: one of limits, throughput, latency, urgent, drain, scale, pdq, dns, console"
                 ));
             }
         })
@@ -111,6 +118,8 @@ pub struct Options {
     /// DNS: reports imported, and the distinct host names they name.
     pub dns_reports: usize,
     pub dns_hosts: usize,
+    /// Console: incoming cases stored at the destination.
+    pub console_cases: usize,
     pub json: bool,
     /// Where the temporary directories go.
     pub dir: PathBuf,
@@ -263,6 +272,7 @@ pub struct Results {
     pub scale: Option<Scale>,
     pub pdq: Option<PdqScale>,
     pub dns: Option<DnsImport>,
+    pub console: Option<ConsoleScale>,
     /// Measured end-to-end throughput / the ceiling the limits imply.
     pub ratio_to_ceiling: Option<f64>,
     pub total_secs: f64,
@@ -282,6 +292,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Results> {
         scale: None,
         pdq: None,
         dns: None,
+        console: None,
         ratio_to_ceiling: None,
         total_secs: 0.0,
     };
@@ -307,6 +318,9 @@ pub async fn run(opts: &Options) -> anyhow::Result<Results> {
     }
     if want(Scenario::Dns) {
         r.dns = Some(dns::run(opts).await?);
+    }
+    if want(Scenario::Console) {
+        r.console = Some(console::run(opts).await?);
     }
     if let (Some(l), Some(t)) = (&r.limits, &r.throughput)
         && l.ceiling_per_sec > 0.0
@@ -352,6 +366,9 @@ pub fn print(r: &Results) {
     }
     if let Some(d) = &r.dns {
         dns::print(d);
+    }
+    if let Some(c) = &r.console {
+        console::print(c);
     }
     println!("total {:.0} s", r.total_secs);
 }

@@ -208,8 +208,8 @@ pub struct RouteArgs {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Run only these scenarios (repeatable, or comma-separated):
-    /// limits, throughput, latency, urgent, drain, scale, pdq, dns. All by
-    /// default.
+    /// limits, throughput, latency, urgent, drain, scale, pdq, dns,
+    /// console. All by default.
     #[arg(long, value_delimiter = ',', value_parser = crate::bench::Scenario::parse)]
     pub scenario: Vec<crate::bench::Scenario>,
     /// Seconds of sustained load measured for throughput (each latency
@@ -255,6 +255,10 @@ pub struct BenchArgs {
     pub dns_reports: usize,
     #[arg(long, default_value_t = 20_000)]
     pub dns_hosts: usize,
+    /// Console: incoming cases stored at the destination before its
+    /// queue and case pages are timed over HTTPS.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub console_cases: usize,
     #[arg(long)]
     pub json: bool,
 }

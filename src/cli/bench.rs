@@ -27,6 +27,7 @@ pub(crate) async fn run(a: BenchArgs) -> Result<ExitCode, Failure> {
         pdq: a.pdq,
         dns_reports: a.dns_reports,
         dns_hosts: a.dns_hosts,
+        console_cases: a.console_cases,
         json: a.json,
         dir: std::env::temp_dir(),
     };

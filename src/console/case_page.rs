@@ -12,7 +12,7 @@ use super::pages::{defang, layout, network};
 use super::person::Person;
 use super::text::Text;
 use crate::identity::Role;
-use crate::node::cases::CaseView;
+use crate::node::cases::{self, CaseView};
 use crate::node::second::Proposal;
 use crate::node::signatures::Signature;
 use crate::report::view::{RouteView, visible};
@@ -189,8 +189,8 @@ fn status_form(person: &Person, p: &CasePage, s: &str) -> Markup {
 /// other than the proposer, withdraw for the proposer.
 fn proposal(person: &Person, c: &CaseView, p: &Proposal) -> Markup {
     let t = person.text;
-    let mine = p.proposed_by.split_once(':').map(|(_, x)| x)
-        == person.who.to_string().split_once(':').map(|(_, x)| x);
+    let me = person.who.to_string();
+    let mine = cases::person(&p.proposed_by) == cases::person(&me);
     let supervisor = person.role >= Role::Supervisor;
     html! {
         div.proposal id="proposal" role="status" {

@@ -79,6 +79,8 @@ fn every_scenario_reports_every_figure() {
         "300",
         "--dns-hosts",
         "60",
+        "--console-cases",
+        "300",
     ]);
     // The machine and its limits.
     assert!(num(&v, "/machine/cpus") >= 1.0);
@@ -158,6 +160,11 @@ fn every_scenario_reports_every_figure() {
         "every near-duplicate joined its stored case"
     );
     dns_import(&v);
+    // The console's pages with that many cases stored.
+    assert_eq!(num(&v, "/console/stored"), 300.0);
+    assert!(num(&v, "/console/load_per_sec") > 0.0);
+    latency(&v, "/console/queue", Some(200.0));
+    latency(&v, "/console/case", Some(200.0));
 }
 
 #[test]
@@ -205,4 +212,17 @@ fn the_dns_scenario_imports_reports_naming_hosts_through_its_own_server() {
         v.pointer("/pdq").is_some_and(Value::is_null),
         "only dns ran"
     );
+}
+
+/// The console scenario alone: that many cases stored at the destination,
+/// and every queue and case page timed (each a 200 over HTTPS, or the
+/// bench fails).
+#[test]
+fn the_console_scenario_times_the_queue_and_case_pages() {
+    let v = bench(&["--scenario", "console", "--console-cases", "300"]);
+    assert_eq!(num(&v, "/console/stored"), 300.0);
+    assert!(num(&v, "/console/load_per_sec") > 0.0);
+    latency(&v, "/console/queue", Some(200.0));
+    latency(&v, "/console/case", Some(200.0));
+    assert!(v["pdq"].is_null(), "only the scenario asked for ran");
 }

@@ -88,6 +88,36 @@ async fn browser_signatures_are_verified_and_a_case_is_handed_off_to_another_hot
     assert!(by("report", "FR-PDC").starts_with("✓"), "{signed:?}");
     assert!(by("status", "DE-ECO").starts_with("✓"), "{signed:?}");
 
+    // A stored signature altered under the node (its last byte flipped in
+    // the database file) is shown as not verifying.
+    let db = fed.config_path(1).parent().unwrap().join("node.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", arg(&db)))
+        .await
+        .unwrap();
+    let (id_, mut signed_): (i64, Vec<u8>) = sqlx::query_as(
+        "SELECT id, signed FROM status_history WHERE status = 'in-review' AND signed IS NOT NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    *signed_.last_mut().unwrap() ^= 1;
+    sqlx::query("UPDATE status_history SET signed = $1 WHERE id = $2")
+        .bind(&signed_)
+        .bind(id_)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    b.goto(&format!("{base}/case/FR-PDC/{id}")).await;
+    let signed = signatures(&b).await;
+    let status = signed.iter().find(|(w, _, _)| w == "status").unwrap();
+    assert!(status.2.starts_with("✗"), "{signed:?}");
+    assert!(
+        signed
+            .iter()
+            .any(|(w, _, v)| w == "report" && v.starts_with("✓"))
+    );
+
     // Back to the origin is a loop: refused, shown, nothing changes.
     b.eval("document.querySelector('#handoff-to').value = 'FR-PDC'; return 0")
         .await;

@@ -208,11 +208,11 @@ async fn browser_the_federation_page_is_for_supervisors_and_verifies_the_audit_l
 /// Script put by the origin into a report's notes, its correction and its
 /// retraction's reason, and by the receiver into a status reason, is shown
 /// as text on every page of both consoles and never runs; every page fits
-/// 1280 pixels.
+/// 1280 pixels, in French (the longer strings).
 #[tokio::test]
 async fn browser_every_page_fits_1280_pixels_and_runs_no_peer_script() {
     let test = "browser_every_page_fits_1280_pixels_and_runs_no_peer_script";
-    let Some(b) = Browser::start(test).await else {
+    let Some(b) = Browser::start_with(test, "fr-FR").await else {
         return;
     };
     b.window(1280, 800).await;
@@ -307,6 +307,7 @@ async fn browser_every_page_fits_1280_pixels_and_runs_no_peer_script() {
             shown.contains("&lt;script&gt;window.pwned=5"),
             "the retraction's reason, as text"
         );
+        assert!(shown.contains("<html lang=\"fr\">"), "in French");
         b.click("header .logout button").await;
         b.wait_url(WAIT, |u| u.ends_with("/login")).await;
     }
