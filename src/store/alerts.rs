@@ -188,6 +188,31 @@ impl Store {
         ))
     }
 
+    /// The latest audit entry of `kind` whose detail names this replica
+    /// (`"replica":"ID"`): a replica's own starts and stops among those of
+    /// the other replicas of its node.
+    pub async fn last_audit_of_replica(
+        &self,
+        kind: &str,
+        replica: &str,
+    ) -> Result<Option<AuditRow>, StoreError> {
+        let id = serde_json::to_string(replica).unwrap_or_default();
+        let escaped = id
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        let pattern = format!("%\"replica\":{escaped}%");
+        Ok(sql!(
+            self.reader().await?.conn(),
+            fetch_optional(
+                "SELECT seq, at_ms, kind, actor, subject, detail FROM audit_log
+                 WHERE kind = $1 AND detail LIKE $2 ESCAPE '\\' ORDER BY seq DESC LIMIT 1",
+                kind,
+                pattern,
+            )
+        ))
+    }
+
     /// Ends every claim on notifications (a SQLite node starting: its
     /// one process is the only claimer, and a killed run's claims would
     /// otherwise hold them back until they lapse).
