@@ -115,13 +115,14 @@ impl Tx {
         ))
     }
 
-    /// The notification reached its channel: it is never sent again.
+    /// The notification reached its channel: it is never sent again, and
+    /// its body (which holds URLs when its route opted in) is dropped.
     pub async fn alert_delivered(&mut self, id: i64, now_ms: i64) -> Result<(), StoreError> {
         sql!(
             self.conn(),
             execute(
                 "UPDATE alert_deliveries SET delivered_at_ms = $2, attempts = attempts + 1,
-                        lease_until_ms = 0, last_error = NULL
+                        lease_until_ms = 0, last_error = NULL, body = ''
                  WHERE id = $1",
                 id,
                 now_ms,

@@ -686,6 +686,14 @@ async fn only_a_route_that_opted_in_gets_the_reported_urls() {
     assert_eq!(with[0]["urls"], serde_json::json!([URL]));
     assert_eq!(with[0]["id"], without[0]["id"], "one event, two channels");
     assert_no_url(&without[0].to_string());
+    // Once delivered, no body is kept: the URLs leave the database.
+    let rows = eventually(
+        10,
+        || async { fed.core(1).store.alert_deliveries().await.unwrap() },
+        |r| r.len() == 2 && r.iter().all(|r| r.delivered_at_ms.is_some()),
+    )
+    .await;
+    assert!(rows.iter().all(|r| r.body.is_empty()), "{rows:#?}");
     fed.shutdown().await;
 }
 
