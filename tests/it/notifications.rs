@@ -819,3 +819,31 @@ async fn a_mail_server_without_starttls_gets_nothing_and_the_mail_waits() {
     assert!(maildir(&mail).is_empty(), "a mail went out in clear");
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn doctor_fails_a_webhook_secret_others_can_read_and_passes_it_at_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let fed = Federation::builder(AB).provision();
+    alerts_to_webhook(fed.dir.path(), 1, &[]);
+    let config = fed.dir.path().join("DE-ECO/node.toml");
+    let secret = fed.dir.path().join("DE-ECO/hook.secret");
+    let check = |out: &str| {
+        let v: serde_json::Value = serde_json::from_str(out).unwrap();
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == "alerts.webhook.ops")
+            .cloned()
+            .unwrap_or_else(|| panic!("no webhook check: {out}"))
+    };
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out, _) = cli(&["doctor", "--config", arg(&config), "--json"]).await;
+    assert_ne!(code, 0);
+    let c = check(&out);
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(c["detail"].as_str().unwrap().contains("0600"), "{c}");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (_, out, _) = cli(&["doctor", "--config", arg(&config), "--json"]).await;
+    assert_eq!(check(&out)["status"], "ok");
+}
