@@ -145,7 +145,12 @@ async fn unclean_stop(
         .ok()
         .and_then(|d| d.get("records_stop").and_then(|v| v.as_bool()))
         .unwrap_or(false);
-    if !promised || stopped.is_some_and(|s| s.seq > prev.seq) {
+    // A `db restore` after that start put a backup in place: its run did
+    // not crash here.
+    let restored = store.last_audit_of_kind("db.restored").await?;
+    let after =
+        |row: &Option<crate::store::AuditRow>| row.as_ref().is_some_and(|r| r.seq > prev.seq);
+    if !promised || after(&stopped) || after(&restored) {
         return Ok(None);
     }
     let since = crate::report::view::rfc3339(prev.at_ms);
