@@ -105,7 +105,126 @@ conformance!(
     the_log_is_read_a_page_at_a_time_in_order,
     accounts_are_stored_found_and_changed,
     the_open_queue_and_close_proposals,
+    alerts_are_stored_once_and_notifications_claimed_retried_and_settled,
 );
+
+/// Alerts (#26): an event is stored once per dedup key; its notification
+/// per channel once; a claim hides it until it lapses, from concurrent
+/// claimers too; a failure makes it due again later; a delivered one is
+/// never claimed again and keeps no body.
+async fn alerts_are_stored_once_and_notifications_claimed_retried_and_settled(b: &Backend) {
+    use alertrelay::store::NewAlert;
+    let s = &b.store;
+    let alert = |id: &'static str, key: &'static str| NewAlert {
+        id,
+        dedup_key: key,
+        event: "urgent_report",
+        severity: "critical",
+        summary: "{}",
+        raised_at_ms: 1_000,
+    };
+    let mut tx = s.begin().await.unwrap();
+    assert!(
+        tx.insert_alert(&alert("a1", "urgent_report:1"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !tx.insert_alert(&alert("a2", "urgent_report:1"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        tx.insert_alert(&alert("a3", "urgent_report:2"))
+            .await
+            .unwrap()
+    );
+    for (id, channel) in [
+        ("a1", "webhook:ops"),
+        ("a1", "webhook:ops"),
+        ("a1", "email:x@y.example"),
+        ("a3", "webhook:ops"),
+    ] {
+        tx.insert_alert_delivery(id, channel, "{\"id\":1}", 1_000)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(s.alerts().await.unwrap().len(), 2);
+    assert_eq!(
+        s.alert_deliveries().await.unwrap().len(),
+        3,
+        "one per channel"
+    );
+    assert_eq!(s.next_alert_due().await.unwrap(), Some(1_000));
+
+    // Concurrent claimers share nothing.
+    let claims: Vec<_> = (0..3)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut tx = s.begin().await.unwrap();
+                let rows = tx.claim_alert_deliveries(2_000, 60_000, 2).await.unwrap();
+                tx.commit().await.unwrap();
+                rows.into_iter().map(|r| r.id).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for c in claims {
+        claimed.extend(c.await.unwrap());
+    }
+    claimed.sort();
+    let before = claimed.len();
+    claimed.dedup();
+    assert_eq!(
+        (before, claimed.len()),
+        (3, 3),
+        "a notification claimed twice"
+    );
+    let mut tx = s.begin().await.unwrap();
+    assert!(
+        tx.claim_alert_deliveries(3_000, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // One fails (due again at 10 000), one is delivered.
+    tx.alert_failed(claimed[0], "refused", 10_000)
+        .await
+        .unwrap();
+    tx.alert_delivered(claimed[1], 4_000).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = s.begin().await.unwrap();
+    assert!(
+        tx.claim_alert_deliveries(9_999, 70_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = tx.claim_alert_deliveries(10_000, 70_000, 10).await.unwrap();
+    assert_eq!(again.iter().map(|r| r.id).collect::<Vec<_>>(), [claimed[0]]);
+    assert_eq!(
+        (again[0].attempts, again[0].last_error.as_deref()),
+        (1, Some("refused"))
+    );
+    // The third's claim lapses (60 000): claimable again; never the delivered one.
+    let lapsed = tx
+        .claim_alert_deliveries(60_000, 120_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        lapsed.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [claimed[2]]
+    );
+    tx.commit().await.unwrap();
+    let rows = s.alert_deliveries().await.unwrap();
+    let delivered = rows.iter().find(|r| r.id == claimed[1]).unwrap();
+    assert_eq!(
+        (delivered.delivered_at_ms, delivered.body.as_str()),
+        (Some(4_000), "")
+    );
+}
 
 /// The console's queue: open incoming cases, urgent first then oldest, a
 /// page at a time (closed, outgoing and joined ones left out); and a case's

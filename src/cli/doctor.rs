@@ -80,6 +80,7 @@ pub(crate) async fn run(config: PathBuf, json: bool) -> Result<ExitCode, Failure
         certificates(&mut report, cfg);
         signing_key(&mut report, cfg);
         directory(&mut report, cfg);
+        alerts(&mut report, cfg);
         listeners(&mut report, cfg).await;
         peers(&mut report, cfg).await;
     }
@@ -123,6 +124,29 @@ pub(crate) async fn run(config: PathBuf, json: bool) -> Result<ExitCode, Failure
     })
 }
 
+/// Notifications: whether any route sends anything, and each webhook's
+/// secret as the node will read it (0600, at least 16 bytes).
+fn alerts(report: &mut Report, cfg: &NodeConfig) {
+    let a = &cfg.alerts;
+    if a.routes.is_empty() {
+        let detail = "no [[alerts.route]]: events are raised and audited, but nobody is notified";
+        if a.webhooks.is_empty() && a.smtp.is_none() {
+            report.ok("alerts", detail);
+        } else {
+            report.warn("alerts", detail);
+        }
+        return;
+    }
+    report.ok("alerts", format!("{} route(s)", a.routes.len()));
+    for (name, hook) in &a.webhooks {
+        let check = format!("alerts.webhook.{name}");
+        match crate::notify::webhook::read_secret(&hook.secret_file) {
+            Ok(_) => report.ok(check, "secret readable, 0600"),
+            Err(e) => report.fail(check, e),
+        }
+    }
+}
+
 /// Every file the configuration names exists, and private ones are 0600.
 fn files(report: &mut Report, cfg: &NodeConfig) {
     let mut public: Vec<(&str, &Path)> = vec![
@@ -142,6 +166,20 @@ fn files(report: &mut Report, cfg: &NodeConfig) {
     if let Some(ad) = &cfg.admin {
         public.push(("admin.cert", &ad.cert));
         private.push(("admin.key", &ad.key));
+    }
+    for hook in cfg.alerts.webhooks.values() {
+        private.push(("alerts.webhook.secret_file", &hook.secret_file));
+        if let Some(ca) = &hook.ca {
+            public.push(("alerts.webhook.ca", ca));
+        }
+    }
+    if let Some(smtp) = &cfg.alerts.smtp {
+        if let Some(p) = &smtp.password_file {
+            private.push(("alerts.smtp.password_file", p));
+        }
+        if let Some(ca) = &smtp.ca {
+            public.push(("alerts.smtp.ca", ca));
+        }
     }
     for (key, path) in public {
         match std::fs::metadata(path) {

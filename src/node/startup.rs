@@ -53,6 +53,7 @@ pub async fn audit_start(
         // A clean stop writes `node.stopped`: without one after this
         // start, the next start knows the process died.
         "records_stop": true,
+        "replica": core.replica,
         "key_id": core.key().key_id(),
         "config_digest": config_digest(&cfg.path),
         "directory_sha256": file_sha256(&cfg.directory_path),
@@ -118,11 +119,25 @@ pub async fn audit_start(
 
 /// The `crash_restart` event when the previous start (`previous`, which
 /// promised to record its stop) has no `node.stopped` after it: the
-/// process was killed, crashed or lost its machine.
+/// process was killed, crashed or lost its machine. On SQLite a node is
+/// one process; on PostgreSQL only a replica with a configured id
+/// (`[delivery] replica`) can find its own previous run among the others'.
 async fn unclean_stop(
     core: &Core,
     previous: Option<&crate::store::AuditRow>,
 ) -> Result<Option<super::alerts::Event>, StoreError> {
+    let store = &core.store;
+    let (previous, stopped) = match (store, &core.config.delivery.replica) {
+        (crate::store::Store::Sqlite(_), _) => (
+            previous.cloned(),
+            store.last_audit_of_kind("node.stopped").await?,
+        ),
+        (crate::store::Store::Postgres(_), Some(id)) => (
+            store.last_audit_of_replica("node.started", id).await?,
+            store.last_audit_of_replica("node.stopped", id).await?,
+        ),
+        (crate::store::Store::Postgres(_), None) => return Ok(None),
+    };
     let Some(prev) = previous else {
         return Ok(None);
     };
@@ -130,8 +145,12 @@ async fn unclean_stop(
         .ok()
         .and_then(|d| d.get("records_stop").and_then(|v| v.as_bool()))
         .unwrap_or(false);
-    let stopped = core.store.last_audit_of_kind("node.stopped").await?;
-    if !promised || stopped.is_some_and(|s| s.seq > prev.seq) {
+    // A `db restore` after that start put a backup in place: its run did
+    // not crash here.
+    let restored = store.last_audit_of_kind("db.restored").await?;
+    let after =
+        |row: &Option<crate::store::AuditRow>| row.as_ref().is_some_and(|r| r.seq > prev.seq);
+    if !promised || after(&stopped) || after(&restored) {
         return Ok(None);
     }
     let since = crate::report::view::rfc3339(prev.at_ms);

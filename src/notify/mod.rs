@@ -18,12 +18,13 @@ use crate::config::alerts::Alerts;
 use crate::node::Core;
 use crate::store::{AlertDeliveryRow, StoreError};
 
-/// Notifications claimed at once.
-const BATCH: i64 = 20;
-/// How long a claim lasts: longer than any one send.
-const LEASE: Duration = Duration::from_secs(120);
+/// Notifications claimed at once (sent one after the other).
+const BATCH: i64 = 4;
 /// How long one send may take.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a claim lasts: longer than the whole batch's sends, so that
+/// no other replica takes a notification over while it may be on the wire.
+const LEASE: Duration = Duration::from_secs(30 * (BATCH as u64 + 1));
 /// How often the queue is looked at when nothing woke the notifier.
 const POLL: Duration = Duration::from_secs(1);
 

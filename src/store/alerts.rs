@@ -115,13 +115,14 @@ impl Tx {
         ))
     }
 
-    /// The notification reached its channel: it is never sent again.
+    /// The notification reached its channel: it is never sent again, and
+    /// its body (which holds URLs when its route opted in) is dropped.
     pub async fn alert_delivered(&mut self, id: i64, now_ms: i64) -> Result<(), StoreError> {
         sql!(
             self.conn(),
             execute(
                 "UPDATE alert_deliveries SET delivered_at_ms = $2, attempts = attempts + 1,
-                        lease_until_ms = 0, last_error = NULL
+                        lease_until_ms = 0, last_error = NULL, body = ''
                  WHERE id = $1",
                 id,
                 now_ms,
@@ -185,6 +186,31 @@ impl Store {
                 delivery_columns!(),
                 " FROM alert_deliveries ORDER BY id"
             ))
+        ))
+    }
+
+    /// The latest audit entry of `kind` whose detail names this replica
+    /// (`"replica":"ID"`): a replica's own starts and stops among those of
+    /// the other replicas of its node.
+    pub async fn last_audit_of_replica(
+        &self,
+        kind: &str,
+        replica: &str,
+    ) -> Result<Option<AuditRow>, StoreError> {
+        let id = serde_json::to_string(replica).unwrap_or_default();
+        let escaped = id
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        let pattern = format!("%\"replica\":{escaped}%");
+        Ok(sql!(
+            self.reader().await?.conn(),
+            fetch_optional(
+                "SELECT seq, at_ms, kind, actor, subject, detail FROM audit_log
+                 WHERE kind = $1 AND detail LIKE $2 ESCAPE '\\' ORDER BY seq DESC LIMIT 1",
+                kind,
+                pattern,
+            )
         ))
     }
 

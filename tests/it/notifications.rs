@@ -686,6 +686,14 @@ async fn only_a_route_that_opted_in_gets_the_reported_urls() {
     assert_eq!(with[0]["urls"], serde_json::json!([URL]));
     assert_eq!(with[0]["id"], without[0]["id"], "one event, two channels");
     assert_no_url(&without[0].to_string());
+    // Once delivered, no body is kept: the URLs leave the database.
+    let rows = eventually(
+        10,
+        || async { fed.core(1).store.alert_deliveries().await.unwrap() },
+        |r| r.len() == 2 && r.iter().all(|r| r.delivered_at_ms.is_some()),
+    )
+    .await;
+    assert!(rows.iter().all(|r| r.body.is_empty()), "{rows:#?}");
     fed.shutdown().await;
 }
 
@@ -810,4 +818,32 @@ async fn a_mail_server_without_starttls_gets_nothing_and_the_mail_waits() {
     assert!(error.to_lowercase().contains("tls"), "{error}");
     assert!(maildir(&mail).is_empty(), "a mail went out in clear");
     fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn doctor_fails_a_webhook_secret_others_can_read_and_passes_it_at_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let fed = Federation::builder(AB).provision();
+    alerts_to_webhook(fed.dir.path(), 1, &[]);
+    let config = fed.dir.path().join("DE-ECO/node.toml");
+    let secret = fed.dir.path().join("DE-ECO/hook.secret");
+    let check = |out: &str| {
+        let v: serde_json::Value = serde_json::from_str(out).unwrap();
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == "alerts.webhook.ops")
+            .cloned()
+            .unwrap_or_else(|| panic!("no webhook check: {out}"))
+    };
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out, _) = cli(&["doctor", "--config", arg(&config), "--json"]).await;
+    assert_ne!(code, 0);
+    let c = check(&out);
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(c["detail"].as_str().unwrap().contains("0600"), "{c}");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (_, out, _) = cli(&["doctor", "--config", arg(&config), "--json"]).await;
+    assert_eq!(check(&out)["status"], "ok");
 }

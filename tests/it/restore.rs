@@ -150,6 +150,13 @@ async fn restore_is_refused_while_the_node_runs_then_restores_audits_and_warns_o
     // signs a checkpoint of its new entries, the peer refuses it as a
     // rollback or fork, and this node hears of it.
     fed.restart(0).await;
+    // The backup was taken while the node ran: its last start has no
+    // clean stop after it, but the restore is recorded: no crash alert.
+    let raised = fed.core(0).store.alerts().await.unwrap();
+    assert!(
+        raised.iter().all(|a| a.event != "crash_restart"),
+        "{raised:#?}"
+    );
     let mut fr = fed.operator(0);
     submit(&mut fr, &format!("http://{DE_IP}/restored"), "").await;
     eventually(
