@@ -622,6 +622,17 @@ async fn a_node_of_the_previous_protocol_gets_host_named_reports_without_the_fie
     // copy it got) was taken.
     let mine = case(&mut fr, &sent.report_id).await;
     assert_eq!(mine.route.unwrap().dns.len(), 1);
+    // A retraction names the copy's digest for it, and is applied there.
+    fr.retract_report(pb::RetractReportRequest {
+        id: sent.report_id.clone(),
+        reason: "sent by mistake".into(),
+    })
+    .await
+    .unwrap();
+    wait_case(&fed.operator(1), &sent.report_id, 20, |c| {
+        c.status == "retracted"
+    })
+    .await;
     // A peer of this release still gets every field.
     zone.set("nl.example", vec![ZoneRecord::Addr(ip(NL_IP), 60)]);
     let sent = submit(&mut fr, "http://nl.example/n", "").await;
