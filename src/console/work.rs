@@ -54,6 +54,7 @@ async fn waiting(
         priority: None,
         peer: None,
         created_after_ms: None,
+        family: None,
         limit: PAGE,
     };
     let mut list = cases::list(core, &filter).await?;

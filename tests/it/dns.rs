@@ -733,6 +733,35 @@ async fn content_hosted_in_two_countries_goes_as_one_report_per_country_linked_a
     assert_eq!(code, 0, "{out}{err}");
     let rows: Vec<&str> = out.lines().filter(|l| l.ends_with(&family)).collect();
     assert_eq!(rows.len(), 2, "{out}");
+    // ... and lists a family alone; a malformed family id is refused.
+    submit(&mut fr, &format!("http://{DE_IP}/alone"), "").await;
+    let (code, out, err) = cli(&[
+        "cases",
+        "list",
+        "--config",
+        arg(&cfg),
+        "--family",
+        &family,
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let mut ids: Vec<&str> = listed.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    ids.sort();
+    let mut want = vec![sent.report_id.as_str(), other_id.as_str()];
+    want.sort();
+    assert_eq!(ids, want);
+    let err = fr
+        .list_cases(pb::ListCasesRequest {
+            family: "not a family!".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("family"), "{}", err.message());
+    assert!(!err.message().contains("not a family"), "{}", err.message());
     fed.shutdown().await;
 }
 
