@@ -16,6 +16,7 @@ type Filter = (
     Option<String>,
     Option<String>,
     Option<&'static str>,
+    Option<String>,
 );
 
 /// The case-list filters, checked: direction, status, category, peer,
@@ -68,7 +69,17 @@ fn list_filter(r: &pb::ListCasesRequest) -> Result<Filter, crate::report::Invali
                 .as_str(),
         ),
     };
-    Ok((direction, status, category, peer, priority))
+    let family = opt(&r.family);
+    if let Some(f) = &family {
+        crate::report::validate::report_id(f).map_err(|_| {
+            InvalidInput::new(
+                "bad-filter",
+                "family",
+                "1-64 characters of A-Z, a-z, 0-9, '.', '_', '-'",
+            )
+        })?;
+    }
+    Ok((direction, status, category, peer, priority, family))
 }
 
 pub struct OperatorService {
@@ -247,7 +258,7 @@ impl pb::operator_server::Operator for OperatorService {
         let r = request.get_ref();
         // A bad filter is refused like any bad input: INVALID_ARGUMENT
         // naming the field, and an audit entry with its reason code.
-        let (direction, status, category, peer, priority) = match list_filter(r) {
+        let (direction, status, category, peer, priority, family) = match list_filter(r) {
             Ok(f) => f,
             Err(e) => {
                 use prost::Message;
@@ -274,6 +285,7 @@ impl pb::operator_server::Operator for OperatorService {
             priority,
             peer: peer.as_deref(),
             created_after_ms,
+            family: family.as_deref(),
             limit: i64::from(r.limit),
         };
         let list = cases::list(&self.core, &filter).await.map_err(to_status)?;
@@ -291,6 +303,7 @@ impl pb::operator_server::Operator for OperatorService {
                     "category": filter.category,
                     "priority": filter.priority,
                     "peer": filter.peer,
+                    "family": filter.family,
                     "max_age_secs": r.max_age_secs,
                     "limit": r.limit,
                 },

@@ -287,6 +287,10 @@ pub struct StixArgs {
     /// Only cases created within this many seconds.
     #[arg(long)]
     pub max_age_secs: Option<u64>,
+    /// Only the reports of this case family (content hosted in several
+    /// countries).
+    #[arg(long)]
+    pub family: Option<String>,
     #[arg(long, default_value_t = 1000)]
     pub limit: u32,
 }
@@ -684,6 +688,10 @@ pub struct CasesListArgs {
     /// Only cases created within this many seconds.
     #[arg(long)]
     pub max_age_secs: Option<u64>,
+    /// Only the reports of this case family (content hosted in several
+    /// countries).
+    #[arg(long)]
+    pub family: Option<String>,
     #[arg(long, default_value_t = 1000)]
     pub limit: u32,
     #[arg(long)]

@@ -79,6 +79,7 @@ async fn list(args: CasesListArgs) -> Result<ExitCode, Failure> {
             peer: args.peer.unwrap_or_default(),
             priority,
             max_age_secs: args.max_age_secs.unwrap_or(0),
+            family: args.family.unwrap_or_default(),
         })
         .await
         .map_err(rpc)?

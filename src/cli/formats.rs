@@ -377,6 +377,7 @@ pub(crate) async fn export_stix(a: StixArgs) -> Result<ExitCode, Failure> {
             peer: String::new(),
             priority: 0,
             max_age_secs: a.max_age_secs.unwrap_or(0),
+            family: String::new(),
         };
         matching_cases(&mut client, filter).await?
     } else {

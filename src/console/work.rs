@@ -46,6 +46,7 @@ async fn waiting(
         priority: None,
         peer: None,
         created_after_ms: None,
+        family: None,
         limit: PAGE,
     };
     // The open queue a page at a time from its index; a status asked for

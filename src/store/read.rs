@@ -134,13 +134,15 @@ impl Store {
                    AND ($5 IS NULL OR r.created_at_ms >= $5)
                    AND ($6 IS NULL OR r.origin = $6 OR r.received_from = $6
                         OR EXISTS (SELECT 1 FROM deliveries d WHERE d.report_seq = r.seq AND d.destination = $6))
-                 ORDER BY r.seq DESC LIMIT $7",
+                   AND ($7 IS NULL OR r.family = $7)
+                 ORDER BY r.seq DESC LIMIT $8",
                 f.direction,
                 f.status,
                 f.category,
                 f.priority,
                 f.created_after_ms,
                 f.peer,
+                f.family,
                 f.limit,
             )
         ))

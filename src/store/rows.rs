@@ -212,6 +212,8 @@ pub struct CaseFilter<'a> {
     pub priority: Option<&'a str>,
     pub peer: Option<&'a str>,
     pub created_after_ms: Option<i64>,
+    /// Only the reports of this case family.
+    pub family: Option<&'a str>,
     pub limit: i64,
 }
 

@@ -622,6 +622,17 @@ async fn a_node_of_the_previous_protocol_gets_host_named_reports_without_the_fie
     // copy it got) was taken.
     let mine = case(&mut fr, &sent.report_id).await;
     assert_eq!(mine.route.unwrap().dns.len(), 1);
+    // A retraction names the copy's digest for it, and is applied there.
+    fr.retract_report(pb::RetractReportRequest {
+        id: sent.report_id.clone(),
+        reason: "sent by mistake".into(),
+    })
+    .await
+    .unwrap();
+    wait_case(&fed.operator(1), &sent.report_id, 20, |c| {
+        c.status == "retracted"
+    })
+    .await;
     // A peer of this release still gets every field.
     zone.set("nl.example", vec![ZoneRecord::Addr(ip(NL_IP), 60)]);
     let sent = submit(&mut fr, "http://nl.example/n", "").await;
@@ -722,6 +733,35 @@ async fn content_hosted_in_two_countries_goes_as_one_report_per_country_linked_a
     assert_eq!(code, 0, "{out}{err}");
     let rows: Vec<&str> = out.lines().filter(|l| l.ends_with(&family)).collect();
     assert_eq!(rows.len(), 2, "{out}");
+    // ... and lists a family alone; a malformed family id is refused.
+    submit(&mut fr, &format!("http://{DE_IP}/alone"), "").await;
+    let (code, out, err) = cli(&[
+        "cases",
+        "list",
+        "--config",
+        arg(&cfg),
+        "--family",
+        &family,
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let mut ids: Vec<&str> = listed.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    ids.sort();
+    let mut want = vec![sent.report_id.as_str(), other_id.as_str()];
+    want.sort();
+    assert_eq!(ids, want);
+    let err = fr
+        .list_cases(pb::ListCasesRequest {
+            family: "not a family!".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("family"), "{}", err.message());
+    assert!(!err.message().contains("not a family"), "{}", err.message());
     fed.shutdown().await;
 }
 

@@ -86,6 +86,11 @@ pub(super) async fn send_statuses(
             tracing::error!(outbox_id = row.id, "undecodable outbox row skipped");
         }
     }
+    if core.membership.protocol_of(peer) == Some(crate::node::membership::OLDEST_PROTOCOL) {
+        for (a, row) in amendments.iter_mut().zip(&kept) {
+            for_previous_protocol(core, a, row.report_seq).await?;
+        }
+    }
     let request = pb::PushStatusRequest {
         updates,
         returned: items,
@@ -141,4 +146,43 @@ pub(super) async fn send_statuses(
     }
     tx.commit().await?;
     Ok(kept.len())
+}
+
+/// An amendment of this node's report, for a peer of the previous
+/// protocol that holds the report's previous-protocol copy
+/// (`wire::compat`): it names the copy's digest, signed anew. Anything
+/// else is left as it is.
+async fn for_previous_protocol(
+    core: &Core,
+    a: &mut pb::AmendEnvelope,
+    report_seq: i64,
+) -> Result<(), DeliveryError> {
+    use crate::wire::stored::StoredPayload;
+    let Some(signed) = a
+        .amendment
+        .as_ref()
+        .filter(|s| s.signer == core.me.as_str())
+    else {
+        return Ok(());
+    };
+    if !a.hops.is_empty() {
+        return Ok(());
+    }
+    let Ok(mut amendment) = pb::Amendment::decode(signed.payload.as_slice()) else {
+        return Ok(());
+    };
+    let Some(report) = core.store.report_by_seq(report_seq).await? else {
+        return Ok(());
+    };
+    let Some(copy) = crate::wire::compat::previous_digest(report.payload()) else {
+        return Ok(());
+    };
+    amendment.report_digest = copy.to_vec();
+    a.amendment = Some(crate::wire::sign(
+        &core.key(),
+        &core.me,
+        crate::crypto::signing::Purpose::Amendment,
+        &amendment,
+    ));
+    Ok(())
 }
