@@ -760,6 +760,13 @@ pub struct CasesUpdateArgs {
     /// When it was referred (RFC 3339); default now.
     #[arg(long, default_value = "")]
     pub referred_at: String,
+    /// Propose the change for a second person instead of making it (a
+    /// not-illegal close when the node's `[cases]
+    /// not_illegal_needs_supervisor` is on; --reason required). A
+    /// supervisor or admin other than you confirms it by making the same
+    /// change without --propose.
+    #[arg(long)]
+    pub propose: bool,
     #[arg(long)]
     pub config: PathBuf,
     #[arg(long)]

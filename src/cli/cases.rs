@@ -141,6 +141,7 @@ async fn update(a: CasesUpdateArgs) -> Result<ExitCode, Failure> {
     let cfg = load_config(&a.config)?;
     let referred_at_ms = referred_at_ms(&a.referred_at)?;
     let mut client = connect(&cfg).await?;
+    let (propose, status) = (a.propose, a.status.clone());
     let case = client
         .update_case(pb::UpdateCaseRequest {
             id: a.id,
@@ -149,13 +150,22 @@ async fn update(a: CasesUpdateArgs) -> Result<ExitCode, Failure> {
             agency: a.agency,
             reference: a.reference,
             referred_at_ms,
+            propose,
         })
         .await
         .map_err(rpc)?
         .into_inner();
     let case = case_from_pb(case);
     emit(&case, a.json, |case| {
-        println!("case {} is now {}", case.id, case.status);
+        if propose {
+            println!(
+                "proposed closing case {} as {status}; it stays {} until a supervisor \
+                 other than you confirms: alertrelay cases update {} --status {status}",
+                case.id, case.status, case.id
+            );
+        } else {
+            println!("case {} is now {}", case.id, case.status);
+        }
     })
 }
 
