@@ -736,9 +736,12 @@ async fn browser_a_person_chooses_french_and_changes_their_own_password() {
     );
     assert_eq!(lang().await, "en", "nothing changed");
     b.goto(&format!("{base}/account")).await;
-    b.eval("document.querySelector('#language').value = 'fr'; return 0")
+    screenshot(&b, "account").await;
+    // With the keyboard alone: choose, Tab to Save, Enter.
+    b.eval("const l = document.querySelector('#language'); l.value = 'fr'; l.focus(); return 0")
         .await;
-    b.click("#save-language").await;
+    b.tab_to("save-language", 3).await;
+    b.keys(crate::common::browser::ENTER).await;
     b.wait_text("#account-notice", wait, |t| {
         t == alertrelay::console::text::FR.language_saved
     })
