@@ -403,7 +403,9 @@ impl pb::operator_server::Operator for OperatorService {
             reference: &r.reference,
             referred_at_ms: r.referred_at_ms,
         };
-        let done = if r.propose {
+        let done = if r.reject_proposal {
+            crate::node::second::reject(&self.core, &operator, &r.id, &r.reason).await
+        } else if r.propose {
             crate::node::second::propose(&self.core, &operator, &r.id, &r.status, &r.reason).await
         } else {
             cases::update(

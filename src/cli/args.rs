@@ -634,6 +634,18 @@ pub enum CasesCommand {
     Correct(CasesCorrectArgs),
     /// Change the status of a case worked here.
     Update(CasesUpdateArgs),
+    /// Reject (a supervisor or admin) or withdraw (its proposer) a case's
+    /// pending second-person close (`cases update --propose`).
+    RejectClose {
+        /// Report id, or ORIGIN/REPORT-ID.
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a signed bundle of a case and its proofs for an agency
     /// (recorded in the audit log as a read by you).
     Export {

@@ -27,6 +27,12 @@ pub(crate) async fn run(command: CasesCommand) -> Result<ExitCode, Failure> {
         } => watch(config, direction, json).await,
         CasesCommand::Show { id, config, json } => show(config, id, json).await,
         CasesCommand::Update(args) => update(args).await,
+        CasesCommand::RejectClose {
+            id,
+            reason,
+            config,
+            json,
+        } => reject_close(config, id, reason, json).await,
         CasesCommand::Retract {
             id,
             reason,
@@ -151,6 +157,7 @@ async fn update(a: CasesUpdateArgs) -> Result<ExitCode, Failure> {
             reference: a.reference,
             referred_at_ms,
             propose,
+            reject_proposal: false,
         })
         .await
         .map_err(rpc)?
@@ -166,6 +173,33 @@ async fn update(a: CasesUpdateArgs) -> Result<ExitCode, Failure> {
         } else {
             println!("case {} is now {}", case.id, case.status);
         }
+    })
+}
+
+async fn reject_close(
+    config: PathBuf,
+    id: String,
+    reason: String,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let mut client = connect(&cfg).await?;
+    let case = client
+        .update_case(pb::UpdateCaseRequest {
+            id,
+            reason,
+            reject_proposal: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let case = case_from_pb(case);
+    emit(&case, json, |case| {
+        println!(
+            "the proposed close of case {} is rejected; it stays {}",
+            case.id, case.status
+        );
     })
 }
 

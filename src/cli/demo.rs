@@ -273,6 +273,7 @@ async fn work_the_case(
                 reference: String::new(),
                 referred_at_ms: 0,
                 propose: false,
+                reject_proposal: false,
             })
             .await?;
         println!("   DE-ECO: {status} ({reason})");

@@ -352,8 +352,9 @@ async fn browser_the_origin_corrects_and_retracts_a_report_it_sent() {
 /// `cases update --status not-illegal` from the command line when the
 /// node's policy wants a second person: refused with how to propose it;
 /// `--propose` records the proposal (the case keeps its status); the
-/// proposer cannot confirm it; a supervisor's personal certificate
-/// confirms it with a plain `cases update`, and the origin sees the close.
+/// proposer cannot confirm it but can withdraw it (`cases reject-close`);
+/// a supervisor's personal certificate confirms it with a plain `cases
+/// update`, and the origin sees the close.
 #[tokio::test]
 async fn cli_a_not_illegal_close_is_proposed_and_a_supervisor_confirms_it() {
     let fed = Federation::builder(AB)
@@ -404,6 +405,24 @@ async fn cli_a_not_illegal_close_is_proposed_and_a_supervisor_confirms_it() {
     let (code, _, err) = update(close, c.into()).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("supervisor"), "{err}");
+    // The proposer withdraws it, and proposes it again.
+    let withdraw = [
+        "cases",
+        "reject-close",
+        &case,
+        "--reason",
+        "wrong case",
+        "--config",
+        c,
+    ];
+    let (code, out, err) = cli(&withdraw).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rejected; it stays in-review"), "{out}");
+    let (code, _, err) = cli(&withdraw).await;
+    assert_eq!(code, 1, "nothing left to withdraw");
+    assert!(err.contains("no pending proposal"), "{err}");
+    let (code, _, err) = update(proposal, c.into()).await;
+    assert_eq!(code, 0, "{err}");
     // A supervisor's personal certificate confirms it.
     let dir = config.parent().unwrap().parent().unwrap().to_path_buf();
     let issue = [
