@@ -2087,6 +2087,7 @@ fn account(name: &str, code_hash: &str) -> alertrelay::store::UserRow {
         created_at_ms: 1_000,
         created_by: "admin:FR-PDC/admin".into(),
         last_login_ms: None,
+        language: None,
     }
 }
 
@@ -2115,6 +2116,7 @@ async fn accounts_are_stored_found_and_changed(b: &Backend) {
     zoe.failures = 5;
     zoe.locked_until_ms = i64::MAX / 2;
     zoe.last_login_ms = Some(3_000);
+    zoe.language = Some("fr".into());
     assert!(tx.save_user(&zoe).await.unwrap());
     assert!(!tx.save_user(&account("nobody", "h4")).await.unwrap());
     tx.commit().await.unwrap();
@@ -2127,6 +2129,11 @@ async fn accounts_are_stored_found_and_changed(b: &Backend) {
             back.totp_secret.as_deref()
         ),
         ("active", Some("$argon2id$x"), Some("JBSWY3DPEHPK3PXP"))
+    );
+    assert_eq!(
+        back.language.as_deref(),
+        Some("fr"),
+        "the person's language"
     );
     assert_eq!(
         (

@@ -403,12 +403,18 @@ impl pb::operator_server::Operator for OperatorService {
             reference: &r.reference,
             referred_at_ms: r.referred_at_ms,
         };
-        cases::update(
-            &self.core, &operator, &r.id, &r.status, &r.reason, &referral,
-        )
-        .await
-        .map(|c| Response::new(case_to_pb(&c)))
-        .map_err(to_status)
+        let done = if r.reject_proposal {
+            crate::node::second::reject(&self.core, &operator, &r.id, &r.reason).await
+        } else if r.propose {
+            crate::node::second::propose(&self.core, &operator, &r.id, &r.status, &r.reason).await
+        } else {
+            cases::update(
+                &self.core, &operator, &r.id, &r.status, &r.reason, &referral,
+            )
+            .await
+        };
+        done.map(|c| Response::new(case_to_pb(&c)))
+            .map_err(to_status)
     }
 
     async fn hand_off_case(

@@ -634,6 +634,18 @@ pub enum CasesCommand {
     Correct(CasesCorrectArgs),
     /// Change the status of a case worked here.
     Update(CasesUpdateArgs),
+    /// Reject (a supervisor or admin) or withdraw (its proposer) a case's
+    /// pending second-person close (`cases update --propose`).
+    RejectClose {
+        /// Report id, or ORIGIN/REPORT-ID.
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a signed bundle of a case and its proofs for an agency
     /// (recorded in the audit log as a read by you).
     Export {
@@ -760,6 +772,13 @@ pub struct CasesUpdateArgs {
     /// When it was referred (RFC 3339); default now.
     #[arg(long, default_value = "")]
     pub referred_at: String,
+    /// Propose the change for a second person instead of making it (a
+    /// not-illegal close when the node's `[cases]
+    /// not_illegal_needs_supervisor` is on; --reason required). A
+    /// supervisor or admin other than you confirms it by making the same
+    /// change without --propose.
+    #[arg(long)]
+    pub propose: bool,
     #[arg(long)]
     pub config: PathBuf,
     #[arg(long)]

@@ -27,6 +27,12 @@ pub(crate) async fn run(command: CasesCommand) -> Result<ExitCode, Failure> {
         } => watch(config, direction, json).await,
         CasesCommand::Show { id, config, json } => show(config, id, json).await,
         CasesCommand::Update(args) => update(args).await,
+        CasesCommand::RejectClose {
+            id,
+            reason,
+            config,
+            json,
+        } => reject_close(config, id, reason, json).await,
         CasesCommand::Retract {
             id,
             reason,
@@ -141,6 +147,7 @@ async fn update(a: CasesUpdateArgs) -> Result<ExitCode, Failure> {
     let cfg = load_config(&a.config)?;
     let referred_at_ms = referred_at_ms(&a.referred_at)?;
     let mut client = connect(&cfg).await?;
+    let (propose, status) = (a.propose, a.status.clone());
     let case = client
         .update_case(pb::UpdateCaseRequest {
             id: a.id,
@@ -149,13 +156,50 @@ async fn update(a: CasesUpdateArgs) -> Result<ExitCode, Failure> {
             agency: a.agency,
             reference: a.reference,
             referred_at_ms,
+            propose,
+            reject_proposal: false,
         })
         .await
         .map_err(rpc)?
         .into_inner();
     let case = case_from_pb(case);
     emit(&case, a.json, |case| {
-        println!("case {} is now {}", case.id, case.status);
+        if propose {
+            println!(
+                "proposed closing case {} as {status}; it stays {} until a supervisor \
+                 other than you confirms: alertrelay cases update {} --status {status}",
+                case.id, case.status, case.id
+            );
+        } else {
+            println!("case {} is now {}", case.id, case.status);
+        }
+    })
+}
+
+async fn reject_close(
+    config: PathBuf,
+    id: String,
+    reason: String,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let cfg = load_config(&config)?;
+    let mut client = connect(&cfg).await?;
+    let case = client
+        .update_case(pb::UpdateCaseRequest {
+            id,
+            reason,
+            reject_proposal: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let case = case_from_pb(case);
+    emit(&case, json, |case| {
+        println!(
+            "the proposed close of case {} is rejected; it stays {}",
+            case.id, case.status
+        );
     })
 }
 

@@ -272,6 +272,8 @@ async fn work_the_case(
                 agency: String::new(),
                 reference: String::new(),
                 referred_at_ms: 0,
+                propose: false,
+                reject_proposal: false,
             })
             .await?;
         println!("   DE-ECO: {status} ({reason})");

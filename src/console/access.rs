@@ -17,9 +17,10 @@ use super::text::{self, Text};
 
 pub use super::person::Person;
 use crate::identity::Role;
-use crate::node::NodeError;
+use crate::node::{NodeError, users};
 
-/// The page's language, from `Accept-Language`.
+/// The page's language, from `Accept-Language` (for pages before a
+/// login; a logged-in `Person` has the one they chose).
 pub struct Lang(pub &'static Text);
 
 impl<S: Send + Sync> FromRequestParts<S> for Lang {
@@ -51,14 +52,18 @@ impl FromRequestParts<Arc<Console>> for Person {
         parts: &mut Parts,
         console: &Arc<Console>,
     ) -> Result<Self, Self::Rejection> {
-        let Lang(text) = Lang::from_request_parts(parts, console)
-            .await
-            .unwrap_or(Lang(&text::EN));
+        let browser = parts
+            .headers
+            .get(axum::http::header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok());
+        let text = text::for_accept_language(browser);
         let to_login = || Redirect::to("/login?ended=1").into_response();
         let token = cookie_of(&parts.headers, COOKIE).ok_or_else(to_login)?;
         let s = console.sessions.get(&token).ok_or_else(to_login)?;
-        match crate::node::users::current(&console.core, &s.name).await {
-            Ok(Some(who)) => {
+        match users::current(&console.core, &s.name).await {
+            Ok(Some(users::Current { who, language })) => {
+                // The person's own language wins over the browser's.
+                let text = text::choose(language.as_deref(), browser);
                 let core = &console.core;
                 let permit = core
                     .limiter
@@ -71,6 +76,7 @@ impl FromRequestParts<Arc<Console>> for Person {
                     who,
                     name: s.name,
                     csrf: s.csrf,
+                    language,
                     text,
                     _permit: permit,
                 })

@@ -14,6 +14,7 @@
 //! - `access.rs`   who is asking: the session's person and role, forms' CSRF
 //! - `person.rs`   the logged-in person a page is for
 //! - `login.rs`    login, logout, enrolment
+//! - `account.rs`  the person's own account: language, password
 //! - `work.rs`     the queue (with live updates)
 //! - `case.rs`     a case and its actions
 //! - `case_page.rs` the case page's HTML
@@ -24,6 +25,7 @@
 //! - `admin.rs`    the users page
 
 mod access;
+mod account;
 mod admin;
 mod case;
 mod case_page;
@@ -124,6 +126,9 @@ fn router(console: Arc<Console>) -> axum::Router {
         .route("/logout", post(login::logout))
         .route("/enrol", get(login::enrol_form).post(login::enrol_password))
         .route("/enrol/confirm", post(login::enrol_confirm))
+        .route("/account", get(account::page))
+        .route("/account/language", post(account::language))
+        .route("/account/password", post(account::password))
         .route("/queue", get(work::queue))
         .route("/events", get(work::events))
         .route("/case/{origin}/{id}", get(case::show))

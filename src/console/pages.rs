@@ -44,7 +44,7 @@ pub fn layout(text: &Text, person: Option<&Person>, title: &str, body: Markup) -
                         }
                         form.logout method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(p.csrf);
-                            span.who { (p.name) " (" (p.role) ")" }
+                            a.who href="/account" id="account-link" title=(text.account) { (p.name) " (" (p.role) ")" }
                             button type="submit" { (text.logout) }
                         }
                     }

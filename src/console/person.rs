@@ -12,6 +12,8 @@ pub struct Person {
     /// This session's CSRF token, for the forms of the page.
     pub csrf: String,
     pub text: &'static Text,
+    /// The language the person chose (a catalogue tag), if any.
+    pub language: Option<String>,
     /// This request's place in the person's quota (the Operator service's,
     /// shared with their certificate), held until the answer.
     pub _permit: crate::node::admission::Permit,

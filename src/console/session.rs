@@ -116,6 +116,13 @@ impl Sessions {
         self.lock().retain(|_, s| s.name != name);
     }
 
+    /// Ends every session of `name` but the one of `token` (a changed
+    /// password).
+    pub fn remove_others(&self, name: &str, token: &str) {
+        let keep = key(token);
+        self.lock().retain(|k, s| s.name != name || *k == keep);
+    }
+
     /// Moves every session's clocks `by` into the past, as if that much
     /// time had gone by without a request: lets a test see a session
     /// expire without waiting for it.
@@ -164,6 +171,11 @@ mod tests {
         }
         s.backdate(Duration::from_secs(50));
         assert!(s.get(&t).is_none(), "absolute");
+        let (a, _) = s.create("carol");
+        let (b, _) = s.create("carol");
+        let (d, _) = s.create("dave");
+        s.remove_others("carol", &a);
+        assert!(s.get(&a).is_some() && s.get(&b).is_none() && s.get(&d).is_some());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Every string the console shows, in one catalogue per language: English
 //! and French. A struct, so a language missing a string does not compile.
-//! The language is the browser's (`Accept-Language`): French when it
+//! The language is the person's own setting (the "my account" page) when
+//! they made one, else the browser's (`Accept-Language`): French when it
 //! prefers `fr`, English otherwise.
 
 pub struct Text {
@@ -137,6 +138,17 @@ pub struct Text {
     pub cosignatures: &'static str,
     pub previous: &'static str,
     pub next: &'static str,
+    pub language_name: &'static str,
+    pub account: &'static str,
+    pub language: &'static str,
+    pub browser_language: &'static str,
+    pub save: &'static str,
+    pub language_saved: &'static str,
+    pub current_password: &'static str,
+    pub new_password: &'static str,
+    pub change_password: &'static str,
+    pub password_change_note: &'static str,
+    pub password_changed: &'static str,
 }
 
 pub const EN: Text = Text {
@@ -273,6 +285,17 @@ pub const EN: Text = Text {
     cosignatures: "cosignatures",
     previous: "Previous",
     next: "Next",
+    language_name: "English",
+    account: "My account",
+    language: "Language",
+    browser_language: "The browser's language",
+    save: "Save",
+    language_saved: "Your language is saved.",
+    current_password: "Current password",
+    new_password: "New password",
+    change_password: "Change password",
+    password_change_note: "Your current password and a current code of your authenticator confirm it is you. Your other sessions end.",
+    password_changed: "Your password is changed.",
 };
 
 pub const FR: Text = Text {
@@ -409,7 +432,34 @@ pub const FR: Text = Text {
     cosignatures: "cosignatures",
     previous: "Précédents",
     next: "Suivants",
+    language_name: "Français",
+    account: "Mon compte",
+    language: "Langue",
+    browser_language: "Celle du navigateur",
+    save: "Enregistrer",
+    language_saved: "Votre langue est enregistrée.",
+    current_password: "Mot de passe actuel",
+    new_password: "Nouveau mot de passe",
+    change_password: "Changer le mot de passe",
+    password_change_note: "Votre mot de passe actuel et un code actuel de votre application d'authentification confirment que c'est vous. Vos autres sessions prennent fin.",
+    password_changed: "Votre mot de passe est changé.",
 };
+
+/// Every catalogue, in the order a person's choice lists them.
+pub const ALL: [&Text; 2] = [&EN, &FR];
+
+/// The tags a person may choose (`ALL`'s).
+pub fn tags() -> Vec<&'static str> {
+    ALL.iter().map(|t| t.lang).collect()
+}
+
+/// The page's catalogue: the person's own choice (a tag of `ALL`) when
+/// they made one, else the browser's `Accept-Language`.
+pub fn choose(setting: Option<&str>, header: Option<&str>) -> &'static Text {
+    ALL.into_iter()
+        .find(|t| Some(t.lang) == setting)
+        .unwrap_or_else(|| for_accept_language(header))
+}
 
 /// The catalogue for an `Accept-Language` header: the first language it
 /// names that the console has (by quality order as sent), else English.
@@ -455,5 +505,17 @@ mod tests {
         );
         assert_eq!(for_accept_language(Some("de, fr;q=0.7")).lang, "fr");
         assert_eq!(for_accept_language(None).lang, "en");
+    }
+
+    #[test]
+    fn the_persons_setting_wins_over_the_browser() {
+        assert_eq!(choose(Some("fr"), Some("en-US,en")).lang, "fr");
+        assert_eq!(choose(Some("en"), Some("fr-FR")).lang, "en");
+        assert_eq!(choose(None, Some("fr-FR")).lang, "fr");
+        assert_eq!(
+            choose(Some("xx"), Some("fr")).lang,
+            "fr",
+            "unknown: the browser's"
+        );
     }
 }

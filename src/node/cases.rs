@@ -629,7 +629,7 @@ async fn confirm_second_person(
     let Some(p) = proposal.filter(|p| p.from_status == row.status && p.status == to.as_str())
     else {
         return Err(NodeError::FailedPrecondition(format!(
-            "closing case {id} as {to} needs a second person here: propose it, then a supervisor other than the proposer confirms"
+            "closing case {id} as {to} needs a second person here: propose it (`cases update --propose`, or Propose in the console), then a supervisor other than the proposer confirms"
         )));
     };
     if operator.role().is_none_or(|r| r < Role::Supervisor) {

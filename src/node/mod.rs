@@ -6,6 +6,7 @@
 //! into gRPC statuses. `Core` (`state.rs`) is the shared state that
 //! `runtime` builds at start-up.
 
+pub mod account;
 pub mod admission;
 pub mod alerts;
 pub mod amend;

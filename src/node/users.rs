@@ -32,7 +32,7 @@ pub const MAX_LOCK_MS: i64 = 24 * 3600 * 1000;
 static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// `password::hash` on a blocking thread, a few at a time.
-async fn hash_password(pw: &str) -> Result<String, NodeError> {
+pub(super) async fn hash_password(pw: &str) -> Result<String, NodeError> {
     let _turn = HASHING
         .acquire()
         .await
@@ -46,7 +46,7 @@ async fn hash_password(pw: &str) -> Result<String, NodeError> {
 
 /// `password::verify` on a blocking thread, a few at a time; against the
 /// dummy hash when there is no account (`phc` none).
-async fn verify_password(pw: &str, phc: Option<String>) -> bool {
+pub(super) async fn verify_password(pw: &str, phc: Option<String>) -> bool {
     let Ok(_turn) = HASHING.acquire().await else {
         return false;
     };
@@ -214,6 +214,7 @@ async fn add_checked(
         created_at_ms: now,
         created_by: admin.to_string(),
         last_login_ms: None,
+        language: None,
     };
     let mut tx = core.store.begin().await?;
     if !tx.insert_user(&row).await? {
@@ -447,7 +448,7 @@ pub async fn finish_enrolment(
     Ok(who)
 }
 
-fn unix_step(now_ms: i64) -> u64 {
+pub(super) fn unix_step(now_ms: i64) -> u64 {
     totp::step_at(u64::try_from(now_ms / 1000).unwrap_or(0))
 }
 
@@ -558,12 +559,23 @@ async fn settle_login(
     }
 }
 
-/// The current role and state of a logged-in person, checked on every
-/// console request (a disabled account or a changed role takes effect at
-/// once).
-pub async fn current(core: &Core, name: &str) -> Result<Option<PeerIdentity>, NodeError> {
+/// A logged-in person as their account is now.
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub who: PeerIdentity,
+    /// Their own console language, when they chose one.
+    pub language: Option<String>,
+}
+
+/// The current role, state and setting of a logged-in person, checked on
+/// every console request (a disabled account or a changed role takes
+/// effect at once).
+pub async fn current(core: &Core, name: &str) -> Result<Option<Current>, NodeError> {
     match core.store.user(name).await? {
-        Some(u) if u.state == ACTIVE => Ok(Some(identity(core, &u)?)),
+        Some(u) if u.state == ACTIVE => Ok(Some(Current {
+            who: identity(core, &u)?,
+            language: u.language,
+        })),
         _ => Ok(None),
     }
 }

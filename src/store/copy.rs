@@ -192,6 +192,7 @@ const TABLES: &[Table] = &[
             ("created_at_ms", Int),
             ("created_by", Text),
             ("last_login_ms", Int),
+            ("language", Text),
         ],
     ),
     (

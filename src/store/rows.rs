@@ -324,6 +324,8 @@ pub struct UserRow {
     pub created_at_ms: i64,
     pub created_by: String,
     pub last_login_ms: Option<i64>,
+    /// The person's console language (a catalogue tag); none: the browser's.
+    pub language: Option<String>,
 }
 
 /// A pending close that waits for a second person (`close_proposals`).

@@ -8,7 +8,7 @@ use super::*;
 macro_rules! user_columns {
     () => {
         "name, role, state, password_hash, totp_secret, totp_last_step, enrol_code_hash, \
-         enrol_expires_ms, failures, locked_until_ms, created_at_ms, created_by, last_login_ms"
+         enrol_expires_ms, failures, locked_until_ms, created_at_ms, created_by, last_login_ms, language"
     };
 }
 
@@ -73,7 +73,7 @@ impl Tx {
                 concat!(
                     "INSERT INTO users (",
                     user_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
                      ON CONFLICT (name) DO NOTHING"
                 ),
                 &u.name,
@@ -89,6 +89,7 @@ impl Tx {
                 u.created_at_ms,
                 &u.created_by,
                 u.last_login_ms,
+                &u.language,
             )
         );
         Ok(n == 1)
@@ -102,7 +103,7 @@ impl Tx {
             execute(
                 "UPDATE users SET role = $2, state = $3, password_hash = $4, totp_secret = $5,
                      totp_last_step = $6, enrol_code_hash = $7, enrol_expires_ms = $8,
-                     failures = $9, locked_until_ms = $10, last_login_ms = $11
+                     failures = $9, locked_until_ms = $10, last_login_ms = $11, language = $12
                  WHERE name = $1",
                 &u.name,
                 &u.role,
@@ -115,6 +116,7 @@ impl Tx {
                 u.failures,
                 u.locked_until_ms,
                 u.last_login_ms,
+                &u.language,
             )
         );
         Ok(n == 1)

@@ -68,6 +68,8 @@ async fn an_analyst_watching_sees_new_cases_and_their_changes_as_they_happen() {
         agency: String::new(),
         reference: String::new(),
         referred_at_ms: 0,
+        propose: false,
+        reject_proposal: false,
     })
     .await
     .unwrap();

@@ -694,3 +694,132 @@ async fn browser_script_in_peer_controlled_fields_never_runs() {
     b.quit().await;
     fed.shutdown().await;
 }
+
+/// A person's own account page (every role): the language they choose
+/// wins over the browser's on every later page; a language the console
+/// does not have is refused by field; their password changes with the
+/// current one and a TOTP code (a wrong current password is refused and
+/// counts as a failure), other sessions end, and the new password logs
+/// in. Each change and refusal is audited under the person.
+#[tokio::test]
+async fn browser_a_person_chooses_french_and_changes_their_own_password() {
+    let test = "browser_a_person_chooses_french_and_changes_their_own_password";
+    let Some(b) = Browser::start_with(test, "en-US").await else {
+        return;
+    };
+    let fed = Federation::builder(AB)
+        .prepare(|d| console_on(d, "DE-ECO"))
+        .start()
+        .await;
+    let base = format!("https://{}", fed.handle(1).console.as_ref().unwrap().addr);
+    let core = fed.core(1);
+    let wait = Duration::from_secs(10);
+    let (secret, step) = enrolled(core, "lea", "analyst").await;
+    let (code, step) = next_code(&secret, step).await;
+    log_in(&b, &base, "lea", &code).await;
+    b.wait_url(wait, |u| u.ends_with("/queue")).await;
+    let lang = || b.eval("return document.documentElement.lang");
+    assert_eq!(lang().await, "en", "the browser's language");
+
+    // The account page is reached from every page's header.
+    b.click("#account-link").await;
+    b.wait_url(wait, |u| u.ends_with("/account")).await;
+    // A value the console has no catalogue for: refused by field, unechoed.
+    b.eval("const o = document.querySelector('#language option[value=fr]'); o.value = 'zz-evil'; o.selected = true; return 0")
+        .await;
+    b.click("#save-language").await;
+    b.wait_source(wait, "id=\"account-error\"").await;
+    let error = b.text("#account-error").await;
+    assert!(
+        error.contains("language") && !error.contains("zz-evil"),
+        "{error}"
+    );
+    assert_eq!(lang().await, "en", "nothing changed");
+    b.goto(&format!("{base}/account")).await;
+    screenshot(&b, "account").await;
+    // With the keyboard alone: choose, Tab to Save, Enter.
+    b.eval("const l = document.querySelector('#language'); l.value = 'fr'; l.focus(); return 0")
+        .await;
+    b.tab_to("save-language", 3).await;
+    b.keys(crate::common::browser::ENTER).await;
+    b.wait_text("#account-notice", wait, |t| {
+        t == alertrelay::console::text::FR.language_saved
+    })
+    .await;
+    // The next page is French although the browser still asks for English.
+    b.goto(&format!("{base}/queue")).await;
+    assert_eq!(lang().await, "fr");
+    assert!(b.text("header nav").await.contains("File d'attente"));
+
+    // A second session of lea's (another browser) ends when she changes
+    // her password in this one.
+    let (other, _) = fed
+        .handle(1)
+        .console
+        .as_ref()
+        .unwrap()
+        .console
+        .sessions
+        .create("lea");
+    b.goto(&format!("{base}/account")).await;
+    let (code, changed) = next_code(&secret, step).await;
+    let new = "a new and longer passphrase";
+    let change = |current: &'static str, code: String| {
+        let b = &b;
+        async move {
+            b.fill("#current-password", current).await;
+            b.fill("#new-password", new).await;
+            b.fill("#new-password2", new).await;
+            b.fill("#account-totp", &code).await;
+            b.click("#change-password").await;
+        }
+    };
+    change("not my password at all", code.clone()).await;
+    b.wait_source(wait, "id=\"account-error\"").await;
+    assert!(b.text("#account-error").await.contains("current_password"));
+    let failures = users::list(core, &cert_admin(core)).await.unwrap()[0].failures;
+    assert_eq!(failures, 1, "a wrong password counts toward the lock");
+    change(PASSWORD, code).await;
+    b.wait_text("#account-notice", wait, |t| {
+        t == alertrelay::console::text::FR.password_changed
+    })
+    .await;
+    let sessions = &fed.handle(1).console.as_ref().unwrap().console.sessions;
+    assert!(sessions.get(&other).is_none(), "the other session ended");
+
+    // The old password no longer logs in; the new one does.
+    b.click("header .logout button").await;
+    b.wait_url(wait, |u| u.ends_with("/login")).await;
+    let (code, _) = next_code(&secret, changed).await;
+    assert!(users::login(core, "lea", PASSWORD, &code).await.is_err());
+    b.fill("#name", "lea").await;
+    b.fill("#password", new).await;
+    b.fill("#totp", &code).await;
+    b.click("#login").await;
+    b.wait_url(wait, |u| u.ends_with("/queue")).await;
+    assert_eq!(lang().await, "fr", "the setting stays with the account");
+
+    let audit = fed.audit_export(1).await;
+    let lea: Vec<(&str, &str)> = audit
+        .iter()
+        .filter(|e| e.actor == "operator:DE-ECO/lea")
+        .map(|e| {
+            let code = e.detail["reason_code"].as_str().unwrap_or("");
+            (e.kind.as_str(), code)
+        })
+        .collect();
+    for expected in ["user.language", "user.password-changed"] {
+        assert!(
+            lea.iter().any(|(k, _)| *k == expected),
+            "{expected} in {lea:?}"
+        );
+    }
+    for refusal in ["bad-setting", "bad-password"] {
+        assert!(
+            lea.iter().any(|(_, c)| *c == refusal),
+            "{refusal} in {lea:?}"
+        );
+    }
+    b.quit().await;
+    fed.shutdown().await;
+}

@@ -348,3 +348,126 @@ async fn browser_the_origin_corrects_and_retracts_a_report_it_sent() {
     b.quit().await;
     fed.shutdown().await;
 }
+
+/// `cases update --status not-illegal` from the command line when the
+/// node's policy wants a second person: refused with how to propose it;
+/// `--propose` records the proposal (the case keeps its status); the
+/// proposer cannot confirm it but can withdraw it (`cases reject-close`);
+/// a supervisor's personal certificate confirms it with a plain `cases
+/// update`, and the origin sees the close.
+#[tokio::test]
+async fn cli_a_not_illegal_close_is_proposed_and_a_supervisor_confirms_it() {
+    let fed = Federation::builder(AB)
+        .prepare(|d| {
+            set_toml(
+                &d.join("DE-ECO/node.toml"),
+                "cases.not_illegal_needs_supervisor",
+                true,
+            );
+        })
+        .start()
+        .await;
+    let id = fed.submit(0, DE_IP, 1).await.unwrap();
+    fed.wait_case(1, &id, WAIT, |_| true).await;
+    let case = format!("FR-PDC/{id}");
+    let config = fed.config_path(1);
+    let c = arg(&config);
+    let update = |extra: &'static [&'static str], c: String| {
+        let case = case.clone();
+        async move {
+            let args = [&["cases", "update", &case, "--config", &c][..], extra].concat();
+            cli(&args).await
+        }
+    };
+    let (code, _, err) = update(&["--status", "in-review"], c.into()).await;
+    assert_eq!(code, 0, "{err}");
+    let close = &["--status", "not-illegal", "--reason", "a lawful adult site"];
+    let (code, _, err) = update(close, c.into()).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("needs a second person") && err.contains("--propose"),
+        "{err}"
+    );
+    let proposal = &[
+        "--status",
+        "not-illegal",
+        "--reason",
+        "a lawful adult site",
+        "--propose",
+    ];
+    let (code, out, err) = update(proposal, c.into()).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("proposed closing case") && out.contains("stays in-review"),
+        "{out}"
+    );
+    // The proposer's certificate cannot confirm it.
+    let (code, _, err) = update(close, c.into()).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("supervisor"), "{err}");
+    // The proposer withdraws it, and proposes it again.
+    let withdraw = [
+        "cases",
+        "reject-close",
+        &case,
+        "--reason",
+        "wrong case",
+        "--config",
+        c,
+    ];
+    let (code, out, err) = cli(&withdraw).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rejected; it stays in-review"), "{out}");
+    let (code, _, err) = cli(&withdraw).await;
+    assert_eq!(code, 1, "nothing left to withdraw");
+    assert!(err.contains("no pending proposal"), "{err}");
+    let (code, _, err) = update(proposal, c.into()).await;
+    assert_eq!(code, 0, "{err}");
+    // A supervisor's personal certificate confirms it.
+    let dir = config.parent().unwrap().parent().unwrap().to_path_buf();
+    let issue = [
+        "federation",
+        "operator",
+        "issue",
+        "--dir",
+        arg(&dir),
+        "--node",
+        "DE-ECO",
+        "--name",
+        "sue",
+        "--role",
+        "supervisor",
+    ];
+    let (code, _, err) = cli(&issue).await;
+    assert_eq!(code, 0, "{err}");
+    let sue = dir.join("DE-ECO/sue.toml");
+    std::fs::copy(&config, &sue).unwrap();
+    let ops = dir.join("DE-ECO/operators");
+    set_toml(&sue, "operator.cert", arg(&ops.join("sue.pem")));
+    set_toml(&sue, "operator.key", arg(&ops.join("sue.key")));
+    let (code, out, err) = update(&["--status", "not-illegal"], arg(&sue).into()).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("is now not-illegal"), "{out}");
+    fed.wait_case(0, &id, WAIT, |c| c.status == "not-illegal")
+        .await;
+
+    let audit = fed.audit_export(1).await;
+    let kinds: Vec<(&str, &str)> = audit
+        .iter()
+        .filter(|e| e.subject == case)
+        .map(|e| (e.kind.as_str(), e.actor.as_str()))
+        .collect();
+    let proposer = kinds.iter().find(|(k, _)| *k == "case.close-proposed");
+    let proposer = proposer.expect("the proposal audited").1;
+    assert!(
+        proposer.ends_with("DE-ECO/analyst") || proposer.starts_with("operator:DE-ECO/"),
+        "{proposer}"
+    );
+    for expected in [
+        ("case.close-confirmed", "supervisor:DE-ECO/sue"),
+        ("case.status", "supervisor:DE-ECO/sue"),
+    ] {
+        assert!(kinds.contains(&expected), "{expected:?} in {kinds:?}");
+    }
+    fed.shutdown().await;
+}

@@ -279,6 +279,7 @@ async fn browser_every_page_fits_1280_pixels_and_runs_no_peer_script() {
                 "/statistics",
                 "/federation",
                 "/users",
+                "/account",
             ][..],
         ),
         (0, &["/outgoing", "/statistics", "/federation"][..]),

@@ -511,6 +511,8 @@ async fn status_changes_at_the_receiver_flow_back_signed_and_invalid_ones_are_re
         agency: String::new(),
         reference: String::new(),
         referred_at_ms: 0,
+        propose: false,
+        reject_proposal: false,
     };
     let err = de.update_case(update("removed")).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
