@@ -859,7 +859,8 @@ fn gauge(page: &str, metric: &str) -> f64 {
 }
 
 /// Operators see notifications that are not going out (the gauges rise,
-/// `alertrelay status` lists them), and retention gives one up after
+/// `alertrelay status` lists them; an urgent report of the node's own
+/// analyst adds none), and retention gives one up after
 /// `undelivered_notifications_days`, dropping its body (the reported URLs
 /// its route opted into) from the database's files, and deletes the old
 /// alert with it.
@@ -897,6 +898,17 @@ async fn a_receiver_that_is_down_shows_in_the_gauges_and_status_until_retention_
     )
     .await;
     let first = gauge(&page, age);
+    // An urgent report DE-ECO's own analyst submits raises nothing here
+    // (`urgent_report` is about reports from peers): still one waits.
+    let mut de = fed.operator(1);
+    submit_urgent(&mut de, "http://85.214.132.118/own-analyst/x.jpg").await;
+    let urgent = fed.core(1).store.alerts().await.unwrap();
+    let urgent: Vec<_> = urgent
+        .iter()
+        .filter(|a| a.event == "urgent_report")
+        .collect();
+    assert_eq!(urgent.len(), 1, "{urgent:#?}");
+    assert!(urgent[0].summary.contains("FR-PDC"), "{urgent:#?}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let page = fed.metrics(1).await;
     assert_eq!(gauge(&page, waiting), 1.0);
