@@ -197,6 +197,16 @@ pub struct RawRetention {
     /// the signed receipts stay), counted from their last change.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivered_reports_days: Option<u32>,
+    /// Alerts (events and their notifications), counted from when they were
+    /// raised: deleted once every notification of theirs is delivered or
+    /// given up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alerts_days: Option<u32>,
+    /// A notification still not delivered this long after its event is
+    /// given up: never tried again, its body (URLs, if its route opted in)
+    /// dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undelivered_notifications_days: Option<u32>,
     /// How often the node purges on its own, in seconds (default 3600).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interval_secs: Option<u64>,
@@ -214,17 +224,21 @@ pub struct Retention {
     pub closed_cases_days: Option<u32>,
     pub refused_reports_days: Option<u32>,
     pub delivered_reports_days: Option<u32>,
+    pub alerts_days: Option<u32>,
+    pub undelivered_notifications_days: Option<u32>,
     /// How often the node purges on its own.
     #[serde(skip)]
     pub interval: Duration,
 }
 
 impl Retention {
-    /// Whether any record kind has a retention period.
+    /// Whether any record kind (reports or alerts) has a retention period.
     pub fn any(&self) -> bool {
         self.closed_cases_days.is_some()
             || self.refused_reports_days.is_some()
             || self.delivered_reports_days.is_some()
+            || self.alerts_days.is_some()
+            || self.undelivered_notifications_days.is_some()
     }
 }
 
@@ -882,6 +896,8 @@ fn retention(r: &RawRetention) -> Result<Retention, Invalid> {
         closed_cases_days: r.closed_cases_days,
         refused_reports_days: r.refused_reports_days,
         delivered_reports_days: r.delivered_reports_days,
+        alerts_days: r.alerts_days,
+        undelivered_notifications_days: r.undelivered_notifications_days,
         interval: Duration::from_secs(r.interval_secs.unwrap_or(3600)),
     })
 }

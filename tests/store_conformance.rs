@@ -106,7 +106,131 @@ conformance!(
     accounts_are_stored_found_and_changed,
     the_open_queue_and_close_proposals,
     alerts_are_stored_once_and_notifications_claimed_retried_and_settled,
+    old_alerts_go_and_undelivered_notifications_are_given_up_without_their_bodies,
 );
+
+/// Alert retention (#26): notifications of old events still not delivered
+/// are given up (body dropped, never claimed again, no longer waiting) —
+/// except one on the wire; old events whose notifications are all settled
+/// are deleted with them; newer ones and unsettled ones stay.
+async fn old_alerts_go_and_undelivered_notifications_are_given_up_without_their_bodies(
+    b: &Backend,
+) {
+    use alertrelay::store::NewAlert;
+    let s = &b.store;
+    let mut tx = s.begin().await.unwrap();
+    for (id, raised) in [
+        ("old", 1_000),
+        ("quiet", 1_000),
+        ("busy", 1_000),
+        ("new", 50_000),
+    ] {
+        let key = format!("k:{id}");
+        let alert = NewAlert {
+            id,
+            dedup_key: &key,
+            event: "case_unassessed",
+            severity: "warning",
+            summary: "{}",
+            raised_at_ms: raised,
+        };
+        assert!(tx.insert_alert(&alert).await.unwrap());
+    }
+    for (id, channel) in [
+        ("busy", "webhook:ops"),
+        ("old", "webhook:ops"),
+        ("old", "email:x@y.example"),
+        ("new", "webhook:ops"),
+    ] {
+        let body = "{\"urls\":[\"http://bad.example/x\"]}";
+        tx.insert_alert_delivery(id, channel, body, 1_000)
+            .await
+            .unwrap();
+    }
+    // "old"'s webhook was delivered; "busy"'s is on the wire until 30 000.
+    let claimed = tx.claim_alert_deliveries(2_000, 30_000, 2).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let busy = claimed.iter().find(|r| r.alert_id == "busy").unwrap().id;
+    let old_hook = claimed.iter().find(|r| r.alert_id == "old").unwrap().id;
+    tx.alert_delivered(old_hook, 3_000).await.unwrap();
+    tx.commit().await.unwrap();
+    let waiting = s.waiting_notifications().await.unwrap();
+    assert_eq!(
+        waiting
+            .iter()
+            .map(|w| (w.channel.as_str(), w.waiting, w.oldest_ms))
+            .collect::<Vec<_>>(),
+        [("email:x@y.example", 1, 1_000), ("webhook:ops", 2, 1_000)]
+    );
+
+    let mut tx = s.begin().await.unwrap();
+    let done = tx
+        .expire_alerts(Some(10_000), Some(10_000), 20_000, 100)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        (done.notifications_given_up, done.given_up.as_slice()),
+        (1, ["old".to_owned()].as_slice()),
+        "the old email given up; the busy one is on the wire"
+    );
+    let mut deleted = done.deleted.clone();
+    deleted.sort();
+    assert_eq!(deleted, ["old", "quiet"], "settled old alerts go");
+    let alerts: Vec<String> = s
+        .alerts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(alerts, ["busy", "new"]);
+    let rows = s.alert_deliveries().await.unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.alert_id.as_str()).collect::<Vec<_>>(),
+        ["busy", "new"],
+        "the deleted alerts' notifications went with them"
+    );
+    assert!(rows.iter().all(|r| r.given_up_at_ms.is_none()));
+    assert_eq!(
+        s.waiting_notifications()
+            .await
+            .unwrap()
+            .iter()
+            .map(|w| (w.channel.as_str(), w.waiting))
+            .collect::<Vec<_>>(),
+        [("webhook:ops", 2)]
+    );
+
+    // Later, with "busy"'s claim lapsed: given up, kept (its alert is not
+    // old enough to delete yet), body gone, never claimed again.
+    let mut tx = s.begin().await.unwrap();
+    let done = tx
+        .expire_alerts(Some(10_000), Some(0), 40_000, 100)
+        .await
+        .unwrap();
+    assert_eq!((done.notifications_given_up, done.deleted.len()), (1, 0));
+    assert!(
+        tx.claim_alert_deliveries(60_000, 90_000, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.alert_id == "new")
+    );
+    tx.commit().await.unwrap();
+    let rows = s.alert_deliveries().await.unwrap();
+    let busy_row = rows.iter().find(|r| r.id == busy).unwrap();
+    assert_eq!(
+        (busy_row.given_up_at_ms, busy_row.body.as_str()),
+        (Some(40_000), "")
+    );
+    assert_eq!(
+        s.waiting_notifications().await.unwrap()[0].waiting,
+        1,
+        "only the new one waits"
+    );
+    assert_eq!(s.next_alert_due().await.unwrap(), Some(90_000));
+}
 
 /// Alerts (#26): an event is stored once per dedup key; its notification
 /// per channel once; a claim hides it until it lapses, from concurrent

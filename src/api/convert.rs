@@ -328,6 +328,15 @@ pub fn summary_to_pb(s: &NodeSummary) -> pb::NodeStatus {
         directory_expires_at_ms: s.directory_expires_at_ms,
         protocol_version: s.protocol,
         peers_previous_protocol: s.peers_previous_protocol.clone(),
+        notifications: s
+            .notifications
+            .iter()
+            .map(|w| pb::NotificationQueue {
+                channel: w.channel.clone(),
+                waiting: w.waiting,
+                oldest_age_ms: w.oldest_age_ms,
+            })
+            .collect(),
     }
 }
 
@@ -359,6 +368,15 @@ pub fn summary_from_pb(s: pb::NodeStatus) -> NodeSummary {
         directory_expires_at_ms: s.directory_expires_at_ms,
         protocol: s.protocol_version,
         peers_previous_protocol: s.peers_previous_protocol,
+        notifications: s
+            .notifications
+            .into_iter()
+            .map(|w| crate::node::alerts::Waiting {
+                channel: w.channel,
+                waiting: w.waiting,
+                oldest_age_ms: w.oldest_age_ms,
+            })
+            .collect(),
     }
 }
 
@@ -431,6 +449,8 @@ pub fn retention_to_pb(r: &crate::node::retention::RetentionRun) -> pb::RunReten
         audit_entry: r.audit_entry.unwrap_or(0),
         files_clean: r.files_clean,
         more: r.more,
+        alerts: r.alerts,
+        notifications_given_up: r.notifications_given_up,
     }
 }
 
@@ -452,6 +472,8 @@ pub fn retention_from_pb(r: pb::RunRetentionResponse) -> crate::node::retention:
                 status: p.status,
             })
             .collect(),
+        alerts: r.alerts,
+        notifications_given_up: r.notifications_given_up,
         audit_entry: (r.audit_entry > 0).then_some(r.audit_entry),
         files_clean: r.files_clean,
         more: r.more,

@@ -111,6 +111,17 @@ pub(crate) fn summary(s: &NodeSummary) {
         "  peers: {} of {} reachable; {} items waiting in the outbox",
         s.peers_reachable, s.peers_total, s.outbox_total
     );
+    if !s.notifications.is_empty() && s.notifications.iter().all(|w| w.waiting == 0) {
+        println!("  notifications: none waiting");
+    }
+    for w in s.notifications.iter().filter(|w| w.waiting > 0) {
+        println!(
+            "  notifications waiting for {}: {} (oldest {}); see the node's log for why",
+            w.channel,
+            w.waiting,
+            age(w.oldest_age_ms)
+        );
+    }
     println!("  protocol {}", s.protocol);
     if !s.peers_previous_protocol.is_empty() {
         println!(

@@ -113,6 +113,8 @@ async fn through_node(cfg: &NodeConfig, dry_run: bool) -> Result<RetentionRun, F
         total.refused += run.refused;
         total.delivered += run.delivered;
         total.reports.extend(run.reports);
+        total.alerts += run.alerts;
+        total.notifications_given_up += run.notifications_given_up;
         total.audit_entry = run.audit_entry.or(total.audit_entry);
         // The last truncation covers what every call purged.
         total.files_clean = run.files_clean;
@@ -147,6 +149,14 @@ fn print_run(run: &RetentionRun, dry_run: bool) {
     );
     for p in &run.reports {
         println!("  {}  {} ({}, {})", p.report, p.kind, p.direction, p.status);
+    }
+    if run.alerts > 0 || run.notifications_given_up > 0 {
+        let verb = if dry_run { "would delete" } else { "deleted" };
+        let gave = if dry_run { "would give up" } else { "gave up" };
+        println!(
+            "{verb} {} old alert(s); {gave} {} undelivered notification(s)",
+            run.alerts, run.notifications_given_up
+        );
     }
 }
 

@@ -249,6 +249,16 @@ impl Channel {
     }
 }
 
+/// A channel as logs, metrics and `alertrelay status` name it:
+/// `webhook:NAME` as is, every e-mail list as `email` (no addresses).
+pub fn channel_label(key: &str) -> &str {
+    if key.starts_with("email:") {
+        "email"
+    } else {
+        key
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Route {
     pub events: Vec<String>,

@@ -328,6 +328,7 @@ pub async fn render(core: &Core) -> String {
     );
     // Gauges from the database.
     outbox(&mut out, core).await;
+    notifications(&mut out, core).await;
     cases(&mut out, core).await;
     out
 }
@@ -626,6 +627,41 @@ async fn outbox(out: &mut String, core: &Core) {
     );
     for (peer, (_, age)) in &per_peer {
         sample(out, name, &format!("peer=\"{}\"", esc(peer)), age);
+    }
+}
+
+/// Notifications waiting to go out and the age of the oldest, per channel
+/// (every configured one, 0 when none waits), read from the database;
+/// nothing when it cannot be read.
+async fn notifications(out: &mut String, core: &Core) {
+    let Ok(waiting) = super::alerts::waiting(core).await else {
+        return;
+    };
+    let name = "alertrelay_notifications_waiting";
+    header(
+        out,
+        name,
+        "gauge",
+        "Notifications not yet delivered (nor given up) per channel.",
+    );
+    for w in &waiting {
+        sample(
+            out,
+            name,
+            &format!("channel=\"{}\"", esc(&w.channel)),
+            w.waiting,
+        );
+    }
+    let name = "alertrelay_notifications_oldest_waiting_age_seconds";
+    header(
+        out,
+        name,
+        "gauge",
+        "Age of the event of the oldest notification waiting per channel (0 when none).",
+    );
+    for w in &waiting {
+        let age = w.oldest_age_ms.max(0) as f64 / 1000.0;
+        sample(out, name, &format!("channel=\"{}\"", esc(&w.channel)), age);
     }
 }
 

@@ -67,6 +67,9 @@ pub struct NodeSummary {
     /// The peers last seen speaking the previous protocol.
     #[serde(default)]
     pub peers_previous_protocol: Vec<String>,
+    /// Notifications waiting to go out, per channel.
+    #[serde(default)]
+    pub notifications: Vec<crate::node::alerts::Waiting>,
 }
 
 pub async fn peers(core: &Core) -> Result<Vec<PeerView>, NodeError> {
@@ -156,5 +159,6 @@ pub async fn summary(core: &Core) -> Result<NodeSummary, NodeError> {
             .filter(|p| p.protocol == crate::node::membership::OLDEST_PROTOCOL)
             .map(|p| p.node_id.clone())
             .collect(),
+        notifications: crate::node::alerts::waiting(core).await?,
     })
 }

@@ -10,6 +10,12 @@
 //! bytes, and the WAL is checkpointed and truncated after a purge, so the
 //! data is gone from the files, not just unlinked.
 //!
+//! Alerts too (`alerts_days`, `undelivered_notifications_days`): a
+//! notification still not delivered that long after its event is given up
+//! (its body, which holds URLs when its route opted in, dropped), and old
+//! events whose notifications are all delivered or given up are deleted
+//! with them, in one transaction with a `retention.alerts` audit entry.
+//!
 //! Runs on a schedule inside the node and from `alertrelay retention run`.
 
 use serde::Serialize;
@@ -42,6 +48,10 @@ pub struct RetentionRun {
     pub refused: u64,
     pub delivered: u64,
     pub reports: Vec<PurgedReport>,
+    /// Alerts deleted with their notifications.
+    pub alerts: u64,
+    /// Notifications given up undelivered (their bodies dropped).
+    pub notifications_given_up: u64,
     /// The audit entry that records the purge — the last one when it went
     /// in several transactions (none for a dry run, or when a scheduled
     /// run found nothing).
@@ -178,10 +188,14 @@ pub async fn run_within(
         refused: 0,
         delivered: 0,
         reports: Vec::new(),
+        alerts: 0,
+        notifications_given_up: 0,
         audit_entry: None,
         files_clean: true,
         more: false,
     };
+    expire_alerts(writer, retention, ask, &mut out).await?;
+    let alerts_changed = out.alerts > 0 || out.notifications_given_up > 0;
     if dry_run {
         for (_, p) in found {
             count(&mut out, p);
@@ -189,6 +203,9 @@ pub async fn run_within(
         return Ok(out);
     }
     if found.is_empty() && !audit_if_empty {
+        if alerts_changed {
+            out.files_clean = scrub_files(writer.store()).await;
+        }
         return Ok(out);
     }
     let chunks: Vec<&[(i64, PurgedReport)]> = if found.is_empty() {
@@ -221,7 +238,7 @@ pub async fn run_within(
     // Also when nothing was purged this time, for a run a person asked
     // for: the WAL may still hold what an earlier purge could not scrub
     // (another reader kept it), and "run it again" must clean it.
-    if !out.reports.is_empty() || audit_if_empty {
+    if !out.reports.is_empty() || audit_if_empty || alerts_changed {
         out.files_clean = scrub_files(writer.store()).await;
         tracing::info!(
             purged = out.reports.len(),
@@ -260,6 +277,59 @@ async fn expired(
         }
     }
     Ok(found)
+}
+
+/// Alerts whose period is over (see the module's doc), in one transaction
+/// with its audit entry (counts and alert ids); a dry run rolls it back.
+async fn expire_alerts(
+    writer: Writer<'_>,
+    retention: &Retention,
+    ask: &Ask<'_>,
+    out: &mut RetentionRun,
+) -> Result<(), StoreError> {
+    let cutoff = |days: Option<u32>| {
+        days.map(|d| {
+            ask.now_ms
+                .saturating_sub(i64::from(d).saturating_mul(86_400_000))
+        })
+    };
+    let give_up = cutoff(retention.undelivered_notifications_days);
+    let delete = cutoff(retention.alerts_days);
+    if give_up.is_none() && delete.is_none() {
+        return Ok(());
+    }
+    let mut tx = writer.begin().await?;
+    let done = tx
+        .expire_alerts(give_up, delete, ask.now_ms, MAX_PER_RUN)
+        .await?;
+    out.alerts = done.deleted.len() as u64;
+    out.notifications_given_up = done.notifications_given_up;
+    if ask.dry_run || (done.deleted.is_empty() && done.given_up.is_empty()) {
+        return tx.rollback().await;
+    }
+    let entry = audit::Entry::new(
+        "retention.alerts",
+        ask.actor,
+        ask.subject,
+        serde_json::json!({
+            "notifications_given_up": done.notifications_given_up,
+            "given_up_alerts": done.given_up,
+            "deleted_alerts": done.deleted,
+            "policy_days": {
+                "alerts": retention.alerts_days,
+                "undelivered_notifications": retention.undelivered_notifications_days,
+            },
+        }),
+    );
+    out.audit_entry = Some(tx.audit(&entry, ask.now_ms).await?);
+    tx.commit().await?;
+    if done.notifications_given_up > 0 {
+        tracing::warn!(
+            given_up = done.notifications_given_up,
+            "retention gave up notifications never delivered (see `alertrelay status`)"
+        );
+    }
+    Ok(())
 }
 
 /// The audit entry of one purge transaction: counts and ids, no URLs.

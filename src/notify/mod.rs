@@ -14,7 +14,7 @@ pub mod webhook;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::alerts::Alerts;
+use crate::config::alerts::{Alerts, channel_label};
 use crate::node::Core;
 use crate::store::{AlertDeliveryRow, StoreError};
 
@@ -116,9 +116,9 @@ async fn settle(
     tx.commit().await?;
     match outcome {
         Ok(()) => {
-            tracing::info!(channel = %channel_kind(&row.channel), alert_id = %row.alert_id, "notification delivered")
+            tracing::info!(channel = %channel_label(&row.channel), alert_id = %row.alert_id, "notification delivered")
         }
-        Err(e) => tracing::warn!(channel = %channel_kind(&row.channel), alert_id = %row.alert_id,
+        Err(e) => tracing::warn!(channel = %channel_label(&row.channel), alert_id = %row.alert_id,
             attempts = row.attempts + 1, error = %e, "notification not delivered; will retry"),
     }
     Ok(())
@@ -132,13 +132,4 @@ pub fn backoff(alerts: &Alerts, attempts: i64) -> Duration {
         .retry_initial
         .saturating_mul(1u32 << doublings.min(20))
         .min(alerts.retry_max)
-}
-
-/// `webhook:NAME` as is, `email` without its recipients (for logs).
-fn channel_kind(channel: &str) -> &str {
-    if channel.starts_with("email:") {
-        "email"
-    } else {
-        channel
-    }
 }

@@ -1,6 +1,7 @@
-//! The `alerts` and `alert_deliveries` tables (migration 0017), written
-//! once for both backends: an event raised once per condition, and its
-//! notifications, claimed with a lease, retried, and kept once delivered.
+//! The `alerts` and `alert_deliveries` tables (migrations 0017, 0021),
+//! written once for both backends: an event raised once per condition, and
+//! its notifications, claimed with a lease, retried, kept once delivered or
+//! given up, and deleted with their event by retention.
 //! `node::alerts` decides what is raised; `notify` sends.
 
 use super::*;
@@ -26,6 +27,29 @@ pub struct AlertDeliveryRow {
     pub last_error: Option<String>,
     pub next_attempt_ms: i64,
     pub delivered_at_ms: Option<i64>,
+    /// When retention gave it up (never tried again, body dropped).
+    pub given_up_at_ms: Option<i64>,
+}
+
+/// The notifications of one channel waiting to go out.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WaitingNotifications {
+    /// `webhook:NAME` or `email:a@x,b@y`.
+    pub channel: String,
+    pub waiting: i64,
+    /// When the event of the oldest was raised.
+    pub oldest_ms: i64,
+}
+
+/// What one alert retention pass did (`Tx::expire_alerts`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExpiredAlerts {
+    /// The events of the notifications given up (each once).
+    pub given_up: Vec<String>,
+    /// How many notifications were given up.
+    pub notifications_given_up: u64,
+    /// The events deleted with their notifications.
+    pub deleted: Vec<String>,
 }
 
 /// A case worked here, for the overdue scans.
@@ -42,7 +66,8 @@ pub struct CaseAge {
 
 macro_rules! delivery_columns {
     () => {
-        "id, alert_id, channel, body, attempts, last_error, next_attempt_ms, delivered_at_ms"
+        "id, alert_id, channel, body, attempts, last_error, next_attempt_ms, delivered_at_ms, \
+         given_up_at_ms"
     };
 }
 
@@ -102,9 +127,11 @@ impl Tx {
                 concat!(
                     "UPDATE alert_deliveries SET lease_until_ms = $2
                      WHERE id IN (SELECT id FROM alert_deliveries
-                                  WHERE delivered_at_ms IS NULL AND next_attempt_ms <= $1
-                                    AND lease_until_ms <= $1 ORDER BY id LIMIT $3)
-                       AND delivered_at_ms IS NULL AND lease_until_ms <= $1
+                                  WHERE delivered_at_ms IS NULL AND given_up_at_ms IS NULL
+                                    AND next_attempt_ms <= $1 AND lease_until_ms <= $1
+                                  ORDER BY id LIMIT $3)
+                       AND delivered_at_ms IS NULL AND given_up_at_ms IS NULL
+                       AND lease_until_ms <= $1
                      RETURNING ",
                     delivery_columns!()
                 ),
@@ -143,13 +170,77 @@ impl Tx {
             execute(
                 "UPDATE alert_deliveries SET attempts = attempts + 1, last_error = $2,
                         next_attempt_ms = $3, lease_until_ms = 0
-                 WHERE id = $1 AND delivered_at_ms IS NULL",
+                 WHERE id = $1 AND delivered_at_ms IS NULL AND given_up_at_ms IS NULL",
                 id,
                 error,
                 next_ms,
             )
         );
         Ok(())
+    }
+}
+
+impl Tx {
+    /// Alert retention at `now_ms`: the notifications of events raised at
+    /// or before `give_up_before_ms` that are still not delivered (and not
+    /// on the wire: claimed) are given up, their bodies dropped; then up
+    /// to `limit` events raised at or before `delete_before_ms` whose
+    /// notifications are all settled are deleted with them. `None`: that
+    /// step is off.
+    pub async fn expire_alerts(
+        &mut self,
+        give_up_before_ms: Option<i64>,
+        delete_before_ms: Option<i64>,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<ExpiredAlerts, StoreError> {
+        let mut out = ExpiredAlerts::default();
+        if let Some(cutoff) = give_up_before_ms {
+            let ids: Vec<String> = sql!(
+                self.conn(),
+                scalar.fetch_all(
+                    "UPDATE alert_deliveries SET given_up_at_ms = $2, body = '', lease_until_ms = 0
+                     WHERE delivered_at_ms IS NULL AND given_up_at_ms IS NULL
+                       AND lease_until_ms <= $2
+                       AND alert_id IN (SELECT id FROM alerts WHERE raised_at_ms <= $1)
+                     RETURNING alert_id",
+                    cutoff,
+                    now_ms,
+                )
+            );
+            out.notifications_given_up = ids.len() as u64;
+            out.given_up = ids;
+            out.given_up.sort();
+            out.given_up.dedup();
+        }
+        if let Some(cutoff) = delete_before_ms {
+            let ids: Vec<String> = sql!(
+                self.conn(),
+                scalar.fetch_all(
+                    "SELECT a.id FROM alerts a WHERE a.raised_at_ms <= $1
+                       AND NOT EXISTS (SELECT 1 FROM alert_deliveries d WHERE d.alert_id = a.id
+                                       AND d.delivered_at_ms IS NULL AND d.given_up_at_ms IS NULL)
+                     ORDER BY a.raised_at_ms, a.id LIMIT $2",
+                    cutoff,
+                    limit,
+                )
+            );
+            for table in ["alert_deliveries WHERE alert_id", "alerts WHERE id"] {
+                if ids.is_empty() {
+                    break;
+                }
+                built!(self.conn(), |q| {
+                    q.push(format!("DELETE FROM {table} IN ("));
+                    let mut list = q.separated(", ");
+                    for id in &ids {
+                        list.push_bind(id.as_str());
+                    }
+                    q.push(")");
+                } => execute);
+            }
+            out.deleted = ids;
+        }
+        Ok(out)
     }
 }
 
@@ -237,7 +328,21 @@ impl Store {
             scalar.fetch_one(
                 "SELECT MIN(CASE WHEN lease_until_ms > next_attempt_ms
                                  THEN lease_until_ms ELSE next_attempt_ms END)
-                 FROM alert_deliveries WHERE delivered_at_ms IS NULL"
+                 FROM alert_deliveries WHERE delivered_at_ms IS NULL AND given_up_at_ms IS NULL"
+            )
+        ))
+    }
+
+    /// Per channel: the notifications neither delivered nor given up, and
+    /// when the event of the oldest was raised.
+    pub async fn waiting_notifications(&self) -> Result<Vec<WaitingNotifications>, StoreError> {
+        Ok(sql!(
+            self.reader().await?.conn(),
+            fetch_all(
+                "SELECT d.channel, COUNT(*) AS waiting, MIN(a.raised_at_ms) AS oldest_ms
+                 FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id
+                 WHERE d.delivered_at_ms IS NULL AND d.given_up_at_ms IS NULL
+                 GROUP BY d.channel ORDER BY d.channel"
             )
         ))
     }

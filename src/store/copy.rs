@@ -232,6 +232,7 @@ const TABLES: &[Table] = &[
             ("next_attempt_ms", Int),
             ("lease_until_ms", Int),
             ("delivered_at_ms", Int),
+            ("given_up_at_ms", Int),
         ],
     ),
 ];

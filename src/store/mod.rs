@@ -112,7 +112,9 @@ pub mod sqlite;
 mod users;
 mod write;
 
-pub use alerts::{AlertDeliveryRow, AlertRow, CaseAge, NewAlert};
+pub use alerts::{
+    AlertDeliveryRow, AlertRow, CaseAge, ExpiredAlerts, NewAlert, WaitingNotifications,
+};
 pub use database::{Database, redact};
 pub use rows::*;
 

@@ -847,3 +847,129 @@ async fn doctor_fails_a_webhook_secret_others_can_read_and_passes_it_at_0600() {
     let (_, out, _) = cli(&["doctor", "--config", arg(&config), "--json"]).await;
     assert_eq!(check(&out)["status"], "ok");
 }
+
+/// The sample of `metric` on `page`, as a number.
+fn gauge(page: &str, metric: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(metric))
+        .unwrap_or_else(|| panic!("no {metric}:\n{page}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Operators see notifications that are not going out (the gauges rise,
+/// `alertrelay status` lists them; an urgent report of the node's own
+/// analyst adds none), and retention gives one up after
+/// `undelivered_notifications_days`, dropping its body (the reported URLs
+/// its route opted into) from the database's files, and deletes the old
+/// alert with it.
+#[tokio::test]
+async fn a_receiver_that_is_down_shows_in_the_gauges_and_status_until_retention_gives_up() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let fed = Federation::builder(AB)
+        .quiet_audit()
+        .prepare(|dir| {
+            alerts_to_webhook(dir, port, &["urgent_report"]);
+            let config = dir.join("DE-ECO/node.toml");
+            let text = std::fs::read_to_string(&config).unwrap();
+            let mut doc: toml::Table = toml::from_str(&text).unwrap();
+            doc["alerts"]["route"].as_array_mut().unwrap()[0]
+                .as_table_mut()
+                .unwrap()
+                .insert("include_urls".into(), true.into());
+            std::fs::write(&config, toml::to_string_pretty(&doc).unwrap()).unwrap();
+            set_toml(&config, "retention.undelivered_notifications_days", 0);
+            set_toml(&config, "retention.alerts_days", 0);
+        })
+        .start()
+        .await;
+    let mut fr = fed.operator(0);
+    submit_urgent(&mut fr, URL).await;
+    let waiting = "alertrelay_notifications_waiting{channel=\"webhook:ops\"}";
+    let age = "alertrelay_notifications_oldest_waiting_age_seconds{channel=\"webhook:ops\"}";
+    let page = eventually(
+        30,
+        || fed.metrics(1),
+        |p| p.contains(&format!("{waiting} 1\n")),
+    )
+    .await;
+    let first = gauge(&page, age);
+    // An urgent report DE-ECO's own analyst submits raises nothing here
+    // (`urgent_report` is about reports from peers): still one waits.
+    let mut de = fed.operator(1);
+    submit_urgent(&mut de, "http://85.214.132.118/own-analyst/x.jpg").await;
+    let urgent = fed.core(1).store.alerts().await.unwrap();
+    let urgent: Vec<_> = urgent
+        .iter()
+        .filter(|a| a.event == "urgent_report")
+        .collect();
+    assert_eq!(urgent.len(), 1, "{urgent:#?}");
+    assert!(urgent[0].summary.contains("FR-PDC"), "{urgent:#?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let page = fed.metrics(1).await;
+    assert_eq!(gauge(&page, waiting), 1.0);
+    assert!(
+        gauge(&page, age) >= first + 1.0,
+        "the age does not rise:\n{page}"
+    );
+    let rows = fed.core(1).store.alert_deliveries().await.unwrap();
+    assert!(
+        rows[0].attempts >= 1 && rows[0].delivered_at_ms.is_none(),
+        "{rows:#?}"
+    );
+    assert!(
+        rows[0].body.contains("very-secret-path"),
+        "the route opted in"
+    );
+    // The body as stored (the case itself keeps its URL, in its payload).
+    let body_urls = format!("\"urls\":[\"{URL}\"]");
+    assert!(files_hold(&fed.database(1), &body_urls));
+
+    let cfg = fed.config_path(1);
+    let (code, out, err) = cli(&["status", "--config", arg(&cfg)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("notifications waiting for webhook:ops: 1 (oldest "),
+        "{out}"
+    );
+
+    let (code, out, err) = cli(&["retention", "run", "--config", arg(&cfg), "--json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let run: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(run["notifications_given_up"], 1, "{run}");
+    assert!(run["alerts"].as_u64().unwrap() >= 1, "{run}");
+    assert_eq!(run["files_clean"], true, "{run}");
+    let store = &fed.core(1).store;
+    assert!(store.alert_deliveries().await.unwrap().is_empty());
+    assert!(
+        store
+            .alerts()
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| a.event != "urgent_report")
+    );
+    assert!(
+        !files_hold(&fed.database(1), &body_urls),
+        "the given-up body is still in the database's files"
+    );
+    let page = fed.metrics(1).await;
+    assert_eq!((gauge(&page, waiting), gauge(&page, age)), (0.0, 0.0));
+    let (_, out, _) = cli(&["status", "--config", arg(&cfg)]).await;
+    assert!(out.contains("notifications: none waiting"), "{out}");
+    let audit = store.audit_entries(0, 10_000).await.unwrap();
+    let entry = audit
+        .iter()
+        .find(|e| e.kind == "retention.alerts")
+        .expect("the retention.alerts audit entry");
+    assert!(
+        !entry.detail.contains("very-secret-path"),
+        "{}",
+        entry.detail
+    );
+    fed.shutdown().await;
+}

@@ -301,6 +301,8 @@ fn every_key() -> RawNodeConfig {
             closed_cases_days: Some(1),
             refused_reports_days: Some(1),
             delivered_reports_days: Some(1),
+            alerts_days: Some(1),
+            undelivered_notifications_days: Some(1),
             interval_secs: Some(1),
         },
         notice: Some(RawNotice {

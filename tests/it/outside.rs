@@ -409,16 +409,6 @@ fn purge_delivered(dir: &std::path::Path) {
     .unwrap();
 }
 
-/// Whether the database's files (the file, its WAL) hold `needle`.
-fn files_hold(db: &std::path::Path, needle: &str) -> bool {
-    let mut wal = db.as_os_str().to_owned();
-    wal.push("-wal");
-    [db.to_path_buf(), std::path::PathBuf::from(wal)]
-        .iter()
-        .filter_map(|p| std::fs::read(p).ok())
-        .any(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
-}
-
 /// `alertrelay audit export` of node `i` as JSON values (with actors).
 async fn audit_lines(fed: &Federation, i: usize) -> Vec<serde_json::Value> {
     let (code, out, err) = cli(&["audit", "export", "--config", arg(&fed.config_path(i))]).await;

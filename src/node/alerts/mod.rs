@@ -14,7 +14,7 @@ pub mod scan;
 use prost::Message;
 
 use crate::audit;
-use crate::config::alerts::{Severity, severity_of};
+use crate::config::alerts::{Severity, channel_label, severity_of};
 use crate::pb;
 use crate::store::{NewAlert, StoreError, Tx};
 use crate::wire::stored::StoredPayload;
@@ -173,6 +173,45 @@ pub fn body(core: &Core, id: &str, event: &Event, now_ms: i64, urls: Option<&[St
 
 fn url_path_segment(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The notifications of one channel not yet delivered (nor given up).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Waiting {
+    /// `webhook:NAME`, or `email` for every e-mail list.
+    pub channel: String,
+    pub waiting: u64,
+    /// How long ago the event of the oldest was raised (0 when none).
+    pub oldest_age_ms: i64,
+}
+
+/// Per channel, the notifications waiting to go out: every configured
+/// channel (0 when none waits), and any other that still holds some.
+pub async fn waiting(core: &Core) -> Result<Vec<Waiting>, StoreError> {
+    let rows = core.store.waiting_notifications().await?;
+    let now = Core::now_ms();
+    let mut by: std::collections::BTreeMap<String, (u64, i64)> = core
+        .config
+        .alerts
+        .routes
+        .iter()
+        .map(|r| (channel_label(&r.channel.key()).to_owned(), (0, 0)))
+        .collect();
+    for row in rows {
+        let (n, age) = by
+            .entry(channel_label(&row.channel).to_owned())
+            .or_default();
+        *n += u64::try_from(row.waiting).unwrap_or(0);
+        *age = (*age).max(now - row.oldest_ms);
+    }
+    Ok(by
+        .into_iter()
+        .map(|(channel, (waiting, oldest_age_ms))| Waiting {
+            channel,
+            waiting,
+            oldest_age_ms,
+        })
+        .collect())
 }
 
 /// `origin/report id`, as cases are named everywhere.
