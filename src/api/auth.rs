@@ -195,8 +195,27 @@ pub async fn operator<T>(
     core: &Core,
     req: &Request<T>,
 ) -> Result<(PeerIdentity, Arc<Permit>), Status> {
-    let result = admitted(core, req, Service::Operator).map(|a| (a.caller, a.permit));
+    let result = match admitted(core, req, Service::Operator) {
+        Ok(a) => person_enabled(core, &a.caller)
+            .await
+            .map(|()| (a.caller, a.permit)),
+        Err(e) => Err(e),
+    };
     audited(core, req, result).await
+}
+
+/// Refuses the certificate of a person whose account here is disabled.
+async fn person_enabled(core: &Core, caller: &PeerIdentity) -> Result<(), Status> {
+    let PeerIdentity::Operator { name, .. } = caller else {
+        return Ok(());
+    };
+    match crate::node::users::disabled(core, name).await {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(Status::permission_denied(
+            "this person's account is disabled on this node",
+        )),
+        Err(e) => Err(crate::api::status::to_status(e)),
+    }
 }
 
 /// An operator with the admin role, for node management calls.
@@ -213,6 +232,10 @@ pub async fn admin<T>(
             "this call needs an operator certificate with the admin role",
         )),
     });
+    let result = match result {
+        Ok((op, permit)) => person_enabled(core, &op).await.map(|()| (op, permit)),
+        Err(e) => Err(e),
+    };
     audited(core, req, result).await
 }
 

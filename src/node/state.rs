@@ -94,6 +94,9 @@ pub struct Core {
     pub frontier: std::sync::Mutex<Option<crate::audit::merkle::CompactRange>>,
     /// Resolves reported URLs' host names for routing (`[dns]`).
     pub dns: super::dns::DnsService,
+    /// People's account states as last read for their operator
+    /// certificates: name → (disabled, when read) (`users::disabled`).
+    pub account_states: std::sync::Mutex<std::collections::HashMap<String, (bool, i64)>>,
     /// The open cases' PDQ hashes, for near-duplicate matching (`near`).
     pub near: std::sync::Mutex<super::near::Near>,
     /// Readiness as last probed (`health`): drives `grpc.health.v1`.
@@ -140,6 +143,7 @@ impl Core {
             frontier: std::sync::Mutex::new(None),
             dns: parts.dns,
             near: Default::default(),
+            account_states: Default::default(),
             ready: tokio::sync::watch::channel(Readiness {
                 peers_configured,
                 ..Default::default()

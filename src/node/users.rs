@@ -285,6 +285,9 @@ pub async fn change(
         Ok(())
     })
     .await;
+    if let Ok(u) = &result {
+        remember_state(core, name, u.state == DISABLED, Core::now_ms())?;
+    }
     let result = result.map(|u| view(&u, Core::now_ms()));
     core.audit_if_refused(admin, "bad-user", &[tag, name.as_bytes()], result)
         .await
@@ -565,6 +568,45 @@ pub struct Current {
     pub who: PeerIdentity,
     /// Their own console language, when they chose one.
     pub language: Option<String>,
+}
+
+/// How long a person's account state read for an operator certificate
+/// (`disabled`) is used before it is read again: a disable made on another
+/// replica takes effect within this; one made here at once.
+const ACCOUNT_STATE_MS: i64 = 5_000;
+
+/// Whether `name` has an account here that is disabled: a personal
+/// operator certificate of a disabled person is refused, as the console
+/// refuses the person (a certificate with no account of its name, such as
+/// a node's shared `[operator]` one, is the CA's and its CRL's to refuse).
+/// Read at most once per `ACCOUNT_STATE_MS` per name.
+pub async fn disabled(core: &Core, name: &str) -> Result<bool, NodeError> {
+    let now = Core::now_ms();
+    if let Some(&(off, at)) = core.account_states.lock().map_err(poisoned)?.get(name)
+        && now - at < ACCOUNT_STATE_MS
+    {
+        return Ok(off);
+    }
+    let off = core
+        .store
+        .user(name)
+        .await?
+        .is_some_and(|u| u.state == DISABLED);
+    remember_state(core, name, off, now)?;
+    Ok(off)
+}
+
+fn remember_state(core: &Core, name: &str, off: bool, now: i64) -> Result<(), NodeError> {
+    let mut states = core.account_states.lock().map_err(poisoned)?;
+    if states.len() > 10_000 {
+        states.clear();
+    }
+    states.insert(name.to_owned(), (off, now));
+    Ok(())
+}
+
+fn poisoned<T>(_: T) -> NodeError {
+    NodeError::Internal("account state lock poisoned")
 }
 
 /// The current role, state and setting of a logged-in person, checked on

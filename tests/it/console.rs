@@ -302,6 +302,29 @@ async fn personal_operator_certificates_name_the_person_in_the_audit_log() {
     assert_eq!(reads.len(), 1, "{out}");
     assert_eq!(reads[0]["actor"], "supervisor:FR-PDC/bob");
     assert_eq!(reads[0]["kind"], "case.read");
+    // Bob's account disabled by the admin: his certificate is refused too,
+    // though the CA has not revoked it.
+    let node = arg(&fed.config_path(0)).to_owned();
+    for args in [
+        &[
+            "users",
+            "add",
+            "bob",
+            "--role",
+            "supervisor",
+            "--config",
+            &node,
+        ][..],
+        &["users", "disable", "bob", "--config", &node][..],
+    ] {
+        let (code, _, err) = cli(args).await;
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    let (code, _, err) = cli(&["cases", "list", "--config", arg(&bob)]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("disabled"), "{err}");
+    let (code, _, err) = cli(&["cases", "list", "--config", &node]).await;
+    assert_eq!(code, 0, "the node's own certificate still works: {err}");
     // Names outside the grammar are refused before anything is written.
     let (code, _, err) = cli(&[
         "federation",
