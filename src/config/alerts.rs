@@ -48,6 +48,7 @@ pub const EVENTS: &[(&str, Severity)] = &[
     ("delivery_refused", Severity::Warning),
     ("witness_alarm", Severity::Critical),
     ("equivocation", Severity::Critical),
+    ("directory_refused", Severity::Critical),
     ("expiry", Severity::Warning),
     ("disk_low", Severity::Critical),
     ("crash_restart", Severity::Warning),

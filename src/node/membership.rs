@@ -273,14 +273,24 @@ async fn refused(core: &Core, from: &str, e: &OfferError, doc: &SignedDirectory)
             "serial_here": core.directory().serial(),
         }),
     );
+    let event = super::alerts::events::directory_refused(
+        from,
+        e.code(),
+        &digest,
+        core.directory().serial(),
+    );
     let logged = async {
         let mut tx = core.store.begin().await?;
         tx.audit(&entry, Core::now_ms()).await?;
-        tx.commit().await
+        let new = super::alerts::raise_in(core, &mut tx, &event).await?;
+        tx.commit().await?;
+        Ok::<_, StoreError>(new)
     }
     .await;
-    if let Err(e) = logged {
-        tracing::error!(error = %e, "cannot audit the refused directory");
+    match logged {
+        Ok(true) => core.alert_wake.notify_one(),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "cannot audit the refused directory"),
     }
 }
 

@@ -300,6 +300,14 @@ async fn forged_replayed_expired_and_key_dropping_versions_are_refused_everywher
             .await;
             let entry = refused.iter().find(|e| e["reason_code"] == *code).unwrap();
             assert_eq!(entry["serial_here"], 2, "{entry}");
+            // And an alert is raised for the people on duty.
+            let alerts = fed
+                .audit_export(i)
+                .await
+                .into_iter()
+                .filter(|e| e.kind == "alert.raised" && e.subject == "directory_refused")
+                .count();
+            assert!(alerts > 0, "{code}: no alert at {}", fed.id(i));
             assert_eq!(
                 fed.core(i).directory().serial(),
                 2,

@@ -93,6 +93,24 @@ pub fn witness_kind(reason: &str) -> &'static str {
     }
 }
 
+/// This node refused a version of the signed directory offered by `from`
+/// (a peer, or its own file): `code` says why (forged, rollback, expired,
+/// dropping the directory key…).
+pub fn directory_refused(from: &str, code: &str, digest: &[u8; 32], serial_here: u64) -> Event {
+    let digest = hex::encode(digest);
+    Event::new(
+        "directory_refused",
+        format!("directory_refused:{from}:{code}:{digest}"),
+        format!("A signed directory offered by {from} was refused: {code}"),
+        serde_json::json!({
+            "from": from,
+            "reason_code": code,
+            "payload_sha256": digest,
+            "serial_here": serial_here,
+        }),
+    )
+}
+
 /// `origin` sent different content under a report id it had used.
 pub fn equivocation(origin: &str, report_id: &str, sender: &str) -> Event {
     let name = case_name(origin, report_id);
