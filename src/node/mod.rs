@@ -36,7 +36,7 @@ pub mod stats;
 pub mod urgent;
 pub mod users;
 
-pub use state::{Core, CoreParts, ReloadError};
+pub use state::{Core, CoreParts, ReloadError, bounded};
 pub use urgent::{URGENT_HOLD, URGENT_TIMES, URGENT_TIMES_CHUNK, UrgentGate, UrgentWork};
 
 use crate::report::InvalidInput;

@@ -43,7 +43,7 @@ pub fn urgent_report(seq: i64, r: &crate::store::NewReport<'_>, sender: &str) ->
 /// code; the peer's free text is not passed on).
 pub fn delivery_refused(row: &ReportRow, peer: &str, code: &str) -> Event {
     let name = case_name(&row.origin, &row.report_id);
-    let code = crate::node::state::bounded(code);
+    let code = crate::node::bounded(code);
     Event::new(
         "delivery_refused",
         format!("delivery_refused:{}:{peer}", row.seq),
@@ -74,7 +74,7 @@ pub fn witness_alarm(peer: &str, kind: &str, reason: &str, checkpoint: &str) -> 
         serde_json::json!({
             "peer": peer,
             "kind": kind,
-            "reason": crate::node::state::bounded(reason),
+            "reason": crate::node::bounded(reason),
             "checkpoint_sha256": digest,
         }),
     )

@@ -133,7 +133,7 @@ fn silent_peers(core: &Core, now: i64) -> Vec<Event> {
                 "peer": peer.as_str(),
                 "last_seen": status.last_seen_ms.map(crate::report::view::rfc3339),
                 "silent_hours": silent,
-                "last_error": crate::node::state::bounded(&status.last_error),
+                "last_error": crate::node::bounded(&status.last_error),
             }),
         ));
     }
