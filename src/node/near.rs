@@ -29,13 +29,6 @@ pub struct Near {
     mark: i64,
 }
 
-impl Near {
-    /// PDQ hashes indexed (of cases not known to be closed).
-    pub fn indexed(&self) -> usize {
-        self.index.len()
-    }
-}
-
 /// Reads the PDQ hashes committed since the index last looked. Call it
 /// in a writer transaction before the transaction writes anything.
 pub async fn catch_up(core: &Core, tx: &mut Tx) -> Result<(), NodeError> {

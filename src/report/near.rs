@@ -65,6 +65,8 @@ pub struct NearIndex {
     owners: HashMap<String, u32>,
     /// Per owner (by its number): open cases with a hash here.
     open: Vec<u64>,
+    /// Hashes of cases not forgotten.
+    live: usize,
 }
 
 impl NearIndex {
@@ -74,7 +76,7 @@ impl NearIndex {
 
     /// Hashes stored (of cases not forgotten).
     pub fn len(&self) -> usize {
-        self.by_case.values().map(Vec::len).sum()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
@@ -99,6 +101,7 @@ impl NearIndex {
             self.open[o as usize] += 1;
         }
         of_case.push(at);
+        self.live += 1;
         self.entries.push(Entry {
             hash,
             case,
@@ -117,6 +120,7 @@ impl NearIndex {
         for &i in &at {
             self.entries[i as usize].case = FORGOTTEN;
         }
+        self.live -= at.len();
         if let Some(&i) = at.first() {
             let o = self.entries[i as usize].owner as usize;
             self.open[o] = self.open[o].saturating_sub(1);
