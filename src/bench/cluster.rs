@@ -317,6 +317,46 @@ pub async fn submit_stream(
     result.map(|()| latencies)
 }
 
+/// Queues `n` bulk reports through the bulk intake with `streams`
+/// concurrent streams, the i-th about `http://{ips[i % len]}/{tag}/{i}`,
+/// each answer counted on `bar`; returns the seconds it took.
+pub async fn queue_bulk(
+    client: &OperatorClient<Channel>,
+    ips: &[String],
+    tag: &str,
+    n: usize,
+    streams: usize,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<f64> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    anyhow::ensure!(!ips.is_empty(), "no address to report");
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..streams.max(1) {
+        let mut c = client.clone();
+        let (next, ips, tag, bar) = (next.clone(), ips.to_vec(), tag.to_owned(), bar.clone());
+        tasks.spawn(async move {
+            submit_stream(
+                &mut c,
+                super::load::STREAM_WINDOW,
+                None,
+                move |_| {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    (i < n).then(|| bulk_request(&ips[i % ips.len()], &format!("{tag}/{i}")))
+                },
+                move |_| bar.inc(1),
+            )
+            .await
+            .map(|_| ())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
 /// A bulk submission about `http://{ip}/{path}`.
 pub fn bulk_request(ip: &str, path: &str) -> pb::SubmitReportRequest {
     pb::SubmitReportRequest {
@@ -351,6 +391,33 @@ pub async fn wait_drained(
             anyhow::bail!("the queue did not drain in {} s", limit.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls the origin's queue every 50 ms until it is empty, showing on
+/// `bar` how many of `total` left it; `each(secs, queued)` sees every
+/// reading and may end the wait with an error. Fails after `limit`.
+/// Returns the seconds it took.
+pub async fn watch_drain(
+    client: &mut OperatorClient<Channel>,
+    total: u64,
+    bar: &indicatif::ProgressBar,
+    limit: Duration,
+    mut each: impl FnMut(f64, u64) -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    loop {
+        let left = queued(client).await?;
+        let secs = started.elapsed().as_secs_f64();
+        each(secs, left)?;
+        bar.set_position(total.saturating_sub(left));
+        if left == 0 {
+            return Ok(secs);
+        }
+        if started.elapsed() > limit {
+            anyhow::bail!("the backlog did not drain in {} s", limit.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

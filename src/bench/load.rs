@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::cluster::{self, Cluster, Receipts, Spec};
+use super::series::{Cdf, Curve, Rates};
 use super::{Latency, Options};
 
 /// Destination countries, in order, for `--nodes` > 2.
@@ -36,6 +37,8 @@ pub struct Throughput {
     /// Intake and delivery latency while saturated (closed loop), for
     /// context: the submitters wait for each answer.
     pub submit_latency: Latency,
+    /// Intake and end to end per interval of the window.
+    pub series: Rates,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -47,6 +50,7 @@ pub struct LatencyAt {
     /// Submission (scheduled send time, open loop) → signed receipt stored
     /// at the origin.
     pub end_to_end: Latency,
+    pub distribution: Cdf,
     /// Reports without a receipt within the wait after the level (should
     /// be 0), and case events the watcher missed.
     pub missing: usize,
@@ -72,6 +76,8 @@ pub struct Drain {
     /// The destinations come back as processes of their own: the highest
     /// peak (VmHWM) of any of them while the backlog drained, MiB.
     pub destination_rss_peak_mib: f64,
+    /// Reports still queued at the origin while the backlog drained.
+    pub curve: Curve,
 }
 
 fn specs(nodes: usize) -> Vec<Spec> {
@@ -113,15 +119,8 @@ pub async fn throughput_and_latency(
     opts: &Options,
     latency: bool,
 ) -> anyhow::Result<(Throughput, Option<Vec<LatencyAt>>)> {
-    let c = Cluster::start(&opts.dir, &specs(opts.nodes), None, &[]).await?;
-    let ips = addresses(&c)?;
+    let (c, ips) = start_warm(opts).await?;
     let mut client = c.client(0).await?;
-    // Warm up: connections to every destination.
-    for (i, ip) in ips.iter().enumerate() {
-        cluster::submit(&mut client, ip, &format!("warm/{i}"), true).await?;
-    }
-    cluster::wait_drained(&mut client, Duration::from_secs(60)).await?;
-
     let t = throughput(opts, &c, &ips).await?;
     let mut levels = None;
     if latency {
@@ -136,7 +135,26 @@ pub async fn throughput_and_latency(
     Ok((t, levels))
 }
 
-async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Result<Throughput> {
+/// The origin and `--nodes - 1` destinations, started, each destination
+/// sent one report (connections up); with the addresses of the
+/// destinations.
+pub(super) async fn start_warm(opts: &Options) -> anyhow::Result<(Cluster, Vec<String>)> {
+    let c = Cluster::start(&opts.dir, &specs(opts.nodes), None, &[]).await?;
+    let ips = addresses(&c)?;
+    let mut client = c.client(0).await?;
+    for (i, ip) in ips.iter().enumerate() {
+        cluster::submit(&mut client, ip, &format!("warm/{i}"), true).await?;
+    }
+    cluster::wait_drained(&mut client, Duration::from_secs(60)).await?;
+    Ok((c, ips))
+}
+
+/// Sustained end-to-end throughput of a started cluster's origin.
+pub(super) async fn throughput(
+    opts: &Options,
+    c: &Cluster,
+    ips: &[String],
+) -> anyhow::Result<Throughput> {
     let mut client = c.client(0).await?;
     let submitted = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -177,12 +195,15 @@ async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Resu
     let q0 = cluster::queued(&mut client).await?;
     let t0 = Instant::now();
     let cpu0 = super::cpu_time();
+    let mut series = Rates::start(s0, q0);
     while t0.elapsed().as_secs_f64() < secs {
         tokio::time::sleep(Duration::from_millis(50)).await;
         // Sustained: the submitters hold while the origin's queue is
         // above a bound, so intake cannot outrun delivery indefinitely.
         let q = cluster::queued(&mut client).await?;
         hold.store(q > MAX_QUEUED, Ordering::Relaxed);
+        let at = t0.elapsed().as_secs_f64();
+        series.observe(at, submitted.load(Ordering::Relaxed), q);
         bar.set_position(t0.elapsed().as_secs());
     }
     let s1 = submitted.load(Ordering::Relaxed);
@@ -212,6 +233,7 @@ async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Resu
             0.0
         },
         submit_latency: Latency::of(lat),
+        series,
     })
 }
 
@@ -280,6 +302,7 @@ async fn level(
         fraction,
         offered_per_sec: rate,
         secs,
+        distribution: Cdf::of(&lat),
         end_to_end: Latency::of(lat),
         missing,
         lagged: receipts.lagged(),
@@ -287,13 +310,8 @@ async fn level(
 }
 
 pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
-    let mut c = Cluster::start(&opts.dir, &specs(opts.nodes), None, &[]).await?;
-    let ips = addresses(&c)?;
+    let (mut c, ips) = start_warm(opts).await?;
     let mut client = c.client(0).await?;
-    for (i, ip) in ips.iter().enumerate() {
-        cluster::submit(&mut client, ip, &format!("warm/{i}"), true).await?;
-    }
-    cluster::wait_drained(&mut client, Duration::from_secs(60)).await?;
     let peak_reset = super::reset_peak_rss();
     let rss_before = super::rss_mib().0;
     for i in 1..c.nodes.len() {
@@ -304,34 +322,8 @@ pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
         opts.drain as u64,
         "drain: queuing (destinations down)",
     );
-    let started = Instant::now();
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..opts.streams.max(1) {
-        let mut cl = client.clone();
-        let (next, ips, bar, n) = (next.clone(), ips.clone(), bar.clone(), opts.drain as u64);
-        tasks.spawn(async move {
-            cluster::submit_stream(
-                &mut cl,
-                STREAM_WINDOW,
-                None,
-                move |_| {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    (i < n).then(|| {
-                        let ip = &ips[i as usize % ips.len()];
-                        cluster::bulk_request(ip, &format!("drain/{i}"))
-                    })
-                },
-                move |_| bar.inc(1),
-            )
-            .await
-            .map(|_| ())
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r??;
-    }
-    let intake_secs = started.elapsed().as_secs_f64();
+    let intake_secs =
+        cluster::queue_bulk(&client, &ips, "drain", opts.drain, opts.streams, &bar).await?;
     bar.finish_and_clear();
     // The destinations come back as processes of their own, so that the
     // memory of a node receiving the backlog is measured apart from the
@@ -341,22 +333,18 @@ pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
         destinations.push(c.restart_as_process(i).await?);
     }
     let bar = super::bar(opts.json, opts.drain as u64, "drain: destinations back");
-    let started = Instant::now();
-    loop {
-        for d in &mut destinations {
-            d.check()?;
-        }
-        let left = cluster::queued(&mut client).await?;
-        bar.set_position(opts.drain.saturating_sub(left as usize) as u64);
-        if left == 0 {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(4 * 3600) {
-            anyhow::bail!("the backlog did not drain in four hours");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let drain_secs = started.elapsed().as_secs_f64();
+    let mut curve = Curve::default();
+    let drain_secs = cluster::watch_drain(
+        &mut client,
+        opts.drain as u64,
+        &bar,
+        Duration::from_secs(4 * 3600),
+        |secs, left| {
+            curve.observe(secs, left);
+            destinations.iter_mut().try_for_each(|d| d.check())
+        },
+    )
+    .await?;
     bar.finish_and_clear();
     let destination_peak = destinations
         .iter()
@@ -383,6 +371,7 @@ pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
         rss_after_mib: rss_after,
         peak_reset,
         destination_rss_peak_mib: destination_peak,
+        curve,
     })
 }
 

@@ -20,15 +20,23 @@
 //! - `dns`: a bulk import of reports naming many hosts, resolved at the
 //!   bench's own DNS server on loopback (`dns.rs`);
 //! - `console`: the console's queue and case pages over HTTPS with N
-//!   incoming cases stored at the destination (`console.rs`).
+//!   incoming cases stored at the destination (`console.rs`);
+//! - `growth` (not in the default set): end-to-end throughput with 0
+//!   and with N reports already stored (`growth.rs`).
+//!
+//! `report.rs` draws the results as one HTML page with SVG charts, from
+//! the series the scenarios keep while they run (`series.rs`).
 
 pub mod cluster;
 mod console;
 mod dns;
+mod growth;
 mod limits;
 mod load;
 mod pdq;
+pub mod report;
 mod scale;
+mod series;
 mod urgent;
 
 use std::path::PathBuf;
@@ -38,6 +46,7 @@ use serde::Serialize;
 
 pub use console::ConsoleScale;
 pub use dns::DnsImport;
+pub use growth::Growth;
 pub use limits::Limits;
 pub use load::{Drain, LatencyAt, Throughput};
 pub use pdq::PdqScale;
@@ -55,9 +64,12 @@ pub enum Scenario {
     Pdq,
     Dns,
     Console,
+    /// Not in `ALL`: loading its store takes minutes at default sizes.
+    Growth,
 }
 
 impl Scenario {
+    /// What runs without `--scenario`.
     pub const ALL: [Scenario; 9] = [
         Scenario::Limits,
         Scenario::Throughput,
@@ -81,9 +93,10 @@ impl Scenario {
             "pdq" => Scenario::Pdq,
             "dns" => Scenario::Dns,
             "console" => Scenario::Console,
+            "growth" => Scenario::Growth,
             _ => {
                 return Err(format!(
-                    "unknown scenario {s:?}: one of limits, throughput, latency, urgent, drain, scale, pdq, dns, console"
+                    "unknown scenario {s:?}: one of limits, throughput, latency, urgent, drain, scale, pdq, dns, console, growth"
                 ));
             }
         })
@@ -120,6 +133,9 @@ pub struct Options {
     pub dns_hosts: usize,
     /// Console: incoming cases stored at the destination.
     pub console_cases: usize,
+    /// Growth: reports stored (delivered, receipts stored) before the
+    /// second measurement.
+    pub growth: usize,
     pub json: bool,
     /// Where the temporary directories go.
     pub dir: PathBuf,
@@ -136,20 +152,22 @@ pub struct Latency {
 impl Latency {
     pub fn of(mut v: Vec<Duration>) -> Self {
         v.sort();
-        let at = |p: f64| {
-            if v.is_empty() {
-                return 0.0;
-            }
-            let i = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
-            v[i].as_secs_f64() * 1000.0
-        };
         Latency {
             samples: v.len(),
-            p50_ms: at(0.5),
-            p99_ms: at(0.99),
-            max_ms: at(1.0),
+            p50_ms: quantile_ms(&v, 0.5),
+            p99_ms: quantile_ms(&v, 0.99),
+            max_ms: quantile_ms(&v, 1.0),
         }
     }
+}
+
+/// The `p` quantile (0 to 1) of sorted samples, ms (0 without samples).
+fn quantile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1000.0
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -162,6 +180,8 @@ pub struct Machine {
     /// work on the machine takes cores from the benchmark.
     pub load_start: f64,
     pub load_end: f64,
+    /// When the run started, UTC (RFC 3339).
+    pub started_utc: String,
     pub build: &'static str,
     pub version: &'static str,
 }
@@ -188,6 +208,9 @@ impl Machine {
                 .to_owned(),
             load_start: load_average(),
             load_end: 0.0,
+            started_utc: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
             build: if cfg!(debug_assertions) {
                 "debug"
             } else {
@@ -273,6 +296,7 @@ pub struct Results {
     pub pdq: Option<PdqScale>,
     pub dns: Option<DnsImport>,
     pub console: Option<ConsoleScale>,
+    pub growth: Option<Growth>,
     /// Measured end-to-end throughput / the ceiling the limits imply.
     pub ratio_to_ceiling: Option<f64>,
     pub total_secs: f64,
@@ -293,6 +317,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Results> {
         pdq: None,
         dns: None,
         console: None,
+        growth: None,
         ratio_to_ceiling: None,
         total_secs: 0.0,
     };
@@ -321,6 +346,9 @@ pub async fn run(opts: &Options) -> anyhow::Result<Results> {
     }
     if want(Scenario::Console) {
         r.console = Some(console::run(opts).await?);
+    }
+    if want(Scenario::Growth) {
+        r.growth = Some(growth::run(opts).await?);
     }
     if let (Some(l), Some(t)) = (&r.limits, &r.throughput)
         && l.ceiling_per_sec > 0.0
@@ -369,6 +397,9 @@ pub fn print(r: &Results) {
     }
     if let Some(c) = &r.console {
         console::print(c);
+    }
+    if let Some(g) = &r.growth {
+        growth::print(g);
     }
     println!("total {:.0} s", r.total_secs);
 }

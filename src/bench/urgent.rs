@@ -2,14 +2,13 @@
 //! signed receipt stored at the origin) with an idle peer, then while a
 //! bulk backlog for the same peer drains.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tonic::transport::Channel;
 
 use super::cluster::{self, Cluster, Receipts, Spec};
+use super::series::Scatter;
 use super::{Latency, Options};
 use crate::node::Core;
 use crate::pb::operator_client::OperatorClient;
@@ -32,6 +31,9 @@ pub struct UrgentLane {
     /// does not depend on the size of the backlog waiting for its peer.
     pub urgent_most_queued: Latency,
     pub urgent_little_queued: Latency,
+    /// Every sample of the drain against the backlog still queued when it
+    /// was submitted.
+    pub by_backlog: Scatter,
 }
 
 /// Submits one urgent report and waits until its receipt is stored.
@@ -47,44 +49,6 @@ async fn urgent_latency(
     let seq = cluster::seq_of(core, &id).await?;
     let at = receipts.wait(seq, Duration::from_secs(120)).await?;
     Ok(at.saturating_duration_since(started))
-}
-
-/// Queues `n` bulk reports about `ip` through the bulk intake, with
-/// `streams` concurrent streams; returns the seconds it took.
-pub async fn queue_bulk(
-    client: &OperatorClient<Channel>,
-    ip: &str,
-    n: usize,
-    streams: usize,
-    bar: &indicatif::ProgressBar,
-) -> anyhow::Result<f64> {
-    let started = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..streams.max(1) {
-        let mut c = client.clone();
-        let next = next.clone();
-        let ip = ip.to_owned();
-        let bar = bar.clone();
-        tasks.spawn(async move {
-            cluster::submit_stream(
-                &mut c,
-                super::load::STREAM_WINDOW,
-                None,
-                move |_| {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    (i < n).then(|| cluster::bulk_request(&ip, &format!("bulk/{i}")))
-                },
-                move |_| bar.inc(1),
-            )
-            .await
-            .map(|_| ())
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r??;
-    }
-    Ok(started.elapsed().as_secs_f64())
 }
 
 pub async fn urgent_lane(opts: &Options) -> anyhow::Result<UrgentLane> {
@@ -125,7 +89,15 @@ pub async fn urgent_lane(opts: &Options) -> anyhow::Result<UrgentLane> {
         opts.backlog as u64,
         "urgent lane: queuing the backlog",
     );
-    let intake_secs = queue_bulk(&client, &ip, opts.backlog, opts.streams, &bar).await?;
+    let intake_secs = cluster::queue_bulk(
+        &client,
+        std::slice::from_ref(&ip),
+        "bulk",
+        opts.backlog,
+        opts.streams,
+        &bar,
+    )
+    .await?;
     bar.finish_and_clear();
 
     // The destination comes back: the backlog drains while urgent reports
@@ -135,6 +107,7 @@ pub async fn urgent_lane(opts: &Options) -> anyhow::Result<UrgentLane> {
     let drain_started = Instant::now();
     let mut during = Vec::new();
     let (mut most, mut little) = (Vec::new(), Vec::new());
+    let mut by_backlog = Scatter::default();
     let (most_from, little_below) = split_at(opts.backlog);
     let mut left = cluster::queued(&mut client).await?;
     let mut n = opts.urgent + 1;
@@ -150,6 +123,7 @@ pub async fn urgent_lane(opts: &Options) -> anyhow::Result<UrgentLane> {
             little.push(took);
         }
         during.push(took);
+        by_backlog.push(left, took);
         n += 1;
         left = cluster::queued(&mut client).await?;
         bar.set_position(opts.backlog.saturating_sub(left as usize) as u64);
@@ -174,6 +148,7 @@ pub async fn urgent_lane(opts: &Options) -> anyhow::Result<UrgentLane> {
         urgent_during_drain: Latency::of(during),
         urgent_most_queued: Latency::of(most),
         urgent_little_queued: Latency::of(little),
+        by_backlog,
     })
 }
 

@@ -209,7 +209,7 @@ pub struct RouteArgs {
 pub struct BenchArgs {
     /// Run only these scenarios (repeatable, or comma-separated):
     /// limits, throughput, latency, urgent, drain, scale, pdq, dns,
-    /// console. All by default.
+    /// console, growth. All but growth by default.
     #[arg(long, value_delimiter = ',', value_parser = crate::bench::Scenario::parse)]
     pub scenario: Vec<crate::bench::Scenario>,
     /// Seconds of sustained load measured for throughput (each latency
@@ -259,8 +259,16 @@ pub struct BenchArgs {
     /// queue and case pages are timed over HTTPS.
     #[arg(long, default_value_t = 1_000_000)]
     pub console_cases: usize,
+    /// Growth: reports stored (delivered, receipts stored) before the
+    /// end-to-end throughput is measured again, against fresh nodes.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub growth: usize,
     #[arg(long)]
     pub json: bool,
+    /// Also write DIR/index.html: one self-contained page with the
+    /// figures and SVG charts of the run.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -28,9 +28,14 @@ pub(crate) async fn run(a: BenchArgs) -> Result<ExitCode, Failure> {
         dns_reports: a.dns_reports,
         dns_hosts: a.dns_hosts,
         console_cases: a.console_cases,
+        growth: a.growth,
         json: a.json,
         dir: std::env::temp_dir(),
     };
     let results = crate::bench::run(&opts).await?;
+    if let Some(dir) = &a.report {
+        let page = crate::bench::report::write(&results, dir)?;
+        eprintln!("report: {}", page.display());
+    }
     emit(&results, a.json, crate::bench::print)
 }

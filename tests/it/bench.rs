@@ -165,15 +165,30 @@ fn every_scenario_reports_every_figure() {
     assert!(num(&v, "/console/load_per_sec") > 0.0);
     latency(&v, "/console/queue", Some(200.0));
     latency(&v, "/console/case", Some(200.0));
+    assert!(v["growth"].is_null(), "growth is not in the default set");
 }
 
 #[test]
 fn one_scenario_runs_alone_and_a_bad_one_is_refused() {
-    let v = bench(&["--scenario", "limits"]);
+    let dir = tempfile::tempdir().unwrap();
+    let v = bench(&[
+        "--scenario",
+        "limits",
+        "--report",
+        dir.path().to_str().unwrap(),
+    ]);
     assert!(v["limits"].is_object());
     for other in ["throughput", "latency", "urgent_lane", "drain", "scale"] {
         assert!(v[other].is_null(), "{other} ran");
     }
+    // The report of a run without a chartable scenario: the figures, no
+    // chart.
+    let page = report_page(dir.path());
+    assert!(
+        !page.contains("<svg"),
+        "a chart of a scenario that did not run"
+    );
+    assert!(page.contains("sign, /s"), "the limits' table is missing");
     let out = std::process::Command::new(BIN)
         .args(["bench", "--scenario", "warp-speed"])
         .output()
@@ -225,4 +240,135 @@ fn the_console_scenario_times_the_queue_and_case_pages() {
     latency(&v, "/console/queue", Some(200.0));
     latency(&v, "/console/case", Some(200.0));
     assert!(v["pdq"].is_null(), "only the scenario asked for ran");
+}
+
+/// DIR/index.html of `--report DIR`: present, and referring to nothing
+/// outside itself (no script, style sheet, font or image from elsewhere).
+fn report_page(dir: &std::path::Path) -> String {
+    let page = std::fs::read_to_string(dir.join("index.html")).expect("index.html written");
+    assert!(
+        page.starts_with("<!DOCTYPE html>"),
+        "{}",
+        &page[..80.min(page.len())]
+    );
+    for outside in ["http://", "https://", "<script", "<link", "url(", "@import"] {
+        assert!(!page.contains(outside), "the page refers to {outside}");
+    }
+    page
+}
+
+/// Each `<svg>…</svg>` of the page, parsed as XML (it must be well
+/// formed), by its id.
+fn charts(page: &str) -> std::collections::BTreeMap<String, String> {
+    let mut found = std::collections::BTreeMap::new();
+    let mut rest = page;
+    while let Some(start) = rest.find("<svg") {
+        let end = rest[start..].find("</svg>").expect("an <svg> is closed") + start + 6;
+        let svg = &rest[start..end];
+        let doc = roxmltree::Document::parse(svg)
+            .unwrap_or_else(|e| panic!("an SVG is not well-formed XML ({e}): {svg}"));
+        let id = doc
+            .root_element()
+            .attribute("id")
+            .expect("each chart has an id");
+        found.insert(id.to_owned(), svg.to_owned());
+        rest = &rest[end..];
+    }
+    found
+}
+
+/// How many `tag` elements an SVG holds (with non-empty `points` for
+/// lines).
+fn marks(svg: &str, tag: &str) -> usize {
+    let doc = roxmltree::Document::parse(svg).unwrap();
+    doc.descendants()
+        .filter(|n| n.has_tag_name(tag))
+        .filter(|n| tag != "polyline" || n.attribute("points").is_some_and(|p| !p.is_empty()))
+        .count()
+}
+
+/// The scenarios the report draws, with tiny sizes, growth among them:
+/// the page holds a chart for each, every chart is well-formed SVG with
+/// the data of the run, and growth measured both rates and their ratio.
+#[test]
+fn the_report_draws_every_scenario_that_ran_and_growth_compares_two_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = bench(&[
+        "--scenario",
+        "throughput,latency,urgent,drain,growth",
+        "--duration",
+        "1",
+        "--backlog",
+        "120",
+        "--urgent",
+        "2",
+        "--drain",
+        "150",
+        "--growth",
+        "300",
+        "--report",
+        dir.path().to_str().unwrap(),
+    ]);
+    // Growth: both rates and their ratio.
+    assert_eq!(num(&v, "/growth/stored"), 300.0);
+    assert!(num(&v, "/growth/load_intake_per_sec") > 0.0);
+    assert!(num(&v, "/growth/load_delivered_per_sec") > 0.0);
+    assert!(num(&v, "/growth/empty/end_to_end_per_sec") > 0.0);
+    assert!(num(&v, "/growth/full/end_to_end_per_sec") > 0.0);
+    assert!(num(&v, "/growth/ratio") > 0.0);
+    // The series the charts draw, kept in the JSON.
+    let intervals = v["throughput"]["series"]["secs"].as_array().unwrap().len();
+    assert!(intervals >= 1, "no interval of the throughput window");
+    for (i, l) in v["latency"].as_array().unwrap().iter().enumerate() {
+        let cdf = l["distribution"]["percentile_ms"].as_array().unwrap();
+        assert_eq!(cdf.len(), 101, "level {i}: percentiles 0 to 100");
+    }
+    let queued = v["drain"]["curve"]["queued"].as_array().unwrap();
+    assert_eq!(
+        queued.last(),
+        Some(&Value::from(0)),
+        "the curve ends drained"
+    );
+    let urgent = num(&v, "/urgent_lane/urgent_during_drain/samples") as usize;
+    assert_eq!(
+        v["urgent_lane"]["by_backlog"]["latency_ms"]
+            .as_array()
+            .unwrap()
+            .len(),
+        urgent
+    );
+
+    let page = report_page(dir.path());
+    let charts = charts(&page);
+    let ids: Vec<&str> = charts.keys().map(String::as_str).collect();
+    assert_eq!(
+        ids,
+        [
+            "chart-breakdown",
+            "chart-drain",
+            "chart-growth",
+            "chart-latency",
+            "chart-throughput",
+            "chart-urgent",
+        ]
+    );
+    // Each chart drew the run's data: a line per series, a dot per
+    // urgent report, a bar per figure.
+    assert_eq!(marks(&charts["chart-throughput"], "polyline"), 2);
+    assert_eq!(marks(&charts["chart-latency"], "polyline"), 3);
+    assert_eq!(marks(&charts["chart-drain"], "polyline"), 1);
+    assert_eq!(marks(&charts["chart-urgent"], "circle"), urgent);
+    assert_eq!(marks(&charts["chart-growth"], "rect"), 2, "a bar per store");
+    assert!(marks(&charts["chart-breakdown"], "rect") >= 1, "no bar");
+    // Every figure table, the header with the machine and the date.
+    for heading in [
+        "Throughput, sustained",
+        "Urgent lane",
+        "Backlog drain",
+        "Store growth",
+    ] {
+        assert!(page.contains(heading), "{heading}");
+    }
+    let started = v["machine"]["started_utc"].as_str().unwrap();
+    assert!(page.contains(started), "the run's date");
 }
