@@ -69,7 +69,11 @@ fn page(r: &Results) -> anyhow::Result<Markup> {
     let others = all.iter().filter(|(k, v)| {
         v.is_object() && !known.contains(&k.as_str()) && !HEADER.contains(&k.as_str())
     });
-    let run: Vec<(&String, &Value)> = all.iter().filter(|(_, v)| is_scalar(v)).collect();
+    let run: Vec<(String, Value)> = all
+        .iter()
+        .filter(|(k, v)| is_scalar(v) && !v.is_null() && !HEADER.contains(&k.as_str()))
+        .map(|(k, v)| (label(k), v.clone()))
+        .collect();
     Ok(html! {
         (DOCTYPE)
         html lang="en" {
@@ -95,8 +99,7 @@ fn page(r: &Results) -> anyhow::Result<Markup> {
                 }
                 section id="run" {
                     h2 { "The run" }
-                    (rows(run.into_iter().filter(|(k, _)| !HEADER.contains(&k.as_str()))
-                        .map(|(k, v)| (label(k), v.clone())).collect()))
+                    (rows(run))
                 }
             } }
         }

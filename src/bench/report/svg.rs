@@ -174,7 +174,8 @@ impl Plot {
     /// for their labels.
     pub fn bands(values: &[f64]) -> Self {
         Plot {
-            x: Axis::linear(values.iter().copied()),
+            // Room right of the longest bar for its value.
+            x: Axis::linear(values.iter().map(|v| v * 1.25)),
             y: Axis::fixed(0.0, values.len().max(1) as f64, 1.0),
             left: 320.0,
             inner: BAND * values.len().max(1) as f64,
