@@ -241,6 +241,9 @@ pub async fn submit(
         .report_id)
 }
 
+/// Unanswered submissions each bulk submitter keeps in flight.
+pub const STREAM_WINDOW: usize = 1024;
+
 /// Submits through the bulk intake (`SubmitReports`): `make(i)` gives the
 /// i-th submission, or `None` to end; at most `window` stay unanswered;
 /// nothing is sent while `hold` is set.
@@ -339,7 +342,7 @@ pub async fn queue_bulk(
         tasks.spawn(async move {
             submit_stream(
                 &mut c,
-                super::load::STREAM_WINDOW,
+                STREAM_WINDOW,
                 None,
                 move |_| {
                     let i = next.fetch_add(1, Ordering::Relaxed);

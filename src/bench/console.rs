@@ -157,7 +157,7 @@ async fn load(c: &Cluster, n: usize, json: bool) -> anyhow::Result<f64> {
     let progress = bar.clone();
     cluster::submit_stream(
         &mut client.clone(),
-        super::load::STREAM_WINDOW,
+        cluster::STREAM_WINDOW,
         None,
         move |i| (i < n as u64).then(|| request(&ip, i)),
         move |_| progress.inc(1),

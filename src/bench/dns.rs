@@ -72,7 +72,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<DnsImport> {
     let started = Instant::now();
     cluster::submit_stream(
         &mut client,
-        super::load::STREAM_WINDOW,
+        cluster::STREAM_WINDOW,
         None,
         move |i| {
             (i < reports as u64).then(|| pb::SubmitReportRequest {

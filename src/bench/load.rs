@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::cluster::{self, Cluster, Receipts, Spec};
+use super::cluster::{self, Cluster, Receipts, STREAM_WINDOW, Spec};
 use super::series::{Cdf, Curve, Rates};
 use super::{Latency, Options};
 
@@ -107,9 +107,6 @@ fn addresses(c: &Cluster) -> anyhow::Result<Vec<String>> {
         })
         .collect()
 }
-
-/// Unanswered submissions each bulk submitter keeps in flight.
-pub const STREAM_WINDOW: usize = 1024;
 
 /// Throughput: submitters hold while more than this many reports wait at
 /// the origin (the figure is a sustained rate, not a growing queue).

@@ -124,7 +124,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<PdqScale> {
     let progress = bar.clone();
     cluster::submit_stream(
         &mut client.clone(),
-        super::load::STREAM_WINDOW,
+        cluster::STREAM_WINDOW,
         None,
         move |i| {
             (i < stored as u64).then(|| request(&ip_load, &format!("pdq/{i}"), &hash_of(i), false))
