@@ -30,6 +30,7 @@ mod load;
 mod pdq;
 mod scale;
 mod urgent;
+pub mod usage;
 
 use std::path::PathBuf;
 use std::time::Duration;
