@@ -38,6 +38,7 @@ pub mod report;
 mod scale;
 mod series;
 mod urgent;
+pub mod usage;
 
 use std::path::PathBuf;
 use std::time::Duration;

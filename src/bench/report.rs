@@ -226,20 +226,29 @@ fn throughput(t: &Throughput) -> Markup {
     )
 }
 
-/// CPU per delivered report against the ceiling's model of a report.
+/// CPU per delivered report by thread group, the whole process's, and
+/// the ceiling's model of a report when the limits ran.
 fn breakdown(r: &Results, t: &Throughput) -> Markup {
-    let mut v = vec![(
-        "CPU per delivered report (whole process)".to_owned(),
-        t.cpu_us_per_report,
-    )];
+    let b = &t.breakdown;
+    let mut v = b.cpu_by_group.clone();
+    v.push(("whole process".to_owned(), b.cpu_us));
     if let Some(l) = &r.limits {
         v.push((
             "the ceiling's model of a report".to_owned(),
             l.model_us_per_report,
         ));
     }
+    let allocations = b.allocations.map_or(String::new(), |a| {
+        format!(", {} allocations", svg::number(a))
+    });
     figure(
-        "Microseconds of CPU per report: what the nodes spent (both nodes and the load, per report delivered end to end) and the ceiling's model (1 sign + 1 batch verify + 3 durable writes + 3 streamed messages), when the limits ran.",
+        &format!(
+            "Microseconds of CPU per report delivered end to end in the throughput window ({} reports; both nodes and the load in one process), by thread group, against the ceiling's model (1 sign + 1 batch verify + 3 durable writes + 3 streamed messages) when the limits ran. Per report also: {} bytes written to storage, {} context switches{}.",
+            svg::number(b.reports as f64),
+            svg::number(b.written_bytes),
+            svg::number(b.context_switches),
+            allocations
+        ),
         bars(
             "chart-breakdown",
             "Per-report breakdown",
