@@ -16,8 +16,8 @@ const XY_HEIGHT: f64 = 300.0;
 const BAND: f64 = 40.0;
 
 /// Colours of the series, in order.
-pub const PALETTE: [&str; 6] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+pub const PALETTE: [&str; 8] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#7f7f7f", "#17becf",
 ];
 
 /// One axis: the values it spans, linear or by decades.
