@@ -26,10 +26,14 @@ pub fn write(r: &Results, dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// The results' sections, in the order the bench runs them, with their
 /// headings. A section not named here still gets a table, after these.
-const SECTIONS: [(&str, &str); 10] = [
+const SECTIONS: [(&str, &str); 11] = [
     ("limits", "This machine's limits"),
     ("throughput", "Throughput, sustained"),
-    ("latency", "Latency at fractions of the throughput"),
+    ("singles", "Single submissions, saturated"),
+    (
+        "latency",
+        "Latency at fractions of the single submissions' rate",
+    ),
     ("urgent_lane", "Urgent lane"),
     ("drain", "Backlog drain"),
     ("scale", "Simulated federation"),
@@ -285,7 +289,7 @@ fn latency(levels: &[LatencyAt]) -> Markup {
         dots: false,
     };
     figure(
-        "The share of single submissions whose receipt was stored within a given time, at each load level (open loop, from each submission's scheduled time).",
+        "The share of single submissions whose receipt was stored within a given time, at each load level: a fraction of the saturated single-submission rate, open loop, timed from each submission's scheduled time.",
         xy(&what, &plot, &series),
     )
 }
