@@ -14,7 +14,7 @@ use crate::report::{Direction, Priority};
 use crate::routing::{RouteDecision, RouteKind};
 use crate::store::{NewReport, Tx};
 use crate::wire;
-use crate::wire::stored::{StoredPayload, payload_column};
+use crate::wire::stored::{StoredPayload, payload_column, route_column};
 
 pub struct Submitted {
     pub report_id: String,
@@ -562,7 +562,13 @@ async fn insert_fresh(
     let new: Vec<&Prepared> = fresh.iter().filter_map(|&i| batch.get(i)).collect();
     let route_json: Vec<String> = new
         .iter()
-        .map(|p| serde_json::to_string(&p.route).unwrap_or_default())
+        .map(|p| {
+            route_column(
+                p.route.kind.as_str(),
+                &p.route.destinations,
+                &p.route.reason,
+            )
+        })
         .collect();
     let rows: Vec<NewReport> = new
         .iter()

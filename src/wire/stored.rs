@@ -8,6 +8,16 @@
 
 use crate::store::ReportRow;
 
+/// What goes in a report row's `route` column: the route's kind,
+/// destinations and reason, as JSON. The evidence and steps (about
+/// 1.5 KiB per report, and the resolved host names) stay in the signed
+/// payload only, which every view reads; the column is what remains of the
+/// route once retention purges the payload (`store::rows::purged_route`).
+pub fn route_column<D: std::fmt::Display>(kind: &str, destinations: &[D], reason: &str) -> String {
+    let destinations: Vec<String> = destinations.iter().map(D::to_string).collect();
+    serde_json::json!({"kind": kind, "destinations": destinations, "reason": reason}).to_string()
+}
+
 /// The origin's exact signed payload bytes of a stored report.
 pub trait StoredPayload {
     /// The bytes the origin signed. They are stored once: in the envelope

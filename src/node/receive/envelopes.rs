@@ -299,13 +299,12 @@ fn received_why(r: &OpenedReport) -> String {
     }
 }
 
-/// The route a received report is stored with: its kind, destinations and
-/// reason (the evidence stays in the signed payload).
+/// The route a received report is stored with (`wire::stored::route_column`).
 fn route_json(p: &pb::ReportPayload) -> String {
-    serde_json::to_string(&p.route.as_ref().map(
-        |r| serde_json::json!({"kind": r.kind, "destinations": r.destinations, "reason": r.reason}),
-    ))
-    .unwrap_or_default()
+    match &p.route {
+        Some(r) => wire::stored::route_column(&r.kind, &r.destinations, &r.reason),
+        None => "null".to_owned(),
+    }
 }
 
 fn hosting_country(p: &pb::ReportPayload) -> Option<&str> {
