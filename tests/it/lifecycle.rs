@@ -237,10 +237,25 @@ async fn an_origin_retracts_and_the_receiving_case_stops() {
 
 #[tokio::test]
 async fn a_report_retracted_before_delivery_is_never_sent() {
-    let mut fed = Federation::start(FED).await;
+    // The origin waits seconds between attempts, so the retraction finds
+    // the envelope queued, not in a send attempt (which it would leave to
+    // its delivery, the retraction following it there).
+    let mut fed = Federation::builder(FED)
+        .prepare(|dir| {
+            let config = dir.join(format!("{}/node.toml", FED[NL].0));
+            set_toml(&config, "delivery.retry_initial_ms", 10_000);
+            set_toml(&config, "delivery.retry_max_ms", 20_000);
+        })
+        .start()
+        .await;
     fed.stop(DE).await;
     let mut nl = fed.operator(NL);
     let sent = submit(&mut nl, &format!("http://{DE_IP}/never"), "").await;
+    // The first attempt failed and the worker waits before the next.
+    wait_case(&nl, &sent.report_id, 20, |c| {
+        c.deliveries.first().is_some_and(|d| d.attempts >= 1)
+    })
+    .await;
     nl.retract_report(pb::RetractReportRequest {
         id: sent.report_id.clone(),
         reason: "sent by mistake".into(),
