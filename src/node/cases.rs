@@ -40,6 +40,16 @@ pub async fn view_by_seq(core: &Core, seq: i64) -> Result<CaseView, NodeError> {
     view(core, row).await
 }
 
+/// A new report's case from the rows its submission just committed
+/// (nothing joined to it, no referral yet), without reading them back.
+pub async fn view_just_stored(
+    core: &Core,
+    stored: super::intake::JustStored,
+) -> Result<CaseView, NodeError> {
+    let related = (stored.deliveries, stored.history, Vec::new(), Vec::new());
+    view_of(core, stored.row, related).await
+}
+
 async fn view(core: &Core, row: ReportRow) -> Result<CaseView, NodeError> {
     let deliveries = core.store.deliveries(row.seq).await?;
     let history = core.store.history(row.seq).await?;

@@ -63,6 +63,25 @@ pub struct Stored {
     pub route: pb::RouteDecision,
     /// True when this was a repeat of an earlier submission (same key).
     pub repeat: bool,
+    /// A new report's rows as committed, when asked for (`Rows::Keep`).
+    pub rows: Option<Box<JustStored>>,
+}
+
+/// A new report's rows as its transaction stored them: what its case view
+/// is built from without reading them back (`cases::view_just_stored`).
+#[derive(Debug, Clone)]
+pub struct JustStored {
+    pub row: crate::store::ReportRow,
+    pub deliveries: Vec<crate::store::DeliveryRow>,
+    pub history: Vec<crate::store::HistoryRow>,
+}
+
+/// Whether a batch's new reports come back with their rows: single
+/// submissions answer with their case; the bulk intake does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    Keep,
+    Drop,
 }
 
 /// Validates, routes and signs a submission: CPU only, no IO (`resolved`
@@ -243,7 +262,7 @@ impl GroupCommit {
                 }
             }
             for (actor, ps, txs) in by_actor {
-                match store_batch(core, &actor, ps, false).await {
+                match store_batch(core, &actor, ps, false, Rows::Keep).await {
                     Ok(stored) => {
                         for (tx, s) in txs.into_iter().zip(stored) {
                             let _ = tx.send(Ok(s));
@@ -299,7 +318,7 @@ pub async fn submit(
     };
     // Urgent reports go alone and at once; bulk ones join a group.
     let stored = if prepared.draft.priority == Priority::Urgent {
-        store_batch(core, &actor, vec![prepared], true)
+        store_batch(core, &actor, vec![prepared], true, Rows::Keep)
             .await?
             .pop()
             .ok_or(NodeError::Internal("a stored submission has no answer"))?
@@ -311,7 +330,11 @@ pub async fn submit(
     }
     // The report is committed: whatever happens now, the analyst must get
     // its id, or a retry would create a second report.
-    let case = match cases::view_by_seq(core, stored.seq).await {
+    let case = match stored.rows {
+        Some(rows) => cases::view_just_stored(core, *rows).await,
+        None => cases::view_by_seq(core, stored.seq).await,
+    };
+    let case = match case {
         Ok(c) => Some(c),
         Err(e) => {
             tracing::error!(report_id = %stored.report_id, error = %e, "stored, but cannot read the case back");
@@ -409,7 +432,7 @@ pub async fn submit_many<R: SubmissionSource>(
         let mut ok = ok.into_iter().peekable();
         while ok.peek().is_some() {
             let part: Vec<Prepared> = ok.by_ref().take(piece.max(1)).collect();
-            match store_batch(core, &actor, part, urgent).await {
+            match store_batch(core, &actor, part, urgent, Rows::Drop).await {
                 // `stored` first: zip must not take a slot it has no answer
                 // for.
                 Ok(stored) => {
@@ -448,6 +471,7 @@ async fn store_batch(
     actor: &str,
     batch: Vec<Prepared>,
     urgent: bool,
+    rows: Rows,
 ) -> Result<Vec<Stored>, NodeError> {
     let _urgent = urgent.then(|| core.urgent.enter());
     let mut tx = if urgent {
@@ -457,8 +481,9 @@ async fn store_batch(
     };
     let mut batch = batch;
     let plan = plan(&mut tx, actor, &batch).await?;
-    let seqs = insert_fresh(core, &mut tx, &batch, &plan.fresh).await?;
-    let next_hops = queue_and_audit(core, &mut tx, actor, &batch, &plan.fresh, &seqs).await?;
+    let (seqs, mut kept) = insert_fresh(core, &mut tx, &batch, &plan.fresh, rows).await?;
+    let next_hops =
+        queue_and_audit(core, &mut tx, actor, &batch, &plan.fresh, &seqs, &mut kept).await?;
     // The other reports of each new report's case family, stored with it.
     let family: Vec<Prepared> = plan
         .fresh
@@ -469,15 +494,15 @@ async fn store_batch(
     let (family_seqs, family_hops) = if family.is_empty() {
         (Vec::new(), Vec::new())
     } else {
-        let seqs = insert_fresh(core, &mut tx, &family, &all).await?;
-        let hops = queue_and_audit(core, &mut tx, actor, &family, &all, &seqs).await?;
+        let (seqs, mut none) = insert_fresh(core, &mut tx, &family, &all, Rows::Drop).await?;
+        let hops = queue_and_audit(core, &mut tx, actor, &family, &all, &seqs, &mut none).await?;
         (seqs, hops)
     };
     crate::faults::crash_point("intake-before-commit");
     tx.commit().await?;
     announce(core, &batch, &plan.fresh, &seqs, &next_hops);
     announce(core, &family, &all, &family_seqs, &family_hops);
-    answers(&batch, &plan, &seqs)
+    answers(&batch, &plan, &seqs, kept)
 }
 
 /// How each submission of a batch is answered.
@@ -558,7 +583,8 @@ async fn insert_fresh(
     tx: &mut Tx,
     batch: &[Prepared],
     fresh: &[usize],
-) -> Result<Vec<i64>, NodeError> {
+    keep: Rows,
+) -> Result<(Vec<i64>, Vec<JustStored>), NodeError> {
     let new: Vec<&Prepared> = fresh.iter().filter_map(|&i| batch.get(i)).collect();
     let route_json: Vec<String> = new
         .iter()
@@ -601,14 +627,27 @@ async fn insert_fresh(
     if seqs.len() != rows.len() {
         return Err(NodeError::Internal("a report was not inserted"));
     }
-    Ok(seqs)
+    let kept = match keep {
+        Rows::Keep => rows
+            .iter()
+            .zip(&seqs)
+            .map(|(r, &seq)| JustStored {
+                row: r.as_stored(seq),
+                deliveries: Vec::new(),
+                history: Vec::new(),
+            })
+            .collect(),
+        Rows::Drop => Vec::new(),
+    };
+    Ok((seqs, kept))
 }
 
 /// For each new report: its deliveries (a destination reached through
 /// relays is handed to the outermost one), one outbox entry per next hop
 /// (its envelope carries the report to every destination behind it), for
 /// a case worked here its content keys and first history entry, its audit
-/// entry, and its submission key. Returns each report's next hops.
+/// entry, and its submission key. Returns each report's next hops; adds
+/// each report's deliveries and history to `kept` when it holds its rows.
 async fn queue_and_audit(
     core: &Core,
     tx: &mut Tx,
@@ -616,6 +655,7 @@ async fn queue_and_audit(
     batch: &[Prepared],
     fresh: &[usize],
     seqs: &[i64],
+    kept: &mut [JustStored],
 ) -> Result<Vec<Vec<NodeId>>, NodeError> {
     let directory = core.directory();
     let now = Core::now_ms();
@@ -659,6 +699,9 @@ async fn queue_and_audit(
         })
         .collect();
     tx.insert_deliveries(&delivery_rows).await?;
+    if !kept.is_empty() {
+        keep_deliveries_and_history(kept, &delivery_rows, &statuses, now);
+    }
     let mut outbox = Vec::new();
     for ((p, &seq), hops) in new.clone().zip(seqs).zip(&next_hops_of) {
         for hop in hops {
@@ -689,6 +732,32 @@ async fn queue_and_audit(
         tx.insert_submissions(actor, &submissions).await?;
     }
     Ok(next_hops_of)
+}
+
+/// Adds to each kept report (by its seq) the deliveries and history
+/// entries its transaction stored, in the order the store reads them.
+fn keep_deliveries_and_history(
+    kept: &mut [JustStored],
+    deliveries: &[crate::store::NewDelivery<'_>],
+    statuses: &[crate::store::NewStatus<'_>],
+    at_ms: i64,
+) {
+    for k in kept.iter_mut() {
+        let seq = k.row.seq;
+        k.deliveries = deliveries
+            .iter()
+            .filter(|d| d.seq == seq)
+            .map(crate::store::NewDelivery::as_stored)
+            .collect();
+        k.deliveries
+            .sort_by(|a, b| a.destination.cmp(&b.destination));
+        k.deliveries.dedup_by(|a, b| a.destination == b.destination);
+        k.history = statuses
+            .iter()
+            .filter(|h| h.seq == seq)
+            .map(|h| h.as_stored(at_ms))
+            .collect();
+    }
 }
 
 /// What a case stores to be found again: its content keys (normalised
@@ -762,9 +831,15 @@ fn announce(
 }
 
 /// The answers, in the order the submissions were given.
-fn answers(batch: &[Prepared], plan: &Plan, seqs: &[i64]) -> Result<Vec<Stored>, NodeError> {
+fn answers(
+    batch: &[Prepared],
+    plan: &Plan,
+    seqs: &[i64],
+    kept: Vec<JustStored>,
+) -> Result<Vec<Stored>, NodeError> {
     let missing = || NodeError::Internal("a submission's answer is missing");
-    let new_one = |k: usize, repeat: bool| -> Result<Stored, NodeError> {
+    let mut kept: Vec<Option<JustStored>> = kept.into_iter().map(Some).collect();
+    let mut new_one = |k: usize, repeat: bool| -> Result<Stored, NodeError> {
         let p = plan
             .fresh
             .get(k)
@@ -775,6 +850,12 @@ fn answers(batch: &[Prepared], plan: &Plan, seqs: &[i64]) -> Result<Vec<Stored>,
             report_id: p.report_id.clone(),
             route: crate::wire::route::route_to_pb(&p.route),
             repeat,
+            // A repeat answers with the report as it is now.
+            rows: if repeat {
+                None
+            } else {
+                kept.get_mut(k).and_then(Option::take).map(Box::new)
+            },
         })
     };
     plan.answers
@@ -794,6 +875,7 @@ fn answers(batch: &[Prepared], plan: &Plan, seqs: &[i64]) -> Result<Vec<Stored>,
                     report_id: row.report_id.clone(),
                     route: payload.route.unwrap_or_default(),
                     repeat: true,
+                    rows: None,
                 })
             }
         })

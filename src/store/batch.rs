@@ -142,8 +142,8 @@ impl Tx {
             |b, d| {
                 b.push_bind(d.seq)
                     .push_bind(d.destination)
-                    .push_bind("queued")
-                    .push_bind(d.next_hop.filter(|h| *h != d.destination))
+                    .push_bind(QUEUED)
+                    .push_bind(d.stored_next_hop())
             },
             "ON CONFLICT (report_seq, destination) DO NOTHING"
         );

@@ -89,6 +89,37 @@ pub struct NewReport<'a> {
     pub family: Option<&'a str>,
 }
 
+impl NewReport<'_> {
+    /// The row this insert stores, as `reports` reads it back: what a
+    /// caller that just committed it can show without reading it again.
+    pub fn as_stored(&self, seq: i64) -> ReportRow {
+        ReportRow {
+            seq,
+            report_id: self.report_id.to_owned(),
+            origin: self.origin.to_owned(),
+            direction: self.direction.to_owned(),
+            category: self.category.to_owned(),
+            priority: self.priority.to_owned(),
+            status: self.status.to_owned(),
+            hosting_country: self.hosting_country.map(str::to_owned),
+            route: self.route.to_owned(),
+            stored_payload: self.payload.to_vec(),
+            payload_digest: self.payload_digest.to_vec(),
+            envelope: self.envelope.to_vec(),
+            received_from: self.received_from.map(str::to_owned),
+            receipt: self.receipt.map(<[u8]>::to_vec),
+            created_at_ms: self.created_at_ms,
+            stored_at_ms: self.now_ms,
+            updated_at_ms: self.now_ms,
+            relay: i64::from(self.relay),
+            correction: None,
+            joined_to: self.joined_to,
+            purged_at_ms: None,
+            family: self.family.map(str::to_owned),
+        }
+    }
+}
+
 /// The body of an outbox row that carries its report's stored envelope
 /// unchanged (the origin's own send): read from `reports` when claimed.
 pub const BODY_IS_ENVELOPE: &[u8] = &[];
@@ -112,6 +143,34 @@ pub struct NewDelivery<'a> {
     pub next_hop: Option<&'a str>,
 }
 
+impl NewDelivery<'_> {
+    /// The `next_hop` column: none when the hop is the destination itself.
+    pub fn stored_next_hop(&self) -> Option<&str> {
+        self.next_hop.filter(|h| *h != self.destination)
+    }
+
+    /// The delivery this insert stores, as `Store::deliveries` reads it
+    /// back before any attempt.
+    pub fn as_stored(&self) -> DeliveryRow {
+        DeliveryRow {
+            destination: self.destination.to_owned(),
+            state: QUEUED.to_owned(),
+            receipt: None,
+            reason: None,
+            delivered_at_ms: None,
+            attempts: 0,
+            last_error: None,
+            next_hop: self.stored_next_hop().map(str::to_owned),
+            relayed_at_ms: None,
+            via: None,
+            handed_off_by: None,
+        }
+    }
+}
+
+/// A new delivery's state.
+pub const QUEUED: &str = "queued";
+
 /// One unsigned entry of a case's history (`Tx::insert_statuses`).
 pub struct NewStatus<'a> {
     pub seq: i64,
@@ -119,6 +178,20 @@ pub struct NewStatus<'a> {
     pub status: &'a str,
     pub reason: &'a str,
     pub actor: &'a str,
+}
+
+impl NewStatus<'_> {
+    /// The entry this insert stores at `at_ms`, as `Store::history` reads
+    /// it back.
+    pub fn as_stored(&self, at_ms: i64) -> HistoryRow {
+        HistoryRow {
+            status: self.status.to_owned(),
+            reason: self.reason.to_owned(),
+            actor: self.actor.to_owned(),
+            signer: None,
+            at_ms,
+        }
+    }
 }
 
 /// A delivery settled by the peer's answer (`Tx::finish_deliveries`).

@@ -232,3 +232,58 @@ async fn a_retried_submission_with_the_same_key_returns_the_original_report() {
     assert_eq!(cases(&mut de, "incoming").await.len(), 3);
     fed.shutdown().await;
 }
+
+/// A submission answers with its case built from the rows it committed,
+/// not read back: what `GetCase` then reads from the store, for a report
+/// sent on (its destination down, so it stays queued), one worked here
+/// (with its first history entry), and one whose content is hosted in two
+/// countries (a case family). Only the delivery worker's own counters
+/// (attempts, last error), which move after the commit, are left out.
+#[tokio::test]
+async fn a_submission_answers_with_its_case_exactly_as_stored() {
+    let mut fed = Federation::start(&[
+        ("FR-PDC", &["FR"]),
+        ("DE-ECO", &["DE"]),
+        ("NL-EOKM", &["NL"]),
+    ])
+    .await;
+    fed.stop(1).await;
+    fed.stop(2).await;
+    let mut fr = fed.operator(0);
+    let worker_counters = |mut c: CaseView| {
+        for d in &mut c.deliveries {
+            d.attempts = 0;
+            d.last_error.clear();
+        }
+        c
+    };
+    for (what, urls) in [
+        ("sent on", vec![format!("http://{DE_IP}/a")]),
+        ("worked here", vec![format!("http://{FR_IP}/b")]),
+        (
+            "a case family",
+            vec![format!("http://{DE_IP}/c"), format!("http://{NL_IP}/d")],
+        ),
+    ] {
+        let sent = fr
+            .submit_report(pb::SubmitReportRequest {
+                urls,
+                category: "csam".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let answered = worker_counters(alertrelay::api::convert::case_from_pb(
+            sent.case.expect(what),
+        ));
+        let stored = worker_counters(case(&mut fr, &sent.report_id).await);
+        assert_eq!(answered, stored, "{what}");
+        match what {
+            "worked here" => assert_eq!(stored.history.len(), 1, "{stored:?}"),
+            "a case family" => assert!(stored.family.is_some(), "{stored:?}"),
+            _ => assert_eq!(stored.deliveries[0].state, "queued"),
+        }
+    }
+    fed.shutdown().await;
+}
