@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::cluster::{self, Cluster, Receipts, Spec};
+use super::cluster::{self, Cluster, Spec};
 use super::{Latency, Options};
 
 /// Destination countries, in order, for `--nodes` > 2.
@@ -113,7 +113,7 @@ pub async fn throughput_and_latency(
     opts: &Options,
     latency: bool,
 ) -> anyhow::Result<(Throughput, Option<Vec<LatencyAt>>)> {
-    let c = Cluster::start(&opts.dir, &specs(opts.nodes), None, &[]).await?;
+    let c = Cluster::start_on(&opts.backend, &opts.dir, &specs(opts.nodes)).await?;
     let ips = addresses(&c)?;
     let mut client = c.client(0).await?;
     // Warm up: connections to every destination.
@@ -138,6 +138,7 @@ pub async fn throughput_and_latency(
 
 async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Result<Throughput> {
     let mut client = c.client(0).await?;
+    let replicas = c.clients(0).await?;
     let submitted = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
@@ -145,7 +146,7 @@ async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Resu
     // unanswered submissions.
     let hold = Arc::new(AtomicBool::new(false));
     for w in 0..opts.streams.max(1) {
-        let mut cl = client.clone();
+        let mut cl = replicas[w % replicas.len()].clone();
         let (submitted, stop) = (submitted.clone(), stop.clone());
         let ips = ips.to_vec();
         let hold = hold.clone();
@@ -226,8 +227,8 @@ async fn level(
     rate: f64,
 ) -> anyhow::Result<LatencyAt> {
     let core = c.core(0)?;
-    let receipts = Receipts::watch(&core);
-    let client = c.client(0).await?;
+    let receipts = c.receipts(0);
+    let replicas = c.clients(0).await?;
     let secs = (opts.duration.as_secs_f64() / 2.0).max(1.0);
     let rate = rate.max(1.0);
     let total = (rate * secs).round().max(1.0) as usize;
@@ -247,7 +248,7 @@ async fn level(
         while sent < due {
             let scheduled = started + Duration::from_secs_f64(sent as f64 / rate);
             let permit = permits.clone().acquire_owned().await?;
-            let mut cl = client.clone();
+            let mut cl = replicas[sent % replicas.len()].clone();
             let ip = ips[sent % ips.len()].clone();
             let n = sent;
             tasks.spawn(async move {
@@ -287,7 +288,7 @@ async fn level(
 }
 
 pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
-    let mut c = Cluster::start(&opts.dir, &specs(opts.nodes), None, &[]).await?;
+    let mut c = Cluster::start_on(&opts.backend, &opts.dir, &specs(opts.nodes)).await?;
     let ips = addresses(&c)?;
     let mut client = c.client(0).await?;
     for (i, ip) in ips.iter().enumerate() {
@@ -307,8 +308,9 @@ pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..opts.streams.max(1) {
-        let mut cl = client.clone();
+    let replicas = c.clients(0).await?;
+    for w in 0..opts.streams.max(1) {
+        let mut cl = replicas[w % replicas.len()].clone();
         let (next, ips, bar, n) = (next.clone(), ips.clone(), bar.clone(), opts.drain as u64);
         tasks.spawn(async move {
             cluster::submit_stream(
@@ -338,7 +340,7 @@ pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
     // origin holding it.
     let mut destinations = Vec::new();
     for i in 1..c.nodes.len() {
-        destinations.push(c.restart_as_process(i).await?);
+        destinations.extend(c.restart_as_processes(i).await?);
     }
     let bar = super::bar(opts.json, opts.drain as u64, "drain: destinations back");
     let started = Instant::now();

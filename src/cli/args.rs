@@ -209,7 +209,7 @@ pub struct RouteArgs {
 pub struct BenchArgs {
     /// Run only these scenarios (repeatable, or comma-separated):
     /// limits, throughput, latency, urgent, drain, scale, pdq, dns,
-    /// console. All by default.
+    /// console. All by default (with --database, the four it runs).
     #[arg(long, value_delimiter = ',', value_parser = crate::bench::Scenario::parse)]
     pub scenario: Vec<crate::bench::Scenario>,
     /// Seconds of sustained load measured for throughput (each latency
@@ -259,6 +259,17 @@ pub struct BenchArgs {
     /// queue and case pages are timed over HTTPS.
     #[arg(long, default_value_t = 1_000_000)]
     pub console_cases: usize,
+    /// Run throughput, latency, urgent and drain (the default then; the
+    /// other scenarios measure SQLite and are refused) with each node's
+    /// store on this PostgreSQL server (postgres://USER@HOST:PORT/DB): a
+    /// fresh database per node, created from DB and dropped at the end.
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// With --database: each node runs as this many replicas sharing its
+    /// database, behind a round-robin TCP balancer, the load spread over
+    /// the origin's replicas.
+    #[arg(long, default_value_t = 1, requires = "database")]
+    pub replicas: usize,
     #[arg(long)]
     pub json: bool,
 }

@@ -226,3 +226,103 @@ fn the_console_scenario_times_the_queue_and_case_pages() {
     latency(&v, "/console/case", Some(200.0));
     assert!(v["pdq"].is_null(), "only the scenario asked for ran");
 }
+
+/// Throughput, urgent, drain and latency on PostgreSQL, each node as three
+/// replicas in fresh databases of the test server: the JSON says which
+/// store the figures are for, every figure was measured over the sizes
+/// asked for, and every database the bench created is gone afterwards.
+#[tokio::test]
+async fn the_postgres_scenarios_run_on_three_replicas_and_leave_no_database() {
+    let test = "bench::the_postgres_scenarios_run_on_three_replicas";
+    let Some(mut admin) = crate::common::pg::server(test).await else {
+        return;
+    };
+    let server = crate::common::pg::admin_url();
+    let v = tokio::task::spawn_blocking(move || {
+        bench(&[
+            "--database",
+            &server,
+            "--replicas",
+            "3",
+            "--scenario",
+            "throughput,urgent,drain,latency",
+            "--duration",
+            "2",
+            "--backlog",
+            "120",
+            "--urgent",
+            "4",
+            "--drain",
+            "150",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(v["store"]["kind"], "postgresql", "{:#}", v["store"]);
+    assert_eq!(num(&v, "/store/replicas"), 3.0);
+    // Two nodes in each of three clusters (throughput and latency share
+    // one): a database each, none left behind.
+    let created: Vec<String> = v["store"]["databases"]
+        .as_array()
+        .expect("the databases created")
+        .iter()
+        .map(|d| d.as_str().expect("a name").to_owned())
+        .collect();
+    assert_eq!(created.len(), 6, "{created:?}");
+    assert_eq!(v["store"]["left_behind"], serde_json::json!([]));
+    let still: Vec<String> =
+        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname = ANY($1)")
+            .bind(&created)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+    assert!(still.is_empty(), "databases left on the server: {still:?}");
+    // Every figure measured: reports delivered in the window, every
+    // latency sample and urgent report with its receipt, the drain done.
+    assert!(num(&v, "/throughput/end_to_end_per_sec") > 0.0);
+    assert!(num(&v, "/throughput/intake_per_sec") > 0.0);
+    let levels = v["latency"].as_array().expect("latency levels");
+    assert_eq!(levels.len(), 3);
+    for (i, l) in levels.iter().enumerate() {
+        assert_eq!(l["missing"], 0, "level {i}: a report without a receipt");
+        latency(&v, &format!("/latency/{i}/end_to_end"), None);
+    }
+    assert_eq!(num(&v, "/urgent_lane/backlog"), 120.0);
+    latency(&v, "/urgent_lane/urgent_idle", Some(4.0));
+    latency(&v, "/urgent_lane/urgent_during_drain", None);
+    assert!(num(&v, "/urgent_lane/drain_per_sec") > 0.0);
+    assert_eq!(num(&v, "/drain/reports"), 150.0);
+    assert!(num(&v, "/drain/drain_per_sec") > 0.0);
+    assert!(num(&v, "/drain/destination_rss_peak_mib") > 0.0);
+    for other in ["limits", "scale", "pdq", "dns", "console"] {
+        assert!(v[other].is_null(), "{other} ran");
+    }
+}
+
+/// The scenarios that measure SQLite nodes are refused with --database,
+/// naming them, before anything is created; --replicas needs --database.
+#[test]
+fn sqlite_only_scenarios_are_refused_on_postgres() {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "bench",
+            "--database",
+            "postgres://nobody@127.0.0.1:1/none",
+            "--scenario",
+            "throughput,limits,console",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("limits, console measure SQLite nodes only"),
+        "{err}"
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["bench", "--replicas", "3", "--scenario", "throughput"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--database"), "{err}");
+}
