@@ -69,9 +69,11 @@ pub struct Drain {
     pub rss_after_mib: f64,
     /// Whether the peak is this scenario's own (VmHWM could be reset).
     pub peak_reset: bool,
-    /// The destinations come back as processes of their own: the highest
-    /// peak (VmHWM) of any of them while the backlog drained, MiB.
+    /// The destinations come back as processes of their own (one per
+    /// replica): the highest peak (VmHWM) of any of them while the backlog
+    /// drained, MiB.
     pub destination_rss_peak_mib: f64,
+    pub destination_processes: usize,
 }
 
 fn specs(nodes: usize) -> Vec<Spec> {
@@ -360,6 +362,7 @@ pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
     }
     let drain_secs = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
+    let destination_processes = destinations.len();
     let destination_peak = destinations
         .iter()
         .map(|d| d.rss_mib().1)
@@ -385,6 +388,7 @@ pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
         rss_after_mib: rss_after,
         peak_reset,
         destination_rss_peak_mib: destination_peak,
+        destination_processes,
     })
 }
 
@@ -460,7 +464,11 @@ pub fn print_drain(d: &Drain) {
     println!(
         "  RSS of the destination{} (own process{}, while draining): peak {:.0} MiB",
         if d.nodes > 2 { "s" } else { "" },
-        if d.nodes > 2 { "es; the highest" } else { "" },
+        if d.destination_processes > 1 {
+            "es; the highest"
+        } else {
+            ""
+        },
         d.destination_rss_peak_mib
     );
 }
