@@ -56,32 +56,42 @@ fn latency(v: &Value, path: &str, samples: Option<f64>) {
     }
 }
 
+/// The sizes of throughput, latency, urgent and drain in these tests.
+const TINY: [&str; 8] = [
+    "--duration",
+    "2",
+    "--backlog",
+    "120",
+    "--urgent",
+    "4",
+    "--drain",
+    "150",
+];
+
 #[test]
 fn every_scenario_reports_every_figure() {
-    let v = bench(&[
-        "--duration",
-        "2",
-        "--concurrency",
-        "8",
-        "--backlog",
-        "120",
-        "--urgent",
-        "4",
-        "--drain",
-        "150",
-        "--scale-nodes",
-        "12",
-        "--reports",
-        "240",
-        "--pdq",
-        "300",
-        "--dns-reports",
-        "300",
-        "--dns-hosts",
-        "60",
-        "--console-cases",
-        "300",
-    ]);
+    let v = bench(
+        &[
+            &TINY[..],
+            &[
+                "--concurrency",
+                "8",
+                "--scale-nodes",
+                "12",
+                "--reports",
+                "240",
+                "--pdq",
+                "300",
+                "--dns-reports",
+                "300",
+                "--dns-hosts",
+                "60",
+                "--console-cases",
+                "300",
+            ],
+        ]
+        .concat(),
+    );
     // The machine and its limits.
     assert!(num(&v, "/machine/cpus") >= 1.0);
     for f in [
@@ -239,22 +249,20 @@ async fn the_postgres_scenarios_run_on_three_replicas_and_leave_no_database() {
     };
     let server = crate::common::pg::admin_url();
     let v = tokio::task::spawn_blocking(move || {
-        bench(&[
-            "--database",
-            &server,
-            "--replicas",
-            "3",
-            "--scenario",
-            "throughput,urgent,drain,latency",
-            "--duration",
-            "2",
-            "--backlog",
-            "120",
-            "--urgent",
-            "4",
-            "--drain",
-            "150",
-        ])
+        bench(
+            &[
+                &TINY[..],
+                &[
+                    "--database",
+                    server.as_str(),
+                    "--replicas",
+                    "3",
+                    "--scenario",
+                    "throughput,urgent,drain,latency",
+                ],
+            ]
+            .concat(),
+        )
     })
     .await
     .unwrap();
