@@ -592,6 +592,7 @@ impl NodeConfig {
         let geo = std::sync::Arc::new(geo_sources(&raw.geo, &shown, &resolve)?);
         let mut dns = raw.dns.validate().map_err(invalid)?;
         dns.tls_ca = raw.dns.tls_ca.as_deref().map(&resolve);
+        dns.trust_anchor = raw.dns.trust_anchor.as_deref().map(&resolve);
         let jurisdiction =
             jurisdiction(&raw.jurisdiction, &directory, &node_id).map_err(invalid)?;
         let retention = retention(&raw.retention).map_err(invalid)?;
@@ -1023,6 +1024,11 @@ pub struct RawDns {
     /// Mozilla roots (a hotline's own resolvers with its own CA).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca: Option<String>,
+    /// With `dnssec`: a file of DNSKEY records (zone-file syntax, such as
+    /// the `.key` file `dnssec-keygen` writes for a key-signing key) that
+    /// validation starts from, instead of the root zone's published keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_anchor: Option<String>,
 }
 
 impl Default for RawDns {
@@ -1040,6 +1046,7 @@ impl Default for RawDns {
             recheck_interval_s: d.recheck_interval.as_secs(),
             hosts: Default::default(),
             tls_ca: None,
+            trust_anchor: None,
         }
     }
 }
@@ -1101,6 +1108,9 @@ impl RawDns {
                 "only used with DNS over TLS resolvers (tls://NAME@IP)".into(),
             ));
         }
+        if self.trust_anchor.is_some() && !self.dnssec {
+            return Err(("dns.trust_anchor", "only used with dnssec = true".into()));
+        }
         let mut resolvers = Vec::with_capacity(self.resolvers.len());
         for (i, r) in self.resolvers.iter().enumerate() {
             resolvers.push(
@@ -1158,6 +1168,7 @@ impl RawDns {
             map,
             // Resolved against node.toml's folder by the caller.
             tls_ca: self.tls_ca.as_ref().map(std::path::PathBuf::from),
+            trust_anchor: self.trust_anchor.as_ref().map(std::path::PathBuf::from),
         })
     }
 }

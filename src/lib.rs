@@ -24,9 +24,12 @@
 //! - `store`      storage on SQLite or PostgreSQL (sqlx), transactions
 //! - `wire`       the signed payloads: codec, envelopes, receipts, exports
 
-// No unsafe code, with one exception: `node::background` lowers its own
+// No unsafe code, with these exceptions: `node::background` lowers its own
 // threads' scheduling priority (two libc calls on the calling thread's
-// id; std has no way to do it).
+// id; std has no way to do it); the bench's `bench::usage` reads the
+// process's context switches (`getrusage`) and provides the binary's
+// allocator, which forwards to the system's and counts allocations while
+// the bench measures.
 #![deny(unsafe_code)]
 
 pub mod api;

@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// The system allocator, counting allocations while `alertrelay bench`
+/// measures (a relaxed load per allocation otherwise).
+#[global_allocator]
+static ALLOCATOR: alertrelay::bench::usage::alloc_count::Counting =
+    alertrelay::bench::usage::alloc_count::Counting;
+
 /// Log directives that silence hickory's crates.
 const QUIET_DNS: &str = "hickory_resolver=off,hickory_net=off,hickory_proto=off";
 

@@ -33,6 +33,9 @@ pub struct Throughput {
     /// CPU time of the whole process (all nodes and the load generator)
     /// per delivered report, microseconds.
     pub cpu_us_per_report: f64,
+    /// Where that goes: CPU by thread group, context switches, bytes
+    /// written and allocations, per delivered report.
+    pub breakdown: super::usage::Breakdown,
     /// Intake and delivery latency while saturated (closed loop), for
     /// context: the submitters wait for each answer.
     pub submit_latency: Latency,
@@ -179,7 +182,7 @@ async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Resu
     let s0 = submitted.load(Ordering::Relaxed);
     let q0 = cluster::queued(&mut client).await?;
     let t0 = Instant::now();
-    let cpu0 = super::cpu_time();
+    let u0 = super::usage::Sample::now();
     while t0.elapsed().as_secs_f64() < secs {
         tokio::time::sleep(Duration::from_millis(50)).await;
         // Sustained: the submitters hold while the origin's queue is
@@ -191,7 +194,7 @@ async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Resu
     let s1 = submitted.load(Ordering::Relaxed);
     let q1 = cluster::queued(&mut client).await?;
     let dt = t0.elapsed().as_secs_f64();
-    let cpu = (super::cpu_time() - cpu0).as_secs_f64();
+    let u1 = super::usage::Sample::now();
     bar.finish_and_clear();
     stop.store(true, Ordering::Relaxed);
     hold.store(false, Ordering::Relaxed);
@@ -202,6 +205,7 @@ async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Resu
     let _ = started;
     // Delivered in the window = submitted in it - growth of the queue.
     let delivered = (s1 - s0) as f64 - (q1 as f64 - q0 as f64);
+    let breakdown = super::usage::Breakdown::between(&u0, &u1, delivered.max(0.0) as u64);
     Ok(Throughput {
         nodes: c.configs.len(),
         streams: opts.streams,
@@ -210,10 +214,11 @@ async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Resu
         end_to_end_per_sec: delivered.max(0.0) / dt,
         queued_at_end: q1,
         cpu_us_per_report: if delivered > 0.0 {
-            cpu * 1e6 / delivered
+            breakdown.cpu_us
         } else {
             0.0
         },
+        breakdown,
         submit_latency: Latency::of(lat),
     })
 }
@@ -419,6 +424,7 @@ pub fn print_throughput(t: &Throughput, ratio: Option<f64>) {
         "  bulk intake (SubmitReports) answered, saturated: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         t.submit_latency.p50_ms, t.submit_latency.p99_ms, t.submit_latency.max_ms
     );
+    t.breakdown.print();
 }
 
 pub fn print_latency(v: &[LatencyAt]) {

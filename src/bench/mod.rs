@@ -36,6 +36,7 @@ mod pdq;
 mod postgres;
 mod scale;
 mod urgent;
+pub mod usage;
 
 use std::path::PathBuf;
 use std::time::Duration;

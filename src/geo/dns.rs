@@ -137,6 +137,9 @@ pub struct Dns {
     /// For DNS over TLS: the CA certificates (PEM file) the resolvers'
     /// certificates must chain to; `None`: the Mozilla roots.
     pub tls_ca: Option<std::path::PathBuf>,
+    /// With `dnssec`: DNSKEY records (a zone-file) validation starts from;
+    /// `None`: the root zone's published keys.
+    pub trust_anchor: Option<std::path::PathBuf>,
 }
 
 impl Default for Dns {
@@ -153,6 +156,7 @@ impl Default for Dns {
             recheck_interval: Duration::ZERO,
             map: StaticResolver::default(),
             tls_ca: None,
+            trust_anchor: None,
         }
     }
 }

@@ -22,6 +22,7 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::dnssec::TrustAnchors;
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{RData, RecordType};
 
@@ -43,6 +44,8 @@ pub enum DnsStartError {
     Build(#[source] NetError),
     #[error("[dns] tls_ca: cannot use it for DNS over TLS")]
     TlsCa(#[source] crate::crypto::tls::TlsError),
+    #[error("[dns] trust_anchor: cannot read it as DNSKEY records")]
+    TrustAnchor(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The node's resolver: `None` inside for `off` and `static`.
@@ -234,6 +237,11 @@ fn live(
     if let Some(ca) = &setting.tls_ca {
         let tls = crate::crypto::tls::dns_client_config(ca).map_err(DnsStartError::TlsCa)?;
         builder = builder.with_tls_config(tls);
+    }
+    if let Some(path) = &setting.trust_anchor {
+        let anchors =
+            TrustAnchors::from_file(path).map_err(|e| DnsStartError::TrustAnchor(Box::new(e)))?;
+        builder = builder.with_trust_anchor(std::sync::Arc::new(anchors));
     }
     let resolver = builder.build().map_err(DnsStartError::Build)?;
     Ok(Live {

@@ -24,6 +24,7 @@ use alertrelay::pb;
 use alertrelay::pb::operator_client::OperatorClient;
 use tonic::transport::Channel;
 
+pub mod bind;
 pub mod browser;
 pub mod check;
 mod federation;

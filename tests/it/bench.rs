@@ -110,6 +110,23 @@ fn every_scenario_reports_every_figure() {
     assert!(num(&v, "/throughput/intake_per_sec") > 0.0);
     num(&v, "/throughput/queued_at_end");
     num(&v, "/throughput/cpu_us_per_report");
+    // Where it goes: CPU by thread group (adding up to the whole), and
+    // the binary's own allocator counting allocations.
+    let b = &v["throughput"]["breakdown"];
+    let cpu = num(b, "/cpu_us");
+    assert!(cpu > 0.0, "{b:#}");
+    let groups = b["cpu_by_group"].as_array().expect("CPU by thread group");
+    let summed: f64 = groups.iter().map(|g| g[1].as_f64().unwrap()).sum();
+    assert!((summed - cpu).abs() <= cpu * 0.1 + 1.0, "{b:#}");
+    assert!(
+        groups
+            .iter()
+            .any(|g| g[0].as_str().unwrap().starts_with("SQLite")),
+        "{b:#}"
+    );
+    assert!(num(b, "/allocations") > 0.0, "{b:#}");
+    assert!(num(b, "/context_switches") > 0.0, "{b:#}");
+    num(b, "/written_bytes");
     assert!(num(&v, "/ratio_to_ceiling") > 0.0);
     // Latency at three fractions of it, every report with its receipt.
     let levels = v["latency"].as_array().expect("latency levels");

@@ -891,3 +891,121 @@ async fn a_report_first_received_as_the_previous_protocols_copy_is_a_repeat_in_f
     );
     fed.shutdown().await;
 }
+
+/// Validation against a zone signed by BIND's own tools and served by
+/// `named` (tests/common/bind.rs), with the zone's key-signing key as the
+/// node's trust anchor: a signed answer is routed and its evidence says
+/// `secure`; an answer changed after signing (a forged address) is
+/// refused as bogus and the report held, never sent where the forgery
+/// points; a zone proven unsigned is `insecure` and routed; a name that
+/// does not exist is proven so by NSEC.
+#[tokio::test]
+async fn dnssec_answers_from_a_signed_zone_are_secure_and_a_forged_one_is_held() {
+    let test = "dnssec_answers_from_a_signed_zone_are_secure_and_a_forged_one_is_held";
+    if !crate::common::bind::available(test) {
+        return;
+    }
+    let records = format!(
+        "alias.example.de. 600 IN CNAME secure.example.de.\n\
+         secure.example.de. 120 IN A {DE_IP}\n\
+         forged.example.de. 120 IN A {DE_IP}\n"
+    );
+    // After signing, the forged name's address is moved to the Netherlands;
+    // its signature still covers the German one.
+    let plain = format!("www.plain.example. 120 IN A {DE_IP}");
+    let zone = crate::common::bind::start(&records, &[("plain.example", &plain)], |signed| {
+        signed
+            .lines()
+            .map(|line| {
+                if line.starts_with("forged.example.de.") && line.contains(DE_IP) {
+                    line.replace(DE_IP, NL_IP)
+                } else {
+                    line.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+    .await;
+    let mut dns = RawDns::resolvers(&[zone.addr().to_string()]);
+    dns.dnssec = true;
+    dns.trust_anchor = Some(zone.trust_anchor().display().to_string());
+    let fed = Federation::builder(&[
+        ("FR-PDC", &["FR"]),
+        ("DE-ECO", &["DE"]),
+        ("NL-EOKM", &["NL"]),
+    ])
+    .dns(dns)
+    .start()
+    .await;
+    let (mut fr, de) = (fed.operator(0), fed.operator(1));
+
+    // Signed: routed to Germany, and the receiver sees `secure` in the
+    // signed route, for the CNAME and the address alike.
+    let sent = submit(&mut fr, "https://alias.example.de/album/7", "").await;
+    let route = sent.route.unwrap();
+    assert_eq!(
+        (route.kind.as_str(), route.destinations.as_slice()),
+        ("peer", &["DE-ECO".to_owned()][..])
+    );
+    wait_case(&fr, &sent.report_id, 10, |c| c.status == "delivered").await;
+    let got = case(&mut de.clone(), &sent.report_id).await;
+    let view = got.route.expect("the receiver has the signed route");
+    let d = &view.dns[0];
+    assert_eq!(d.dnssec, "secure", "{d:?}");
+    assert!(d.failure.is_empty(), "{d:?}");
+    let kinds: Vec<&str> = d.answers.iter().map(|a| a.kind.as_str()).collect();
+    assert_eq!(kinds, ["CNAME", "A"], "{d:?}");
+
+    // Forged after signing: bogus, held here, not sent to the Netherlands.
+    let core = fed.core(0);
+    let r = route_preview(
+        core,
+        &["https://forged.example.de/x".into()],
+        "",
+        "csam",
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.kind, RouteKind::Held, "{}", r.reason);
+    assert!(r.destinations.is_empty());
+    let d = &r.evidence.dns[0];
+    assert_eq!(d.failure.map(|f| f.as_str()), Some("dnssec-bogus"), "{d:?}");
+    assert!(d.addresses.is_empty(), "{d:?}");
+    assert!(
+        r.reason
+            .contains("DNS gave no address for host 1 (dnssec-bogus)"),
+        "{}",
+        r.reason
+    );
+    assert!(!r.reason.contains("forged.example.de"), "{}", r.reason);
+    assert!(core.metrics.dns_query_count("dnssec-bogus") >= 1);
+
+    // A zone proven unsigned (delegated without a DS record): insecure,
+    // and routed as without DNSSEC.
+    let r = route_preview(core, &["https://www.plain.example/".into()], "", "csam", "")
+        .await
+        .unwrap();
+    assert_eq!(r.destinations[0].as_str(), "DE-ECO", "{}", r.reason);
+    assert_eq!(
+        r.evidence.dns[0].dnssec, "insecure",
+        "{:?}",
+        r.evidence.dns[0]
+    );
+
+    // A name the zone does not hold: NXDOMAIN, proven by NSEC.
+    let r = route_preview(
+        core,
+        &["https://missing.example.de/".into()],
+        "",
+        "csam",
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.kind, RouteKind::Held, "{}", r.reason);
+    let d = &r.evidence.dns[0];
+    assert_eq!(d.failure.map(|f| f.as_str()), Some("nxdomain"), "{d:?}");
+    fed.shutdown().await;
+}
