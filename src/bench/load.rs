@@ -18,7 +18,8 @@ const COUNTRIES: [&str; 12] = [
 #[derive(Debug, Clone, Serialize)]
 pub struct Throughput {
     pub nodes: usize,
-    /// Bulk-intake streams, each with `STREAM_WINDOW` submissions in flight.
+    /// Bulk-intake streams, each with `STREAM_WINDOW` submissions in flight
+    /// (`--streams`, rounded up to a multiple of the origin's replicas).
     pub streams: usize,
     pub measured_secs: f64,
     /// Reports accepted at the origin per second (committed before the
@@ -36,6 +37,8 @@ pub struct Throughput {
     /// Where that goes: CPU by thread group, context switches, bytes
     /// written and allocations, per delivered report.
     pub breakdown: super::usage::Breakdown,
+    /// On PostgreSQL (on loopback): the server's CPU and bytes written.
+    pub postgres_server: Option<super::postgres::ServerShare>,
     /// Intake and delivery latency while saturated (closed loop), for
     /// context: the submitters wait for each answer.
     pub submit_latency: Latency,
@@ -110,6 +113,13 @@ fn addresses(c: &Cluster) -> anyhow::Result<Vec<String>> {
 /// Unanswered submissions each bulk submitter keeps in flight.
 pub const STREAM_WINDOW: usize = 1024;
 
+/// Bulk-intake streams: at least one, and as many on each of the origin's
+/// `replicas` (`streams` rounded up to a multiple of them).
+pub fn spread(streams: usize, replicas: usize) -> usize {
+    let r = replicas.max(1);
+    streams.max(1).div_ceil(r) * r
+}
+
 /// Throughput: submitters hold while more than this many reports wait at
 /// the origin (the figure is a sustained rate, not a growing queue).
 pub const MAX_QUEUED: u64 = 8192;
@@ -150,7 +160,8 @@ async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Resu
     // Bulk submitters on the streaming intake, each keeping a window of
     // unanswered submissions.
     let hold = Arc::new(AtomicBool::new(false));
-    for w in 0..opts.streams.max(1) {
+    let streams = spread(opts.streams, replicas.len());
+    for w in 0..streams {
         let mut cl = replicas[w % replicas.len()].clone();
         let (submitted, stop) = (submitted.clone(), stop.clone());
         let ips = ips.to_vec();
@@ -183,6 +194,7 @@ async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Resu
     let q0 = cluster::queued(&mut client).await?;
     let t0 = Instant::now();
     let u0 = super::usage::Sample::now();
+    let pg0 = opts.backend.server_usage();
     while t0.elapsed().as_secs_f64() < secs {
         tokio::time::sleep(Duration::from_millis(50)).await;
         // Sustained: the submitters hold while the origin's queue is
@@ -195,6 +207,7 @@ async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Resu
     let q1 = cluster::queued(&mut client).await?;
     let dt = t0.elapsed().as_secs_f64();
     let u1 = super::usage::Sample::now();
+    let pg1 = opts.backend.server_usage();
     bar.finish_and_clear();
     stop.store(true, Ordering::Relaxed);
     hold.store(false, Ordering::Relaxed);
@@ -208,7 +221,7 @@ async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Resu
     let breakdown = super::usage::Breakdown::between(&u0, &u1, delivered.max(0.0) as u64);
     Ok(Throughput {
         nodes: c.configs.len(),
-        streams: opts.streams,
+        streams,
         measured_secs: dt,
         intake_per_sec: (s1 - s0) as f64 / dt,
         end_to_end_per_sec: delivered.max(0.0) / dt,
@@ -219,6 +232,7 @@ async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Resu
             0.0
         },
         breakdown,
+        postgres_server: super::postgres::ServerShare::between(pg0, pg1, delivered),
         submit_latency: Latency::of(lat),
     })
 }
@@ -316,7 +330,7 @@ pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     let replicas = c.clients(0).await?;
-    for w in 0..opts.streams.max(1) {
+    for w in 0..spread(opts.streams, replicas.len()) {
         let mut cl = replicas[w % replicas.len()].clone();
         let (next, ips, bar, n) = (next.clone(), ips.clone(), bar.clone(), opts.drain as u64);
         tasks.spawn(async move {
@@ -425,6 +439,7 @@ pub fn print_throughput(t: &Throughput, ratio: Option<f64>) {
         t.submit_latency.p50_ms, t.submit_latency.p99_ms, t.submit_latency.max_ms
     );
     t.breakdown.print();
+    super::postgres::ServerShare::print(&t.postgres_server);
 }
 
 pub fn print_latency(v: &[LatencyAt]) {

@@ -81,6 +81,78 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// The PostgreSQL server's processes on this machine (all of them,
+    /// other clients' work included), when the nodes' server is on
+    /// loopback: the work done for the nodes outside this process.
+    pub fn server_usage(&self) -> Option<ServerUsage> {
+        let Backend::Postgres(s) = self else {
+            return None;
+        };
+        let host = url::Url::parse(&s.url).ok()?.host_str()?.to_owned();
+        if !matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]" | "::1") {
+            return None;
+        }
+        let mut u = ServerUsage::default();
+        for p in std::fs::read_dir("/proc").ok()?.flatten() {
+            let dir = p.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if comm.trim() != "postgres" {
+                continue;
+            }
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            // utime and stime (fields 14 and 15; `rest` starts at field 3),
+            // in clock ticks of 10 ms.
+            u.cpu += std::time::Duration::from_millis((ticks(11) + ticks(12)) * 10);
+            u.written_bytes += std::fs::read_to_string(dir.join("io"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Some(u)
+    }
+}
+
+/// CPU time and bytes written to storage by the PostgreSQL server's
+/// processes alive at the time (a backend that ended takes its share).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerUsage {
+    cpu: std::time::Duration,
+    written_bytes: u64,
+}
+
+/// The PostgreSQL server's work per delivered report, between two samples.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerShare {
+    pub cpu_us: f64,
+    pub written_bytes: f64,
+}
+
+impl ServerShare {
+    pub fn between(a: Option<ServerUsage>, b: Option<ServerUsage>, reports: f64) -> Option<Self> {
+        let (a, b) = (a?, b?);
+        let n = reports.max(1.0);
+        Some(ServerShare {
+            cpu_us: b.cpu.saturating_sub(a.cpu).as_secs_f64() * 1e6 / n,
+            written_bytes: b.written_bytes.saturating_sub(a.written_bytes) as f64 / n,
+        })
+    }
+
+    pub fn print(s: &Option<Self>) {
+        if let Some(s) = s {
+            println!(
+                "  PostgreSQL server (its processes on this machine), per delivered report: CPU {:.0} µs, {:.0} bytes written",
+                s.cpu_us, s.written_bytes
+            );
+        }
+    }
+}
+
 fn names(v: &Mutex<Vec<String>>) -> Vec<String> {
     v.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }

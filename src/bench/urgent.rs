@@ -131,7 +131,8 @@ pub async fn urgent_lane(opts: &Options) -> anyhow::Result<UrgentLane> {
         opts.backlog as u64,
         "urgent lane: queuing the backlog",
     );
-    let intake_secs = queue_bulk(&replicas, &ip, opts.backlog, opts.streams, &bar).await?;
+    let streams = super::load::spread(opts.streams, spread);
+    let intake_secs = queue_bulk(&replicas, &ip, opts.backlog, streams, &bar).await?;
     bar.finish_and_clear();
 
     // The destination comes back: the backlog drains while urgent reports
