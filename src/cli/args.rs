@@ -220,7 +220,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Concurrent bulk-intake streams (`SubmitReports`) for throughput
-    /// and for queuing backlogs, each with 1,024 submissions in flight.
+    /// and for queuing backlogs, each with 1,024 submissions in flight
+    /// (with --replicas, rounded up to a multiple of them).
     #[arg(long, default_value_t = 2)]
     pub streams: usize,
     /// Nodes for throughput, latency and drain: one origin and

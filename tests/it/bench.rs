@@ -306,6 +306,14 @@ async fn the_postgres_scenarios_run_on_three_replicas_and_leave_no_database() {
     // latency sample and urgent report with its receipt, the drain done.
     assert!(num(&v, "/throughput/end_to_end_per_sec") > 0.0);
     assert!(num(&v, "/throughput/intake_per_sec") > 0.0);
+    // The server's own work, when it runs on this machine.
+    let host = url::Url::parse(&crate::common::pg::admin_url())
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned));
+    if matches!(host.as_deref(), Some("127.0.0.1" | "localhost")) {
+        assert!(num(&v, "/throughput/postgres_server/cpu_us") > 0.0);
+        num(&v, "/throughput/postgres_server/written_bytes");
+    }
     let levels = v["latency"].as_array().expect("latency levels");
     assert_eq!(levels.len(), 3);
     for (i, l) in levels.iter().enumerate() {
