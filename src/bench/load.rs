@@ -44,9 +44,22 @@ pub struct Throughput {
     pub submit_latency: Latency,
 }
 
+/// Single `SubmitReport` calls (what analysts, the console and most
+/// integrations send), saturated: `in_flight` callers, each sending its
+/// next report as soon as the last was answered.
+#[derive(Debug, Clone, Serialize)]
+pub struct Singles {
+    pub in_flight: usize,
+    pub measured_secs: f64,
+    /// Calls answered per second (each report committed before its answer).
+    pub per_sec: f64,
+    /// Sent → answered.
+    pub answered: Latency,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencyAt {
-    /// Fraction of the measured end-to-end throughput offered.
+    /// Fraction of the saturated single-submission rate offered.
     pub fraction: f64,
     pub offered_per_sec: f64,
     pub secs: f64,
@@ -124,10 +137,19 @@ pub fn spread(streams: usize, replicas: usize) -> usize {
 /// the origin (the figure is a sustained rate, not a growing queue).
 pub const MAX_QUEUED: u64 = 8192;
 
-pub async fn throughput_and_latency(
-    opts: &Options,
-    latency: bool,
-) -> anyhow::Result<(Throughput, Option<Vec<LatencyAt>>)> {
+/// Single submissions kept in flight to saturate the origin.
+pub const SINGLES_IN_FLIGHT: usize = 256;
+
+/// What the throughput and latency scenarios measure on one cluster.
+pub struct Measured {
+    pub throughput: Throughput,
+    /// With latency: the saturated single-submission rate, and the levels
+    /// at fractions of it.
+    pub singles: Option<Singles>,
+    pub latency: Option<Vec<LatencyAt>>,
+}
+
+pub async fn throughput_and_latency(opts: &Options, latency: bool) -> anyhow::Result<Measured> {
     let c = Cluster::start_on(&opts.backend, &opts.dir, &specs(opts.nodes)).await?;
     let ips = addresses(&c)?;
     let mut client = c.client(0).await?;
@@ -137,18 +159,84 @@ pub async fn throughput_and_latency(
     }
     cluster::wait_drained(&mut client, Duration::from_secs(60)).await?;
 
-    let t = throughput(opts, &c, &ips).await?;
-    let mut levels = None;
+    let throughput = throughput(opts, &c, &ips).await?;
+    let (mut singles, mut levels) = (None, None);
     if latency {
+        cluster::wait_drained(&mut client, Duration::from_secs(3600)).await?;
+        let saturated = single_submissions(opts, &c, &ips).await?;
         cluster::wait_drained(&mut client, Duration::from_secs(3600)).await?;
         let mut v = Vec::new();
         for f in [0.25, 0.5, 0.9] {
-            v.push(level(opts, &c, &ips, f, f * t.end_to_end_per_sec).await?);
+            v.push(level(opts, &c, &ips, f, f * saturated.per_sec).await?);
         }
+        singles = Some(saturated);
         levels = Some(v);
     }
     c.shutdown().await;
-    Ok((t, levels))
+    Ok(Measured {
+        throughput,
+        singles,
+        latency: levels,
+    })
+}
+
+/// Closed loop: `SINGLES_IN_FLIGHT` callers of `SubmitReport` for half the
+/// duration, after a warm-up that is not counted.
+async fn single_submissions(
+    opts: &Options,
+    c: &Cluster,
+    ips: &[String],
+) -> anyhow::Result<Singles> {
+    let replicas = c.clients(0).await?;
+    let answered = Arc::new(AtomicU64::new(0));
+    let (counting, stop) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..SINGLES_IN_FLIGHT {
+        let mut cl = replicas[w % replicas.len()].clone();
+        let ip = ips[w % ips.len()].clone();
+        let (answered, counting, stop) = (answered.clone(), counting.clone(), stop.clone());
+        tasks.spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                cluster::submit(&mut cl, &ip, &format!("single/{w}/{i}"), false).await?;
+                if counting.load(Ordering::Relaxed) {
+                    answered.fetch_add(1, Ordering::Relaxed);
+                    lat.push(sent.elapsed());
+                }
+                i += 1;
+            }
+            anyhow::Ok(lat)
+        });
+    }
+    let secs = (opts.duration.as_secs_f64() / 2.0).max(1.0);
+    let bar = super::bar(opts.json, secs as u64, "single submissions: saturating (s)");
+    tokio::time::sleep(Duration::from_secs_f64((secs / 5.0).min(2.0))).await;
+    counting.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    while t0.elapsed().as_secs_f64() < secs {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        bar.set_position(t0.elapsed().as_secs());
+    }
+    counting.store(false, Ordering::Relaxed);
+    let dt = t0.elapsed().as_secs_f64();
+    let n = answered.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    bar.finish_and_clear();
+    let mut lat = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        lat.extend(r??);
+    }
+    Ok(Singles {
+        in_flight: SINGLES_IN_FLIGHT,
+        measured_secs: dt,
+        per_sec: n as f64 / dt,
+        answered: Latency::of(lat),
+    })
 }
 
 async fn throughput(opts: &Options, c: &Cluster, ips: &[String]) -> anyhow::Result<Throughput> {
@@ -442,9 +530,27 @@ pub fn print_throughput(t: &Throughput, ratio: Option<f64>) {
     super::postgres::ServerShare::print(&t.postgres_server);
 }
 
+pub fn print_singles(s: &Singles) {
+    println!();
+    println!(
+        "single SubmitReport calls, saturated ({} in flight, {:.0} s measured)",
+        s.in_flight, s.measured_secs
+    );
+    println!(
+        "  answered (committed at the origin)       {:>9.0} reports/s",
+        s.per_sec
+    );
+    println!(
+        "  sent → answered: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        s.answered.p50_ms, s.answered.p99_ms, s.answered.max_ms
+    );
+}
+
 pub fn print_latency(v: &[LatencyAt]) {
     println!();
-    println!("latency, open loop: submitted → signed receipt stored at the origin");
+    println!(
+        "latency, open loop, single submissions at fractions of their saturated rate: submitted → signed receipt stored at the origin"
+    );
     println!(
         "  {:<10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>8}",
         "load", "offered/s", "samples", "p50 ms", "p99 ms", "max ms", "missing"

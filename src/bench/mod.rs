@@ -8,7 +8,8 @@
 //!   inserts, tonic mTLS streaming, and the ceiling they imply (`limits.rs`);
 //! - `throughput`: sustained end to end, many concurrent submitters, counted
 //!   at the origin by its queue (`load.rs`);
-//! - `latency`: p50/p99/max at 25, 50 and 90% of that throughput, open loop
+//! - `latency`: single `SubmitReport` calls saturated, then p50/p99/max at
+//!   25, 50 and 90% of that rate, open loop
 //!   (`load.rs`);
 //! - `urgent`: urgent reports while a bulk backlog drains (`urgent.rs`);
 //! - `drain`: the destination down while N reports queue, then up (as a
@@ -46,7 +47,7 @@ use serde::Serialize;
 pub use console::ConsoleScale;
 pub use dns::DnsImport;
 pub use limits::Limits;
-pub use load::{Drain, LatencyAt, Throughput};
+pub use load::{Drain, LatencyAt, Singles, Throughput};
 pub use pdq::PdqScale;
 pub use postgres::{Backend, StoreUsed};
 pub use scale::Scale;
@@ -319,6 +320,7 @@ pub struct Results {
     pub store: StoreUsed,
     pub limits: Option<Limits>,
     pub throughput: Option<Throughput>,
+    pub singles: Option<Singles>,
     pub latency: Option<Vec<LatencyAt>>,
     pub urgent_lane: Option<UrgentLane>,
     pub drain: Option<Drain>,
@@ -341,6 +343,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Results> {
         store: opts.backend.used(),
         limits: None,
         throughput: None,
+        singles: None,
         latency: None,
         urgent_lane: None,
         drain: None,
@@ -355,9 +358,10 @@ pub async fn run(opts: &Options) -> anyhow::Result<Results> {
         r.limits = Some(limits::measure(opts).await?);
     }
     if want(Scenario::Throughput) || want(Scenario::Latency) {
-        let (t, l) = load::throughput_and_latency(opts, want(Scenario::Latency)).await?;
-        r.throughput = Some(t);
-        r.latency = l;
+        let m = load::throughput_and_latency(opts, want(Scenario::Latency)).await?;
+        r.throughput = Some(m.throughput);
+        r.singles = m.singles;
+        r.latency = m.latency;
     }
     if want(Scenario::Urgent) {
         r.urgent_lane = Some(urgent::urgent_lane(opts).await?);
@@ -408,6 +412,9 @@ pub fn print(r: &Results) {
     }
     if let Some(t) = &r.throughput {
         load::print_throughput(t, r.ratio_to_ceiling);
+    }
+    if let Some(s) = &r.singles {
+        load::print_singles(s);
     }
     if let Some(l) = &r.latency {
         load::print_latency(l);

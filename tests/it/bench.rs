@@ -128,7 +128,11 @@ fn every_scenario_reports_every_figure() {
     assert!(num(b, "/context_switches") > 0.0, "{b:#}");
     num(b, "/written_bytes");
     assert!(num(&v, "/ratio_to_ceiling") > 0.0);
-    // Latency at three fractions of it, every report with its receipt.
+    // Single submissions saturated, and the latency at three fractions of
+    // their rate, every report with its receipt.
+    let singles = num(&v, "/singles/per_sec");
+    assert!(singles > 0.0);
+    latency(&v, "/singles/answered", None);
     let levels = v["latency"].as_array().expect("latency levels");
     let fractions: Vec<f64> = levels
         .iter()
@@ -137,7 +141,11 @@ fn every_scenario_reports_every_figure() {
     assert_eq!(fractions, [0.25, 0.5, 0.9]);
     for (i, l) in levels.iter().enumerate() {
         assert_eq!(l["missing"], 0, "level {i}: a report without a receipt");
-        assert!(num(&v, &format!("/latency/{i}/offered_per_sec")) > 0.0);
+        let offered = num(&v, &format!("/latency/{i}/offered_per_sec"));
+        assert!(
+            (offered - (fractions[i] * singles).max(1.0)).abs() <= 1.0,
+            "{offered}"
+        );
         latency(&v, &format!("/latency/{i}/end_to_end"), None);
     }
     // The urgent lane.
@@ -314,6 +322,8 @@ async fn the_postgres_scenarios_run_on_three_replicas_and_leave_no_database() {
         assert!(num(&v, "/throughput/postgres_server/cpu_us") > 0.0);
         num(&v, "/throughput/postgres_server/written_bytes");
     }
+    assert!(num(&v, "/singles/per_sec") > 0.0);
+    latency(&v, "/singles/answered", None);
     let levels = v["latency"].as_array().expect("latency levels");
     assert_eq!(levels.len(), 3);
     for (i, l) in levels.iter().enumerate() {
