@@ -283,7 +283,12 @@ pub fn reset_peak_rss() -> bool {
 /// CPU time this process used so far (user + system), from
 /// `/proc/self/stat` (clock ticks of 1/100 s).
 pub fn cpu_time() -> Duration {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_of("/proc/self/stat")
+}
+
+/// CPU time (user + system) from a `/proc/…/stat` file.
+pub fn cpu_of(path: impl AsRef<std::path::Path>) -> Duration {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the command name (which is in parentheses).
     let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();

@@ -100,13 +100,7 @@ impl Backend {
             if comm.trim() != "postgres" {
                 continue;
             }
-            let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
-            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            // utime and stime (fields 14 and 15; `rest` starts at field 3),
-            // in clock ticks of 10 ms.
-            u.cpu += std::time::Duration::from_millis((ticks(11) + ticks(12)) * 10);
+            u.cpu += super::cpu_of(dir.join("stat"));
             u.written_bytes += std::fs::read_to_string(dir.join("io"))
                 .unwrap_or_default()
                 .lines()
