@@ -1,7 +1,7 @@
 //! Real nodes for the benchmark: provisioned into a temporary directory
 //! (a federation CA, node and operator certificates, signing keys, durable
-//! SQLite files), started in this process on loopback with mutual TLS, and
-//! stopped and restarted on the same port.
+//! SQLite files or fresh PostgreSQL databases), started in this process on
+//! loopback with mutual TLS, and stopped and restarted on the same port.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -13,6 +13,7 @@ use anyhow::Context;
 use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
 
+use super::postgres::{Backend, Fresh};
 use crate::config::{NodeConfig, RawAudit, RawDelivery, RawDns, RawLimits};
 use crate::identity::NodeId;
 use crate::node::Core;
@@ -29,10 +30,18 @@ pub struct Spec {
 
 pub struct Cluster {
     _dir: tempfile::TempDir,
+    /// Each node's configuration (its first replica's).
     pub configs: Vec<NodeConfig>,
-    /// Each node's `node.toml`.
+    /// Each node's `node.toml` (its first replica's).
     pub config_paths: Vec<std::path::PathBuf>,
-    pub nodes: Vec<Option<NodeHandle>>,
+    /// Each node's running replicas (one on SQLite; none while stopped).
+    pub nodes: Vec<Vec<NodeHandle>>,
+    /// Each node's replicas: configuration file and configuration.
+    replicas: Vec<Vec<(std::path::PathBuf, NodeConfig)>>,
+    /// The balancers in front of replicated nodes.
+    balancers: Vec<tokio::task::JoinHandle<()>>,
+    /// On PostgreSQL, the nodes' databases (dropped after the nodes stop).
+    databases: Option<Fresh>,
 }
 
 impl Cluster {
@@ -56,18 +65,48 @@ impl Cluster {
         relays: &[(String, String)],
         dns: RawDns,
     ) -> anyhow::Result<Self> {
+        Self::launch(dir, specs, fallback, relays, dns, &Backend::Sqlite).await
+    }
+
+    /// As `start` (no fallback, no relays), the nodes keeping their data in
+    /// `backend`: on PostgreSQL, each node in a fresh database of its own,
+    /// run as that many replicas behind a balancer at the node's address.
+    pub async fn start_on(backend: &Backend, dir: &Path, specs: &[Spec]) -> anyhow::Result<Self> {
+        Self::launch(dir, specs, None, &[], RawDns::default(), backend).await
+    }
+
+    async fn launch(
+        dir: &Path,
+        specs: &[Spec],
+        fallback: Option<&str>,
+        relays: &[(String, String)],
+        dns: RawDns,
+        backend: &Backend,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir_in(dir)?;
+        let n = backend.replicas();
+        // The node's address (in the directory), and its replicas' own.
+        let mut fronts = Vec::new();
         let mut listeners = Vec::new();
         let mut nodes = Vec::new();
         for s in specs {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let front = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             nodes.push(NodeSpec {
                 id: NodeId::new(&s.id)?,
                 countries: s.countries.clone(),
                 categories: vec![],
-                port: Some(l.local_addr()?.port()),
+                port: Some(front.local_addr()?.port()),
             });
-            listeners.push(l);
+            if n == 1 {
+                listeners.push(vec![front]);
+            } else {
+                let mut own = Vec::new();
+                for _ in 0..n {
+                    own.push(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
+                }
+                listeners.push(own);
+                fronts.push(front);
+            }
         }
         let options = provision::Options {
             fallback: fallback.map(NodeId::new).transpose()?,
@@ -99,92 +138,202 @@ impl Cluster {
             ..Default::default()
         };
         let done = provision::init(dir.path(), "bench", &nodes, &options)?;
-        let mut configs = Vec::new();
-        let mut handles = Vec::new();
-        for (path, l) in done.configs.iter().zip(listeners) {
-            let cfg = NodeConfig::load(path)?;
-            handles.push(Some(
-                crate::runtime::start_with_listener(cfg.clone(), l)
-                    .await
-                    .with_context(|| format!("starting {}", cfg.node_id))?,
-            ));
-            configs.push(cfg);
-        }
-        Ok(Cluster {
+        let mut databases = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres(server) => Some(Fresh::new(server)),
+        };
+        let mut c = Cluster {
             _dir: dir,
-            configs,
+            configs: Vec::new(),
             config_paths: done.configs.clone(),
-            nodes: handles,
-        })
+            nodes: Vec::new(),
+            replicas: Vec::new(),
+            balancers: Vec::new(),
+            databases: None,
+        };
+        for (path, own) in done.configs.iter().zip(listeners) {
+            let database = match databases.as_mut() {
+                Some(d) => Some(d.create().await?),
+                None => None,
+            };
+            let mut replicas = Vec::new();
+            let mut handles = Vec::new();
+            for (k, l) in own.into_iter().enumerate() {
+                let file = replica_file(path, k, n, database.as_deref(), l.local_addr()?)?;
+                let cfg = NodeConfig::load(&file)?;
+                handles.push(
+                    crate::runtime::start_with_listener(cfg.clone(), l)
+                        .await
+                        .with_context(|| format!("starting {}", cfg.node_id))?,
+                );
+                replicas.push((file, cfg));
+            }
+            c.configs.push(replicas[0].1.clone());
+            c.replicas.push(replicas);
+            c.nodes.push(handles);
+        }
+        for (front, replicas) in fronts.into_iter().zip(&c.replicas) {
+            let backends = replicas.iter().map(|(_, cfg)| cfg.listen).collect();
+            c.balancers.push(super::postgres::balance(front, backends));
+        }
+        c.databases = databases;
+        Ok(c)
     }
 
+    /// Node `i` (its first replica).
     pub fn core(&self, i: usize) -> anyhow::Result<Arc<Core>> {
         self.nodes[i]
-            .as_ref()
+            .first()
             .map(|n| n.core.clone())
             .context("the node is stopped")
     }
 
+    /// Watches the case events of every replica of node `i`: a report
+    /// committed by one replica may have its receipt stored by another.
+    pub fn receipts(&self, i: usize) -> Receipts {
+        let cores: Vec<&Core> = self.nodes[i].iter().map(|n| &*n.core).collect();
+        Receipts::watch_all(&cores)
+    }
+
     pub async fn stop(&mut self, i: usize) {
-        if let Some(n) = self.nodes[i].take() {
+        for n in std::mem::take(&mut self.nodes[i]) {
             n.shutdown().await;
         }
     }
 
+    /// Starts stopped node `i` again (every replica) on the same ports.
     pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
-        let cfg = self.configs[i].clone();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let listener = loop {
-            match tokio::net::TcpListener::bind(cfg.listen).await {
-                Ok(l) => break l,
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => return Err(e).context("cannot rebind the node's port"),
-            }
-        };
-        self.nodes[i] = Some(crate::runtime::start_with_listener(cfg, listener).await?);
+        anyhow::ensure!(self.nodes[i].is_empty(), "node {i} is running");
+        for (_, cfg) in &self.replicas[i] {
+            let listener = rebind(cfg.listen).await?;
+            self.nodes[i].push(crate::runtime::start_with_listener(cfg.clone(), listener).await?);
+        }
         Ok(())
     }
 
-    /// Starts stopped node `i` again as a process of its own (`alertrelay
-    /// serve`, this binary), so that its memory can be told apart from the
-    /// others'. The process is killed when the handle is dropped.
-    pub async fn restart_as_process(&mut self, i: usize) -> anyhow::Result<NodeProcess> {
+    /// Starts stopped node `i` again as processes of its own (`alertrelay
+    /// serve`, this binary; one per replica), so that its memory can be
+    /// told apart from the others'. A process is killed when its handle is
+    /// dropped.
+    pub async fn restart_as_processes(&mut self, i: usize) -> anyhow::Result<Vec<NodeProcess>> {
         anyhow::ensure!(
-            self.nodes[i].is_none(),
+            self.nodes[i].is_empty(),
             "node {i} is running in this process"
         );
-        let path = &self.config_paths[i];
-        let log = path.with_extension("log");
-        let child = tokio::process::Command::new(std::env::current_exe()?)
-            .arg("serve")
-            .arg("--config")
-            .arg(path)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting a node process")?;
-        Ok(NodeProcess { child, log })
+        let mut started = Vec::new();
+        for (path, _) in &self.replicas[i] {
+            let log = path.with_extension("log");
+            let child = tokio::process::Command::new(std::env::current_exe()?)
+                .arg("serve")
+                .arg("--config")
+                .arg(path)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log)?)
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting a node process")?;
+            started.push(NodeProcess { child, log });
+        }
+        Ok(started)
     }
 
-    /// An operator client of node `i` (its own operator certificate).
+    /// An operator client of node `i` (its own operator certificate; its
+    /// first replica).
     pub async fn client(&self, i: usize) -> anyhow::Result<OperatorClient<Channel>> {
         crate::cli::client::connect(&self.configs[i])
             .await
             .map_err(|f| f.error)
     }
 
+    /// An operator client of each replica of node `i`, to spread load over
+    /// them (one on SQLite).
+    pub async fn clients(&self, i: usize) -> anyhow::Result<Vec<OperatorClient<Channel>>> {
+        let mut v = Vec::new();
+        for (_, cfg) in &self.replicas[i] {
+            v.push(
+                crate::cli::client::connect(cfg)
+                    .await
+                    .map_err(|f| f.error)?,
+            );
+        }
+        Ok(v)
+    }
+
+    /// Stops every node, then drops their databases (PostgreSQL).
     pub async fn shutdown(mut self) {
         for i in 0..self.nodes.len() {
             self.stop(i).await;
         }
+        for b in &self.balancers {
+            b.abort();
+        }
+        if let Some(d) = self.databases.as_mut() {
+            d.drop_all().await;
+        }
     }
 }
 
-/// A node running as its own process (`Cluster::restart_as_process`).
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for b in &self.balancers {
+            b.abort();
+        }
+    }
+}
+
+/// Binds `addr` again once the node that held it has let it go.
+async fn rebind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e).context("cannot rebind the node's port"),
+        }
+    }
+}
+
+/// The configuration file of replica `k` of `n` of the node `node.toml`
+/// (`path`) provisioned: on SQLite, that file as written; on PostgreSQL,
+/// with the node's database and, with several replicas, the replica's own
+/// address and id (the first in `node.toml` itself, the others in
+/// `node-rK.toml` beside it, where its relative paths still hold).
+fn replica_file(
+    path: &Path,
+    k: usize,
+    n: usize,
+    database: Option<&str>,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<std::path::PathBuf> {
+    if database.is_none() && n == 1 {
+        return Ok(path.to_path_buf());
+    }
+    let mut t: toml::Table = std::fs::read_to_string(path)?.parse()?;
+    if let Some(url) = database {
+        t.insert("database".into(), url.into());
+    }
+    if n > 1 {
+        t.insert("listen".into(), addr.to_string().into());
+        let delivery = t
+            .entry("delivery")
+            .or_insert_with(|| toml::Table::new().into());
+        if let Some(d) = delivery.as_table_mut() {
+            d.insert("replica".into(), format!("r{}", k + 1).into());
+        }
+    }
+    let file = if k == 0 {
+        path.to_path_buf()
+    } else {
+        path.with_file_name(format!("node-r{}.toml", k + 1))
+    };
+    std::fs::write(&file, toml::to_string(&t)?)?;
+    Ok(file)
+}
+
+/// A node running as its own process (`Cluster::restart_as_processes`).
 pub struct NodeProcess {
     child: tokio::process::Child,
     log: std::path::PathBuf,
@@ -324,7 +473,7 @@ pub async fn submit_stream(
 /// concurrent streams, the i-th about `http://{ips[i % len]}/{tag}/{i}`,
 /// each answer counted on `bar`; returns the seconds it took.
 pub async fn queue_bulk(
-    client: &OperatorClient<Channel>,
+    clients: &[OperatorClient<Channel>],
     ips: &[String],
     tag: &str,
     n: usize,
@@ -336,8 +485,9 @@ pub async fn queue_bulk(
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..streams.max(1) {
-        let mut c = client.clone();
+    anyhow::ensure!(!clients.is_empty(), "no node to submit to");
+    for w in 0..streams.max(1) {
+        let mut c = clients[w % clients.len()].clone();
         let (next, ips, tag, bar) = (next.clone(), ips.to_vec(), tag.to_owned(), bar.clone());
         tasks.spawn(async move {
             submit_stream(
@@ -446,34 +596,48 @@ pub fn address_in(country: &str) -> anyhow::Result<Ipv4Addr> {
 pub struct Receipts {
     seen: Arc<Mutex<HashMap<i64, (u32, Instant)>>>,
     lagged: Arc<std::sync::atomic::AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Receipts {
     pub fn watch(core: &Core) -> Self {
-        let mut rx = core.case_events.subscribe();
+        Self::watch_all(&[core])
+    }
+
+    /// As `watch`, the events of several replicas of one node together.
+    pub fn watch_all(cores: &[&Core]) -> Self {
         let seen: Arc<Mutex<HashMap<i64, (u32, Instant)>>> = Arc::default();
         let lagged = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (s, l) = (seen.clone(), lagged.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                match rx.recv().await {
-                    Ok(seq) => {
-                        let now = Instant::now();
-                        if let Ok(mut m) = s.lock() {
-                            let e = m.entry(seq).or_insert((0, now));
-                            e.0 += 1;
-                            e.1 = now;
+        let tasks = cores
+            .iter()
+            .map(|core| {
+                let mut rx = core.case_events.subscribe();
+                let (s, l) = (seen.clone(), lagged.clone());
+                tokio::spawn(async move {
+                    loop {
+                        match rx.recv().await {
+                            Ok(seq) => {
+                                let now = Instant::now();
+                                if let Ok(mut m) = s.lock() {
+                                    let e = m.entry(seq).or_insert((0, now));
+                                    e.0 += 1;
+                                    e.1 = now;
+                                }
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                                l.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                         }
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        l.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        Receipts { seen, lagged, task }
+                })
+            })
+            .collect();
+        Receipts {
+            seen,
+            lagged,
+            tasks,
+        }
     }
 
     /// When the case `seq` changed the second time (its receipt), if it has.
@@ -504,7 +668,9 @@ impl Receipts {
 
 impl Drop for Receipts {
     fn drop(&mut self) {
-        self.task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 

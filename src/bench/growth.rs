@@ -75,7 +75,9 @@ async fn fill(
     }
     let mut client = c.client(0).await?;
     let bar = super::bar(opts.json, n as u64, "growth: storing (intake)");
-    let intake_secs = cluster::queue_bulk(&client, ips, "growth", n, opts.streams, &bar).await?;
+    let replicas = c.clients(0).await?;
+    let streams = super::load::spread(opts.streams, replicas.len());
+    let intake_secs = cluster::queue_bulk(&replicas, ips, "growth", n, streams, &bar).await?;
     bar.finish_and_clear();
     let bar = super::bar(opts.json, n as u64, "growth: storing (delivered)");
     let rest = cluster::watch_drain(

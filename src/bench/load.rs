@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::cluster::{self, Cluster, Receipts, STREAM_WINDOW, Spec};
+use super::cluster::{self, Cluster, STREAM_WINDOW, Spec};
 use super::series::{Cdf, Curve, Rates};
 use super::{Latency, Options};
 
@@ -19,7 +19,8 @@ const COUNTRIES: [&str; 12] = [
 #[derive(Debug, Clone, Serialize)]
 pub struct Throughput {
     pub nodes: usize,
-    /// Bulk-intake streams, each with `STREAM_WINDOW` submissions in flight.
+    /// Bulk-intake streams, each with `STREAM_WINDOW` submissions in flight
+    /// (`--streams`, rounded up to a multiple of the origin's replicas).
     pub streams: usize,
     pub measured_secs: f64,
     /// Reports accepted at the origin per second (committed before the
@@ -37,6 +38,8 @@ pub struct Throughput {
     /// Where that goes: CPU by thread group, context switches, bytes
     /// written and allocations, per delivered report.
     pub breakdown: super::usage::Breakdown,
+    /// On PostgreSQL (on loopback): the server's CPU and bytes written.
+    pub postgres_server: Option<super::postgres::ServerShare>,
     /// Intake and delivery latency while saturated (closed loop), for
     /// context: the submitters wait for each answer.
     pub submit_latency: Latency,
@@ -89,9 +92,11 @@ pub struct Drain {
     pub rss_after_mib: f64,
     /// Whether the peak is this scenario's own (VmHWM could be reset).
     pub peak_reset: bool,
-    /// The destinations come back as processes of their own: the highest
-    /// peak (VmHWM) of any of them while the backlog drained, MiB.
+    /// The destinations come back as processes of their own (one per
+    /// replica): the highest peak (VmHWM) of any of them while the backlog
+    /// drained, MiB.
     pub destination_rss_peak_mib: f64,
+    pub destination_processes: usize,
     /// Reports still queued at the origin while the backlog drained.
     pub curve: Curve,
 }
@@ -122,6 +127,13 @@ fn addresses(c: &Cluster) -> anyhow::Result<Vec<String>> {
             Ok(cluster::address_in(cc)?.to_string())
         })
         .collect()
+}
+
+/// Bulk-intake streams: at least one, and as many on each of the origin's
+/// `replicas` (`streams` rounded up to a multiple of them).
+pub fn spread(streams: usize, replicas: usize) -> usize {
+    let r = replicas.max(1);
+    streams.max(1).div_ceil(r) * r
 }
 
 /// Throughput: submitters hold while more than this many reports wait at
@@ -171,7 +183,7 @@ async fn single_submissions(
     c: &Cluster,
     ips: &[String],
 ) -> anyhow::Result<Singles> {
-    let client = c.client(0).await?;
+    let replicas = c.clients(0).await?;
     let answered = Arc::new(AtomicU64::new(0));
     let (counting, stop) = (
         Arc::new(AtomicBool::new(false)),
@@ -179,7 +191,7 @@ async fn single_submissions(
     );
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..SINGLES_IN_FLIGHT {
-        let mut cl = client.clone();
+        let mut cl = replicas[w % replicas.len()].clone();
         let ip = ips[w % ips.len()].clone();
         let (answered, counting, stop) = (answered.clone(), counting.clone(), stop.clone());
         tasks.spawn(async move {
@@ -227,7 +239,7 @@ async fn single_submissions(
 /// sent one report (connections up); with the addresses of the
 /// destinations.
 pub(super) async fn start_warm(opts: &Options) -> anyhow::Result<(Cluster, Vec<String>)> {
-    let c = Cluster::start(&opts.dir, &specs(opts.nodes), None, &[]).await?;
+    let c = Cluster::start_on(&opts.backend, &opts.dir, &specs(opts.nodes)).await?;
     let ips = addresses(&c)?;
     let mut client = c.client(0).await?;
     for (i, ip) in ips.iter().enumerate() {
@@ -244,14 +256,16 @@ pub(super) async fn throughput(
     ips: &[String],
 ) -> anyhow::Result<Throughput> {
     let mut client = c.client(0).await?;
+    let replicas = c.clients(0).await?;
     let submitted = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     // Bulk submitters on the streaming intake, each keeping a window of
     // unanswered submissions.
     let hold = Arc::new(AtomicBool::new(false));
-    for w in 0..opts.streams.max(1) {
-        let mut cl = client.clone();
+    let streams = spread(opts.streams, replicas.len());
+    for w in 0..streams {
+        let mut cl = replicas[w % replicas.len()].clone();
         let (submitted, stop) = (submitted.clone(), stop.clone());
         let ips = ips.to_vec();
         let hold = hold.clone();
@@ -284,6 +298,7 @@ pub(super) async fn throughput(
     let t0 = Instant::now();
     let u0 = super::usage::Sample::now();
     let mut series = Rates::start(s0, q0);
+    let pg0 = opts.backend.server_usage();
     while t0.elapsed().as_secs_f64() < secs {
         tokio::time::sleep(Duration::from_millis(50)).await;
         // Sustained: the submitters hold while the origin's queue is
@@ -298,6 +313,7 @@ pub(super) async fn throughput(
     let q1 = cluster::queued(&mut client).await?;
     let dt = t0.elapsed().as_secs_f64();
     let u1 = super::usage::Sample::now();
+    let pg1 = opts.backend.server_usage();
     bar.finish_and_clear();
     stop.store(true, Ordering::Relaxed);
     hold.store(false, Ordering::Relaxed);
@@ -311,7 +327,7 @@ pub(super) async fn throughput(
     let breakdown = super::usage::Breakdown::between(&u0, &u1, delivered.max(0.0) as u64);
     Ok(Throughput {
         nodes: c.configs.len(),
-        streams: opts.streams,
+        streams,
         measured_secs: dt,
         intake_per_sec: (s1 - s0) as f64 / dt,
         end_to_end_per_sec: delivered.max(0.0) / dt,
@@ -322,6 +338,7 @@ pub(super) async fn throughput(
             0.0
         },
         breakdown,
+        postgres_server: super::postgres::ServerShare::between(pg0, pg1, delivered),
         submit_latency: Latency::of(lat),
         series,
     })
@@ -338,8 +355,8 @@ async fn level(
     rate: f64,
 ) -> anyhow::Result<LatencyAt> {
     let core = c.core(0)?;
-    let receipts = Receipts::watch(&core);
-    let client = c.client(0).await?;
+    let receipts = c.receipts(0);
+    let replicas = c.clients(0).await?;
     let secs = (opts.duration.as_secs_f64() / 2.0).max(1.0);
     let rate = rate.max(1.0);
     let total = (rate * secs).round().max(1.0) as usize;
@@ -359,7 +376,7 @@ async fn level(
         while sent < due {
             let scheduled = started + Duration::from_secs_f64(sent as f64 / rate);
             let permit = permits.clone().acquire_owned().await?;
-            let mut cl = client.clone();
+            let mut cl = replicas[sent % replicas.len()].clone();
             let ip = ips[sent % ips.len()].clone();
             let n = sent;
             tasks.spawn(async move {
@@ -412,15 +429,17 @@ pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
         opts.drain as u64,
         "drain: queuing (destinations down)",
     );
+    let replicas = c.clients(0).await?;
+    let streams = spread(opts.streams, replicas.len());
     let intake_secs =
-        cluster::queue_bulk(&client, &ips, "drain", opts.drain, opts.streams, &bar).await?;
+        cluster::queue_bulk(&replicas, &ips, "drain", opts.drain, streams, &bar).await?;
     bar.finish_and_clear();
     // The destinations come back as processes of their own, so that the
     // memory of a node receiving the backlog is measured apart from the
     // origin holding it.
     let mut destinations = Vec::new();
     for i in 1..c.nodes.len() {
-        destinations.push(c.restart_as_process(i).await?);
+        destinations.extend(c.restart_as_processes(i).await?);
     }
     let bar = super::bar(opts.json, opts.drain as u64, "drain: destinations back");
     let mut curve = Curve::default();
@@ -436,6 +455,7 @@ pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
     )
     .await?;
     bar.finish_and_clear();
+    let destination_processes = destinations.len();
     let destination_peak = destinations
         .iter()
         .map(|d| d.rss_mib().1)
@@ -461,6 +481,7 @@ pub async fn drain(opts: &Options) -> anyhow::Result<Drain> {
         rss_after_mib: rss_after,
         peak_reset,
         destination_rss_peak_mib: destination_peak,
+        destination_processes,
         curve,
     })
 }
@@ -493,6 +514,7 @@ pub fn print_throughput(t: &Throughput, ratio: Option<f64>) {
         t.submit_latency.p50_ms, t.submit_latency.p99_ms, t.submit_latency.max_ms
     );
     t.breakdown.print();
+    super::postgres::ServerShare::print(&t.postgres_server);
 }
 
 pub fn print_singles(s: &Singles) {
@@ -556,7 +578,11 @@ pub fn print_drain(d: &Drain) {
     println!(
         "  RSS of the destination{} (own process{}, while draining): peak {:.0} MiB",
         if d.nodes > 2 { "s" } else { "" },
-        if d.nodes > 2 { "es; the highest" } else { "" },
+        if d.destination_processes > 1 {
+            "es; the highest"
+        } else {
+            ""
+        },
         d.destination_rss_peak_mib
     );
 }

@@ -27,6 +27,11 @@
 //!
 //! `report.rs` draws the results as one HTML page with SVG charts, from
 //! the series the scenarios keep while they run (`series.rs`).
+//!
+//! With `--database postgres://…` (and `--replicas N`), throughput,
+//! latency, urgent and drain run with each node in a fresh PostgreSQL
+//! database of its own, as N replicas (`postgres.rs`); the other
+//! scenarios measure SQLite nodes and are refused with it.
 
 pub mod cluster;
 mod console;
@@ -35,6 +40,7 @@ mod growth;
 mod limits;
 mod load;
 mod pdq;
+mod postgres;
 pub mod report;
 mod scale;
 mod series;
@@ -52,6 +58,7 @@ pub use growth::Growth;
 pub use limits::Limits;
 pub use load::{Drain, LatencyAt, Singles, Throughput};
 pub use pdq::PdqScale;
+pub use postgres::{Backend, StoreUsed};
 pub use scale::Scale;
 pub use urgent::UrgentLane;
 
@@ -103,6 +110,46 @@ impl Scenario {
             }
         })
     }
+
+    /// The scenarios that run on PostgreSQL (`--database`), and its default.
+    pub const ON_POSTGRES: [Scenario; 4] = [
+        Scenario::Throughput,
+        Scenario::Latency,
+        Scenario::Urgent,
+        Scenario::Drain,
+    ];
+
+    /// All of them, or those that run on `backend`.
+    pub fn defaults(backend: &Backend) -> Vec<Scenario> {
+        match backend {
+            Backend::Sqlite => Self::ALL.to_vec(),
+            Backend::Postgres(_) => Self::ON_POSTGRES.to_vec(),
+        }
+    }
+
+    /// Refuses, on PostgreSQL, the scenarios that measure SQLite: `limits`
+    /// (SQLite's own write rate in the ceiling), and `scale`, `pdq`, `dns`
+    /// and `console` (nodes of their own, on SQLite).
+    pub fn check(scenarios: &[Scenario], backend: &Backend) -> Result<(), String> {
+        let Backend::Postgres(_) = backend else {
+            return Ok(());
+        };
+        let refused: Vec<String> = scenarios
+            .iter()
+            .filter(|s| !Self::ON_POSTGRES.contains(s))
+            .map(|s| format!("{s:?}").to_lowercase())
+            .collect();
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "--database runs throughput, latency, urgent and drain on PostgreSQL; \
+             {} measure{} SQLite nodes only: run {} without --database",
+            refused.join(", "),
+            if refused.len() == 1 { "s" } else { "" },
+            if refused.len() == 1 { "it" } else { "them" },
+        ))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +188,9 @@ pub struct Options {
     pub json: bool,
     /// Where the temporary directories go.
     pub dir: PathBuf,
+    /// Where the nodes of throughput, latency, urgent and drain keep their
+    /// data (`--database`, `--replicas`).
+    pub backend: Backend,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -256,7 +306,12 @@ pub fn reset_peak_rss() -> bool {
 /// CPU time this process used so far (user + system), from
 /// `/proc/self/stat` (clock ticks of 1/100 s).
 pub fn cpu_time() -> Duration {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_of("/proc/self/stat")
+}
+
+/// CPU time (user + system) from a `/proc/…/stat` file.
+pub fn cpu_of(path: impl AsRef<std::path::Path>) -> Duration {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the command name (which is in parentheses).
     let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -289,6 +344,8 @@ pub struct Results {
     /// How the nodes ran: all in this process, so RSS figures are the
     /// whole process (every node and the load generator).
     pub nodes_in: &'static str,
+    /// Where the nodes kept their data: the figures are for this store.
+    pub store: StoreUsed,
     pub limits: Option<Limits>,
     pub throughput: Option<Throughput>,
     pub singles: Option<Singles>,
@@ -306,11 +363,13 @@ pub struct Results {
 }
 
 pub async fn run(opts: &Options) -> anyhow::Result<Results> {
+    Scenario::check(&opts.scenarios, &opts.backend).map_err(anyhow::Error::msg)?;
     let started = std::time::Instant::now();
     let want = |s: Scenario| opts.scenarios.contains(&s);
     let mut r = Results {
         machine: Machine::now(),
         nodes_in: "one process (in-process nodes; RSS is the whole process), except the drain's destinations once back (own processes)",
+        store: opts.backend.used(),
         limits: None,
         throughput: None,
         singles: None,
@@ -360,6 +419,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Results> {
     {
         r.ratio_to_ceiling = Some(t.end_to_end_per_sec / l.ceiling_per_sec);
     }
+    r.store = opts.backend.used();
     r.machine.load_end = load_average();
     r.total_secs = started.elapsed().as_secs_f64();
     Ok(r)
@@ -372,10 +432,14 @@ pub fn print(r: &Results) {
         "alertrelay {} bench ({} build) on {} CPUs ({}), {} MiB, Linux {}; load {:.2} → {:.2}",
         m.version, m.build, m.cpus, m.cpu_model, m.memory_mib, m.kernel, m.load_start, m.load_end
     );
-    println!(
-        "nodes: {}, mutual TLS on loopback, durable SQLite (WAL, synchronous=FULL)",
-        r.nodes_in
-    );
+    println!("nodes: {}, mutual TLS on loopback", r.nodes_in);
+    println!("store: {}", postgres::describe(&r.store));
+    if !r.store.left_behind.is_empty() {
+        println!(
+            "  databases that could not be dropped: {}",
+            r.store.left_behind.join(", ")
+        );
+    }
     if let Some(l) = &r.limits {
         limits::print(l);
     }

@@ -42,10 +42,10 @@ async fn urgent_latency(
     receipts: &Receipts,
     client: &mut OperatorClient<Channel>,
     ip: &str,
-    n: usize,
+    path: &str,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let id = cluster::submit(client, ip, &format!("urgent/{n}"), true).await?;
+    let id = cluster::submit(client, ip, path, true).await?;
     let seq = cluster::seq_of(core, &id).await?;
     let at = receipts.wait(seq, Duration::from_secs(120)).await?;
     Ok(at.saturating_duration_since(started))
@@ -53,7 +53,8 @@ async fn urgent_latency(
 
 pub async fn urgent_lane(opts: &Options) -> anyhow::Result<UrgentLane> {
     let ip = cluster::address_in("DE")?.to_string();
-    let mut c = Cluster::start(
+    let mut c = Cluster::start_on(
+        &opts.backend,
         &opts.dir,
         &[
             Spec {
@@ -65,19 +66,23 @@ pub async fn urgent_lane(opts: &Options) -> anyhow::Result<UrgentLane> {
                 countries: vec!["DE".into()],
             },
         ],
-        None,
-        &[],
     )
     .await?;
     let core = c.core(0)?;
-    let receipts = Receipts::watch(&core);
+    let receipts = c.receipts(0);
     let mut client = c.client(0).await?;
+    // Urgent and bulk reports spread over the origin's replicas.
+    let mut replicas = c.clients(0).await?;
+    let spread = replicas.len();
     // Warm up connections and the destination.
-    urgent_latency(&core, &receipts, &mut client, &ip, 0).await?;
+    for (r, cl) in replicas.iter_mut().enumerate() {
+        urgent_latency(&core, &receipts, cl, &ip, &format!("warm/{r}")).await?;
+    }
     let bar = super::bar(opts.json, opts.urgent as u64, "urgent lane: peer idle");
     let mut idle = Vec::with_capacity(opts.urgent);
     for n in 0..opts.urgent {
-        idle.push(urgent_latency(&core, &receipts, &mut client, &ip, n + 1).await?);
+        let cl = &mut replicas[n % spread];
+        idle.push(urgent_latency(&core, &receipts, cl, &ip, &format!("urgent/{n}")).await?);
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -89,12 +94,13 @@ pub async fn urgent_lane(opts: &Options) -> anyhow::Result<UrgentLane> {
         opts.backlog as u64,
         "urgent lane: queuing the backlog",
     );
+    let streams = super::load::spread(opts.streams, spread);
     let intake_secs = cluster::queue_bulk(
-        &client,
+        &replicas,
         std::slice::from_ref(&ip),
         "bulk",
         opts.backlog,
-        opts.streams,
+        streams,
         &bar,
     )
     .await?;
@@ -110,11 +116,12 @@ pub async fn urgent_lane(opts: &Options) -> anyhow::Result<UrgentLane> {
     let mut by_backlog = Scatter::default();
     let (most_from, little_below) = split_at(opts.backlog);
     let mut left = cluster::queued(&mut client).await?;
-    let mut n = opts.urgent + 1;
+    let mut n = opts.urgent;
     // At least one urgent report is measured while the backlog drains,
     // however quickly it drains.
     let drained_at = loop {
-        let took = urgent_latency(&core, &receipts, &mut client, &ip, n).await?;
+        let cl = &mut replicas[n % spread];
+        let took = urgent_latency(&core, &receipts, cl, &ip, &format!("urgent/{n}")).await?;
         // Queued when it was submitted, as last counted (just before the
         // pause between samples).
         if left >= most_from {

@@ -209,7 +209,8 @@ pub struct RouteArgs {
 pub struct BenchArgs {
     /// Run only these scenarios (repeatable, or comma-separated):
     /// limits, throughput, latency, urgent, drain, scale, pdq, dns,
-    /// console, growth. All but growth by default.
+    /// console, growth. All but growth by default (with --database, the
+    /// four it runs).
     #[arg(long, value_delimiter = ',', value_parser = crate::bench::Scenario::parse)]
     pub scenario: Vec<crate::bench::Scenario>,
     /// Seconds of sustained load measured for throughput (each latency
@@ -220,7 +221,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Concurrent bulk-intake streams (`SubmitReports`) for throughput
-    /// and for queuing backlogs, each with 1,024 submissions in flight.
+    /// and for queuing backlogs, each with 1,024 submissions in flight
+    /// (with --replicas, rounded up to a multiple of them).
     #[arg(long, default_value_t = 2)]
     pub streams: usize,
     /// Nodes for throughput, latency and drain: one origin and
@@ -263,6 +265,17 @@ pub struct BenchArgs {
     /// end-to-end throughput is measured again, against fresh nodes.
     #[arg(long, default_value_t = 1_000_000)]
     pub growth: usize,
+    /// Run throughput, latency, urgent and drain (the default then; the
+    /// other scenarios measure SQLite and are refused) with each node's
+    /// store on this PostgreSQL server (postgres://USER@HOST:PORT/DB): a
+    /// fresh database per node, created from DB and dropped at the end.
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// With --database: each node runs as this many replicas sharing its
+    /// database, behind a round-robin TCP balancer, the load spread over
+    /// the origin's replicas.
+    #[arg(long, default_value_t = 1, requires = "database")]
+    pub replicas: usize,
     #[arg(long)]
     pub json: bool,
     /// Also write DIR/index.html: one self-contained page with the

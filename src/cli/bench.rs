@@ -9,12 +9,19 @@ use super::args::BenchArgs;
 use super::print::emit;
 
 pub(crate) async fn run(a: BenchArgs) -> Result<ExitCode, Failure> {
+    use crate::bench::{Backend, Scenario};
+    let backend = match &a.database {
+        Some(url) => Backend::postgres(url, a.replicas).map_err(usage)?,
+        None => Backend::Sqlite,
+    };
+    let scenarios = if a.scenario.is_empty() {
+        Scenario::defaults(&backend)
+    } else {
+        a.scenario
+    };
+    Scenario::check(&scenarios, &backend).map_err(usage)?;
     let opts = crate::bench::Options {
-        scenarios: if a.scenario.is_empty() {
-            crate::bench::Scenario::ALL.to_vec()
-        } else {
-            a.scenario
-        },
+        scenarios,
         duration: std::time::Duration::from_secs_f64(a.duration.max(0.5)),
         concurrency: a.concurrency,
         streams: a.streams,
@@ -31,6 +38,7 @@ pub(crate) async fn run(a: BenchArgs) -> Result<ExitCode, Failure> {
         growth: a.growth,
         json: a.json,
         dir: std::env::temp_dir(),
+        backend,
     };
     let results = crate::bench::run(&opts).await?;
     if let Some(dir) = &a.report {
@@ -38,4 +46,8 @@ pub(crate) async fn run(a: BenchArgs) -> Result<ExitCode, Failure> {
         eprintln!("report: {}", page.display());
     }
     emit(&results, a.json, crate::bench::print)
+}
+
+fn usage(message: String) -> Failure {
+    Failure::usage(anyhow::anyhow!(message))
 }

@@ -27,39 +27,42 @@ impl TestDb {
     /// Creates the database; or, when the server cannot be reached, fails
     /// the test if PostgreSQL is required, else prints why and returns None.
     pub async fn create(test: &str) -> Option<TestDb> {
-        let admin = admin_url();
-        let connect = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            sqlx::PgConnection::connect(&admin),
-        )
-        .await;
-        let mut conn = match connect {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                return skip(
-                    test,
-                    &format!("PostgreSQL is not reachable at {admin}: {e}"),
-                );
-            }
-            Err(_) => {
-                return skip(
-                    test,
-                    &format!("PostgreSQL at {admin} did not answer within 5 s"),
-                );
-            }
-        };
+        let mut conn = server(test).await?;
         let name = format!("alertrelay_test_{}", uuid::Uuid::new_v4().simple());
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
             .await
             .expect("CREATE DATABASE on the test server");
         let _ = conn.close().await;
-        let mut url = url::Url::parse(&admin).expect("a postgres:// URL");
+        let mut url = url::Url::parse(&admin_url()).expect("a postgres:// URL");
         url.set_path(&name);
         Some(TestDb {
             name,
             url: url.to_string(),
         })
+    }
+}
+
+/// A connection to the test server's maintenance database (`admin_url`);
+/// or, when the server cannot be reached, fails the test if PostgreSQL is
+/// required, else prints why and returns None.
+pub async fn server(test: &str) -> Option<sqlx::PgConnection> {
+    let admin = admin_url();
+    let connect = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        sqlx::PgConnection::connect(&admin),
+    )
+    .await;
+    match connect {
+        Ok(Ok(c)) => Some(c),
+        Ok(Err(e)) => skip(
+            test,
+            &format!("PostgreSQL is not reachable at {admin}: {e}"),
+        ),
+        Err(_) => skip(
+            test,
+            &format!("PostgreSQL at {admin} did not answer within 5 s"),
+        ),
     }
 }
 
@@ -71,7 +74,7 @@ pub fn required() -> bool {
 
 /// Fails the test when PostgreSQL is required, or else prints one line
 /// saying why it is skipped.
-fn skip(test: &str, why: &str) -> Option<TestDb> {
+fn skip<T>(test: &str, why: &str) -> Option<T> {
     use std::io::Write;
     assert!(
         !required(),

@@ -56,34 +56,45 @@ fn latency(v: &Value, path: &str, samples: Option<f64>) {
     }
 }
 
+/// The sizes of throughput, latency, urgent and drain in these tests,
+/// small enough for a test. A window of a few seconds: this debug
+/// build, beside the rest of the suite, can take more than a second to
+/// settle one batch of receipts.
+const TINY: [&str; 8] = [
+    "--duration",
+    "4",
+    "--backlog",
+    "120",
+    "--urgent",
+    "4",
+    "--drain",
+    "150",
+];
+
 #[test]
 fn every_scenario_reports_every_figure() {
-    // A window of a few seconds: this debug build, beside the rest of the
-    // suite, can take more than a second to settle one batch of receipts.
-    let v = bench(&[
-        "--duration",
-        "4",
-        "--concurrency",
-        "8",
-        "--backlog",
-        "120",
-        "--urgent",
-        "4",
-        "--drain",
-        "150",
-        "--scale-nodes",
-        "12",
-        "--reports",
-        "240",
-        "--pdq",
-        "300",
-        "--dns-reports",
-        "300",
-        "--dns-hosts",
-        "60",
-        "--console-cases",
-        "300",
-    ]);
+    let v = bench(
+        &[
+            &TINY[..],
+            &[
+                "--concurrency",
+                "8",
+                "--scale-nodes",
+                "12",
+                "--reports",
+                "240",
+                "--pdq",
+                "300",
+                "--dns-reports",
+                "300",
+                "--dns-hosts",
+                "60",
+                "--console-cases",
+                "300",
+            ],
+        ]
+        .concat(),
+    );
     // The machine and its limits.
     assert!(num(&v, "/machine/cpus") >= 1.0);
     for f in [
@@ -403,4 +414,112 @@ fn the_report_draws_every_scenario_that_ran_and_growth_compares_two_stores() {
     }
     let started = v["machine"]["started_utc"].as_str().unwrap();
     assert!(page.contains(started), "the run's date");
+}
+
+/// Throughput, urgent, drain and latency on PostgreSQL, each node as three
+/// replicas in fresh databases of the test server: the JSON says which
+/// store the figures are for, every figure was measured over the sizes
+/// asked for, and every database the bench created is gone afterwards.
+#[tokio::test]
+async fn the_postgres_scenarios_run_on_three_replicas_and_leave_no_database() {
+    let test = "bench::the_postgres_scenarios_run_on_three_replicas";
+    let Some(mut admin) = crate::common::pg::server(test).await else {
+        return;
+    };
+    let server = crate::common::pg::admin_url();
+    let v = tokio::task::spawn_blocking(move || {
+        bench(
+            &[
+                &TINY[..],
+                &[
+                    "--database",
+                    server.as_str(),
+                    "--replicas",
+                    "3",
+                    "--scenario",
+                    "throughput,urgent,drain,latency",
+                ],
+            ]
+            .concat(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(v["store"]["kind"], "postgresql", "{:#}", v["store"]);
+    assert_eq!(num(&v, "/store/replicas"), 3.0);
+    // Two nodes in each of three clusters (throughput and latency share
+    // one): a database each, none left behind.
+    let created: Vec<String> = v["store"]["databases"]
+        .as_array()
+        .expect("the databases created")
+        .iter()
+        .map(|d| d.as_str().expect("a name").to_owned())
+        .collect();
+    assert_eq!(created.len(), 6, "{created:?}");
+    assert_eq!(v["store"]["left_behind"], serde_json::json!([]));
+    let still: Vec<String> =
+        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname = ANY($1)")
+            .bind(&created)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+    assert!(still.is_empty(), "databases left on the server: {still:?}");
+    // Every figure measured: reports delivered in the window, every
+    // latency sample and urgent report with its receipt, the drain done.
+    assert!(num(&v, "/throughput/end_to_end_per_sec") > 0.0);
+    assert!(num(&v, "/throughput/intake_per_sec") > 0.0);
+    // The server's own work, when it runs on this machine.
+    let host = url::Url::parse(&crate::common::pg::admin_url())
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned));
+    if matches!(host.as_deref(), Some("127.0.0.1" | "localhost")) {
+        assert!(num(&v, "/throughput/postgres_server/cpu_us") > 0.0);
+        num(&v, "/throughput/postgres_server/written_bytes");
+    }
+    assert!(num(&v, "/singles/per_sec") > 0.0);
+    latency(&v, "/singles/answered", None);
+    let levels = v["latency"].as_array().expect("latency levels");
+    assert_eq!(levels.len(), 3);
+    for (i, l) in levels.iter().enumerate() {
+        assert_eq!(l["missing"], 0, "level {i}: a report without a receipt");
+        latency(&v, &format!("/latency/{i}/end_to_end"), None);
+    }
+    assert_eq!(num(&v, "/urgent_lane/backlog"), 120.0);
+    latency(&v, "/urgent_lane/urgent_idle", Some(4.0));
+    latency(&v, "/urgent_lane/urgent_during_drain", None);
+    assert!(num(&v, "/urgent_lane/drain_per_sec") > 0.0);
+    assert_eq!(num(&v, "/drain/reports"), 150.0);
+    assert!(num(&v, "/drain/drain_per_sec") > 0.0);
+    assert!(num(&v, "/drain/destination_rss_peak_mib") > 0.0);
+    for other in ["limits", "scale", "pdq", "dns", "console"] {
+        assert!(v[other].is_null(), "{other} ran");
+    }
+}
+
+/// The scenarios that measure SQLite nodes are refused with --database,
+/// naming them, before anything is created; --replicas needs --database.
+#[test]
+fn sqlite_only_scenarios_are_refused_on_postgres() {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "bench",
+            "--database",
+            "postgres://nobody@127.0.0.1:1/none",
+            "--scenario",
+            "throughput,limits,console",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("limits, console measure SQLite nodes only"),
+        "{err}"
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["bench", "--replicas", "3", "--scenario", "throughput"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--database"), "{err}");
 }
