@@ -11,10 +11,13 @@ use std::net::IpAddr;
 
 use crate::common::{Federation, arg, case, cli, eventually, submit, wait_case};
 use alertrelay::config::RawDns;
+use alertrelay::node::cases::RouteView;
 use alertrelay::node::route::route_preview;
 use alertrelay::pb;
+use alertrelay::pb::operator_client::OperatorClient;
 use alertrelay::routing::RouteKind;
 use alertrelay::runtime::zone::{Zone, ZoneRecord, ZoneServer};
+use tonic::transport::Channel;
 
 const DE_IP: &str = "85.214.132.117";
 const CH_IP: &str = "130.59.1.1";
@@ -61,21 +64,38 @@ async fn federation(zone: &ZoneServer) -> Federation {
     .await
 }
 
-#[tokio::test]
-async fn a_host_named_report_reaches_the_german_hotline_with_its_resolution_signed() {
-    let zone = ZoneServer::start(test_zone()).await.unwrap();
-    let fed = federation(&zone).await;
-    let (mut fr, de) = (fed.operator(0), fed.operator(1));
-    let sent = submit(&mut fr, "https://Gallery.example.de/album/42?id=secret", "").await;
+/// Submits `url` at the origin, checks that it is routed to the German
+/// hotline alone, and returns its id and the signed route the German
+/// hotline holds once it is delivered.
+async fn received_in_germany(
+    fr: &mut OperatorClient<Channel>,
+    de: &OperatorClient<Channel>,
+    url: &str,
+) -> (String, RouteView) {
+    let sent = submit(fr, url, "").await;
     let route = sent.route.unwrap();
     assert_eq!(
         (route.kind.as_str(), route.destinations.as_slice()),
         ("peer", &["DE-ECO".to_owned()][..])
     );
-    // The receiving hotline sees why it got the report, in the signed route.
-    wait_case(&fr, &sent.report_id, 10, |c| c.status == "delivered").await;
+    wait_case(fr, &sent.report_id, 10, |c| c.status == "delivered").await;
     let got = case(&mut de.clone(), &sent.report_id).await;
     let view = got.route.expect("the receiver has the signed route");
+    (sent.report_id, view)
+}
+
+#[tokio::test]
+async fn a_host_named_report_reaches_the_german_hotline_with_its_resolution_signed() {
+    let zone = ZoneServer::start(test_zone()).await.unwrap();
+    let fed = federation(&zone).await;
+    let (mut fr, de) = (fed.operator(0), fed.operator(1));
+    // The receiving hotline sees why it got the report, in the signed route.
+    let (report_id, view) = received_in_germany(
+        &mut fr,
+        &de,
+        "https://Gallery.example.de/album/42?id=secret",
+    )
+    .await;
     assert_eq!(view.country, "DE");
     assert_eq!(view.ip_source, "dns");
     assert_eq!(view.dns.len(), 1);
@@ -159,7 +179,7 @@ async fn a_host_named_report_reaches_the_german_hotline_with_its_resolution_sign
         "{asked:?}"
     );
     // The origin's own case shows the same evidence.
-    let mine = case(&mut fr, &sent.report_id).await;
+    let mine = case(&mut fr, &report_id).await;
     assert_eq!(mine.route.unwrap().dns, view.dns);
     fed.shutdown().await;
 }
@@ -942,15 +962,7 @@ async fn dnssec_answers_from_a_signed_zone_are_secure_and_a_forged_one_is_held()
 
     // Signed: routed to Germany, and the receiver sees `secure` in the
     // signed route, for the CNAME and the address alike.
-    let sent = submit(&mut fr, "https://alias.example.de/album/7", "").await;
-    let route = sent.route.unwrap();
-    assert_eq!(
-        (route.kind.as_str(), route.destinations.as_slice()),
-        ("peer", &["DE-ECO".to_owned()][..])
-    );
-    wait_case(&fr, &sent.report_id, 10, |c| c.status == "delivered").await;
-    let got = case(&mut de.clone(), &sent.report_id).await;
-    let view = got.route.expect("the receiver has the signed route");
+    let (_, view) = received_in_germany(&mut fr, &de, "https://alias.example.de/album/7").await;
     let d = &view.dns[0];
     assert_eq!(d.dnssec, "secure", "{d:?}");
     assert!(d.failure.is_empty(), "{d:?}");
