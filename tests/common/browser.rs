@@ -268,6 +268,13 @@ impl Browser {
             .to_owned()
     }
 
+    /// Element `e`'s text, or `None` when it is gone (stale).
+    async fn text_of(&self, e: &str) -> Option<String> {
+        let path = format!("/session/{}/element/{e}/text", self.session);
+        let (status, v) = http(self.port, "GET", &path, None).await;
+        (status == 200).then(|| v["value"].as_str().unwrap_or("").to_owned())
+    }
+
     /// Runs `script` in the page (WebDriver's own channel, not subject to
     /// the page's CSP) and returns its value.
     pub async fn eval(&self, script: &str) -> Value {
@@ -358,8 +365,11 @@ impl Browser {
     ) -> String {
         let deadline = Instant::now() + within;
         loop {
+            // The page may be replaced between finding the element and
+            // reading it (a form's navigation): a stale element reads as
+            // nothing yet.
             let t = match self.find(css).await {
-                Some(_) => self.text(css).await,
+                Some(e) => self.text_of(&e).await.unwrap_or_default(),
                 None => String::new(),
             };
             if check(&t) {

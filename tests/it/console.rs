@@ -349,6 +349,15 @@ async fn personal_operator_certificates_name_the_person_in_the_audit_log() {
 
 /// Logs `name` in through the console's login page.
 pub(crate) async fn log_in(b: &Browser, base: &str, name: &str, code: &str) {
+    send_login(b, base, name, code).await;
+    // The form's navigation may still be under way when the click returns:
+    // the session exists once the browser has left the login page.
+    b.wait_url(Duration::from_secs(20), |u| !u.contains("/login"))
+        .await;
+}
+
+/// Fills the login form and sends it, whatever the answer.
+async fn send_login(b: &Browser, base: &str, name: &str, code: &str) {
     b.goto(&format!("{base}/login")).await;
     b.fill("#name", name).await;
     b.fill("#password", PASSWORD).await;
@@ -639,7 +648,7 @@ async fn browser_refuses_forged_forms_other_roles_expired_sessions_and_locked_ac
             .await;
     }
     let (code, _) = next_code(&secret, step).await;
-    log_in(&b, &base, "dave", &code).await;
+    send_login(&b, &base, "dave", &code).await;
     b.wait_source(Duration::from_secs(10), "This account is locked")
         .await;
     assert!(b.url().await.ends_with("/login"), "{}", b.url().await);
@@ -693,7 +702,9 @@ async fn browser_script_in_peer_controlled_fields_never_runs() {
     let (code, _) = next_code(&secret, step).await;
     log_in(&b, &base, "erin", &code).await;
     b.goto(&format!("{base}/case/FR-PDC/{id}")).await;
-    let notes = b.text("p.notes").await;
+    let notes = b
+        .wait_text("p.notes", Duration::from_secs(10), |t| !t.is_empty())
+        .await;
     assert_eq!(notes, payload, "shown as text");
     // A reason with script, through the case's own form.
     b.goto(&format!("{base}/case/FR-PDC/{id}")).await;
