@@ -44,7 +44,7 @@ pub async fn view_by_seq(core: &Core, seq: i64) -> Result<CaseView, NodeError> {
 /// (nothing joined to it, no referral yet), without reading them back.
 pub async fn view_just_stored(
     core: &Core,
-    stored: super::intake::JustStored,
+    stored: crate::store::JustStored,
 ) -> Result<CaseView, NodeError> {
     let related = (stored.deliveries, stored.history, Vec::new(), Vec::new());
     view_of(core, stored.row, related).await

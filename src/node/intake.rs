@@ -12,7 +12,7 @@ use crate::pb;
 use crate::report::validate::{self, Submission};
 use crate::report::{Direction, Priority};
 use crate::routing::{RouteDecision, RouteKind};
-use crate::store::{NewReport, Tx};
+use crate::store::{JustStored, NewReport, Tx};
 use crate::wire;
 use crate::wire::stored::{StoredPayload, payload_column, route_column};
 
@@ -65,15 +65,6 @@ pub struct Stored {
     pub repeat: bool,
     /// A new report's rows as committed, when asked for (`Rows::Keep`).
     pub rows: Option<Box<JustStored>>,
-}
-
-/// A new report's rows as its transaction stored them: what its case view
-/// is built from without reading them back (`cases::view_just_stored`).
-#[derive(Debug, Clone)]
-pub struct JustStored {
-    pub row: crate::store::ReportRow,
-    pub deliveries: Vec<crate::store::DeliveryRow>,
-    pub history: Vec<crate::store::HistoryRow>,
 }
 
 /// Whether a batch's new reports come back with their rows: single

@@ -89,6 +89,15 @@ pub struct NewReport<'a> {
     pub family: Option<&'a str>,
 }
 
+/// A new report's rows as its transaction stored them: what its case view
+/// is built from without reading them back (`node::cases::view_just_stored`).
+#[derive(Debug, Clone)]
+pub struct JustStored {
+    pub row: ReportRow,
+    pub deliveries: Vec<DeliveryRow>,
+    pub history: Vec<HistoryRow>,
+}
+
 impl NewReport<'_> {
     /// The row this insert stores, as `reports` reads it back: what a
     /// caller that just committed it can show without reading it again.
