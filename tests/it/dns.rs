@@ -27,6 +27,13 @@ const DE_IP6: &str = "2a01:238:20a:202::1";
 /// Cloudflare (AS13335) in the shipped network data.
 const CDN_IP: &str = "1.1.1.1";
 
+/// An origin and the hotlines of Germany and the Netherlands.
+const FR_DE_NL: &[(&str, &[&str])] = &[
+    ("FR-PDC", &["FR"]),
+    ("DE-ECO", &["DE"]),
+    ("NL-EOKM", &["NL"]),
+];
+
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -456,14 +463,7 @@ async fn the_periodic_recheck_hands_moved_content_on_and_leaves_the_rest() {
     .unwrap();
     let mut dns = RawDns::resolvers(&[zone.addr().to_string()]);
     dns.recheck_interval_s = 1;
-    let fed = Federation::builder(&[
-        ("FR-PDC", &["FR"]),
-        ("DE-ECO", &["DE"]),
-        ("NL-EOKM", &["NL"]),
-    ])
-    .dns(dns)
-    .start()
-    .await;
+    let fed = Federation::builder(FR_DE_NL).dns(dns).start().await;
     let mut fr = fed.operator(0);
     let moving = submit(&mut fr, "http://moving.example/v", "")
         .await
@@ -597,14 +597,10 @@ fn signed_with_dns(fed: &Federation) -> pb::Envelope {
 async fn a_node_of_the_previous_protocol_gets_host_named_reports_without_the_fields_it_does_not_know()
  {
     let zone = ZoneServer::start(test_zone()).await.unwrap();
-    let mut fed = Federation::builder(&[
-        ("FR-PDC", &["FR"]),
-        ("DE-ECO", &["DE"]),
-        ("NL-EOKM", &["NL"]),
-    ])
-    .dns(RawDns::resolvers(&[zone.addr().to_string()]))
-    .create()
-    .await;
+    let mut fed = Federation::builder(FR_DE_NL)
+        .dns(RawDns::resolvers(&[zone.addr().to_string()]))
+        .create()
+        .await;
     // DE-ECO behaves on the wire as the previous release (protocol 1).
     fed.set(1, "exchange.protocol", 1);
     fed.start_all().await;
@@ -950,14 +946,7 @@ async fn dnssec_answers_from_a_signed_zone_are_secure_and_a_forged_one_is_held()
     let mut dns = RawDns::resolvers(&[zone.addr().to_string()]);
     dns.dnssec = true;
     dns.trust_anchor = Some(zone.trust_anchor().display().to_string());
-    let fed = Federation::builder(&[
-        ("FR-PDC", &["FR"]),
-        ("DE-ECO", &["DE"]),
-        ("NL-EOKM", &["NL"]),
-    ])
-    .dns(dns)
-    .start()
-    .await;
+    let fed = Federation::builder(FR_DE_NL).dns(dns).start().await;
     let (mut fr, de) = (fed.operator(0), fed.operator(1));
 
     // Signed: routed to Germany, and the receiver sees `secure` in the
@@ -971,15 +960,12 @@ async fn dnssec_answers_from_a_signed_zone_are_secure_and_a_forged_one_is_held()
 
     // Forged after signing: bogus, held here, not sent to the Netherlands.
     let core = fed.core(0);
-    let r = route_preview(
-        core,
-        &["https://forged.example.de/x".into()],
-        "",
-        "csam",
-        "",
-    )
-    .await
-    .unwrap();
+    let preview = async |url: &str| {
+        route_preview(core, &[url.to_owned()], "", "csam", "")
+            .await
+            .unwrap()
+    };
+    let r = preview("https://forged.example.de/x").await;
     assert_eq!(r.kind, RouteKind::Held, "{}", r.reason);
     assert!(r.destinations.is_empty());
     let d = &r.evidence.dns[0];
@@ -996,9 +982,7 @@ async fn dnssec_answers_from_a_signed_zone_are_secure_and_a_forged_one_is_held()
 
     // A zone proven unsigned (delegated without a DS record): insecure,
     // and routed as without DNSSEC.
-    let r = route_preview(core, &["https://www.plain.example/".into()], "", "csam", "")
-        .await
-        .unwrap();
+    let r = preview("https://www.plain.example/").await;
     assert_eq!(r.destinations[0].as_str(), "DE-ECO", "{}", r.reason);
     assert_eq!(
         r.evidence.dns[0].dnssec, "insecure",
@@ -1007,15 +991,7 @@ async fn dnssec_answers_from_a_signed_zone_are_secure_and_a_forged_one_is_held()
     );
 
     // A name the zone does not hold: NXDOMAIN, proven by NSEC.
-    let r = route_preview(
-        core,
-        &["https://missing.example.de/".into()],
-        "",
-        "csam",
-        "",
-    )
-    .await
-    .unwrap();
+    let r = preview("https://missing.example.de/").await;
     assert_eq!(r.kind, RouteKind::Held, "{}", r.reason);
     let d = &r.evidence.dns[0];
     assert_eq!(d.failure.map(|f| f.as_str()), Some("nxdomain"), "{d:?}");
