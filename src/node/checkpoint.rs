@@ -109,6 +109,7 @@ async fn make_if_older(
     if verify_all {
         check_again(core).await?;
     }
+    let ahead = read_ahead(core, min_age_ms).await?;
     let mut tx = core.store.begin().await?;
     let size = tx.audit_size().await?;
     let last = tx.latest_checkpoint().await?;
@@ -118,40 +119,20 @@ async fn make_if_older(
     {
         return Ok(l.clone());
     }
-    // The log is read a page at a time into the tree's right edge: memory
-    // stays O(log n) however long the log (`merkle::CompactRange`). The
-    // edge as of the latest checkpoint is kept (the start-up check and
-    // `check_again` leave it), so only the entries after it are read under
-    // the writer lock. Only a replica that finds another's checkpoint
-    // newer than its edge reads the log from the start here.
+    // Under the writer lock only the entries written since `read_ahead`
+    // are read (unless another replica signed meanwhile: then from its
+    // checkpoint's edge, or from the start).
     let old = last
         .as_ref()
         .map(|l| u64::try_from(l.size).unwrap_or(u64::MAX));
-    let cached = core
-        .frontier
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-        .filter(|r| Some(r.size()) == old);
-    let (mut range, mut prefix) = match cached {
-        Some(r) => {
-            let root = r.root();
-            (r, Some(root))
-        }
-        None => (
-            merkle::CompactRange::new(),
-            (old == Some(0)).then(merkle::empty_root),
-        ),
+    let mut edge = match ahead {
+        Some(e) if e.at == old && e.range.size() <= size => e,
+        _ => Edge::kept(core, old),
     };
-    let from = range.size();
-    tx.fold_leaves(from, size, |leaf| {
-        range.push(leaf);
-        if Some(range.size()) == old {
-            prefix = Some(range.root());
-        }
-    })
-    .await?;
+    let from = edge.range.size();
+    tx.fold_leaves(from, size, |leaf| edge.push(leaf)).await?;
     core.metrics.leaves_read("sign", size.saturating_sub(from));
+    let Edge { range, prefix, .. } = edge;
     if range.size() != size {
         return Err(NodeError::Internal(
             "the audit log has fewer entries than its size says",
@@ -171,6 +152,75 @@ async fn make_if_older(
         "audit checkpoint signed"
     );
     Ok(row)
+}
+
+/// The audit tree's right edge, being extended from the checkpoint of
+/// `at` entries (none yet: `None`), with that checkpoint's root once the
+/// edge has passed it (`prefix`).
+struct Edge {
+    at: Option<u64>,
+    range: merkle::CompactRange,
+    prefix: Option<Hash>,
+}
+
+impl Edge {
+    /// The edge kept at the latest checkpoint this process signed or
+    /// checked (`Core::frontier`) when that is the checkpoint of `at`
+    /// entries; otherwise the empty tree, to be read from the start.
+    fn kept(core: &Core, at: Option<u64>) -> Edge {
+        let cached = core
+            .frontier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|r| Some(r.size()) == at);
+        match cached {
+            Some(range) => Edge {
+                at,
+                prefix: Some(range.root()),
+                range,
+            },
+            None => Edge {
+                at,
+                range: merkle::CompactRange::new(),
+                prefix: (at == Some(0)).then(merkle::empty_root),
+            },
+        }
+    }
+
+    fn push(&mut self, leaf: &Hash) {
+        self.range.push(leaf);
+        if Some(self.range.size()) == self.at {
+            self.prefix = Some(self.range.root());
+        }
+    }
+}
+
+/// Folds the entries written since the latest checkpoint into the tree's
+/// edge through a reader, outside the writer lock (entries never change
+/// once written): a checkpoint after a busy interval (a million reports
+/// imported) would otherwise hold every commit, urgent reports' included,
+/// for the seconds it takes to read and hash millions of entries. `None`
+/// when the latest checkpoint is too recent to be replaced.
+async fn read_ahead(core: &Core, min_age_ms: Option<i64>) -> Result<Option<Edge>, NodeError> {
+    let last = core.store.latest_checkpoint().await?;
+    if let Some(l) = &last
+        && min_age_ms.is_some_and(|age| Core::now_ms() - l.created_at_ms < age)
+    {
+        return Ok(None);
+    }
+    let mut edge = Edge::kept(
+        core,
+        last.map(|l| u64::try_from(l.size).unwrap_or(u64::MAX)),
+    );
+    let size = core.store.audit_entries_count().await?;
+    let from = edge.range.size();
+    let read = core
+        .store
+        .fold_leaves(from, size, |leaf| edge.push(leaf))
+        .await?;
+    core.metrics.leaves_read("ahead", read);
+    Ok(Some(edge))
 }
 
 /// Reads the whole log again, outside the writer lock, to check that it

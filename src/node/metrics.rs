@@ -291,7 +291,7 @@ pub async fn render(core: &Core) -> String {
         &mut out,
         "alertrelay_checkpoint_leaves_read_total",
         "counter",
-        "Audit-log entries read to make checkpoints: pass=check (the whole log checked again, outside the writer lock), pass=sign (the entries since the last checkpoint).",
+        "Audit-log entries read to make checkpoints: pass=check (the whole log checked again, outside the writer lock), pass=ahead (the entries since the last checkpoint, outside the writer lock), pass=sign (those written since, under the writer lock).",
         &m.leaves_read,
         by("pass"),
     );

@@ -120,6 +120,21 @@ pub async fn schema_state(url: &str) -> Result<SchemaState, StoreError> {
     })
 }
 
+/// Says so (a warning at start) when the server runs without autovacuum:
+/// the node's tables are then neither vacuumed nor analysed unless the
+/// operator does it, and queries planned without statistics slow down.
+async fn warn_without_autovacuum(pool: &PgPool) -> Result<(), StoreError> {
+    let on: String = sqlx::query_scalar("SELECT current_setting('autovacuum')")
+        .fetch_one(pool)
+        .await?;
+    if on != "on" {
+        tracing::warn!(
+            "the PostgreSQL server runs with autovacuum off: run VACUUM ANALYZE on the node's database regularly (docs/postgresql.md)"
+        );
+    }
+    Ok(())
+}
+
 impl Store {
     /// Connects and migrates the database (`migrations/postgres`). The
     /// database must exist; the schema is created in it.
@@ -136,6 +151,7 @@ impl Store {
         // sqlx's migrator takes its own advisory lock: several processes
         // starting at once migrate once.
         sqlx::migrate!("migrations/postgres").run(&writer).await?;
+        warn_without_autovacuum(&writer).await?;
         let reader = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))

@@ -326,7 +326,8 @@ fn leaves_read(page: &str, pass: &str) -> u64 {
 }
 
 #[tokio::test]
-async fn after_a_restart_a_checkpoint_reads_only_the_entries_since_the_last_under_the_writer() {
+async fn after_a_restart_a_checkpoint_reads_only_the_entries_since_the_last_and_none_under_the_writer()
+ {
     // No scheduled checkpoints: only the two asked for below.
     let mut fed = Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])])
         .quiet_audit()
@@ -360,9 +361,14 @@ async fn after_a_restart_a_checkpoint_reads_only_the_entries_since_the_last_unde
     assert!(size > old, "a new checkpoint after {old}");
     let page = fed.metrics(0).await;
     assert_eq!(
-        leaves_read(&page, "sign"),
+        leaves_read(&page, "ahead"),
         size - old,
-        "the writer read only the entries since checkpoint {old}: {page}"
+        "only the entries since checkpoint {old} were read: {page}"
+    );
+    assert_eq!(
+        leaves_read(&page, "sign"),
+        0,
+        "nothing was written meanwhile, so none was read under the writer lock: {page}"
     );
     assert_eq!(
         leaves_read(&page, "check"),
