@@ -48,6 +48,14 @@ pub(super) enum DeliveryError {
     Store(#[from] StoreError),
 }
 
+/// Batches of bulk reports in flight to one peer at a time while a backlog
+/// waits: the bulk lane's and those of `BULK_SENDERS - 1` second senders.
+/// Three rather than two (measured back to back, release build, 7 December
+/// 2026): a 100,000 backlog drained at 6,648–7,668/s instead of
+/// 5,248–5,805/s, end to end 4,292/s instead of 3,872/s (means of five
+/// runs); urgent p99 while it drains 22.7–22.9 ms instead of 20.2–20.6 ms.
+const BULK_SENDERS: usize = 3;
+
 /// Two lanes per peer over one connection: urgent reports and status
 /// updates never wait behind a bulk batch in flight.
 pub async fn run(
@@ -63,15 +71,20 @@ pub async fn run(
         shutdown.clone(),
         true,
     ));
-    let second = tokio::spawn(second_sender(
-        core.clone(),
-        peer.clone(),
-        channel.clone(),
-        shutdown.clone(),
-    ));
+    let mut seconds = Vec::new();
+    for _ in 1..BULK_SENDERS {
+        seconds.push(tokio::spawn(second_sender(
+            core.clone(),
+            peer.clone(),
+            channel.clone(),
+            shutdown.clone(),
+        )));
+    }
     lane(core, peer, channel, shutdown, false).await;
     let _ = urgent.await;
-    let _ = second.await;
+    for s in seconds {
+        let _ = s.await;
+    }
 }
 
 /// A lane's way to its peer, kept current: after a reload it is built
@@ -138,10 +151,11 @@ async fn wait_while_inactive(
 
 /// A second sender of bulk reports, active while the bulk lane finds a
 /// backlog: it claims its own batches (claimed rows are never claimed
-/// twice), so one batch is stored here while the next is on the wire or
-/// at the peer. Reports only: status updates keep their order in the one
-/// bulk lane. On any failure it goes quiet and leaves retrying, backoff and
-/// the peer's state to the bulk lane.
+/// twice), so one batch is stored here while others are on the wire or
+/// at the peer; a full batch wakes the next idle one (`BULK_SENDERS`).
+/// Reports only: status updates keep their order in the one bulk lane. On
+/// any failure it goes quiet and leaves retrying, backoff and the peer's
+/// state to the bulk lane.
 async fn second_sender(
     core: Arc<Core>,
     peer: NodeId,
@@ -173,7 +187,11 @@ async fn second_sender(
             }
             let out = way.current(&core);
             match deliver_reports(&core, &peer, out, limit, false).await {
-                Ok(n) if n == limit => continue,
+                Ok(n) if n == limit => {
+                    // More waiting: another idle sender may take a batch too.
+                    link.backlog.notify_one();
+                    continue;
+                }
                 Ok(_) => break,
                 Err(e) => {
                     tracing::debug!(peer = %peer, error = %e, "second sender stops: the bulk lane retries");
