@@ -326,8 +326,7 @@ fn leaves_read(page: &str, pass: &str) -> u64 {
 }
 
 #[tokio::test]
-async fn after_a_restart_a_checkpoint_reads_only_the_entries_since_the_last_and_none_under_the_writer()
- {
+async fn a_checkpoint_after_a_restart_reads_only_new_entries_and_none_under_the_writer() {
     // No scheduled checkpoints: only the two asked for below.
     let mut fed = Federation::builder(&[("FR-PDC", &["FR"]), ("DE-ECO", &["DE"])])
         .quiet_audit()
