@@ -482,10 +482,10 @@ pub async fn queue_bulk(
 ) -> anyhow::Result<f64> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     anyhow::ensure!(!ips.is_empty(), "no address to report");
+    anyhow::ensure!(!clients.is_empty(), "no node to submit to");
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
-    anyhow::ensure!(!clients.is_empty(), "no node to submit to");
     for w in 0..streams.max(1) {
         let mut c = clients[w % clients.len()].clone();
         let (next, ips, tag, bar) = (next.clone(), ips.to_vec(), tag.to_owned(), bar.clone());

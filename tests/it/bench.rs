@@ -351,6 +351,10 @@ fn the_report_draws_every_scenario_that_ran_and_growth_compares_two_stores() {
     assert_eq!(num(&v, "/growth/stored"), 300.0);
     assert!(num(&v, "/growth/load_intake_per_sec") > 0.0);
     assert!(num(&v, "/growth/load_delivered_per_sec") > 0.0);
+    assert!(
+        num(&v, "/growth/checkpoint_secs") > 0.0,
+        "a checkpoint signed on the loaded nodes"
+    );
     assert!(num(&v, "/growth/empty/end_to_end_per_sec") > 0.0);
     assert!(num(&v, "/growth/full/end_to_end_per_sec") > 0.0);
     assert!(num(&v, "/growth/ratio") > 0.0);
