@@ -247,8 +247,9 @@ fn breakdown(r: &Results, t: &Throughput) -> Markup {
     });
     figure(
         &format!(
-            "Microseconds of CPU per report delivered end to end in the throughput window ({} reports; both nodes and the load in one process), by thread group, against the ceiling's model (1 sign + 1 batch verify + 3 durable writes + 3 streamed messages) when the limits ran. Per report also: {} bytes written to storage, {} context switches{}.",
+            "Microseconds of CPU per report delivered end to end in the throughput window ({} reports; both nodes and the load in one process), by thread group, against the ceiling's model (1 sign + 1 batch verify + 3 durable writes + 3 streamed messages) when the limits ran. Per report also: {} SQL statements, {} bytes written to storage, {} context switches{}.",
             svg::number(b.reports as f64),
+            svg::number(b.statements),
             svg::number(b.written_bytes),
             svg::number(b.context_switches),
             allocations

@@ -27,7 +27,9 @@ const GROUPS: [(&str, &str); 4] = [
 /// contention between cores.
 #[allow(unsafe_code)]
 pub mod alloc_count {
-    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::alloc::{GlobalAlloc, Layout};
+
+    use mimalloc::MiMalloc as Inner;
     use std::cell::Cell;
     use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -67,14 +69,14 @@ pub mod alloc_count {
     unsafe impl GlobalAlloc for Counting {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             count();
-            unsafe { System.alloc(layout) }
+            unsafe { Inner.alloc(layout) }
         }
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            unsafe { System.dealloc(ptr, layout) }
+            unsafe { Inner.dealloc(ptr, layout) }
         }
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
             count();
-            unsafe { System.realloc(ptr, layout, new_size) }
+            unsafe { Inner.realloc(ptr, layout, new_size) }
         }
     }
 
@@ -104,6 +106,7 @@ pub struct Sample {
     groups: BTreeMap<&'static str, Duration>,
     context_switches: u64,
     written_bytes: u64,
+    statements: u64,
     allocations: Option<u64>,
 }
 
@@ -114,6 +117,7 @@ impl Sample {
             groups: thread_groups(),
             context_switches: context_switches(),
             written_bytes: written_bytes(),
+            statements: crate::store::statements_run(),
             allocations: alloc_count::start(),
         }
     }
@@ -132,6 +136,9 @@ pub struct Breakdown {
     /// Bytes the process caused to be written to storage (WAL, database
     /// pages, checkpoints), per report.
     pub written_bytes: f64,
+    /// SQL statements the stores ran (BEGIN and COMMIT included), per
+    /// report: each one a hand-off to the database's thread or server.
+    pub statements: f64,
     /// Heap allocations (and reallocations) per report, when counted.
     pub allocations: Option<f64>,
 }
@@ -160,6 +167,7 @@ impl Breakdown {
             cpu_by_group: by_group,
             context_switches: b.context_switches.saturating_sub(a.context_switches) as f64 / n,
             written_bytes: b.written_bytes.saturating_sub(a.written_bytes) as f64 / n,
+            statements: b.statements.saturating_sub(a.statements) as f64 / n,
             allocations: a
                 .allocations
                 .zip(b.allocations)
@@ -169,9 +177,10 @@ impl Breakdown {
 
     pub fn print(&self) {
         println!(
-            "  per delivered report ({} reports): CPU {:.0} µs, {:.1} context switches, {:.0} bytes written{}",
+            "  per delivered report ({} reports): CPU {:.0} µs, {:.2} SQL statements, {:.1} context switches, {:.0} bytes written{}",
             self.reports,
             self.cpu_us,
+            self.statements,
             self.context_switches,
             self.written_bytes,
             self.allocations

@@ -34,16 +34,37 @@ pub(crate) struct Prepared {
     k: Scalar,
 }
 
+/// Whether the `y` an encoding holds (its low 255 bits) is below
+/// p = 2²⁵⁵ − 19, read off the bytes: `y` ≥ p exactly when byte 0 is at
+/// least 0xed, bytes 1 to 30 are 0xff and byte 31 is 0x7f (its top bit,
+/// `x`'s sign, aside). With that, an encoding is canonical unless it sets
+/// the sign bit of `x` = 0, which only the points (0, ±1) have, both of
+/// small order and refused as such. Cheaper than decoding and encoding
+/// again (which costs a field inversion per point).
+fn y_below_p(bytes: &[u8; 32]) -> bool {
+    !(bytes[0] >= 0xed && bytes[1..31].iter().all(|&b| b == 0xff) && bytes[31] & 0x7f == 0x7f)
+}
+
 /// A point from its encoding: canonical, and not of small order.
 fn point(bytes: &[u8; 32]) -> Option<EdwardsPoint> {
+    if !y_below_p(bytes) {
+        return None;
+    }
     let p = CompressedEdwardsY(*bytes).decompress()?;
-    (p.compress().to_bytes() == *bytes && !p.is_small_order()).then_some(p)
+    (!p.is_small_order()).then_some(p)
+}
+
+/// The key's point, held decoded by `VerifyingKey` (so not decoded again
+/// for each signature), by the same rule as [`point`].
+fn key_point(key: &VerifyingKey) -> Option<EdwardsPoint> {
+    let a = key.to_edwards();
+    (y_below_p(key.as_bytes()) && !a.is_small_order()).then_some(a)
 }
 
 /// Checks everything but the equation: encodings, small order, `s` below
 /// the group order. `None` when any fails.
 pub(crate) fn prepare(key: &VerifyingKey, msg: &[u8], sig: &Signature) -> Option<Prepared> {
-    let a = point(key.as_bytes())?;
+    let a = key_point(key)?;
     let r = point(sig.r_bytes())?;
     let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(*sig.s_bytes()))?;
     let mut h = Sha512::new();
@@ -200,5 +221,82 @@ mod tests {
         let mut bytes = sig.to_bytes();
         bytes[63] |= 0xf0;
         assert!(prepare(&sk.verifying_key(), msg, &Signature::from_bytes(&bytes)).is_none());
+    }
+
+    /// The rule as first written: decode, encode again, compare, and
+    /// refuse small order.
+    fn round_trip(bytes: &[u8; 32]) -> Option<EdwardsPoint> {
+        let p = CompressedEdwardsY(*bytes).decompress()?;
+        (p.compress().to_bytes() == *bytes && !p.is_small_order()).then_some(p)
+    }
+
+    /// Reading canonical encodings off the bytes refuses exactly what
+    /// decoding and encoding again refuses: every `y` from p − 2 up to
+    /// 2²⁵⁵ − 1 and the small values, each with both signs, and random
+    /// encodings; for points and for keys.
+    #[test]
+    fn canonical_encodings_read_off_the_bytes_match_the_round_trip() {
+        use rand::RngCore;
+        let mut cases: Vec<[u8; 32]> = Vec::new();
+        // 2²⁵⁵ − 21 … 2²⁵⁵ − 1: p − 2 … p + 18.
+        for low in 0xebu8..=0xff {
+            let mut b = [0xff; 32];
+            b[0] = low;
+            b[31] = 0x7f;
+            cases.push(b);
+        }
+        for small in 0u8..=4 {
+            let mut b = [0; 32];
+            b[0] = small;
+            cases.push(b);
+        }
+        // p − 1 = −1, an order-2 point, and its negative-sign encoding.
+        let mut b = [0xff; 32];
+        b[0] = 0xec;
+        b[31] = 0x7f;
+        cases.push(b);
+        let mut rng = rand::rngs::OsRng;
+        for _ in 0..2000 {
+            let mut b = [0; 32];
+            rng.fill_bytes(&mut b);
+            cases.push(b);
+        }
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        cases.push(sk.verifying_key().to_bytes());
+        let (mut points, mut refused) = (0, 0);
+        for mut b in cases {
+            for sign in [0, 0x80] {
+                b[31] = (b[31] & 0x7f) | sign;
+                let expected = round_trip(&b);
+                assert_eq!(point(&b), expected, "{}", hex::encode(b));
+                if let Ok(key) = VerifyingKey::from_bytes(&b) {
+                    assert_eq!(key_point(&key), expected, "key {}", hex::encode(b));
+                }
+                if expected.is_some() {
+                    points += 1;
+                } else {
+                    refused += 1;
+                }
+            }
+        }
+        // Both answers were exercised, non-canonical ones included.
+        assert!(points > 100 && refused > 100, "{points} {refused}");
+        // Some y = p + 2 … p + 18 (≡ 2 … 18) decode to points of large
+        // order, refused only for their encoding.
+        let large_order = (0xefu8..=0xff)
+            .map(|low| {
+                let mut b = [0xff; 32];
+                b[0] = low;
+                b[31] = 0x7f;
+                b
+            })
+            .filter(|b| {
+                CompressedEdwardsY(*b)
+                    .decompress()
+                    .is_some_and(|p| !p.is_small_order())
+            })
+            .inspect(|b| assert!(point(b).is_none(), "{}", hex::encode(b)))
+            .count();
+        assert!(large_order > 0);
     }
 }

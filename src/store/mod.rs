@@ -51,15 +51,18 @@ macro_rules! on {
 /// `sql!(conn, scalar.fetch_one(SQL, a))` one column (`query_scalar`),
 /// `sql!(conn, execute(SQL, a))` the number of rows changed.
 macro_rules! sql {
-    ($conn:expr, execute($sql:expr $(, $arg:expr)* $(,)?)) => {
+    ($conn:expr, execute($sql:expr $(, $arg:expr)* $(,)?)) => {{
+        $crate::store::counted(1);
         on!($conn, |c, _Db| sqlx::query($sql)$(.bind($arg))*.execute(&mut *c).await?.rows_affected())
-    };
-    ($conn:expr, scalar.$verb:ident($sql:expr $(, $arg:expr)* $(,)?)) => {
+    }};
+    ($conn:expr, scalar.$verb:ident($sql:expr $(, $arg:expr)* $(,)?)) => {{
+        $crate::store::counted(1);
         on!($conn, |c, _Db| sqlx::query_scalar($sql)$(.bind($arg))*.$verb(&mut *c).await?)
-    };
-    ($conn:expr, $verb:ident($sql:expr $(, $arg:expr)* $(,)?)) => {
+    }};
+    ($conn:expr, $verb:ident($sql:expr $(, $arg:expr)* $(,)?)) => {{
+        $crate::store::counted(1);
         on!($conn, |c, _Db| sqlx::query_as($sql)$(.bind($arg))*.$verb(&mut *c).await?)
-    };
+    }};
 }
 
 /// One statement built at run time (a multi-row `VALUES` list, an `IN`
@@ -70,6 +73,7 @@ macro_rules! sql {
 macro_rules! built {
     ($conn:expr, |$q:ident| $build:expr => execute) => {
         on!($conn, |c, Db| {
+            $crate::store::counted(1);
             let mut $q = sqlx::QueryBuilder::<Db>::new("");
             $build;
             $q.build().execute(&mut *c).await?.rows_affected()
@@ -77,6 +81,7 @@ macro_rules! built {
     };
     ($conn:expr, |$q:ident| $build:expr => scalar.$verb:ident) => {
         on!($conn, |c, Db| {
+            $crate::store::counted(1);
             let mut $q = sqlx::QueryBuilder::<Db>::new("");
             $build;
             $q.build_query_scalar().$verb(&mut *c).await?
@@ -84,6 +89,7 @@ macro_rules! built {
     };
     ($conn:expr, |$q:ident| $build:expr => $verb:ident) => {
         on!($conn, |c, Db| {
+            $crate::store::counted(1);
             let mut $q = sqlx::QueryBuilder::<Db>::new("");
             $build;
             $q.build_query_as().$verb(&mut *c).await?
@@ -149,6 +155,24 @@ pub enum StoreError {
     },
     #[error("cannot connect to {url}: no answer within {secs} s")]
     ConnectTimedOut { url: String, secs: u64 },
+}
+
+/// SQL statements this process's stores have run: each statement of the
+/// shared SQL (`sql!`, `built!`), each BEGIN, COMMIT and ROLLBACK, and
+/// the backends' own statements on the hot paths (PostgreSQL's writer
+/// lock, claims and notifications). For the bench's per-report
+/// breakdown; one relaxed add per statement.
+static STATEMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts `n` statements run (see [`STATEMENTS`]).
+pub(crate) fn counted(n: u64) {
+    STATEMENTS.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How many SQL statements this process's stores have run so far (see
+/// [`STATEMENTS`]).
+pub fn statements_run() -> u64 {
+    STATEMENTS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The node's store: one backend behind one interface.
@@ -285,6 +309,7 @@ impl Store {
 
     /// Starts a write transaction (one writer at a time, on both backends).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
+        counted(1);
         let backend = match self {
             Store::Sqlite(s) => TxOn::Sqlite(s.begin().await?),
             Store::Postgres(s) => TxOn::Postgres(s.begin().await?),
@@ -448,6 +473,7 @@ impl Store {
 
 impl Tx {
     pub async fn commit(self) -> Result<(), StoreError> {
+        counted(1);
         match self.backend {
             TxOn::Sqlite(t) => t.commit().await,
             TxOn::Postgres(t) => t.commit().await,
@@ -457,6 +483,7 @@ impl Tx {
     /// Undoes everything written in this transaction (on PostgreSQL, its
     /// notifications are never sent).
     pub async fn rollback(self) -> Result<(), StoreError> {
+        counted(1);
         match self.backend {
             TxOn::Sqlite(t) => t.tx.rollback().await?,
             TxOn::Postgres(t) => t.tx.rollback().await?,

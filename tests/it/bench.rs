@@ -130,6 +130,7 @@ fn every_scenario_reports_every_figure() {
     assert!(num(b, "/allocations") > 0.0, "{b:#}");
     assert!(num(b, "/context_switches") > 0.0, "{b:#}");
     num(b, "/written_bytes");
+    assert!(num(b, "/statements") > 0.0, "{b:#}");
     assert!(num(&v, "/ratio_to_ceiling") > 0.0);
     // Single submissions saturated, and the latency at three fractions of
     // their rate, every report with its receipt.
