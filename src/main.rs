@@ -4,8 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// The system allocator, counting allocations while `alertrelay bench`
-/// measures (a relaxed load per allocation otherwise).
+/// mimalloc (faster than glibc's malloc for the many small allocations
+/// of rows and messages freed on other threads: docs/performance.md),
+/// counting allocations while `alertrelay bench` measures (a relaxed load
+/// per allocation otherwise).
 #[global_allocator]
 static ALLOCATOR: alertrelay::bench::usage::alloc_count::Counting =
     alertrelay::bench::usage::alloc_count::Counting;

@@ -22,7 +22,7 @@ const GROUPS: [(&str, &str); 4] = [
 
 /// Counts heap allocations when the binary installs it as its global
 /// allocator and the bench switches counting on; otherwise a plain
-/// pass-through to the system allocator (one relaxed load per call).
+/// pass-through to mimalloc (one relaxed load per call).
 /// Each thread counts on a cache line of its own, so counting costs no
 /// contention between cores.
 #[allow(unsafe_code)]
@@ -64,7 +64,7 @@ pub mod alloc_count {
 
     pub struct Counting;
 
-    // SAFETY: every call is forwarded unchanged to `System`; counting
+    // SAFETY: every call is forwarded unchanged to mimalloc; counting
     // allocates nothing.
     unsafe impl GlobalAlloc for Counting {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {

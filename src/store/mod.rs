@@ -52,15 +52,15 @@ macro_rules! on {
 /// `sql!(conn, execute(SQL, a))` the number of rows changed.
 macro_rules! sql {
     ($conn:expr, execute($sql:expr $(, $arg:expr)* $(,)?)) => {{
-        $crate::store::counted(1);
+        $crate::store::counted();
         on!($conn, |c, _Db| sqlx::query($sql)$(.bind($arg))*.execute(&mut *c).await?.rows_affected())
     }};
     ($conn:expr, scalar.$verb:ident($sql:expr $(, $arg:expr)* $(,)?)) => {{
-        $crate::store::counted(1);
+        $crate::store::counted();
         on!($conn, |c, _Db| sqlx::query_scalar($sql)$(.bind($arg))*.$verb(&mut *c).await?)
     }};
     ($conn:expr, $verb:ident($sql:expr $(, $arg:expr)* $(,)?)) => {{
-        $crate::store::counted(1);
+        $crate::store::counted();
         on!($conn, |c, _Db| sqlx::query_as($sql)$(.bind($arg))*.$verb(&mut *c).await?)
     }};
 }
@@ -73,7 +73,7 @@ macro_rules! sql {
 macro_rules! built {
     ($conn:expr, |$q:ident| $build:expr => execute) => {
         on!($conn, |c, Db| {
-            $crate::store::counted(1);
+            $crate::store::counted();
             let mut $q = sqlx::QueryBuilder::<Db>::new("");
             $build;
             $q.build().execute(&mut *c).await?.rows_affected()
@@ -81,7 +81,7 @@ macro_rules! built {
     };
     ($conn:expr, |$q:ident| $build:expr => scalar.$verb:ident) => {
         on!($conn, |c, Db| {
-            $crate::store::counted(1);
+            $crate::store::counted();
             let mut $q = sqlx::QueryBuilder::<Db>::new("");
             $build;
             $q.build_query_scalar().$verb(&mut *c).await?
@@ -89,7 +89,7 @@ macro_rules! built {
     };
     ($conn:expr, |$q:ident| $build:expr => $verb:ident) => {
         on!($conn, |c, Db| {
-            $crate::store::counted(1);
+            $crate::store::counted();
             let mut $q = sqlx::QueryBuilder::<Db>::new("");
             $build;
             $q.build_query_as().$verb(&mut *c).await?
@@ -164,9 +164,9 @@ pub enum StoreError {
 /// breakdown; one relaxed add per statement.
 static STATEMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Counts `n` statements run (see [`STATEMENTS`]).
-pub(crate) fn counted(n: u64) {
-    STATEMENTS.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+/// Counts one statement run (see [`STATEMENTS`]).
+pub(crate) fn counted() {
+    STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// How many SQL statements this process's stores have run so far (see
@@ -309,7 +309,7 @@ impl Store {
 
     /// Starts a write transaction (one writer at a time, on both backends).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        counted(1);
+        counted();
         let backend = match self {
             Store::Sqlite(s) => TxOn::Sqlite(s.begin().await?),
             Store::Postgres(s) => TxOn::Postgres(s.begin().await?),
@@ -473,7 +473,7 @@ impl Store {
 
 impl Tx {
     pub async fn commit(self) -> Result<(), StoreError> {
-        counted(1);
+        counted();
         match self.backend {
             TxOn::Sqlite(t) => t.commit().await,
             TxOn::Postgres(t) => t.commit().await,
@@ -483,7 +483,7 @@ impl Tx {
     /// Undoes everything written in this transaction (on PostgreSQL, its
     /// notifications are never sent).
     pub async fn rollback(self) -> Result<(), StoreError> {
-        counted(1);
+        counted();
         match self.backend {
             TxOn::Sqlite(t) => t.tx.rollback().await?,
             TxOn::Postgres(t) => t.tx.rollback().await?,

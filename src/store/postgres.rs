@@ -208,7 +208,7 @@ impl Store {
 
     /// A raw transaction holding the writer lock (for bulk copies).
     pub(crate) async fn begin_raw(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
-        super::counted(1);
+        super::counted();
         let mut tx = self.writer.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(WRITER_LOCK)
@@ -235,7 +235,7 @@ impl Store {
         &self,
         ask: &ClaimRequest<'_>,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        super::counted(1);
+        super::counted();
         let mut rows: Vec<OutboxRow> = sqlx::query_as(
             "WITH c AS (SELECT id, claimed_by AS prev FROM outbox
                         WHERE peer = $3 AND kind = $4 AND urgent = $5
@@ -268,7 +268,7 @@ impl Store {
         holder: &str,
         until_ms: i64,
     ) -> Result<u64, StoreError> {
-        super::counted(1);
+        super::counted();
         Ok(sqlx::query(
             "UPDATE outbox SET lease_until_ms = $1 WHERE id = ANY($2) AND claimed_by = $3",
         )
@@ -289,7 +289,7 @@ impl Store {
         holder: &str,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        super::counted(1);
+        super::counted();
         sqlx::query(
             "UPDATE outbox SET
                 attempts = attempts + CASE WHEN $1::TEXT IS NULL THEN 0 ELSE 1 END,
@@ -358,7 +358,7 @@ impl Tx {
 
     pub(super) async fn commit(mut self) -> Result<(), StoreError> {
         if !self.notify.is_empty() {
-            super::counted(1);
+            super::counted();
             // Delivered to the listeners only if and when this commits.
             sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::TEXT[]) AS p")
                 .bind(WORK_CHANNEL)
