@@ -335,8 +335,10 @@ fn the_report_draws_every_scenario_that_ran_and_growth_compares_two_stores() {
     let v = bench(&[
         "--scenario",
         "throughput,latency,urgent,drain,growth",
+        // Long enough that a receipt comes back within each window while
+        // the whole suite shares two cores (a 1 s window once saw none).
         "--duration",
-        "1",
+        "3",
         "--backlog",
         "120",
         "--urgent",
